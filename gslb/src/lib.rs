@@ -1,0 +1,3 @@
+//! The DNS global server load balancer (LiveSky §2.2): answers `CHANNEL.ZONE` with the nearest,
+//! lightly loaded live edge, locating clients by EDNS Client Subnet or resolver address through a
+//! prefix → (region, ISP) map, with an HTTP 302 fallback. Not built yet: see the GSLB issue.

@@ -1,0 +1,21 @@
+//! Wire types shared by all LiveSky-rs parts.
+//!
+//! The unit of live data is the [`Chunk`] (the paper's "frame"): whole 188-byte MPEG-TS packets of one
+//! video access unit (or a 100 ms audio slice) with a header naming its channel and `seq`. Substream
+//! `s` of a channel is every chunk with `seq % K == s` (LiveSky §2.3). Service nodes talk to each other
+//! with [`SnMessage`] frames through [`SnCodec`], whose decoder checks every length before allocating.
+//! Tier 0 signs chunks with the channel's Ed25519 key ([`sign`]) so downstream parts can reject tampering.
+
+pub mod chunk;
+pub mod codec;
+pub mod message;
+pub mod name;
+pub mod sign;
+mod wire;
+
+pub use chunk::{Chunk, ChunkFlags, ChunkHeader, SubstreamId, MAX_CHUNK_PAYLOAD, TS_PACKET_LEN};
+pub use codec::{CodecError, SnCodec, DEFAULT_MAX_FRAME};
+pub use message::{Hello, RefuseCode, SnMessage, StartAt, Subscribe, PROTOCOL_VERSION};
+pub use name::{ChannelId, NameError, NodeId};
+pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};
+pub use wire::WireError;

@@ -1,0 +1,214 @@
+//! Messages between service nodes (SN↔SN). One TCP connection carries one channel subscription:
+//! the child sends `Hello` then `Subscribe`; the parent answers `Hello`, then `SubscribeOk` (or
+//! `SubscribeErr`) and pushes `Chunk`s. Both sides send `Keepalive` when idle so a silent but open
+//! link can be told from a quiet source.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::chunk::Chunk;
+use crate::name::{ChannelId, NodeId};
+use crate::wire::{put_short_str, put_text, Reader, WireError};
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Longest subscription path accepted; tier counts are small, a longer path is a loop or garbage.
+pub const MAX_PATH: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u16,
+    pub node: NodeId,
+    pub tier: u8,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the newest keyframe the parent holds (or the next one to arrive).
+    Live,
+    /// Exactly at this seq: used to resume after failover with no gap and no duplicate.
+    Seq(u64),
+    /// At the newest keyframe at least this many ms of media older than the newest chunk, so a
+    /// new edge can offer a start burst and HLS history immediately.
+    Backlog { ms: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub channel: ChannelId,
+    pub start: StartAt,
+    /// Nodes this request has passed through, nearest the viewer first; a node finding itself in
+    /// the path refuses, which makes subscription loops among same-tier peers impossible.
+    pub path: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseCode {
+    /// No node up the hierarchy knows the channel.
+    NotFound,
+    /// The request would form a loop.
+    Loop,
+    /// The parent cannot take more children now.
+    Overloaded,
+    /// The requester is not allowed (wrong tier, unknown node).
+    Forbidden,
+    /// The parent has the channel but cannot reach any source for it right now.
+    Unavailable,
+}
+
+impl RefuseCode {
+    fn to_u8(self) -> u8 {
+        match self {
+            RefuseCode::NotFound => 1,
+            RefuseCode::Loop => 2,
+            RefuseCode::Overloaded => 3,
+            RefuseCode::Forbidden => 4,
+            RefuseCode::Unavailable => 5,
+        }
+    }
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => RefuseCode::NotFound,
+            2 => RefuseCode::Loop,
+            3 => RefuseCode::Overloaded,
+            4 => RefuseCode::Forbidden,
+            5 => RefuseCode::Unavailable,
+            _ => return Err(WireError::UnknownValue { what: "refuse code", value: v.into() }),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnMessage {
+    Hello(Hello),
+    Subscribe(Subscribe),
+    SubscribeOk { channel: ChannelId, source_live: bool },
+    SubscribeErr { channel: ChannelId, code: RefuseCode, reason: String },
+    Chunk(Chunk),
+    /// The parent's view of whether the channel's source is producing; while it is not, a child
+    /// must not take the silence for a stalled parent.
+    SourceState { channel: ChannelId, live: bool },
+    Keepalive,
+}
+
+mod tag {
+    pub const HELLO: u8 = 1;
+    pub const SUBSCRIBE: u8 = 2;
+    pub const SUBSCRIBE_OK: u8 = 3;
+    pub const SUBSCRIBE_ERR: u8 = 4;
+    pub const CHUNK: u8 = 5;
+    pub const SOURCE_STATE: u8 = 6;
+    pub const KEEPALIVE: u8 = 7;
+}
+
+impl SnMessage {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SnMessage::Hello(_) => "hello",
+            SnMessage::Subscribe(_) => "subscribe",
+            SnMessage::SubscribeOk { .. } => "subscribe-ok",
+            SnMessage::SubscribeErr { .. } => "subscribe-err",
+            SnMessage::Chunk(_) => "chunk",
+            SnMessage::SourceState { .. } => "source-state",
+            SnMessage::Keepalive => "keepalive",
+        }
+    }
+
+    /// Writes the message body (type byte first), without the length prefix.
+    pub fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            SnMessage::Hello(h) => {
+                out.put_u8(tag::HELLO);
+                out.put_u16(h.version);
+                put_short_str(out, h.node.as_str());
+                out.put_u8(h.tier);
+            }
+            SnMessage::Subscribe(s) => {
+                out.put_u8(tag::SUBSCRIBE);
+                put_short_str(out, s.channel.as_str());
+                match s.start {
+                    StartAt::Live => out.put_u8(0),
+                    StartAt::Seq(seq) => {
+                        out.put_u8(1);
+                        out.put_u64(seq);
+                    }
+                    StartAt::Backlog { ms } => {
+                        out.put_u8(2);
+                        out.put_u32(ms);
+                    }
+                }
+                let path = &s.path[..s.path.len().min(MAX_PATH)];
+                out.put_u8(path.len() as u8);
+                for n in path {
+                    put_short_str(out, n.as_str());
+                }
+            }
+            SnMessage::SubscribeOk { channel, source_live } => {
+                out.put_u8(tag::SUBSCRIBE_OK);
+                put_short_str(out, channel.as_str());
+                out.put_u8(u8::from(*source_live));
+            }
+            SnMessage::SubscribeErr { channel, code, reason } => {
+                out.put_u8(tag::SUBSCRIBE_ERR);
+                put_short_str(out, channel.as_str());
+                out.put_u8(code.to_u8());
+                put_text(out, reason);
+            }
+            SnMessage::Chunk(c) => {
+                out.put_u8(tag::CHUNK);
+                c.encode(out);
+            }
+            SnMessage::SourceState { channel, live } => {
+                out.put_u8(tag::SOURCE_STATE);
+                put_short_str(out, channel.as_str());
+                out.put_u8(u8::from(*live));
+            }
+            SnMessage::Keepalive => out.put_u8(tag::KEEPALIVE),
+        }
+    }
+
+    /// Decodes one message body (type byte first) that fills `body` exactly.
+    pub fn decode_body(body: Bytes) -> Result<SnMessage, WireError> {
+        let mut r = Reader::new(body);
+        let t = r.u8("message type")?;
+        let msg = match t {
+            tag::HELLO => SnMessage::Hello(Hello {
+                version: r.u16("protocol version")?,
+                node: r.node()?,
+                tier: r.u8("tier")?,
+            }),
+            tag::SUBSCRIBE => {
+                let channel = r.channel()?;
+                let start = match r.u8("start mode")? {
+                    0 => StartAt::Live,
+                    1 => StartAt::Seq(r.u64("start seq")?),
+                    2 => StartAt::Backlog { ms: r.u32("backlog ms")? },
+                    v => return Err(WireError::UnknownValue { what: "start mode", value: v.into() }),
+                };
+                let n = r.u8("path length")? as usize;
+                if n > MAX_PATH {
+                    return Err(WireError::TooMany { what: "subscription path", len: n, max: MAX_PATH });
+                }
+                let path = (0..n).map(|_| r.node()).collect::<Result<Vec<_>, _>>()?;
+                SnMessage::Subscribe(Subscribe { channel, start, path })
+            }
+            tag::SUBSCRIBE_OK => SnMessage::SubscribeOk {
+                channel: r.channel()?,
+                source_live: r.bool("source live")?,
+            },
+            tag::SUBSCRIBE_ERR => SnMessage::SubscribeErr {
+                channel: r.channel()?,
+                code: RefuseCode::from_u8(r.u8("refuse code")?)?,
+                reason: r.text("refuse reason")?,
+            },
+            tag::CHUNK => SnMessage::Chunk(Chunk::decode_from(&mut r)?),
+            tag::SOURCE_STATE => SnMessage::SourceState {
+                channel: r.channel()?,
+                live: r.bool("source live")?,
+            },
+            tag::KEEPALIVE => SnMessage::Keepalive,
+            other => return Err(WireError::UnknownType(other)),
+        };
+        r.finish(msg.kind())?;
+        Ok(msg)
+    }
+}
