@@ -1,0 +1,19 @@
+//! The service node (SN): the relay every tier runs (LiveSky §2.1).
+//!
+//! Tier 0 takes a broadcaster's MPEG-TS (HTTP push, raw TCP, origin pull or a looped file), cuts it
+//! into signed chunks ([`chunker`]) and keeps a ring buffer per channel ([`ring`]). Downstream SNs
+//! subscribe per channel on demand to a parent or same-tier peer and fail over without gap or
+//! duplicate ([`upstream`], sans-IO); the tokio drivers around these cores stay thin.
+
+pub mod chunker;
+pub mod psi;
+pub mod ts;
+
+/// Splits a whole in-memory TS file into packets (used for clips and tests).
+pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
+    let mut r = ts::Resync::default();
+    let mut out = Vec::with_capacity(data.len() / proto::TS_PACKET_LEN);
+    r.feed(data, |p| out.push(*p))?;
+    r.finish(|p| out.push(*p));
+    Ok(out)
+}
