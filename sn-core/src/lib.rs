@@ -6,8 +6,11 @@
 //! duplicate ([`upstream`], sans-IO); the tokio drivers around these cores stay thin.
 
 pub mod chunker;
+pub mod looper;
 pub mod psi;
+pub mod ring;
 pub mod ts;
+pub mod upstream;
 
 /// Splits a whole in-memory TS file into packets (used for clips and tests).
 pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
