@@ -6,11 +6,21 @@
 //! duplicate ([`upstream`], sans-IO); the tokio drivers around these cores stay thin.
 
 pub mod chunker;
+pub mod config;
+pub mod http;
+pub mod hub;
+mod link;
 pub mod looper;
+pub mod metrics;
+pub mod node;
 pub mod psi;
 pub mod ring;
+pub mod source;
 pub mod ts;
 pub mod upstream;
+
+pub use config::{ChannelConfig, NodeConfig, Role, SourceConfig, Topology};
+pub use node::{AddressBook, Node, NodeError, NodeListeners, NodeSpec, OpenError, Origin};
 
 /// Splits a whole in-memory TS file into packets (used for clips and tests).
 pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {

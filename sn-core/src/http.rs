@@ -1,0 +1,159 @@
+//! The node's HTTP surface shared by every role: `/metrics`, `/status`, and on Tier 0 the
+//! broadcaster push endpoint `PUT|POST /ingest/{channel}` (chunked MPEG-TS, as ffmpeg sends it).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use proto::ChannelId;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::config::SourceConfig;
+use crate::hub::HubState;
+use crate::node::Node;
+use crate::source::{ClaimError, Publisher};
+
+pub fn base_router(node: Node) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/ingest/{channel}", post(ingest).put(ingest).layer(DefaultBodyLimit::disable()))
+        .with_state(node)
+}
+
+/// A plain-text error with the status it deserves.
+pub fn text_error(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut msg = msg.into();
+    msg.push('\n');
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+}
+
+async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
+    let cfg = node.config();
+    let channels: Vec<_> = node
+        .hubs()
+        .iter()
+        .map(|h| {
+            let s = h.status();
+            let (stats, span_ms) = h.ring_stats();
+            let ring = h.ring();
+            json!({
+                "id": h.id.as_str(),
+                "state": match s.state {
+                    HubState::Pending => "pending",
+                    HubState::Ready => "ready",
+                    HubState::NotFound => "not_found",
+                    HubState::Closed => "closed",
+                },
+                "source_live": s.source_live,
+                "first_seq": ring.first_seq(),
+                "last_seq": ring.last_seq(),
+                "ring_chunks": stats.chunks,
+                "ring_bytes": stats.bytes,
+                "ring_span_ms": span_ms,
+                "users": h.users(),
+                "public_key": node.source(&h.id).map(|s| s.signer.verifier().to_hex()),
+            })
+        })
+        .collect();
+    Json(json!({
+        "node": cfg.id.as_str(),
+        "tier": cfg.tier,
+        "role": format!("{:?}", cfg.role).to_lowercase(),
+        "channels": channels,
+    }))
+}
+
+fn presented_key<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(k) = query.get("key") {
+        return Some(k);
+    }
+    if let Some(k) = headers.get("x-stream-key").and_then(|v| v.to_str().ok()) {
+        return Some(k);
+    }
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a key matched.
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ingest(
+    State(node): State<Node>,
+    Path(channel): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let channel = match ChannelId::new(&channel) {
+        Ok(c) => c,
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(src) = node.source(&channel) else {
+        return text_error(StatusCode::NOT_FOUND, format!("channel {channel} is not ingested on node {}", node.id()));
+    };
+    if src.cfg.source != SourceConfig::Push {
+        return text_error(StatusCode::CONFLICT, format!("channel {channel} takes its feed from another source, not HTTP push"));
+    }
+    if let Some(want) = &src.cfg.stream_key {
+        match presented_key(&query, &headers) {
+            Some(k) if same_key(k, want) => {}
+            Some(_) => return text_error(StatusCode::FORBIDDEN, format!("wrong stream key for channel {channel}")),
+            None => {
+                return text_error(
+                    StatusCode::UNAUTHORIZED,
+                    format!("channel {channel} needs a stream key: push to /ingest/{channel}?key=YOUR_KEY"),
+                )
+            }
+        }
+    }
+    let mut publisher = match Publisher::claim(&node, &channel) {
+        Ok(p) => p,
+        Err(e @ ClaimError::Busy(_)) => return text_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ ClaimError::NotHere(_)) => return text_error(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    info!(%channel, "broadcaster connected (HTTP push)");
+    let mut stream = body.into_data_stream();
+    loop {
+        let next = tokio::select! {
+            _ = node.cancelled() => {
+                publisher.count_session("shutdown");
+                return text_error(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down");
+            }
+            n = stream.next() => n,
+        };
+        match next {
+            None => break,
+            Some(Ok(data)) => {
+                if let Err(e) = publisher.feed(&data) {
+                    warn!(%channel, error = %e, "rejecting broadcaster feed");
+                    publisher.count_error(&e);
+                    publisher.count_session("error");
+                    return text_error(StatusCode::BAD_REQUEST, format!("channel {channel}: {e}"));
+                }
+            }
+            Some(Err(e)) => {
+                info!(%channel, error = %e, bytes = publisher.bytes, "broadcaster connection ended abruptly");
+                publisher.count_session("aborted");
+                publisher.finish();
+                return text_error(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"));
+            }
+        }
+    }
+    let (bytes, chunks) = (publisher.bytes, publisher.chunks);
+    info!(%channel, bytes, chunks, "broadcaster finished");
+    publisher.count_session("ok");
+    publisher.finish();
+    text_error(StatusCode::OK, format!("ok: {bytes} bytes, {chunks} chunks on channel {channel}"))
+}

@@ -1,0 +1,381 @@
+//! A channel on one node: its ring buffer plus a watch that wakes readers. Every consumer — child
+//! SNs, HTTP-TS viewers, the HLS segmenter — reads through its own [`Cursor`] from the one shared
+//! ring; payloads are `Bytes` shared by all, never copied per reader.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use proto::{ChannelId, Chunk, StartAt};
+use tokio::sync::watch;
+
+use crate::ring::{ChunkRing, ReadPos, RingConfig, RingStats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubState {
+    /// Asking upstream; nothing known yet.
+    Pending,
+    /// Data flows (or the source is known and may go live).
+    Ready,
+    /// No node up the hierarchy knows the channel.
+    NotFound,
+    /// The node dropped the channel.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStatus {
+    pub last_seq: Option<u64>,
+    pub source_live: bool,
+    pub state: HubState,
+}
+
+pub struct ChannelHub {
+    pub id: ChannelId,
+    ring: RwLock<ChunkRing>,
+    status: watch::Sender<HubStatus>,
+    users: AtomicUsize,
+    idle_since: Mutex<Option<Instant>>,
+    publisher: AtomicBool,
+}
+
+impl ChannelHub {
+    pub fn new(id: ChannelId, ring: RingConfig, state: HubState) -> Arc<Self> {
+        let (status, _) = watch::channel(HubStatus { last_seq: None, source_live: false, state });
+        Arc::new(Self {
+            id,
+            ring: RwLock::new(ChunkRing::new(ring)),
+            status,
+            users: AtomicUsize::new(0),
+            idle_since: Mutex::new(Some(Instant::now())),
+            publisher: AtomicBool::new(false),
+        })
+    }
+
+    // A panic while holding the lock cannot leave the ring half-updated in a way readers care
+    // about (push is the only writer), so a poisoned lock is simply taken over.
+    pub fn ring(&self) -> RwLockReadGuard<'_, ChunkRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn ring_mut(&self) -> RwLockWriteGuard<'_, ChunkRing> {
+        self.ring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> HubStatus {
+        *self.status.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<HubStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn ring_stats(&self) -> (RingStats, u64) {
+        let r = self.ring();
+        (r.stats(), r.span_ms())
+    }
+
+    /// Adds a chunk; false if its seq is not newer than the last (a duplicate).
+    pub fn publish(&self, chunk: Chunk) -> bool {
+        let seq = chunk.seq();
+        let pushed = self.ring_mut().push(chunk);
+        if pushed {
+            self.status.send_modify(|s| s.last_seq = Some(seq));
+        }
+        pushed
+    }
+
+    pub fn set_state(&self, state: HubState) {
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.state, state) != state);
+    }
+
+    pub fn set_source_live(&self, live: bool) {
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.source_live, live) != live);
+    }
+
+    /// Waits until the channel is Ready (true) or known to be absent (false), up to `limit`.
+    pub async fn wait_ready(&self, limit: std::time::Duration) -> Option<bool> {
+        let mut rx = self.watch();
+        let res = tokio::time::timeout(limit, rx.wait_for(|s| s.state != HubState::Pending)).await;
+        match res {
+            Ok(Ok(s)) => Some(s.state == HubState::Ready),
+            Ok(Err(_)) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Claims the single publisher slot of a source channel.
+    pub fn try_claim_publisher(&self) -> bool {
+        self.publisher.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub fn release_publisher(&self) {
+        self.publisher.store(false, Ordering::Release);
+        self.set_source_live(false);
+    }
+
+    pub fn users(&self) -> usize {
+        self.users.load(Ordering::Acquire)
+    }
+
+    /// How long nobody has used the channel, if nobody is using it.
+    pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
+        let idle = self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        idle.map(|since| now.saturating_duration_since(since))
+    }
+
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        self.users.fetch_add(1, Ordering::AcqRel);
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Lease { hub: self.clone() }
+    }
+
+    /// A reader positioned per `start`: `Live` = newest keyframe, `Backlog` = a keyframe that
+    /// much media back, `Seq(n)` = exactly n (or the oldest held if n was evicted).
+    pub fn cursor(self: &Arc<Self>, start: StartAt) -> Cursor {
+        let ring = self.ring();
+        let (next, need_keyframe) = match start {
+            StartAt::Seq(n) => (Some(ring.first_seq().map_or(n, |f| n.max(f))), false),
+            StartAt::Live => match ring.latest_keyframe() {
+                Some(k) => (Some(k), false),
+                None => (ring.last_seq().map(|l| l + 1), true),
+            },
+            StartAt::Backlog { ms } => match ring.keyframe_before(u64::from(ms)) {
+                Some(k) => (Some(k), false),
+                None => (ring.last_seq().map(|l| l + 1), true),
+            },
+        };
+        drop(ring);
+        let rx = self.watch();
+        let live_seen = rx.borrow().source_live;
+        Cursor { hub: self.clone(), rx, next, need_keyframe, live_seen }
+    }
+}
+
+/// Keeps a channel open on a node while held (viewers, child SNs, the segmenter).
+pub struct Lease {
+    hub: Arc<ChannelHub>,
+}
+
+impl Lease {
+    pub fn hub(&self) -> &Arc<ChannelHub> {
+        &self.hub
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.hub.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.hub.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorEvent {
+    /// Chunks were appended to the caller's buffer.
+    Chunks,
+    /// The source went live or stopped.
+    SourceLive(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CursorEnd {
+    #[error("reader fell behind the ring; oldest held chunk is {oldest}")]
+    Lagged { oldest: u64 },
+    #[error("channel closed on this node")]
+    Closed,
+    #[error("channel not found upstream")]
+    NotFound,
+}
+
+pub struct Cursor {
+    hub: Arc<ChannelHub>,
+    rx: watch::Receiver<HubStatus>,
+    /// None: start at the first chunk to arrive.
+    next: Option<u64>,
+    need_keyframe: bool,
+    live_seen: bool,
+}
+
+impl Cursor {
+    pub fn hub(&self) -> &Arc<ChannelHub> {
+        &self.hub
+    }
+
+    pub fn position(&self) -> Option<u64> {
+        self.next
+    }
+
+    /// Waits for chunks (up to `max`, appended to `out`) or a source state change.
+    pub async fn next(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<CursorEvent, CursorEnd> {
+        loop {
+            let status = *self.rx.borrow_and_update();
+            match status.state {
+                HubState::NotFound => return Err(CursorEnd::NotFound),
+                HubState::Closed => return Err(CursorEnd::Closed),
+                HubState::Pending | HubState::Ready => {}
+            }
+            if status.source_live != self.live_seen {
+                self.live_seen = status.source_live;
+                return Ok(CursorEvent::SourceLive(status.source_live));
+            }
+            if self.read(out, max)? {
+                return Ok(CursorEvent::Chunks);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(CursorEnd::Closed);
+            }
+        }
+    }
+
+    fn read(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<bool, CursorEnd> {
+        let ring = self.hub.ring();
+        let Some(from) = self.next.or_else(|| ring.first_seq()) else { return Ok(false) };
+        let before = out.len();
+        match ring.read_from(from, max, out) {
+            ReadPos::Behind { oldest } => return Err(CursorEnd::Lagged { oldest }),
+            ReadPos::Next(n) => self.next = Some(n),
+        }
+        if self.need_keyframe {
+            match out[before..].iter().position(|c| c.header.is_keyframe()) {
+                Some(k) => {
+                    out.drain(before..before + k);
+                    self.need_keyframe = false;
+                }
+                None => out.truncate(before),
+            }
+        }
+        Ok(out.len() > before)
+    }
+
+    /// Jumps to the newest keyframe (a lagging viewer skips ahead); false if there is none.
+    pub fn skip_to_latest_keyframe(&mut self) -> bool {
+        let k = self.hub.ring().latest_keyframe();
+        match k {
+            Some(k) => {
+                self.next = Some(k);
+                true
+            }
+            None => {
+                self.next = None;
+                self.need_keyframe = true;
+                false
+            }
+        }
+    }
+
+    /// Continues from `seq` (e.g. the oldest held after a lag, for relays that accept gaps).
+    pub fn seek(&mut self, seq: u64) {
+        self.next = Some(seq);
+    }
+
+    /// Media time between the reader's position and the newest chunk.
+    pub fn lag_ms(&self) -> u64 {
+        let ring = self.hub.ring();
+        let (Some(next), Some(newest)) = (self.next, ring.newest()) else { return 0 };
+        match ring.get(next) {
+            Some(c) => newest.header.media_ts.saturating_sub(c.header.media_ts) / 90,
+            None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::tests::chunk;
+    use std::time::Duration;
+
+    fn hub() -> Arc<ChannelHub> {
+        ChannelHub::new(ChannelId::new("t").unwrap(), RingConfig::default(), HubState::Ready)
+    }
+
+    async fn read(c: &mut Cursor) -> Vec<u64> {
+        let mut out = Vec::new();
+        let ev = tokio::time::timeout(Duration::from_secs(1), c.next(&mut out, 1000)).await.unwrap().unwrap();
+        assert_eq!(ev, CursorEvent::Chunks);
+        out.iter().map(Chunk::seq).collect()
+    }
+
+    #[tokio::test]
+    async fn live_cursor_starts_at_latest_keyframe() {
+        let h = hub();
+        for s in 0..120 {
+            h.publish(chunk(s));
+        }
+        let mut c = h.cursor(StartAt::Live);
+        assert_eq!(read(&mut c).await, (100..120).collect::<Vec<_>>());
+        let reader = tokio::spawn(async move { read(&mut c).await });
+        tokio::task::yield_now().await;
+        h.publish(chunk(120));
+        assert_eq!(reader.await.unwrap(), [120]);
+    }
+
+    #[tokio::test]
+    async fn cursor_on_empty_hub_waits_for_first_keyframe() {
+        let h = hub();
+        let mut c = h.cursor(StartAt::Live);
+        for s in 40..55 {
+            h.publish(chunk(s));
+        }
+        assert_eq!(read(&mut c).await, (50..55).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn seq_cursor_resumes_exactly() {
+        let h = hub();
+        for s in 0..10 {
+            h.publish(chunk(s));
+        }
+        let mut c = h.cursor(StartAt::Seq(7));
+        assert_eq!(read(&mut c).await, [7, 8, 9]);
+        assert!(!h.publish(chunk(9)), "duplicate refused");
+    }
+
+    #[tokio::test]
+    async fn source_state_and_close_reach_readers() {
+        let h = hub();
+        let mut c = h.cursor(StartAt::Live);
+        h.set_source_live(true);
+        let mut out = Vec::new();
+        assert_eq!(c.next(&mut out, 10).await, Ok(CursorEvent::SourceLive(true)));
+        h.set_state(HubState::Closed);
+        assert_eq!(c.next(&mut out, 10).await, Err(CursorEnd::Closed));
+    }
+
+    #[tokio::test]
+    async fn lagging_reader_is_told_and_can_skip() {
+        let h = ChannelHub::new(ChannelId::new("t").unwrap(), RingConfig { keep_ms: 2_000, max_bytes: usize::MAX }, HubState::Ready);
+        h.publish(chunk(0));
+        let mut c = h.cursor(StartAt::Seq(0));
+        for s in 1..400 {
+            h.publish(chunk(s));
+        }
+        let mut out = Vec::new();
+        assert!(matches!(c.next(&mut out, 10).await, Err(CursorEnd::Lagged { .. })));
+        assert!(c.skip_to_latest_keyframe());
+        assert_eq!(read(&mut c).await, (350..400).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn leases_track_idleness() {
+        let h = hub();
+        let l1 = h.lease();
+        let l2 = h.lease();
+        assert_eq!(h.users(), 2);
+        assert_eq!(h.idle_for(Instant::now()), None);
+        drop(l1);
+        assert_eq!(h.idle_for(Instant::now()), None);
+        drop(l2);
+        assert!(h.idle_for(Instant::now()).is_some());
+    }
+
+    #[test]
+    fn one_publisher_at_a_time() {
+        let h = hub();
+        assert!(h.try_claim_publisher());
+        assert!(!h.try_claim_publisher());
+        h.release_publisher();
+        assert!(h.try_claim_publisher());
+    }
+}

@@ -1,0 +1,380 @@
+//! SN↔SN links: the child side (one task per connection attempt, fed into the upstream core by a
+//! per-channel driver) and the parent side (one task per subscribed child, reading the ring through
+//! a cursor). Policy lives in [`crate::upstream`]; this file only moves messages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use proto::{Chunk, Hello, NodeId, RefuseCode, SnCodec, SnMessage, Subscribe, PROTOCOL_VERSION};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{interval, timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::hub::{ChannelHub, CursorEnd, CursorEvent, HubState};
+use crate::node::{Node, OpenError, Origin};
+use crate::upstream::{Action, AttemptId, Input, Upstream, Verdict};
+
+const KEEPALIVE: Duration = Duration::from_secs(1);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const CHILD_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const BATCH: usize = 64;
+
+enum LinkMsg {
+    Input(Input),
+    Chunk(AttemptId, Chunk),
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Drives one channel's [`Upstream`] core until the channel is dropped or not found.
+pub(crate) async fn run_upstream(node: Node, hub: Arc<ChannelHub>, mut core: Upstream, path: Vec<NodeId>, cancel: CancellationToken) {
+    let channel = hub.id.clone();
+    let label = [channel.as_str()];
+    let (tx, mut rx) = mpsc::channel::<LinkMsg>(256);
+    let mut links: Vec<(AttemptId, CancellationToken)> = Vec::new();
+    let mut last_stats = core.stats();
+    core.start(now());
+    loop {
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Connect { attempt, candidate, start } => {
+                    let token = cancel.child_token();
+                    links.push((attempt, token.clone()));
+                    let addr = node.book().get(&candidate);
+                    let sub = Subscribe { channel: channel.clone(), start, path: path.clone() };
+                    debug!(%channel, parent = %candidate, ?start, "subscribing upstream");
+                    node.spawn(run_link(node.hello(), attempt, candidate, addr, sub, tx.clone(), token));
+                }
+                Action::Close { attempt, reason } => {
+                    debug!(%channel, ?attempt, ?reason, "closing upstream link");
+                    links.retain(|(a, t)| {
+                        if *a == attempt {
+                            t.cancel();
+                        }
+                        *a != attempt
+                    });
+                }
+                Action::Active { candidate } => {
+                    info!(%channel, parent = %candidate, next_seq = ?core.next_seq(), "upstream subscription active");
+                    hub.set_state(HubState::Ready);
+                }
+                Action::NotFound => {
+                    info!(%channel, "no parent knows this channel");
+                    hub.set_state(HubState::NotFound);
+                    node.forget(&hub);
+                    return;
+                }
+                Action::SourceLive(live) => hub.set_source_live(live),
+            }
+        }
+        let stats = core.stats();
+        node.metrics().relay_failovers.with_label_values(&label).inc_by(stats.failovers - last_stats.failovers);
+        node.metrics().relay_stalls.with_label_values(&label).inc_by(stats.stalls - last_stats.stalls);
+        node.metrics().relay_duplicates.with_label_values(&label).inc_by(stats.duplicates - last_stats.duplicates);
+        node.metrics().relay_missing.with_label_values(&label).inc_by(stats.missing_chunks - last_stats.missing_chunks);
+        last_stats = stats;
+
+        let deadline = core.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                core.stop();
+                for (_, t) in links.drain(..) {
+                    t.cancel();
+                }
+                return;
+            }
+            msg = rx.recv() => match msg {
+                Some(LinkMsg::Chunk(attempt, chunk)) => match core.on_chunk(now(), attempt, chunk.seq()) {
+                    Verdict::Accept => {
+                        node.metrics().relay_chunks.with_label_values(&label).inc();
+                        hub.publish(chunk);
+                    }
+                    Verdict::AcceptAfterGap { missing_from } => {
+                        warn!(%channel, missing_from, seq = chunk.seq(), "gap: parent no longer had these chunks");
+                        node.metrics().relay_chunks.with_label_values(&label).inc();
+                        hub.publish(chunk);
+                    }
+                    Verdict::Duplicate | Verdict::Stale => {}
+                },
+                Some(LinkMsg::Input(input)) => core.handle(now(), input),
+                None => return,
+            },
+            _ = sleep_until_opt(deadline) => core.handle_timeout(now()),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection attempt to a parent: handshake, then pass everything to the driver.
+async fn run_link(
+    hello: Hello,
+    attempt: AttemptId,
+    parent: NodeId,
+    addr: Option<SocketAddr>,
+    sub: Subscribe,
+    tx: mpsc::Sender<LinkMsg>,
+    cancel: CancellationToken,
+) {
+    let input = |i: Input| LinkMsg::Input(i);
+    let Some(addr) = addr else {
+        let reason = format!("no address known for node {parent}");
+        let _ = tx.send(input(Input::ConnectFailed { attempt, reason })).await;
+        return;
+    };
+    let stream = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let _ = tx.send(input(Input::ConnectFailed { attempt, reason: format!("{addr}: {e}") })).await;
+                return;
+            }
+            Err(_) => {
+                let _ = tx.send(input(Input::ConnectFailed { attempt, reason: format!("{addr}: connect timed out") })).await;
+                return;
+            }
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, SnCodec::default());
+    let channel = sub.channel.clone();
+    if let Err(e) = send_all(&mut framed, [SnMessage::Hello(hello), SnMessage::Subscribe(sub)]).await {
+        let _ = tx.send(input(Input::ConnectFailed { attempt, reason: e.to_string() })).await;
+        return;
+    }
+    let mut ka = interval(KEEPALIVE);
+    let closed = |reason: String| input(Input::Closed { attempt, reason });
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ka.tick() => {
+                if let Err(e) = framed.send(SnMessage::Keepalive).await {
+                    let _ = tx.send(closed(e.to_string())).await;
+                    return;
+                }
+                continue;
+            }
+            m = framed.next() => m,
+        };
+        let out = match msg {
+            Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => LinkMsg::Chunk(attempt, c),
+            Some(Ok(SnMessage::Chunk(c))) => closed(format!("parent sent a chunk of channel {}", c.header.channel)),
+            Some(Ok(SnMessage::SubscribeOk { source_live, .. })) => input(Input::Accepted { attempt, source_live }),
+            Some(Ok(SnMessage::SubscribeErr { code, reason, .. })) => {
+                debug!(%parent, ?code, %reason, "parent refused subscription");
+                input(Input::Refused { attempt, code, reason })
+            }
+            Some(Ok(SnMessage::SourceState { live, .. })) => input(Input::SourceState { attempt, live }),
+            Some(Ok(SnMessage::Keepalive | SnMessage::Hello(_))) => input(Input::Alive { attempt }),
+            Some(Ok(other)) => closed(format!("unexpected {} from parent", other.kind())),
+            Some(Err(e)) => closed(format!("bad data from parent {parent}: {e}")),
+            None => closed(format!("parent {parent} closed the connection")),
+        };
+        let done = matches!(out, LinkMsg::Input(Input::Closed { .. } | Input::Refused { .. }));
+        if tx.send(out).await.is_err() || done {
+            return;
+        }
+    }
+}
+
+async fn send_all<const N: usize>(
+    framed: &mut Framed<TcpStream, SnCodec>,
+    msgs: [SnMessage; N],
+) -> Result<(), proto::CodecError> {
+    for m in msgs {
+        framed.feed(m).await?;
+    }
+    SinkExt::<SnMessage>::flush(framed).await
+}
+
+/// Accepts child SNs until the node stops.
+pub(crate) async fn serve_children(node: Node, listener: TcpListener) {
+    loop {
+        tokio::select! {
+            _ = node.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    node.spawn(serve_child(node.clone(), stream, peer));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accepting SN connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn recv_handshake(framed: &mut Framed<TcpStream, SnCodec>) -> Result<SnMessage, String> {
+    match timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(m))) => Ok(m),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Err("closed during handshake".into()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+async fn serve_child(node: Node, stream: TcpStream, peer: SocketAddr) {
+    let mut framed = Framed::new(stream, SnCodec::default());
+    let hello = match recv_handshake(&mut framed).await {
+        Ok(SnMessage::Hello(h)) if h.version == PROTOCOL_VERSION => h,
+        Ok(SnMessage::Hello(h)) => {
+            warn!(%peer, version = h.version, "child speaks another protocol version");
+            return;
+        }
+        Ok(other) => {
+            warn!(%peer, got = other.kind(), "child did not start with hello");
+            return;
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "child handshake failed");
+            return;
+        }
+    };
+    let sub = match recv_handshake(&mut framed).await {
+        Ok(SnMessage::Subscribe(s)) => s,
+        Ok(other) => {
+            warn!(%peer, child = %hello.node, got = other.kind(), "expected subscribe");
+            return;
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "child handshake failed");
+            return;
+        }
+    };
+    let channel = sub.channel.clone();
+    let outcome = child_session(&node, &mut framed, &hello, sub).await;
+    let label = match &outcome {
+        Ok(()) => "ended",
+        Err((code, _)) => refuse_label(*code),
+    };
+    node.metrics().child_sessions.with_label_values(&[channel.as_str(), label]).inc();
+    if let Err((code, reason)) = outcome {
+        info!(%peer, child = %hello.node, %channel, ?code, %reason, "refusing child subscription");
+        let _ = framed.send(SnMessage::SubscribeErr { channel, code, reason }).await;
+    }
+}
+
+fn refuse_label(code: RefuseCode) -> &'static str {
+    match code {
+        RefuseCode::NotFound => "not_found",
+        RefuseCode::Loop => "loop",
+        RefuseCode::Overloaded => "overloaded",
+        RefuseCode::Forbidden => "forbidden",
+        RefuseCode::Unavailable => "unavailable",
+    }
+}
+
+/// Runs an accepted child's subscription; `Err` is a refusal to send before closing.
+async fn child_session(
+    node: &Node,
+    framed: &mut Framed<TcpStream, SnCodec>,
+    hello: &Hello,
+    sub: Subscribe,
+) -> Result<(), (RefuseCode, String)> {
+    let me = node.config();
+    if sub.path.contains(&me.id) || hello.node == me.id {
+        return Err((RefuseCode::Loop, format!("{} is already on this subscription's path", me.id)));
+    }
+    let same_tier = hello.tier == me.tier;
+    if hello.tier < me.tier {
+        return Err((RefuseCode::Forbidden, format!("tier {} may not subscribe to tier {}", hello.tier, me.tier)));
+    }
+    let mut path = sub.path.clone();
+    path.push(hello.node.clone());
+    let origin = Origin::Child { same_tier, path };
+    let lease = match node.open(&sub.channel, sub.start, &origin, HANDSHAKE_TIMEOUT).await {
+        Ok(l) => l,
+        Err(OpenError::NotFound) => return Err((RefuseCode::NotFound, format!("channel {} is unknown", sub.channel))),
+        Err(e @ (OpenError::Timeout | OpenError::ShuttingDown)) => return Err((RefuseCode::Unavailable, e.to_string())),
+    };
+    let hub = lease.hub().clone();
+    let ok = SnMessage::SubscribeOk { channel: sub.channel.clone(), source_live: hub.status().source_live };
+    if framed.send(ok).await.is_err() {
+        return Ok(());
+    }
+    info!(child = %hello.node, channel = %sub.channel, start = ?sub.start, "child subscribed");
+    let label = [sub.channel.as_str()];
+    let m = node.metrics();
+    m.children.with_label_values(&label).inc();
+    let mut cursor = hub.cursor(sub.start);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut ka = interval(KEEPALIVE);
+    loop {
+        tokio::select! {
+            _ = node.cancelled() => break,
+            ev = cursor.next(&mut batch, BATCH) => match ev {
+                Ok(CursorEvent::Chunks) => {
+                    let bytes: usize = batch.iter().map(|c| c.payload.len()).sum();
+                    let send = async {
+                        for c in batch.drain(..) {
+                            framed.feed(SnMessage::Chunk(c)).await?;
+                        }
+                        SinkExt::<SnMessage>::flush(framed).await
+                    };
+                    match timeout(CHILD_WRITE_TIMEOUT, send).await {
+                        Ok(Ok(())) => m.child_bytes.with_label_values(&label).inc_by(bytes as u64),
+                        Ok(Err(e)) => {
+                            debug!(child = %hello.node, error = %e, "child link closed");
+                            break;
+                        }
+                        Err(_) => {
+                            warn!(child = %hello.node, "child stopped reading for 10 s; dropping it");
+                            break;
+                        }
+                    }
+                }
+                Ok(CursorEvent::SourceLive(live)) => {
+                    if framed.send(SnMessage::SourceState { channel: sub.channel.clone(), live }).await.is_err() {
+                        break;
+                    }
+                }
+                Err(CursorEnd::Lagged { oldest }) => {
+                    warn!(child = %hello.node, oldest, "child fell behind the ring; continuing from the oldest chunk held");
+                    cursor.seek(oldest);
+                }
+                Err(CursorEnd::Closed | CursorEnd::NotFound) => break,
+            },
+            msg = framed.next() => match msg {
+                Some(Ok(SnMessage::Keepalive)) => {}
+                Some(Ok(other)) => {
+                    warn!(child = %hello.node, got = other.kind(), "unexpected message from child; closing");
+                    break;
+                }
+                Some(Err(e)) => {
+                    warn!(child = %hello.node, error = %e, "bad data from child; closing");
+                    break;
+                }
+                None => break,
+            },
+            _ = ka.tick() => {
+                if framed.send(SnMessage::Keepalive).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    m.children.with_label_values(&label).dec();
+    drop(lease);
+    Ok(())
+}
+
+/// Used by the node to name itself in handshakes.
+pub(crate) fn hello_for(id: &NodeId, tier: u8) -> Hello {
+    Hello { version: PROTOCOL_VERSION, node: id.clone(), tier }
+}
+

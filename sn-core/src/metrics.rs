@@ -1,0 +1,94 @@
+//! Prometheus metrics of one node. Each node owns a registry (several nodes may share a process in
+//! the demo and in tests); roles built on top (the edge) register their own families on it.
+
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub ingest_bytes: IntCounterVec,
+    pub ingest_chunks: IntCounterVec,
+    pub ingest_keyframes: IntCounterVec,
+    pub ingest_skipped_bytes: IntCounterVec,
+    pub ingest_errors: IntCounterVec,
+    pub ingest_sessions: IntCounterVec,
+    pub source_live: IntGaugeVec,
+    pub relay_chunks: IntCounterVec,
+    pub relay_duplicates: IntCounterVec,
+    pub relay_missing: IntCounterVec,
+    pub relay_failovers: IntCounterVec,
+    pub relay_stalls: IntCounterVec,
+    pub children: IntGaugeVec,
+    pub child_sessions: IntCounterVec,
+    pub child_bytes: IntCounterVec,
+    pub ring_chunks: IntGaugeVec,
+    pub ring_bytes: IntGaugeVec,
+    pub ring_span: GaugeVec,
+    pub channel_users: IntGaugeVec,
+}
+
+pub fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(c.clone())).expect("metric registered once per registry");
+    c
+}
+
+pub fn int_gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(g.clone())).expect("metric registered once per registry");
+    g
+}
+
+pub fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(g.clone())).expect("metric registered once per registry");
+    g
+}
+
+impl Metrics {
+    pub fn new(node: &str, tier: u8, role: &str) -> Metrics {
+        let labels = [("node".to_string(), node.to_string()), ("tier".to_string(), tier.to_string()), ("role".to_string(), role.to_string())];
+        let registry = Registry::new_custom(Some("livesky".into()), Some(labels.into_iter().collect()))
+            .expect("valid registry prefix");
+        let r = &registry;
+        let ch = &["channel"];
+        Metrics {
+            ingest_bytes: counter(r, "ingest_bytes_total", "MPEG-TS bytes received from broadcasters", ch),
+            ingest_chunks: counter(r, "ingest_chunks_total", "Chunks cut at Tier 0", ch),
+            ingest_keyframes: counter(r, "ingest_keyframes_total", "Keyframe chunks cut at Tier 0", ch),
+            ingest_skipped_bytes: counter(r, "ingest_skipped_bytes_total", "Bytes skipped to regain TS sync", ch),
+            ingest_errors: counter(r, "ingest_errors_total", "Ingest sessions ended by an error", &["channel", "kind"]),
+            ingest_sessions: counter(r, "ingest_sessions_total", "Publisher sessions by outcome", &["channel", "outcome"]),
+            source_live: int_gauge(r, "source_live", "1 while the channel's source is producing", ch),
+            relay_chunks: counter(r, "relay_chunks_total", "Chunks accepted from the upstream parent", ch),
+            relay_duplicates: counter(r, "relay_duplicates_total", "Duplicate chunks dropped after failover", ch),
+            relay_missing: counter(r, "relay_missing_chunks_total", "Chunks never received (gaps)", ch),
+            relay_failovers: counter(r, "relay_failovers_total", "Upstream parent changes after loss or stall", ch),
+            relay_stalls: counter(r, "relay_stalls_total", "Upstream stalls detected (no chunk for 1 s while live)", ch),
+            children: int_gauge(r, "child_sessions", "Downstream SNs subscribed now", ch),
+            child_sessions: counter(r, "child_sessions_total", "Downstream SN sessions by outcome", &["channel", "outcome"]),
+            child_bytes: counter(r, "child_bytes_total", "Chunk payload bytes sent to downstream SNs", ch),
+            ring_chunks: int_gauge(r, "ring_chunks", "Chunks held in the ring buffer", ch),
+            ring_bytes: int_gauge(r, "ring_bytes", "Payload bytes held in the ring buffer", ch),
+            ring_span: gauge(r, "ring_span_seconds", "Media time held in the ring buffer", ch),
+            channel_users: int_gauge(r, "channel_users", "Leases holding the channel open (viewers, children)", ch),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Drops every series of a channel the node no longer carries.
+    pub fn forget_channel(&self, channel: &str) {
+        for g in [&self.ring_chunks, &self.ring_bytes, &self.channel_users, &self.children, &self.source_live] {
+            let _ = g.remove_label_values(&[channel]);
+        }
+        let _ = self.ring_span.remove_label_values(&[channel]);
+    }
+}

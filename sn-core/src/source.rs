@@ -1,0 +1,301 @@
+//! Tier-0 sources: every way a feed enters (HTTP push in [`crate::http`], raw TCP, origin pull, a
+//! looped clip) ends in a [`Publisher`], which resyncs, chunks, signs and publishes. One publisher per
+//! channel at a time; a broken feed ends only its own session.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use proto::{ChannelId, ChannelSigner, Chunk, ChunkFlags, ChunkHeader};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::time::{sleep, timeout, Instant};
+use tracing::{info, warn};
+
+use crate::chunker::{ChunkDraft, Chunker, ChunkerConfig};
+use crate::hub::ChannelHub;
+use crate::looper::Looper;
+use crate::node::Node;
+use crate::ts::{Resync, TsError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("channel {0} is not fed from this node")]
+    NotHere(ChannelId),
+    #[error("channel {0} already has a live publisher; stop it first")]
+    Busy(ChannelId),
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One broadcaster session on a channel.
+pub struct Publisher {
+    node: Node,
+    hub: Arc<ChannelHub>,
+    signer: Arc<ChannelSigner>,
+    resync: Resync,
+    chunker: Chunker,
+    next_seq: u64,
+    drafts: Vec<ChunkDraft>,
+    skipped_reported: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+impl Publisher {
+    pub fn claim(node: &Node, channel: &ChannelId) -> Result<Publisher, ClaimError> {
+        let src = node.source(channel).ok_or_else(|| ClaimError::NotHere(channel.clone()))?;
+        if !src.hub.try_claim_publisher() {
+            return Err(ClaimError::Busy(channel.clone()));
+        }
+        let (next_seq, continue_after) = {
+            let ring = src.hub.ring();
+            (ring.last_seq().map_or(0, |s| s + 1), ring.newest().map(|c| c.header.media_ts))
+        };
+        Ok(Publisher {
+            node: node.clone(),
+            hub: src.hub.clone(),
+            signer: src.signer.clone(),
+            resync: Resync::default(),
+            chunker: Chunker::new(ChunkerConfig::default(), continue_after),
+            next_seq,
+            drafts: Vec::new(),
+            skipped_reported: 0,
+            bytes: 0,
+            chunks: 0,
+        })
+    }
+
+    pub fn channel(&self) -> &ChannelId {
+        &self.hub.id
+    }
+
+    /// Feeds broadcaster bytes; an error ends the session (not TS, or sync lost for good).
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), TsError> {
+        let label = [self.hub.id.as_str()];
+        let m = self.node.metrics();
+        m.ingest_bytes.with_label_values(&label).inc_by(data.len() as u64);
+        self.bytes += data.len() as u64;
+        let chunker = &mut self.chunker;
+        let drafts = &mut self.drafts;
+        let res = self.resync.feed(data, |p| drafts.extend(chunker.push(p)));
+        let skipped = self.resync.stats().skipped_bytes;
+        if skipped > self.skipped_reported {
+            m.ingest_skipped_bytes.with_label_values(&label).inc_by(skipped - self.skipped_reported);
+            self.skipped_reported = skipped;
+        }
+        self.publish_drafts();
+        res
+    }
+
+    fn publish_drafts(&mut self) {
+        if self.drafts.is_empty() {
+            return;
+        }
+        let label = [self.hub.id.as_str()];
+        let m = self.node.metrics();
+        let ingest_ms = wall_ms();
+        for d in std::mem::take(&mut self.drafts) {
+            let mut flags = ChunkFlags::empty();
+            if d.keyframe {
+                flags.insert(ChunkFlags::KEYFRAME);
+                m.ingest_keyframes.with_label_values(&label).inc();
+            }
+            if d.discontinuity {
+                flags.insert(ChunkFlags::DISCONTINUITY);
+            }
+            let header = ChunkHeader { channel: self.hub.id.clone(), seq: self.next_seq, ingest_ms, media_ts: d.media_ts, flags };
+            let mut chunk = Chunk { header, payload: d.payload, signature: None };
+            self.signer.sign(&mut chunk);
+            self.next_seq += 1;
+            self.chunks += 1;
+            m.ingest_chunks.with_label_values(&label).inc();
+            self.hub.publish(chunk);
+        }
+        self.hub.set_source_live(true);
+    }
+
+    /// End of feed: flushes the last chunk and releases the channel.
+    pub fn finish(mut self) {
+        let chunker = &mut self.chunker;
+        let drafts = &mut self.drafts;
+        self.resync.finish(|p| drafts.extend(chunker.push(p)));
+        drafts.extend(chunker.finish());
+        self.publish_drafts();
+    }
+
+    pub(crate) fn count_session(&self, outcome: &str) {
+        self.node.metrics().ingest_sessions.with_label_values(&[self.hub.id.as_str(), outcome]).inc();
+    }
+
+    pub(crate) fn count_error(&self, e: &TsError) {
+        let kind = match e {
+            TsError::NotMpegTs { .. } => "not_ts",
+            TsError::SyncLost { .. } => "sync_lost",
+        };
+        self.node.metrics().ingest_errors.with_label_values(&[self.hub.id.as_str(), kind]).inc();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.hub.release_publisher();
+    }
+}
+
+/// Plays a clip as a live feed, paced by its own clock (`speed` > 1 runs faster, for benchmarks).
+pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper, speed: f64) {
+    let mut publisher = match Publisher::claim(&node, &channel) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%channel, error = %e, "loop source cannot start");
+            return;
+        }
+    };
+    info!(%channel, seconds = looper.duration_90k() / 90_000, speed, "looping clip as a live feed");
+    let started = Instant::now();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let elapsed_90k = (started.elapsed().as_secs_f64() * 90_000.0 * speed) as u64;
+        buf.clear();
+        looper.take_due(elapsed_90k, &mut buf);
+        if let Err(e) = publisher.feed(&buf) {
+            warn!(%channel, error = %e, "loop clip became unreadable");
+            return;
+        }
+        let next = looper.next_due_90k() as f64 / 90_000.0 / speed;
+        // Wake at the next packet's time, but at least every 10 ms worth of work is batched.
+        let at = started + Duration::from_secs_f64(next).max(started.elapsed() + Duration::from_millis(10));
+        tokio::select! {
+            _ = node.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+    }
+}
+
+/// Raw MPEG-TS over TCP: one broadcaster connection at a time.
+pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: TcpListener) {
+    info!(%channel, addr = ?listener.local_addr().ok(), "raw TCP ingest listening");
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            _ = node.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(%channel, error = %e, "accepting TCP ingest failed");
+                    sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let mut publisher = match Publisher::claim(&node, &channel) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(%channel, %peer, error = %e, "refusing TCP broadcaster");
+                continue;
+            }
+        };
+        let node = node.clone();
+        let channel = channel.clone();
+        node.clone().spawn(async move {
+            info!(%channel, %peer, "TCP broadcaster connected");
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = tokio::select! {
+                    _ = node.cancelled() => return,
+                    r = stream.read(&mut buf) => r,
+                };
+                match n {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Err(e) = publisher.feed(&buf[..n]) {
+                            warn!(%channel, %peer, error = %e, "dropping TCP broadcaster");
+                            publisher.count_error(&e);
+                            publisher.count_session("error");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        info!(%channel, %peer, error = %e, "TCP broadcaster connection failed");
+                        break;
+                    }
+                }
+            }
+            info!(%channel, %peer, bytes = publisher.bytes, chunks = publisher.chunks, "TCP broadcaster finished");
+            publisher.count_session("ok");
+            publisher.finish();
+        });
+    }
+}
+
+/// Pulls HTTP-TS from the broadcaster's origin, reconnecting with backoff.
+pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String) {
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(%channel, %url, error = %e, "origin URL is invalid; pull disabled");
+            return;
+        }
+    };
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = tokio::select! {
+            _ = node.cancelled() => return,
+            r = pull_once(&node, &channel, &client, uri.clone()) => r,
+        };
+        match result {
+            Ok(bytes) if bytes > 0 => {
+                info!(%channel, %url, bytes, "origin stream ended; reconnecting");
+                backoff = Duration::from_millis(500);
+            }
+            Ok(_) => info!(%channel, %url, "origin sent nothing; retrying"),
+            Err(e) => warn!(%channel, %url, error = %e, retry_in = ?backoff, "origin pull failed"),
+        }
+        tokio::select! {
+            _ = node.cancelled() => return,
+            _ = sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn pull_once(
+    node: &Node,
+    channel: &ChannelId,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    uri: hyper::Uri,
+) -> Result<u64, String> {
+    let resp = timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| "no response within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("origin answered {}", resp.status()));
+    }
+    let mut publisher = Publisher::claim(node, channel).map_err(|e| e.to_string())?;
+    let mut body = resp.into_body();
+    loop {
+        let frame = match timeout(Duration::from_secs(10), body.frame()).await {
+            Err(_) => break Err("origin sent nothing for 10 s".to_string()),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(e.to_string()),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if let Err(e) = publisher.feed(&data) {
+                publisher.count_error(&e);
+                break Err(e.to_string());
+            }
+        }
+    }?;
+    let bytes = publisher.bytes;
+    publisher.count_session("ok");
+    publisher.finish();
+    Ok(bytes)
+}
