@@ -116,6 +116,39 @@ pub struct NodeConfig {
     /// Edges subscribe with this much backlog so viewers and HLS can start at once.
     #[serde(default = "default_backlog_ms")]
     pub start_backlog_ms: u32,
+    /// Viewer-facing settings (edges only).
+    #[serde(default)]
+    pub edge: EdgeSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSettings {
+    /// HLS segments are cut at the first keyframe at least this long after the segment start.
+    pub hls_segment_seconds: f64,
+    /// Segments listed in the live playlist.
+    pub hls_window: usize,
+    /// An HTTP-TS viewer further behind live than this skips ahead to the newest keyframe.
+    pub max_viewer_lag_seconds: f64,
+    /// A viewer whose connection accepts nothing for this long is dropped.
+    pub stuck_viewer_seconds: f64,
+    /// Concurrent HTTP-TS viewers served before new ones get 503.
+    pub max_viewers: usize,
+    /// How long a request waits for a channel that is not live yet before answering 503.
+    pub wait_for_live_seconds: f64,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            hls_segment_seconds: 2.0,
+            hls_window: 6,
+            max_viewer_lag_seconds: 10.0,
+            stuck_viewer_seconds: 15.0,
+            max_viewers: 20_000,
+            wait_for_live_seconds: 10.0,
+        }
+    }
 }
 
 fn default_ring_seconds() -> u32 {
@@ -201,6 +234,21 @@ impl Topology {
                     return err(key("sn_listen"), "core nodes need an SN listener address".into());
                 }
                 _ => {}
+            }
+            let e = &n.edge;
+            let positive = [
+                ("edge.hls_segment_seconds", e.hls_segment_seconds),
+                ("edge.max_viewer_lag_seconds", e.max_viewer_lag_seconds),
+                ("edge.stuck_viewer_seconds", e.stuck_viewer_seconds),
+                ("edge.wait_for_live_seconds", e.wait_for_live_seconds),
+            ];
+            for (field, v) in positive {
+                if !(v > 0.0 && v <= 3600.0) {
+                    return err(key(field), format!("{v} must be above 0 and at most 3600"));
+                }
+            }
+            if e.hls_window < 2 || e.hls_window > 100 {
+                return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));
             }
             if n.ring_seconds < 5 || n.ring_seconds > 600 {
                 return err(key("ring_seconds"), format!("{} is outside 5..=600", n.ring_seconds));

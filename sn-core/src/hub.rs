@@ -145,6 +145,16 @@ impl ChannelHub {
             },
         };
         drop(ring);
+        self.make_cursor(next, need_keyframe)
+    }
+
+    /// A reader that starts at the next keyframe to arrive (new content only).
+    pub fn cursor_at_next_keyframe(self: &Arc<Self>) -> Cursor {
+        let next = self.ring().last_seq().map(|l| l + 1);
+        self.make_cursor(next, true)
+    }
+
+    fn make_cursor(self: &Arc<Self>, next: Option<u64>, need_keyframe: bool) -> Cursor {
         let rx = self.watch();
         let live_seen = rx.borrow().source_live;
         Cursor { hub: self.clone(), rx, next, need_keyframe, live_seen }

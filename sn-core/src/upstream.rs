@@ -236,8 +236,9 @@ impl Upstream {
                 self.tried = 0;
                 self.not_found = 0;
                 self.backoff = self.cfg.backoff_min;
-                self.actions.push_back(Action::Active { candidate: self.candidates[cand].clone() });
+                // Source state first: whoever wakes on Active must already see it.
                 self.actions.push_back(Action::SourceLive(source_live));
+                self.actions.push_back(Action::Active { candidate: self.candidates[cand].clone() });
             }
             Input::SourceState { live, .. } => {
                 if let State::Active { source_live, last_chunk, last_msg, .. } = &mut self.state {

@@ -33,7 +33,7 @@ fn subscribes_to_the_preferred_parent_first_with_a_backlog() {
     assert_eq!(cand, node("core-a"));
     assert_eq!(start, StartAt::Backlog { ms: 15_000 });
     u.handle(t0 + 5 * MS, Input::Accepted { attempt: a, source_live: true });
-    assert_eq!(drain(&mut u), [Action::Active { candidate: node("core-a") }, Action::SourceLive(true)]);
+    assert_eq!(drain(&mut u), [Action::SourceLive(true), Action::Active { candidate: node("core-a") }]);
     for seq in 100..110 {
         assert_eq!(u.on_chunk(t0 + 10 * MS, a, seq), Verdict::Accept);
     }

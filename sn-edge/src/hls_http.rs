@@ -1,0 +1,185 @@
+//! HLS serving: one segmenter task per channel, started by the first playlist request and stopped
+//! once no HLS request has come for the node's linger time. Playlists and segments are answered
+//! from its state; segments are streamed from the chunks' shared `Bytes`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use proto::{ChannelId, StartAt};
+use sn_core::http::text_error;
+use sn_core::hub::{Cursor, CursorEnd};
+use sn_core::Origin;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::hls::{Segmenter, SegmenterConfig};
+use crate::ts_viewer::open_error;
+use crate::Edge;
+
+const OPEN_WAIT: Duration = Duration::from_secs(8);
+
+pub struct HlsChannel {
+    segmenter: Mutex<Segmenter>,
+    /// Bumped whenever a segment completes.
+    segments: watch::Sender<usize>,
+    last_access: Mutex<Instant>,
+}
+
+impl HlsChannel {
+    fn touch(&self) {
+        *self.last_access.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+    fn idle_for(&self) -> Duration {
+        self.last_access.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+    fn with<R>(&self, f: impl FnOnce(&Segmenter) -> R) -> R {
+        f(&self.segmenter.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn lookup(edge: &Edge, channel: &ChannelId) -> Option<Arc<HlsChannel>> {
+    edge.hls.lock().unwrap_or_else(|e| e.into_inner()).get(channel).cloned()
+}
+
+/// The channel's HLS state, starting its segmenter if needed.
+async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel>, Response> {
+    if let Some(c) = lookup(edge, channel) {
+        c.touch();
+        return Ok(c);
+    }
+    let lease = edge.node.open(channel, StartAt::Live, &Origin::Viewer, OPEN_WAIT).await.map_err(|e| open_error(channel, e))?;
+    let s = edge.settings();
+    let cfg = SegmenterConfig {
+        target_90k: (s.hls_segment_seconds * 90_000.0) as u64,
+        window: s.hls_window,
+        ..SegmenterConfig::default()
+    };
+    // Start far enough back to list a full window at once.
+    let backlog_ms = (s.hls_segment_seconds * 1000.0) as u32 * (s.hls_window as u32 + 1);
+    let hub = lease.hub().clone();
+    let mut map = edge.hls.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = map.get(channel) {
+        c.touch();
+        return Ok(c.clone());
+    }
+    let state = Arc::new(HlsChannel {
+        segmenter: Mutex::new(Segmenter::new(cfg)),
+        segments: watch::channel(0).0,
+        last_access: Mutex::new(Instant::now()),
+    });
+    map.insert(channel.clone(), state.clone());
+    drop(map);
+    let cursor = hub.cursor(StartAt::Backlog { ms: backlog_ms });
+    let (task_edge, task_state, task_channel) = (edge.clone(), state.clone(), channel.clone());
+    edge.node.spawn(async move {
+        let _lease = lease;
+        segment_loop(&task_edge, &task_channel, &task_state, cursor).await;
+        let mut map = task_edge.hls.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&task_channel).is_some_and(|c| Arc::ptr_eq(c, &task_state)) {
+            map.remove(&task_channel);
+        }
+    });
+    Ok(state)
+}
+
+async fn segment_loop(edge: &Edge, channel: &ChannelId, state: &HlsChannel, mut cursor: Cursor) {
+    let gauge = edge.metrics.viewers.with_label_values(&[channel.as_str(), "hls"]);
+    gauge.inc();
+    let linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = Vec::with_capacity(64);
+    info!(%channel, "HLS segmenter started");
+    loop {
+        let ev = tokio::select! {
+            _ = edge.node.cancelled() => break,
+            _ = tick.tick() => {
+                if state.idle_for() > linger {
+                    break;
+                }
+                continue;
+            }
+            ev = cursor.next(&mut batch, 64) => ev,
+        };
+        match ev {
+            Ok(_) => {
+                let mut seg = state.segmenter.lock().unwrap_or_else(|e| e.into_inner());
+                for c in batch.drain(..) {
+                    seg.push(&c);
+                }
+                let n = seg.segments();
+                drop(seg);
+                state.segments.send_if_modified(|v| std::mem::replace(v, n) != n);
+            }
+            Err(CursorEnd::Lagged { .. }) => {
+                cursor.skip_to_latest_keyframe();
+            }
+            Err(CursorEnd::Closed | CursorEnd::NotFound) => break,
+        }
+    }
+    gauge.dec();
+    info!(%channel, "HLS segmenter stopped");
+}
+
+fn count(edge: &Edge, channel: &ChannelId, kind: &str, code: StatusCode) {
+    edge.metrics.hls_requests.with_label_values(&[channel.as_str(), kind, code.as_str()]).inc();
+}
+
+pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId) -> Response {
+    let state = match channel(&edge, &channel_id).await {
+        Ok(s) => s,
+        Err(r) => {
+            count(&edge, &channel_id, "playlist", r.status());
+            return r;
+        }
+    };
+    let wait = Edge::secs(edge.settings().wait_for_live_seconds);
+    let mut rx = state.segments.subscribe();
+    let ready = tokio::time::timeout(wait, rx.wait_for(|n| *n > 0)).await;
+    let text = state.with(Segmenter::playlist);
+    let (Ok(Ok(_)), Some(text)) = (ready, text) else {
+        count(&edge, &channel_id, "playlist", StatusCode::SERVICE_UNAVAILABLE);
+        let mut r = text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel_id} has no segments yet; retry"));
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        return r;
+    };
+    count(&edge, &channel_id, "playlist", StatusCode::OK);
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64) -> Response {
+    let seg = lookup(&edge, &channel_id).and_then(|s| {
+        s.touch();
+        s.with(|seg| seg.segment(msn))
+    });
+    let Some(seg) = seg else {
+        count(&edge, &channel_id, "segment", StatusCode::NOT_FOUND);
+        return text_error(StatusCode::NOT_FOUND, format!("segment {msn} of channel {channel_id} is not available (expired or not yet made)"));
+    };
+    count(&edge, &channel_id, "segment", StatusCode::OK);
+    edge.metrics.viewer_bytes.with_label_values(&[channel_id.as_str(), "hls"]).inc_by(seg.bytes as u64);
+    let len = seg.bytes;
+    let chunks = seg.chunks.clone();
+    let body = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    (
+        [
+            (header::CONTENT_TYPE, "video/mp2t".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CACHE_CONTROL, "max-age=60".to_string()),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_string()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}

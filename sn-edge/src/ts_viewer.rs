@@ -1,0 +1,156 @@
+//! Legacy HTTP-TS viewers: `GET /live/{channel}.ts` is one endless MPEG-TS body starting at a
+//! keyframe. Each viewer has a cursor into the shared ring and a small queue of shared `Bytes` in
+//! front of its socket: a slow viewer skips ahead to the newest keyframe, a stuck one is dropped,
+//! and neither can make the edge hold more than that queue for it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use proto::{ChannelId, Chunk, StartAt};
+use sn_core::http::text_error;
+use sn_core::hub::{Cursor, CursorEnd, CursorEvent};
+use sn_core::{OpenError, Origin};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tracing::{debug, info};
+
+use crate::Edge;
+
+/// Chunks queued per viewer in front of its socket (about a second of video).
+const VIEWER_QUEUE: usize = 32;
+const BATCH: usize = 64;
+const OPEN_WAIT: Duration = Duration::from_secs(8);
+
+pub(crate) fn open_error(channel: &ChannelId, e: OpenError) -> Response {
+    match e {
+        OpenError::NotFound => text_error(StatusCode::NOT_FOUND, format!("channel {channel} does not exist")),
+        OpenError::Timeout => text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} is not reachable right now; retry")),
+        OpenError::ShuttingDown => text_error(StatusCode::SERVICE_UNAVAILABLE, "edge is shutting down"),
+    }
+}
+
+/// Waits (bounded) for the first chunks a new viewer gets.
+pub(crate) async fn first_chunks(cursor: &mut Cursor, out: &mut Vec<Chunk>, wait: Duration) -> Result<(), Option<CursorEnd>> {
+    let res = tokio::time::timeout(wait, async {
+        loop {
+            match cursor.next(out, BATCH).await {
+                Ok(CursorEvent::Chunks) => return Ok(()),
+                Ok(CursorEvent::SourceLive(_)) => continue,
+                Err(CursorEnd::Lagged { .. }) => {
+                    cursor.skip_to_latest_keyframe();
+                }
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    })
+    .await;
+    res.unwrap_or(Err(None))
+}
+
+pub async fn serve(edge: Arc<Edge>, channel: ChannelId) -> Response {
+    let m = &edge.metrics;
+    let ch = channel.as_str();
+    let outcome = |o: &str| m.viewer_sessions.with_label_values(&[ch, "ts", o]).inc();
+    if m.viewers.with_label_values(&[ch, "ts"]).get() as usize >= edge.settings().max_viewers {
+        outcome("full");
+        return text_error(StatusCode::SERVICE_UNAVAILABLE, "edge is at its viewer limit; try another edge");
+    }
+    let lease = match edge.node.open(&channel, StartAt::Live, &Origin::Viewer, OPEN_WAIT).await {
+        Ok(l) => l,
+        Err(e) => {
+            outcome("unavailable");
+            return open_error(&channel, e);
+        }
+    };
+    let hub = lease.hub().clone();
+    // A live source: start at the newest keyframe already held (instant start). Otherwise wait
+    // for fresh content rather than replaying whatever the ring still holds.
+    let mut cursor = if hub.status().source_live { hub.cursor(StartAt::Live) } else { hub.cursor_at_next_keyframe() };
+    let mut batch = Vec::with_capacity(BATCH);
+    match first_chunks(&mut cursor, &mut batch, Edge::secs(edge.settings().wait_for_live_seconds)).await {
+        Ok(()) => {}
+        Err(Some(CursorEnd::NotFound)) => {
+            outcome("not_found");
+            return open_error(&channel, OpenError::NotFound);
+        }
+        Err(_) => {
+            outcome("not_live");
+            return text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} is not live right now"));
+        }
+    }
+    outcome("ok");
+    let (tx, rx) = mpsc::channel::<Bytes>(VIEWER_QUEUE);
+    let task_edge = edge.clone();
+    edge.node.spawn(async move {
+        let _lease = lease;
+        pump(task_edge, channel, cursor, batch, tx).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    (
+        [
+            (header::CONTENT_TYPE, "video/mp2t"),
+            (header::CACHE_CONTROL, "no-cache, no-store"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Keeps the viewer's gauge right however its task ends.
+struct ViewerGauge<'a>(&'a prometheus::IntGauge);
+impl Drop for ViewerGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch: Vec<Chunk>, tx: mpsc::Sender<Bytes>) {
+    let m = &edge.metrics;
+    let ch = channel.as_str();
+    let gauge = m.viewers.with_label_values(&[ch, "ts"]);
+    gauge.inc();
+    let _gauge = ViewerGauge(&gauge);
+    let bytes_ctr = m.viewer_bytes.with_label_values(&[ch, "ts"]);
+    let stuck = Edge::secs(edge.settings().stuck_viewer_seconds);
+    let max_lag_ms = (edge.settings().max_viewer_lag_seconds * 1000.0) as u64;
+    let drop_reason = loop {
+        for c in batch.drain(..) {
+            let n = c.payload.len() as u64;
+            match tx.send_timeout(c.payload, stuck).await {
+                Ok(()) => bytes_ctr.inc_by(n),
+                Err(SendTimeoutError::Closed(_)) => return,
+                Err(SendTimeoutError::Timeout(_)) => {
+                    m.viewer_drops.with_label_values(&[ch, "stuck"]).inc();
+                    info!(%channel, "viewer accepted nothing for a while; dropping it");
+                    return;
+                }
+            }
+        }
+        if cursor.lag_ms() > max_lag_ms {
+            debug!(%channel, lag_ms = cursor.lag_ms(), "viewer too far behind; skipping ahead");
+            m.viewer_skips.with_label_values(&[ch]).inc();
+            cursor.skip_to_latest_keyframe();
+        }
+        let ev = tokio::select! {
+            _ = edge.node.cancelled() => break "shutdown",
+            _ = tx.closed() => return,
+            ev = cursor.next(&mut batch, BATCH) => ev,
+        };
+        match ev {
+            Ok(_) => {}
+            Err(CursorEnd::Lagged { .. }) => {
+                m.viewer_skips.with_label_values(&[ch]).inc();
+                cursor.skip_to_latest_keyframe();
+            }
+            Err(CursorEnd::Closed) => break "channel_closed",
+            Err(CursorEnd::NotFound) => break "not_found",
+        }
+    };
+    m.viewer_drops.with_label_values(&[ch, drop_reason]).inc();
+}
