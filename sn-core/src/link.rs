@@ -49,7 +49,7 @@ pub(crate) async fn run_upstream(node: Node, hub: Arc<ChannelHub>, mut core: Ups
                     links.push((attempt, token.clone()));
                     let addr = node.book().get(&candidate);
                     let sub = Subscribe { channel: channel.clone(), start, path: path.clone() };
-                    debug!(%channel, parent = %candidate, ?start, "subscribing upstream");
+                    debug!(node = %node.id(), %channel, parent = %candidate, ?start, "subscribing upstream");
                     node.spawn(run_link(node.hello(), attempt, candidate, addr, sub, tx.clone(), token));
                 }
                 Action::Close { attempt, reason } => {
@@ -62,11 +62,11 @@ pub(crate) async fn run_upstream(node: Node, hub: Arc<ChannelHub>, mut core: Ups
                     });
                 }
                 Action::Active { candidate } => {
-                    info!(%channel, parent = %candidate, next_seq = ?core.next_seq(), "upstream subscription active");
+                    info!(node = %node.id(), %channel, parent = %candidate, next_seq = ?core.next_seq(), "upstream subscription active");
                     hub.set_state(HubState::Ready);
                 }
                 Action::NotFound => {
-                    info!(%channel, "no parent knows this channel");
+                    info!(node = %node.id(), %channel, "no parent knows this channel");
                     hub.set_state(HubState::NotFound);
                     node.forget(&hub);
                     return;
@@ -97,7 +97,7 @@ pub(crate) async fn run_upstream(node: Node, hub: Arc<ChannelHub>, mut core: Ups
                         hub.publish(chunk);
                     }
                     Verdict::AcceptAfterGap { missing_from } => {
-                        warn!(%channel, missing_from, seq = chunk.seq(), "gap: parent no longer had these chunks");
+                        warn!(node = %node.id(), %channel, missing_from, seq = chunk.seq(), "gap: parent no longer had these chunks");
                         node.metrics().relay_chunks.with_label_values(&label).inc();
                         hub.publish(chunk);
                     }
@@ -307,7 +307,7 @@ async fn child_session(
     if framed.send(ok).await.is_err() {
         return Ok(());
     }
-    info!(child = %hello.node, channel = %sub.channel, start = ?sub.start, "child subscribed");
+    info!(node = %me.id, child = %hello.node, channel = %sub.channel, start = ?sub.start, "child subscribed");
     let label = [sub.channel.as_str()];
     let m = node.metrics();
     m.children.with_label_values(&label).inc();

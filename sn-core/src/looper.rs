@@ -58,6 +58,7 @@ impl Looper {
             return Err(LoopError::TooShort);
         }
         let duration_90k = span + span / (stamps.len() as u64 - 1);
+        let packets = trim_to_duration(packets, duration_90k);
 
         // Pace on the PCR: interpolate linearly by packet index between PCR samples.
         let pcrs: Vec<(usize, u64)> = packets
@@ -134,6 +135,24 @@ impl Looper {
     }
 }
 
+/// Drops, on every stream, the PES units that start a whole pass after that stream's first one, so
+/// a stream that runs on past the main one cannot repeat timestamps at the loop point. Overlap
+/// inside a PES (ffmpeg packs many AAC frames per PES) is not cut: clips should end their streams
+/// together, as the bundled one does (`-frames:a` when making it).
+fn trim_to_duration(mut packets: Vec<Packet>, duration_90k: u64) -> Vec<Packet> {
+    let mut first: HashMap<u16, u64> = HashMap::new();
+    let mut dropping: HashMap<u16, bool> = HashMap::new();
+    packets.retain(|p| {
+        let pid = ts::pid(p);
+        if let Some(t) = ts::pes_decode_ts(p) {
+            let f = *first.entry(pid).or_insert(t);
+            dropping.insert(pid, t.wrapping_sub(f) % TS_WRAP >= duration_90k);
+        }
+        !dropping.get(&pid).copied().unwrap_or(false)
+    });
+    packets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +190,18 @@ mod tests {
         for w in chunks.windows(2) {
             assert_eq!(w[1].media_ts - w[0].media_ts, 3600);
             assert!(!w[1].discontinuity);
+        }
+        // Audio frames never overlap across loop points either.
+        let audio: Vec<u64> = out
+            .chunks_exact(188)
+            .map(|p| -> &Packet { p.try_into().unwrap() })
+            .filter(|p| ts::pid(p) == 0x101)
+            .filter_map(ts::pes_decode_ts)
+            .collect();
+        // ffmpeg packs several AAC frames per PES, each PES a whole number of 1920-tick frames.
+        assert!(audio.len() > 100, "{}", audio.len());
+        for w in audio.windows(2) {
+            assert!(w[1] > w[0] && (w[1] - w[0]) % 1920 == 0, "{} then {}", w[0], w[1]);
         }
         // PCR advances monotonically too.
         let pcrs: Vec<u64> = out.chunks_exact(188).filter_map(|p| ts::pcr(p.try_into().unwrap())).collect();

@@ -1,0 +1,392 @@
+//! `livesky bench fanout`: edge HTTP-TS fan-out to many concurrent viewers on loopback, side by side
+//! with nginx serving the same bytes at the same per-client rate.
+//!
+//! The edge runs in a child process (`livesky demo` on a generated two-node topology) so its CPU
+//! time can be read from /proc apart from the load generator's. nginx serves a recording of the
+//! edge's own stream as a static file with `limit_rate` set to the stream's measured rate, so both
+//! servers push the same bytes at the same pace to the same number of clients.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Edge HTTP-TS fan-out vs nginx: delivered Mbit/s and server CPU at N concurrent viewers.
+    Fanout(FanoutArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct FanoutArgs {
+    /// Concurrent viewers.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Measured seconds per run (after a warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Source speed multipliers to run (1 = the clip's ~400 kbit/s; 10 = ~4 Mbit/s per viewer).
+    #[arg(long, value_delimiter = ',', default_value = "1,5")]
+    pub speeds: Vec<f64>,
+    /// Skip the nginx runs.
+    #[arg(long)]
+    pub no_nginx: bool,
+    /// Also write the table (markdown) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Fanout(a) => fanout(a).await,
+    }
+}
+
+struct Row {
+    server: &'static str,
+    speed: f64,
+    clients: usize,
+    rate_kbps: f64,
+    delivered_mbps: f64,
+    kept_up: usize,
+    cpu_pct: f64,
+    rss_mib: f64,
+}
+
+async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    check_fd_limit(args.clients)?;
+    let nginx = if args.no_nginx { None } else { which("nginx") };
+    if !args.no_nginx && nginx.is_none() {
+        eprintln!("nginx not found (apt-get install nginx); running the edge only");
+    }
+    let dir = std::env::temp_dir().join(format!("livesky-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for &speed in &args.speeds {
+        eprintln!("== speed {speed}× : starting edge");
+        let (mut child, edge_url) = start_edge(&dir, speed).await?;
+        let url = format!("{edge_url}/live/demo.ts");
+        // Measure the stream's real rate with one viewer, and record its bytes for nginx.
+        let sample = dir.join("stream.ts");
+        let rate_bps = record(&url, &sample, Duration::from_secs(4), args.seconds + 10).await?;
+        eprintln!("   stream rate {:.0} kbit/s; {} clients for {} s", rate_bps * 8.0 / 1000.0, args.clients, args.seconds);
+        let pid = child.id().context("edge process has no pid")?;
+        let r = measure("livesky edge", &[pid], &url, &args, rate_bps, speed).await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        rows.push(r?);
+        if let Some(nginx) = &nginx {
+            eprintln!("== speed {speed}× : nginx");
+            let (mut ng, base, master) = start_nginx(nginx, &dir, &sample, rate_bps).await?;
+            let pids = process_tree(master);
+            let r = measure("nginx (static file, limit_rate)", &pids, &format!("{base}/stream.ts"), &args, rate_bps, speed).await;
+            let _ = Command::new(nginx).arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).arg("-s").arg("stop").status().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), ng.wait()).await;
+            rows.push(r?);
+        }
+    }
+    let table = render(&rows);
+    println!("{table}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate | server CPU (% of one core) | server RSS (MiB) |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {}× | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} |\n",
+            r.server, r.speed, r.clients, r.rate_kbps, r.delivered_mbps, r.kept_up, r.cpu_pct, r.rss_mib
+        ));
+    }
+    s
+}
+
+fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(n) if n < clients + 256 => bail!("open-file limit is {n}; {clients} clients need more: run `ulimit -n {}` first", clients + 1024),
+        _ => Ok(()),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return Ok(s);
+        }
+        if t0.elapsed() > limit {
+            bail!("{} did not appear within {limit:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_edge(dir: &Path, speed: f64) -> anyhow::Result<(Child, String)> {
+    let topo = format!(
+        r#"
+[[channel]]
+id = "demo"
+source = {{ kind = "loop", path = "builtin:demo", speed = {speed} }}
+[[node]]
+id = "tier0"
+tier = 0
+sn_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+[[node]]
+id = "edge1"
+tier = 1
+role = "edge"
+http_listen = "127.0.0.1:0"
+parents = ["tier0"]
+[node.edge]
+max_viewers = 100000
+"#
+    );
+    let cfg = dir.join("bench.toml");
+    let ep = dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&ep);
+    std::fs::write(&cfg, topo)?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["demo", "--ephemeral-ports", "--config"])
+        .arg(&cfg)
+        .arg("--endpoints-file")
+        .arg(&ep)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the edge process")?;
+    let text = wait_for_file(&ep, Duration::from_secs(20)).await?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let http = v["edges"][0]["http"].as_str().context("endpoints file lists no edge")?.to_string();
+    Ok((child, http))
+}
+
+async fn start_nginx(nginx: &Path, dir: &Path, file: &Path, rate_bps: f64) -> anyhow::Result<(Child, String, u32)> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let root = file.parent().context("sample file has no directory")?;
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {pid};\nerror_log {err} warn;\nworker_rlimit_nofile 65536;\n\
+         events {{ worker_connections 16384; }}\n\
+         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_timeout 0;\n\
+           client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+           types {{ video/mp2t ts; }}\n\
+           server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; limit_rate {rate}; }} }}\n",
+        pid = dir.join("nginx.pid").display(),
+        err = dir.join("nginx.err").display(),
+        d = dir.display(),
+        root = root.display(),
+        rate = rate_bps.round() as u64,
+    );
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    std::fs::write(dir.join("nginx.conf"), conf)?;
+    let _ = std::fs::remove_file(dir.join("nginx.pid"));
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting nginx")?;
+    let pid = wait_for_file(&dir.join("nginx.pid"), Duration::from_secs(10)).await?;
+    let master: u32 = pid.trim().parse().context("nginx pid file")?;
+    let base = format!("http://127.0.0.1:{port}");
+    // Wait until it answers.
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            bail!("nginx did not start listening");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((child, base, master))
+}
+
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+                if after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(root) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    pids
+}
+
+/// CPU seconds (user + system) used so far by these processes.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect::<Vec<_>>();
+            // Fields 14 and 15 of stat; `after` starts at field 3.
+            let t = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (t(11) + t(12)) / 100.0
+        })
+        .sum()
+}
+
+fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+fn split_url(url: &str) -> anyhow::Result<(String, String)> {
+    let rest = url.strip_prefix("http://").context("bench URLs are http://")?;
+    let (host, path) = rest.split_once('/').context("URL has no path")?;
+    Ok((host.to_string(), format!("/{path}")))
+}
+
+/// One viewer: GET, then count body bytes until the deadline. Returns false if the server refused.
+async fn viewer(host: String, path: String, counter: Arc<AtomicU64>, until: Instant) -> bool {
+    let Ok(mut s) = TcpStream::connect(&host).await else { return false };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
+    let mut in_body = false;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let n = match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return in_body,
+            Ok(Ok(n)) => n,
+            Err(_) => return true,
+        };
+        if in_body {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            continue;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !head.starts_with(b"HTTP/1.1 200") {
+                return false;
+            }
+            in_body = true;
+            counter.fetch_add((head.len() - end - 4) as u64, Ordering::Relaxed);
+        } else if head.len() > 16 * 1024 {
+            return false;
+        }
+    }
+}
+
+/// Records `warm` seconds of the stream to `file` after a short settle, returning its rate
+/// (bytes/s) measured over the recording; the file is made long enough for a whole run.
+async fn record(url: &str, file: &Path, warm: Duration, total_secs: u64) -> anyhow::Result<f64> {
+    let (host, path) = split_url(url)?;
+    let mut s = TcpStream::connect(&host).await.with_context(|| format!("connecting to {host}"))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Skip the start burst (the edge sends from the newest keyframe at once).
+    let settle = Instant::now() + Duration::from_secs(2);
+    let mut measure_from: Option<(Instant, usize)> = None;
+    let end = settle + warm;
+    while Instant::now() < end {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.context("edge stream stalled")??;
+        if n == 0 {
+            bail!("edge closed the stream");
+        }
+        data.extend_from_slice(&buf[..n]);
+        if measure_from.is_none() && Instant::now() >= settle {
+            measure_from = Some((Instant::now(), data.len()));
+        }
+    }
+    let (t0, b0) = measure_from.context("no data after settling")?;
+    let rate = (data.len() - b0) as f64 / t0.elapsed().as_secs_f64();
+    // nginx serves this file at `rate`; make it last the whole run by repeating the body.
+    let body_start = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
+    let body = &data[body_start..];
+    let mut out = Vec::with_capacity((rate * total_secs as f64) as usize + body.len());
+    while (out.len() as f64) < rate * total_secs as f64 {
+        out.extend_from_slice(body);
+    }
+    std::fs::write(file, out)?;
+    Ok(rate)
+}
+
+async fn measure(server: &'static str, pids: &[u32], url: &str, args: &FanoutArgs, rate_bps: f64, speed: f64) -> anyhow::Result<Row> {
+    let (host, path) = split_url(url)?;
+    let warmup = Duration::from_secs(3);
+    let window = Duration::from_secs(args.seconds);
+    let until = Instant::now() + warmup + window + Duration::from_secs(30);
+    let counters: Vec<Arc<AtomicU64>> = (0..args.clients).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for (i, c) in counters.iter().enumerate() {
+        tasks.push(tokio::spawn(viewer(host.clone(), path.clone(), c.clone(), until)));
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(warmup).await;
+    let start_bytes: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let cpu0 = cpu_seconds(pids);
+    let t0 = Instant::now();
+    let mut last_report = Instant::now();
+    while t0.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("   {server}: {:.0}/{} s", t0.elapsed().as_secs_f64(), args.seconds);
+            last_report = Instant::now();
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pids) - cpu0;
+    let rss = rss_mib(pids);
+    let got: Vec<u64> = counters.iter().zip(&start_bytes).map(|(c, s)| c.load(Ordering::Relaxed) - s).collect();
+    for t in tasks {
+        t.abort();
+    }
+    let total: u64 = got.iter().sum();
+    let kept_up = got.iter().filter(|&&b| b as f64 >= 0.95 * rate_bps * secs).count();
+    Ok(Row {
+        server,
+        speed,
+        clients: args.clients,
+        rate_kbps: rate_bps * 8.0 / 1000.0,
+        delivered_mbps: total as f64 * 8.0 / secs / 1e6,
+        kept_up,
+        cpu_pct: cpu / secs * 100.0,
+        rss_mib: rss,
+    })
+}

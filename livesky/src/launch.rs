@@ -1,0 +1,186 @@
+//! Starting service nodes from a topology: bind every listener first (so port 0 resolves), publish
+//! the real SN addresses in the address book, then start nodes from Tier 0 outwards.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::NodeId;
+use serde::Serialize;
+use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
+use sn_edge::Edge;
+
+pub struct RunningNode {
+    pub node: Node,
+    pub edge: Option<Arc<Edge>>,
+    pub http: SocketAddr,
+    pub sn: Option<SocketAddr>,
+}
+
+impl RunningNode {
+    pub fn id(&self) -> &NodeId {
+        self.node.id()
+    }
+    pub fn config(&self) -> &NodeConfig {
+        self.node.config()
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+pub struct Cluster {
+    pub topology: Topology,
+    pub nodes: Vec<RunningNode>,
+    pub book: Arc<AddressBook>,
+}
+
+/// Built-in clips for `builtin:NAME` loop sources.
+pub fn builtin_clips() -> Arc<HashMap<String, Bytes>> {
+    Arc::new(HashMap::from([("demo".to_string(), Bytes::from_static(crate::DEMO_CLIP))]))
+}
+
+/// Rewrites every listen address to port 0 (tests, and demos beside other software).
+pub fn ephemeral_ports(topo: &mut Topology) {
+    let zero = |a: &mut SocketAddr| a.set_port(0);
+    for n in &mut topo.nodes {
+        zero(&mut n.http_listen);
+        if let Some(a) = n.sn_listen.as_mut() {
+            zero(a);
+        }
+    }
+    for c in &mut topo.channels {
+        if let SourceConfig::Tcp { listen } = &mut c.source {
+            zero(listen);
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the nodes named in `only` (all when `None`) in one process.
+    pub async fn start(topology: Topology, only: Option<&[NodeId]>) -> Result<Cluster, NodeError> {
+        let book = AddressBook::from_topology(&topology);
+        let mut chosen: Vec<&NodeConfig> =
+            topology.nodes.iter().filter(|n| only.is_none_or(|ids| ids.contains(&n.id))).collect();
+        chosen.sort_by_key(|n| n.tier);
+        let mut bound = Vec::new();
+        for cfg in chosen {
+            let sources: Vec<_> = topology.channels_of(&cfg.id).cloned().collect();
+            let listeners = NodeListeners::bind(cfg, &sources).await?;
+            if let Some(a) = listeners.sn_addr() {
+                book.set(cfg.id.clone(), a);
+            }
+            bound.push((cfg.clone(), sources, listeners));
+        }
+        let clips = builtin_clips();
+        let mut nodes = Vec::new();
+        for (config, sources, listeners) in bound {
+            let http = listeners.http_addr().unwrap_or(config.http_listen);
+            let sn = listeners.sn_addr();
+            let spec = NodeSpec { config, sources, book: book.clone(), clips: clips.clone() };
+            let node = Node::start(spec, listeners).await?;
+            let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone()));
+            let router = match &edge {
+                Some(e) => sn_edge::router(e.clone()),
+                None => sn_core::http::base_router(node.clone()),
+            };
+            node.serve_http(router);
+            nodes.push(RunningNode { node, edge, http, sn });
+        }
+        Ok(Cluster { topology, nodes, book })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&RunningNode> {
+        self.nodes.iter().find(|n| n.id().as_str() == id)
+    }
+
+    pub fn edges(&self) -> impl Iterator<Item = &RunningNode> {
+        self.nodes.iter().filter(|n| n.config().role == Role::Edge)
+    }
+
+    /// Stops every node and waits (bounded) for their tasks.
+    pub async fn shutdown(&self) {
+        for n in self.nodes.iter().rev() {
+            n.node.shutdown();
+        }
+        for n in &self.nodes {
+            if !n.node.stopped(Duration::from_secs(5)).await {
+                tracing::warn!(node = %n.id(), "node did not stop within 5 s");
+            }
+        }
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        let ingest = self
+            .nodes
+            .iter()
+            .find(|n| n.node.sources().any(|s| s.cfg.source == SourceConfig::Push))
+            .map(|n| n.url("/ingest"));
+        let edges: Vec<EdgeEndpoint> = self
+            .edges()
+            .map(|e| EdgeEndpoint { id: e.id().to_string(), http: e.url(""), metrics: e.url("/metrics") })
+            .collect();
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| NodeEndpoint {
+                id: n.id().to_string(),
+                tier: n.config().tier,
+                role: if n.config().role == Role::Edge { "edge" } else { "core" },
+                http: n.url(""),
+                metrics: n.url("/metrics"),
+                sn: n.sn.map(|a| a.to_string()),
+            })
+            .collect();
+        let channels: Vec<String> = self.topology.channels.iter().map(|c| c.id.to_string()).collect();
+        let mut play = Vec::new();
+        for e in &edges {
+            for c in &channels {
+                play.push(format!("{}/live/{c}.ts", e.http));
+                play.push(format!("{}/live/{c}/index.m3u8", e.http));
+            }
+        }
+        Endpoints { ingest, edges, nodes, channels, play }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EdgeEndpoint {
+    pub id: String,
+    pub http: String,
+    pub metrics: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeEndpoint {
+    pub id: String,
+    pub tier: u8,
+    pub role: &'static str,
+    pub http: String,
+    pub metrics: String,
+    pub sn: Option<String>,
+}
+
+/// What `--endpoints-file` holds: where to push, where to play, where to scrape.
+#[derive(Debug, Serialize)]
+pub struct Endpoints {
+    /// Base URL for broadcaster pushes: append `/CHANNEL`.
+    pub ingest: Option<String>,
+    pub edges: Vec<EdgeEndpoint>,
+    pub nodes: Vec<NodeEndpoint>,
+    pub channels: Vec<String>,
+    pub play: Vec<String>,
+}
+
+impl Endpoints {
+    /// Writes the JSON atomically (temp file + rename) so readers never see half a file.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json + "\n")?;
+        std::fs::rename(&tmp, path)
+    }
+}

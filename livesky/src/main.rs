@@ -1,0 +1,111 @@
+//! `livesky`: every LiveSky-rs role behind one binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use proto::NodeId;
+use sn_core::{Role, Topology};
+use tracing_subscriber::EnvFilter;
+
+use livesky::demo::{self, DemoOptions};
+use livesky::launch::Cluster;
+
+#[derive(Parser)]
+#[command(name = "livesky", version, about = "LiveSky-rs: hybrid CDN-P2P live streaming", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run Tier 0, a core SN and two edges on 127.0.0.1, looping a bundled clip as channel `demo`
+    /// and waiting for a broadcaster on channel `live`.
+    Demo {
+        /// Topology to run instead of the built-in configs/demo.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write the endpoints (ingest, edges, metrics) as JSON here once everything listens.
+        #[arg(long)]
+        endpoints_file: Option<PathBuf>,
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Listen on OS-chosen ports instead of the configured ones (see the endpoints file).
+        #[arg(long)]
+        ephemeral_ports: bool,
+    },
+    /// Run one core service node (Tier 0 or a core tier) from a topology file.
+    Sn(NodeArgs),
+    /// Run one edge service node from a topology file.
+    Edge(NodeArgs),
+    /// Benchmarks (results as a table).
+    #[command(subcommand)]
+    Bench(livesky::bench::BenchCmd),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Topology file (see configs/demo.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Which [[node]] of the file to run; needed when the file has more than one.
+    #[arg(long)]
+    node: Option<NodeId>,
+}
+
+fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::path::Path) -> anyhow::Result<NodeId> {
+    let node = match wanted {
+        Some(id) => topo.node(id).with_context(|| {
+            let ids: Vec<_> = topo.nodes.iter().map(|n| n.id.to_string()).collect();
+            format!("{} has no node `{id}` (it has: {})", path.display(), ids.join(", "))
+        })?,
+        None => match topo.nodes.as_slice() {
+            [only] => only,
+            _ => {
+                let ids: Vec<_> = topo.nodes.iter().map(|n| n.id.to_string()).collect();
+                bail!("{} describes several nodes; pick one with --node ({})", path.display(), ids.join(", "))
+            }
+        },
+    };
+    if node.role != role {
+        let (is, cmd) = if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a core node", "livesky sn") };
+        bail!("node `{}` is {is}; run it with `{cmd}`", node.id);
+    }
+    Ok(node.id.clone())
+}
+
+async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
+    let topo = Topology::load(&args.config)?;
+    let id = pick_node(&topo, args.node.as_ref(), role, &args.config)?;
+    let cluster = Cluster::start(topo, Some(std::slice::from_ref(&id))).await?;
+    if let Some(n) = cluster.get(id.as_str()) {
+        tracing::info!(node = %id, http = %n.http, sn = ?n.sn, "running; Ctrl-C stops");
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports } => {
+                demo::run(DemoOptions { config, endpoints_file, duration: duration.map(Duration::from_secs), ephemeral_ports }).await
+            }
+            Cmd::Sn(args) => run_node(args, Role::Core).await,
+            Cmd::Edge(args) => run_node(args, Role::Edge).await,
+            Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
+        }
+    })
+}
