@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::NodeId;
+use proto::{ChannelId, NodeId};
 use serde::Serialize;
 use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
 use sn_edge::Edge;
@@ -18,6 +18,8 @@ pub struct RunningNode {
     pub edge: Option<Arc<Edge>>,
     pub http: SocketAddr,
     pub sn: Option<SocketAddr>,
+    /// Raw-TCP ingest listeners of channels fed on this node.
+    pub tcp_ingest: Vec<(ChannelId, SocketAddr)>,
 }
 
 impl RunningNode {
@@ -80,6 +82,8 @@ impl Cluster {
         for (config, sources, listeners) in bound {
             let http = listeners.http_addr().unwrap_or(config.http_listen);
             let sn = listeners.sn_addr();
+            let tcp_ingest =
+                listeners.tcp_ingest.iter().filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a))).collect();
             let spec = NodeSpec { config, sources, book: book.clone(), clips: clips.clone() };
             let node = Node::start(spec, listeners).await?;
             let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone()));
@@ -88,7 +92,7 @@ impl Cluster {
                 None => sn_core::http::base_router(node.clone()),
             };
             node.serve_http(router);
-            nodes.push(RunningNode { node, edge, http, sn });
+            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest });
         }
         Ok(Cluster { topology, nodes, book })
     }
@@ -136,6 +140,11 @@ impl Cluster {
             })
             .collect();
         let channels: Vec<String> = self.topology.channels.iter().map(|c| c.id.to_string()).collect();
+        let tcp_ingest = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.tcp_ingest.iter().map(|(c, a)| (c.to_string(), a.to_string())))
+            .collect();
         let mut play = Vec::new();
         for e in &edges {
             for c in &channels {
@@ -143,7 +152,7 @@ impl Cluster {
                 play.push(format!("{}/live/{c}/index.m3u8", e.http));
             }
         }
-        Endpoints { ingest, edges, nodes, channels, play }
+        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play }
     }
 }
 
@@ -169,6 +178,8 @@ pub struct NodeEndpoint {
 pub struct Endpoints {
     /// Base URL for broadcaster pushes: append `/CHANNEL`.
     pub ingest: Option<String>,
+    /// Raw-TCP MPEG-TS ingest address per channel.
+    pub tcp_ingest: std::collections::BTreeMap<String, String>,
     pub edges: Vec<EdgeEndpoint>,
     pub nodes: Vec<NodeEndpoint>,
     pub channels: Vec<String>,

@@ -1,0 +1,169 @@
+//! Helpers for the workspace integration tests: start topologies on ephemeral loopback ports, talk
+//! HTTP to them, push paced feeds, read metrics, and wait for conditions with deadlines.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use livesky::launch::{ephemeral_ports, Cluster};
+use sn_core::chunker::{Chunker, ChunkerConfig};
+use sn_core::Topology;
+use tokio::sync::mpsc;
+
+pub use livesky::DEMO_CLIP;
+
+/// Starts a topology (TOML text) on ephemeral ports in this process.
+pub async fn start(topology: &str) -> Cluster {
+    let mut topo = Topology::parse(topology, "test topology").expect("test topology is valid");
+    ephemeral_ports(&mut topo);
+    Cluster::start(topo, None).await.expect("cluster starts")
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !cond().await {
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn get(url: &str) -> Response<Incoming> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = url.parse().expect("valid test URL");
+    tokio::time::timeout(Duration::from_secs(20), client.get(uri))
+        .await
+        .unwrap_or_else(|_| panic!("GET {url} got no response headers in 20 s"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// Status and whole body (for finite responses).
+pub async fn get_all(url: &str) -> (u16, Bytes) {
+    let resp = get(url).await;
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+        .await
+        .expect("body within 20 s")
+        .expect("body readable")
+        .to_bytes();
+    (status, body)
+}
+
+pub async fn get_text(url: &str) -> (u16, String) {
+    let (s, b) = get_all(url).await;
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Reads an endless body until `want` bytes arrived (or the stream ends / `limit` passes).
+pub async fn read_stream(resp: Response<Incoming>, want: usize, limit: Duration) -> Vec<u8> {
+    let mut body = resp.into_body();
+    let mut out = Vec::with_capacity(want);
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < want {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    out.extend_from_slice(&d);
+                }
+            }
+            Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Pushes `data` as a chunked POST (as ffmpeg does) at `bytes_per_sec`, returning the response.
+pub async fn push(url: &str, data: Bytes, bytes_per_sec: usize) -> (u16, String) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let feeder = tokio::spawn(async move {
+        let piece = (bytes_per_sec / 50).max(188);
+        let mut next = tokio::time::Instant::now();
+        for part in data.chunks(piece) {
+            if tx.send(Bytes::copy_from_slice(part)).await.is_err() {
+                return;
+            }
+            next += Duration::from_millis(20);
+            tokio::time::sleep_until(next).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "video/mp2t")
+        .body(StreamBody::new(Box::pin(stream)))
+        .expect("valid request");
+    let resp = client.request(req).await;
+    feeder.abort();
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The value of a metric series whose name and labels contain all of `needles`; 0 when absent.
+pub async fn metric(metrics_url: &str, name: &str, needles: &[&str]) -> f64 {
+    let (_, text) = get_text(metrics_url).await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// What Tier 0 makes of `feed`: the chunk payloads, in order, as the chunker cuts them.
+pub fn expected_chunks(feed: &[u8]) -> Vec<Bytes> {
+    let packets = sn_core::resync_all(feed).expect("test feed is TS");
+    let mut c = Chunker::new(ChunkerConfig::default(), None);
+    let mut out: Vec<Bytes> = packets.iter().filter_map(|p| c.push(p)).map(|d| d.payload).collect();
+    out.extend(c.finish().map(|d| d.payload));
+    out
+}
+
+pub fn ffmpeg_available() -> bool {
+    std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs `ffmpeg -v error -i URL -t SECS -f null -` and returns what it printed (empty = clean).
+pub async fn ffmpeg_check(url: &str, secs: u32) -> String {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", url, "-t", &secs.to_string(), "-f", "null", "-"])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(u64::from(secs) + 30), out)
+        .await
+        .expect("ffmpeg finished in time")
+        .expect("ffmpeg runs");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        text.push_str(&format!("\n(exit status {})", out.status));
+    }
+    text
+}
+
+/// In CI a missing ffmpeg is a failure; elsewhere the ffmpeg checks are skipped with a note.
+pub fn require_ffmpeg() -> bool {
+    if ffmpeg_available() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must install ffmpeg (see .ci/run)");
+    eprintln!("ffmpeg not installed: skipping the player checks");
+    false
+}
