@@ -136,6 +136,10 @@ pub struct EdgeSettings {
     pub max_viewers: usize,
     /// How long a request waits for a channel that is not live yet before answering 503.
     pub wait_for_live_seconds: f64,
+    /// Kernel send buffer per viewer connection (0: kernel autotuning). Bounded, it caps kernel
+    /// memory per viewer and lets the edge see a slow viewer fall behind instead of hiding it in
+    /// megabytes of socket buffer.
+    pub viewer_send_buffer_kb: usize,
 }
 
 impl Default for EdgeSettings {
@@ -147,6 +151,7 @@ impl Default for EdgeSettings {
             stuck_viewer_seconds: 15.0,
             max_viewers: 20_000,
             wait_for_live_seconds: 10.0,
+            viewer_send_buffer_kb: 256,
         }
     }
 }

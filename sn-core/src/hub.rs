@@ -279,6 +279,11 @@ impl Cursor {
         self.next = Some(seq);
     }
 
+    /// Media time from `media_ts` to the newest chunk held.
+    pub fn behind_newest_ms(&self, media_ts: u64) -> u64 {
+        self.hub.ring().newest().map_or(0, |n| n.header.media_ts.saturating_sub(media_ts) / 90)
+    }
+
     /// Media time between the reader's position and the newest chunk.
     pub fn lag_ms(&self) -> u64 {
         let ring = self.hub.ring();

@@ -289,6 +289,16 @@ impl Node {
             return;
         };
         let token = self.0.cancel.clone();
+        let sndbuf = match self.0.cfg.role {
+            Role::Edge => self.0.cfg.edge.viewer_send_buffer_kb * 1024,
+            Role::Core => 0,
+        };
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+            if sndbuf > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(sndbuf);
+            }
+        });
         self.spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
             if let Err(e) = serve.await {

@@ -16,7 +16,8 @@ use sn_core::http::text_error;
 use sn_core::hub::{Cursor, CursorEnd, CursorEvent};
 use sn_core::{OpenError, Origin};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::Edge;
@@ -119,23 +120,58 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
     let bytes_ctr = m.viewer_bytes.with_label_values(&[ch, "ts"]);
     let stuck = Edge::secs(edge.settings().stuck_viewer_seconds);
     let max_lag_ms = (edge.settings().max_viewer_lag_seconds * 1000.0) as u64;
+    // `batch[sent..]` is fetched but not yet queued for the socket.
+    let mut sent = 0;
+    let mut last_progress = Instant::now();
+    let mut recheck = tokio::time::interval(Duration::from_millis(250));
     let drop_reason = loop {
-        for c in batch.drain(..) {
-            let n = c.payload.len() as u64;
-            match tx.send_timeout(c.payload, stuck).await {
-                Ok(()) => bytes_ctr.inc_by(n),
-                Err(SendTimeoutError::Closed(_)) => return,
-                Err(SendTimeoutError::Timeout(_)) => {
-                    m.viewer_drops.with_label_values(&[ch, "stuck"]).inc();
-                    info!(%channel, "viewer accepted nothing for a while; dropping it");
-                    return;
+        while sent < batch.len() {
+            match tx.try_send(batch[sent].payload.clone()) {
+                Ok(()) => {
+                    bytes_ctr.inc_by(batch[sent].payload.len() as u64);
+                    sent += 1;
+                    last_progress = Instant::now();
                 }
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Closed(_)) => return,
             }
         }
-        if cursor.lag_ms() > max_lag_ms {
-            debug!(%channel, lag_ms = cursor.lag_ms(), "viewer too far behind; skipping ahead");
+        if sent == batch.len() {
+            batch.clear();
+            sent = 0;
+        }
+        // Too far behind live (measured at the oldest chunk not yet handed over): skip ahead.
+        let behind = match batch.get(sent) {
+            Some(c) => cursor.behind_newest_ms(c.header.media_ts),
+            None => cursor.lag_ms(),
+        };
+        if behind > max_lag_ms {
+            debug!(%channel, behind_ms = behind, "viewer too far behind; skipping ahead");
             m.viewer_skips.with_label_values(&[ch]).inc();
+            batch.clear();
+            sent = 0;
             cursor.skip_to_latest_keyframe();
+        }
+        if sent < batch.len() {
+            // The viewer's queue is full: wait for it to take something, but not forever.
+            tokio::select! {
+                _ = edge.node.cancelled() => break "shutdown",
+                permit = tx.reserve() => match permit {
+                    Ok(p) => {
+                        bytes_ctr.inc_by(batch[sent].payload.len() as u64);
+                        p.send(batch[sent].payload.clone());
+                        sent += 1;
+                        last_progress = Instant::now();
+                    }
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep_until(last_progress + stuck) => {
+                    info!(%channel, "viewer took nothing for a while; dropping it");
+                    break "stuck";
+                }
+                _ = recheck.tick() => {}
+            }
+            continue;
         }
         let ev = tokio::select! {
             _ = edge.node.cancelled() => break "shutdown",

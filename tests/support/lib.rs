@@ -67,7 +67,7 @@ pub async fn get_text(url: &str) -> (u16, String) {
 /// Reads an endless body until `want` bytes arrived (or the stream ends / `limit` passes).
 pub async fn read_stream(resp: Response<Incoming>, want: usize, limit: Duration) -> Vec<u8> {
     let mut body = resp.into_body();
-    let mut out = Vec::with_capacity(want);
+    let mut out = Vec::with_capacity(want.min(16 << 20));
     let deadline = tokio::time::Instant::now() + limit;
     while out.len() < want {
         match tokio::time::timeout_at(deadline, body.frame()).await {

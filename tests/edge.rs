@@ -1,0 +1,182 @@
+//! Legacy viewers at the edge: HTTP-TS and HLS as real players see them, slow and stuck viewers,
+//! and malformed requests.
+
+use std::time::Duration;
+
+use livesky_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn looped(speed: f64, edge_extra: &str) -> String {
+    format!(
+        r#"
+[[channel]]
+id = "demo"
+source = {{ kind = "loop", path = "builtin:demo", speed = {speed} }}
+[[node]]
+id = "tier0"
+tier = 0
+sn_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+[[node]]
+id = "core1"
+tier = 1
+sn_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+parents = ["tier0"]
+[[node]]
+id = "edge1"
+tier = 2
+role = "edge"
+http_listen = "127.0.0.1:0"
+parents = ["core1"]
+[node.edge]
+{edge_extra}
+[[node]]
+id = "edge2"
+tier = 2
+role = "edge"
+http_listen = "127.0.0.1:0"
+parents = ["core1"]
+"#
+    )
+}
+
+fn starts_with_pat(ts: &[u8]) -> bool {
+    ts.len() >= 188 && ts[0] == 0x47 && ts[1] & 0x40 != 0 && (u16::from(ts[1] & 0x1f) << 8 | u16::from(ts[2])) == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ts_and_hls_play_cleanly_from_both_edges() {
+    let cluster = start(&looped(1.0, "")).await;
+    for edge in ["edge1", "edge2"] {
+        let e = cluster.get(edge).unwrap();
+        let resp = get(&e.url("/live/demo.ts")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "video/mp2t");
+        let ts = read_stream(resp, 188 * 50, Duration::from_secs(10)).await;
+        assert!(starts_with_pat(&ts), "{edge}: HTTP-TS starts at a keyframe chunk (PAT first)");
+
+        let (status, pl) = get_text(&e.url("/live/demo/index.m3u8")).await;
+        assert_eq!(status, 200, "{pl}");
+        assert!(pl.starts_with("#EXTM3U\n") && pl.contains("#EXT-X-TARGETDURATION:2\n"), "{pl}");
+        let segs: Vec<&str> = pl.lines().filter(|l| l.ends_with(".ts")).collect();
+        assert!(!segs.is_empty(), "{pl}");
+        for l in pl.lines().filter_map(|l| l.strip_prefix("#EXTINF:")) {
+            let d: f64 = l.trim_end_matches(',').parse().unwrap();
+            assert!((1.9..2.1).contains(&d), "segment of {d} s in {pl}");
+        }
+        for s in &segs {
+            let (status, body) = get_all(&e.url(&format!("/live/demo/{s}"))).await;
+            assert_eq!(status, 200);
+            assert!(starts_with_pat(&body) && body.len() % 188 == 0, "segment {s} is whole packets from PAT");
+        }
+        // The window slides.
+        let first_seq = |pl: &str| -> u64 {
+            pl.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).unwrap().parse().unwrap()
+        };
+        let last = segs.last().unwrap().trim_end_matches(".ts").parse::<u64>().unwrap();
+        let url = e.url("/live/demo/index.m3u8");
+        wait_until(Duration::from_secs(10), "a new segment", || {
+            let u = url.clone();
+            async move { get_text(&u).await.1.contains(&format!("\n{}.ts\n", last + 1)) }
+        })
+        .await;
+        assert!(first_seq(&get_text(&url).await.1) >= first_seq(&pl));
+    }
+    if require_ffmpeg() {
+        let mut checks = Vec::new();
+        for edge in ["edge1", "edge2"] {
+            let e = cluster.get(edge).unwrap();
+            for path in ["/live/demo.ts", "/live/demo/index.m3u8"] {
+                let url = e.url(path);
+                checks.push(tokio::spawn(async move { (url.clone(), ffmpeg_check(&url, 20).await) }));
+            }
+        }
+        for c in checks {
+            let (url, errors) = c.await.unwrap();
+            assert!(errors.trim().is_empty(), "ffmpeg on {url} reported: {errors}");
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_viewers_skip_ahead_and_stuck_viewers_are_dropped() {
+    // 50× the clip's rate (~2.5 MB/s) fills socket buffers in seconds.
+    let cluster = start(&looped(50.0, "stuck_viewer_seconds = 2.0\nmax_viewer_lag_seconds = 2.0")).await;
+    let e = cluster.get("edge1").unwrap();
+    let metrics = e.url("/metrics");
+    let host = e.http;
+    let request = format!("GET /live/demo.ts HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+    // Stuck: asks, then never reads (with a tiny receive window).
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock.connect(host).await.unwrap();
+    stuck.write_all(request.as_bytes()).await.unwrap();
+
+    // Slow: reads steadily at ~100 kB/s, far below the stream's rate.
+    let slow = tokio::spawn({
+        let request = request.clone();
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(8192).unwrap();
+            let mut s = sock.connect(host).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut total = 0usize;
+            let mut buf = [0u8; 2048];
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(8) {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            total
+        }
+    });
+    // A normal viewer keeps up meanwhile.
+    let normal = read_stream(get(&e.url("/live/demo.ts")).await, 5_000_000, Duration::from_secs(10)).await;
+    assert!(normal.len() >= 5_000_000, "normal viewer got {} bytes", normal.len());
+
+    wait_until(Duration::from_secs(30), "the stuck viewer to be dropped", || {
+        let u = metrics.clone();
+        async move { metric(&u, "livesky_viewer_drops_total", &[r#"reason="stuck""#]).await >= 1.0 }
+    })
+    .await;
+    let slow_bytes = slow.await.unwrap();
+    assert!(slow_bytes > 200_000, "the slow viewer kept receiving ({slow_bytes} bytes)");
+    let (_, m) = get_text(&metrics).await;
+    let viewer_lines: Vec<&str> = m.lines().filter(|l| l.starts_with("livesky_viewer")).collect();
+    assert!(metric(&metrics, "livesky_viewer_skips_total", &[]).await >= 1.0, "the slow viewer skipped ahead: {viewer_lines:#?}");
+    assert_eq!(metric(&metrics, "livesky_viewer_drops_total", &[r#"reason="stuck""#]).await, 1.0, "only the stuck one");
+    drop(stuck);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_errors() {
+    let cluster = start(&looped(1.0, "")).await;
+    let e = cluster.get("edge1").unwrap();
+    for (path, want) in [
+        ("/live/bad%20name.ts", 400),
+        ("/live/nosuch.ts", 404),
+        ("/live/demo", 404),
+        ("/live/demo/abc.ts", 404),
+        ("/live/demo/99999999.ts", 404),
+        ("/live/nosuch/index.m3u8", 404),
+        ("/nothing/here", 404),
+    ] {
+        let (status, body) = get_text(&e.url(path)).await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    // Garbage on the HTTP port closes that connection only.
+    let mut s = tokio::net::TcpStream::connect(e.http).await.unwrap();
+    s.write_all(&[0u8, 1, 2, 0xff, b'\n', b'\r', b'\n'].repeat(100)).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let (status, _) = get_text(&e.url("/live/demo/index.m3u8")).await;
+    assert_eq!(status, 200, "the edge still serves");
+    cluster.shutdown().await;
+}
