@@ -1,0 +1,204 @@
+//! The `livesky` binary as operators run it: separate processes per role, the demo's endpoints
+//! file, clean shutdown on Ctrl-C (SIGINT), and config errors that name the file and key.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_livesky");
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("livesky-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN).args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Minimal HTTP GET: status and up to `max` body bytes (enough for streaming endpoints).
+fn http_get(addr: &str, path: &str, max: usize) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    while data.len() < max + 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&data[..data.len().min(64)]).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body_at = data.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&data[..body_at]).to_ascii_lowercase();
+    let body = &data[body_at..];
+    Some((status, if head.contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_vec() }))
+}
+
+/// Decodes a (possibly cut-off) chunked body.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let Ok(size) = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16) else { break };
+        b = &b[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        let take = size.min(b.len());
+        out.extend_from_slice(&b[..take]);
+        if take < size || b.len() < size + 2 {
+            break;
+        }
+        b = &b[size + 2..];
+    }
+    out
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGINT (what Ctrl-C sends) and expects a clean exit within `limit`.
+fn interrupt_and_wait(child: &mut Child, limit: Duration) {
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -INT failed");
+    let status = wait_for(limit, "a clean exit after SIGINT", || child.try_wait().unwrap());
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn help_lists_every_role() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for cmd in ["demo", "sn", "edge", "bench"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+}
+
+#[test]
+fn each_role_runs_as_its_own_process() {
+    let dir = tmpdir("roles");
+    let [t0_sn, t0_http, c1_sn, c1_http, e1_http] = [free_port(), free_port(), free_port(), free_port(), free_port()];
+    let topo = format!(
+        r#"
+[[channel]]
+id = "demo"
+source = {{ kind = "loop", path = "builtin:demo" }}
+[[node]]
+id = "tier0"
+tier = 0
+sn_listen = "127.0.0.1:{t0_sn}"
+http_listen = "127.0.0.1:{t0_http}"
+[[node]]
+id = "core1"
+tier = 1
+sn_listen = "127.0.0.1:{c1_sn}"
+http_listen = "127.0.0.1:{c1_http}"
+parents = ["tier0"]
+[[node]]
+id = "edge1"
+tier = 2
+role = "edge"
+http_listen = "127.0.0.1:{e1_http}"
+parents = ["core1"]
+"#
+    );
+    let cfg = dir.join("topology.toml");
+    std::fs::write(&cfg, topo).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let mut procs = vec![
+        spawn(&["sn", "--config", cfg, "--node", "tier0"]),
+        spawn(&["sn", "--config", cfg, "--node", "core1"]),
+        spawn(&["edge", "--config", cfg, "--node", "edge1"]),
+    ];
+    let edge = format!("127.0.0.1:{e1_http}");
+    let body = wait_for(Duration::from_secs(20), "the edge to serve the stream", || {
+        http_get(&edge, "/live/demo.ts", 100_000).filter(|(s, b)| *s == 200 && b.len() >= 100_000)
+    });
+    assert!(body.1.len() >= 100_000);
+    let (_, metrics) = http_get(&format!("127.0.0.1:{c1_http}"), "/metrics", 1 << 20).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(r#"livesky_relay_chunks_total{channel="demo""#), "core1 relays: {metrics}");
+    for p in procs.iter_mut().rev() {
+        interrupt_and_wait(p, Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn demo_writes_endpoints_and_stops_on_ctrl_c() {
+    let dir = tmpdir("demo");
+    let ep = dir.join("endpoints.json");
+    let mut child = spawn(&["demo", "--ephemeral-ports", "--endpoints-file", ep.to_str().unwrap(), "--duration", "60"]);
+    let text = wait_for(Duration::from_secs(20), "the endpoints file", || std::fs::read_to_string(&ep).ok());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ingest = v["ingest"].as_str().unwrap();
+    assert!(ingest.starts_with("http://127.0.0.1:") && ingest.ends_with("/ingest"), "{ingest}");
+    let edges = v["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2);
+    for e in edges {
+        let http = e["http"].as_str().unwrap().trim_start_matches("http://");
+        let (status, body) = http_get(http, "/live/demo.ts", 50_000).unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body[0], 0x47);
+        assert!(e["metrics"].as_str().unwrap().ends_with("/metrics"));
+    }
+    interrupt_and_wait(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_expect_failure(args: &[&str]) -> String {
+    let child = spawn(args);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_errors_name_the_file_and_key() {
+    let dir = tmpdir("badcfg");
+    let bad = dir.join("bad.toml");
+    let base = crate_demo_config();
+    std::fs::write(&bad, base.replace(r#"parents = ["core1", "tier0"]"#, r#"parents = ["core1"]
+peers = ["edge2"]"#)).unwrap();
+    let err = run_expect_failure(&["edge", "--config", bad.to_str().unwrap(), "--node", "edge1"]);
+    assert!(err.contains("bad.toml") && err.contains("node[edge1].peers"), "{err}");
+
+    let good = dir.join("demo.toml");
+    std::fs::write(&good, &base).unwrap();
+    let err = run_expect_failure(&["sn", "--config", good.to_str().unwrap()]);
+    assert!(err.contains("--node") && err.contains("tier0") && err.contains("edge2"), "{err}");
+    let err = run_expect_failure(&["sn", "--config", good.to_str().unwrap(), "--node", "edge1"]);
+    assert!(err.contains("livesky edge"), "{err}");
+    let err = run_expect_failure(&["sn", "--config", dir.join("missing.toml").to_str().unwrap()]);
+    assert!(err.contains("missing.toml"), "{err}");
+    // A port already taken is reported as such, not as a crash.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let clash = dir.join("clash.toml");
+    std::fs::write(&clash, base.replace("127.0.0.1:7480", &format!("127.0.0.1:{port}"))).unwrap();
+    let err = run_expect_failure(&["sn", "--config", clash.to_str().unwrap(), "--node", "tier0"]);
+    assert!(err.contains(&port.to_string()) && err.contains("in use"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn crate_demo_config() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml")).unwrap()
+}
