@@ -149,7 +149,10 @@ async fn slow_viewers_skip_ahead_and_stuck_viewers_are_dropped() {
     assert!(slow_bytes > 200_000, "the slow viewer kept receiving ({slow_bytes} bytes)");
     let (_, m) = get_text(&metrics).await;
     let viewer_lines: Vec<&str> = m.lines().filter(|l| l.starts_with("livesky_viewer")).collect();
-    assert!(metric(&metrics, "livesky_viewer_skips_total", &[]).await >= 1.0, "the slow viewer skipped ahead: {viewer_lines:#?}");
+    assert!(
+        metric(&metrics, "livesky_viewer_skips_total", &[]).await >= 1.0,
+        "the slow viewer skipped ahead: {viewer_lines:#?}"
+    );
     assert_eq!(metric(&metrics, "livesky_viewer_drops_total", &[r#"reason="stuck""#]).await, 1.0, "only the stuck one");
     drop(stuck);
     cluster.shutdown().await;

@@ -7,11 +7,11 @@
 //! servers push the same bytes at the same pace to the same number of clients.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -33,6 +33,9 @@ pub struct FanoutArgs {
     /// Source speed multipliers to run (1 = the clip's ~400 kbit/s; 10 = ~4 Mbit/s per viewer).
     #[arg(long, value_delimiter = ',', default_value = "1,5")]
     pub speeds: Vec<f64>,
+    /// The edge's `viewer_coalesce_ms` (latency added to batch writes).
+    #[arg(long, default_value_t = 100)]
+    pub coalesce_ms: u64,
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,
@@ -48,7 +51,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 struct Row {
-    server: &'static str,
+    server: String,
     speed: f64,
     clients: usize,
     rate_kbps: f64,
@@ -69,14 +72,21 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &speed in &args.speeds {
         eprintln!("== speed {speed}× : starting edge");
-        let (mut child, edge_url) = start_edge(&dir, speed).await?;
+        let (mut child, edge_url) = start_edge(&dir, speed, args.coalesce_ms).await?;
         let url = format!("{edge_url}/live/demo.ts");
         // Measure the stream's real rate with one viewer, and record its bytes for nginx.
         let sample = dir.join("stream.ts");
-        let rate_bps = record(&url, &sample, Duration::from_secs(4), args.seconds + 10).await?;
-        eprintln!("   stream rate {:.0} kbit/s; {} clients for {} s", rate_bps * 8.0 / 1000.0, args.clients, args.seconds);
+        // One whole loop of the clip (16 s of media) gives the stream's exact average rate.
+        let rate_bps = record(&url, &sample, Duration::from_secs_f64(16.0 / speed), args.seconds + 10).await?;
+        eprintln!(
+            "   stream rate {:.0} kbit/s; {} clients for {} s",
+            rate_bps * 8.0 / 1000.0,
+            args.clients,
+            args.seconds
+        );
         let pid = child.id().context("edge process has no pid")?;
-        let r = measure("livesky edge", &[pid], &url, &args, rate_bps, speed).await;
+        let label = format!("livesky edge (coalesce {} ms)", args.coalesce_ms);
+        let r = measure(label, &[pid], &url, &args, rate_bps, speed).await;
         let _ = child.start_kill();
         let _ = child.wait().await;
         rows.push(r?);
@@ -84,8 +94,24 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             eprintln!("== speed {speed}× : nginx");
             let (mut ng, base, master) = start_nginx(nginx, &dir, &sample, rate_bps).await?;
             let pids = process_tree(master);
-            let r = measure("nginx (static file, limit_rate)", &pids, &format!("{base}/stream.ts"), &args, rate_bps, speed).await;
-            let _ = Command::new(nginx).arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).arg("-s").arg("stop").status().await;
+            let r = measure(
+                "nginx (static file, sendfile, limit_rate)".into(),
+                &pids,
+                &format!("{base}/stream.ts"),
+                &args,
+                rate_bps,
+                speed,
+            )
+            .await;
+            let _ = Command::new(nginx)
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-s")
+                .arg("stop")
+                .status()
+                .await;
             let _ = tokio::time::timeout(Duration::from_secs(5), ng.wait()).await;
             rows.push(r?);
         }
@@ -120,7 +146,9 @@ fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<usize>().ok());
     match soft {
-        Some(n) if n < clients + 256 => bail!("open-file limit is {n}; {clients} clients need more: run `ulimit -n {}` first", clients + 1024),
+        Some(n) if n < clients + 256 => {
+            bail!("open-file limit is {n}; {clients} clients need more: run `ulimit -n {}` first", clients + 1024)
+        }
         _ => Ok(()),
     }
 }
@@ -143,7 +171,7 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
     }
 }
 
-async fn start_edge(dir: &Path, speed: f64) -> anyhow::Result<(Child, String)> {
+async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
     let topo = format!(
         r#"
 [[channel]]
@@ -162,6 +190,7 @@ http_listen = "127.0.0.1:0"
 parents = ["tier0"]
 [node.edge]
 max_viewers = 100000
+viewer_coalesce_ms = {coalesce_ms}
 "#
     );
     let cfg = dir.join("bench.toml");
@@ -261,7 +290,10 @@ fn rss_mib(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .filter_map(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
         })
         .sum::<f64>()
         / 1024.0
@@ -323,7 +355,8 @@ async fn record(url: &str, file: &Path, warm: Duration, total_secs: u64) -> anyh
     let mut measure_from: Option<(Instant, usize)> = None;
     let end = settle + warm;
     while Instant::now() < end {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.context("edge stream stalled")??;
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.context("edge stream stalled")??;
         if n == 0 {
             bail!("edge closed the stream");
         }
@@ -345,7 +378,14 @@ async fn record(url: &str, file: &Path, warm: Duration, total_secs: u64) -> anyh
     Ok(rate)
 }
 
-async fn measure(server: &'static str, pids: &[u32], url: &str, args: &FanoutArgs, rate_bps: f64, speed: f64) -> anyhow::Result<Row> {
+async fn measure(
+    server: String,
+    pids: &[u32],
+    url: &str,
+    args: &FanoutArgs,
+    rate_bps: f64,
+    speed: f64,
+) -> anyhow::Result<Row> {
     let (host, path) = split_url(url)?;
     let warmup = Duration::from_secs(3);
     let window = Duration::from_secs(args.seconds);

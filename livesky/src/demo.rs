@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sn_core::Topology;
 
-use crate::launch::{ephemeral_ports, Cluster};
+use crate::launch::{Cluster, ephemeral_ports};
 
 pub struct DemoOptions {
     pub config: Option<PathBuf>,

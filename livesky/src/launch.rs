@@ -140,11 +140,8 @@ impl Cluster {
             })
             .collect();
         let channels: Vec<String> = self.topology.channels.iter().map(|c| c.id.to_string()).collect();
-        let tcp_ingest = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.tcp_ingest.iter().map(|(c, a)| (c.to_string(), a.to_string())))
-            .collect();
+        let tcp_ingest =
+            self.nodes.iter().flat_map(|n| n.tcp_ingest.iter().map(|(c, a)| (c.to_string(), a.to_string()))).collect();
         let mut play = Vec::new();
         for e in &edges {
             for c in &channels {

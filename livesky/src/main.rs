@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use proto::NodeId;
 use sn_core::{Role, Topology};
@@ -71,7 +71,8 @@ fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::p
         },
     };
     if node.role != role {
-        let (is, cmd) = if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a core node", "livesky sn") };
+        let (is, cmd) =
+            if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a core node", "livesky sn") };
         bail!("node `{}` is {is}; run it with `{cmd}`", node.id);
     }
     Ok(node.id.clone())
@@ -101,7 +102,13 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Demo { config, endpoints_file, duration, ephemeral_ports } => {
-                demo::run(DemoOptions { config, endpoints_file, duration: duration.map(Duration::from_secs), ephemeral_ports }).await
+                demo::run(DemoOptions {
+                    config,
+                    endpoints_file,
+                    duration: duration.map(Duration::from_secs),
+                    ephemeral_ports,
+                })
+                .await
             }
             Cmd::Sn(args) => run_node(args, Role::Core).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,

@@ -176,8 +176,15 @@ fn config_errors_name_the_file_and_key() {
     let dir = tmpdir("badcfg");
     let bad = dir.join("bad.toml");
     let base = crate_demo_config();
-    std::fs::write(&bad, base.replace(r#"parents = ["core1", "tier0"]"#, r#"parents = ["core1"]
-peers = ["edge2"]"#)).unwrap();
+    std::fs::write(
+        &bad,
+        base.replace(
+            r#"parents = ["core1", "tier0"]"#,
+            r#"parents = ["core1"]
+peers = ["edge2"]"#,
+        ),
+    )
+    .unwrap();
     let err = run_expect_failure(&["edge", "--config", bad.to_str().unwrap(), "--node", "edge1"]);
     assert!(err.contains("bad.toml") && err.contains("node[edge1].peers"), "{err}");
 

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::name::ChannelId;
-use crate::wire::{put_short_str, Reader, WireError};
+use crate::wire::{Reader, WireError, put_short_str};
 
 pub const TS_PACKET_LEN: usize = 188;
 /// Hard cap on one chunk's payload. A single H.264 access unit of a 1080p intra frame stays well
@@ -104,7 +104,12 @@ impl Chunk {
     }
 
     pub fn encoded_len(&self) -> usize {
-        1 + 1 + 1 + self.header.channel.as_str().len() + 8 * 3 + 4 + self.payload.len()
+        1 + 1
+            + 1
+            + self.header.channel.as_str().len()
+            + 8 * 3
+            + 4
+            + self.payload.len()
             + if self.signature.is_some() { 64 } else { 0 }
     }
 
@@ -146,18 +151,10 @@ impl Chunk {
         }
         let payload = r.bytes(len, "chunk payload")?;
         check_ts_payload(&payload)?;
-        let signature = if raw_flags & FLAG_HAS_SIGNATURE != 0 {
-            Some(r.array::<64>("chunk signature")?)
-        } else {
-            None
-        };
-        let header = ChunkHeader {
-            channel,
-            seq,
-            ingest_ms,
-            media_ts,
-            flags: ChunkFlags(raw_flags & ChunkFlags::KNOWN),
-        };
+        let signature =
+            if raw_flags & FLAG_HAS_SIGNATURE != 0 { Some(r.array::<64>("chunk signature")?) } else { None };
+        let header =
+            ChunkHeader { channel, seq, ingest_ms, media_ts, flags: ChunkFlags(raw_flags & ChunkFlags::KNOWN) };
         Ok(Chunk { header, payload, signature })
     }
 
@@ -173,7 +170,7 @@ impl Chunk {
 /// A payload must be whole TS packets, each starting with the sync byte, or a viewer's demuxer
 /// would lose sync on data we vouched for.
 pub fn check_ts_payload(payload: &[u8]) -> Result<(), WireError> {
-    if payload.len() % TS_PACKET_LEN != 0 {
+    if !payload.len().is_multiple_of(TS_PACKET_LEN) {
         return Err(WireError::PartialPackets { len: payload.len() });
     }
     match payload.chunks_exact(TS_PACKET_LEN).position(|p| p[0] != 0x47) {

@@ -108,9 +108,15 @@ mod tests {
                 start: StartAt::Seq(u64::MAX - 1),
                 path: vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap()],
             }),
-            SnMessage::Subscribe(Subscribe { channel: ch.clone(), start: StartAt::Backlog { ms: 15_000 }, path: vec![] }),
+            SnMessage::Subscribe(Subscribe {
+                channel: ch.clone(),
+                start: StartAt::Backlog { ms: 15_000 },
+                path: vec![],
+            }),
             SnMessage::SubscribeOk { channel: ch.clone(), source_live: true },
-            SnMessage::SubscribeErr { channel: ch.clone(), code: RefuseCode::Loop, reason: "loop via a → b ✓".into() },
+            SnMessage::SubscribeErr {
+                channel: ch.clone(), code: RefuseCode::Loop, reason: "loop via a → b ✓".into()
+            },
             SnMessage::Chunk(sample_chunk(0, 1)),
             SnMessage::Chunk(signed),
             SnMessage::SourceState { channel: ch, live: false },

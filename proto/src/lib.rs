@@ -13,9 +13,9 @@ pub mod name;
 pub mod sign;
 mod wire;
 
-pub use chunk::{Chunk, ChunkFlags, ChunkHeader, SubstreamId, MAX_CHUNK_PAYLOAD, TS_PACKET_LEN};
-pub use codec::{CodecError, SnCodec, DEFAULT_MAX_FRAME};
-pub use message::{Hello, RefuseCode, SnMessage, StartAt, Subscribe, PROTOCOL_VERSION};
+pub use chunk::{Chunk, ChunkFlags, ChunkHeader, MAX_CHUNK_PAYLOAD, SubstreamId, TS_PACKET_LEN};
+pub use codec::{CodecError, DEFAULT_MAX_FRAME, SnCodec};
+pub use message::{Hello, PROTOCOL_VERSION, RefuseCode, SnMessage, StartAt, Subscribe};
 pub use name::{ChannelId, NameError, NodeId};
 pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};
 pub use wire::WireError;

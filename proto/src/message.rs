@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::chunk::Chunk;
 use crate::name::{ChannelId, NodeId};
-use crate::wire::{put_short_str, put_text, Reader, WireError};
+use crate::wire::{Reader, WireError, put_short_str, put_text};
 
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Longest subscription path accepted; tier counts are small, a longer path is a loop or garbage.
@@ -81,12 +81,22 @@ impl RefuseCode {
 pub enum SnMessage {
     Hello(Hello),
     Subscribe(Subscribe),
-    SubscribeOk { channel: ChannelId, source_live: bool },
-    SubscribeErr { channel: ChannelId, code: RefuseCode, reason: String },
+    SubscribeOk {
+        channel: ChannelId,
+        source_live: bool,
+    },
+    SubscribeErr {
+        channel: ChannelId,
+        code: RefuseCode,
+        reason: String,
+    },
     Chunk(Chunk),
     /// The parent's view of whether the channel's source is producing; while it is not, a child
     /// must not take the silence for a stalled parent.
-    SourceState { channel: ChannelId, live: bool },
+    SourceState {
+        channel: ChannelId,
+        live: bool,
+    },
     Keepalive,
 }
 
@@ -171,11 +181,9 @@ impl SnMessage {
         let mut r = Reader::new(body);
         let t = r.u8("message type")?;
         let msg = match t {
-            tag::HELLO => SnMessage::Hello(Hello {
-                version: r.u16("protocol version")?,
-                node: r.node()?,
-                tier: r.u8("tier")?,
-            }),
+            tag::HELLO => {
+                SnMessage::Hello(Hello { version: r.u16("protocol version")?, node: r.node()?, tier: r.u8("tier")? })
+            }
             tag::SUBSCRIBE => {
                 let channel = r.channel()?;
                 let start = match r.u8("start mode")? {
@@ -191,20 +199,14 @@ impl SnMessage {
                 let path = (0..n).map(|_| r.node()).collect::<Result<Vec<_>, _>>()?;
                 SnMessage::Subscribe(Subscribe { channel, start, path })
             }
-            tag::SUBSCRIBE_OK => SnMessage::SubscribeOk {
-                channel: r.channel()?,
-                source_live: r.bool("source live")?,
-            },
+            tag::SUBSCRIBE_OK => SnMessage::SubscribeOk { channel: r.channel()?, source_live: r.bool("source live")? },
             tag::SUBSCRIBE_ERR => SnMessage::SubscribeErr {
                 channel: r.channel()?,
                 code: RefuseCode::from_u8(r.u8("refuse code")?)?,
                 reason: r.text("refuse reason")?,
             },
             tag::CHUNK => SnMessage::Chunk(Chunk::decode_from(&mut r)?),
-            tag::SOURCE_STATE => SnMessage::SourceState {
-                channel: r.channel()?,
-                live: r.bool("source live")?,
-            },
+            tag::SOURCE_STATE => SnMessage::SourceState { channel: r.channel()?, live: r.bool("source live")? },
             tag::KEEPALIVE => SnMessage::Keepalive,
             other => return Err(WireError::UnknownType(other)),
         };

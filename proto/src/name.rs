@@ -13,7 +13,9 @@ pub enum NameError {
     Empty { kind: &'static str },
     #[error("{kind} name is {len} bytes long; the limit is {MAX_NAME_LEN}")]
     TooLong { kind: &'static str, len: usize },
-    #[error("{kind} name {name:?} may only contain ASCII letters, digits, '-', '_' and '.' (and must not start with '.')")]
+    #[error(
+        "{kind} name {name:?} may only contain ASCII letters, digits, '-', '_' and '.' (and must not start with '.')"
+    )]
     BadChar { kind: &'static str, name: String },
 }
 

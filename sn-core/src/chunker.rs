@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use proto::{MAX_CHUNK_PAYLOAD, TS_PACKET_LEN};
 
 use crate::psi::{PsiEvent, PsiTracker};
-use crate::ts::{self, Packet, Unwrapper, PID_NULL, PID_PAT};
+use crate::ts::{self, PID_NULL, PID_PAT, Packet, Unwrapper};
 
 /// One nominal video frame at 25 fps in 90 kHz ticks; the step used when timestamps jump.
 const NOMINAL_FRAME_90K: u64 = 3600;
@@ -324,7 +324,13 @@ impl Chunker {
         for pkt in buf.chunks_exact_mut(TS_PACKET_LEN) {
             let pkt: &mut Packet = pkt.try_into().expect("exact chunks");
             let pid = ts::pid(pkt);
-            let slot = if pid == PID_PAT { 0 } else if Some(pid) == pmt_pid { 1 } else { continue };
+            let slot = if pid == PID_PAT {
+                0
+            } else if Some(pid) == pmt_pid {
+                1
+            } else {
+                continue;
+            };
             ts::set_cc(pkt, self.psi_cc[slot]);
             self.psi_cc[slot] = (self.psi_cc[slot] + 1) & 0x0f;
         }

@@ -140,6 +140,9 @@ pub struct EdgeSettings {
     /// memory per viewer and lets the edge see a slow viewer fall behind instead of hiding it in
     /// megabytes of socket buffer.
     pub viewer_send_buffer_kb: usize,
+    /// A caught-up viewer collects chunks for this long before the next write: fewer wake-ups and
+    /// larger writes for a little added latency (0 = write every chunk as it arrives).
+    pub viewer_coalesce_ms: u64,
 }
 
 impl Default for EdgeSettings {
@@ -152,6 +155,7 @@ impl Default for EdgeSettings {
             max_viewers: 20_000,
             wait_for_live_seconds: 10.0,
             viewer_send_buffer_kb: 256,
+            viewer_coalesce_ms: 100,
         }
     }
 }
@@ -175,8 +179,8 @@ impl Topology {
 
     /// Parses and validates; `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Topology, ConfigError> {
-        let topo: Topology =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let topo: Topology = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
         topo.validate(origin)?;
         Ok(topo)
     }
@@ -210,7 +214,11 @@ impl Topology {
         let mut addrs: HashSet<SocketAddr> = HashSet::new();
         let mut check_addr = |key: String, a: SocketAddr| {
             if a.port() != 0 && !addrs.insert(a) {
-                return Err(ConfigError::Invalid { path: path.to_string(), key, message: format!("address {a} is used twice") });
+                return Err(ConfigError::Invalid {
+                    path: path.to_string(),
+                    key,
+                    message: format!("address {a} is used twice"),
+                });
             }
             Ok(())
         };
@@ -252,6 +260,9 @@ impl Topology {
                     return err(key(field), format!("{v} must be above 0 and at most 3600"));
                 }
             }
+            if e.viewer_coalesce_ms > 1000 {
+                return err(key("edge.viewer_coalesce_ms"), format!("{} is above 1000", e.viewer_coalesce_ms));
+            }
             if e.hls_window < 2 || e.hls_window > 100 {
                 return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));
             }
@@ -281,11 +292,16 @@ impl Topology {
                 return err(key("id"), "channel ids must be unique".into());
             }
             let Some(origin) = self.origin_of(c) else {
-                return err(key("origin"), "name the Tier-0 node that hosts this channel (there is not exactly one Tier 0)".into());
+                return err(
+                    key("origin"),
+                    "name the Tier-0 node that hosts this channel (there is not exactly one Tier 0)".into(),
+                );
             };
             match by_id.get(origin) {
                 Some(o) if o.role == Role::Core && o.parents.is_empty() => {}
-                Some(_) => return err(key("origin"), format!("`{origin}` must be a core node without parents (Tier 0)")),
+                Some(_) => {
+                    return err(key("origin"), format!("`{origin}` must be a core node without parents (Tier 0)"));
+                }
                 None => return err(key("origin"), format!("unknown node `{origin}`")),
             }
             if c.substreams == 0 || c.substreams > 64 {
@@ -375,7 +391,10 @@ mod tests {
         assert!(e.contains("used twice"), "{e}");
         let e = invalid(&OK.replace(r#"stream_key = "k""#, "stream_key = \"k\"\nsigning_key = \"12\""));
         assert!(e.contains("channel[live].signing_key"), "{e}");
-        let e = invalid(&OK.replace("tier = 1\n        sn_listen = \"127.0.0.1:7001\"", "tier = 1\n        sn_listen = \"127.0.0.1:7001\"\n        colour = 3"));
+        let e = invalid(&OK.replace(
+            "tier = 1\n        sn_listen = \"127.0.0.1:7001\"",
+            "tier = 1\n        sn_listen = \"127.0.0.1:7001\"\n        colour = 3",
+        ));
         assert!(e.contains("colour"), "unknown keys are refused: {e}");
         let e = invalid("this is = not toml [");
         assert!(e.contains("not valid TOML"), "{e}");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -104,7 +104,10 @@ async fn ingest(
         return text_error(StatusCode::NOT_FOUND, format!("channel {channel} is not ingested on node {}", node.id()));
     };
     if src.cfg.source != SourceConfig::Push {
-        return text_error(StatusCode::CONFLICT, format!("channel {channel} takes its feed from another source, not HTTP push"));
+        return text_error(
+            StatusCode::CONFLICT,
+            format!("channel {channel} takes its feed from another source, not HTTP push"),
+        );
     }
     if let Some(want) = &src.cfg.stream_key {
         match presented_key(&query, &headers) {
@@ -114,7 +117,7 @@ async fn ingest(
                 return text_error(
                     StatusCode::UNAUTHORIZED,
                     format!("channel {channel} needs a stream key: push to /ingest/{channel}?key=YOUR_KEY"),
-                )
+                );
             }
         }
     }

@@ -360,7 +360,11 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_reader_is_told_and_can_skip() {
-        let h = ChannelHub::new(ChannelId::new("t").unwrap(), RingConfig { keep_ms: 2_000, max_bytes: usize::MAX }, HubState::Ready);
+        let h = ChannelHub::new(
+            ChannelId::new("t").unwrap(),
+            RingConfig { keep_ms: 2_000, max_bytes: usize::MAX },
+            HubState::Ready,
+        );
         h.publish(chunk(0));
         let mut c = h.cursor(StartAt::Seq(0));
         for s in 1..400 {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proto::{Chunk, Hello, NodeId, RefuseCode, SnCodec, SnMessage, Subscribe, PROTOCOL_VERSION};
+use proto::{Chunk, Hello, NodeId, PROTOCOL_VERSION, RefuseCode, SnCodec, SnMessage, Subscribe};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::{interval, timeout, Instant};
+use tokio::time::{Instant, interval, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -34,7 +34,13 @@ fn now() -> std::time::Instant {
 }
 
 /// Drives one channel's [`Upstream`] core until the channel is dropped or not found.
-pub(crate) async fn run_upstream(node: Node, hub: Arc<ChannelHub>, mut core: Upstream, path: Vec<NodeId>, cancel: CancellationToken) {
+pub(crate) async fn run_upstream(
+    node: Node,
+    hub: Arc<ChannelHub>,
+    mut core: Upstream,
+    path: Vec<NodeId>,
+    cancel: CancellationToken,
+) {
     let channel = hub.id.clone();
     let label = [channel.as_str()];
     let (tx, mut rx) = mpsc::channel::<LinkMsg>(256);
@@ -300,7 +306,9 @@ async fn child_session(
     let lease = match node.open(&sub.channel, sub.start, &origin, HANDSHAKE_TIMEOUT).await {
         Ok(l) => l,
         Err(OpenError::NotFound) => return Err((RefuseCode::NotFound, format!("channel {} is unknown", sub.channel))),
-        Err(e @ (OpenError::Timeout | OpenError::ShuttingDown)) => return Err((RefuseCode::Unavailable, e.to_string())),
+        Err(e @ (OpenError::Timeout | OpenError::ShuttingDown)) => {
+            return Err((RefuseCode::Unavailable, e.to_string()));
+        }
     };
     let hub = lease.hub().clone();
     let ok = SnMessage::SubscribeOk { channel: sub.channel.clone(), source_live: hub.status().source_live };
@@ -377,4 +385,3 @@ async fn child_session(
 pub(crate) fn hello_for(id: &NodeId, tier: u8) -> Hello {
     Hello { version: PROTOCOL_VERSION, node: id.clone(), tier }
 }
-

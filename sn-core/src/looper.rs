@@ -45,11 +45,8 @@ impl Looper {
         let main_pid = program.video_pid.or(program.audio_pids.first().copied()).ok_or(LoopError::NoProgram)?;
 
         // Pass length from the main stream's decode timestamps: span plus one frame interval.
-        let stamps: Vec<u64> = packets
-            .iter()
-            .filter(|p| ts::pid(p) == main_pid)
-            .filter_map(ts::pes_decode_ts)
-            .collect();
+        let stamps: Vec<u64> =
+            packets.iter().filter(|p| ts::pid(p) == main_pid).filter_map(ts::pes_decode_ts).collect();
         let (Some(&first), Some(&last)) = (stamps.first(), stamps.last()) else {
             return Err(LoopError::TooShort);
         };
@@ -222,7 +219,10 @@ mod tests {
 
     #[test]
     fn rejects_unusable_clips() {
-        assert!(matches!(Looper::new(b"not a transport stream at all".repeat(3000).as_slice()), Err(LoopError::NotTs(_))));
+        assert!(matches!(
+            Looper::new(b"not a transport stream at all".repeat(3000).as_slice()),
+            Err(LoopError::NotTs(_))
+        ));
         let only_pat = crate::psi::tests::pat_packet(0, 0x1000);
         let clip: Vec<u8> = (0..10).flat_map(|_| only_pat).collect();
         assert!(matches!(Looper::new(&clip), Err(LoopError::NoProgram)));

@@ -46,7 +46,11 @@ pub fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVe
 
 impl Metrics {
     pub fn new(node: &str, tier: u8, role: &str) -> Metrics {
-        let labels = [("node".to_string(), node.to_string()), ("tier".to_string(), tier.to_string()), ("role".to_string(), role.to_string())];
+        let labels = [
+            ("node".to_string(), node.to_string()),
+            ("tier".to_string(), tier.to_string()),
+            ("role".to_string(), role.to_string()),
+        ];
         let registry = Registry::new_custom(Some("livesky".into()), Some(labels.into_iter().collect()))
             .expect("valid registry prefix");
         let r = &registry;
@@ -57,15 +61,30 @@ impl Metrics {
             ingest_keyframes: counter(r, "ingest_keyframes_total", "Keyframe chunks cut at Tier 0", ch),
             ingest_skipped_bytes: counter(r, "ingest_skipped_bytes_total", "Bytes skipped to regain TS sync", ch),
             ingest_errors: counter(r, "ingest_errors_total", "Ingest sessions ended by an error", &["channel", "kind"]),
-            ingest_sessions: counter(r, "ingest_sessions_total", "Publisher sessions by outcome", &["channel", "outcome"]),
+            ingest_sessions: counter(
+                r,
+                "ingest_sessions_total",
+                "Publisher sessions by outcome",
+                &["channel", "outcome"],
+            ),
             source_live: int_gauge(r, "source_live", "1 while the channel's source is producing", ch),
             relay_chunks: counter(r, "relay_chunks_total", "Chunks accepted from the upstream parent", ch),
             relay_duplicates: counter(r, "relay_duplicates_total", "Duplicate chunks dropped after failover", ch),
             relay_missing: counter(r, "relay_missing_chunks_total", "Chunks never received (gaps)", ch),
             relay_failovers: counter(r, "relay_failovers_total", "Upstream parent changes after loss or stall", ch),
-            relay_stalls: counter(r, "relay_stalls_total", "Upstream stalls detected (no chunk for 1 s while live)", ch),
+            relay_stalls: counter(
+                r,
+                "relay_stalls_total",
+                "Upstream stalls detected (no chunk for 1 s while live)",
+                ch,
+            ),
             children: int_gauge(r, "child_sessions", "Downstream SNs subscribed now", ch),
-            child_sessions: counter(r, "child_sessions_total", "Downstream SN sessions by outcome", &["channel", "outcome"]),
+            child_sessions: counter(
+                r,
+                "child_sessions_total",
+                "Downstream SN sessions by outcome",
+                &["channel", "outcome"],
+            ),
             child_bytes: counter(r, "child_bytes_total", "Chunk payload bytes sent to downstream SNs", ch),
             ring_chunks: int_gauge(r, "ring_chunks", "Chunks held in the ring buffer", ch),
             ring_bytes: int_gauge(r, "ring_bytes", "Payload bytes held in the ring buffer", ch),

@@ -44,7 +44,10 @@ pub enum OpenError {
 pub enum Origin {
     Viewer,
     /// A child SN; `path` is the subscription path including the child.
-    Child { same_tier: bool, path: Vec<NodeId> },
+    Child {
+        same_tier: bool,
+        path: Vec<NodeId>,
+    },
 }
 
 /// Where nodes listen for SN links. Filled from the topology file today; the management center
@@ -187,10 +190,7 @@ impl Node {
             let hub = ChannelHub::new(c.id.clone(), ring_config(&cfg), HubState::Ready);
             sources.insert(c.id.clone(), SourceChannel { cfg: c, signer, hub });
         }
-        let hubs = sources
-            .iter()
-            .map(|(id, s)| (id.clone(), Entry { hub: s.hub.clone(), upstream: None }))
-            .collect();
+        let hubs = sources.iter().map(|(id, s)| (id.clone(), Entry { hub: s.hub.clone(), upstream: None })).collect();
         let http_addr = listeners.http_addr();
         let sn_addr = listeners.sn_addr();
         let node = Node(Arc::new(Inner {
@@ -314,7 +314,13 @@ impl Node {
 
     /// Opens a channel (subscribing upstream if this node does not carry it yet) and waits until it
     /// is available. The lease keeps it open.
-    pub async fn open(&self, channel: &ChannelId, start: StartAt, origin: &Origin, wait: Duration) -> Result<Lease, OpenError> {
+    pub async fn open(
+        &self,
+        channel: &ChannelId,
+        start: StartAt,
+        origin: &Origin,
+        wait: Duration,
+    ) -> Result<Lease, OpenError> {
         if self.is_stopping() {
             return Err(OpenError::ShuttingDown);
         }

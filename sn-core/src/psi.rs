@@ -1,7 +1,7 @@
 //! PAT/PMT parsing: just enough PSI to know which PID carries video and which carry audio, so the
 //! chunker can cut at access units and a keyframe chunk can carry the tables a player needs.
 
-use crate::ts::{self, Packet, PID_PAT};
+use crate::ts::{self, PID_PAT, Packet};
 
 const MAX_SECTION: usize = 1024;
 
@@ -138,9 +138,14 @@ pub struct PsiTracker {
 pub enum PsiEvent {
     NotPsi,
     /// A PAT packet; `complete` when it finished a valid section.
-    Pat { complete: bool },
+    Pat {
+        complete: bool,
+    },
     /// A PMT packet; `changed` when a finished section differs from the last program map.
-    Pmt { complete: bool, changed: bool },
+    Pmt {
+        complete: bool,
+        changed: bool,
+    },
 }
 
 impl PsiTracker {
@@ -203,7 +208,8 @@ pub(crate) mod tests {
         streams.extend_from_slice(&[0x0f, 0xe0 | (audio >> 8) as u8, audio as u8, 0xf0, 0]);
         let pcr = video.unwrap_or(audio);
         let section_len = 9 + streams.len() + 4;
-        let mut sec = vec![0x02, 0xb0, section_len as u8, 0x00, 0x01, 0xc1, 0, 0, 0xe0 | (pcr >> 8) as u8, pcr as u8, 0xf0, 0];
+        let mut sec =
+            vec![0x02, 0xb0, section_len as u8, 0x00, 0x01, 0xc1, 0, 0, 0xe0 | (pcr >> 8) as u8, pcr as u8, 0xf0, 0];
         sec.extend_from_slice(&streams);
         section_packet(pmt_pid, cc, &sec)
     }
@@ -222,7 +228,10 @@ pub(crate) mod tests {
         let prog = t.program.clone().unwrap();
         assert_eq!(prog.video_pid, Some(0x100));
         assert_eq!(prog.audio_pids, vec![0x101]);
-        assert_eq!(t.push(&pmt_packet(1, 0x1000, Some(0x100), 0x101)), PsiEvent::Pmt { complete: true, changed: false });
+        assert_eq!(
+            t.push(&pmt_packet(1, 0x1000, Some(0x100), 0x101)),
+            PsiEvent::Pmt { complete: true, changed: false }
+        );
     }
 
     #[test]

@@ -50,7 +50,12 @@ impl ChunkRing {
     }
 
     pub fn stats(&self) -> RingStats {
-        RingStats { chunks: self.chunks.len(), bytes: self.bytes, evicted: self.evicted, rejected_old: self.rejected_old }
+        RingStats {
+            chunks: self.chunks.len(),
+            bytes: self.bytes,
+            evicted: self.evicted,
+            rejected_old: self.rejected_old,
+        }
     }
 
     pub fn first_seq(&self) -> Option<u64> {

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use proto::{ChannelId, ChannelSigner, Chunk, ChunkFlags, ChunkHeader};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{Instant, sleep, timeout};
 use tracing::{info, warn};
 
 use crate::chunker::{ChunkDraft, Chunker, ChunkerConfig};
@@ -109,7 +109,13 @@ impl Publisher {
             if d.discontinuity {
                 flags.insert(ChunkFlags::DISCONTINUITY);
             }
-            let header = ChunkHeader { channel: self.hub.id.clone(), seq: self.next_seq, ingest_ms, media_ts: d.media_ts, flags };
+            let header = ChunkHeader {
+                channel: self.hub.id.clone(),
+                seq: self.next_seq,
+                ingest_ms,
+                media_ts: d.media_ts,
+                flags,
+            };
             let mut chunk = Chunk { header, payload: d.payload, signature: None };
             self.signer.sign(&mut chunk);
             self.next_seq += 1;

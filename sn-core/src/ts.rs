@@ -187,7 +187,9 @@ impl Unwrapper {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TsError {
-    #[error("input is not MPEG-TS: no run of 188-byte packets starting with sync byte 0x47 in the first {examined} bytes")]
+    #[error(
+        "input is not MPEG-TS: no run of 188-byte packets starting with sync byte 0x47 in the first {examined} bytes"
+    )]
     NotMpegTs { examined: u64 },
     #[error("lost MPEG-TS sync and skipped {skipped} bytes without finding it again")]
     SyncLost { skipped: u64 },

@@ -48,13 +48,31 @@ pub struct AttemptId(pub u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    ConnectFailed { attempt: AttemptId, reason: String },
-    Accepted { attempt: AttemptId, source_live: bool },
-    Refused { attempt: AttemptId, code: RefuseCode, reason: String },
-    SourceState { attempt: AttemptId, live: bool },
+    ConnectFailed {
+        attempt: AttemptId,
+        reason: String,
+    },
+    Accepted {
+        attempt: AttemptId,
+        source_live: bool,
+    },
+    Refused {
+        attempt: AttemptId,
+        code: RefuseCode,
+        reason: String,
+    },
+    SourceState {
+        attempt: AttemptId,
+        live: bool,
+    },
     /// Any other message (keepalive) proving the link is alive.
-    Alive { attempt: AttemptId },
-    Closed { attempt: AttemptId, reason: String },
+    Alive {
+        attempt: AttemptId,
+    },
+    Closed {
+        attempt: AttemptId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +102,9 @@ pub enum FailReason {
 pub enum Verdict {
     Accept,
     /// Accept, but seqs `missing_from..seq` never arrived (the parent no longer had them).
-    AcceptAfterGap { missing_from: u64 },
+    AcceptAfterGap {
+        missing_from: u64,
+    },
     /// Already delivered: drop it.
     Duplicate,
     /// From a link no longer in use: drop it.

@@ -146,8 +146,8 @@ impl Segmenter {
         }
         let listed = self.done.len().min(self.cfg.window);
         let hidden = self.done.len() - listed;
-        let disc_seq = self.dropped_discontinuities
-            + self.done.iter().take(hidden).filter(|s| s.discontinuity).count() as u64;
+        let disc_seq =
+            self.dropped_discontinuities + self.done.iter().take(hidden).filter(|s| s.discontinuity).count() as u64;
         // The target never shrinks, as RFC 8216 requires it to stay constant for the playlist.
         let target = self.max_duration_90k.div_ceil(90_000);
         let mut out = String::with_capacity(128 + listed * 40);
@@ -180,7 +180,13 @@ mod tests {
             f.insert(ChunkFlags::KEYFRAME);
         }
         Chunk {
-            header: ChunkHeader { channel: ChannelId::new("c").unwrap(), seq, ingest_ms: 0, media_ts: 1_000_000 + seq * 3600, flags: f },
+            header: ChunkHeader {
+                channel: ChannelId::new("c").unwrap(),
+                seq,
+                ingest_ms: 0,
+                media_ts: 1_000_000 + seq * 3600,
+                flags: f,
+            },
             payload: Bytes::from(p),
             signature: None,
         }

@@ -7,18 +7,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use proto::{ChannelId, StartAt};
+use sn_core::Origin;
 use sn_core::http::text_error;
 use sn_core::hub::{Cursor, CursorEnd};
-use sn_core::Origin;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::Edge;
 use crate::hls::{Segmenter, SegmenterConfig};
 use crate::ts_viewer::open_error;
-use crate::Edge;
 
 const OPEN_WAIT: Duration = Duration::from_secs(8);
 
@@ -51,7 +51,8 @@ async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel
         c.touch();
         return Ok(c);
     }
-    let lease = edge.node.open(channel, StartAt::Live, &Origin::Viewer, OPEN_WAIT).await.map_err(|e| open_error(channel, e))?;
+    let lease =
+        edge.node.open(channel, StartAt::Live, &Origin::Viewer, OPEN_WAIT).await.map_err(|e| open_error(channel, e))?;
     let s = edge.settings();
     let cfg = SegmenterConfig {
         target_90k: (s.hls_segment_seconds * 90_000.0) as u64,
@@ -142,7 +143,8 @@ pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId) -> Response {
     let text = state.with(Segmenter::playlist);
     let (Ok(Ok(_)), Some(text)) = (ready, text) else {
         count(&edge, &channel_id, "playlist", StatusCode::SERVICE_UNAVAILABLE);
-        let mut r = text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel_id} has no segments yet; retry"));
+        let mut r =
+            text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel_id} has no segments yet; retry"));
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
         return r;
     };
@@ -165,7 +167,10 @@ pub async fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64) -> Respon
     });
     let Some(seg) = seg else {
         count(&edge, &channel_id, "segment", StatusCode::NOT_FOUND);
-        return text_error(StatusCode::NOT_FOUND, format!("segment {msn} of channel {channel_id} is not available (expired or not yet made)"));
+        return text_error(
+            StatusCode::NOT_FOUND,
+            format!("segment {msn} of channel {channel_id} is not available (expired or not yet made)"),
+        );
     };
     count(&edge, &channel_id, "segment", StatusCode::OK);
     edge.metrics.viewer_bytes.with_label_values(&[channel_id.as_str(), "hls"]).inc_by(seg.bytes as u64);

@@ -12,14 +12,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use proto::ChannelId;
-use sn_core::http::{base_router, text_error};
 use sn_core::Node;
+use sn_core::http::{base_router, text_error};
+use tokio::sync::watch;
 
 pub use metrics::EdgeMetrics;
 
@@ -28,12 +29,31 @@ pub struct Edge {
     pub node: Node,
     pub metrics: EdgeMetrics,
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
+    /// Ticks every `viewer_coalesce_ms`: caught-up viewers all wake on the same tick, so the
+    /// edge works in short bursts instead of being woken by thousands of scattered timers.
+    flush_clock: Option<watch::Receiver<u64>>,
 }
 
 impl Edge {
     pub fn new(node: Node) -> Arc<Edge> {
         let metrics = EdgeMetrics::new(&node.metrics().registry);
-        Arc::new(Edge { node, metrics, hls: Mutex::new(HashMap::new()) })
+        let period = Duration::from_millis(node.config().edge.viewer_coalesce_ms);
+        let flush_clock = (!period.is_zero()).then(|| {
+            let (tx, rx) = watch::channel(0u64);
+            let n = node.clone();
+            node.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = n.cancelled() => return,
+                        _ = tick.tick() => tx.send_modify(|t| *t += 1),
+                    }
+                }
+            });
+            rx
+        });
+        Arc::new(Edge { node, metrics, hls: Mutex::new(HashMap::new()), flush_clock })
     }
 
     fn settings(&self) -> &sn_core::EdgeSettings {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use proto::{ChannelId, Chunk, StartAt};
@@ -30,13 +30,19 @@ const OPEN_WAIT: Duration = Duration::from_secs(8);
 pub(crate) fn open_error(channel: &ChannelId, e: OpenError) -> Response {
     match e {
         OpenError::NotFound => text_error(StatusCode::NOT_FOUND, format!("channel {channel} does not exist")),
-        OpenError::Timeout => text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} is not reachable right now; retry")),
+        OpenError::Timeout => {
+            text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel} is not reachable right now; retry"))
+        }
         OpenError::ShuttingDown => text_error(StatusCode::SERVICE_UNAVAILABLE, "edge is shutting down"),
     }
 }
 
 /// Waits (bounded) for the first chunks a new viewer gets.
-pub(crate) async fn first_chunks(cursor: &mut Cursor, out: &mut Vec<Chunk>, wait: Duration) -> Result<(), Option<CursorEnd>> {
+pub(crate) async fn first_chunks(
+    cursor: &mut Cursor,
+    out: &mut Vec<Chunk>,
+    wait: Duration,
+) -> Result<(), Option<CursorEnd>> {
     let res = tokio::time::timeout(wait, async {
         loop {
             match cursor.next(out, BATCH).await {
@@ -91,7 +97,8 @@ pub async fn serve(edge: Arc<Edge>, channel: ChannelId) -> Response {
         let _lease = lease;
         pump(task_edge, channel, cursor, batch, tx).await;
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
     (
         [
             (header::CONTENT_TYPE, "video/mp2t"),
@@ -120,6 +127,7 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
     let bytes_ctr = m.viewer_bytes.with_label_values(&[ch, "ts"]);
     let stuck = Edge::secs(edge.settings().stuck_viewer_seconds);
     let max_lag_ms = (edge.settings().max_viewer_lag_seconds * 1000.0) as u64;
+    let mut flush = edge.flush_clock.clone();
     // `batch[sent..]` is fetched but not yet queued for the socket.
     let mut sent = 0;
     let mut last_progress = Instant::now();
@@ -172,6 +180,14 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
                 _ = recheck.tick() => {}
             }
             continue;
+        }
+        // Caught up: let a few chunks gather so the next wake-up writes them together.
+        if let Some(clock) = flush.as_mut() {
+            tokio::select! {
+                _ = edge.node.cancelled() => break "shutdown",
+                _ = tx.closed() => return,
+                r = clock.changed() => if r.is_err() { break "shutdown" },
+            }
         }
         let ev = tokio::select! {
             _ = edge.node.cancelled() => break "shutdown",

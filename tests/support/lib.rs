@@ -11,9 +11,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use livesky::launch::{ephemeral_ports, Cluster};
-use sn_core::chunker::{Chunker, ChunkerConfig};
+use livesky::launch::{Cluster, ephemeral_ports};
 use sn_core::Topology;
+use sn_core::chunker::{Chunker, ChunkerConfig};
 use tokio::sync::mpsc;
 
 pub use livesky::DEMO_CLIP;
