@@ -124,7 +124,7 @@ parents = ["core1"]
     let cfg = dir.join("topology.toml");
     std::fs::write(&cfg, topo).unwrap();
     let cfg = cfg.to_str().unwrap();
-    let mut procs = vec![
+    let mut procs = [
         spawn(&["sn", "--config", cfg, "--node", "tier0"]),
         spawn(&["sn", "--config", cfg, "--node", "core1"]),
         spawn(&["edge", "--config", cfg, "--node", "edge1"]),

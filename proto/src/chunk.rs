@@ -196,7 +196,7 @@ pub(crate) mod tests {
                 seq,
                 ingest_ms: 1_700_000_000_000 + seq,
                 media_ts: seq * 3600,
-                flags: if seq % 50 == 0 { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
+                flags: if seq.is_multiple_of(50) { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
             },
             payload: Bytes::from(payload),
             signature: None,

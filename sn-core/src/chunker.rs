@@ -204,10 +204,10 @@ impl Chunker {
                     let disc = ts::discontinuity(p);
                     return self.start_unit(p, keyframe, disc);
                 }
-            } else if program.audio_pids.first() == Some(&pid) {
-                if let Some(out) = self.maybe_start_audio_slice(p) {
-                    return out;
-                }
+            } else if program.audio_pids.first() == Some(&pid)
+                && let Some(out) = self.maybe_start_audio_slice(p)
+            {
+                return out;
             }
         }
         self.append(p)
@@ -258,14 +258,15 @@ impl Chunker {
             }
             None => None,
         };
-        if keyframe && !(self.tail_has_pat && self.tail_has_pmt) {
-            if let Some(pat) = &self.latest_pat {
-                buf.extend_from_slice(pat);
-                for pmt in &self.latest_pmt {
-                    buf.extend_from_slice(pmt);
-                }
-                self.stats.psi_inserted += 1;
+        if keyframe
+            && !(self.tail_has_pat && self.tail_has_pmt)
+            && let Some(pat) = &self.latest_pat
+        {
+            buf.extend_from_slice(pat);
+            for pmt in &self.latest_pmt {
+                buf.extend_from_slice(pmt);
             }
+            self.stats.psi_inserted += 1;
         }
         buf.extend_from_slice(&self.tail);
         buf.extend_from_slice(p);

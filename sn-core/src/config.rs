@@ -307,10 +307,10 @@ impl Topology {
             if c.substreams == 0 || c.substreams > 64 {
                 return err(key("substreams"), format!("{} is outside 1..=64", c.substreams));
             }
-            if let Some(k) = &c.signing_key {
-                if let Err(e) = proto::ChannelSigner::from_hex_seed(k) {
-                    return err(key("signing_key"), e.to_string());
-                }
+            if let Some(k) = &c.signing_key
+                && let Err(e) = proto::ChannelSigner::from_hex_seed(k)
+            {
+                return err(key("signing_key"), e.to_string());
             }
             match &c.source {
                 SourceConfig::Tcp { listen } => check_addr(key("source.listen"), *listen)?,

@@ -335,10 +335,10 @@ impl Node {
 
     fn hub_for(&self, channel: &ChannelId, start: StartAt, origin: &Origin) -> Result<Arc<ChannelHub>, OpenError> {
         let mut hubs = self.0.hubs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = hubs.get(channel) {
-            if !matches!(e.hub.status().state, HubState::NotFound | HubState::Closed) {
-                return Ok(e.hub.clone());
-            }
+        if let Some(e) = hubs.get(channel)
+            && !matches!(e.hub.status().state, HubState::NotFound | HubState::Closed)
+        {
+            return Ok(e.hub.clone());
         }
         let cfg = &self.0.cfg;
         let (same_tier, mut path) = match origin {

@@ -33,7 +33,7 @@ impl SectionAssembler {
         }
         if self.want.is_none() && self.buf.len() >= 3 {
             let len = 3 + ((usize::from(self.buf[1] & 0x0f) << 8) | usize::from(self.buf[2]));
-            if len > MAX_SECTION || len < 12 {
+            if !(12..=MAX_SECTION).contains(&len) {
                 self.reset();
                 return None;
             }
@@ -157,11 +157,11 @@ impl PsiTracker {
         let pid = ts::pid(p);
         if pid == PID_PAT {
             let pmts = self.pat.push(p).as_deref().and_then(parse_pat);
-            if let Some(&first) = pmts.as_ref().and_then(|v| v.first()) {
-                if self.pmt_pid != Some(first) {
-                    self.pmt_pid = Some(first);
-                    self.pmt = SectionAssembler::default();
-                }
+            if let Some(&first) = pmts.as_ref().and_then(|v| v.first())
+                && self.pmt_pid != Some(first)
+            {
+                self.pmt_pid = Some(first);
+                self.pmt = SectionAssembler::default();
             }
             return PsiEvent::Pat { complete: pmts.is_some() };
         }

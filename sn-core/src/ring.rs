@@ -115,10 +115,10 @@ impl ChunkRing {
             None => return Err(0),
         };
         // Fast path: contiguous seqs.
-        if let Some(i) = seq.checked_sub(first).and_then(|d| usize::try_from(d).ok()) {
-            if self.chunks.get(i).is_some_and(|c| c.seq() == seq) {
-                return Ok(i);
-            }
+        if let Some(i) = seq.checked_sub(first).and_then(|d| usize::try_from(d).ok())
+            && self.chunks.get(i).is_some_and(|c| c.seq() == seq)
+        {
+            return Ok(i);
         }
         self.chunks.binary_search_by_key(&seq, Chunk::seq)
     }
@@ -180,7 +180,7 @@ pub(crate) mod tests {
                 seq,
                 ingest_ms: seq * 40,
                 media_ts: seq * 3600,
-                flags: if seq % 50 == 0 { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
+                flags: if seq.is_multiple_of(50) { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
             },
             payload: Bytes::from(p),
             signature: None,

@@ -293,11 +293,11 @@ async fn pull_once(
             Ok(Some(Err(e))) => break Err(e.to_string()),
             Ok(Some(Ok(f))) => f,
         };
-        if let Ok(data) = frame.into_data() {
-            if let Err(e) = publisher.feed(&data) {
-                publisher.count_error(&e);
-                break Err(e.to_string());
-            }
+        if let Ok(data) = frame.into_data()
+            && let Err(e) = publisher.feed(&data)
+        {
+            publisher.count_error(&e);
+            break Err(e.to_string());
         }
     }?;
     let bytes = publisher.bytes;

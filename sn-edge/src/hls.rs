@@ -112,7 +112,7 @@ impl Segmenter {
     fn close(&mut self, end_ts: Option<u64>) {
         let Some(o) = self.open.take() else { return };
         let span = o.last_ts - o.start_ts;
-        let frame = if o.frames > 0 { span / o.frames } else { 0 };
+        let frame = span.checked_div(o.frames).unwrap_or(0);
         let duration_90k = end_ts.map_or(span + frame, |e| e.saturating_sub(o.start_ts));
         if duration_90k == 0 {
             return;
@@ -176,7 +176,7 @@ mod tests {
         let mut p = vec![0xffu8; 188];
         p[0] = 0x47;
         let mut f = flags;
-        if seq % gop == 0 {
+        if seq.is_multiple_of(gop) {
             f.insert(ChunkFlags::KEYFRAME);
         }
         Chunk {

@@ -147,6 +147,11 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
         if sent == batch.len() {
             batch.clear();
             sent = 0;
+        } else if last_progress.elapsed() >= stuck {
+            // Chunks are waiting and the viewer has taken nothing for too long; skipping ahead
+            // would not help a viewer that does not read at all.
+            info!(%channel, "viewer took nothing for a while; dropping it");
+            break "stuck";
         }
         // Too far behind live (measured at the oldest chunk not yet handed over): skip ahead.
         let behind = match batch.get(sent) {
@@ -173,10 +178,7 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
                     }
                     Err(_) => return,
                 },
-                _ = tokio::time::sleep_until(last_progress + stuck) => {
-                    info!(%channel, "viewer took nothing for a while; dropping it");
-                    break "stuck";
-                }
+                _ = tokio::time::sleep_until(last_progress + stuck) => {}
                 _ = recheck.tick() => {}
             }
             continue;
