@@ -4,51 +4,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use livesky_tests::*;
+use sn_core::Role;
 
-const PEERED_CORES: &str = r#"
-[[channel]]
-id = "t"
-source = { kind = "push" }
-
-[[node]]
-id = "tier0"
-tier = 0
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-
-[[node]]
-id = "core-a"
-tier = 1
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-parents = ["tier0"]
-peers = ["core-b"]
-linger_seconds = 1
-
-[[node]]
-id = "core-b"
-tier = 1
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-parents = ["tier0"]
-peers = ["core-a"]
-linger_seconds = 1
-
-[[node]]
-id = "edge"
-tier = 2
-role = "edge"
-http_listen = "127.0.0.1:0"
-parents = ["core-a", "core-b"]
-linger_seconds = 1
-"#;
+/// Tier 0 → two peered core SNs → one edge that prefers core-a.
+fn peered_cores() -> String {
+    let linger = "linger_seconds = 1";
+    [
+        "[[channel]]\nid = \"t\"\nsource = { kind = \"push\" }\n".to_string(),
+        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("core-a", 1, Role::Core, &["tier0"], &format!("peers = [\"core-b\"]\n{linger}")),
+        loopback_node("core-b", 1, Role::Core, &["tier0"], &format!("peers = [\"core-a\"]\n{linger}")),
+        loopback_node("edge", 2, Role::Edge, &["core-a", "core-b"], linger),
+    ]
+    .concat()
+}
 
 /// The clip's bitrate is ~50 kB/s; pushing at twice that makes a ~8 s broadcast.
 const PUSH_RATE: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
-    let cluster = start(PEERED_CORES).await;
+    let cluster = start(&peered_cores()).await;
     let edge = cluster.get("edge").unwrap();
     let ingest = cluster.get("tier0").unwrap().url("/ingest/t");
     let want: Vec<u8> = expected_chunks(DEMO_CLIP).concat();
@@ -96,7 +72,7 @@ async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_channel_is_404_without_looping_between_peers() {
-    let cluster = start(PEERED_CORES).await;
+    let cluster = start(&peered_cores()).await;
     let edge = cluster.get("edge").unwrap();
     let t0 = std::time::Instant::now();
     let (status, body) = get_text(&edge.url("/live/nosuch.ts")).await;
@@ -113,7 +89,7 @@ async fn unknown_channel_is_404_without_looping_between_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_are_opened_on_demand_and_closed_when_idle() {
-    let cluster = start(PEERED_CORES).await;
+    let cluster = start(&peered_cores()).await;
     let edge = cluster.get("edge").unwrap();
     let ingest = cluster.get("tier0").unwrap().url("/ingest/t");
     let pusher = tokio::spawn(async move { push(&ingest, Bytes::from_static(DEMO_CLIP), 50_000).await });

@@ -4,41 +4,22 @@
 use std::time::Duration;
 
 use livesky_tests::*;
+use sn_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Tier 0 looping the demo clip at `speed`× → one core SN → two edges (`edge_extra` goes into
+/// edge1's `[node.edge]`).
 fn looped(speed: f64, edge_extra: &str) -> String {
-    format!(
-        r#"
-[[channel]]
-id = "demo"
-source = {{ kind = "loop", path = "builtin:demo", speed = {speed} }}
-[[node]]
-id = "tier0"
-tier = 0
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-[[node]]
-id = "core1"
-tier = 1
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-parents = ["tier0"]
-[[node]]
-id = "edge1"
-tier = 2
-role = "edge"
-http_listen = "127.0.0.1:0"
-parents = ["core1"]
-[node.edge]
-{edge_extra}
-[[node]]
-id = "edge2"
-tier = 2
-role = "edge"
-http_listen = "127.0.0.1:0"
-parents = ["core1"]
-"#
-    )
+    [
+        format!(
+            "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n"
+        ),
+        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("core1", 1, Role::Core, &["tier0"], ""),
+        loopback_node("edge1", 2, Role::Edge, &["core1"], &format!("[node.edge]\n{edge_extra}")),
+        loopback_node("edge2", 2, Role::Edge, &["core1"], ""),
+    ]
+    .concat()
 }
 
 fn starts_with_pat(ts: &[u8]) -> bool {

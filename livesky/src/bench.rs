@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sn_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+use crate::launch::loopback_node;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
@@ -173,25 +176,15 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
 
 async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
     let topo = format!(
-        r#"
-[[channel]]
-id = "demo"
-source = {{ kind = "loop", path = "builtin:demo", speed = {speed} }}
-[[node]]
-id = "tier0"
-tier = 0
-sn_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-[[node]]
-id = "edge1"
-tier = 1
-role = "edge"
-http_listen = "127.0.0.1:0"
-parents = ["tier0"]
-[node.edge]
-max_viewers = 100000
-viewer_coalesce_ms = {coalesce_ms}
-"#
+        "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n{}{}",
+        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node(
+            "edge1",
+            1,
+            Role::Edge,
+            &["tier0"],
+            &format!("[node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}"),
+        ),
     );
     let cfg = dir.join("bench.toml");
     let ep = dir.join("endpoints.json");

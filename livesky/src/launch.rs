@@ -45,6 +45,19 @@ pub fn builtin_clips() -> Arc<HashMap<String, Bytes>> {
     Arc::new(HashMap::from([("demo".to_string(), Bytes::from_static(crate::DEMO_CLIP))]))
 }
 
+/// A `[[node]]` table on ephemeral loopback ports, for generated topologies (tests, benchmarks).
+/// `extra` goes last inside the table: more keys, then optionally a `[node.edge]` sub-table.
+pub fn loopback_node(id: &str, tier: u8, role: Role, parents: &[&str], extra: &str) -> String {
+    let (role, sn) = match role {
+        Role::Edge => ("role = \"edge\"\n", ""),
+        Role::Core => ("", "sn_listen = \"127.0.0.1:0\"\n"),
+    };
+    let parents = parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "\n[[node]]\nid = \"{id}\"\ntier = {tier}\n{role}{sn}http_listen = \"127.0.0.1:0\"\nparents = [{parents}]\n{extra}\n"
+    )
+}
+
 /// Rewrites every listen address to port 0 (tests, and demos beside other software).
 pub fn ephemeral_ports(topo: &mut Topology) {
     let zero = |a: &mut SocketAddr| a.set_port(0);

@@ -17,6 +17,7 @@ use sn_core::chunker::{Chunker, ChunkerConfig};
 use tokio::sync::mpsc;
 
 pub use livesky::DEMO_CLIP;
+pub use livesky::launch::loopback_node;
 
 /// Starts a topology (TOML text) on ephemeral ports in this process.
 pub async fn start(topology: &str) -> Cluster {
