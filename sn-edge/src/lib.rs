@@ -10,6 +10,8 @@
 pub mod hls;
 pub mod hls_http;
 mod metrics;
+pub mod model;
+pub mod tree;
 pub mod ts_viewer;
 
 use std::collections::HashMap;
