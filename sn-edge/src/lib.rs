@@ -7,6 +7,7 @@
 // `Response` is irrelevant on this path.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod hls;
 pub mod hls_http;
 mod metrics;

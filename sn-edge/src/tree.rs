@@ -249,6 +249,16 @@ impl Tracker {
         true
     }
 
+    /// Adds a P2P client that no parent can take yet: every substream waits for a parent (or for
+    /// room at the edge).
+    pub fn add_waiting(&mut self, id: PeerId, slots: u16) {
+        self.insert(id, slots, false);
+        for s in 0..self.k() {
+            self.waiting.push_back((id, s));
+        }
+        self.place_waiting();
+    }
+
     /// Whether a P2P client could be placed now (every substream has a candidate).
     pub fn p2p_room(&self) -> bool {
         self.pools.iter().all(|p| !p[0].items.is_empty() || !p[1].items.is_empty())
@@ -265,6 +275,8 @@ impl Tracker {
         }
         self.drop_client(id);
         self.waiting.retain(|(c, _)| *c != id);
+        // Nobody needs to be told about the feeds of a client that is gone.
+        self.changes.retain(|c| c.client != id);
         self.place_waiting();
     }
 
