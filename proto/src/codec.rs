@@ -1,9 +1,13 @@
-//! Length-prefixed framing of [`SnMessage`]s for tokio-util's `Framed`.
+//! Length-prefixed framing for tokio-util's `Framed`, shared by every TCP link: SN↔SN
+//! ([`SnCodec`]), peer↔edge control and peer↔peer data (see [`crate::peer`]).
 //!
-//! Frame: `u32` big-endian length of the body, then the body. The length is checked against the
-//! codec's limit before any buffer is grown, so a hostile length prefix costs nothing.
+//! Frame: `u32` big-endian length of the body, then the body (type byte first). The length is
+//! checked against the codec's limit before any buffer is grown, so a hostile length prefix costs
+//! nothing.
 
-use bytes::{Buf, BufMut, BytesMut};
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::chunk::MAX_CHUNK_PAYLOAD;
@@ -21,28 +25,54 @@ pub enum CodecError {
     Wire(#[from] WireError),
 }
 
-#[derive(Debug, Clone)]
-pub struct SnCodec {
-    max_frame: usize,
+/// A message type that travels in frames.
+pub trait WireMessage: Sized {
+    /// A short name for logs and errors.
+    fn kind(&self) -> &'static str;
+    /// Writes the body (type byte first), without the length prefix.
+    fn encode_body(&self, out: &mut BytesMut);
+    /// Decodes one body that fills `body` exactly.
+    fn decode_body(body: Bytes) -> Result<Self, WireError>;
 }
 
-impl SnCodec {
+/// Decodes `In` frames and encodes `Out` frames (the two directions of a link may differ).
+pub struct FrameCodec<In, Out> {
+    max_frame: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+/// SN↔SN links carry [`SnMessage`] both ways.
+pub type SnCodec = FrameCodec<SnMessage, SnMessage>;
+
+impl<In, Out> FrameCodec<In, Out> {
     pub fn new(max_frame: usize) -> Self {
-        Self { max_frame }
+        Self { max_frame, _types: PhantomData }
     }
 }
 
-impl Default for SnCodec {
+impl<In, Out> Default for FrameCodec<In, Out> {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_FRAME)
     }
 }
 
-impl Decoder for SnCodec {
-    type Item = SnMessage;
+impl<In, Out> Clone for FrameCodec<In, Out> {
+    fn clone(&self) -> Self {
+        Self::new(self.max_frame)
+    }
+}
+
+impl<In, Out> std::fmt::Debug for FrameCodec<In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCodec").field("max_frame", &self.max_frame).finish()
+    }
+}
+
+impl<In: WireMessage, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
     type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<SnMessage>, CodecError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
         if src.len() < 4 {
             return Ok(None);
         }
@@ -60,22 +90,22 @@ impl Decoder for SnCodec {
         }
         src.advance(4);
         let body = src.split_to(len).freeze();
-        Ok(Some(SnMessage::decode_body(body)?))
+        Ok(Some(In::decode_body(body)?))
     }
 }
 
-impl Encoder<SnMessage> for SnCodec {
+impl<In, Out: WireMessage> Encoder<Out> for FrameCodec<In, Out> {
     type Error = CodecError;
 
-    fn encode(&mut self, msg: SnMessage, dst: &mut BytesMut) -> Result<(), CodecError> {
+    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode(&msg, dst)
     }
 }
 
-impl Encoder<&SnMessage> for SnCodec {
+impl<In, Out: WireMessage> Encoder<&Out> for FrameCodec<In, Out> {
     type Error = CodecError;
 
-    fn encode(&mut self, msg: &SnMessage, dst: &mut BytesMut) -> Result<(), CodecError> {
+    fn encode(&mut self, msg: &Out, dst: &mut BytesMut) -> Result<(), CodecError> {
         let start = dst.len();
         dst.put_u32(0);
         msg.encode_body(dst);
@@ -92,6 +122,7 @@ impl Encoder<&SnMessage> for SnCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::WireMessage;
     use crate::chunk::tests::sample_chunk;
     use crate::message::{Hello, RefuseCode, StartAt, Subscribe};
     use crate::name::{ChannelId, NodeId};

@@ -10,11 +10,12 @@ pub mod chunk;
 pub mod codec;
 pub mod message;
 pub mod name;
+pub mod peer;
 pub mod sign;
 mod wire;
 
 pub use chunk::{Chunk, ChunkFlags, ChunkHeader, MAX_CHUNK_PAYLOAD, SubstreamId, TS_PACKET_LEN};
-pub use codec::{CodecError, DEFAULT_MAX_FRAME, SnCodec};
+pub use codec::{CodecError, DEFAULT_MAX_FRAME, FrameCodec, SnCodec, WireMessage};
 pub use message::{Hello, PROTOCOL_VERSION, RefuseCode, SnMessage, StartAt, Subscribe};
 pub use name::{ChannelId, NameError, NodeId};
 pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};

@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::chunk::Chunk;
+use crate::codec::WireMessage;
 use crate::name::{ChannelId, NodeId};
 use crate::wire::{Reader, WireError, put_short_str, put_text};
 
@@ -110,8 +111,8 @@ mod tag {
     pub const KEEPALIVE: u8 = 7;
 }
 
-impl SnMessage {
-    pub fn kind(&self) -> &'static str {
+impl WireMessage for SnMessage {
+    fn kind(&self) -> &'static str {
         match self {
             SnMessage::Hello(_) => "hello",
             SnMessage::Subscribe(_) => "subscribe",
@@ -123,8 +124,7 @@ impl SnMessage {
         }
     }
 
-    /// Writes the message body (type byte first), without the length prefix.
-    pub fn encode_body(&self, out: &mut BytesMut) {
+    fn encode_body(&self, out: &mut BytesMut) {
         match self {
             SnMessage::Hello(h) => {
                 out.put_u8(tag::HELLO);
@@ -176,8 +176,7 @@ impl SnMessage {
         }
     }
 
-    /// Decodes one message body (type byte first) that fills `body` exactly.
-    pub fn decode_body(body: Bytes) -> Result<SnMessage, WireError> {
+    fn decode_body(body: Bytes) -> Result<SnMessage, WireError> {
         let mut r = Reader::new(body);
         let t = r.u8("message type")?;
         let msg = match t {

@@ -96,6 +96,18 @@ impl Reader {
         let s = self.short_str("node id")?;
         NodeId::new(&s).map_err(|source| WireError::BadName { what: "node id", source })
     }
+    pub(crate) fn addr(&mut self, what: &'static str) -> Result<std::net::SocketAddr, WireError> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        let ip = match self.u8(what)? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>(what)?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>(what)?)),
+            v => return Err(WireError::UnknownValue { what, value: v.into() }),
+        };
+        Ok(SocketAddr::new(ip, self.u16(what)?))
+    }
+    pub(crate) fn opt_addr(&mut self, what: &'static str) -> Result<Option<std::net::SocketAddr>, WireError> {
+        if self.bool(what)? { self.addr(what).map(Some) } else { Ok(None) }
+    }
     pub(crate) fn finish(self, what: &'static str) -> Result<(), WireError> {
         match self.buf.remaining() {
             0 => Ok(()),
@@ -110,6 +122,27 @@ pub(crate) fn put_short_str(out: &mut BytesMut, s: &str) {
     let b = &s.as_bytes()[..s.len().min(255)];
     out.put_u8(b.len() as u8);
     out.put_slice(b);
+}
+
+pub(crate) fn put_addr(out: &mut BytesMut, a: &std::net::SocketAddr) {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            out.put_u8(4);
+            out.put_slice(&ip.octets());
+        }
+        std::net::IpAddr::V6(ip) => {
+            out.put_u8(6);
+            out.put_slice(&ip.octets());
+        }
+    }
+    out.put_u16(a.port());
+}
+
+pub(crate) fn put_opt_addr(out: &mut BytesMut, a: &Option<std::net::SocketAddr>) {
+    out.put_u8(u8::from(a.is_some()));
+    if let Some(a) = a {
+        put_addr(out, a);
+    }
 }
 
 pub(crate) fn put_text(out: &mut BytesMut, s: &str) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proto::{Chunk, Hello, NodeId, PROTOCOL_VERSION, RefuseCode, SnCodec, SnMessage, Subscribe};
+use proto::{Chunk, Hello, NodeId, PROTOCOL_VERSION, RefuseCode, SnCodec, SnMessage, Subscribe, WireMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, interval, timeout};

@@ -1,0 +1,646 @@
+//! The LiveSky client protocol: peer↔edge control ([`ToEdge`], [`FromEdge`]) and peer↔peer data
+//! ([`PeerLink`]). Both travel in the same length-prefixed frames as SN links ([`FrameCodec`]);
+//! `docs/protocol.md` describes every message, its limits, and what each side does on bad input.
+//!
+//! The edge is tracker, seed and admission controller (LiveSky §2.2): a joining peer is told its id
+//! and mode, then who feeds each substream ([`FromEdge::Feed`]); the edge pushes chunks itself for
+//! the substreams it feeds (all of them for a push peer, plus the start burst).
+
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::chunk::Chunk;
+use crate::codec::{FrameCodec, WireMessage};
+use crate::name::ChannelId;
+use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_short_str, put_text};
+
+/// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
+pub const CLIENT_PROTOCOL_VERSION: u16 = 1;
+/// Control frames other than chunks are small; this bounds what a client can make the edge parse.
+pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
+/// Most mesh neighbours sent in one message.
+pub const MAX_NEIGHBOURS: usize = 64;
+/// Largest buffer map: 8,192 chunks (over 5 minutes at 25 frames/s).
+pub const MAX_BUFFER_MAP: usize = 1024;
+
+/// Peer ids are assigned by the edge, unique per edge and channel.
+pub type PeerId = u64;
+
+/// Peer side of a control link.
+pub type PeerControlCodec = FrameCodec<FromEdge, ToEdge>;
+/// Edge side of a control link.
+pub type EdgeControlCodec = FrameCodec<ToEdge, FromEdge>;
+/// Either side of a peer↔peer link.
+pub type PeerLinkCodec = FrameCodec<PeerLink, PeerLink>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    pub version: u16,
+    pub channel: ChannelId,
+    /// Viewer token (empty when the channel needs none).
+    pub token: String,
+    /// Upload the client offers, kbit/s; the edge caps it (default 1.5 × stream rate).
+    pub upload_kbps: u32,
+    /// Where the client accepts peer links (its private address).
+    pub listen: Option<SocketAddr>,
+    /// Playback buffer the client keeps, ms (sets the start burst).
+    pub buffer_ms: u32,
+}
+
+/// Why a client asks for a new parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// The parent link broke or the parent left.
+    Lost,
+    /// The parent delivers too late for playback.
+    Late,
+    /// The client could not connect to the parent (NAT traversal failed).
+    Unreachable,
+}
+
+/// Per-interval statistics a client reports (feeds Q1/Q2, rebuffering rate, P2P share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerReport {
+    pub interval_ms: u32,
+    pub played_ms: u32,
+    pub stalled_ms: u32,
+    pub stalls: u32,
+    pub bytes_from_edge: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_up: u64,
+    /// Request → playback start, once known.
+    pub startup_ms: Option<u32>,
+}
+
+/// WebRTC signalling relayed by the edge between two of its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    Offer,
+    Answer,
+    Candidate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToEdge {
+    Join(Join),
+    Heartbeat,
+    Leave,
+    ParentTrouble {
+        substream: u16,
+        parent: PeerId,
+        trouble: Trouble,
+    },
+    Signal {
+        to: PeerId,
+        kind: SignalKind,
+        payload: String,
+    },
+    Report(PeerReport),
+    /// A chunk from this peer failed its signature check.
+    BadChunk {
+        from: PeerId,
+        seq: u64,
+    },
+}
+
+/// Who feeds a substream, as told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedTo {
+    /// Nobody yet; the client repairs from the mesh meanwhile.
+    Nobody,
+    Edge,
+    Peer {
+        id: PeerId,
+        addr: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub peer: PeerId,
+    pub channel: ChannelId,
+    pub substreams: u16,
+    pub media_kbps: u32,
+    /// Served directly (all substreams from the edge) rather than by peers.
+    pub push: bool,
+    /// The client's address as the edge sees it.
+    pub public_addr: Option<SocketAddr>,
+    /// The edge's STUN server.
+    pub stun: Option<SocketAddr>,
+    /// Upload slots the edge counts on (substreams the client may be asked to forward).
+    pub upload_slots: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromEdge {
+    Welcome(Welcome),
+    /// Join another edge (host:port of its client port).
+    Redirect {
+        to: String,
+        reason: String,
+    },
+    Refused {
+        reason: String,
+    },
+    Feed {
+        substream: u16,
+        feed: FeedTo,
+    },
+    Neighbours(Vec<(PeerId, SocketAddr)>),
+    Chunk(Chunk),
+    Signal {
+        from: PeerId,
+        kind: SignalKind,
+        payload: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerLink {
+    Hello {
+        version: u16,
+        peer: PeerId,
+        channel: ChannelId,
+    },
+    /// Child → parent: push these substreams (bit s set), starting at `from_seq`.
+    Subscribe {
+        substreams: u64,
+        from_seq: u64,
+    },
+    Chunk(Chunk),
+    /// Which chunks the sender holds: bit i of `bits` is chunk `first_seq + i`.
+    BufferMap {
+        first_seq: u64,
+        bits: Bytes,
+    },
+    Request {
+        seq: u64,
+    },
+    NotHave {
+        seq: u64,
+    },
+    Bye,
+}
+
+fn trouble_u8(t: Trouble) -> u8 {
+    match t {
+        Trouble::Lost => 1,
+        Trouble::Late => 2,
+        Trouble::Unreachable => 3,
+    }
+}
+
+fn trouble_from(v: u8) -> Result<Trouble, WireError> {
+    Ok(match v {
+        1 => Trouble::Lost,
+        2 => Trouble::Late,
+        3 => Trouble::Unreachable,
+        _ => return Err(WireError::UnknownValue { what: "trouble", value: v.into() }),
+    })
+}
+
+fn signal_u8(k: SignalKind) -> u8 {
+    match k {
+        SignalKind::Offer => 1,
+        SignalKind::Answer => 2,
+        SignalKind::Candidate => 3,
+    }
+}
+
+fn signal_from(v: u8) -> Result<SignalKind, WireError> {
+    Ok(match v {
+        1 => SignalKind::Offer,
+        2 => SignalKind::Answer,
+        3 => SignalKind::Candidate,
+        _ => return Err(WireError::UnknownValue { what: "signal kind", value: v.into() }),
+    })
+}
+
+fn bounded_text(r: &mut Reader, what: &'static str) -> Result<String, WireError> {
+    let t = r.text(what)?;
+    if t.len() > MAX_CONTROL_TEXT {
+        return Err(WireError::TooLarge { len: t.len(), max: MAX_CONTROL_TEXT });
+    }
+    Ok(t)
+}
+
+impl WireMessage for ToEdge {
+    fn kind(&self) -> &'static str {
+        match self {
+            ToEdge::Join(_) => "join",
+            ToEdge::Heartbeat => "heartbeat",
+            ToEdge::Leave => "leave",
+            ToEdge::ParentTrouble { .. } => "parent-trouble",
+            ToEdge::Signal { .. } => "signal",
+            ToEdge::Report(_) => "report",
+            ToEdge::BadChunk { .. } => "bad-chunk",
+        }
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            ToEdge::Join(j) => {
+                out.put_u8(1);
+                out.put_u16(j.version);
+                put_short_str(out, j.channel.as_str());
+                put_text(out, &j.token);
+                out.put_u32(j.upload_kbps);
+                put_opt_addr(out, &j.listen);
+                out.put_u32(j.buffer_ms);
+            }
+            ToEdge::Heartbeat => out.put_u8(2),
+            ToEdge::Leave => out.put_u8(3),
+            ToEdge::ParentTrouble { substream, parent, trouble } => {
+                out.put_u8(4);
+                out.put_u16(*substream);
+                out.put_u64(*parent);
+                out.put_u8(trouble_u8(*trouble));
+            }
+            ToEdge::Signal { to, kind, payload } => {
+                out.put_u8(5);
+                out.put_u64(*to);
+                out.put_u8(signal_u8(*kind));
+                put_text(out, payload);
+            }
+            ToEdge::Report(r) => {
+                out.put_u8(6);
+                for v in [
+                    r.interval_ms,
+                    r.played_ms,
+                    r.stalled_ms,
+                    r.stalls,
+                    r.startup_ms.map_or(u32::MAX, |v| v.min(u32::MAX - 1)),
+                ] {
+                    out.put_u32(v);
+                }
+                for v in [r.bytes_from_edge, r.bytes_from_peers, r.bytes_up] {
+                    out.put_u64(v);
+                }
+            }
+            ToEdge::BadChunk { from, seq } => {
+                out.put_u8(7);
+                out.put_u64(*from);
+                out.put_u64(*seq);
+            }
+        }
+    }
+
+    fn decode_body(body: Bytes) -> Result<ToEdge, WireError> {
+        let mut r = Reader::new(body);
+        let msg = match r.u8("message type")? {
+            1 => ToEdge::Join(Join {
+                version: r.u16("protocol version")?,
+                channel: r.channel()?,
+                token: bounded_text(&mut r, "token")?,
+                upload_kbps: r.u32("upload kbit/s")?,
+                listen: r.opt_addr("listen address")?,
+                buffer_ms: r.u32("buffer ms")?,
+            }),
+            2 => ToEdge::Heartbeat,
+            3 => ToEdge::Leave,
+            4 => ToEdge::ParentTrouble {
+                substream: r.u16("substream")?,
+                parent: r.u64("parent")?,
+                trouble: trouble_from(r.u8("trouble")?)?,
+            },
+            5 => ToEdge::Signal {
+                to: r.u64("signal target")?,
+                kind: signal_from(r.u8("signal kind")?)?,
+                payload: bounded_text(&mut r, "signal payload")?,
+            },
+            6 => {
+                let mut u = [0u32; 5];
+                for v in &mut u {
+                    *v = r.u32("report field")?;
+                }
+                let mut b = [0u64; 3];
+                for v in &mut b {
+                    *v = r.u64("report byte count")?;
+                }
+                ToEdge::Report(PeerReport {
+                    interval_ms: u[0],
+                    played_ms: u[1],
+                    stalled_ms: u[2],
+                    stalls: u[3],
+                    startup_ms: (u[4] != u32::MAX).then_some(u[4]),
+                    bytes_from_edge: b[0],
+                    bytes_from_peers: b[1],
+                    bytes_up: b[2],
+                })
+            }
+            7 => ToEdge::BadChunk { from: r.u64("sender")?, seq: r.u64("seq")? },
+            t => return Err(WireError::UnknownType(t)),
+        };
+        r.finish(msg.kind())?;
+        Ok(msg)
+    }
+}
+
+impl WireMessage for FromEdge {
+    fn kind(&self) -> &'static str {
+        match self {
+            FromEdge::Welcome(_) => "welcome",
+            FromEdge::Redirect { .. } => "redirect",
+            FromEdge::Refused { .. } => "refused",
+            FromEdge::Feed { .. } => "feed",
+            FromEdge::Neighbours(_) => "neighbours",
+            FromEdge::Chunk(_) => "chunk",
+            FromEdge::Signal { .. } => "signal",
+        }
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            FromEdge::Welcome(w) => {
+                out.put_u8(1);
+                out.put_u64(w.peer);
+                put_short_str(out, w.channel.as_str());
+                out.put_u16(w.substreams);
+                out.put_u32(w.media_kbps);
+                out.put_u8(u8::from(w.push));
+                put_opt_addr(out, &w.public_addr);
+                put_opt_addr(out, &w.stun);
+                out.put_u16(w.upload_slots);
+            }
+            FromEdge::Redirect { to, reason } => {
+                out.put_u8(2);
+                put_text(out, to);
+                put_text(out, reason);
+            }
+            FromEdge::Refused { reason } => {
+                out.put_u8(3);
+                put_text(out, reason);
+            }
+            FromEdge::Feed { substream, feed } => {
+                out.put_u8(4);
+                out.put_u16(*substream);
+                match feed {
+                    FeedTo::Nobody => out.put_u8(0),
+                    FeedTo::Edge => out.put_u8(1),
+                    FeedTo::Peer { id, addr } => {
+                        out.put_u8(2);
+                        out.put_u64(*id);
+                        put_addr(out, addr);
+                    }
+                }
+            }
+            FromEdge::Neighbours(list) => {
+                out.put_u8(5);
+                let list = &list[..list.len().min(MAX_NEIGHBOURS)];
+                out.put_u8(list.len() as u8);
+                for (id, addr) in list {
+                    out.put_u64(*id);
+                    put_addr(out, addr);
+                }
+            }
+            FromEdge::Chunk(c) => {
+                out.put_u8(6);
+                c.encode(out);
+            }
+            FromEdge::Signal { from, kind, payload } => {
+                out.put_u8(7);
+                out.put_u64(*from);
+                out.put_u8(signal_u8(*kind));
+                put_text(out, payload);
+            }
+        }
+    }
+
+    fn decode_body(body: Bytes) -> Result<FromEdge, WireError> {
+        let mut r = Reader::new(body);
+        let msg = match r.u8("message type")? {
+            1 => FromEdge::Welcome(Welcome {
+                peer: r.u64("peer id")?,
+                channel: r.channel()?,
+                substreams: r.u16("substreams")?,
+                media_kbps: r.u32("media kbit/s")?,
+                push: r.bool("push")?,
+                public_addr: r.opt_addr("public address")?,
+                stun: r.opt_addr("stun address")?,
+                upload_slots: r.u16("upload slots")?,
+            }),
+            2 => FromEdge::Redirect {
+                to: bounded_text(&mut r, "redirect target")?,
+                reason: bounded_text(&mut r, "reason")?,
+            },
+            3 => FromEdge::Refused { reason: bounded_text(&mut r, "reason")? },
+            4 => FromEdge::Feed {
+                substream: r.u16("substream")?,
+                feed: match r.u8("feed kind")? {
+                    0 => FeedTo::Nobody,
+                    1 => FeedTo::Edge,
+                    2 => FeedTo::Peer { id: r.u64("parent id")?, addr: r.addr("parent address")? },
+                    v => return Err(WireError::UnknownValue { what: "feed kind", value: v.into() }),
+                },
+            },
+            5 => {
+                let n = usize::from(r.u8("neighbour count")?);
+                if n > MAX_NEIGHBOURS {
+                    return Err(WireError::TooMany { what: "neighbours", len: n, max: MAX_NEIGHBOURS });
+                }
+                let list = (0..n)
+                    .map(|_| Ok((r.u64("neighbour id")?, r.addr("neighbour address")?)))
+                    .collect::<Result<_, WireError>>()?;
+                FromEdge::Neighbours(list)
+            }
+            6 => FromEdge::Chunk(Chunk::decode_from(&mut r)?),
+            7 => FromEdge::Signal {
+                from: r.u64("signal source")?,
+                kind: signal_from(r.u8("signal kind")?)?,
+                payload: bounded_text(&mut r, "signal payload")?,
+            },
+            t => return Err(WireError::UnknownType(t)),
+        };
+        r.finish(msg.kind())?;
+        Ok(msg)
+    }
+}
+
+impl WireMessage for PeerLink {
+    fn kind(&self) -> &'static str {
+        match self {
+            PeerLink::Hello { .. } => "hello",
+            PeerLink::Subscribe { .. } => "subscribe",
+            PeerLink::Chunk(_) => "chunk",
+            PeerLink::BufferMap { .. } => "buffer-map",
+            PeerLink::Request { .. } => "request",
+            PeerLink::NotHave { .. } => "not-have",
+            PeerLink::Bye => "bye",
+        }
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            PeerLink::Hello { version, peer, channel } => {
+                out.put_u8(1);
+                out.put_u16(*version);
+                out.put_u64(*peer);
+                put_short_str(out, channel.as_str());
+            }
+            PeerLink::Subscribe { substreams, from_seq } => {
+                out.put_u8(2);
+                out.put_u64(*substreams);
+                out.put_u64(*from_seq);
+            }
+            PeerLink::Chunk(c) => {
+                out.put_u8(3);
+                c.encode(out);
+            }
+            PeerLink::BufferMap { first_seq, bits } => {
+                out.put_u8(4);
+                out.put_u64(*first_seq);
+                let bits = &bits[..bits.len().min(MAX_BUFFER_MAP)];
+                out.put_u16(bits.len() as u16);
+                out.put_slice(bits);
+            }
+            PeerLink::Request { seq } => {
+                out.put_u8(5);
+                out.put_u64(*seq);
+            }
+            PeerLink::NotHave { seq } => {
+                out.put_u8(6);
+                out.put_u64(*seq);
+            }
+            PeerLink::Bye => out.put_u8(7),
+        }
+    }
+
+    fn decode_body(body: Bytes) -> Result<PeerLink, WireError> {
+        let mut r = Reader::new(body);
+        let msg = match r.u8("message type")? {
+            1 => {
+                PeerLink::Hello { version: r.u16("protocol version")?, peer: r.u64("peer id")?, channel: r.channel()? }
+            }
+            2 => PeerLink::Subscribe { substreams: r.u64("substream mask")?, from_seq: r.u64("from seq")? },
+            3 => PeerLink::Chunk(Chunk::decode_from(&mut r)?),
+            4 => {
+                let first_seq = r.u64("first seq")?;
+                let n = usize::from(r.u16("buffer map length")?);
+                if n > MAX_BUFFER_MAP {
+                    return Err(WireError::TooLarge { len: n, max: MAX_BUFFER_MAP });
+                }
+                PeerLink::BufferMap { first_seq, bits: r.bytes(n, "buffer map")? }
+            }
+            5 => PeerLink::Request { seq: r.u64("seq")? },
+            6 => PeerLink::NotHave { seq: r.u64("seq")? },
+            7 => PeerLink::Bye,
+            t => return Err(WireError::UnknownType(t)),
+        };
+        r.finish(msg.kind())?;
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::tests::sample_chunk;
+
+    fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug>(msgs: &[M]) {
+        for m in msgs {
+            let mut body = BytesMut::new();
+            m.encode_body(&mut body);
+            let body = body.freeze();
+            assert_eq!(&M::decode_body(body.clone()).unwrap(), m);
+            for cut in 0..body.len() {
+                assert!(M::decode_body(body.slice(..cut)).is_err(), "{} cut at {cut}", m.kind());
+            }
+            let mut longer = BytesMut::from(&body[..]);
+            longer.put_u8(0);
+            assert!(M::decode_body(longer.freeze()).is_err(), "{} with trailing byte", m.kind());
+        }
+    }
+
+    fn ch() -> ChannelId {
+        ChannelId::new("live").unwrap()
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_reject_truncation() {
+        let a4: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let a6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        round_trip(&[
+            ToEdge::Join(Join {
+                version: 1,
+                channel: ch(),
+                token: "tok".into(),
+                upload_kbps: 600,
+                listen: Some(a4),
+                buffer_ms: 15_000,
+            }),
+            ToEdge::Join(Join {
+                version: 1,
+                channel: ch(),
+                token: String::new(),
+                upload_kbps: 0,
+                listen: None,
+                buffer_ms: 3_000,
+            }),
+            ToEdge::Heartbeat,
+            ToEdge::Leave,
+            ToEdge::ParentTrouble { substream: 3, parent: 99, trouble: Trouble::Late },
+            ToEdge::Signal { to: 5, kind: SignalKind::Offer, payload: "v=0\r\n…".into() },
+            ToEdge::Report(PeerReport {
+                interval_ms: 60_000,
+                played_ms: 59_000,
+                startup_ms: Some(800),
+                bytes_up: 1 << 40,
+                ..Default::default()
+            }),
+            ToEdge::Report(PeerReport::default()),
+            ToEdge::BadChunk { from: 4, seq: 77 },
+        ]);
+        round_trip(&[
+            FromEdge::Welcome(Welcome {
+                peer: 42,
+                channel: ch(),
+                substreams: 4,
+                media_kbps: 400,
+                push: true,
+                public_addr: Some(a6),
+                stun: Some(a4),
+                upload_slots: 6,
+            }),
+            FromEdge::Redirect { to: "127.0.0.1:9000".into(), reason: "stage 4".into() },
+            FromEdge::Refused { reason: "full".into() },
+            FromEdge::Feed { substream: 1, feed: FeedTo::Nobody },
+            FromEdge::Feed { substream: 2, feed: FeedTo::Edge },
+            FromEdge::Feed { substream: 3, feed: FeedTo::Peer { id: 8, addr: a6 } },
+            FromEdge::Neighbours(vec![(1, a4), (2, a6)]),
+            FromEdge::Chunk(sample_chunk(9, 2)),
+            FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
+        ]);
+        round_trip(&[
+            PeerLink::Hello { version: 1, peer: 7, channel: ch() },
+            PeerLink::Subscribe { substreams: 0b1010, from_seq: 123 },
+            PeerLink::Chunk(sample_chunk(1, 1)),
+            PeerLink::BufferMap { first_seq: 1000, bits: Bytes::from_static(&[0xff, 0x0f]) },
+            PeerLink::Request { seq: 5 },
+            PeerLink::NotHave { seq: 5 },
+            PeerLink::Bye,
+        ]);
+    }
+
+    #[test]
+    fn oversized_fields_are_refused() {
+        let mut body = BytesMut::new();
+        body.put_u8(5);
+        body.put_u8(200); // 200 neighbours claimed
+        assert!(matches!(FromEdge::decode_body(body.freeze()), Err(WireError::TooMany { .. })));
+        let mut body = BytesMut::new();
+        body.put_u8(4);
+        body.put_u64(0);
+        body.put_u16(5000);
+        assert!(matches!(PeerLink::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));
+        let big = ToEdge::Signal { to: 1, kind: SignalKind::Offer, payload: "x".repeat(MAX_CONTROL_TEXT + 1) };
+        let mut body = BytesMut::new();
+        big.encode_body(&mut body);
+        assert!(matches!(ToEdge::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));
+        let mut body = BytesMut::new();
+        body.put_u8(4);
+        body.put_u16(0);
+        body.put_u8(9);
+        assert!(FromEdge::decode_body(body.freeze()).is_err(), "unknown feed kind");
+    }
+}
