@@ -1,4 +1,8 @@
 //! The peer player (LiveSky §2.3, §3.2): a sans-IO core that joins an edge, fills a playback buffer
-//! from the edge's start burst, receives per-substream pushed chunks from tree parents, repairs gaps
-//! by pulling from mesh neighbours, and caps its upload; plus the IO driver (TCP to the edge, WebRTC
-//! data channels to peers, local HTTP output). Not built yet: see the peer player issue.
+//! from the edge's start burst, receives per-substream pushed chunks from tree parents, forwards
+//! substreams to its children within its upload cap and asks the edge for help when a parent is
+//! lost or late ([`core`], [`buffer`]); plus the IO driver ([`driver`]: TCP to the edge, TCP
+//! between peers until the WebRTC transport arrives).
+
+pub mod buffer;
+pub mod core;

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod message;
 pub mod name;
 pub mod peer;
+pub mod rate;
 pub mod sign;
 mod wire;
 
@@ -18,5 +19,6 @@ pub use chunk::{Chunk, ChunkFlags, ChunkHeader, MAX_CHUNK_PAYLOAD, SubstreamId, 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, FrameCodec, SnCodec, WireMessage};
 pub use message::{Hello, PROTOCOL_VERSION, RefuseCode, SnMessage, StartAt, Subscribe};
 pub use name::{ChannelId, NameError, NodeId};
+pub use rate::TokenBucket;
 pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};
 pub use wire::WireError;

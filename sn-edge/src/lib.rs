@@ -12,6 +12,7 @@ pub mod hls;
 pub mod hls_http;
 mod metrics;
 pub mod model;
+pub mod service;
 pub mod tree;
 pub mod ts_viewer;
 

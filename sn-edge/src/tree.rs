@@ -449,12 +449,12 @@ impl Tracker {
             if depth == 0 || depth >= self.cfg.k_prime {
                 self.set_feed(ch, s, Feed::None);
                 self.waiting.push_back((ch, s));
-            } else if let Some(cc) = self.clients.get_mut(&ch) {
-                if cc.depth[si] != depth + 1 {
-                    cc.depth[si] = depth + 1;
-                    self.refresh(ch);
-                    self.fix_children(ch, s);
-                }
+            } else if let Some(cc) = self.clients.get_mut(&ch)
+                && cc.depth[si] != depth + 1
+            {
+                cc.depth[si] = depth + 1;
+                self.refresh(ch);
+                self.fix_children(ch, s);
             }
         }
     }

@@ -1,0 +1,363 @@
+//! The playback buffer (sans-IO): chunks by seq, a playout clock, and the stall accounting that
+//! feeds Q1 = TP/(TP+TB) and the rebuffering rate (LiveSky §4.4). Playback starts at a keyframe
+//! once `start_ms` of contiguous media is held; a missing chunk at its deadline is a stall, and
+//! after `max_stall_ms` with later chunks at hand the hole is skipped rather than waited on forever.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use proto::Chunk;
+
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    /// B: media kept ahead of playback (15 s, or ~3 s in low-latency mode).
+    pub buffer_ms: u32,
+    /// Contiguous media needed before playback starts: with the edge's start burst this is there
+    /// at once; without one (edge at capacity) it is the smallest cushion a peer starts with.
+    pub start_ms: u32,
+    /// A stall longer than this skips to the next chunk held.
+    pub max_stall_ms: u32,
+    /// Played media kept for children and neighbours that ask for it.
+    pub keep_ms: u32,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self { buffer_ms: 15_000, start_ms: 2_000, max_stall_ms: 3_000, keep_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlayStats {
+    pub played_chunks: u64,
+    /// Media time played (TP).
+    pub played_ms: u64,
+    pub stalls: u64,
+    /// Time stalled after playback started (TB).
+    pub stalled_ms: u64,
+    pub duplicates: u64,
+    pub skipped_chunks: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Waiting,
+    Playing { clock_at: Instant, clock_ts: u64 },
+    Stalled { since: Instant },
+}
+
+pub struct PlayBuffer {
+    cfg: BufferConfig,
+    chunks: BTreeMap<u64, Chunk>,
+    state: State,
+    next: Option<u64>,
+    last_played_ts: u64,
+    frame_90k: u64,
+    started_at: Option<Instant>,
+    stats: PlayStats,
+}
+
+const GRACE_90K: u64 = 9_000;
+
+impl PlayBuffer {
+    pub fn new(cfg: BufferConfig) -> Self {
+        Self {
+            cfg,
+            chunks: BTreeMap::new(),
+            state: State::Waiting,
+            next: None,
+            last_played_ts: 0,
+            frame_90k: 3_600,
+            started_at: None,
+            stats: PlayStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> PlayStats {
+        self.stats
+    }
+
+    pub fn started_at(&self) -> Option<Instant> {
+        self.started_at
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        matches!(self.state, State::Stalled { .. })
+    }
+
+    /// The next seq playback needs (once started).
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next
+    }
+
+    pub fn newest_seq(&self) -> Option<u64> {
+        self.chunks.last_key_value().map(|(s, _)| *s)
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Chunk> {
+        self.chunks.get(&seq)
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.chunks.contains_key(&seq)
+    }
+
+    /// Chunks held from `seq` on, in order.
+    pub fn from(&self, seq: u64) -> impl Iterator<Item = &Chunk> {
+        self.chunks.range(seq..).map(|(_, c)| c)
+    }
+
+    /// Media buffered ahead of playback (contiguous from the next chunk to play), in ms.
+    pub fn buffered_ms(&self) -> u64 {
+        let Some(start) = self.next.or_else(|| self.chunks.first_key_value().map(|(s, _)| *s)) else { return 0 };
+        let Some(first) = self.chunks.get(&start) else { return 0 };
+        let mut last = first.header.media_ts;
+        let mut seq = start;
+        while let Some(c) = self.chunks.get(&(seq + 1)) {
+            last = c.header.media_ts;
+            seq += 1;
+        }
+        last.saturating_sub(first.header.media_ts) / 90
+    }
+
+    /// Adds a chunk; false for one already held or already played.
+    pub fn insert(&mut self, chunk: Chunk) -> bool {
+        let seq = chunk.seq();
+        if self.next.is_some_and(|n| seq < n) || self.chunks.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        self.chunks.insert(seq, chunk);
+        true
+    }
+
+    /// Appends every chunk now due to `out`, starting, stalling, resuming or skipping as needed.
+    pub fn poll_play(&mut self, now: Instant, out: &mut Vec<Chunk>) {
+        if self.state == State::Waiting && !self.try_start(now) {
+            return;
+        }
+        loop {
+            match self.state {
+                State::Waiting => return,
+                State::Stalled { since } => {
+                    let Some(next) = self.next else { return };
+                    if let Some(c) = self.chunks.get(&next) {
+                        self.stats.stalled_ms += now.saturating_duration_since(since).as_millis() as u64;
+                        self.state = State::Playing { clock_at: now, clock_ts: c.header.media_ts };
+                    } else if now.saturating_duration_since(since)
+                        >= Duration::from_millis(u64::from(self.cfg.max_stall_ms))
+                    {
+                        match self.chunks.range(next..).next().map(|(s, _)| *s) {
+                            Some(s) => {
+                                self.stats.skipped_chunks += s - next;
+                                self.next = Some(s);
+                            }
+                            None => return,
+                        }
+                    } else {
+                        return;
+                    }
+                }
+                State::Playing { clock_at, clock_ts } => {
+                    let position = clock_ts + now.saturating_duration_since(clock_at).as_micros() as u64 * 9 / 100;
+                    let Some(next) = self.next else { return };
+                    match self.chunks.get(&next) {
+                        Some(c) if c.header.media_ts <= position => {
+                            let ts = c.header.media_ts;
+                            if self.stats.played_chunks > 0 && ts > self.last_played_ts {
+                                let d = ts - self.last_played_ts;
+                                self.stats.played_ms += d / 90;
+                                self.frame_90k = d.min(90_000);
+                            }
+                            self.last_played_ts = ts;
+                            self.stats.played_chunks += 1;
+                            out.push(c.clone());
+                            self.next = Some(next + 1);
+                        }
+                        Some(_) => return,
+                        None => {
+                            if position > self.last_played_ts + self.frame_90k + GRACE_90K {
+                                self.stats.stalls += 1;
+                                self.state = State::Stalled { since: now };
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts at the earliest keyframe of the contiguous run that reaches the newest chunk held,
+    /// once `start_ms` of media follows it: playback never starts in front of a known hole
+    /// (a start burst still arriving behind live chunks, say).
+    fn try_start(&mut self, now: Instant) -> bool {
+        let need = u64::from(self.cfg.start_ms) * 90;
+        let Some((&newest_seq, newest)) = self.chunks.last_key_value() else { return false };
+        let newest_ts = newest.header.media_ts;
+        // Walk back from the newest chunk while seqs are contiguous; remember the earliest keyframe.
+        let mut start: Option<(u64, u64)> = None;
+        let mut expect = newest_seq;
+        for (&seq, c) in self.chunks.range(..=newest_seq).rev() {
+            if seq != expect {
+                break;
+            }
+            if c.header.is_keyframe() {
+                start = Some((seq, c.header.media_ts));
+            }
+            expect = seq.wrapping_sub(1);
+        }
+        let Some((k, ts)) = start else { return false };
+        if newest_ts.saturating_sub(ts) < need {
+            return false;
+        }
+        self.next = Some(k);
+        self.state = State::Playing { clock_at: now, clock_ts: ts };
+        self.started_at = Some(now);
+        self.chunks.retain(|&s, _| s >= k);
+        true
+    }
+
+    /// When `poll_play` next has something to do.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Waiting => None,
+            State::Stalled { since } => Some(since + Duration::from_millis(u64::from(self.cfg.max_stall_ms))),
+            State::Playing { clock_at, clock_ts } => {
+                let target = match self.next.and_then(|n| self.chunks.get(&n)) {
+                    Some(c) => c.header.media_ts,
+                    None => self.last_played_ts + self.frame_90k + GRACE_90K + 1,
+                };
+                let ahead_us = target.saturating_sub(clock_ts) * 100 / 9;
+                Some((clock_at + Duration::from_micros(ahead_us)).max(now))
+            }
+        }
+    }
+
+    /// Drops played chunks older than `keep_ms`, and anything implausibly far ahead.
+    pub fn evict(&mut self) {
+        let Some(next) = self.next else {
+            // Before playback: keep at most the buffer's worth from the newest chunk back.
+            if let Some(newest) = self.chunks.last_key_value().map(|(_, c)| c.header.media_ts) {
+                let floor = newest.saturating_sub(u64::from(self.cfg.buffer_ms + self.cfg.keep_ms) * 90);
+                self.chunks.retain(|_, c| c.header.media_ts >= floor);
+            }
+            return;
+        };
+        let floor = self.last_played_ts.saturating_sub(u64::from(self.cfg.keep_ms) * 90);
+        while let Some((&seq, c)) = self.chunks.first_key_value() {
+            if seq < next && c.header.media_ts < floor {
+                self.chunks.pop_first();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proto::{ChannelId, ChunkFlags, ChunkHeader};
+
+    fn chunk(seq: u64) -> Chunk {
+        let mut p = vec![0xffu8; 188];
+        p[0] = 0x47;
+        Chunk {
+            header: ChunkHeader {
+                channel: ChannelId::new("c").unwrap(),
+                seq,
+                ingest_ms: 0,
+                media_ts: seq * 3600,
+                flags: if seq.is_multiple_of(50) { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
+            },
+            payload: Bytes::from(p),
+            signature: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn played(b: &mut PlayBuffer, now: Instant) -> Vec<u64> {
+        let mut out = Vec::new();
+        b.poll_play(now, &mut out);
+        out.iter().map(Chunk::seq).collect()
+    }
+
+    #[test]
+    fn starts_at_a_keyframe_once_enough_is_buffered_then_plays_in_real_time() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        for s in 40..70 {
+            b.insert(chunk(s));
+        }
+        assert!(played(&mut b, t0).is_empty(), "only 19 chunks after the keyframe at 50: < 2 s");
+        // A hole between older and newer chunks: only the run reaching the newest chunk counts.
+        b.insert(chunk(120));
+        assert!(played(&mut b, t0).is_empty(), "the run ending at 120 has no keyframe yet");
+        for s in (70..400).filter(|s| *s != 120) {
+            b.insert(chunk(s));
+        }
+        assert_eq!(played(&mut b, t0), [50], "starts at keyframe 50 and plays its first chunk");
+        assert_eq!(b.started_at(), Some(t0));
+        assert_eq!(played(&mut b, t0 + ms(1000)), (51..=75).collect::<Vec<_>>(), "25 chunks per second");
+        assert!(b.buffered_ms() > 12_000);
+        assert!(!b.insert(chunk(60)), "already played");
+    }
+
+    #[test]
+    fn a_hole_stalls_then_resumes_and_counts_stalled_time() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        for s in 0..60 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0);
+        for s in 61..100 {
+            b.insert(chunk(s));
+        }
+        assert_eq!(played(&mut b, t0 + ms(2360)).last(), Some(&59));
+        played(&mut b, t0 + ms(2600));
+        assert!(b.is_stalled());
+        assert_eq!(b.stats().stalls, 1);
+        b.insert(chunk(60));
+        assert_eq!(played(&mut b, t0 + ms(3000)).first(), Some(&60));
+        assert_eq!(b.stats().stalled_ms, 400);
+        assert!(!b.is_stalled());
+    }
+
+    #[test]
+    fn a_lost_chunk_is_skipped_after_max_stall() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig { max_stall_ms: 1000, ..BufferConfig::default() });
+        for s in 0..60 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0);
+        for s in 61..200 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0 + ms(2600));
+        assert!(b.is_stalled());
+        let after = played(&mut b, t0 + ms(3700));
+        assert_eq!(after.first(), Some(&61));
+        assert_eq!(b.stats().skipped_chunks, 1);
+    }
+
+    #[test]
+    fn eviction_keeps_recent_history_only() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig { keep_ms: 2_000, ..BufferConfig::default() });
+        for s in 0..1000 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0);
+        played(&mut b, t0 + ms(20_000));
+        b.evict();
+        let oldest = b.from(0).next().unwrap().seq();
+        assert!((445..=451).contains(&oldest), "kept 2 s behind playback at 500: oldest {oldest}");
+    }
+}

@@ -1,0 +1,589 @@
+//! The peer core (sans-IO): one LiveSky client of one channel. It joins through its edge, plays
+//! from the edge's start burst, takes each substream from the feed the edge assigns (the edge
+//! itself, or a parent peer it subscribes to), forwards substreams to its own children within its
+//! upload cap, and tells the edge when a parent is lost or late so the edge can re-parent it or
+//! serve the substream itself (refocus).
+//!
+//! Doors (str0m style): [`PeerCore::handle`] and [`PeerCore::handle_timeout`] take inputs with the
+//! time; drain [`PeerCore::poll_output`] after each; [`PeerCore::poll_timeout`] says when to call back.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerLink, PeerReport, ToEdge, Trouble};
+use proto::{ChannelId, Chunk, SubstreamId, TokenBucket};
+
+use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
+
+pub type LinkId = u64;
+
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub channel: ChannelId,
+    pub token: String,
+    /// Upload offered (the edge caps it); also the rate of the local upload limiter.
+    pub upload_kbps: u32,
+    /// Where this peer accepts links from children.
+    pub listen: Option<SocketAddr>,
+    pub buffer: BufferConfig,
+    pub heartbeat: Duration,
+    pub report_interval: Duration,
+    /// A fed substream this far behind the newest chunk counts as a late parent.
+    pub late_ms: u32,
+    /// Backlog a parent sends a new child, at most: a whole buffer, so a child the edge had no
+    /// room to burst to still starts with a full buffer (paced by the upload cap).
+    pub catchup_ms: u32,
+}
+
+impl PeerConfig {
+    pub fn new(channel: ChannelId) -> Self {
+        Self {
+            channel,
+            token: String::new(),
+            upload_kbps: 600,
+            listen: None,
+            buffer: BufferConfig::default(),
+            heartbeat: Duration::from_secs(5),
+            report_interval: Duration::from_secs(60),
+            late_ms: 2_000,
+            catchup_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    FromEdge(FromEdge),
+    /// The control connection to the edge is gone.
+    EdgeClosed,
+    /// An outgoing link (to a parent) is connected.
+    LinkUp(LinkId),
+    /// An outgoing link could not be made.
+    LinkFailed(LinkId),
+    /// A peer connected to us (a would-be child).
+    LinkAccepted(LinkId),
+    FromPeer(LinkId, PeerLink),
+    LinkClosed(LinkId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Welcomed { peer: PeerId, push: bool },
+    Started { startup: Duration },
+    Stalled,
+    Redirected(String),
+    Refused(String),
+    EdgeLost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    ToEdge(ToEdge),
+    Connect {
+        link: LinkId,
+        addr: SocketAddr,
+    },
+    Send {
+        link: LinkId,
+        msg: PeerLink,
+    },
+    Close {
+        link: LinkId,
+    },
+    /// The next chunk of the reassembled stream, in order.
+    Play(Chunk),
+    Event(Event),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStats {
+    pub play: PlayStats,
+    pub bytes_from_edge: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_up: u64,
+    pub up_dropped: u64,
+    pub startup: Option<Duration>,
+    pub parents: usize,
+    pub children: usize,
+    pub push: bool,
+    pub buffered_ms: u64,
+    pub late_reports: u64,
+    pub lost_reports: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Joining,
+    Joined { id: PeerId, k: u16 },
+    Done,
+}
+
+struct Parent {
+    link: LinkId,
+    mask: u64,
+    up: bool,
+}
+
+struct Child {
+    mask: u64,
+    from_seq: u64,
+}
+
+/// Chunks queued behind the upload limiter, at most.
+const UP_QUEUE: usize = 1024;
+
+pub struct PeerCore {
+    cfg: PeerConfig,
+    phase: Phase,
+    buffer: PlayBuffer,
+    feeds: Vec<FeedTo>,
+    feed_since: Vec<Instant>,
+    late_reported: Vec<bool>,
+    last_rx_ts: Vec<u64>,
+    newest_ts: u64,
+    parents: HashMap<PeerId, Parent>,
+    link_parent: HashMap<LinkId, PeerId>,
+    children: HashMap<LinkId, Child>,
+    upload: TokenBucket,
+    /// Live chunks for children, sent first.
+    up_queue: VecDeque<(LinkId, Chunk)>,
+    /// Backlog for newly subscribed children, sent only with upload left over from live traffic,
+    /// so a new child never makes the others late.
+    catchup_queue: VecDeque<(LinkId, Chunk)>,
+    out: VecDeque<Output>,
+    next_link: LinkId,
+    joined_at: Instant,
+    push: bool,
+    stats: PeerStats,
+    reported: PeerStats,
+    next_heartbeat: Instant,
+    next_report: Instant,
+    last_report_at: Instant,
+}
+
+impl PeerCore {
+    /// Starts joining: the first output is the Join for the edge.
+    pub fn new(cfg: PeerConfig, now: Instant) -> Self {
+        let bytes_per_sec = f64::from(cfg.upload_kbps) * 1000.0 / 8.0;
+        let mut core = Self {
+            upload: TokenBucket::new(bytes_per_sec, bytes_per_sec.max(64.0 * 1024.0)),
+            buffer: PlayBuffer::new(cfg.buffer.clone()),
+            phase: Phase::Joining,
+            feeds: Vec::new(),
+            feed_since: Vec::new(),
+            late_reported: Vec::new(),
+            last_rx_ts: Vec::new(),
+            newest_ts: 0,
+            parents: HashMap::new(),
+            link_parent: HashMap::new(),
+            children: HashMap::new(),
+            up_queue: VecDeque::new(),
+            catchup_queue: VecDeque::new(),
+            out: VecDeque::new(),
+            // Outgoing link ids live above 2^32; the driver numbers accepted links below it.
+            next_link: 1 << 32,
+            joined_at: now,
+            push: false,
+            stats: PeerStats::default(),
+            reported: PeerStats::default(),
+            next_heartbeat: now + cfg.heartbeat,
+            next_report: now + cfg.report_interval,
+            last_report_at: now,
+            cfg,
+        };
+        core.out.push_back(Output::ToEdge(ToEdge::Join(Join {
+            version: CLIENT_PROTOCOL_VERSION,
+            channel: core.cfg.channel.clone(),
+            token: core.cfg.token.clone(),
+            upload_kbps: core.cfg.upload_kbps,
+            listen: core.cfg.listen,
+            buffer_ms: core.cfg.buffer.buffer_ms,
+        })));
+        core
+    }
+
+    pub fn peer_id(&self) -> Option<PeerId> {
+        match self.phase {
+            Phase::Joined { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        PeerStats {
+            play: self.buffer.stats(),
+            parents: self.parents.len(),
+            children: self.children.len(),
+            push: self.push,
+            buffered_ms: self.buffer.buffered_ms(),
+            ..self.stats
+        }
+    }
+
+    pub fn feeds(&self) -> &[FeedTo] {
+        &self.feeds
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        let mut t = self.next_heartbeat.min(self.next_report).min(now + Duration::from_millis(500));
+        if let Some(d) = self.buffer.next_deadline(now) {
+            t = t.min(d);
+        }
+        if !self.up_queue.is_empty() || !self.catchup_queue.is_empty() {
+            t = t.min(now + Duration::from_millis(20));
+        }
+        Some(t)
+    }
+
+    /// Leaves cleanly: the edge and every linked peer are told.
+    pub fn leave(&mut self) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.out.push_back(Output::ToEdge(ToEdge::Leave));
+        let links: Vec<LinkId> = self.link_parent.keys().chain(self.children.keys()).copied().collect();
+        for link in links {
+            self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
+            self.out.push_back(Output::Close { link });
+        }
+        self.parents.clear();
+        self.link_parent.clear();
+        self.children.clear();
+        self.phase = Phase::Done;
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match input {
+            Input::FromEdge(m) => self.on_edge(now, m),
+            Input::EdgeClosed => {
+                self.out.push_back(Output::Event(Event::EdgeLost));
+                self.leave();
+            }
+            Input::LinkUp(link) => {
+                let (Some(&pid), Phase::Joined { id, .. }) = (self.link_parent.get(&link), self.phase) else { return };
+                let hello =
+                    PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer: id, channel: self.cfg.channel.clone() };
+                self.out.push_back(Output::Send { link, msg: hello });
+                if let Some(p) = self.parents.get_mut(&pid) {
+                    p.up = true;
+                }
+                self.subscribe(pid);
+            }
+            Input::LinkFailed(link) => self.parent_gone(link, Trouble::Unreachable),
+            Input::LinkClosed(link) => {
+                if self.children.remove(&link).is_none() {
+                    self.parent_gone(link, Trouble::Lost);
+                }
+            }
+            Input::LinkAccepted(link) => {
+                self.children.insert(link, Child { mask: 0, from_seq: 0 });
+            }
+            Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
+        }
+        self.play(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.drain_up(now);
+        self.play(now);
+        self.buffer.evict();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.cfg.heartbeat;
+            if matches!(self.phase, Phase::Joined { .. }) {
+                self.out.push_back(Output::ToEdge(ToEdge::Heartbeat));
+            }
+        }
+        if now >= self.next_report {
+            self.next_report = now + self.cfg.report_interval;
+            self.report(now);
+        }
+        self.check_late(now);
+    }
+
+    fn on_edge(&mut self, now: Instant, m: FromEdge) {
+        match m {
+            FromEdge::Welcome(w) => {
+                if self.phase != Phase::Joining || w.channel != self.cfg.channel {
+                    return;
+                }
+                let k = w.substreams.clamp(1, 64);
+                self.phase = Phase::Joined { id: w.peer, k };
+                self.push = w.push;
+                self.feeds = vec![if w.push { FeedTo::Edge } else { FeedTo::Nobody }; usize::from(k)];
+                self.feed_since = vec![now; usize::from(k)];
+                self.late_reported = vec![false; usize::from(k)];
+                self.last_rx_ts = vec![0; usize::from(k)];
+                self.out.push_back(Output::Event(Event::Welcomed { peer: w.peer, push: w.push }));
+            }
+            FromEdge::Redirect { to, .. } => {
+                self.out.push_back(Output::Event(Event::Redirected(to)));
+                self.phase = Phase::Done;
+            }
+            FromEdge::Refused { reason } => {
+                self.out.push_back(Output::Event(Event::Refused(reason)));
+                self.phase = Phase::Done;
+            }
+            FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
+            FromEdge::Chunk(c) => {
+                self.stats.bytes_from_edge += c.payload.len() as u64;
+                self.on_chunk(c);
+            }
+            FromEdge::Neighbours(_) | FromEdge::Signal { .. } => {}
+        }
+    }
+
+    fn on_feed(&mut self, now: Instant, s: u16, feed: FeedTo) {
+        let Phase::Joined { .. } = self.phase else { return };
+        let si = usize::from(s);
+        if si >= self.feeds.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.feeds[si], feed);
+        self.feed_since[si] = now;
+        self.late_reported[si] = false;
+        if let FeedTo::Peer { id, .. } = old
+            && !matches!(feed, FeedTo::Peer { id: n, .. } if n == id)
+        {
+            if let Some(p) = self.parents.get_mut(&id) {
+                p.mask &= !(1u64 << s);
+            }
+            self.subscribe(id);
+        }
+        if let FeedTo::Peer { id, addr } = feed {
+            let next_link = &mut self.next_link;
+            let out = &mut self.out;
+            let link_parent = &mut self.link_parent;
+            let p = self.parents.entry(id).or_insert_with(|| {
+                let link = *next_link;
+                *next_link += 1;
+                link_parent.insert(link, id);
+                out.push_back(Output::Connect { link, addr });
+                Parent { link, mask: 0, up: false }
+            });
+            p.mask |= 1u64 << s;
+            self.subscribe(id);
+        }
+    }
+
+    /// Tells parent `id` which substreams we want from it now, or lets it go.
+    fn subscribe(&mut self, id: PeerId) {
+        let Some(p) = self.parents.get(&id) else { return };
+        let link = p.link;
+        if p.mask == 0 {
+            self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
+            self.out.push_back(Output::Close { link });
+            self.parents.remove(&id);
+            self.link_parent.remove(&link);
+            return;
+        }
+        if p.up {
+            let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
+            self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: p.mask, from_seq } });
+        }
+    }
+
+    fn parent_gone(&mut self, link: LinkId, trouble: Trouble) {
+        let Some(pid) = self.link_parent.remove(&link) else { return };
+        let Some(p) = self.parents.remove(&pid) else { return };
+        for s in 0..64u16 {
+            if p.mask & (1u64 << s) != 0 {
+                self.stats.lost_reports += 1;
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s, parent: pid, trouble }));
+            }
+        }
+    }
+
+    fn on_peer(&mut self, now: Instant, link: LinkId, msg: PeerLink) {
+        if let Some(&pid) = self.link_parent.get(&link) {
+            match msg {
+                PeerLink::Chunk(c) => {
+                    let s = self.substream_of(&c);
+                    let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0);
+                    if wanted {
+                        self.stats.bytes_from_peers += c.payload.len() as u64;
+                        self.on_chunk(c);
+                    }
+                }
+                PeerLink::Bye => {
+                    self.out.push_back(Output::Close { link });
+                    self.parent_gone(link, Trouble::Lost);
+                }
+                _ => {}
+            }
+            return;
+        }
+        let Some(child) = self.children.get_mut(&link) else { return };
+        match msg {
+            PeerLink::Hello { version, channel, .. }
+                if (version != CLIENT_PROTOCOL_VERSION || channel != self.cfg.channel) =>
+            {
+                self.children.remove(&link);
+                self.out.push_back(Output::Close { link });
+            }
+            PeerLink::Subscribe { substreams, from_seq } => {
+                child.mask = substreams;
+                // Send what we hold for it, but no more than the catch-up window.
+                let floor = self
+                    .buffer
+                    .newest_seq()
+                    .and_then(|n| self.buffer.get(n))
+                    .map(|c| c.header.media_ts.saturating_sub(u64::from(self.cfg.catchup_ms) * 90))
+                    .unwrap_or(0);
+                child.from_seq = from_seq;
+                let k = self.k();
+                let backlog: Vec<Chunk> = self
+                    .buffer
+                    .from(from_seq)
+                    .filter(|c| c.header.media_ts >= floor && substreams & (1u64 << SubstreamId::of(c.seq(), k).0) != 0)
+                    .cloned()
+                    .collect();
+                self.catchup_queue.retain(|(l, _)| *l != link);
+                self.catchup_queue.extend(backlog.into_iter().map(|c| (link, c)));
+                self.drain_up(now);
+            }
+            PeerLink::Bye => {
+                self.children.remove(&link);
+                self.out.push_back(Output::Close { link });
+            }
+            // Chunks from a child are not ours to take; requests are answered by the mesh (later).
+            _ => {}
+        }
+    }
+
+    fn k(&self) -> u16 {
+        match self.phase {
+            Phase::Joined { k, .. } => k,
+            _ => 1,
+        }
+    }
+
+    fn substream_of(&self, c: &Chunk) -> u16 {
+        SubstreamId::of(c.seq(), self.k()).0
+    }
+
+    fn on_chunk(&mut self, c: Chunk) {
+        let s = usize::from(self.substream_of(&c));
+        let ts = c.header.media_ts;
+        if let Some(last) = self.last_rx_ts.get_mut(s) {
+            *last = (*last).max(ts);
+        }
+        self.newest_ts = self.newest_ts.max(ts);
+        let seq = c.seq();
+        if !self.buffer.insert(c.clone()) {
+            return;
+        }
+        let bit = 1u64 << s;
+        let targets: Vec<LinkId> =
+            self.children.iter().filter(|(_, ch)| ch.mask & bit != 0 && seq >= ch.from_seq).map(|(&l, _)| l).collect();
+        // Queued here, sent by `drain_up` under the upload cap.
+        for link in targets {
+            self.up_queue.push_back((link, c.clone()));
+        }
+        self.trim_up_queue();
+    }
+
+    fn trim_up_queue(&mut self) {
+        while self.up_queue.len() > UP_QUEUE {
+            self.up_queue.pop_front();
+            self.stats.up_dropped += 1;
+        }
+    }
+
+    /// Sends queued chunks to children as the upload cap allows: live first, then catch-up.
+    fn drain_up(&mut self, now: Instant) {
+        for catchup in [false, true] {
+            loop {
+                let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
+                let Some((link, c)) = queue.front() else { break };
+                if !self.children.contains_key(link) {
+                    queue.pop_front();
+                    continue;
+                }
+                if !self.upload.try_take(now, c.payload.len() as f64) {
+                    return;
+                }
+                let Some((link, c)) = queue.pop_front() else { break };
+                self.stats.bytes_up += c.payload.len() as u64;
+                self.out.push_back(Output::Send { link, msg: PeerLink::Chunk(c) });
+            }
+        }
+    }
+
+    fn play(&mut self, now: Instant) {
+        // Forward what arrived since the last call first, then play what is due.
+        self.drain_up(now);
+        let stalls_before = self.buffer.stats().stalls;
+        let mut due = Vec::new();
+        self.buffer.poll_play(now, &mut due);
+        if self.stats.startup.is_none()
+            && let Some(at) = self.buffer.started_at()
+        {
+            let startup = at.saturating_duration_since(self.joined_at);
+            self.stats.startup = Some(startup);
+            self.out.push_back(Output::Event(Event::Started { startup }));
+        }
+        for c in due {
+            self.out.push_back(Output::Play(c));
+        }
+        if self.buffer.stats().stalls > stalls_before {
+            self.out.push_back(Output::Event(Event::Stalled));
+        }
+    }
+
+    /// Reports a parent whose substream falls behind the others.
+    fn check_late(&mut self, now: Instant) {
+        let late_90k = u64::from(self.cfg.late_ms) * 90;
+        for s in 0..self.feeds.len() {
+            let FeedTo::Peer { id, .. } = self.feeds[s] else { continue };
+            let settled =
+                now.saturating_duration_since(self.feed_since[s]) > Duration::from_millis(u64::from(self.cfg.late_ms));
+            if settled && !self.late_reported[s] && self.newest_ts.saturating_sub(self.last_rx_ts[s]) > late_90k {
+                self.late_reported[s] = true;
+                self.stats.late_reports += 1;
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble {
+                    substream: s as u16,
+                    parent: id,
+                    trouble: Trouble::Late,
+                }));
+            }
+        }
+    }
+
+    fn report(&mut self, now: Instant) {
+        let cur = self.stats();
+        let prev = self.reported;
+        let r = PeerReport {
+            interval_ms: now.saturating_duration_since(self.last_report_at).as_millis() as u32,
+            played_ms: (cur.play.played_ms - prev.play.played_ms) as u32,
+            stalled_ms: (cur.play.stalled_ms - prev.play.stalled_ms) as u32,
+            stalls: (cur.play.stalls - prev.play.stalls) as u32,
+            bytes_from_edge: cur.bytes_from_edge - prev.bytes_from_edge,
+            bytes_from_peers: cur.bytes_from_peers - prev.bytes_from_peers,
+            bytes_up: cur.bytes_up - prev.bytes_up,
+            startup_ms: cur.startup.map(|d| d.as_millis() as u32),
+        };
+        self.reported = cur;
+        self.last_report_at = now;
+        if matches!(self.phase, Phase::Joined { .. }) {
+            self.out.push_back(Output::ToEdge(ToEdge::Report(r)));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A token bucket on caller-supplied time: peers cap their upload with it (LiveSky §3.2, 150 % of
+//! the stream rate), edges bound their egress and the join rate per source address.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate_per_sec: f64,
+    depth: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// `rate_per_sec` tokens per second, holding at most `depth` (starts full).
+    pub fn new(rate_per_sec: f64, depth: f64) -> Self {
+        Self { rate_per_sec: rate_per_sec.max(0.0), depth: depth.max(0.0), tokens: depth.max(0.0), at: None }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(at) = self.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate_per_sec).min(self.depth);
+        }
+        self.at = Some(now);
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn try_take(&mut self, now: Instant, n: f64) -> bool {
+        self.refill(now);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `n` tokens even if that leaves a debt (traffic that must go now, e.g. live push).
+    pub fn force_take(&mut self, now: Instant, n: f64) {
+        self.refill(now);
+        self.tokens -= n;
+    }
+
+    /// When `n` tokens will be available (now, if they are).
+    pub fn ready_at(&mut self, now: Instant, n: f64) -> Instant {
+        self.refill(now);
+        if self.tokens >= n || self.rate_per_sec == 0.0 {
+            return now;
+        }
+        now + Duration::from_secs_f64((n - self.tokens) / self.rate_per_sec)
+    }
+
+    pub fn tokens(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refills_at_the_rate_up_to_the_depth() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000.0, 500.0);
+        assert!(b.try_take(t0, 500.0));
+        assert!(!b.try_take(t0, 1.0));
+        assert!(b.try_take(t0 + Duration::from_millis(100), 100.0));
+        assert!(!b.try_take(t0 + Duration::from_millis(100), 1.0));
+        assert_eq!(b.tokens(t0 + Duration::from_secs(10)), 500.0, "capped at depth");
+        b.force_take(t0 + Duration::from_secs(10), 800.0);
+        assert_eq!(b.ready_at(t0 + Duration::from_secs(10), 100.0), t0 + Duration::from_millis(10_400));
+    }
+}

@@ -1,0 +1,394 @@
+//! The edge's client service for one channel (sans-IO): tracker, seed and admission controller
+//! behind the client protocol. It admits joining LiveSky clients through [`Admission`], turns the
+//! tracker's feed changes into [`FromEdge::Feed`] messages (with the parent's address), tells the
+//! driver which substreams the edge itself must push to each client (push peers: all; refocused
+//! peers: the orphaned ones), re-parents on trouble reports, relays WebRTC signalling between its
+//! clients, limits joins per source address, and ages out clients that went silent.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerReport, ToEdge, Trouble, Welcome};
+use proto::{ChannelId, TokenBucket};
+
+use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
+use crate::tree::Feed;
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub channel: ChannelId,
+    pub admission: AdmissionConfig,
+    /// Longest start burst the edge sends (a client asking for a bigger buffer gets this much).
+    pub max_burst_ms: u32,
+    /// Other edges' client addresses for redirects (the GSLB/MC will provide these later).
+    pub siblings: Vec<String>,
+    /// Joins per second allowed from one IP address, and the burst allowed.
+    pub joins_per_ip_per_sec: f64,
+    pub join_burst_per_ip: f64,
+    pub stun: Option<SocketAddr>,
+    /// Reports needed from distinct children before a parent is taken as unreachable.
+    pub unreachable_reports: usize,
+}
+
+impl ServiceConfig {
+    pub fn new(channel: ChannelId, admission: AdmissionConfig) -> Self {
+        Self {
+            channel,
+            admission,
+            max_burst_ms: 15_000,
+            siblings: Vec::new(),
+            joins_per_ip_per_sec: 5.0,
+            join_burst_per_ip: 20.0,
+            stun: None,
+            unreachable_reports: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A client connection whose first message was this Join.
+    Joined {
+        conn: ConnId,
+        from: SocketAddr,
+        join: Join,
+    },
+    Message {
+        conn: ConnId,
+        msg: ToEdge,
+    },
+    Disconnected {
+        conn: ConnId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Send {
+        conn: ConnId,
+        msg: FromEdge,
+    },
+    Close {
+        conn: ConnId,
+    },
+    /// The edge pushes the substreams in `mask` to `conn` from now on. `burst_ms` (at join): first
+    /// send that much recent media of every substream from a keyframe. `backfill`: substreams just
+    /// added, whose recent chunks the client may have missed.
+    Serve {
+        conn: ConnId,
+        mask: u64,
+        burst_ms: Option<u32>,
+        backfill: u64,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub refused_rate: u64,
+    pub refused_other: u64,
+    pub redirected: u64,
+    pub parent_troubles: u64,
+    pub signals_relayed: u64,
+    /// Sums of the clients' reports.
+    pub reported: ReportTotals,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportTotals {
+    pub played_ms: u64,
+    pub stalled_ms: u64,
+    pub stalls: u64,
+    pub bytes_from_edge: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_up: u64,
+    pub reports: u64,
+}
+
+struct Client {
+    conn: ConnId,
+    listen: Option<SocketAddr>,
+    mask: u64,
+}
+
+pub struct Service {
+    cfg: ServiceConfig,
+    admission: Admission,
+    clients: HashMap<PeerId, Client>,
+    conns: HashMap<ConnId, Option<PeerId>>,
+    join_limits: HashMap<IpAddr, TokenBucket>,
+    unreachable: HashMap<PeerId, Vec<PeerId>>,
+    next_sibling: usize,
+    out: Vec<Output>,
+    stats: ServiceStats,
+    last_prune: Option<Instant>,
+}
+
+impl Service {
+    pub fn new(cfg: ServiceConfig) -> Self {
+        Self {
+            admission: Admission::new(cfg.admission.clone()),
+            cfg,
+            clients: HashMap::new(),
+            conns: HashMap::new(),
+            join_limits: HashMap::new(),
+            unreachable: HashMap::new(),
+            next_sibling: 0,
+            out: Vec::new(),
+            stats: ServiceStats::default(),
+            last_prune: None,
+        }
+    }
+
+    pub fn channel(&self) -> &ChannelId {
+        &self.cfg.channel
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.admission.snapshot()
+    }
+
+    pub fn stats(&self) -> ServiceStats {
+        self.stats
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Joined { conn, from, join } => self.join(now, conn, from, join),
+            Input::Message { conn, msg } => {
+                let Some(Some(peer)) = self.conns.get(&conn).copied() else {
+                    // Anything before a successful join is a protocol error.
+                    self.out.push(Output::Close { conn });
+                    return;
+                };
+                self.admission.heard(now, peer);
+                self.message(conn, peer, msg);
+            }
+            Input::Disconnected { conn } => {
+                if let Some(Some(peer)) = self.conns.remove(&conn) {
+                    self.forget(peer);
+                }
+            }
+        }
+        self.apply_changes();
+    }
+
+    /// Once a second or so: age out silent clients, heal trees.
+    pub fn tick(&mut self, now: Instant) {
+        for peer in self.admission.tick(now) {
+            if let Some(c) = self.clients.remove(&peer) {
+                self.conns.remove(&c.conn);
+                self.out.push(Output::Close { conn: c.conn });
+            }
+            self.unreachable.remove(&peer);
+        }
+        if self.last_prune.is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60)) {
+            self.last_prune = Some(now);
+            let full = self.cfg.join_burst_per_ip;
+            self.join_limits.retain(|_, b| b.tokens(now) < full);
+        }
+        self.apply_changes();
+    }
+
+    fn refuse(&mut self, conn: ConnId, reason: String) {
+        self.stats.refused_other += 1;
+        self.out.push(Output::Send { conn, msg: FromEdge::Refused { reason } });
+        self.out.push(Output::Close { conn });
+    }
+
+    fn sibling(&mut self) -> Option<String> {
+        if self.cfg.siblings.is_empty() {
+            return None;
+        }
+        let s = self.cfg.siblings[self.next_sibling % self.cfg.siblings.len()].clone();
+        self.next_sibling += 1;
+        Some(s)
+    }
+
+    fn join(&mut self, now: Instant, conn: ConnId, from: SocketAddr, join: Join) {
+        if self.conns.contains_key(&conn) {
+            self.refuse(conn, "joined twice on one connection".into());
+            return;
+        }
+        if join.version != CLIENT_PROTOCOL_VERSION {
+            self.refuse(
+                conn,
+                format!(
+                    "client protocol {} is not supported; this edge speaks {CLIENT_PROTOCOL_VERSION}",
+                    join.version
+                ),
+            );
+            return;
+        }
+        if join.channel != self.cfg.channel {
+            self.refuse(conn, format!("this service carries channel {}, not {}", self.cfg.channel, join.channel));
+            return;
+        }
+        let (rate, burst) = (self.cfg.joins_per_ip_per_sec, self.cfg.join_burst_per_ip);
+        let bucket = self.join_limits.entry(from.ip()).or_insert_with(|| TokenBucket::new(rate, burst));
+        if !bucket.try_take(now, 1.0) {
+            self.stats.refused_rate += 1;
+            self.out.push(Output::Send {
+                conn,
+                msg: FromEdge::Refused { reason: "too many joins from your address; retry in a few seconds".into() },
+            });
+            self.out.push(Output::Close { conn });
+            return;
+        }
+        let sibling_available = !self.cfg.siblings.is_empty();
+        let upload = (join.upload_kbps > 0).then_some(join.upload_kbps).or(Some(0));
+        let peer = match self.admission.join(now, upload, sibling_available) {
+            Admit::Push(p) | Admit::P2p(p) => p,
+            Admit::Redirect => {
+                match self.sibling() {
+                    Some(to) => {
+                        self.stats.redirected += 1;
+                        let reason = format!("edge is in stage {:?}; use a sibling", self.admission.snapshot().stage);
+                        self.out.push(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+                        self.out.push(Output::Close { conn });
+                    }
+                    None => self.refuse(conn, "edge is full and knows no other edge; retry later".into()),
+                }
+                return;
+            }
+        };
+        // A client nobody can connect to can still be fed, but must never be chosen as a parent.
+        if join.listen.is_none() {
+            self.admission.tracker_mut().mark_unreachable(peer);
+        }
+        self.conns.insert(conn, Some(peer));
+        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0 });
+        let push = self.admission.tracker().is_push(peer);
+        let welcome = Welcome {
+            peer,
+            channel: self.cfg.channel.clone(),
+            substreams: self.cfg.admission.substreams,
+            media_kbps: self.cfg.admission.media_kbps,
+            push,
+            public_addr: Some(from),
+            stun: self.cfg.stun,
+            upload_slots: self.admission.tracker().slots(peer).map_or(0, |(_, s)| s),
+        };
+        self.out.push(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
+        let mesh: Vec<(PeerId, SocketAddr)> = self
+            .admission
+            .tracker_mut()
+            .mesh_for(peer)
+            .into_iter()
+            .filter_map(|p| self.clients.get(&p).and_then(|c| c.listen).map(|a| (p, a)))
+            .collect();
+        self.out.push(Output::Send { conn, msg: FromEdge::Neighbours(mesh) });
+        // The start burst: the client's buffer (capped), from a keyframe, every substream.
+        let burst = join.buffer_ms.clamp(1_000, self.cfg.max_burst_ms);
+        let mask = self.edge_mask(peer);
+        if let Some(c) = self.clients.get_mut(&peer) {
+            c.mask = mask;
+        }
+        self.out.push(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0 });
+    }
+
+    fn edge_mask(&self, peer: PeerId) -> u64 {
+        self.admission
+            .tracker()
+            .feeds(peer)
+            .map(|f| f.iter().enumerate().filter(|(_, f)| **f == Feed::Edge).fold(0u64, |m, (s, _)| m | (1u64 << s)))
+            .unwrap_or(0)
+    }
+
+    fn message(&mut self, conn: ConnId, peer: PeerId, msg: ToEdge) {
+        match msg {
+            ToEdge::Heartbeat => {}
+            ToEdge::Leave => {
+                self.conns.remove(&conn);
+                self.forget(peer);
+                self.out.push(Output::Close { conn });
+            }
+            ToEdge::ParentTrouble { substream, parent, trouble } => {
+                self.stats.parent_troubles += 1;
+                let current = self.admission.tracker().feeds(peer).and_then(|f| f.get(usize::from(substream)).copied());
+                if current != Some(Feed::Peer(parent)) {
+                    return; // stale: the client was moved already
+                }
+                if trouble == Trouble::Unreachable {
+                    let reporters = self.unreachable.entry(parent).or_default();
+                    if !reporters.contains(&peer) {
+                        reporters.push(peer);
+                    }
+                    if reporters.len() >= self.cfg.unreachable_reports {
+                        self.admission.tracker_mut().mark_unreachable(parent);
+                    }
+                }
+                self.admission.tracker_mut().reparent(peer, substream);
+            }
+            ToEdge::Signal { to, kind, payload } => {
+                if let Some(c) = self.clients.get(&to) {
+                    self.stats.signals_relayed += 1;
+                    self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
+                }
+            }
+            ToEdge::Report(r) => self.add_report(r),
+            ToEdge::BadChunk { .. } => {}
+            ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
+        }
+    }
+
+    fn add_report(&mut self, r: PeerReport) {
+        let t = &mut self.stats.reported;
+        t.played_ms += u64::from(r.played_ms);
+        t.stalled_ms += u64::from(r.stalled_ms);
+        t.stalls += u64::from(r.stalls);
+        t.bytes_from_edge += r.bytes_from_edge;
+        t.bytes_from_peers += r.bytes_from_peers;
+        t.bytes_up += r.bytes_up;
+        t.reports += 1;
+    }
+
+    fn forget(&mut self, peer: PeerId) {
+        self.clients.remove(&peer);
+        self.unreachable.remove(&peer);
+        self.admission.leave(peer);
+    }
+
+    /// Tracker changes → Feed messages and new edge masks.
+    fn apply_changes(&mut self) {
+        let changes = self.admission.drain_changes();
+        let mut touched: Vec<PeerId> = Vec::new();
+        for ch in changes {
+            let Some(conn) = self.clients.get(&ch.client).map(|c| c.conn) else { continue };
+            let feed = match ch.feed {
+                Feed::None => FeedTo::Nobody,
+                Feed::Edge => FeedTo::Edge,
+                Feed::Peer(p) => match self.clients.get(&p).and_then(|c| c.listen) {
+                    Some(addr) => FeedTo::Peer { id: p, addr },
+                    None => FeedTo::Nobody,
+                },
+            };
+            self.out.push(Output::Send { conn, msg: FromEdge::Feed { substream: ch.substream, feed } });
+            if !touched.contains(&ch.client) {
+                touched.push(ch.client);
+            }
+        }
+        for peer in touched {
+            let mask = self.edge_mask(peer);
+            let Some(c) = self.clients.get_mut(&peer) else { continue };
+            if c.mask != mask {
+                let backfill = mask & !c.mask;
+                c.mask = mask;
+                self.out.push(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,385 @@
+//! The edge service driven together with real peer cores through an in-memory network on fake
+//! time (quinn's `tests/util.rs` pattern): what the edge decides is what the peers experience.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore};
+use proto::peer::{FromEdge, ToEdge};
+use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
+
+use super::*;
+use crate::model::{ModelParams, Stage};
+
+const CHUNK_BYTES: usize = 10 * 188; // 376 kbit/s at 25 chunks/s, under the declared 400
+const K: u16 = 4;
+
+fn channel() -> ChannelId {
+    ChannelId::new("live").unwrap()
+}
+
+fn chunk(seq: u64) -> Chunk {
+    let mut p = vec![0xffu8; CHUNK_BYTES];
+    for pkt in p.chunks_mut(188) {
+        pkt[0] = 0x47;
+    }
+    Chunk {
+        header: ChunkHeader {
+            channel: channel(),
+            seq,
+            ingest_ms: seq * 40,
+            media_ts: seq * 3600,
+            flags: if seq.is_multiple_of(50) { ChunkFlags::KEYFRAME } else { ChunkFlags::empty() },
+        },
+        payload: Bytes::from(p),
+        signature: None,
+    }
+}
+
+struct Slot {
+    core: PeerCore,
+    alive: bool,
+    played: Vec<u64>,
+    events: Vec<Event>,
+    upload_bps: f64,
+    joined: Instant,
+}
+
+struct Net {
+    t0: Instant,
+    now: Instant,
+    service: Service,
+    peers: Vec<Slot>,
+    source: Vec<Chunk>,
+    masks: HashMap<ConnId, u64>,
+    burst: HashMap<ConnId, VecDeque<u64>>,
+    budget: TokenBucket,
+    capacity_bps: f64,
+    edge_bytes: u64,
+    links: HashMap<(usize, LinkId), (usize, LinkId)>,
+    next_accept: LinkId,
+    stages: Vec<Stage>,
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))
+}
+
+impl Net {
+    fn new(n1c: u32, nc_star: u32, cap_factor: f64) -> Net {
+        let admission = AdmissionConfig {
+            n1c,
+            nc_star,
+            model: ModelParams { alpha: 1.5, k_prime: 2, lambda: 0.0, mu: 0.0 },
+            upload_cap_factor: cap_factor,
+            substreams: K,
+            media_kbps: 400,
+            ..AdmissionConfig::paper()
+        };
+        let capacity_bps = f64::from(nc_star) * (CHUNK_BYTES * 25) as f64;
+        let t0 = Instant::now();
+        let mut cfg = ServiceConfig::new(channel(), admission);
+        cfg.joins_per_ip_per_sec = 1000.0;
+        cfg.join_burst_per_ip = 1000.0;
+        Net {
+            t0,
+            now: t0,
+            service: Service::new(cfg),
+            peers: Vec::new(),
+            source: Vec::new(),
+            masks: HashMap::new(),
+            burst: HashMap::new(),
+            budget: TokenBucket::new(capacity_bps, capacity_bps),
+            capacity_bps,
+            edge_bytes: 0,
+            links: HashMap::new(),
+            next_accept: 1,
+            stages: Vec::new(),
+        }
+    }
+
+    fn add_peer(&mut self, upload_kbps: u32) -> usize {
+        let i = self.peers.len();
+        let mut cfg = PeerConfig::new(channel());
+        cfg.upload_kbps = upload_kbps;
+        cfg.listen = Some(addr_of(i));
+        cfg.report_interval = Duration::from_secs(5);
+        let core = PeerCore::new(cfg, self.now);
+        let upload_bps = f64::from(upload_kbps) * 125.0;
+        self.peers.push(Slot {
+            core,
+            alive: true,
+            played: Vec::new(),
+            events: Vec::new(),
+            upload_bps,
+            joined: self.now,
+        });
+        self.pump();
+        let st = self.service.snapshot().stage;
+        if self.stages.last() != Some(&st) {
+            self.stages.push(st);
+        }
+        i
+    }
+
+    /// A peer vanishes without a word: its links and its edge connection just drop.
+    fn kill(&mut self, i: usize) {
+        self.peers[i].alive = false;
+        let ends: Vec<((usize, LinkId), (usize, LinkId))> =
+            self.links.iter().filter(|(a, b)| a.0 == i || b.0 == i).map(|(a, b)| (*a, *b)).collect();
+        for (a, b) in ends {
+            self.links.remove(&a);
+            if b.0 != i && self.peers[b.0].alive {
+                self.peers[b.0].core.handle(self.now, PeerInput::LinkClosed(b.1));
+            }
+        }
+        self.service.handle(self.now, Input::Disconnected { conn: i as ConnId });
+        self.pump();
+    }
+
+    fn edge_send(&mut self, conn: ConnId, c: Chunk) {
+        let i = conn as usize;
+        if !self.peers[i].alive {
+            return;
+        }
+        self.edge_bytes += c.payload.len() as u64;
+        self.peers[i].core.handle(self.now, PeerInput::FromEdge(FromEdge::Chunk(c)));
+    }
+
+    /// Delivers messages until nothing moves.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for out in self.service.drain() {
+                moved = true;
+                match out {
+                    Output::Send { conn, msg } => {
+                        let i = conn as usize;
+                        if self.peers[i].alive {
+                            self.peers[i].core.handle(self.now, PeerInput::FromEdge(msg));
+                        }
+                    }
+                    Output::Close { conn } => {
+                        self.masks.remove(&conn);
+                    }
+                    Output::Serve { conn, mask, burst_ms, backfill } => {
+                        self.masks.insert(conn, mask);
+                        let newest = self.source.len() as u64;
+                        if let Some(ms) = burst_ms {
+                            let back = u64::from(ms) / 40;
+                            let start = newest.saturating_sub(back) / 50 * 50;
+                            self.burst.insert(conn, (start..newest).collect());
+                        }
+                        // Refocus: what the client may have missed of the new substreams, now.
+                        for seq in newest.saturating_sub(50)..newest {
+                            if backfill & (1 << SubstreamId::of(seq, K).0) != 0 {
+                                let c = self.source[seq as usize].clone();
+                                self.budget.force_take(self.now, c.payload.len() as f64);
+                                self.edge_send(conn, c);
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..self.peers.len() {
+                while let Some(out) = self.peers[i].core.poll_output() {
+                    moved = true;
+                    self.peer_output(i, out);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn peer_output(&mut self, i: usize, out: PeerOutput) {
+        if !self.peers[i].alive {
+            return;
+        }
+        let now = self.now;
+        match out {
+            PeerOutput::ToEdge(ToEdge::Join(join)) => {
+                self.service.handle(now, Input::Joined { conn: i as ConnId, from: addr_of(i), join })
+            }
+            PeerOutput::ToEdge(msg) => self.service.handle(now, Input::Message { conn: i as ConnId, msg }),
+            PeerOutput::Connect { link, addr } => {
+                let j = usize::from(addr.port() - 10_000);
+                if j >= self.peers.len() || !self.peers[j].alive {
+                    self.peers[i].core.handle(now, PeerInput::LinkFailed(link));
+                    return;
+                }
+                let acc = self.next_accept;
+                self.next_accept += 1;
+                self.links.insert((i, link), (j, acc));
+                self.links.insert((j, acc), (i, link));
+                self.peers[j].core.handle(now, PeerInput::LinkAccepted(acc));
+                self.peers[i].core.handle(now, PeerInput::LinkUp(link));
+            }
+            PeerOutput::Send { link, msg } => {
+                if let Some(&(j, l2)) = self.links.get(&(i, link)) {
+                    self.peers[j].core.handle(now, PeerInput::FromPeer(l2, msg));
+                }
+            }
+            PeerOutput::Close { link } => {
+                if let Some((j, l2)) = self.links.remove(&(i, link)) {
+                    self.links.remove(&(j, l2));
+                    self.peers[j].core.handle(now, PeerInput::LinkClosed(l2));
+                }
+            }
+            PeerOutput::Play(c) => self.peers[i].played.push(c.seq()),
+            PeerOutput::Event(e) => self.peers[i].events.push(e),
+        }
+    }
+
+    /// Advances fake time in 10 ms steps: the source emits 25 chunks/s, the edge pushes them to
+    /// the substreams it feeds (always) and sends start bursts as its egress budget allows.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut next_tick = self.now;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            let due = (self.now - self.t0).as_millis() as u64 / 40;
+            while (self.source.len() as u64) <= due {
+                let c = chunk(self.source.len() as u64);
+                self.source.push(c.clone());
+                let s = SubstreamId::of(c.seq(), K).0;
+                let targets: Vec<ConnId> =
+                    self.masks.iter().filter(|(_, m)| *m & (1 << s) != 0).map(|(&c, _)| c).collect();
+                for conn in targets {
+                    self.budget.force_take(self.now, c.payload.len() as f64);
+                    self.edge_send(conn, c.clone());
+                }
+            }
+            let conns: Vec<ConnId> = self.burst.keys().copied().collect();
+            for conn in conns {
+                while let Some(&seq) = self.burst.get(&conn).and_then(|q| q.front()) {
+                    let c = self.source[seq as usize].clone();
+                    if !self.budget.try_take(self.now, c.payload.len() as f64) {
+                        break;
+                    }
+                    self.burst.get_mut(&conn).map(|q| q.pop_front());
+                    self.edge_send(conn, c);
+                }
+            }
+            if self.now >= next_tick {
+                next_tick = self.now + Duration::from_secs(1);
+                self.service.tick(self.now);
+            }
+            for i in 0..self.peers.len() {
+                if self.peers[i].alive && self.peers[i].core.poll_timeout(self.now).is_some_and(|t| t <= self.now) {
+                    self.peers[i].core.handle_timeout(self.now);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        (self.now - self.t0).as_secs_f64()
+    }
+}
+
+fn continuous(played: &[u64]) -> bool {
+    played.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[test]
+fn forty_peers_take_the_edge_through_all_four_stages_and_all_play() {
+    // N1c = 5, N*c = 12 (paper model α = 1.5, K' = 2 → bounds 12.5 and 30); peers offer 2.5 ×
+    // the stream so the trees can hold everyone past stage 4 without a sibling edge.
+    let mut net = Net::new(5, 12, 2.5);
+    for _ in 0..40 {
+        net.add_peer(1_000);
+        net.run(Duration::from_millis(500));
+    }
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.stages, [Stage::One, Stage::Two, Stage::Three, Stage::Four]);
+    let snap = net.service.snapshot();
+    assert_eq!((snap.p0, snap.nc), (40, 12), "{snap:?}");
+    assert_eq!(snap.tree.unfed, 0);
+
+    let mut push = 0;
+    for (i, p) in net.peers.iter().enumerate() {
+        let st = p.core.stats();
+        assert!(st.startup.is_some(), "peer {i} never started: {st:?}");
+        assert_eq!(st.play.stalls, 0, "peer {i} stalled: {st:?}");
+        assert!(continuous(&p.played), "peer {i} skipped chunks");
+        // Without a burst (edge at capacity) a peer waits for a keyframe and 2 s after it.
+        let startup = st.startup.unwrap();
+        assert!(startup < Duration::from_secs(5), "peer {i} took {startup:?} to start");
+        // From then on it played in real time.
+        let expect = ((net.now - p.joined - startup).as_secs_f64() - 1.0) * 25.0;
+        assert!(p.played.len() as f64 >= expect, "peer {i} played {} chunks, expected {expect}", p.played.len());
+        let secs = net.elapsed();
+        assert!(st.bytes_up as f64 <= p.upload_bps * secs + 64.0 * 1024.0, "peer {i} uploaded over its cap");
+        if st.push {
+            push += 1;
+        } else {
+            assert!(st.bytes_from_peers > st.bytes_from_edge, "P2P peer {i} is fed by peers: {st:?}");
+        }
+    }
+    assert_eq!(push, 12);
+    // The edge never sent more than its capacity (plus the one second its budget may hold).
+    let limit = net.capacity_bps * (net.elapsed() + 1.0);
+    assert!((net.edge_bytes as f64) <= limit, "edge sent {} bytes, capacity {limit}", net.edge_bytes);
+}
+
+#[test]
+fn orphans_of_a_vanished_parent_keep_playing() {
+    let mut net = Net::new(3, 6, 2.5);
+    for _ in 0..14 {
+        net.add_peer(1_000);
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(10));
+    // The push peer with the most children vanishes.
+    let victim = (0..net.peers.len())
+        .filter(|&i| net.peers[i].core.stats().push)
+        .max_by_key(|&i| net.peers[i].core.stats().children)
+        .unwrap();
+    assert!(net.peers[victim].core.stats().children > 0);
+    let before: Vec<usize> = net.peers.iter().map(|p| p.played.len()).collect();
+    net.kill(victim);
+    net.run(Duration::from_secs(20));
+    for (i, p) in net.peers.iter().enumerate().filter(|(i, _)| *i != victim) {
+        let st = p.core.stats();
+        assert_eq!(st.play.stalls, 0, "peer {i} stalled after the parent left: {st:?}");
+        assert!(p.played.len() >= before[i] + 19 * 25, "peer {i} kept playing");
+        assert!(continuous(&p.played));
+    }
+    assert!(net.service.stats().parent_troubles > 0, "orphans asked the edge");
+    assert_eq!(net.service.snapshot().p0, 13);
+}
+
+#[test]
+fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let from: SocketAddr = "192.0.2.9:5000".parse().unwrap();
+    let join = |ch: &str| proto::peer::Join {
+        version: proto::peer::CLIENT_PROTOCOL_VERSION,
+        channel: ChannelId::new(ch).unwrap(),
+        token: String::new(),
+        upload_kbps: 600,
+        listen: None,
+        buffer_ms: 15_000,
+    };
+    for conn in 0..25 {
+        s.handle(t0, Input::Joined { conn, from, join: join("live") });
+    }
+    let out = s.drain();
+    let refused = out.iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Refused { .. }, .. })).count();
+    assert_eq!(refused, 5, "burst of 20 joins per address");
+    assert_eq!(s.snapshot().p0, 20);
+    s.handle(t0, Input::Joined { conn: 99, from: "192.0.2.10:1".parse().unwrap(), join: join("other") });
+    assert!(
+        s.drain()
+            .iter()
+            .any(|o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("other")))
+    );
+    s.handle(t0, Input::Message { conn: 500, msg: ToEdge::Heartbeat });
+    assert_eq!(s.drain(), [Output::Close { conn: 500 }]);
+}
