@@ -20,6 +20,8 @@ pub struct RunningNode {
     pub sn: Option<SocketAddr>,
     /// Raw-TCP ingest listeners of channels fed on this node.
     pub tcp_ingest: Vec<(ChannelId, SocketAddr)>,
+    /// The LiveSky client port (edges with `client_listen`).
+    pub client: Option<SocketAddr>,
 }
 
 impl RunningNode {
@@ -66,6 +68,9 @@ pub fn ephemeral_ports(topo: &mut Topology) {
         if let Some(a) = n.sn_listen.as_mut() {
             zero(a);
         }
+        for a in [&mut n.edge.client_listen, &mut n.edge.stun_listen].into_iter().flatten() {
+            zero(a);
+        }
     }
     for c in &mut topo.channels {
         if let SourceConfig::Tcp { listen } = &mut c.source {
@@ -99,13 +104,17 @@ impl Cluster {
                 listeners.tcp_ingest.iter().filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a))).collect();
             let spec = NodeSpec { config, sources, book: book.clone(), clips: clips.clone() };
             let node = Node::start(spec, listeners).await?;
-            let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone()));
+            let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone(), &topology.channels));
+            let client = match &edge {
+                Some(e) => e.start_client_service().await?,
+                None => None,
+            };
             let router = match &edge {
                 Some(e) => sn_edge::router(e.clone()),
                 None => sn_core::http::base_router(node.clone()),
             };
             node.serve_http(router);
-            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest });
+            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client });
         }
         Ok(Cluster { topology, nodes, book })
     }
@@ -138,7 +147,12 @@ impl Cluster {
             .map(|n| n.url("/ingest"));
         let edges: Vec<EdgeEndpoint> = self
             .edges()
-            .map(|e| EdgeEndpoint { id: e.id().to_string(), http: e.url(""), metrics: e.url("/metrics") })
+            .map(|e| EdgeEndpoint {
+                id: e.id().to_string(),
+                http: e.url(""),
+                metrics: e.url("/metrics"),
+                clients: e.client.map(|a| a.to_string()),
+            })
             .collect();
         let nodes = self
             .nodes
@@ -171,6 +185,8 @@ pub struct EdgeEndpoint {
     pub id: String,
     pub http: String,
     pub metrics: String,
+    /// LiveSky client port (`host:port`), when the edge runs the P2P service.
+    pub clients: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

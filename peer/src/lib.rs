@@ -6,3 +6,4 @@
 
 pub mod buffer;
 pub mod core;
+pub mod driver;

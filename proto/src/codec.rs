@@ -38,6 +38,7 @@ pub trait WireMessage: Sized {
 /// Decodes `In` frames and encodes `Out` frames (the two directions of a link may differ).
 pub struct FrameCodec<In, Out> {
     max_frame: usize,
+    max_encode: usize,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -45,8 +46,15 @@ pub struct FrameCodec<In, Out> {
 pub type SnCodec = FrameCodec<SnMessage, SnMessage>;
 
 impl<In, Out> FrameCodec<In, Out> {
+    /// `max_frame` bounds frames both read and written.
     pub fn new(max_frame: usize) -> Self {
-        Self { max_frame, _types: PhantomData }
+        Self { max_frame, max_encode: max_frame, _types: PhantomData }
+    }
+
+    /// Reads at most `max_decode`-byte frames but may still write up to the default limit: an
+    /// edge sends clients chunks, yet accepts only small control frames from them.
+    pub fn with_decode_limit(max_decode: usize) -> Self {
+        Self { max_frame: max_decode, max_encode: DEFAULT_MAX_FRAME, _types: PhantomData }
     }
 }
 
@@ -58,7 +66,7 @@ impl<In, Out> Default for FrameCodec<In, Out> {
 
 impl<In, Out> Clone for FrameCodec<In, Out> {
     fn clone(&self) -> Self {
-        Self::new(self.max_frame)
+        Self { max_frame: self.max_frame, max_encode: self.max_encode, _types: PhantomData }
     }
 }
 
@@ -110,9 +118,9 @@ impl<In, Out: WireMessage> Encoder<&Out> for FrameCodec<In, Out> {
         dst.put_u32(0);
         msg.encode_body(dst);
         let len = dst.len() - start - 4;
-        if len > self.max_frame {
+        if len > self.max_encode {
             dst.truncate(start);
-            return Err(WireError::TooLarge { len, max: self.max_frame }.into());
+            return Err(WireError::TooLarge { len, max: self.max_encode }.into());
         }
         dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())

@@ -143,6 +143,65 @@ pub struct EdgeSettings {
     /// A caught-up viewer collects chunks for this long before the next write: fewer wake-ups and
     /// larger writes for a little added latency (0 = write every chunk as it arrives).
     pub viewer_coalesce_ms: u64,
+    /// LiveSky clients' control port (TCP). Absent: the edge serves legacy viewers only.
+    pub client_listen: Option<SocketAddr>,
+    /// STUN binding server (UDP) that helps clients learn their public address.
+    pub stun_listen: Option<SocketAddr>,
+    /// Other edges' client ports (`host:port`) for redirects, until the GSLB/MC provide them.
+    pub siblings: Vec<String>,
+    /// The adaptive-scaling parameters (LiveSky §3.1).
+    pub admission: AdmissionSettings,
+}
+
+/// Admission parameters; the defaults are the paper's deployment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSettings {
+    /// N1c: clients served directly before P2P starts.
+    pub n1c: u32,
+    /// The edge's bandwidth for clients; N*c = this / the channel's bitrate.
+    pub capacity_kbps: u64,
+    /// α: mean upload of a supplying peer as a fraction of the stream rate.
+    pub alpha: f64,
+    /// K': deepest P2P level (the delay bound); may exceed 2.
+    pub k_prime: u32,
+    /// λ, μ: joins and leaves per minute as fractions of current peers.
+    pub lambda: f64,
+    pub mu: f64,
+    /// Stage bounds this much above the analytical ones (≥ 1).
+    pub margin: f64,
+    /// Upload cap per client as a multiple of the stream rate.
+    pub upload_cap_factor: f64,
+    /// M: mesh neighbours per client.
+    pub mesh: usize,
+    /// A client silent this long is taken as gone.
+    pub session_timeout_seconds: u64,
+    pub max_clients: usize,
+    pub joins_per_ip_per_sec: f64,
+    pub join_burst_per_ip: f64,
+    /// Longest start burst sent to a joining client.
+    pub max_burst_ms: u32,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            n1c: 100,
+            capacity_kbps: 200_000,
+            alpha: 1.5,
+            k_prime: 2,
+            lambda: 0.036,
+            mu: 0.024,
+            margin: 1.0,
+            upload_cap_factor: 1.5,
+            mesh: 8,
+            session_timeout_seconds: 15,
+            max_clients: 20_000,
+            joins_per_ip_per_sec: 5.0,
+            join_burst_per_ip: 20.0,
+            max_burst_ms: 15_000,
+        }
+    }
 }
 
 impl Default for EdgeSettings {
@@ -156,6 +215,10 @@ impl Default for EdgeSettings {
             wait_for_live_seconds: 10.0,
             viewer_send_buffer_kb: 256,
             viewer_coalesce_ms: 100,
+            client_listen: None,
+            stun_listen: None,
+            siblings: Vec::new(),
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -259,6 +322,20 @@ impl Topology {
                 if !(v > 0.0 && v <= 3600.0) {
                     return err(key(field), format!("{v} must be above 0 and at most 3600"));
                 }
+            }
+            let a = &e.admission;
+            let bad = |f: &str, why: String| err(key(&format!("edge.admission.{f}")), why);
+            if a.k_prime == 0 || a.k_prime > 16 {
+                return bad("k_prime", format!("{} is outside 1..=16", a.k_prime));
+            }
+            if !(a.alpha > 0.0 && a.alpha <= 100.0) {
+                return bad("alpha", format!("{} must be above 0", a.alpha));
+            }
+            if !(0.0..1.0).contains(&a.lambda) || !(0.0..1.0).contains(&a.mu) {
+                return bad("lambda", "λ and μ are fractions in [0, 1)".into());
+            }
+            if a.margin < 1.0 || a.upload_cap_factor < 0.0 || a.capacity_kbps == 0 {
+                return bad("margin", "margin ≥ 1, upload_cap_factor ≥ 0 and capacity_kbps > 0 are required".into());
             }
             if e.viewer_coalesce_ms > 1000 {
                 return err(key("edge.viewer_coalesce_ms"), format!("{} is above 1000", e.viewer_coalesce_ms));

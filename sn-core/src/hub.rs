@@ -148,6 +148,12 @@ impl ChannelHub {
         self.make_cursor(next, need_keyframe)
     }
 
+    /// A reader that starts right after the newest chunk held (or at the first to arrive).
+    pub fn cursor_after_newest(self: &Arc<Self>) -> Cursor {
+        let next = self.ring().last_seq().map(|l| l + 1);
+        self.make_cursor(next, false)
+    }
+
     /// A reader that starts at the next keyframe to arrive (new content only).
     pub fn cursor_at_next_keyframe(self: &Arc<Self>) -> Cursor {
         let next = self.ring().last_seq().map(|l| l + 1);

@@ -19,7 +19,7 @@ pub mod source;
 pub mod ts;
 pub mod upstream;
 
-pub use config::{ChannelConfig, EdgeSettings, NodeConfig, Role, SourceConfig, Topology};
+pub use config::{AdmissionSettings, ChannelConfig, EdgeSettings, NodeConfig, Role, SourceConfig, Topology};
 pub use node::{AddressBook, Node, NodeError, NodeListeners, NodeSpec, OpenError, Origin};
 
 /// Splits a whole in-memory TS file into packets (used for clips and tests).

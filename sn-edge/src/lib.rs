@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admission;
+pub mod clients;
 pub mod hls;
 pub mod hls_http;
 mod metrics;
@@ -28,22 +29,28 @@ use axum::routing::get;
 use proto::ChannelId;
 use sn_core::Node;
 use sn_core::http::{base_router, text_error};
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 pub use metrics::EdgeMetrics;
 
-/// Shared state of one edge's HTTP side.
+/// Shared state of one edge: legacy viewers (HTTP) and LiveSky clients (the client port).
 pub struct Edge {
     pub node: Node,
     pub metrics: EdgeMetrics,
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
+    clients: clients::Services,
+    channels: HashMap<ChannelId, clients::ChannelInfo>,
+    stun: Mutex<Option<SocketAddr>>,
     /// Ticks every `viewer_coalesce_ms`: caught-up viewers all wake on the same tick, so the
     /// edge works in short bursts instead of being woken by thousands of scattered timers.
     flush_clock: Option<watch::Receiver<u64>>,
 }
 
 impl Edge {
-    pub fn new(node: Node) -> Arc<Edge> {
+    /// `channels`: the topology's channels, for their bitrates and substream counts.
+    pub fn new(node: Node, channels: &[sn_core::ChannelConfig]) -> Arc<Edge> {
         let metrics = EdgeMetrics::new(&node.metrics().registry);
         let period = Duration::from_millis(node.config().edge.viewer_coalesce_ms);
         let flush_clock = (!period.is_zero()).then(|| {
@@ -61,7 +68,53 @@ impl Edge {
             });
             rx
         });
-        Arc::new(Edge { node, metrics, hls: Mutex::new(HashMap::new()), flush_clock })
+        let channels = channels
+            .iter()
+            .map(|c| (c.id.clone(), clients::ChannelInfo { bitrate_kbps: c.bitrate_kbps, substreams: c.substreams }))
+            .collect();
+        Arc::new(Edge {
+            node,
+            metrics,
+            hls: Mutex::new(HashMap::new()),
+            clients: clients::Services::default(),
+            channels,
+            stun: Mutex::new(None),
+            flush_clock,
+        })
+    }
+
+    /// Bitrate and substreams of a channel (defaults when the topology does not list it).
+    pub fn channel_info(&self, channel: &ChannelId) -> clients::ChannelInfo {
+        self.channels.get(channel).copied().unwrap_or(clients::ChannelInfo { bitrate_kbps: 400, substreams: 4 })
+    }
+
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        *self.stun.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds and starts the client port and STUN server configured for this edge; returns the
+    /// client port's address.
+    pub async fn start_client_service(self: &Arc<Self>) -> Result<Option<SocketAddr>, sn_core::NodeError> {
+        let s = self.settings().clone();
+        if let Some(addr) = s.stun_listen {
+            let sock = UdpSocket::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
+                what: "STUN".into(),
+                addr,
+                source,
+            })?;
+            *self.stun.lock().unwrap_or_else(|e| e.into_inner()) = sock.local_addr().ok();
+            clients::start_stun(self.clone(), sock);
+        }
+        let Some(addr) = s.client_listen else { return Ok(None) };
+        let listener = TcpListener::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
+            what: "LiveSky clients".into(),
+            addr,
+            source,
+        })?;
+        let bound = listener.local_addr().ok();
+        clients::start(self.clone(), listener);
+        tracing::info!(node = %self.node.id(), addr = ?bound, stun = ?self.stun_addr(), "LiveSky client port listening");
+        Ok(bound)
     }
 
     fn settings(&self) -> &sn_core::EdgeSettings {
@@ -79,8 +132,49 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/live/{file}", get(live_file))
         .route("/live/{channel}/index.m3u8", get(playlist))
         .route("/live/{channel}/{segment}", get(segment))
+        .route("/p2p", get(p2p_status))
         .with_state(edge.clone());
     base_router(edge.node.clone()).merge(viewer)
+}
+
+/// Stage, P0, Nc, bounds and counters of every channel with LiveSky clients.
+async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Value> {
+    let channels: Vec<serde_json::Value> = edge
+        .clients
+        .views()
+        .into_iter()
+        .map(|(c, snap, st)| {
+            serde_json::json!({
+                "channel": c.as_str(),
+                "stage": snap.stage as u8,
+                "p0": snap.p0,
+                "nc": snap.nc,
+                "n1c": snap.thresholds.n1c,
+                "nc_star": snap.thresholds.nc_star,
+                "s": snap.thresholds.s,
+                "stage3_above": snap.thresholds.stage3_above,
+                "stage4_above": snap.thresholds.stage4_above,
+                "edge_substreams": snap.tree.edge_substreams,
+                "unfed_substreams": snap.tree.unfed,
+                "refocus_total": snap.tree.refocus_total,
+                "joins": snap.stats.joins,
+                "push_admits": snap.stats.push_admits,
+                "p2p_admits": snap.stats.p2p_admits,
+                "redirects": st.redirected,
+                "leaves": snap.stats.leaves,
+                "aged_out": snap.stats.aged_out,
+                "reported": {
+                    "played_ms": st.reported.played_ms,
+                    "stalled_ms": st.reported.stalled_ms,
+                    "stalls": st.reported.stalls,
+                    "bytes_from_edge": st.reported.bytes_from_edge,
+                    "bytes_from_peers": st.reported.bytes_from_peers,
+                    "bytes_up": st.reported.bytes_up,
+                },
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "node": edge.node.id().as_str(), "channels": channels }))
 }
 
 fn channel_from(name: &str) -> Result<ChannelId, Response> {

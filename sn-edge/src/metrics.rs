@@ -1,7 +1,11 @@
-//! Viewer-facing metrics of an edge, registered on the node's registry.
+//! Metrics of an edge's viewers and LiveSky clients, registered on the node's registry.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Registry};
-use sn_core::metrics::{counter, int_gauge};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Registry};
+use proto::ChannelId;
+use sn_core::metrics::{counter, gauge, int_gauge};
+
+use crate::admission::Snapshot;
+use crate::service::ServiceStats;
 
 pub struct EdgeMetrics {
     pub viewers: IntGaugeVec,
@@ -10,10 +14,20 @@ pub struct EdgeMetrics {
     pub viewer_skips: IntCounterVec,
     pub viewer_drops: IntCounterVec,
     pub hls_requests: IntCounterVec,
+    pub stage: IntGaugeVec,
+    pub p0: IntGaugeVec,
+    pub nc: IntGaugeVec,
+    pub bounds: GaugeVec,
+    pub admissions: IntGaugeVec,
+    pub refocus: IntGaugeVec,
+    pub edge_substreams: IntGaugeVec,
+    pub client_bytes: IntCounterVec,
+    pub stun_requests: IntCounterVec,
 }
 
 impl EdgeMetrics {
     pub fn new(r: &Registry) -> Self {
+        let ch = &["channel"];
         Self {
             viewers: int_gauge(
                 r,
@@ -28,12 +42,7 @@ impl EdgeMetrics {
                 &["channel", "kind", "outcome"],
             ),
             viewer_bytes: counter(r, "viewer_bytes_total", "Media bytes handed to viewers", &["channel", "kind"]),
-            viewer_skips: counter(
-                r,
-                "viewer_skips_total",
-                "Lagging viewers skipped ahead to the newest keyframe",
-                &["channel"],
-            ),
+            viewer_skips: counter(r, "viewer_skips_total", "Lagging viewers skipped ahead to the newest keyframe", ch),
             viewer_drops: counter(r, "viewer_drops_total", "Viewers disconnected by the edge", &["channel", "reason"]),
             hls_requests: counter(
                 r,
@@ -41,6 +50,59 @@ impl EdgeMetrics {
                 "HLS requests by type and status",
                 &["channel", "type", "code"],
             ),
+            stage: int_gauge(r, "edge_stage", "Adaptive-scaling stage 1-4 of the edge (LiveSky §3.1)", ch),
+            p0: int_gauge(r, "edge_clients", "P0: LiveSky clients of this edge", ch),
+            nc: int_gauge(r, "edge_push_clients", "Nc: clients served directly", ch),
+            bounds: gauge(
+                r,
+                "edge_stage_bound",
+                "Stage bounds: n1c, stage3_above, stage4_above, nc_star",
+                &["channel", "bound"],
+            ),
+            admissions: int_gauge(
+                r,
+                "edge_admissions",
+                "Joins decided since start, by decision",
+                &["channel", "decision"],
+            ),
+            refocus: int_gauge(r, "edge_refocus", "Substreams the edge fed because no parent was free", ch),
+            edge_substreams: int_gauge(r, "edge_fed_substreams", "Substreams the edge feeds now", ch),
+            client_bytes: counter(
+                r,
+                "edge_client_bytes_total",
+                "Chunk bytes sent to LiveSky clients",
+                &["channel", "kind"],
+            ),
+            stun_requests: counter(r, "stun_requests_total", "STUN datagrams by outcome", &["outcome"]),
         }
+    }
+
+    pub fn observe_service(&self, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats) {
+        let ch = channel.as_str();
+        self.stage.with_label_values(&[ch]).set(snap.stage as i64);
+        self.p0.with_label_values(&[ch]).set(i64::from(snap.p0));
+        self.nc.with_label_values(&[ch]).set(i64::from(snap.nc));
+        let t = &snap.thresholds;
+        let bounds = [
+            ("n1c", f64::from(t.n1c)),
+            ("stage3_above", t.stage3_above),
+            ("stage4_above", t.stage4_above),
+            ("nc_star", f64::from(t.nc_star)),
+        ];
+        for (b, v) in bounds {
+            self.bounds.with_label_values(&[ch, b]).set(v);
+        }
+        let s = &snap.stats;
+        let decisions = [
+            ("push", s.push_admits),
+            ("p2p", s.p2p_admits),
+            ("redirect", st.redirected),
+            ("refused", st.refused_rate + st.refused_other),
+        ];
+        for (d, v) in decisions {
+            self.admissions.with_label_values(&[ch, d]).set(v as i64);
+        }
+        self.refocus.with_label_values(&[ch]).set(snap.tree.refocus_total as i64);
+        self.edge_substreams.with_label_values(&[ch]).set(snap.tree.edge_substreams as i64);
     }
 }

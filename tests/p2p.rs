@@ -1,0 +1,157 @@
+//! The edge as tracker, seed and admission controller, with real peers on loopback: 40 peer
+//! drivers (the peer core over TCP) join one edge with N1c = 5 and N*c = 12.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use livesky_peer::core::{PeerConfig, PeerStats};
+use livesky_peer::driver::{self, Ended};
+use livesky_tests::*;
+use proto::ChannelId;
+use sn_core::Role;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The clip averages ~400 kbit/s; the channel declares 500 so upload budgets have headroom.
+const BITRATE_KBPS: u64 = 500;
+
+fn topology() -> String {
+    let edge_extra = format!(
+        "[node.edge]\nclient_listen = \"127.0.0.1:0\"\nstun_listen = \"127.0.0.1:0\"\n\
+         [node.edge.admission]\nn1c = 5\ncapacity_kbps = {}\nalpha = 1.5\nk_prime = 2\nlambda = 0.0\nmu = 0.0\n\
+         upload_cap_factor = 2.5\njoins_per_ip_per_sec = 100.0\njoin_burst_per_ip = 100.0",
+        12 * BITRATE_KBPS
+    );
+    [
+        format!("[[channel]]\nid = \"demo\"\nbitrate_kbps = {BITRATE_KBPS}\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n"),
+        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("edge", 1, Role::Edge, &["tier0"], &edge_extra),
+    ]
+    .concat()
+}
+
+struct Peer {
+    stats: watch::Receiver<PeerStats>,
+    played_bytes: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
+}
+
+fn spawn_peer(edge: SocketAddr, cancel: &CancellationToken) -> Peer {
+    let mut cfg = PeerConfig::new(ChannelId::new("demo").unwrap());
+    cfg.upload_kbps = (BITRATE_KBPS * 5 / 2) as u32;
+    let (stats_tx, stats) = watch::channel(PeerStats::default());
+    let (play_tx, mut play_rx) = mpsc::channel::<bytes::Bytes>(1024);
+    let played_bytes = Arc::new(AtomicU64::new(0));
+    let counter = played_bytes.clone();
+    tokio::spawn(async move {
+        while let Some(b) = play_rx.recv().await {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let task = tokio::spawn(driver::run(cfg, edge, listen, Some(play_tx), stats_tx, cancel.child_token()));
+    Peer { stats, played_bytes, task }
+}
+
+async fn p2p_view(edge: &livesky::launch::RunningNode) -> (u64, u64, u64) {
+    let (_, body) = get_text(&edge.url("/p2p")).await;
+    let field = |name: &str| -> u64 {
+        body.split(&format!("\"{name}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("stage"), field("p0"), field("nc"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously() {
+    let cluster = start(&topology()).await;
+    let edge = cluster.get("edge").unwrap();
+    let client_port = edge.client.expect("edge runs the client service");
+    let cancel = CancellationToken::new();
+    let started_at = tokio::time::Instant::now();
+    let mut peers = Vec::new();
+    let mut stages = Vec::new();
+    for _ in 0..40 {
+        peers.push(spawn_peer(client_port, &cancel));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (stage, _, _) = p2p_view(edge).await;
+        if stages.last() != Some(&stage) {
+            stages.push(stage);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (stage, p0, nc) = p2p_view(edge).await;
+    assert_eq!(stages, [1, 2, 3, 4], "stages seen while joining");
+    assert_eq!((stage, p0, nc), (4, 40, 12));
+    let elapsed = started_at.elapsed().as_secs_f64();
+
+    let mut push = 0;
+    for (i, p) in peers.iter().enumerate() {
+        let st = *p.stats.borrow();
+        assert!(st.startup.is_some(), "peer {i} never started: {st:?}");
+        assert_eq!(st.play.stalls, 0, "peer {i} stalled: {st:?}");
+        assert_eq!(st.play.skipped_chunks, 0, "peer {i} skipped: {st:?}");
+        assert!(p.played_bytes.load(Ordering::Relaxed) > 20 * 40_000, "peer {i} played too little: {st:?}");
+        if st.push {
+            push += 1;
+        } else {
+            assert!(st.bytes_from_peers > st.bytes_from_edge, "P2P peer {i} is fed by peers: {st:?}");
+        }
+    }
+    assert_eq!(push, 12, "Nc push peers");
+    // The edge stays within its capacity (the budget may run one second ahead).
+    let sent = metric(&edge.url("/metrics"), "livesky_edge_client_bytes_total", &[]).await;
+    let capacity = (12 * BITRATE_KBPS * 125) as f64;
+    assert!(sent <= capacity * (elapsed + 1.0), "edge sent {sent} bytes in {elapsed:.1} s; capacity {capacity} B/s");
+
+    cancel.cancel();
+    for p in peers {
+        assert_eq!(p.task.await.unwrap().unwrap(), Ended::Left);
+    }
+    // Leaving peers told the edge.
+    wait_until(Duration::from_secs(5), "the edge to see everyone leave", || async { p2p_view(edge).await.1 == 0 })
+        .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_answers_binding_requests_and_ignores_garbage() {
+    let cluster = start(&topology()).await;
+    let edge = cluster.get("edge").unwrap();
+    let stun = edge.edge.as_ref().unwrap().stun_addr().unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    sock.send_to(b"definitely not stun", stun).await.unwrap();
+    let req = binding_request();
+    sock.send_to(&req, stun).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(mapped_address(&buf[..n]), me);
+    let m = edge.url("/metrics");
+    assert_eq!(metric(&m, "livesky_stun_requests_total", &["ignored"]).await, 1.0);
+    cluster.shutdown().await;
+}
+
+fn binding_request() -> Vec<u8> {
+    use rtc_stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+    let mut m = Message::new();
+    let setters: [Box<dyn Setter>; 2] = [Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)];
+    m.build(&setters).unwrap();
+    m.raw
+}
+
+fn mapped_address(data: &[u8]) -> SocketAddr {
+    use rtc_stun::message::{BINDING_SUCCESS, Getter, Message};
+    use rtc_stun::xoraddr::XorMappedAddress;
+    let mut m = Message::new();
+    m.unmarshal_binary(data).unwrap();
+    assert_eq!(m.typ, BINDING_SUCCESS);
+    let mut a = XorMappedAddress::default();
+    a.get_from(&m).unwrap();
+    SocketAddr::new(a.ip, a.port)
+}
