@@ -145,6 +145,7 @@ async fn run_service(
     let mut conns: HashMap<ConnId, mpsc::Sender<ConnCmd>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_report = Instant::now() + Duration::from_secs(60);
+    let mut refocus_at_report = 0;
     let mut idle_since: Option<Instant> = None;
     let linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
     loop {
@@ -170,7 +171,8 @@ async fn run_service(
                 *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, service.stats()));
                 if Instant::now() >= next_report {
                     next_report += Duration::from_secs(60);
-                    report(&edge, &channel, &snap, &service.stats());
+                    report(&edge, &channel, &snap, &service.stats(), snap.tree.refocus_total - refocus_at_report);
+                    refocus_at_report = snap.tree.refocus_total;
                 }
                 if conns.is_empty() {
                     let since = *idle_since.get_or_insert_with(Instant::now);
@@ -229,7 +231,7 @@ async fn run_service(
 }
 
 /// The per-minute summary (logged; the management center will store it).
-fn report(edge: &Edge, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats) {
+fn report(edge: &Edge, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats, refocus_last_minute: u64) {
     let r = &st.reported;
     let delivered = r.bytes_from_edge + r.bytes_from_peers;
     let p2p_share = if delivered == 0 { 0.0 } else { r.bytes_from_peers as f64 / delivered as f64 };
@@ -238,7 +240,8 @@ fn report(edge: &Edge, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats) 
     info!(
         node = %edge.node.id(), %channel, stage = snap.stage as u8, p0 = snap.p0, nc = snap.nc,
         joins = snap.stats.joins, leaves = snap.stats.leaves, aged_out = snap.stats.aged_out,
-        redirects = st.redirected, refocus = snap.tree.refocus_total, stalls = r.stalls,
+        redirects = st.redirected, refocus_last_minute, stalls = r.stalls,
+        natted = st.natted_clients, natted_bytes_up = st.natted_bytes_up,
         p2p_share = format!("{p2p_share:.3}"), q1 = format!("{q1:.4}"), "per-minute P2P report"
     );
 }

@@ -161,6 +161,8 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "push_admits": snap.stats.push_admits,
                 "p2p_admits": snap.stats.p2p_admits,
                 "redirects": st.redirected,
+                "natted_clients": st.natted_clients,
+                "natted_bytes_up": st.natted_bytes_up,
                 "leaves": snap.stats.leaves,
                 "aged_out": snap.stats.aged_out,
                 "reported": {

@@ -94,6 +94,10 @@ pub struct ServiceStats {
     pub signals_relayed: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
+    /// Clients now connected from behind a NAT.
+    pub natted_clients: u64,
+    /// Upload reported by NAT-ed clients (the paper's Fig. 13 question: do they contribute?).
+    pub natted_bytes_up: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +115,8 @@ struct Client {
     conn: ConnId,
     listen: Option<SocketAddr>,
     mask: u64,
+    /// Behind a NAT: the address it reports is not the one the edge sees (§4.6).
+    natted: bool,
 }
 
 pub struct Service {
@@ -187,6 +193,7 @@ impl Service {
     pub fn tick(&mut self, now: Instant) {
         for peer in self.admission.tick(now) {
             if let Some(c) = self.clients.remove(&peer) {
+                self.stats.natted_clients -= u64::from(c.natted);
                 self.conns.remove(&c.conn);
                 self.out.push(Output::Close { conn: c.conn });
             }
@@ -267,7 +274,9 @@ impl Service {
             self.admission.tracker_mut().mark_unreachable(peer);
         }
         self.conns.insert(conn, Some(peer));
-        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0 });
+        let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
+        self.stats.natted_clients += u64::from(natted);
+        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted });
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
             peer,
@@ -336,7 +345,12 @@ impl Service {
                     self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
                 }
             }
-            ToEdge::Report(r) => self.add_report(r),
+            ToEdge::Report(r) => {
+                if self.clients.get(&peer).is_some_and(|c| c.natted) {
+                    self.stats.natted_bytes_up += r.bytes_up;
+                }
+                self.add_report(r);
+            }
             ToEdge::BadChunk { .. } => {}
             ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
         }
@@ -354,7 +368,9 @@ impl Service {
     }
 
     fn forget(&mut self, peer: PeerId) {
-        self.clients.remove(&peer);
+        if self.clients.remove(&peer).is_some_and(|c| c.natted) {
+            self.stats.natted_clients -= 1;
+        }
         self.unreachable.remove(&peer);
         self.admission.leave(peer);
     }

@@ -104,8 +104,11 @@ pub struct Tracker {
     rng: u64,
     next_interior: u16,
     edge_fed: usize,
-    /// (client, substream) fed by the edge only as a stopgap, or not fed at all.
-    waiting: VecDeque<(PeerId, u16)>,
+    push: usize,
+    unfed: usize,
+    /// Per substream: clients waiting for any feed. Entries for clients that left or got fed are
+    /// dropped lazily, so placing is amortised O(1) per join however long the queue.
+    waiting: Vec<VecDeque<PeerId>>,
     changes: Vec<Change>,
     stats: TreeStats,
 }
@@ -123,7 +126,9 @@ impl Tracker {
             rng,
             next_interior: 0,
             edge_fed: 0,
-            waiting: VecDeque::new(),
+            push: 0,
+            unfed: 0,
+            waiting: (0..k).map(|_| VecDeque::new()).collect(),
             changes: Vec::new(),
             stats: TreeStats::default(),
         }
@@ -136,9 +141,9 @@ impl Tracker {
     pub fn stats(&self) -> TreeStats {
         TreeStats {
             clients: self.clients.len(),
-            push: self.clients.values().filter(|c| c.push).count(),
+            push: self.push,
             edge_substreams: self.edge_fed,
-            unfed: self.clients.values().map(|c| c.feed.iter().filter(|f| **f == Feed::None).count()).sum(),
+            unfed: self.unfed,
             ..self.stats
         }
     }
@@ -213,6 +218,8 @@ impl Tracker {
         );
         self.all.set(id, true);
         self.reachable.set(id, true);
+        self.push += usize::from(push);
+        self.unfed += k;
     }
 
     /// Edge substreams still free.
@@ -254,7 +261,7 @@ impl Tracker {
     pub fn add_waiting(&mut self, id: PeerId, slots: u16) {
         self.insert(id, slots, false);
         for s in 0..self.k() {
-            self.waiting.push_back((id, s));
+            self.waiting[usize::from(s)].push_back(id);
         }
         self.place_waiting();
     }
@@ -274,7 +281,6 @@ impl Tracker {
             self.set_feed(id, s, Feed::None);
         }
         self.drop_client(id);
-        self.waiting.retain(|(c, _)| *c != id);
         // Nobody needs to be told about the feeds of a client that is gone.
         self.changes.retain(|c| c.client != id);
         self.place_waiting();
@@ -288,7 +294,10 @@ impl Tracker {
         }
         self.all.set(id, false);
         self.reachable.set(id, false);
-        self.clients.remove(&id);
+        if let Some(c) = self.clients.remove(&id) {
+            self.push -= usize::from(c.push);
+            self.unfed -= c.feed.iter().filter(|f| **f == Feed::None).count();
+        }
     }
 
     /// A client cannot be reached by its peers (NAT traversal failed): it feeds nobody any more.
@@ -320,7 +329,7 @@ impl Tracker {
             Some(p) => self.set_feed(id, s, Feed::Peer(p)),
             None => {
                 self.set_feed(id, s, Feed::None);
-                self.waiting.push_back((id, s));
+                self.waiting[usize::from(s)].push_back(id);
                 self.place_waiting();
             }
         }
@@ -344,24 +353,28 @@ impl Tracker {
         self.place_waiting();
     }
 
-    /// Gives every waiting (client, substream) a parent, else the edge while it has room.
+    /// Gives waiting clients a parent, else the edge while it has room; stops at the first one
+    /// of a substream that cannot be placed (no parent and no edge room: none behind it can be).
     fn place_waiting(&mut self) {
-        let mut still = VecDeque::new();
-        while let Some((id, s)) = self.waiting.pop_front() {
-            let Some(c) = self.clients.get(&id) else { continue };
-            if c.feed[usize::from(s)] != Feed::None {
-                continue;
-            }
-            if let Some(p) = self.pick_parent(id, s, None) {
-                self.set_feed(id, s, Feed::Peer(p));
-            } else if self.edge_room() > 0 {
-                self.stats.refocus_total += 1;
-                self.set_feed(id, s, Feed::Edge);
-            } else {
-                still.push_back((id, s));
+        for s in 0..self.k() {
+            while let Some(&id) = self.waiting[usize::from(s)].front() {
+                let needs = self.clients.get(&id).is_some_and(|c| c.feed[usize::from(s)] == Feed::None);
+                if !needs {
+                    self.waiting[usize::from(s)].pop_front();
+                    continue;
+                }
+                if let Some(p) = self.pick_parent(id, s, None) {
+                    self.waiting[usize::from(s)].pop_front();
+                    self.set_feed(id, s, Feed::Peer(p));
+                } else if self.edge_room() > 0 {
+                    self.waiting[usize::from(s)].pop_front();
+                    self.stats.refocus_total += 1;
+                    self.set_feed(id, s, Feed::Edge);
+                } else {
+                    break;
+                }
             }
         }
-        self.waiting = still;
     }
 
     /// An eligible parent for `id` in substream `s`: interior clients first, never `id` itself, one
@@ -435,6 +448,11 @@ impl Tracker {
             c.feed[si] = feed;
             c.depth[si] = depth;
         }
+        match (old, feed) {
+            (Feed::None, Feed::Edge | Feed::Peer(_)) => self.unfed -= 1,
+            (Feed::Edge | Feed::Peer(_), Feed::None) => self.unfed += 1,
+            _ => {}
+        }
         self.changes.push(Change { client: id, substream: s, feed });
         self.refresh(id);
         self.fix_children(id, s);
@@ -448,7 +466,7 @@ impl Tracker {
         for ch in kids {
             if depth == 0 || depth >= self.cfg.k_prime {
                 self.set_feed(ch, s, Feed::None);
-                self.waiting.push_back((ch, s));
+                self.waiting[si].push_back(ch);
             } else if let Some(cc) = self.clients.get_mut(&ch)
                 && cc.depth[si] != depth + 1
             {

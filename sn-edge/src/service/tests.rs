@@ -383,3 +383,57 @@ fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
     s.handle(t0, Input::Message { conn: 500, msg: ToEdge::Heartbeat });
     assert_eq!(s.drain(), [Output::Close { conn: 500 }]);
 }
+
+#[test]
+fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
+    let admission = AdmissionConfig {
+        n1c: 1,
+        nc_star: 2,
+        model: ModelParams { alpha: 1.0, k_prime: 2, lambda: 0.0, mu: 0.0 },
+        ..AdmissionConfig::paper()
+    };
+    let mut cfg = ServiceConfig::new(channel(), admission);
+    cfg.siblings = vec!["198.51.100.1:7600".into(), "198.51.100.2:7600".into()];
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    let public: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+    for conn in 0..7 {
+        // Half the clients report a private address behind a NAT.
+        let listen = if conn % 2 == 0 { Some(SocketAddr::from(([10, 0, 0, conn as u8], 9000))) } else { Some(public) };
+        let join = proto::peer::Join {
+            version: proto::peer::CLIENT_PROTOCOL_VERSION,
+            channel: channel(),
+            token: String::new(),
+            upload_kbps: 600,
+            listen,
+            buffer_ms: 15_000,
+        };
+        s.handle(t0, Input::Joined { conn, from: public, join });
+    }
+    let redirects: Vec<String> = s
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    // S = 0.5: stage 4 above N*c/S = 4 clients; clients 5, 6 and 7 go elsewhere, round robin.
+    assert_eq!(redirects, ["198.51.100.1:7600", "198.51.100.2:7600", "198.51.100.1:7600"]);
+    assert_eq!(s.snapshot().p0, 4);
+    assert_eq!(s.stats().natted_clients, 2, "clients 0 and 2 report private addresses");
+    s.handle(
+        t0,
+        Input::Message {
+            conn: 0,
+            msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 1000, ..Default::default() }),
+        },
+    );
+    s.handle(
+        t0,
+        Input::Message { conn: 1, msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }) },
+    );
+    assert_eq!(s.stats().natted_bytes_up, 1000);
+    s.handle(t0, Input::Disconnected { conn: 0 });
+    assert_eq!(s.stats().natted_clients, 1);
+}

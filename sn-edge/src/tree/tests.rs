@@ -45,6 +45,13 @@ fn check_invariants(t: &Tracker) {
         assert!(c.used <= c.slots, "{id} over its upload budget");
     }
     assert_eq!(t.edge_fed, edge_fed);
+    // The incremental counters agree with a recount.
+    let st = t.stats();
+    assert_eq!(st.push, t.clients.values().filter(|c| c.push).count());
+    assert_eq!(
+        st.unfed,
+        t.clients.values().map(|c| c.feed.iter().filter(|f| **f == Feed::None).count()).sum::<usize>()
+    );
 }
 
 #[test]

@@ -19,12 +19,6 @@ use tokio::process::{Child, Command};
 
 use crate::launch::loopback_node;
 
-#[derive(clap::Subcommand)]
-pub enum BenchCmd {
-    /// Edge HTTP-TS fan-out vs nginx: delivered Mbit/s and server CPU at N concurrent viewers.
-    Fanout(FanoutArgs),
-}
-
 #[derive(clap::Args, Clone)]
 pub struct FanoutArgs {
     /// Concurrent viewers.
@@ -47,12 +41,6 @@ pub struct FanoutArgs {
     pub out: Option<PathBuf>,
 }
 
-pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    match cmd {
-        BenchCmd::Fanout(a) => fanout(a).await,
-    }
-}
-
 struct Row {
     server: String,
     speed: f64,
@@ -64,7 +52,7 @@ struct Row {
     rss_mib: f64,
 }
 
-async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     check_fd_limit(args.clients)?;
     let nginx = if args.no_nginx { None } else { which("nginx") };
     if !args.no_nginx && nginx.is_none() {
@@ -119,11 +107,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             rows.push(r?);
         }
     }
-    let table = render(&rows);
-    println!("{table}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
-    }
+    super::emit(&render(&rows), args.out.as_deref())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

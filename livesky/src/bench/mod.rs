@@ -1,0 +1,32 @@
+//! `livesky bench …`: benchmarks that print a table (and can write it to a file).
+
+mod admit;
+mod fanout;
+
+pub use admit::AdmitArgs;
+pub use fanout::FanoutArgs;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Edge HTTP-TS fan-out vs nginx: delivered Mbit/s and server CPU at N concurrent viewers.
+    Fanout(FanoutArgs),
+    /// Joins per second one edge admits (admission + tree assignment) as its swarm grows.
+    Admit(AdmitArgs),
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Fanout(a) => fanout::fanout(a).await,
+        BenchCmd::Admit(a) => admit::admit(a),
+    }
+}
+
+/// Prints the table and writes it to `out` when given.
+fn emit(table: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    println!("{table}");
+    if let Some(out) = out {
+        std::fs::write(out, table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
