@@ -41,6 +41,8 @@ enum Cmd {
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
     Edge(NodeArgs),
+    /// Run N peer players against an edge's client port and print the aggregate table.
+    Swarm(livesky::swarm::SwarmArgs),
     /// Benchmarks (results as a table).
     #[command(subcommand)]
     Bench(livesky::bench::BenchCmd),
@@ -113,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Sn(args) => run_node(args, Role::Core).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
+            Cmd::Swarm(args) => livesky::swarm::run(args).await,
         }
     })
 }

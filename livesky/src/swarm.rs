@@ -1,0 +1,119 @@
+//! `livesky swarm`: runs N peer players in this process against one edge's client port and prints
+//! the aggregate table (startup, stalls, Q1, P2P share), with a live status line meanwhile.
+//! Peer links are TCP on loopback until the WebRTC transport arrives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use livesky_peer::core::{PeerConfig, PeerStats};
+use livesky_peer::driver::{self, Ended};
+use proto::ChannelId;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct SwarmArgs {
+    /// The edge's LiveSky client port (`client_listen`), e.g. 127.0.0.1:7600.
+    #[arg(long)]
+    pub edge: SocketAddr,
+    #[arg(long, default_value = "demo")]
+    pub channel: ChannelId,
+    #[arg(long, default_value_t = 10)]
+    pub peers: usize,
+    /// Milliseconds between joins.
+    #[arg(long, default_value_t = 250)]
+    pub join_interval_ms: u64,
+    /// Upload each peer offers, kbit/s.
+    #[arg(long, default_value_t = 1000)]
+    pub upload_kbps: u32,
+    /// Seconds to run after the last join (Ctrl-C stops earlier).
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+}
+
+struct Member {
+    stats: watch::Receiver<PeerStats>,
+    played: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
+}
+
+fn spawn(args: &SwarmArgs, cancel: &CancellationToken) -> Member {
+    let mut cfg = PeerConfig::new(args.channel.clone());
+    cfg.upload_kbps = args.upload_kbps;
+    let (tx, stats) = watch::channel(PeerStats::default());
+    let (play_tx, mut play_rx) = mpsc::channel::<bytes::Bytes>(1024);
+    let played = Arc::new(AtomicU64::new(0));
+    let counter = played.clone();
+    tokio::spawn(async move {
+        while let Some(b) = play_rx.recv().await {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let task = tokio::spawn(driver::run(cfg, args.edge, listen, Some(play_tx), tx, cancel.child_token()));
+    Member { stats, played, task }
+}
+
+fn status(members: &[Member]) -> String {
+    let all: Vec<PeerStats> = members.iter().map(|m| *m.stats.borrow()).collect();
+    let playing = all.iter().filter(|s| s.startup.is_some()).count();
+    let push = all.iter().filter(|s| s.push).count();
+    let from_edge: u64 = all.iter().map(|s| s.bytes_from_edge).sum();
+    let from_peers: u64 = all.iter().map(|s| s.bytes_from_peers).sum();
+    let stalls: u64 = all.iter().map(|s| s.play.stalls).sum();
+    let share =
+        if from_edge + from_peers == 0 { 0.0 } else { 100.0 * from_peers as f64 / (from_edge + from_peers) as f64 };
+    format!("{} peers, {playing} playing, {push} push, P2P share {share:.1} %, stalls {stalls}", members.len())
+}
+
+pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let mut members = Vec::new();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::pin!(stop);
+    for _ in 0..args.peers {
+        members.push(spawn(&args, &cancel));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.join_interval_ms)) => {}
+            _ = &mut stop => break,
+        }
+        eprint!("\r{}   ", status(&members));
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(args.duration);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => eprint!("\r{}   ", status(&members)),
+            _ = &mut stop => break,
+        }
+    }
+    eprintln!();
+    cancel.cancel();
+    let mut rows = String::from(
+        "| peer | mode | startup (ms) | stalls | stalled (ms) | Q1 | from edge (kB) | from peers (kB) | uploaded (kB) | played (kB) | ended |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (i, m) in members.into_iter().enumerate() {
+        let ended = m.task.await.context("peer task")?.map_or_else(|e| e.to_string(), |e| format!("{e:?}"));
+        let s = *m.stats.borrow();
+        let tp = s.play.played_ms as f64;
+        let q1 = if tp + s.play.stalled_ms as f64 == 0.0 { 0.0 } else { tp / (tp + s.play.stalled_ms as f64) };
+        rows.push_str(&format!(
+            "| {i} | {} | {} | {} | {} | {q1:.4} | {} | {} | {} | {} | {ended} |\n",
+            if s.push { "push" } else { "p2p" },
+            s.startup.map_or("-".into(), |d| d.as_millis().to_string()),
+            s.play.stalls,
+            s.play.stalled_ms,
+            s.bytes_from_edge / 1000,
+            s.bytes_from_peers / 1000,
+            s.bytes_up / 1000,
+            m.played.load(Ordering::Relaxed) / 1000,
+        ));
+    }
+    println!("{rows}");
+    Ok(())
+}
