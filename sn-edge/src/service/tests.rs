@@ -437,3 +437,42 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     s.handle(t0, Input::Disconnected { conn: 0 });
     assert_eq!(s.stats().natted_clients, 1);
 }
+
+#[test]
+fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    for conn in 0..2u64 {
+        let from = SocketAddr::from(([192, 0, 2, conn as u8 + 1], 5000));
+        let join = proto::peer::Join {
+            version: proto::peer::CLIENT_PROTOCOL_VERSION,
+            channel: channel(),
+            token: String::new(),
+            upload_kbps: 600,
+            listen: Some(from),
+            buffer_ms: 15_000,
+        };
+        s.handle(t0, Input::Joined { conn, from, join });
+    }
+    s.drain();
+    let offer = ToEdge::Signal { to: 2, kind: proto::peer::SignalKind::Offer, payload: "v=0".into() };
+    s.handle(t0, Input::Message { conn: 0, msg: offer });
+    let relayed = s.drain();
+    assert_eq!(
+        relayed,
+        [Output::Send {
+            conn: 1,
+            msg: FromEdge::Signal { from: 1, kind: proto::peer::SignalKind::Offer, payload: "v=0".into() }
+        }]
+    );
+    // To a peer id this edge does not know: dropped, nothing sent anywhere.
+    s.handle(
+        t0,
+        Input::Message {
+            conn: 0,
+            msg: ToEdge::Signal { to: 99, kind: proto::peer::SignalKind::Answer, payload: String::new() },
+        },
+    );
+    assert!(s.drain().is_empty());
+    assert_eq!(s.stats().signals_relayed, 1);
+}
