@@ -2,16 +2,14 @@
 //! drivers (the peer core over TCP) join one edge with N1c = 5 and N*c = 12.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use livesky_peer::core::{PeerConfig, PeerStats};
-use livesky_peer::driver::{self, Ended};
+use livesky::swarm::spawn_peer;
+use livesky_peer::driver::Ended;
 use livesky_tests::*;
 use proto::ChannelId;
 use sn_core::Role;
-use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The clip averages ~400 kbit/s; the channel declares 500 so upload budgets have headroom.
@@ -32,29 +30,6 @@ fn topology() -> String {
     .concat()
 }
 
-struct Peer {
-    stats: watch::Receiver<PeerStats>,
-    played_bytes: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
-}
-
-fn spawn_peer(edge: SocketAddr, cancel: &CancellationToken) -> Peer {
-    let mut cfg = PeerConfig::new(ChannelId::new("demo").unwrap());
-    cfg.upload_kbps = (BITRATE_KBPS * 5 / 2) as u32;
-    let (stats_tx, stats) = watch::channel(PeerStats::default());
-    let (play_tx, mut play_rx) = mpsc::channel::<bytes::Bytes>(1024);
-    let played_bytes = Arc::new(AtomicU64::new(0));
-    let counter = played_bytes.clone();
-    tokio::spawn(async move {
-        while let Some(b) = play_rx.recv().await {
-            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-        }
-    });
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let task = tokio::spawn(driver::run(cfg, edge, listen, Some(play_tx), stats_tx, cancel.child_token()));
-    Peer { stats, played_bytes, task }
-}
-
 async fn p2p_view(edge: &livesky::launch::RunningNode) -> (u64, u64, u64) {
     let (_, body) = get_text(&edge.url("/p2p")).await;
     let field = |name: &str| -> u64 {
@@ -73,11 +48,12 @@ async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously
     let edge = cluster.get("edge").unwrap();
     let client_port = edge.client.expect("edge runs the client service");
     let cancel = CancellationToken::new();
+    let channel = ChannelId::new("demo").unwrap();
     let started_at = tokio::time::Instant::now();
     let mut peers = Vec::new();
     let mut stages = Vec::new();
     for _ in 0..40 {
-        peers.push(spawn_peer(client_port, &cancel));
+        peers.push(spawn_peer(client_port, &channel, (BITRATE_KBPS * 5 / 2) as u32, &cancel));
         tokio::time::sleep(Duration::from_millis(250)).await;
         let (stage, _, _) = p2p_view(edge).await;
         if stages.last() != Some(&stage) {
@@ -96,7 +72,7 @@ async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously
         assert!(st.startup.is_some(), "peer {i} never started: {st:?}");
         assert_eq!(st.play.stalls, 0, "peer {i} stalled: {st:?}");
         assert_eq!(st.play.skipped_chunks, 0, "peer {i} skipped: {st:?}");
-        assert!(p.played_bytes.load(Ordering::Relaxed) > 20 * 40_000, "peer {i} played too little: {st:?}");
+        assert!(p.played.load(Ordering::Relaxed) > 20 * 40_000, "peer {i} played too little: {st:?}");
         if st.push {
             push += 1;
         } else {

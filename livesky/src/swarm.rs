@@ -34,15 +34,18 @@ pub struct SwarmArgs {
     pub duration: u64,
 }
 
-struct Member {
-    stats: watch::Receiver<PeerStats>,
-    played: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
+/// One peer player running in this process.
+pub struct Member {
+    pub stats: watch::Receiver<PeerStats>,
+    /// Bytes of the reassembled stream played so far.
+    pub played: Arc<AtomicU64>,
+    pub task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
 }
 
-fn spawn(args: &SwarmArgs, cancel: &CancellationToken) -> Member {
-    let mut cfg = PeerConfig::new(args.channel.clone());
-    cfg.upload_kbps = args.upload_kbps;
+/// Starts a peer player against `edge` (its children connect on an ephemeral loopback port).
+pub fn spawn_peer(edge: SocketAddr, channel: &ChannelId, upload_kbps: u32, cancel: &CancellationToken) -> Member {
+    let mut cfg = PeerConfig::new(channel.clone());
+    cfg.upload_kbps = upload_kbps;
     let (tx, stats) = watch::channel(PeerStats::default());
     let (play_tx, mut play_rx) = mpsc::channel::<bytes::Bytes>(1024);
     let played = Arc::new(AtomicU64::new(0));
@@ -53,7 +56,7 @@ fn spawn(args: &SwarmArgs, cancel: &CancellationToken) -> Member {
         }
     });
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let task = tokio::spawn(driver::run(cfg, args.edge, listen, Some(play_tx), tx, cancel.child_token()));
+    let task = tokio::spawn(driver::run(cfg, edge, listen, Some(play_tx), tx, cancel.child_token()));
     Member { stats, played, task }
 }
 
@@ -77,7 +80,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(stop);
     for _ in 0..args.peers {
-        members.push(spawn(&args, &cancel));
+        members.push(spawn_peer(args.edge, &args.channel, args.upload_kbps, &cancel));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.join_interval_ms)) => {}
             _ = &mut stop => break,
