@@ -131,3 +131,37 @@ fn mapped_address(data: &[u8]) -> SocketAddr {
     a.get_from(&m).unwrap();
     SocketAddr::new(a.ip, a.port)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
+    let cluster = start(&topology()).await;
+    let edge = cluster.get("edge").unwrap().client.unwrap();
+    let cancel = CancellationToken::new();
+    let channel = ChannelId::new("demo").unwrap();
+    // Five push peers (N1c = 5), then the one we watch: it joins in stage 2, fed by peers.
+    let pushers: Vec<_> = (0..5).map(|_| spawn_peer(edge, &channel, 1250, &cancel)).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let player = livesky::peer_cmd::start_player(edge, channel, cfg, any, any, false, cancel.clone()).await.unwrap();
+    let mut stats = player.stats.clone();
+    tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.startup.is_some())).await.unwrap().unwrap();
+    if require_ffmpeg() {
+        let errors = ffmpeg_check(&format!("http://{}/live.ts", player.http), 12).await;
+        assert!(errors.trim().is_empty(), "ffmpeg on the peer's output: {errors}");
+    } else {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    }
+    let st = *player.stats.borrow();
+    assert!(!st.push, "the watched peer is a P2P peer");
+    assert_eq!(st.play.stalls, 0, "{st:?}");
+    assert!(st.bytes_from_peers > 2 * st.bytes_from_edge, "mostly from peers: {st:?}");
+    let (_, m) = get_text(&format!("http://{}/metrics", player.http)).await;
+    assert!(m.contains("livesky_peer_received_bytes_total{from=\"peer\"}"), "{m}");
+    cancel.cancel();
+    assert_eq!(player.task.await.unwrap().unwrap(), Ended::Left);
+    for p in pushers {
+        p.task.await.unwrap().unwrap();
+    }
+    cluster.shutdown().await;
+}

@@ -41,6 +41,9 @@ enum Cmd {
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
     Edge(NodeArgs),
+    /// The viewer's peer player.
+    #[command(subcommand)]
+    Peer(livesky::peer_cmd::PeerCmd),
     /// Run N peer players against an edge's client port and print the aggregate table.
     Swarm(livesky::swarm::SwarmArgs),
     /// Benchmarks (results as a table).
@@ -116,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Edge(args) => run_node(args, Role::Edge).await,
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
             Cmd::Swarm(args) => livesky::swarm::run(args).await,
+            Cmd::Peer(cmd) => livesky::peer_cmd::run(cmd).await,
         }
     })
 }

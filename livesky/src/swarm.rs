@@ -47,12 +47,12 @@ pub fn spawn_peer(edge: SocketAddr, channel: &ChannelId, upload_kbps: u32, cance
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = upload_kbps;
     let (tx, stats) = watch::channel(PeerStats::default());
-    let (play_tx, mut play_rx) = mpsc::channel::<bytes::Bytes>(1024);
+    let (play_tx, mut play_rx) = mpsc::channel::<proto::Chunk>(1024);
     let played = Arc::new(AtomicU64::new(0));
     let counter = played.clone();
     tokio::spawn(async move {
-        while let Some(b) = play_rx.recv().await {
-            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        while let Some(c) = play_rx.recv().await {
+            counter.fetch_add(c.payload.len() as u64, Ordering::Relaxed);
         }
     });
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use proto::Chunk;
 use proto::peer::{FromEdge, PeerControlCodec, PeerLink, PeerLinkCodec, ToEdge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -65,7 +65,7 @@ pub async fn run(
     mut cfg: PeerConfig,
     edge: SocketAddr,
     listen: SocketAddr,
-    play: Option<mpsc::Sender<Bytes>>,
+    play: Option<mpsc::Sender<Chunk>>,
     stats: watch::Sender<PeerStats>,
     cancel: CancellationToken,
 ) -> Result<Ended, PeerError> {
@@ -170,7 +170,7 @@ pub async fn run(
                 }
                 Output::Play(c) => {
                     if let Some(p) = &play {
-                        let _ = p.try_send(c.payload);
+                        let _ = p.try_send(c);
                     }
                 }
                 Output::Event(e) => {

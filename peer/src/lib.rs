@@ -7,3 +7,4 @@
 pub mod buffer;
 pub mod core;
 pub mod driver;
+pub mod output;

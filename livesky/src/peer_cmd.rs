@@ -1,0 +1,230 @@
+//! `livesky peer play livesky://HOST[:PORT]/CHANNEL`: the viewer's command. It joins the edge as a
+//! LiveSky client, serves the reassembled stream at `http://127.0.0.1:PORT/live.ts` (and/or writes
+//! it to stdout), launches a player if asked, follows redirects to sibling edges, shows a one-line
+//! status, and leaves cleanly on Ctrl-C or when the player exits.
+//!
+//! HOST is resolved by the system resolver today; the GSLB issue points it at the CDN's DNS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use livesky_peer::buffer::BufferConfig;
+use livesky_peer::core::{PeerConfig, PeerStats};
+use livesky_peer::driver::{self, Ended};
+use livesky_peer::output::{LocalOutput, status_line};
+use proto::{ChannelId, Chunk};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Default port of an edge's LiveSky client service.
+pub const DEFAULT_CLIENT_PORT: u16 = 7600;
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(clap::Subcommand)]
+pub enum PeerCmd {
+    /// Play a channel as a LiveSky peer: `livesky peer play livesky://127.0.0.1:7600/demo --player ffplay`.
+    Play(PlayArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PlayerApp {
+    Ffplay,
+    Mpv,
+    Vlc,
+}
+
+#[derive(clap::Args)]
+pub struct PlayArgs {
+    /// livesky://HOST[:PORT]/CHANNEL (PORT: the edge's client port, default 7600).
+    pub url: String,
+    /// Where the local output listens (`/live.ts`, `/metrics`, `/status`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: SocketAddr,
+    /// Also write the stream to stdout (`| ffplay -`).
+    #[arg(long)]
+    pub stdout: bool,
+    /// Launch this player on the local output once playback starts.
+    #[arg(long, value_enum)]
+    pub player: Option<PlayerApp>,
+    /// A ~3 s buffer instead of 15 s: less delay, less protection against churn.
+    #[arg(long)]
+    pub low_latency: bool,
+    /// Upload offered to other peers, kbit/s (the edge caps it at 1.5 × the stream rate).
+    #[arg(long, default_value_t = 1000)]
+    pub upload_kbps: u32,
+    /// Where other peers connect to this one.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+}
+
+/// Splits `livesky://HOST[:PORT]/CHANNEL`.
+pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, ChannelId)> {
+    let rest = url.strip_prefix("livesky://").with_context(|| format!("{url:?} is not a livesky:// URL"))?;
+    let (authority, channel) =
+        rest.split_once('/').with_context(|| format!("{url:?} names no channel (livesky://HOST/CHANNEL)"))?;
+    let channel = ChannelId::new(channel.trim_end_matches('/')).with_context(|| format!("channel in {url:?}"))?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => {
+            (h.trim_matches(['[', ']']), p.parse().with_context(|| format!("port in {url:?}"))?)
+        }
+        _ => (authority.trim_matches(['[', ']']), DEFAULT_CLIENT_PORT),
+    };
+    if host.is_empty() {
+        bail!("{url:?} names no host");
+    }
+    Ok((host.to_string(), port, channel))
+}
+
+async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))
+}
+
+/// A running player: local output address, live stats, and its task.
+pub struct Player {
+    pub http: SocketAddr,
+    pub stats: watch::Receiver<PeerStats>,
+    pub output: Arc<LocalOutput>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<Ended>>,
+}
+
+/// Starts playing `channel` from the edge at `edge`, following redirects; local output on `http`.
+pub async fn start_player(
+    edge: SocketAddr,
+    channel: ChannelId,
+    cfg: PeerConfig,
+    http: SocketAddr,
+    listen: SocketAddr,
+    stdout: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<Player> {
+    let listener = TcpListener::bind(http).await.with_context(|| format!("binding the local output on {http}"))?;
+    let http = listener.local_addr()?;
+    let output = LocalOutput::new();
+    let (stats_tx, stats) = watch::channel(PeerStats::default());
+    tokio::spawn(output.clone().serve(listener, stats.clone(), cancel.clone()));
+    let (play_tx, mut play_rx) = mpsc::channel::<Chunk>(1024);
+    let out = output.clone();
+    tokio::spawn(async move {
+        let mut stdout_sink = stdout.then(tokio::io::stdout);
+        while let Some(c) = play_rx.recv().await {
+            if let Some(w) = stdout_sink.as_mut()
+                && w.write_all(&c.payload).await.is_err()
+            {
+                stdout_sink = None;
+            }
+            out.push(c);
+        }
+    });
+    let task = tokio::spawn(async move {
+        let mut edge = edge;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut cfg = cfg.clone();
+            cfg.channel = channel.clone();
+            match driver::run(cfg, edge, listen, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
+                Ended::Redirected(to) => {
+                    tracing::info!(%to, "redirected to another edge");
+                    let (host, port) = to.rsplit_once(':').context("redirect target has no port")?;
+                    edge = resolve(host, port.parse().context("redirect port")?).await?;
+                }
+                other => return Ok(other),
+            }
+        }
+        bail!("more than {MAX_REDIRECTS} redirects")
+    });
+    Ok(Player { http, stats, output, task })
+}
+
+pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
+    let PeerCmd::Play(args) = cmd;
+    let (host, port, channel) = parse_url(&args.url)?;
+    let edge = resolve(&host, port).await?;
+    let mut cfg = PeerConfig::new(channel.clone());
+    cfg.upload_kbps = args.upload_kbps;
+    if args.low_latency {
+        cfg.buffer = BufferConfig { buffer_ms: 3_000, start_ms: 1_000, max_stall_ms: 1_500, keep_ms: 5_000 };
+        cfg.catchup_ms = 3_000;
+        cfg.late_ms = 1_000;
+    }
+    let cancel = CancellationToken::new();
+    let player = start_player(edge, channel, cfg, args.http, args.listen, args.stdout, cancel.clone()).await?;
+    eprintln!("LiveSky peer: playing {} — local output http://{}/live.ts (metrics at /metrics)", args.url, player.http);
+    let mut app: Option<tokio::process::Child> = None;
+    let mut before = PeerStats::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut task = player.task;
+    let ended = loop {
+        tokio::select! {
+            _ = &mut stop => {
+                cancel.cancel();
+                break task.await;
+            }
+            r = &mut task => break r,
+            _ = tick.tick() => {
+                let now = *player.stats.borrow();
+                eprint!("\r{}   ", status_line(&now, &before, Duration::from_secs(1)));
+                before = now;
+                if app.is_none() && now.startup.is_some()
+                    && let Some(p) = args.player {
+                        app = Some(launch(p, player.http)?);
+                    }
+                if let Some(child) = app.as_mut()
+                    && child.try_wait()?.is_some() {
+                        cancel.cancel();
+                        break task.await;
+                    }
+            }
+        }
+    };
+    eprintln!();
+    let ended = ended.context("peer task")??;
+    eprintln!("left: {ended:?}");
+    match ended {
+        Ended::Refused(r) => bail!("the edge refused: {r}"),
+        Ended::EdgeLost => bail!("lost the edge"),
+        _ => Ok(()),
+    }
+}
+
+fn launch(p: PlayerApp, http: SocketAddr) -> anyhow::Result<tokio::process::Child> {
+    let url = format!("http://{http}/live.ts");
+    let (bin, args): (&str, Vec<String>) = match p {
+        PlayerApp::Ffplay => ("ffplay", vec!["-loglevel".into(), "warning".into(), url]),
+        PlayerApp::Mpv => ("mpv", vec![url]),
+        PlayerApp::Vlc => ("vlc", vec![url]),
+    };
+    tokio::process::Command::new(bin)
+        .args(&args)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {bin} (is it installed?)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_livesky_urls() {
+        let (h, p, c) = parse_url("livesky://edge.example.com/live1").unwrap();
+        assert_eq!((h.as_str(), p, c.as_str()), ("edge.example.com", 7600, "live1"));
+        let (h, p, _) = parse_url("livesky://127.0.0.1:7601/demo").unwrap();
+        assert_eq!((h.as_str(), p), ("127.0.0.1", 7601));
+        let (h, p, _) = parse_url("livesky://[::1]:9000/demo").unwrap();
+        assert_eq!((h.as_str(), p), ("::1", 9000));
+        for bad in
+            ["http://x/demo", "livesky://host", "livesky://host/bad name", "livesky:///demo", "livesky://h:port/demo"]
+        {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

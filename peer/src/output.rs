@@ -1,0 +1,220 @@
+//! The peer's local output: the reassembled stream as continuous HTTP-TS (`/live.ts`) for any
+//! player on this machine, starting each new player at the latest keyframe; plus the peer's
+//! Prometheus metrics (`/metrics`) and its state as JSON (`/status`).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use proto::Chunk;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::PeerStats;
+
+/// Fans the played stream out to local players.
+pub struct LocalOutput {
+    /// Chunks since the latest keyframe: where a new player starts.
+    recent: Mutex<VecDeque<Chunk>>,
+    live: broadcast::Sender<Chunk>,
+    metrics: PeerMetrics,
+    stats: Mutex<PeerStats>,
+}
+
+struct PeerMetrics {
+    registry: Registry,
+    received: IntCounterVec,
+    sent: IntGauge,
+    stalls: IntGauge,
+    startup_ms: IntGauge,
+    buffer_ms: IntGauge,
+    links: IntGaugeVec,
+}
+
+impl PeerMetrics {
+    fn new() -> Self {
+        let registry = Registry::new_custom(Some("livesky_peer".into()), None).expect("valid prefix");
+        let received =
+            IntCounterVec::new(Opts::new("received_bytes_total", "Chunk bytes received by source"), &["from"])
+                .expect("static");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static");
+        let sent = gauge("sent_bytes_total", "Chunk bytes uploaded to children");
+        let stalls = gauge("stalls_total", "Playback stalls since start");
+        let startup_ms = gauge("startup_milliseconds", "Join request to playback start");
+        let buffer_ms = gauge("buffer_milliseconds", "Media buffered ahead of playback");
+        let links = IntGaugeVec::new(Opts::new("links", "Parent and child links"), &["role"]).expect("static");
+        for c in [
+            Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sent.clone()),
+            Box::new(stalls.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
+        for g in [startup_ms.clone(), buffer_ms.clone()] {
+            registry.register(Box::new(g)).expect("registered once");
+        }
+        registry.register(Box::new(links.clone())).expect("registered once");
+        Self { registry, received, sent, stalls, startup_ms, buffer_ms, links }
+    }
+}
+
+impl LocalOutput {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            recent: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+            metrics: PeerMetrics::new(),
+            stats: Mutex::new(PeerStats::default()),
+        })
+    }
+
+    /// The next chunk played.
+    pub fn push(&self, chunk: Chunk) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if chunk.header.is_keyframe() {
+                recent.clear();
+            }
+            // A stream without keyframes for a long time still must not grow this without bound.
+            if recent.len() < 4096 {
+                recent.push_back(chunk.clone());
+            }
+        }
+        let _ = self.live.send(chunk);
+    }
+
+    /// Latest statistics (for `/status` and `/metrics`).
+    pub fn observe(&self, s: &PeerStats) {
+        let m = &self.metrics;
+        let prev = std::mem::replace(&mut *self.stats.lock().unwrap_or_else(|e| e.into_inner()), *s);
+        m.received.with_label_values(&["edge"]).inc_by(s.bytes_from_edge.saturating_sub(prev.bytes_from_edge));
+        m.received.with_label_values(&["peer"]).inc_by(s.bytes_from_peers.saturating_sub(prev.bytes_from_peers));
+        m.sent.set(s.bytes_up as i64);
+        m.stalls.set(s.play.stalls as i64);
+        m.startup_ms.set(s.startup.map_or(-1, |d| d.as_millis() as i64));
+        m.buffer_ms.set(s.buffered_ms as i64);
+        m.links.with_label_values(&["parent"]).set(s.parents as i64);
+        m.links.with_label_values(&["child"]).set(s.children as i64);
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `/live.ts`, `/metrics` and `/status` until `cancel`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut stats: watch::Receiver<PeerStats>,
+        cancel: CancellationToken,
+    ) {
+        let me = self.clone();
+        let watcher = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = watcher.cancelled() => return,
+                    r = stats.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        let s = *stats.borrow_and_update();
+                        me.observe(&s);
+                    }
+                }
+            }
+        });
+        let app = Router::new()
+            .route("/live.ts", get(live))
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .with_state(self);
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+    }
+}
+
+async fn live(State(out): State<Arc<LocalOutput>>) -> Response {
+    let start: Vec<Bytes> =
+        out.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|c| c.payload.clone()).collect();
+    let rx = out.live.subscribe();
+    // After a lag the player resumes at the next keyframe, so it always gets decodable data.
+    let body = futures_util::stream::unfold(
+        (start.into_iter(), rx, !start_is_empty(&out)),
+        |(mut first, mut rx, mut synced)| async move {
+            if let Some(b) = first.next() {
+                return Some((Ok::<_, Infallible>(b), (first, rx, synced)));
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(c) => {
+                        if !synced && !c.header.is_keyframe() {
+                            continue;
+                        }
+                        synced = true;
+                        return Some((Ok(c.payload), (first, rx, synced)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => synced = false,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    ([(header::CONTENT_TYPE, "video/mp2t"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(body))
+        .into_response()
+}
+
+fn start_is_empty(out: &LocalOutput) -> bool {
+    out.recent.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+}
+
+async fn metrics(State(out): State<Arc<LocalOutput>>) -> Response {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&out.metrics.registry.gather(), &mut buf);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}
+
+async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::Value> {
+    let s = out.stats();
+    axum::Json(serde_json::json!({
+        "startup_ms": s.startup.map(|d| d.as_millis() as u64),
+        "buffer_ms": s.buffered_ms,
+        "push": s.push,
+        "parents": s.parents,
+        "children": s.children,
+        "bytes_from_edge": s.bytes_from_edge,
+        "bytes_from_peers": s.bytes_from_peers,
+        "bytes_up": s.bytes_up,
+        "stalls": s.play.stalls,
+        "stalled_ms": s.play.stalled_ms,
+        "played_ms": s.play.played_ms,
+    }))
+}
+
+/// One-line live status: buffer, P2P share, rates, parents, stalls.
+pub fn status_line(now: &PeerStats, before: &PeerStats, over: Duration) -> String {
+    let secs = over.as_secs_f64().max(0.001);
+    let down =
+        (now.bytes_from_edge + now.bytes_from_peers).saturating_sub(before.bytes_from_edge + before.bytes_from_peers);
+    let up = now.bytes_up.saturating_sub(before.bytes_up);
+    let total = now.bytes_from_edge + now.bytes_from_peers;
+    let share = if total == 0 { 0.0 } else { 100.0 * now.bytes_from_peers as f64 / total as f64 };
+    format!(
+        "buffer {:>5.1} s | P2P {share:>5.1} % | down {:>5.0} kbit/s | up {:>5.0} kbit/s | parents {} | children {} | stalls {}",
+        now.buffered_ms as f64 / 1000.0,
+        down as f64 * 8.0 / 1000.0 / secs,
+        up as f64 * 8.0 / 1000.0 / secs,
+        now.parents,
+        now.children,
+        now.play.stalls
+    )
+}
