@@ -72,6 +72,7 @@ async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously
         assert!(st.startup.is_some(), "peer {i} never started: {st:?}");
         assert_eq!(st.play.stalls, 0, "peer {i} stalled: {st:?}");
         assert_eq!(st.play.skipped_chunks, 0, "peer {i} skipped: {st:?}");
+        assert!(st.verifying && st.bad_chunks == 0, "peer {i} checks every chunk: {st:?}");
         assert!(p.played.load(Ordering::Relaxed) > 20 * 40_000, "peer {i} played too little: {st:?}");
         if st.push {
             push += 1;
@@ -154,6 +155,7 @@ async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
     }
     let st = *player.stats.borrow();
     assert!(!st.push, "the watched peer is a P2P peer");
+    assert!(st.verifying && st.bad_chunks == 0, "Tier 0's key reached the peer through the edge: {st:?}");
     assert_eq!(st.play.stalls, 0, "{st:?}");
     assert!(st.bytes_from_peers > 2 * st.bytes_from_edge, "mostly from peers: {st:?}");
     let (_, m) = get_text(&format!("http://{}/metrics", player.http)).await;

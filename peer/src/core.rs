@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerLink, PeerReport, ToEdge, Trouble};
-use proto::{ChannelId, Chunk, SubstreamId, TokenBucket};
+use proto::{ChannelId, ChannelVerifier, Chunk, SubstreamId, TokenBucket};
 
 use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
 
@@ -34,6 +34,9 @@ pub struct PeerConfig {
     /// Backlog a parent sends a new child, at most: a whole buffer, so a child the edge had no
     /// room to burst to still starts with a full buffer (paced by the upload cap).
     pub catchup_ms: u32,
+    /// Fault injection for tests: flip a byte in every chunk forwarded to children.
+    #[doc(hidden)]
+    pub tamper: bool,
 }
 
 impl PeerConfig {
@@ -48,6 +51,7 @@ impl PeerConfig {
             report_interval: Duration::from_secs(60),
             late_ms: 2_000,
             catchup_ms: 15_000,
+            tamper: false,
         }
     }
 }
@@ -110,6 +114,10 @@ pub struct PeerStats {
     pub buffered_ms: u64,
     pub late_reports: u64,
     pub lost_reports: u64,
+    /// Chunks dropped because they failed their signature check.
+    pub bad_chunks: u64,
+    /// The edge gave the channel key: every chunk is checked.
+    pub verifying: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +163,7 @@ pub struct PeerCore {
     next_link: LinkId,
     joined_at: Instant,
     push: bool,
+    verifier: Option<ChannelVerifier>,
     stats: PeerStats,
     reported: PeerStats,
     next_heartbeat: Instant,
@@ -185,6 +194,7 @@ impl PeerCore {
             next_link: 1 << 32,
             joined_at: now,
             push: false,
+            verifier: None,
             stats: PeerStats::default(),
             reported: PeerStats::default(),
             next_heartbeat: now + cfg.heartbeat,
@@ -221,6 +231,7 @@ impl PeerCore {
             children: self.children.len(),
             push: self.push,
             buffered_ms: self.buffer.buffered_ms(),
+            verifying: self.verifier.is_some(),
             ..self.stats
         }
     }
@@ -327,6 +338,7 @@ impl PeerCore {
                 let k = w.substreams.clamp(1, 64);
                 self.phase = Phase::Joined { id: w.peer, k };
                 self.push = w.push;
+                self.verifier = w.channel_key.and_then(|k| ChannelVerifier::from_bytes(&k).ok());
                 self.feeds = vec![if w.push { FeedTo::Edge } else { FeedTo::Nobody }; usize::from(k)];
                 self.feed_since = vec![now; usize::from(k)];
                 self.late_reported = vec![false; usize::from(k)];
@@ -343,8 +355,10 @@ impl PeerCore {
             }
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
             FromEdge::Chunk(c) => {
-                self.stats.bytes_from_edge += c.payload.len() as u64;
-                self.on_chunk(c);
+                if self.authentic(&c) {
+                    self.stats.bytes_from_edge += c.payload.len() as u64;
+                    self.on_chunk(c);
+                }
             }
             FromEdge::Neighbours(_) | FromEdge::Signal { .. } => {}
         }
@@ -415,6 +429,14 @@ impl PeerCore {
         if let Some(&pid) = self.link_parent.get(&link) {
             match msg {
                 PeerLink::Chunk(c) => {
+                    if !self.authentic(&c) {
+                        // Never played, never forwarded; the sender is reported and dropped, and
+                        // the edge gives us another parent.
+                        self.out.push_back(Output::ToEdge(ToEdge::BadChunk { from: pid, seq: c.seq() }));
+                        self.out.push_back(Output::Close { link });
+                        self.parent_gone(link, Trouble::Lost);
+                        return;
+                    }
                     let s = self.substream_of(&c);
                     let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0);
                     if wanted {
@@ -465,6 +487,17 @@ impl PeerCore {
             }
             // Chunks from a child are not ours to take; requests are answered by the mesh (later).
             _ => {}
+        }
+    }
+
+    /// Whether a chunk passes the channel key (always, when the edge gave none).
+    fn authentic(&mut self, c: &Chunk) -> bool {
+        match &self.verifier {
+            Some(v) if v.verify(c).is_err() => {
+                self.stats.bad_chunks += 1;
+                false
+            }
+            _ => true,
         }
     }
 
@@ -520,8 +553,15 @@ impl PeerCore {
                 if !self.upload.try_take(now, c.payload.len() as f64) {
                     return;
                 }
-                let Some((link, c)) = queue.pop_front() else { break };
+                let Some((link, mut c)) = queue.pop_front() else { break };
                 self.stats.bytes_up += c.payload.len() as u64;
+                if self.cfg.tamper {
+                    let mut bytes = c.payload.to_vec();
+                    if let Some(b) = bytes.get_mut(100) {
+                        *b ^= 0x55;
+                    }
+                    c.payload = bytes::Bytes::from(bytes);
+                }
                 self.out.push_back(Output::Send { link, msg: PeerLink::Chunk(c) });
             }
         }

@@ -197,6 +197,8 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
         "stalls": s.play.stalls,
         "stalled_ms": s.play.stalled_ms,
         "played_ms": s.play.played_ms,
+        "verifying_signatures": s.verifying,
+        "bad_chunks": s.bad_chunks,
     }))
 }
 

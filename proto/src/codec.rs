@@ -152,7 +152,8 @@ mod tests {
                 start: StartAt::Backlog { ms: 15_000 },
                 path: vec![],
             }),
-            SnMessage::SubscribeOk { channel: ch.clone(), source_live: true },
+            SnMessage::SubscribeOk { channel: ch.clone(), source_live: true, verify_key: None },
+            SnMessage::SubscribeOk { channel: ch.clone(), source_live: false, verify_key: Some([9; 32]) },
             SnMessage::SubscribeErr {
                 channel: ch.clone(), code: RefuseCode::Loop, reason: "loop via a → b ✓".into()
             },

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::chunk::Chunk;
 use crate::codec::WireMessage;
 use crate::name::{ChannelId, NodeId};
-use crate::wire::{Reader, WireError, put_short_str, put_text};
+use crate::wire::{Reader, WireError, put_opt_key, put_short_str, put_text};
 
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Longest subscription path accepted; tier counts are small, a longer path is a loop or garbage.
@@ -82,9 +82,11 @@ impl RefuseCode {
 pub enum SnMessage {
     Hello(Hello),
     Subscribe(Subscribe),
+    /// `verify_key`: the channel's Ed25519 public key, handed down the tree from Tier 0.
     SubscribeOk {
         channel: ChannelId,
         source_live: bool,
+        verify_key: Option<[u8; 32]>,
     },
     SubscribeErr {
         channel: ChannelId,
@@ -152,10 +154,11 @@ impl WireMessage for SnMessage {
                     put_short_str(out, n.as_str());
                 }
             }
-            SnMessage::SubscribeOk { channel, source_live } => {
+            SnMessage::SubscribeOk { channel, source_live, verify_key } => {
                 out.put_u8(tag::SUBSCRIBE_OK);
                 put_short_str(out, channel.as_str());
                 out.put_u8(u8::from(*source_live));
+                put_opt_key(out, verify_key);
             }
             SnMessage::SubscribeErr { channel, code, reason } => {
                 out.put_u8(tag::SUBSCRIBE_ERR);
@@ -198,7 +201,11 @@ impl WireMessage for SnMessage {
                 let path = (0..n).map(|_| r.node()).collect::<Result<Vec<_>, _>>()?;
                 SnMessage::Subscribe(Subscribe { channel, start, path })
             }
-            tag::SUBSCRIBE_OK => SnMessage::SubscribeOk { channel: r.channel()?, source_live: r.bool("source live")? },
+            tag::SUBSCRIBE_OK => SnMessage::SubscribeOk {
+                channel: r.channel()?,
+                source_live: r.bool("source live")?,
+                verify_key: r.opt_key("verify key")?,
+            },
             tag::SUBSCRIBE_ERR => SnMessage::SubscribeErr {
                 channel: r.channel()?,
                 code: RefuseCode::from_u8(r.u8("refuse code")?)?,

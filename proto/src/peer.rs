@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::chunk::Chunk;
 use crate::codec::{FrameCodec, WireMessage};
 use crate::name::ChannelId;
-use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_short_str, put_text};
+use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
 pub const CLIENT_PROTOCOL_VERSION: u16 = 1;
@@ -130,6 +130,9 @@ pub struct Welcome {
     pub stun: Option<SocketAddr>,
     /// Upload slots the edge counts on (substreams the client may be asked to forward).
     pub upload_slots: u16,
+    /// The channel's Ed25519 public key: every chunk is checked against it before it is played
+    /// or forwarded.
+    pub channel_key: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +365,7 @@ impl WireMessage for FromEdge {
                 put_opt_addr(out, &w.public_addr);
                 put_opt_addr(out, &w.stun);
                 out.put_u16(w.upload_slots);
+                put_opt_key(out, &w.channel_key);
             }
             FromEdge::Redirect { to, reason } => {
                 out.put_u8(2);
@@ -419,6 +423,7 @@ impl WireMessage for FromEdge {
                 public_addr: r.opt_addr("public address")?,
                 stun: r.opt_addr("stun address")?,
                 upload_slots: r.u16("upload slots")?,
+                channel_key: r.opt_key("channel key")?,
             }),
             2 => FromEdge::Redirect {
                 to: bounded_text(&mut r, "redirect target")?,
@@ -601,6 +606,7 @@ mod tests {
                 public_addr: Some(a6),
                 stun: Some(a4),
                 upload_slots: 6,
+                channel_key: Some([5; 32]),
             }),
             FromEdge::Redirect { to: "127.0.0.1:9000".into(), reason: "stage 4".into() },
             FromEdge::Refused { reason: "full".into() },

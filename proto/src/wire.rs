@@ -108,6 +108,9 @@ impl Reader {
     pub(crate) fn opt_addr(&mut self, what: &'static str) -> Result<Option<std::net::SocketAddr>, WireError> {
         if self.bool(what)? { self.addr(what).map(Some) } else { Ok(None) }
     }
+    pub(crate) fn opt_key(&mut self, what: &'static str) -> Result<Option<[u8; 32]>, WireError> {
+        if self.bool(what)? { self.array::<32>(what).map(Some) } else { Ok(None) }
+    }
     pub(crate) fn finish(self, what: &'static str) -> Result<(), WireError> {
         match self.buf.remaining() {
             0 => Ok(()),
@@ -142,6 +145,13 @@ pub(crate) fn put_opt_addr(out: &mut BytesMut, a: &Option<std::net::SocketAddr>)
     out.put_u8(u8::from(a.is_some()));
     if let Some(a) = a {
         put_addr(out, a);
+    }
+}
+
+pub(crate) fn put_opt_key(out: &mut BytesMut, k: &Option<[u8; 32]>) {
+    out.put_u8(u8::from(k.is_some()));
+    if let Some(k) = k {
+        out.put_slice(k);
     }
 }
 

@@ -37,6 +37,8 @@ pub struct ChannelHub {
     users: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
     publisher: AtomicBool,
+    /// The channel's Ed25519 public key, as Tier 0 announced it down the tree.
+    verify_key: Mutex<Option<[u8; 32]>>,
 }
 
 impl ChannelHub {
@@ -49,6 +51,7 @@ impl ChannelHub {
             users: AtomicUsize::new(0),
             idle_since: Mutex::new(Some(Instant::now())),
             publisher: AtomicBool::new(false),
+            verify_key: Mutex::new(None),
         })
     }
 
@@ -59,6 +62,14 @@ impl ChannelHub {
     }
     fn ring_mut(&self) -> RwLockWriteGuard<'_, ChunkRing> {
         self.ring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn verify_key(&self) -> Option<[u8; 32]> {
+        *self.verify_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_verify_key(&self, key: Option<[u8; 32]>) {
+        *self.verify_key.lock().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     pub fn status(&self) -> HubStatus {

@@ -27,6 +27,8 @@ const BATCH: usize = 64;
 enum LinkMsg {
     Input(Input),
     Chunk(AttemptId, Chunk),
+    /// The channel key the parent announced with its SubscribeOk.
+    Key(Option<[u8; 32]>),
 }
 
 fn now() -> std::time::Instant {
@@ -110,6 +112,11 @@ pub(crate) async fn run_upstream(
                     Verdict::Duplicate | Verdict::Stale => {}
                 },
                 Some(LinkMsg::Input(input)) => core.handle(now(), input),
+                Some(LinkMsg::Key(key)) => {
+                    if key.is_some() && hub.verify_key() != key {
+                        hub.set_verify_key(key);
+                    }
+                }
                 None => return,
             },
             _ = sleep_until_opt(deadline) => core.handle_timeout(now()),
@@ -178,7 +185,13 @@ async fn run_link(
         let out = match msg {
             Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => LinkMsg::Chunk(attempt, c),
             Some(Ok(SnMessage::Chunk(c))) => closed(format!("parent sent a chunk of channel {}", c.header.channel)),
-            Some(Ok(SnMessage::SubscribeOk { source_live, .. })) => input(Input::Accepted { attempt, source_live }),
+            Some(Ok(SnMessage::SubscribeOk { source_live, verify_key, .. })) => {
+                // The key first, so whoever wakes on the channel becoming ready already has it.
+                if tx.send(LinkMsg::Key(verify_key)).await.is_err() {
+                    return;
+                }
+                input(Input::Accepted { attempt, source_live })
+            }
             Some(Ok(SnMessage::SubscribeErr { code, reason, .. })) => {
                 debug!(%parent, ?code, %reason, "parent refused subscription");
                 input(Input::Refused { attempt, code, reason })
@@ -311,7 +324,11 @@ async fn child_session(
         }
     };
     let hub = lease.hub().clone();
-    let ok = SnMessage::SubscribeOk { channel: sub.channel.clone(), source_live: hub.status().source_live };
+    let ok = SnMessage::SubscribeOk {
+        channel: sub.channel.clone(),
+        source_live: hub.status().source_live,
+        verify_key: hub.verify_key(),
+    };
     if framed.send(ok).await.is_err() {
         return Ok(());
     }

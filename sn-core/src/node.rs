@@ -188,6 +188,7 @@ impl Node {
                 loops.push((c.id.clone(), load_clip(&c, path, &spec.clips)?, *speed));
             }
             let hub = ChannelHub::new(c.id.clone(), ring_config(&cfg), HubState::Ready);
+            hub.set_verify_key(Some(signer.verifier().to_bytes()));
             sources.insert(c.id.clone(), SourceChannel { cfg: c, signer, hub });
         }
         let hubs = sources.iter().map(|(id, s)| (id.clone(), Entry { hub: s.hub.clone(), upstream: None })).collect();

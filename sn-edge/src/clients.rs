@@ -119,6 +119,7 @@ async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result<ServiceHan
     cfg.join_burst_per_ip = s.admission.join_burst_per_ip;
     cfg.max_burst_ms = s.admission.max_burst_ms;
     cfg.stun = edge.stun_addr();
+    cfg.channel_key = lease.hub().verify_key();
     let bytes_per_sec = s.admission.capacity_kbps as f64 * 125.0;
     let budget = Arc::new(Mutex::new(TokenBucket::new(bytes_per_sec, bytes_per_sec)));
     let (inbox, rx) = mpsc::channel(4096);

@@ -31,6 +31,8 @@ pub struct ServiceConfig {
     pub stun: Option<SocketAddr>,
     /// Reports needed from distinct children before a parent is taken as unreachable.
     pub unreachable_reports: usize,
+    /// The channel's public key, handed to clients so they can check every chunk.
+    pub channel_key: Option<[u8; 32]>,
 }
 
 impl ServiceConfig {
@@ -44,6 +46,7 @@ impl ServiceConfig {
             join_burst_per_ip: 20.0,
             stun: None,
             unreachable_reports: 2,
+            channel_key: None,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct ServiceStats {
     pub redirected: u64,
     pub parent_troubles: u64,
     pub signals_relayed: u64,
+    /// Reports of chunks that failed their signature check.
+    pub bad_chunk_reports: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.
@@ -287,6 +292,7 @@ impl Service {
             public_addr: Some(from),
             stun: self.cfg.stun,
             upload_slots: self.admission.tracker().slots(peer).map_or(0, |(_, s)| s),
+            channel_key: self.cfg.channel_key,
         };
         self.out.push(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
         let mesh: Vec<(PeerId, SocketAddr)> = self
@@ -351,7 +357,15 @@ impl Service {
                 }
                 self.add_report(r);
             }
-            ToEdge::BadChunk { .. } => {}
+            ToEdge::BadChunk { from, seq } => {
+                // A client forwarded a chunk that failed its signature check: it never feeds anyone
+                // again; its children were re-parented when they dropped it. (Bans: trust issue.)
+                if self.clients.contains_key(&from) {
+                    self.stats.bad_chunk_reports += 1;
+                    tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
+                    self.admission.tracker_mut().mark_unreachable(from);
+                }
+            }
             ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
         }
     }

@@ -20,12 +20,17 @@ fn channel() -> ChannelId {
     ChannelId::new("live").unwrap()
 }
 
+/// The channel's key in these tests: every chunk is signed as Tier 0 would.
+fn signer() -> proto::ChannelSigner {
+    proto::ChannelSigner::from_seed([7; 32])
+}
+
 fn chunk(seq: u64) -> Chunk {
     let mut p = vec![0xffu8; CHUNK_BYTES];
     for pkt in p.chunks_mut(188) {
         pkt[0] = 0x47;
     }
-    Chunk {
+    let mut c = Chunk {
         header: ChunkHeader {
             channel: channel(),
             seq,
@@ -35,7 +40,9 @@ fn chunk(seq: u64) -> Chunk {
         },
         payload: Bytes::from(p),
         signature: None,
-    }
+    };
+    signer().sign(&mut c);
+    c
 }
 
 struct Slot {
@@ -81,6 +88,7 @@ impl Net {
         let capacity_bps = f64::from(nc_star) * (CHUNK_BYTES * 25) as f64;
         let t0 = Instant::now();
         let mut cfg = ServiceConfig::new(channel(), admission);
+        cfg.channel_key = Some(signer().verifier().to_bytes());
         cfg.joins_per_ip_per_sec = 1000.0;
         cfg.join_burst_per_ip = 1000.0;
         Net {
@@ -101,8 +109,13 @@ impl Net {
     }
 
     fn add_peer(&mut self, upload_kbps: u32) -> usize {
+        self.add_peer_with(upload_kbps, false)
+    }
+
+    fn add_peer_with(&mut self, upload_kbps: u32, tamper: bool) -> usize {
         let i = self.peers.len();
         let mut cfg = PeerConfig::new(channel());
+        cfg.tamper = tamper;
         cfg.upload_kbps = upload_kbps;
         cfg.listen = Some(addr_of(i));
         cfg.report_interval = Duration::from_secs(5);
@@ -229,7 +242,10 @@ impl Net {
                     self.peers[j].core.handle(now, PeerInput::LinkClosed(l2));
                 }
             }
-            PeerOutput::Play(c) => self.peers[i].played.push(c.seq()),
+            PeerOutput::Play(c) => {
+                assert!(signer().verifier().verify(&c).is_ok(), "peer {i} played a corrupted chunk {}", c.seq());
+                self.peers[i].played.push(c.seq())
+            }
             PeerOutput::Event(e) => self.peers[i].events.push(e),
         }
     }
@@ -475,4 +491,28 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
     );
     assert!(s.drain().is_empty());
     assert_eq!(s.stats().signals_relayed, 1);
+}
+
+#[test]
+fn a_tampering_peer_is_detected_dropped_and_no_player_sees_its_chunks() {
+    let mut net = Net::new(3, 6, 2.5);
+    // The second push peer flips a byte in everything it forwards.
+    let tamperer = 1;
+    for i in 0..12 {
+        net.add_peer_with(1_000, i == tamperer);
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(20));
+    assert!(net.peers[tamperer].core.stats().push, "the tamperer got to be a parent");
+    let reports = net.service.stats().bad_chunk_reports;
+    assert!(reports >= 1, "children reported the bad chunks");
+    assert_eq!(net.peers[tamperer].core.stats().children, 0, "nobody takes chunks from it any more");
+    let bad: u64 = net.peers.iter().map(|p| p.core.stats().bad_chunks).sum();
+    assert!(bad >= 1);
+    for (i, p) in net.peers.iter().enumerate() {
+        let st = p.core.stats();
+        assert_eq!(st.play.stalls, 0, "peer {i}: {st:?}");
+        assert!(continuous(&p.played), "peer {i} skipped chunks");
+    }
+    // (Every played chunk was checked against the channel key in `peer_output`.)
 }
