@@ -90,6 +90,11 @@ impl PlayBuffer {
         self.next
     }
 
+    /// Media time between consecutive chunks, as played so far.
+    pub fn frame_90k(&self) -> u64 {
+        self.frame_90k
+    }
+
     pub fn newest_seq(&self) -> Option<u64> {
         self.chunks.last_key_value().map(|(s, _)| *s)
     }

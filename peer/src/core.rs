@@ -15,6 +15,7 @@ use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerL
 use proto::{ChannelId, ChannelVerifier, Chunk, SubstreamId, TokenBucket};
 
 use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
+use crate::repair::{Repair, RepairConfig, RepairStats, buffer_map};
 
 pub type LinkId = u64;
 
@@ -34,6 +35,12 @@ pub struct PeerConfig {
     /// Backlog a parent sends a new child, at most: a whole buffer, so a child the edge had no
     /// room to burst to still starts with a full buffer (paced by the upload cap).
     pub catchup_ms: u32,
+    /// Mesh pull repair (window 0 disables it).
+    pub repair: RepairConfig,
+    /// Mesh neighbours (from the edge's list) this peer links to for repair.
+    pub mesh_links: usize,
+    /// How often buffer maps go to neighbours.
+    pub map_interval: Duration,
     /// Fault injection for tests: flip a byte in every chunk forwarded to children.
     #[doc(hidden)]
     pub tamper: bool,
@@ -51,6 +58,9 @@ impl PeerConfig {
             report_interval: Duration::from_secs(60),
             late_ms: 2_000,
             catchup_ms: 15_000,
+            repair: RepairConfig::default(),
+            mesh_links: 4,
+            map_interval: Duration::from_secs(1),
             tamper: false,
         }
     }
@@ -118,6 +128,8 @@ pub struct PeerStats {
     pub bad_chunks: u64,
     /// The edge gave the channel key: every chunk is checked.
     pub verifying: bool,
+    pub repair: RepairStats,
+    pub mesh: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +176,10 @@ pub struct PeerCore {
     joined_at: Instant,
     push: bool,
     verifier: Option<ChannelVerifier>,
+    repair: Repair,
+    /// Outgoing mesh links, by link.
+    mesh: HashMap<LinkId, PeerId>,
+    next_map: Instant,
     stats: PeerStats,
     reported: PeerStats,
     next_heartbeat: Instant,
@@ -195,6 +211,9 @@ impl PeerCore {
             joined_at: now,
             push: false,
             verifier: None,
+            repair: Repair::new(cfg.repair.clone()),
+            mesh: HashMap::new(),
+            next_map: now,
             stats: PeerStats::default(),
             reported: PeerStats::default(),
             next_heartbeat: now + cfg.heartbeat,
@@ -228,10 +247,13 @@ impl PeerCore {
         PeerStats {
             play: self.buffer.stats(),
             parents: self.parents.len(),
-            children: self.children.len(),
+            // Linked peers that subscribed to something (mesh neighbours only ask for repairs).
+            children: self.children.values().filter(|c| c.mask != 0).count(),
             push: self.push,
             buffered_ms: self.buffer.buffered_ms(),
             verifying: self.verifier.is_some(),
+            repair: self.repair.stats(),
+            mesh: self.mesh.len(),
             ..self.stats
         }
     }
@@ -248,7 +270,7 @@ impl PeerCore {
         if self.phase == Phase::Done {
             return None;
         }
-        let mut t = self.next_heartbeat.min(self.next_report).min(now + Duration::from_millis(500));
+        let mut t = self.next_heartbeat.min(self.next_report).min(self.next_map).min(now + Duration::from_millis(200));
         if let Some(d) = self.buffer.next_deadline(now) {
             t = t.min(d);
         }
@@ -264,7 +286,8 @@ impl PeerCore {
             return;
         }
         self.out.push_back(Output::ToEdge(ToEdge::Leave));
-        let links: Vec<LinkId> = self.link_parent.keys().chain(self.children.keys()).copied().collect();
+        let links: Vec<LinkId> =
+            self.link_parent.keys().chain(self.children.keys()).chain(self.mesh.keys()).copied().collect();
         for link in links {
             self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
             self.out.push_back(Output::Close { link });
@@ -272,6 +295,7 @@ impl PeerCore {
         self.parents.clear();
         self.link_parent.clear();
         self.children.clear();
+        self.mesh.clear();
         self.phase = Phase::Done;
     }
 
@@ -295,9 +319,15 @@ impl PeerCore {
                 }
                 self.subscribe(pid);
             }
-            Input::LinkFailed(link) => self.parent_gone(link, Trouble::Unreachable),
+            Input::LinkFailed(link) => {
+                self.repair.link_gone(link);
+                if self.mesh.remove(&link).is_none() {
+                    self.parent_gone(link, Trouble::Unreachable);
+                }
+            }
             Input::LinkClosed(link) => {
-                if self.children.remove(&link).is_none() {
+                self.repair.link_gone(link);
+                if self.children.remove(&link).is_none() && self.mesh.remove(&link).is_none() {
                     self.parent_gone(link, Trouble::Lost);
                 }
             }
@@ -327,6 +357,68 @@ impl PeerCore {
             self.report(now);
         }
         self.check_late(now);
+        if now >= self.next_map {
+            self.next_map = now + self.cfg.map_interval;
+            let targets: Vec<LinkId> = self.mesh.keys().chain(self.children.keys()).copied().collect();
+            for link in targets {
+                self.send_map(link);
+            }
+        }
+        self.plan_repair(now);
+    }
+
+    /// Links to up to `mesh_links` of the neighbours the edge named.
+    fn link_mesh(&mut self, list: Vec<(PeerId, SocketAddr)>) {
+        let me = self.peer_id();
+        for (id, addr) in list {
+            if self.mesh.len() >= self.cfg.mesh_links {
+                break;
+            }
+            if Some(id) == me || self.mesh.values().any(|&p| p == id) {
+                continue;
+            }
+            let link = self.next_link;
+            self.next_link += 1;
+            self.mesh.insert(link, id);
+            self.out.push_back(Output::Connect { link, addr });
+        }
+    }
+
+    fn drop_link(&mut self, link: LinkId) {
+        self.repair.link_gone(link);
+        self.mesh.remove(&link);
+        self.children.remove(&link);
+        self.out.push_back(Output::Close { link });
+    }
+
+    /// Our buffer map: which of the last 256 chunks we hold.
+    fn send_map(&mut self, link: LinkId) {
+        let Some(newest) = self.buffer.newest_seq() else { return };
+        const SPAN: usize = 256;
+        let first = newest.saturating_sub(SPAN as u64 - 1);
+        let bits = buffer_map(first, SPAN, |s| self.buffer.contains(s));
+        self.out.push_back(Output::Send { link, msg: PeerLink::BufferMap { first_seq: first, bits } });
+    }
+
+    /// Asks neighbours for chunks missing close to their playback deadline.
+    fn plan_repair(&mut self, now: Instant) {
+        let (Some(next), Some(newest)) = (self.buffer.next_seq(), self.buffer.newest_seq()) else { return };
+        if self.repair.config().window_ms == 0 {
+            return;
+        }
+        // A chunk is missing once every substream has delivered something later (2 rounds).
+        let settled = newest.saturating_sub(2 * u64::from(self.k()));
+        let window = u64::from(self.repair.config().window_ms) * 90 / self.buffer.frame_90k().max(1);
+        let end = settled.min(next + window);
+        let missing: Vec<u64> = (next..end).filter(|&s| !self.buffer.contains(s)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut reqs = Vec::new();
+        self.repair.plan(now, &missing, &mut reqs);
+        for (link, seq) in reqs {
+            self.out.push_back(Output::Send { link, msg: PeerLink::Request { seq } });
+        }
     }
 
     fn on_edge(&mut self, now: Instant, m: FromEdge) {
@@ -360,7 +452,8 @@ impl PeerCore {
                     self.on_chunk(c);
                 }
             }
-            FromEdge::Neighbours(_) | FromEdge::Signal { .. } => {}
+            FromEdge::Neighbours(list) => self.link_mesh(list),
+            FromEdge::Signal { .. } => {}
         }
     }
 
@@ -426,6 +519,29 @@ impl PeerCore {
     }
 
     fn on_peer(&mut self, now: Instant, link: LinkId, msg: PeerLink) {
+        // Mesh messages are welcome on any link.
+        match msg {
+            PeerLink::BufferMap { first_seq, bits } => {
+                self.repair.on_map(link, first_seq, bits);
+                return;
+            }
+            PeerLink::Request { seq } => {
+                match self.buffer.get(seq).cloned() {
+                    Some(c) => {
+                        self.repair.count_served();
+                        self.up_queue.push_back((link, c));
+                        self.drain_up(now);
+                    }
+                    None => self.out.push_back(Output::Send { link, msg: PeerLink::NotHave { seq } }),
+                }
+                return;
+            }
+            PeerLink::NotHave { seq } => {
+                self.repair.on_not_have(link, seq);
+                return;
+            }
+            _ => {}
+        }
         if let Some(&pid) = self.link_parent.get(&link) {
             match msg {
                 PeerLink::Chunk(c) => {
@@ -438,7 +554,8 @@ impl PeerCore {
                         return;
                     }
                     let s = self.substream_of(&c);
-                    let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0);
+                    let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0)
+                        || self.repair.on_chunk(link, c.seq());
                     if wanted {
                         self.stats.bytes_from_peers += c.payload.len() as u64;
                         self.on_chunk(c);
@@ -449,6 +566,30 @@ impl PeerCore {
                     self.parent_gone(link, Trouble::Lost);
                 }
                 _ => {}
+            }
+            return;
+        }
+        let msg = match msg {
+            PeerLink::Chunk(c) => {
+                // From a neighbour or child: taken only as the answer to our own request.
+                if self.repair.on_chunk(link, c.seq()) {
+                    if self.authentic(&c) {
+                        self.stats.bytes_from_peers += c.payload.len() as u64;
+                        self.on_chunk(c);
+                    } else {
+                        if let Some(&from) = self.mesh.get(&link) {
+                            self.out.push_back(Output::ToEdge(ToEdge::BadChunk { from, seq: c.seq() }));
+                        }
+                        self.drop_link(link);
+                    }
+                }
+                return;
+            }
+            other => other,
+        };
+        if self.mesh.contains_key(&link) {
+            if msg == PeerLink::Bye {
+                self.drop_link(link);
             }
             return;
         }
@@ -520,6 +661,7 @@ impl PeerCore {
         }
         self.newest_ts = self.newest_ts.max(ts);
         let seq = c.seq();
+        self.repair.got(seq);
         if !self.buffer.insert(c.clone()) {
             return;
         }
@@ -546,7 +688,10 @@ impl PeerCore {
             loop {
                 let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
                 let Some((link, c)) = queue.front() else { break };
-                if !self.children.contains_key(link) {
+                if !(self.children.contains_key(link)
+                    || self.mesh.contains_key(link)
+                    || self.link_parent.contains_key(link))
+                {
                     queue.pop_front();
                     continue;
                 }

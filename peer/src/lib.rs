@@ -8,3 +8,4 @@ pub mod buffer;
 pub mod core;
 pub mod driver;
 pub mod output;
+pub mod repair;

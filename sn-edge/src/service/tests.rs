@@ -68,6 +68,10 @@ struct Net {
     links: HashMap<(usize, LinkId), (usize, LinkId)>,
     next_accept: LinkId,
     stages: Vec<Stage>,
+    /// Fraction of chunks lost on peer links, and the RNG that decides.
+    loss: f64,
+    rng: u64,
+    repair: bool,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -105,6 +109,9 @@ impl Net {
             links: HashMap::new(),
             next_accept: 1,
             stages: Vec::new(),
+            loss: 0.0,
+            rng: 0x1234_5678,
+            repair: true,
         }
     }
 
@@ -116,6 +123,9 @@ impl Net {
         let i = self.peers.len();
         let mut cfg = PeerConfig::new(channel());
         cfg.tamper = tamper;
+        if !self.repair {
+            cfg.repair.window_ms = 0;
+        }
         cfg.upload_kbps = upload_kbps;
         cfg.listen = Some(addr_of(i));
         cfg.report_interval = Duration::from_secs(5);
@@ -233,6 +243,9 @@ impl Net {
             }
             PeerOutput::Send { link, msg } => {
                 if let Some(&(j, l2)) = self.links.get(&(i, link)) {
+                    if matches!(msg, proto::peer::PeerLink::Chunk(_)) && self.lose() {
+                        return;
+                    }
                     self.peers[j].core.handle(now, PeerInput::FromPeer(l2, msg));
                 }
             }
@@ -291,6 +304,14 @@ impl Net {
             }
             self.pump();
         }
+    }
+
+    /// Whether this peer-link chunk is lost (seeded xorshift).
+    fn lose(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 10_000) as f64 / 10_000.0 < self.loss
     }
 
     fn elapsed(&self) -> f64 {
@@ -515,4 +536,34 @@ fn a_tampering_peer_is_detected_dropped_and_no_player_sees_its_chunks() {
         assert!(continuous(&p.played), "peer {i} skipped chunks");
     }
     // (Every played chunk was checked against the channel key in `peer_output`.)
+}
+
+/// Plays `n` peers for 30 s over peer links that lose `loss` of their chunks.
+fn lossy_run(repair: bool, loss: f64) -> Net {
+    let mut net = Net::new(3, 6, 2.5);
+    net.repair = repair;
+    net.loss = loss;
+    for _ in 0..16 {
+        net.add_peer(1_000);
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(30));
+    net
+}
+
+#[test]
+fn mesh_repair_fills_chunks_lost_on_peer_links() {
+    let net = lossy_run(true, 0.03);
+    let mut repaired = 0;
+    for (i, p) in net.peers.iter().enumerate() {
+        let st = p.core.stats();
+        assert_eq!((st.play.stalls, st.play.skipped_chunks), (0, 0), "peer {i}: {st:?}");
+        assert!(continuous(&p.played), "peer {i}");
+        repaired += st.repair.repaired;
+    }
+    assert!(repaired > 100, "repaired {repaired} chunks");
+    // The same losses without repair leave holes.
+    let bare = lossy_run(false, 0.03);
+    let holes: u64 = bare.peers.iter().map(|p| p.core.stats().play.skipped_chunks + p.core.stats().play.stalls).sum();
+    assert!(holes > 10, "without repair the losses show: {holes}");
 }
