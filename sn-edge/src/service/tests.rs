@@ -567,3 +567,44 @@ fn mesh_repair_fills_chunks_lost_on_peer_links() {
     let holes: u64 = bare.peers.iter().map(|p| p.core.stats().play.skipped_chunks + p.core.stats().play.stalls).sum();
     assert!(holes > 10, "without repair the losses show: {holes}");
 }
+
+#[test]
+fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
+    // The peer-player issue's scenario: N1c = 4, N*c = 10, 30 peers; then every 10 s a tenth of
+    // them vanish without a word while as many new ones join.
+    let mut net = Net::new(4, 10, 2.5);
+    for _ in 0..30 {
+        net.add_peer(1_000);
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(10));
+    let mut rng = 99u64;
+    for _round in 0..6 {
+        let alive: Vec<usize> = (0..net.peers.len()).filter(|&i| net.peers[i].alive).collect();
+        for _ in 0..3 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let victim = alive[(rng >> 33) as usize % alive.len()];
+            if net.peers[victim].alive {
+                net.kill(victim);
+            }
+            net.add_peer(1_000);
+        }
+        net.run(Duration::from_secs(10));
+    }
+    let (mut played, mut stalled) = (0u64, 0u64);
+    for p in net.peers.iter().filter(|p| p.alive) {
+        let st = p.core.stats();
+        played += st.play.played_ms;
+        stalled += st.play.stalled_ms;
+    }
+    let q1 = played as f64 / (played + stalled) as f64;
+    eprintln!("churn run: Q1 = {q1:.5}, played {played} ms, stalled {stalled} ms");
+    assert!(q1 >= 0.99, "Q1 = {q1:.4}");
+    let snap = net.service.snapshot();
+    // The edge sees an abrupt leave as the dropped connection and re-feeds the orphans at once:
+    // from another parent, or from itself (refocus) until a parent has room.
+    assert!(snap.tree.refocus_total > 0, "orphans refocused on the edge: {snap:?}");
+    // Orphans came back into trees: the edge feeds only its push peers again, nobody waits.
+    assert_eq!(snap.tree.unfed, 0, "{snap:?}");
+    assert_eq!(snap.tree.edge_substreams, snap.nc as usize * 4, "refocused substreams returned to trees: {snap:?}");
+}
