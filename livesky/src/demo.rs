@@ -10,6 +10,8 @@ use sn_core::Topology;
 use crate::launch::{Cluster, ephemeral_ports};
 
 pub struct DemoOptions {
+    /// Peer players to start against the first edge with a client port.
+    pub peers: usize,
     pub config: Option<PathBuf>,
     pub endpoints_file: Option<PathBuf>,
     pub duration: Option<Duration>,
@@ -25,7 +27,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         ephemeral_ports(&mut topo);
     }
     let cluster = Cluster::start(topo, None).await.context("starting the demo nodes")?;
-    let ep = cluster.endpoints();
+    let mut ep = cluster.endpoints();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut players = Vec::new();
+    if opts.peers > 0 {
+        let edge = cluster.edges().find_map(|e| e.client).context("--peers needs an edge with client_listen")?;
+        let channel = proto::ChannelId::new("demo").context("channel name")?;
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        for _ in 0..opts.peers {
+            let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+            let p = crate::peer_cmd::start_player(edge, channel.clone(), cfg, any, any, false, cancel.clone()).await?;
+            ep.peers.push(crate::launch::PeerEndpoint {
+                http: format!("http://{}", p.http),
+                metrics: format!("http://{}/metrics", p.http),
+            });
+            players.push(p);
+            // Stay under the edge's join limit per address (5/s by default).
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     if let Some(path) = &opts.endpoints_file {
         ep.write(path).with_context(|| format!("writing endpoints file {}", path.display()))?;
     }
@@ -39,6 +59,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         if let Some(e) = ep.edges.first() {
             println!("  then play       ffplay {}/live/live.ts", e.http);
         }
+    }
+    for p in &ep.peers {
+        println!("  peer player     ffplay {}/live.ts", p.http);
     }
     println!();
     for n in &ep.nodes {
@@ -55,6 +78,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
+    cancel.cancel();
+    for p in players {
+        let _ = tokio::time::timeout(Duration::from_secs(3), p.task).await;
+    }
     cluster.shutdown().await;
     Ok(())
 }

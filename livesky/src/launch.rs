@@ -176,7 +176,7 @@ impl Cluster {
                 play.push(format!("{}/live/{c}/index.m3u8", e.http));
             }
         }
-        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play }
+        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new() }
     }
 }
 
@@ -199,6 +199,13 @@ pub struct NodeEndpoint {
     pub sn: Option<String>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct PeerEndpoint {
+    /// The peer's local output: play `{http}/live.ts`.
+    pub http: String,
+    pub metrics: String,
+}
+
 /// What `--endpoints-file` holds: where to push, where to play, where to scrape.
 #[derive(Debug, Serialize)]
 pub struct Endpoints {
@@ -210,6 +217,8 @@ pub struct Endpoints {
     pub nodes: Vec<NodeEndpoint>,
     pub channels: Vec<String>,
     pub play: Vec<String>,
+    /// Peer players started by `livesky demo --peers N`.
+    pub peers: Vec<PeerEndpoint>,
 }
 
 impl Endpoints {

@@ -36,6 +36,9 @@ enum Cmd {
         /// Listen on OS-chosen ports instead of the configured ones (see the endpoints file).
         #[arg(long)]
         ephemeral_ports: bool,
+        /// Also start this many peer players on the first edge (listed in the endpoints file).
+        #[arg(long, default_value_t = 0)]
+        peers: usize,
     },
     /// Run one core service node (Tier 0 or a core tier) from a topology file.
     Sn(NodeArgs),
@@ -106,14 +109,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports } => {
-                demo::run(DemoOptions {
-                    config,
-                    endpoints_file,
-                    duration: duration.map(Duration::from_secs),
-                    ephemeral_ports,
-                })
-                .await
+            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports, peers } => {
+                let duration = duration.map(Duration::from_secs);
+                demo::run(DemoOptions { peers, config, endpoints_file, duration, ephemeral_ports }).await
             }
             Cmd::Sn(args) => run_node(args, Role::Core).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,

@@ -130,6 +130,20 @@ pub struct PeerStats {
     pub verifying: bool,
     pub repair: RepairStats,
     pub mesh: usize,
+    /// The startup timeline of LiveSky §4.2, from the join request.
+    pub timeline: Timeline,
+}
+
+/// When each startup step happened, measured from the join request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    /// The edge's first reply (Welcome).
+    pub login_reply: Option<Duration>,
+    pub first_data: Option<Duration>,
+    /// Playback started (the start threshold was buffered).
+    pub playback: Option<Duration>,
+    /// 90 % of the configured buffer was held.
+    pub buffer_full: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +157,8 @@ struct Parent {
     link: LinkId,
     mask: u64,
     up: bool,
+    /// The subscription still to be sent (held back while the edge's start burst flows).
+    pending: bool,
 }
 
 struct Child {
@@ -176,6 +192,10 @@ pub struct PeerCore {
     joined_at: Instant,
     push: bool,
     verifier: Option<ChannelVerifier>,
+    /// Time of the input being handled (for timestamps deep in the call tree).
+    last_now: Instant,
+    welcomed_at: Instant,
+    last_edge_chunk: Instant,
     repair: Repair,
     /// Outgoing mesh links, by link.
     mesh: HashMap<LinkId, PeerId>,
@@ -211,6 +231,9 @@ impl PeerCore {
             joined_at: now,
             push: false,
             verifier: None,
+            last_now: now,
+            welcomed_at: now,
+            last_edge_chunk: now,
             repair: Repair::new(cfg.repair.clone()),
             mesh: HashMap::new(),
             next_map: now,
@@ -254,6 +277,7 @@ impl PeerCore {
             verifying: self.verifier.is_some(),
             repair: self.repair.stats(),
             mesh: self.mesh.len(),
+            timeline: Timeline { playback: self.stats.startup, ..self.stats.timeline },
             ..self.stats
         }
     }
@@ -303,6 +327,7 @@ impl PeerCore {
         if self.phase == Phase::Done {
             return;
         }
+        self.last_now = now;
         match input {
             Input::FromEdge(m) => self.on_edge(now, m),
             Input::EdgeClosed => {
@@ -337,12 +362,15 @@ impl PeerCore {
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
         }
         self.play(now);
+        self.flush_pending_subscriptions();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Done {
             return;
         }
+        self.last_now = now;
+        self.flush_pending_subscriptions();
         self.drain_up(now);
         self.play(now);
         self.buffer.evict();
@@ -427,6 +455,8 @@ impl PeerCore {
                 if self.phase != Phase::Joining || w.channel != self.cfg.channel {
                     return;
                 }
+                self.stats.timeline.login_reply = Some(now.saturating_duration_since(self.joined_at));
+                self.welcomed_at = now;
                 let k = w.substreams.clamp(1, 64);
                 self.phase = Phase::Joined { id: w.peer, k };
                 self.push = w.push;
@@ -447,6 +477,7 @@ impl PeerCore {
             }
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
             FromEdge::Chunk(c) => {
+                self.last_edge_chunk = now;
                 if self.authentic(&c) {
                     self.stats.bytes_from_edge += c.payload.len() as u64;
                     self.on_chunk(c);
@@ -483,7 +514,7 @@ impl PeerCore {
                 *next_link += 1;
                 link_parent.insert(link, id);
                 out.push_back(Output::Connect { link, addr });
-                Parent { link, mask: 0, up: false }
+                Parent { link, mask: 0, up: false, pending: false }
             });
             p.mask |= 1u64 << s;
             self.subscribe(id);
@@ -501,9 +532,37 @@ impl PeerCore {
             self.link_parent.remove(&link);
             return;
         }
-        if p.up {
-            let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
-            self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: p.mask, from_seq } });
+        if !p.up || !self.may_subscribe() {
+            if let Some(p) = self.parents.get_mut(&id) {
+                p.pending = true;
+            }
+            return;
+        }
+        let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
+        self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: p.mask, from_seq } });
+        if let Some(p) = self.parents.get_mut(&id) {
+            p.pending = false;
+        }
+    }
+
+    /// Parents are asked for chunks once playback runs, or once the edge's start burst is over
+    /// (or never came): subscribing earlier would put live chunks ahead of the burst, and playback
+    /// would start at the live edge with a thin buffer instead of the burst's full one.
+    fn may_subscribe(&self) -> bool {
+        let quiet = Duration::from_millis(300);
+        self.buffer.started_at().is_some()
+            || (self.last_now.saturating_duration_since(self.welcomed_at) >= quiet
+                && self.last_now.saturating_duration_since(self.last_edge_chunk) >= quiet)
+    }
+
+    /// Sends subscriptions held back while the burst was flowing.
+    fn flush_pending_subscriptions(&mut self) {
+        if !self.may_subscribe() {
+            return;
+        }
+        let pending: Vec<PeerId> = self.parents.iter().filter(|(_, p)| p.pending && p.up).map(|(&id, _)| id).collect();
+        for id in pending {
+            self.subscribe(id);
         }
     }
 
@@ -654,6 +713,9 @@ impl PeerCore {
     }
 
     fn on_chunk(&mut self, c: Chunk) {
+        if self.stats.timeline.first_data.is_none() {
+            self.stats.timeline.first_data = Some(self.last_now.saturating_duration_since(self.joined_at));
+        }
         let s = usize::from(self.substream_of(&c));
         let ts = c.header.media_ts;
         if let Some(last) = self.last_rx_ts.get_mut(s) {
@@ -713,6 +775,11 @@ impl PeerCore {
     }
 
     fn play(&mut self, now: Instant) {
+        if self.stats.timeline.buffer_full.is_none()
+            && self.buffer.buffered_ms() * 10 >= u64::from(self.cfg.buffer.buffer_ms) * 9
+        {
+            self.stats.timeline.buffer_full = Some(now.saturating_duration_since(self.joined_at));
+        }
         // Forward what arrived since the last call first, then play what is due.
         self.drain_up(now);
         let stalls_before = self.buffer.stats().stalls;

@@ -197,6 +197,13 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
         "stalls": s.play.stalls,
         "stalled_ms": s.play.stalled_ms,
         "played_ms": s.play.played_ms,
+        "timeline_ms": {
+            "login_reply": s.timeline.login_reply.map(|d| d.as_millis() as u64),
+            "first_data": s.timeline.first_data.map(|d| d.as_millis() as u64),
+            "playback": s.timeline.playback.map(|d| d.as_millis() as u64),
+            "buffer_full": s.timeline.buffer_full.map(|d| d.as_millis() as u64),
+        },
+        "repaired_chunks": s.repair.repaired,
         "verifying_signatures": s.verifying,
         "bad_chunks": s.bad_chunks,
     }))
