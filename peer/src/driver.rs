@@ -179,7 +179,7 @@ pub async fn run(
                         Event::Redirected(to) => ended = Some(Ended::Redirected(to)),
                         Event::Refused(r) => ended = Some(Ended::Refused(r)),
                         Event::EdgeLost => ended = Some(Ended::EdgeLost),
-                        Event::Started { startup } => info!(?startup, "playback started"),
+                        Event::Started { startup } => debug!(?startup, "playback started"),
                         Event::Welcomed { peer, push } => debug!(peer, push, "joined"),
                         Event::Stalled => debug!("stall"),
                     }

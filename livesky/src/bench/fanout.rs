@@ -125,7 +125,7 @@ fn render(rows: &[Row]) -> String {
     s
 }
 
-fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
+pub(super) fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()
@@ -170,10 +170,17 @@ async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<
             &format!("[node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}"),
         ),
     );
+    let (child, v) = spawn_demo(dir, &topo).await?;
+    let http = v["edges"][0]["http"].as_str().context("endpoints file lists no edge")?.to_string();
+    Ok((child, http))
+}
+
+/// Runs `livesky demo` on `topology` in a child process; returns it and its endpoints.
+pub(super) async fn spawn_demo(dir: &Path, topology: &str) -> anyhow::Result<(Child, serde_json::Value)> {
     let cfg = dir.join("bench.toml");
     let ep = dir.join("endpoints.json");
     let _ = std::fs::remove_file(&ep);
-    std::fs::write(&cfg, topo)?;
+    std::fs::write(&cfg, topology)?;
     let child = Command::new(std::env::current_exe()?)
         .args(["demo", "--ephemeral-ports", "--config"])
         .arg(&cfg)
@@ -185,9 +192,7 @@ async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<
         .spawn()
         .context("starting the edge process")?;
     let text = wait_for_file(&ep, Duration::from_secs(20)).await?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    let http = v["edges"][0]["http"].as_str().context("endpoints file lists no edge")?.to_string();
-    Ok((child, http))
+    Ok((child, serde_json::from_str(&text)?))
 }
 
 async fn start_nginx(nginx: &Path, dir: &Path, file: &Path, rate_bps: f64) -> anyhow::Result<(Child, String, u32)> {
@@ -251,7 +256,7 @@ fn process_tree(root: u32) -> Vec<u32> {
 }
 
 /// CPU seconds (user + system) used so far by these processes.
-fn cpu_seconds(pids: &[u32]) -> f64 {
+pub(super) fn cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .map(|stat| {
@@ -263,7 +268,7 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
-fn rss_mib(pids: &[u32]) -> f64 {
+pub(super) fn rss_mib(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .filter_map(|s| {

@@ -2,9 +2,11 @@
 
 mod admit;
 mod fanout;
+mod peers;
 
 pub use admit::AdmitArgs;
 pub use fanout::FanoutArgs;
+pub use peers::PeersArgs;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
@@ -12,12 +14,15 @@ pub enum BenchCmd {
     Fanout(FanoutArgs),
     /// Joins per second one edge admits (admission + tree assignment) as its swarm grows.
     Admit(AdmitArgs),
+    /// CPU and memory per peer player and startup delay, for swarms of 10/50/100 peers.
+    Peers(PeersArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Fanout(a) => fanout::fanout(a).await,
         BenchCmd::Admit(a) => admit::admit(a),
+        BenchCmd::Peers(a) => peers::peers(a).await,
     }
 }
 
