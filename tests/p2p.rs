@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use livesky::swarm::spawn_peer;
-use livesky_peer::driver::Ended;
+use livesky_peer::driver::{Ended, Net, Transport};
 use livesky_tests::*;
 use proto::ChannelId;
 use sn_core::Role;
@@ -53,7 +53,7 @@ async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously
     let mut peers = Vec::new();
     let mut stages = Vec::new();
     for _ in 0..40 {
-        peers.push(spawn_peer(client_port, &channel, (BITRATE_KBPS * 5 / 2) as u32, &cancel));
+        peers.push(spawn_peer(client_port, &channel, (BITRATE_KBPS * 5 / 2) as u32, Transport::Tcp, &cancel));
         tokio::time::sleep(Duration::from_millis(250)).await;
         let (stage, _, _) = p2p_view(edge).await;
         if stages.last() != Some(&stage) {
@@ -140,11 +140,20 @@ async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
     let cancel = CancellationToken::new();
     let channel = ChannelId::new("demo").unwrap();
     // Five push peers (N1c = 5), then the one we watch: it joins in stage 2, fed by peers.
-    let pushers: Vec<_> = (0..5).map(|_| spawn_peer(edge, &channel, 1250, &cancel)).collect();
+    let pushers: Vec<_> = (0..5).map(|_| spawn_peer(edge, &channel, 1250, Transport::WebRtc, &cancel)).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let player = livesky::peer_cmd::start_player(edge, channel, cfg, any, any, false, cancel.clone()).await.unwrap();
+    let player = livesky::peer_cmd::start_player(
+        Net { edge, listen: any, transport: Transport::WebRtc },
+        channel,
+        cfg,
+        any,
+        false,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
     let mut stats = player.stats.clone();
     tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.startup.is_some())).await.unwrap().unwrap();
     if require_ffmpeg() {

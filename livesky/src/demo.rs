@@ -12,6 +12,8 @@ use crate::launch::{Cluster, ephemeral_ports};
 pub struct DemoOptions {
     /// Peer players to start against the first edge with a client port.
     pub peers: usize,
+    /// How those peers reach each other.
+    pub transport: livesky_peer::driver::Transport,
     pub config: Option<PathBuf>,
     pub endpoints_file: Option<PathBuf>,
     pub duration: Option<Duration>,
@@ -34,9 +36,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let edge = cluster.edges().find_map(|e| e.client).context("--peers needs an edge with client_listen")?;
         let channel = proto::ChannelId::new("demo").context("channel name")?;
         let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let net = livesky_peer::driver::Net { edge, listen: any, transport: opts.transport };
         for _ in 0..opts.peers {
             let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-            let p = crate::peer_cmd::start_player(edge, channel.clone(), cfg, any, any, false, cancel.clone()).await?;
+            let p = crate::peer_cmd::start_player(net, channel.clone(), cfg, any, false, cancel.clone()).await?;
             ep.peers.push(crate::launch::PeerEndpoint {
                 http: format!("http://{}", p.http),
                 metrics: format!("http://{}/metrics", p.http),

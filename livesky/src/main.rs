@@ -39,6 +39,9 @@ enum Cmd {
         /// Also start this many peer players on the first edge (listed in the endpoints file).
         #[arg(long, default_value_t = 0)]
         peers: usize,
+        /// How the demo's peers reach each other: webrtc or tcp.
+        #[arg(long, default_value = "webrtc")]
+        transport: livesky_peer::driver::Transport,
     },
     /// Run one core service node (Tier 0 or a core tier) from a topology file.
     Sn(NodeArgs),
@@ -109,9 +112,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports, peers } => {
+            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports, peers, transport } => {
                 let duration = duration.map(Duration::from_secs);
-                demo::run(DemoOptions { peers, config, endpoints_file, duration, ephemeral_ports }).await
+                demo::run(DemoOptions { peers, transport, config, endpoints_file, duration, ephemeral_ports }).await
             }
             Cmd::Sn(args) => run_node(args, Role::Core).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,

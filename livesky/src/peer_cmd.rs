@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use livesky_peer::buffer::BufferConfig;
 use livesky_peer::core::{PeerConfig, PeerStats};
-use livesky_peer::driver::{self, Ended};
+use livesky_peer::driver::{self, Ended, Net, Transport};
 use livesky_peer::output::{LocalOutput, status_line};
 use proto::{ChannelId, Chunk};
 use tokio::io::AsyncWriteExt;
@@ -56,9 +56,14 @@ pub struct PlayArgs {
     /// Upload offered to other peers, kbit/s (the edge caps it at 1.5 × the stream rate).
     #[arg(long, default_value_t = 1000)]
     pub upload_kbps: u32,
-    /// Where other peers connect to this one.
+    /// The local address peer links use (TCP: where other peers connect; WebRTC: where ICE
+    /// binds; 0.0.0.0 means the address this host reaches the edge from).
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
+    /// How peers reach each other: webrtc (crosses NATs through the edge's STUN and signalling)
+    /// or tcp (hosts that accept connections only).
+    #[arg(long, default_value = "webrtc")]
+    pub transport: Transport,
 }
 
 /// Splits `livesky://HOST[:PORT]/CHANNEL`.
@@ -95,13 +100,12 @@ pub struct Player {
     pub task: tokio::task::JoinHandle<anyhow::Result<Ended>>,
 }
 
-/// Starts playing `channel` from the edge at `edge`, following redirects; local output on `http`.
+/// Starts playing `channel` from the edge at `net.edge`, following redirects; local output on `http`.
 pub async fn start_player(
-    edge: SocketAddr,
+    net: Net,
     channel: ChannelId,
     cfg: PeerConfig,
     http: SocketAddr,
-    listen: SocketAddr,
     stdout: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<Player> {
@@ -124,15 +128,15 @@ pub async fn start_player(
         }
     });
     let task = tokio::spawn(async move {
-        let mut edge = edge;
+        let mut net = net;
         for _ in 0..=MAX_REDIRECTS {
             let mut cfg = cfg.clone();
             cfg.channel = channel.clone();
-            match driver::run(cfg, edge, listen, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
+            match driver::run(cfg, net, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
                 Ended::Redirected(to) => {
                     tracing::info!(%to, "redirected to another edge");
                     let (host, port) = to.rsplit_once(':').context("redirect target has no port")?;
-                    edge = resolve(host, port.parse().context("redirect port")?).await?;
+                    net.edge = resolve(host, port.parse().context("redirect port")?).await?;
                 }
                 other => return Ok(other),
             }
@@ -154,7 +158,8 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
         cfg.late_ms = 1_000;
     }
     let cancel = CancellationToken::new();
-    let player = start_player(edge, channel, cfg, args.http, args.listen, args.stdout, cancel.clone()).await?;
+    let net = Net { edge, listen: args.listen, transport: args.transport };
+    let player = start_player(net, channel, cfg, args.http, args.stdout, cancel.clone()).await?;
     eprintln!("LiveSky peer: playing {} — local output http://{}/live.ts (metrics at /metrics)", args.url, player.http);
     let mut app: Option<tokio::process::Child> = None;
     let mut before = PeerStats::default();

@@ -1,6 +1,6 @@
 //! `livesky swarm`: runs N peer players in this process against one edge's client port and prints
 //! the aggregate table (startup, stalls, Q1, P2P share), with a live status line meanwhile.
-//! Peer links are TCP on loopback until the WebRTC transport arrives.
+//! Peer links are WebRTC data channels by default (`--transport tcp` for plain TCP).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use livesky_peer::core::{PeerConfig, PeerStats};
-use livesky_peer::driver::{self, Ended};
+use livesky_peer::driver::{self, Ended, Net, Transport};
 use proto::ChannelId;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,9 @@ pub struct SwarmArgs {
     /// Seconds to run after the last join (Ctrl-C stops earlier).
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
+    /// How peers reach each other: webrtc or tcp.
+    #[arg(long, default_value = "webrtc")]
+    pub transport: Transport,
 }
 
 /// One peer player running in this process.
@@ -42,8 +45,14 @@ pub struct Member {
     pub task: tokio::task::JoinHandle<Result<Ended, driver::PeerError>>,
 }
 
-/// Starts a peer player against `edge` (its children connect on an ephemeral loopback port).
-pub fn spawn_peer(edge: SocketAddr, channel: &ChannelId, upload_kbps: u32, cancel: &CancellationToken) -> Member {
+/// Starts a peer player against `edge`; its peer links bind to loopback.
+pub fn spawn_peer(
+    edge: SocketAddr,
+    channel: &ChannelId,
+    upload_kbps: u32,
+    transport: Transport,
+    cancel: &CancellationToken,
+) -> Member {
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = upload_kbps;
     let (tx, stats) = watch::channel(PeerStats::default());
@@ -56,7 +65,8 @@ pub fn spawn_peer(edge: SocketAddr, channel: &ChannelId, upload_kbps: u32, cance
         }
     });
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let task = tokio::spawn(driver::run(cfg, edge, listen, Some(play_tx), tx, cancel.child_token()));
+    let net = Net { edge, listen, transport };
+    let task = tokio::spawn(driver::run(cfg, net, Some(play_tx), tx, cancel.child_token()));
     Member { stats, played, task }
 }
 
@@ -80,7 +90,7 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(stop);
     for _ in 0..args.peers {
-        members.push(spawn_peer(args.edge, &args.channel, args.upload_kbps, &cancel));
+        members.push(spawn_peer(args.edge, &args.channel, args.upload_kbps, args.transport, &cancel));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.join_interval_ms)) => {}
             _ = &mut stop => break,

@@ -94,8 +94,10 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     ToEdge(ToEdge),
+    /// Open link `link` to peer `peer` (at `addr` for direct transports; by signalling for WebRTC).
     Connect {
         link: LinkId,
+        peer: PeerId,
         addr: SocketAddr,
     },
     Send {
@@ -408,7 +410,7 @@ impl PeerCore {
             let link = self.next_link;
             self.next_link += 1;
             self.mesh.insert(link, id);
-            self.out.push_back(Output::Connect { link, addr });
+            self.out.push_back(Output::Connect { link, peer: id, addr });
         }
     }
 
@@ -513,7 +515,7 @@ impl PeerCore {
                 let link = *next_link;
                 *next_link += 1;
                 link_parent.insert(link, id);
-                out.push_back(Output::Connect { link, addr });
+                out.push_back(Output::Connect { link, peer: id, addr });
                 Parent { link, mask: 0, up: false, pending: false }
             });
             p.mask |= 1u64 << s;

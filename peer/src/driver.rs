@@ -1,27 +1,31 @@
-//! The peer's IO driver: a TCP control link to the edge, a TCP listener for children, and TCP
-//! links to parents (the honest stand-in until the WebRTC transport of the peer-player issue),
-//! all feeding one [`PeerCore`]. Played chunks go to an optional channel (the local HTTP output,
-//! or a test); stats are published on a watch channel.
+//! The peer's IO driver: a TCP control link to the edge, and links to other peers over WebRTC
+//! data channels (ICE through the edge's STUN, offers and answers relayed by the edge) or, for
+//! hosts without UDP, plain TCP. Everything feeds one [`PeerCore`]. Played chunks go to an optional
+//! channel (the local HTTP output, or a test); stats are published on a watch channel.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proto::Chunk;
-use proto::peer::{FromEdge, PeerControlCodec, PeerLink, PeerLinkCodec, ToEdge};
+use proto::peer::{FromEdge, PeerControlCodec, PeerLink, PeerLinkCodec, SignalKind, ToEdge};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::core::{Event, Input, LinkId, Output, PeerConfig, PeerCore, PeerStats};
+use crate::rtc::{LinkEvent, Rtc};
 
 /// Most peer-link frames accepted (a chunk plus its header).
 const MAX_LINK_FRAME: usize = proto::DEFAULT_MAX_FRAME;
 const LINK_QUEUE: usize = 512;
+/// Offers answered at once: a flood of offers must not make us build connections without end.
+const MAX_ANSWERING: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -29,6 +33,47 @@ pub enum PeerError {
     Edge { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for peers on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// How peers reach each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// WebRTC data channels: what crosses NATs (LiveSky §3.2).
+    #[default]
+    WebRtc,
+    /// Direct TCP to the address a peer reported: only for hosts that accept connections.
+    Tcp,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "webrtc" => Ok(Transport::WebRtc),
+            "tcp" => Ok(Transport::Tcp),
+            _ => Err(format!("unknown peer transport `{s}`: use webrtc or tcp")),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::WebRtc => "WebRTC",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+/// Where the peer connects and listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Net {
+    /// The edge's LiveSky client port.
+    pub edge: SocketAddr,
+    /// TCP: where children connect (port 0 for any). WebRTC: the address ICE binds to (its
+    /// port is unused; an unspecified address means the one we reach the edge from).
+    pub listen: SocketAddr,
+    pub transport: Transport,
 }
 
 /// How a peer's session ended.
@@ -42,7 +87,7 @@ pub enum Ended {
     EdgeLost,
 }
 
-/// The writer queue of a link, and the token that closes it (both tasks, hence the socket).
+/// The writer queue of a link, and the token that closes it (and so its socket).
 struct LinkHandle {
     tx: mpsc::Sender<PeerLink>,
     close: CancellationToken,
@@ -56,25 +101,155 @@ enum Ev {
     Accepted(LinkId, LinkHandle),
     FromPeer(LinkId, PeerLink),
     LinkClosed(LinkId),
+    /// A signalling message for the edge to relay.
+    Signal(ToEdge),
+}
+
+/// Links are numbered by the core (outgoing, from 2^32) and here (accepted, below 2^32).
+fn is_outgoing(link: LinkId) -> bool {
+    link >= 1 << 32
+}
+
+impl From<LinkEvent> for Ev {
+    fn from(e: LinkEvent) -> Ev {
+        match e {
+            LinkEvent::Open { link, tx, close, .. } if is_outgoing(link) => Ev::LinkUp(link, LinkHandle { tx, close }),
+            LinkEvent::Open { link, tx, close, .. } => Ev::Accepted(link, LinkHandle { tx, close }),
+            LinkEvent::Message { link, msg } => Ev::FromPeer(link, msg),
+            LinkEvent::Closed { link } => Ev::LinkClosed(link),
+            LinkEvent::Failed { link } => Ev::LinkFailed(link),
+        }
+    }
+}
+
+/// The WebRTC side of the driver: links are made by signalling through the edge.
+struct WebRtc {
+    bind_ip: IpAddr,
+    rtc: Option<Arc<Rtc>>,
+    events: mpsc::Sender<LinkEvent>,
+    answering: Arc<Semaphore>,
+    next_accepted: LinkId,
+}
+
+impl WebRtc {
+    /// The edge's welcome names its STUN server: links can be made from now on.
+    fn welcome(&mut self, stun: Option<SocketAddr>) {
+        match Rtc::new(stun, self.bind_ip) {
+            Ok(rtc) => self.rtc = Some(Arc::new(rtc)),
+            Err(e) => warn!(error = %e, "WebRTC unavailable: this peer takes everything from its edge"),
+        }
+    }
+
+    /// Offers a link to `peer`; the link fails if no answer opens it in time.
+    fn connect(&self, link: LinkId, peer: u64, ev_tx: &mpsc::Sender<Ev>, cancel: &CancellationToken) {
+        let (ev_tx, cancel, events, rtc) = (ev_tx.clone(), cancel.clone(), self.events.clone(), self.rtc.clone());
+        tokio::spawn(async move {
+            let Some(rtc) = rtc else {
+                let _ = ev_tx.send(Ev::LinkFailed(link)).await;
+                return;
+            };
+            match rtc.offer(link, events, cancel).await {
+                Ok(payload) => {
+                    let _ = ev_tx.send(Ev::Signal(ToEdge::Signal { to: peer, kind: SignalKind::Offer, payload })).await;
+                }
+                Err(e) => {
+                    debug!(error = %e, link, "cannot offer a link");
+                    rtc.abandon(link).await;
+                    let _ = ev_tx.send(Ev::LinkFailed(link)).await;
+                }
+            }
+        });
+    }
+
+    fn signal(
+        &mut self,
+        from: u64,
+        kind: SignalKind,
+        payload: String,
+        ev_tx: &mpsc::Sender<Ev>,
+        cancel: &CancellationToken,
+    ) {
+        let Some(rtc) = self.rtc.clone() else { return };
+        match kind {
+            SignalKind::Offer => {
+                let Ok(permit) = self.answering.clone().try_acquire_owned() else {
+                    warn!(from, "too many offers at once; ignoring one");
+                    return;
+                };
+                let link = self.next_accepted;
+                self.next_accepted += 1;
+                let (ev_tx, cancel, events) = (ev_tx.clone(), cancel.clone(), self.events.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match rtc.answer(&payload, link, events, cancel).await {
+                        Ok(payload) => {
+                            let answer = ToEdge::Signal { to: from, kind: SignalKind::Answer, payload };
+                            let _ = ev_tx.send(Ev::Signal(answer)).await;
+                        }
+                        Err(e) => debug!(error = %e, from, "cannot answer an offer"),
+                    }
+                });
+            }
+            SignalKind::Answer => {
+                tokio::spawn(async move {
+                    if let Err(e) = rtc.answered(&payload).await {
+                        debug!(error = %e, from, "unusable answer");
+                    }
+                });
+            }
+            // Gathering completes before an offer or answer is sent: candidates travel inside.
+            SignalKind::Candidate => {}
+        }
+    }
+
+    fn link_gone(&self, link: LinkId) {
+        if let Some(rtc) = self.rtc.clone() {
+            tokio::spawn(async move { rtc.abandon(link).await });
+        }
+    }
 }
 
 /// Runs one peer until it is cancelled, redirected, refused, or loses its edge.
 ///
-/// `listen`: where to accept children (port 0 for any); `play`: receives the stream in order.
+/// `play`: receives the stream in order.
 pub async fn run(
     mut cfg: PeerConfig,
-    edge: SocketAddr,
-    listen: SocketAddr,
+    net: Net,
     play: Option<mpsc::Sender<Chunk>>,
     stats: watch::Sender<PeerStats>,
     cancel: CancellationToken,
 ) -> Result<Ended, PeerError> {
-    let listener = TcpListener::bind(listen).await.map_err(|source| PeerError::Listen { addr: listen, source })?;
-    cfg.listen = listener.local_addr().ok();
+    let edge = net.edge;
+    let listener = match net.transport {
+        Transport::Tcp => {
+            let l =
+                TcpListener::bind(net.listen).await.map_err(|source| PeerError::Listen { addr: net.listen, source })?;
+            cfg.listen = l.local_addr().ok();
+            Some(l)
+        }
+        Transport::WebRtc => None,
+    };
     let stream = TcpStream::connect(edge).await.map_err(|source| PeerError::Edge { addr: edge, source })?;
     let _ = stream.set_nodelay(true);
-    let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
     let (ev_tx, mut ev) = mpsc::channel::<Ev>(4096);
+    let (rtc_tx, mut rtc_ev) = mpsc::channel::<LinkEvent>(4096);
+    let mut webrtc = None;
+    if net.transport == Transport::WebRtc {
+        // Our private address is the one we reach the edge from; WebRTC needs no fixed port.
+        let bind_ip = match net.listen.ip() {
+            ip if ip.is_unspecified() => stream.local_addr().map_or(ip, |a| a.ip()),
+            ip => ip,
+        };
+        cfg.listen = Some(SocketAddr::new(bind_ip, 0));
+        webrtc = Some(WebRtc {
+            bind_ip,
+            rtc: None,
+            events: rtc_tx,
+            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+            next_accepted: 1,
+        });
+    }
+    let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
     let local = cancel.child_token();
 
     // Edge → events.
@@ -106,28 +281,8 @@ pub async fn run(
             }
         });
     }
-    // Children connect here; accepted links are numbered below 2^32 (the core's are above).
-    {
-        let ev_tx = ev_tx.clone();
-        let local = local.clone();
-        tokio::spawn(async move {
-            let mut next: LinkId = 1;
-            loop {
-                let (s, _) = tokio::select! {
-                    _ = local.cancelled() => return,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(_) => continue,
-                    },
-                };
-                let link = next;
-                next += 1;
-                let tx = spawn_link(link, s, ev_tx.clone(), local.clone());
-                if ev_tx.send(Ev::Accepted(link, tx)).await.is_err() {
-                    return;
-                }
-            }
-        });
+    if let Some(listener) = listener {
+        spawn_acceptor(listener, ev_tx.clone(), local.clone());
     }
 
     let mut core = PeerCore::new(cfg, Instant::now().into_std());
@@ -142,21 +297,10 @@ pub async fn run(
                         ended.get_or_insert(Ended::EdgeLost);
                     }
                 }
-                Output::Connect { link, addr } => {
-                    let ev_tx = ev_tx.clone();
-                    let local = local.clone();
-                    tokio::spawn(async move {
-                        match timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                            Ok(Ok(s)) => {
-                                let tx = spawn_link(link, s, ev_tx.clone(), local);
-                                let _ = ev_tx.send(Ev::LinkUp(link, tx)).await;
-                            }
-                            _ => {
-                                let _ = ev_tx.send(Ev::LinkFailed(link)).await;
-                            }
-                        }
-                    });
-                }
+                Output::Connect { link, peer, addr } => match &webrtc {
+                    Some(w) => w.connect(link, peer, &ev_tx, &local),
+                    None => connect_tcp(link, addr, ev_tx.clone(), local.clone()),
+                },
                 Output::Send { link, msg } => {
                     if let Some(h) = links.get(&link) {
                         // A link that cannot keep up loses chunks; the child asks its edge for help.
@@ -166,6 +310,8 @@ pub async fn run(
                 Output::Close { link } => {
                     if let Some(h) = links.remove(&link) {
                         h.close.cancel();
+                    } else if let Some(w) = &webrtc {
+                        w.link_gone(link);
                     }
                 }
                 Output::Play(c) => {
@@ -205,34 +351,97 @@ pub async fn run(
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let now = || Instant::now().into_std();
-        tokio::select! {
+        let e = tokio::select! {
             _ = cancel.cancelled() => {
                 core.leave();
                 ended = Some(Ended::Left);
                 continue;
             }
-            e = ev.recv() => match e {
-                Some(Ev::Edge(m)) => core.handle(now(), Input::FromEdge(m)),
-                Some(Ev::EdgeClosed) | None => core.handle(now(), Input::EdgeClosed),
-                Some(Ev::LinkUp(link, tx)) => {
-                    links.insert(link, tx);
-                    core.handle(now(), Input::LinkUp(link));
+            e = ev.recv() => e,
+            Some(e) = rtc_ev.recv() => Some(Ev::from(e)),
+            _ = tokio::time::sleep_until(wake) => {
+                core.handle_timeout(now());
+                continue;
+            }
+        };
+        match e {
+            Some(Ev::Edge(FromEdge::Signal { from, kind, payload })) => {
+                if let Some(w) = &mut webrtc {
+                    w.signal(from, kind, payload, &ev_tx, &local);
                 }
-                Some(Ev::LinkFailed(link)) => core.handle(now(), Input::LinkFailed(link)),
-                Some(Ev::Accepted(link, tx)) => {
-                    links.insert(link, tx);
-                    core.handle(now(), Input::LinkAccepted(link));
+            }
+            Some(Ev::Edge(m)) => {
+                if let (FromEdge::Welcome(w), Some(rtc)) = (&m, &mut webrtc) {
+                    rtc.welcome(w.stun);
                 }
-                Some(Ev::FromPeer(link, m)) => core.handle(now(), Input::FromPeer(link, m)),
-                Some(Ev::LinkClosed(link)) => {
-                    if links.remove(&link).is_some() {
-                        core.handle(now(), Input::LinkClosed(link));
-                    }
+                core.handle(now(), Input::FromEdge(m));
+            }
+            Some(Ev::EdgeClosed) | None => core.handle(now(), Input::EdgeClosed),
+            Some(Ev::Signal(m)) => {
+                if timeout(Duration::from_secs(10), edge_tx.send(m)).await.map_or(true, |r| r.is_err()) {
+                    ended.get_or_insert(Ended::EdgeLost);
                 }
-            },
-            _ = tokio::time::sleep_until(wake) => core.handle_timeout(now()),
+            }
+            Some(Ev::LinkUp(link, tx)) => {
+                links.insert(link, tx);
+                core.handle(now(), Input::LinkUp(link));
+            }
+            Some(Ev::LinkFailed(link)) => {
+                if let Some(w) = &webrtc {
+                    w.link_gone(link);
+                }
+                if is_outgoing(link) {
+                    core.handle(now(), Input::LinkFailed(link));
+                }
+            }
+            Some(Ev::Accepted(link, tx)) => {
+                links.insert(link, tx);
+                core.handle(now(), Input::LinkAccepted(link));
+            }
+            Some(Ev::FromPeer(link, m)) => core.handle(now(), Input::FromPeer(link, m)),
+            Some(Ev::LinkClosed(link)) => {
+                if links.remove(&link).is_some() {
+                    core.handle(now(), Input::LinkClosed(link));
+                }
+            }
         }
     }
+}
+
+/// Children connect here over TCP.
+fn spawn_acceptor(listener: TcpListener, ev_tx: mpsc::Sender<Ev>, local: CancellationToken) {
+    tokio::spawn(async move {
+        let mut next: LinkId = 1;
+        loop {
+            let (s, _) = tokio::select! {
+                _ = local.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
+            };
+            let link = next;
+            next += 1;
+            let tx = spawn_link(link, s, ev_tx.clone(), local.clone());
+            if ev_tx.send(Ev::Accepted(link, tx)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn connect_tcp(link: LinkId, addr: SocketAddr, ev_tx: mpsc::Sender<Ev>, local: CancellationToken) {
+    tokio::spawn(async move {
+        match timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let tx = spawn_link(link, s, ev_tx.clone(), local);
+                let _ = ev_tx.send(Ev::LinkUp(link, tx)).await;
+            }
+            _ => {
+                let _ = ev_tx.send(Ev::LinkFailed(link)).await;
+            }
+        }
+    });
 }
 
 /// Reader and writer tasks of one peer link.

@@ -9,3 +9,4 @@ pub mod core;
 pub mod driver;
 pub mod output;
 pub mod repair;
+pub mod rtc;

@@ -3,13 +3,14 @@
 //! loopback. The edge (with Tier 0) runs in a child process; the peers run in this process, whose
 //! CPU time and memory growth are divided by the number of peers.
 //!
-//! Peer links are TCP until the WebRTC transport arrives; the table says so.
+//! Each size runs once per peer transport (WebRTC data channels, TCP), side by side.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use livesky_peer::core::PeerStats;
+use livesky_peer::driver::Transport;
 use proto::ChannelId;
 use sn_core::Role;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,9 @@ pub struct PeersArgs {
     /// Seconds measured after the last join.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Peer transports to measure.
+    #[arg(long, value_delimiter = ',', default_value = "webrtc,tcp")]
+    pub transports: Vec<Transport>,
     /// Also write the table (markdown) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -60,7 +64,7 @@ pub async fn peers(args: PeersArgs) -> anyhow::Result<()> {
     let mut table = String::from(
         "| peers | transport | stream | CPU per peer (% of a core) | RSS per peer (MiB) | startup p50 (ms) | startup p95 (ms) | stalls | P2P share |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for &n in &args.counts {
+    for (&n, &transport) in args.counts.iter().flat_map(|n| args.transports.iter().map(move |t| (n, t))) {
         let (mut child, ep) = spawn_demo(&dir, &topology()).await?;
         let edge: std::net::SocketAddr =
             ep["edges"][0]["clients"].as_str().context("edge has no client port")?.parse().context("client port")?;
@@ -70,7 +74,7 @@ pub async fn peers(args: PeersArgs) -> anyhow::Result<()> {
         let channel = ChannelId::new("demo")?;
         let mut members = Vec::new();
         for _ in 0..n {
-            members.push(spawn_peer(edge, &channel, DECLARED_KBPS * 5 / 2, &cancel));
+            members.push(spawn_peer(edge, &channel, DECLARED_KBPS * 5 / 2, transport, &cancel));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -87,11 +91,11 @@ pub async fn peers(args: PeersArgs) -> anyhow::Result<()> {
             stats.iter().fold((0u64, 0u64), |(e, p), s| (e + s.bytes_from_edge, p + s.bytes_from_peers));
         let share = 100.0 * peer_b as f64 / (edge_b + peer_b).max(1) as f64;
         table.push_str(&format!(
-            "| {n} | TCP | ~1 Mbit/s, K = 4 | {cpu:.2} | {rss:.2} | {:.0} | {:.0} | {stalls} | {share:.0} % |\n",
+            "| {n} | {transport} | ~1 Mbit/s, K = 4 | {cpu:.2} | {rss:.2} | {:.0} | {:.0} | {stalls} | {share:.0} % |\n",
             percentile(&startup, 0.5),
             percentile(&startup, 0.95)
         ));
-        eprintln!("   {n} peers measured ({} of them started)", startup.len());
+        eprintln!("   {n} peers over {transport} measured ({} of them started)", startup.len());
         cancel.cancel();
         for m in members {
             let _ = tokio::time::timeout(Duration::from_secs(5), m.task).await;

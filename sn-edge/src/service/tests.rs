@@ -228,7 +228,7 @@ impl Net {
                 self.service.handle(now, Input::Joined { conn: i as ConnId, from: addr_of(i), join })
             }
             PeerOutput::ToEdge(msg) => self.service.handle(now, Input::Message { conn: i as ConnId, msg }),
-            PeerOutput::Connect { link, addr } => {
+            PeerOutput::Connect { link, addr, .. } => {
                 let j = usize::from(addr.port() - 10_000);
                 if j >= self.peers.len() || !self.peers[j].alive {
                     self.peers[i].core.handle(now, PeerInput::LinkFailed(link));
