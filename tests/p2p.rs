@@ -31,14 +31,8 @@ fn topology() -> String {
 }
 
 async fn p2p_view(edge: &livesky::launch::RunningNode) -> (u64, u64, u64) {
-    let (_, body) = get_text(&edge.url("/p2p")).await;
-    let field = |name: &str| -> u64 {
-        body.split(&format!("\"{name}\":"))
-            .nth(1)
-            .and_then(|r| r.split([',', '}']).next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let v = p2p_status(edge).await;
+    let field = |name: &str| v[name].as_u64().unwrap_or(0);
     (field("stage"), field("p0"), field("nc"))
 }
 

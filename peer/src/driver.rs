@@ -251,6 +251,8 @@ pub async fn run(
     }
     let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
     let local = cancel.child_token();
+    // An aborted driver (a crashed player) still closes its links and the edge connection.
+    let _close_all = local.clone().drop_guard();
 
     // Edge → events.
     {

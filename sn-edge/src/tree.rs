@@ -63,6 +63,8 @@ struct Client {
     push: bool,
     reachable: bool,
     feed: Vec<Feed>,
+    /// Per substream: the parent it was taken from for being late or gone, not to be picked again.
+    shun: Vec<Option<PeerId>>,
     depth: Vec<u8>,
     children: Vec<Vec<PeerId>>,
 }
@@ -212,6 +214,7 @@ impl Tracker {
                 push,
                 reachable: true,
                 feed: vec![Feed::None; k],
+                shun: vec![None; k],
                 depth: vec![0; k],
                 children: vec![Vec::new(); k],
             },
@@ -271,12 +274,12 @@ impl Tracker {
         self.pools.iter().all(|p| !p[0].items.is_empty() || !p[1].items.is_empty())
     }
 
-    /// Removes a client (left, or aged out); its children get new parents (or the edge).
+    /// Removes a client (left, or aged out); its children are rescued (edge, else new parents).
     pub fn remove(&mut self, id: PeerId) {
         if !self.clients.contains_key(&id) {
             return;
         }
-        // Cutting each feed orphans the subtree below, which queues the children for a new parent.
+        // Cutting each feed orphans the children: each is rescued with its subtree intact.
         for s in 0..self.k() {
             self.set_feed(id, s, Feed::None);
         }
@@ -325,30 +328,60 @@ impl Tracker {
             _ => None,
         };
         self.stats.reparent_total += 1;
-        match self.pick_parent(id, s, avoid) {
-            Some(p) => self.set_feed(id, s, Feed::Peer(p)),
-            None => {
-                self.set_feed(id, s, Feed::None);
-                self.waiting[usize::from(s)].push_back(id);
-                self.place_waiting();
-            }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.shun[usize::from(s)] = avoid;
+        }
+        self.rescue(id, s, avoid);
+        self.place_waiting();
+    }
+
+    /// LiveSky §3.2: a client hurt by churn takes the substream from the edge until the overlay
+    /// adapts (the next [`tick`](Self::tick) gives it a parent again), so playback goes on; with
+    /// no edge room it gets another parent now, or waits for one.
+    fn rescue(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>) {
+        if self.edge_room() > 0 {
+            self.stats.refocus_total += 1;
+            self.set_feed(id, s, Feed::Edge);
+        } else if let Some(p) = self.pick_parent(id, s, avoid) {
+            self.set_feed(id, s, Feed::Peer(p));
+        } else {
+            self.set_feed(id, s, Feed::None);
+            self.waiting[usize::from(s)].push_back(id);
         }
     }
 
-    /// Periodic: move refocused clients back into trees and feed whoever waits.
+    /// Periodic: move refocused clients back into trees and feed whoever waits. A refocused
+    /// client no tree has room for becomes a push peer when the edge has room for the rest of
+    /// its substreams (room that departed push peers left): it then parents others in every
+    /// tree, which is what the trees lack.
     pub fn tick(&mut self) {
-        let refocused: Vec<(PeerId, u16)> = self
+        let refocused: Vec<(PeerId, u16, Option<PeerId>)> = self
             .clients
             .iter()
             .filter(|(_, c)| !c.push)
             .flat_map(|(&id, c)| {
-                c.feed.iter().enumerate().filter(|(_, f)| **f == Feed::Edge).map(move |(s, _)| (id, s as u16))
+                c.feed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| **f == Feed::Edge)
+                    .map(move |(s, _)| (id, s as u16, c.shun[s]))
             })
             .collect();
-        for (id, s) in refocused {
-            if let Some(p) = self.pick_parent(id, s, None) {
-                self.set_feed(id, s, Feed::Peer(p));
+        let mut stuck: Vec<PeerId> = Vec::new();
+        for (id, s, shun) in refocused {
+            match self.pick_parent(id, s, shun) {
+                Some(p) => {
+                    self.set_feed(id, s, Feed::Peer(p));
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.shun[usize::from(s)] = None;
+                    }
+                }
+                None => stuck.push(id),
             }
+        }
+        stuck.dedup();
+        for id in stuck {
+            self.promote(id);
         }
         self.place_waiting();
     }
@@ -464,7 +497,10 @@ impl Tracker {
         let Some(c) = self.clients.get(&id) else { return };
         let (depth, kids) = (c.depth[si], c.children[si].clone());
         for ch in kids {
-            if depth == 0 || depth >= self.cfg.k_prime {
+            if depth == 0 {
+                // The parent lost its own feed (it left, or its parent did): an orphan.
+                self.rescue(ch, s, None);
+            } else if depth >= self.cfg.k_prime {
                 self.set_feed(ch, s, Feed::None);
                 self.waiting[si].push_back(ch);
             } else if let Some(cc) = self.clients.get_mut(&ch)
@@ -477,12 +513,34 @@ impl Tracker {
         }
     }
 
+    /// Makes `id` a push peer if the edge has room for all its substreams.
+    fn promote(&mut self, id: PeerId) {
+        let Some(c) = self.clients.get(&id) else { return };
+        let rest: Vec<u16> = (0..self.k()).filter(|&s| c.feed[usize::from(s)] != Feed::Edge).collect();
+        if c.push || self.edge_room() < rest.len() {
+            return;
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.push = true;
+            c.shun.iter_mut().for_each(|s| *s = None);
+        }
+        self.push += 1;
+        for s in rest {
+            self.set_feed(id, s, Feed::Edge);
+        }
+        self.refresh(id);
+    }
+
     /// Recomputes in which pools `id` belongs.
     fn refresh(&mut self, id: PeerId) {
         let Some(c) = self.clients.get(&id) else { return };
         let spare = c.used < c.slots && c.reachable;
-        let eligible: Vec<(usize, bool)> =
-            (0..c.feed.len()).map(|s| (s, spare && c.depth[s] >= 1 && c.depth[s] < self.cfg.k_prime)).collect();
+        // A refocused substream is on loan from the edge: building a subtree on it would be
+        // torn down when it returns to a tree.
+        let on_loan = |s: usize| !c.push && c.feed[s] == Feed::Edge;
+        let eligible: Vec<(usize, bool)> = (0..c.feed.len())
+            .map(|s| (s, spare && !on_loan(s) && c.depth[s] >= 1 && c.depth[s] < self.cfg.k_prime))
+            .collect();
         let interior = usize::from(c.interior);
         for (s, ok) in eligible {
             self.pools[s][0].set(id, ok && s == interior);

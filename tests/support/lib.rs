@@ -60,6 +60,13 @@ pub async fn get_all(url: &str) -> (u16, Bytes) {
     (status, body)
 }
 
+/// The edge's `/p2p` view of its first channel with LiveSky clients (stage, P0, Nc, counters).
+pub async fn p2p_status(edge: &livesky::launch::RunningNode) -> serde_json::Value {
+    let (_, body) = get_text(&edge.url("/p2p")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("/p2p answers JSON");
+    v["channels"][0].clone()
+}
+
 pub async fn get_text(url: &str) -> (u16, String) {
     let (s, b) = get_all(url).await;
     (s, String::from_utf8_lossy(&b).into_owned())

@@ -146,9 +146,13 @@ fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     }
     assert!(t.add_p2p(10, 0));
     let Feed::Peer(old) = t.feeds(10).unwrap()[0] else { panic!() };
+    // LiveSky §3.2: the edge feeds it until the overlay adapts, then another parent takes over.
     t.reparent(10, 0);
+    assert_eq!(t.feeds(10).unwrap()[0], Feed::Edge);
+    assert_eq!(t.stats().refocus_total, 1);
+    t.tick();
     let Feed::Peer(new) = t.feeds(10).unwrap()[0] else { panic!("{:?}", t.feeds(10)) };
-    assert_ne!(old, new);
+    assert_ne!(old, new, "the late parent is not picked again");
     t.mark_unreachable(new);
     check_invariants(&t);
     assert!(!matches!(t.feeds(10).unwrap()[0], Feed::Peer(p) if p == new));
