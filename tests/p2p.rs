@@ -170,3 +170,46 @@ async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampering_webrtc_peer_is_reported_dropped_and_never_played() {
+    let cluster = start(&topology()).await;
+    let edge = cluster.get("edge").unwrap();
+    let client_port = edge.client.unwrap();
+    let cancel = CancellationToken::new();
+    let channel = ChannelId::new("demo").unwrap();
+    let join = |tamper: bool| {
+        let mut cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+        cfg.upload_kbps = 1250;
+        cfg.tamper = tamper;
+        livesky::swarm::spawn_peer_with(cfg, client_port, Transport::WebRtc, &cancel)
+    };
+    // Five push peers (N1c = 5), the second flipping bytes in all it forwards; then P2P peers.
+    let mut peers = Vec::new();
+    for i in 0..11 {
+        peers.push(join(i == 1));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_until(Duration::from_secs(30), "children to report the tamperer", || async {
+        p2p_status(edge).await["bad_chunk_reports"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let tamperer = *peers[1].stats.borrow();
+    assert!(tamperer.push, "the tamperer was a parent: {tamperer:?}");
+    assert_eq!(tamperer.children, 0, "nobody takes chunks from it any more: {tamperer:?}");
+    let detected: u64 = peers.iter().map(|p| p.stats.borrow().bad_chunks).sum();
+    assert!(detected > 0);
+    for (i, p) in peers.iter().enumerate().skip(5) {
+        let st = *p.stats.borrow();
+        // Only verified chunks are played: a rejected chunk is re-fetched or skipped, never played.
+        assert!(st.verifying && st.startup.is_some(), "peer {i}: {st:?}");
+        assert_eq!(st.play.stalls, 0, "peer {i}: {st:?}");
+        assert!(st.bytes_from_peers > 0, "peer {i} is fed by peers: {st:?}");
+    }
+    cancel.cancel();
+    for p in peers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), p.task).await;
+    }
+    cluster.shutdown().await;
+}

@@ -55,6 +55,11 @@ pub fn spawn_peer(
 ) -> Member {
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = upload_kbps;
+    spawn_peer_with(cfg, edge, transport, cancel)
+}
+
+/// [`spawn_peer`] with a full peer configuration.
+pub fn spawn_peer_with(cfg: PeerConfig, edge: SocketAddr, transport: Transport, cancel: &CancellationToken) -> Member {
     let (tx, stats) = watch::channel(PeerStats::default());
     let (play_tx, mut play_rx) = mpsc::channel::<proto::Chunk>(1024);
     let played = Arc::new(AtomicU64::new(0));

@@ -162,6 +162,8 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "p2p_admits": snap.stats.p2p_admits,
                 "redirects": st.redirected,
                 "natted_clients": st.natted_clients,
+                "bad_chunk_reports": st.bad_chunk_reports,
+                "signals_relayed": st.signals_relayed,
                 "natted_bytes_up": st.natted_bytes_up,
                 "leaves": snap.stats.leaves,
                 "aged_out": snap.stats.aged_out,

@@ -20,6 +20,8 @@ pub struct EdgeMetrics {
     pub bounds: GaugeVec,
     pub admissions: IntGaugeVec,
     pub refocus: IntGaugeVec,
+    pub bad_chunk_reports: IntGaugeVec,
+    pub signals: IntGaugeVec,
     pub edge_substreams: IntGaugeVec,
     pub client_bytes: IntCounterVec,
     pub stun_requests: IntCounterVec,
@@ -65,7 +67,19 @@ impl EdgeMetrics {
                 "Joins decided since start, by decision",
                 &["channel", "decision"],
             ),
-            refocus: int_gauge(r, "edge_refocus", "Substreams the edge fed because no parent was free", ch),
+            refocus: int_gauge(
+                r,
+                "edge_refocus",
+                "Substreams the edge fed to rescue clients from churn or for want of a parent, since start",
+                ch,
+            ),
+            bad_chunk_reports: int_gauge(
+                r,
+                "edge_bad_chunk_reports",
+                "Client reports of peer-forwarded chunks that failed their signature check, since start",
+                ch,
+            ),
+            signals: int_gauge(r, "edge_signals_relayed", "WebRTC offers and answers relayed, since start", ch),
             edge_substreams: int_gauge(r, "edge_fed_substreams", "Substreams the edge feeds now", ch),
             client_bytes: counter(
                 r,
@@ -103,6 +117,8 @@ impl EdgeMetrics {
             self.admissions.with_label_values(&[ch, d]).set(v as i64);
         }
         self.refocus.with_label_values(&[ch]).set(snap.tree.refocus_total as i64);
+        self.bad_chunk_reports.with_label_values(&[ch]).set(st.bad_chunk_reports as i64);
+        self.signals.with_label_values(&[ch]).set(st.signals_relayed as i64);
         self.edge_substreams.with_label_values(&[ch]).set(snap.tree.edge_substreams as i64);
     }
 }
