@@ -10,6 +10,10 @@ use sn_core::{Role, Topology};
 use tracing_subscriber::EnvFilter;
 
 use livesky::demo::{self, DemoOptions};
+
+/// Without RUST_LOG: our info, and only errors from the WebRTC stack, whose warnings about
+/// connectivity checks racing the answer (normal without trickle ICE) would flood the terminal.
+const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 use livesky::launch::Cluster;
 
 #[derive(Parser)]
@@ -105,7 +109,7 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
