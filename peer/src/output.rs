@@ -14,7 +14,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use proto::Chunk;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -34,10 +34,10 @@ pub struct LocalOutput {
 struct PeerMetrics {
     registry: Registry,
     received: IntCounterVec,
-    sent: IntGauge,
-    stalls: IntGauge,
-    startup_ms: IntGauge,
-    buffer_ms: IntGauge,
+    sent: IntCounter,
+    stalls: IntCounter,
+    startup: Gauge,
+    buffer: Gauge,
     links: IntGaugeVec,
 }
 
@@ -47,11 +47,13 @@ impl PeerMetrics {
         let received =
             IntCounterVec::new(Opts::new("received_bytes_total", "Chunk bytes received by source"), &["from"])
                 .expect("static");
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static");
-        let sent = gauge("sent_bytes_total", "Chunk bytes uploaded to children");
-        let stalls = gauge("stalls_total", "Playback stalls since start");
-        let startup_ms = gauge("startup_milliseconds", "Join request to playback start");
-        let buffer_ms = gauge("buffer_milliseconds", "Media buffered ahead of playback");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static");
+        let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("static");
+        let sent = counter("sent_bytes_total", "Chunk bytes uploaded to children");
+        let stalls = counter("stalls_total", "Playback stalls since start");
+        let startup = gauge("startup_seconds", "Join request to playback start (NaN until playback starts)");
+        startup.set(f64::NAN);
+        let buffer = gauge("buffer_seconds", "Media buffered ahead of playback");
         let links = IntGaugeVec::new(Opts::new("links", "Parent and child links"), &["role"]).expect("static");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
@@ -60,11 +62,11 @@ impl PeerMetrics {
         ] {
             registry.register(c).expect("registered once");
         }
-        for g in [startup_ms.clone(), buffer_ms.clone()] {
+        for g in [startup.clone(), buffer.clone()] {
             registry.register(Box::new(g)).expect("registered once");
         }
         registry.register(Box::new(links.clone())).expect("registered once");
-        Self { registry, received, sent, stalls, startup_ms, buffer_ms, links }
+        Self { registry, received, sent, stalls, startup, buffer, links }
     }
 }
 
@@ -97,12 +99,14 @@ impl LocalOutput {
     pub fn observe(&self, s: &PeerStats) {
         let m = &self.metrics;
         let prev = std::mem::replace(&mut *self.stats.lock().unwrap_or_else(|e| e.into_inner()), *s);
-        m.received.with_label_values(&["edge"]).inc_by(s.bytes_from_edge.saturating_sub(prev.bytes_from_edge));
-        m.received.with_label_values(&["peer"]).inc_by(s.bytes_from_peers.saturating_sub(prev.bytes_from_peers));
-        m.sent.set(s.bytes_up as i64);
-        m.stalls.set(s.play.stalls as i64);
-        m.startup_ms.set(s.startup.map_or(-1, |d| d.as_millis() as i64));
-        m.buffer_ms.set(s.buffered_ms as i64);
+        // A redirect starts a new session whose counts restart at zero: counters keep growing.
+        let grown = |now: u64, before: u64| if now >= before { now - before } else { now };
+        m.received.with_label_values(&["edge"]).inc_by(grown(s.bytes_from_edge, prev.bytes_from_edge));
+        m.received.with_label_values(&["peer"]).inc_by(grown(s.bytes_from_peers, prev.bytes_from_peers));
+        m.sent.inc_by(grown(s.bytes_up, prev.bytes_up));
+        m.stalls.inc_by(grown(s.play.stalls, prev.play.stalls));
+        m.startup.set(s.startup.map_or(f64::NAN, |d| d.as_secs_f64()));
+        m.buffer.set(s.buffered_ms as f64 / 1000.0);
         m.links.with_label_values(&["parent"]).set(s.parents as i64);
         m.links.with_label_values(&["child"]).set(s.children as i64);
     }
