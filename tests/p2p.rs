@@ -38,6 +38,7 @@ async fn p2p_view(edge: &livesky::launch::RunningNode) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously() {
+    let _swarm = one_swarm_at_a_time().await;
     let cluster = start(&topology()).await;
     let edge = cluster.get("edge").unwrap();
     let client_port = edge.client.expect("edge runs the client service");
@@ -129,6 +130,7 @@ fn mapped_address(data: &[u8]) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
+    let _swarm = one_swarm_at_a_time().await;
     let cluster = start(&topology()).await;
     let edge = cluster.get("edge").unwrap().client.unwrap();
     let cancel = CancellationToken::new();
@@ -173,6 +175,7 @@ async fn a_p2p_peers_output_is_valid_ts_while_it_is_fed_by_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampering_webrtc_peer_is_reported_dropped_and_never_played() {
+    let _swarm = one_swarm_at_a_time().await;
     let cluster = start(&topology()).await;
     let edge = cluster.get("edge").unwrap();
     let client_port = edge.client.unwrap();

@@ -83,6 +83,7 @@ fn p2p_share(stats: &[PeerStats]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_webrtc_peers_carry_most_of_the_stream_and_survive_churn() {
+    let _swarm = one_swarm_at_a_time().await;
     let cluster = start(&topology()).await;
     let edge = cluster.get("edge").unwrap();
     let client_port = edge.client.expect("edge runs the client service");

@@ -26,6 +26,13 @@ pub async fn start(topology: &str) -> Cluster {
     Cluster::start(topo, None).await.expect("cluster starts")
 }
 
+/// Swarm tests take both cores: the tests of one binary run in parallel, so each swarm test holds
+/// this while it runs, and their timing assertions measure the system, not the neighbours.
+pub async fn one_swarm_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SWARM.lock().await
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where
