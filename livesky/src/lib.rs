@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod launch;
 pub mod peer_cmd;
+pub mod sim_cmd;
 pub mod swarm;
 
 /// The bundled 16 s H.264+AAC clip (≈400 kbit/s) that `builtin:demo` loop sources play.

@@ -56,6 +56,8 @@ enum Cmd {
     Peer(livesky::peer_cmd::PeerCmd),
     /// Run N peer players against an edge's client port and print the aggregate table.
     Swarm(livesky::swarm::SwarmArgs),
+    /// Replay a scenario (e.g. configs/scenarios/cpc2007.toml) in the simulator.
+    Sim(livesky::sim_cmd::SimArgs),
     /// Benchmarks (results as a table).
     #[command(subcommand)]
     Bench(livesky::bench::BenchCmd),
@@ -125,6 +127,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
             Cmd::Swarm(args) => livesky::swarm::run(args).await,
             Cmd::Peer(cmd) => livesky::peer_cmd::run(cmd).await,
+            Cmd::Sim(args) => tokio::task::block_in_place(|| livesky::sim_cmd::run(args)),
         }
     })
 }

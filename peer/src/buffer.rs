@@ -227,7 +227,12 @@ impl PlayBuffer {
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         match self.state {
             State::Waiting => None,
-            State::Stalled { since } => Some(since + Duration::from_millis(u64::from(self.cfg.max_stall_ms))),
+            State::Stalled { since } => {
+                // Past the skip deadline with nothing later at hand there is nothing to do until
+                // a chunk arrives (which plays at once): no deadline, or a driver would spin.
+                let skip_at = since + Duration::from_millis(u64::from(self.cfg.max_stall_ms));
+                (skip_at > now).then_some(skip_at)
+            }
             State::Playing { clock_at, clock_ts } => {
                 let target = match self.next.and_then(|n| self.chunks.get(&n)) {
                     Some(c) => c.header.media_ts,

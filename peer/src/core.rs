@@ -7,12 +7,12 @@
 //! Doors (str0m style): [`PeerCore::handle`] and [`PeerCore::handle_timeout`] take inputs with the
 //! time; drain [`PeerCore::poll_output`] after each; [`PeerCore::poll_timeout`] says when to call back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerLink, PeerReport, ToEdge, Trouble};
-use proto::{ChannelId, ChannelVerifier, Chunk, SubstreamId, TokenBucket};
+use proto::{ChannelId, ChannelVerifier, Chunk, DetMap, SubstreamId, TokenBucket};
 
 use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
 use crate::repair::{Repair, RepairConfig, RepairStats, buffer_map};
@@ -180,9 +180,9 @@ pub struct PeerCore {
     late_reported: Vec<bool>,
     last_rx_ts: Vec<u64>,
     newest_ts: u64,
-    parents: HashMap<PeerId, Parent>,
-    link_parent: HashMap<LinkId, PeerId>,
-    children: HashMap<LinkId, Child>,
+    parents: DetMap<PeerId, Parent>,
+    link_parent: DetMap<LinkId, PeerId>,
+    children: DetMap<LinkId, Child>,
     upload: TokenBucket,
     /// Live chunks for children, sent first.
     up_queue: VecDeque<(LinkId, Chunk)>,
@@ -200,7 +200,7 @@ pub struct PeerCore {
     last_edge_chunk: Instant,
     repair: Repair,
     /// Outgoing mesh links, by link.
-    mesh: HashMap<LinkId, PeerId>,
+    mesh: DetMap<LinkId, PeerId>,
     next_map: Instant,
     stats: PeerStats,
     reported: PeerStats,
@@ -222,9 +222,9 @@ impl PeerCore {
             late_reported: Vec::new(),
             last_rx_ts: Vec::new(),
             newest_ts: 0,
-            parents: HashMap::new(),
-            link_parent: HashMap::new(),
-            children: HashMap::new(),
+            parents: DetMap::default(),
+            link_parent: DetMap::default(),
+            children: DetMap::default(),
             up_queue: VecDeque::new(),
             catchup_queue: VecDeque::new(),
             out: VecDeque::new(),
@@ -237,7 +237,7 @@ impl PeerCore {
             welcomed_at: now,
             last_edge_chunk: now,
             repair: Repair::new(cfg.repair.clone()),
-            mesh: HashMap::new(),
+            mesh: DetMap::default(),
             next_map: now,
             stats: PeerStats::default(),
             reported: PeerStats::default(),

@@ -4,7 +4,7 @@
 //! a time, spread over neighbours; a request that times out or is answered "not have" is retried
 //! with another neighbour.
 
-use std::collections::HashMap;
+use proto::DetMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,9 +63,9 @@ pub fn buffer_map(first: u64, span: usize, has: impl Fn(u64) -> bool) -> Bytes {
 
 pub struct Repair {
     cfg: RepairConfig,
-    maps: HashMap<LinkId, Map>,
-    inflight: HashMap<u64, (LinkId, Instant)>,
-    tried: HashMap<u64, Vec<LinkId>>,
+    maps: DetMap<LinkId, Map>,
+    inflight: DetMap<u64, (LinkId, Instant)>,
+    tried: DetMap<u64, Vec<LinkId>>,
     stats: RepairStats,
 }
 
@@ -73,9 +73,9 @@ impl Repair {
     pub fn new(cfg: RepairConfig) -> Self {
         Self {
             cfg,
-            maps: HashMap::new(),
-            inflight: HashMap::new(),
-            tried: HashMap::new(),
+            maps: DetMap::default(),
+            inflight: DetMap::default(),
+            tried: DetMap::default(),
             stats: RepairStats::default(),
         }
     }
@@ -140,7 +140,7 @@ impl Repair {
         }
         let lowest = missing.first().copied().unwrap_or(u64::MAX);
         self.tried.retain(|&s, _| s >= lowest);
-        let mut load: HashMap<LinkId, usize> = HashMap::new();
+        let mut load: DetMap<LinkId, usize> = DetMap::default();
         for (l, _) in self.inflight.values() {
             *load.entry(*l).or_default() += 1;
         }

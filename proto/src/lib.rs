@@ -22,3 +22,11 @@ pub use name::{ChannelId, NameError, NodeId};
 pub use rate::TokenBucket;
 pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};
 pub use wire::WireError;
+
+/// A hash map whose iteration order is the same in every process (SipHash with fixed keys). The
+/// sans-IO cores iterate their maps when deciding, and the simulator must repeat a run exactly
+/// for a seed; std's `RandomState` differs per process. Only for keys the system assigns itself
+/// (peer, link and connection ids), never for keys an outsider chooses (addresses): those keep
+/// `RandomState` against hash flooding.
+pub type DetMap<K, V> = std::collections::HashMap<K, V, DetHasher>;
+pub type DetHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;

@@ -1,3 +1,87 @@
-//! The discrete-event simulator (LiveSky §4): replays events at internet scale by driving the same
-//! sans-IO admission, tracker, tree and peer cores the network runs, on virtual time with a seeded
-//! network model. Not built yet: see the simulator issue.
+//! The discrete-event simulator (LiveSky §4): replays an event at internet scale by driving the
+//! same sans-IO edge client service (admission, tracker, trees) and peer cores the network runs,
+//! on virtual time with a seeded network model ([`engine`], [`domain`]). Edges work in isolation
+//! (§4.2), so each edge and its clients is simulated on its own, on as many threads as there are
+//! cores, with a seed of its own: the output does not depend on the thread count.
+
+pub mod domain;
+pub mod engine;
+pub mod report;
+pub mod scenario;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use domain::{Domain, DomainResult, EdgeSpec, MinuteRow, Session};
+use engine::{Clock, Rng};
+use scenario::Scenario;
+
+/// The edges of a scenario with their share of the audience: districts by weight, ISPs evenly,
+/// edges inside a district and ISP by a Zipf law (some edges are hotspots).
+pub fn edge_specs(sc: &Scenario) -> Vec<EdgeSpec> {
+    let e = &sc.edges;
+    let zipf: Vec<f64> = (1..=e.per_district_isp).map(|r| 1.0 / f64::from(r).powf(e.skew)).collect();
+    let zsum: f64 = zipf.iter().sum();
+    let dw: Vec<f64> =
+        (0..e.districts).map(|d| e.district_weights.get(usize::from(d)).copied().unwrap_or(1.0)).collect();
+    let dsum: f64 = dw.iter().sum();
+    let mut specs = Vec::new();
+    for d in 0..e.districts {
+        for isp in 0..e.isps {
+            for z in &zipf {
+                let weight = dw[usize::from(d)] / dsum / f64::from(e.isps) * z / zsum;
+                specs.push(EdgeSpec { index: specs.len(), district: d, isp, weight });
+            }
+        }
+    }
+    specs
+}
+
+/// Everything a run produced, in edge order.
+pub struct RunOutput {
+    pub minutes: Vec<MinuteRow>,
+    pub sessions: Vec<Session>,
+    pub summary: report::Summary,
+}
+
+/// Runs `sc` on `threads` threads; `progress(done, total)` counts simulated edge-minutes.
+pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) -> RunOutput {
+    let specs = edge_specs(sc);
+    let total = specs.len() as u64 * u64::from(sc.minutes);
+    let done = AtomicU64::new(0);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<DomainResult>>> = Mutex::new((0..specs.len()).map(|_| None).collect());
+    let clock = Clock::new(Instant::now());
+    // Shuffle the work order (busy edges spread over threads); the output order stays by edge.
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    let mut rng = Rng::new(sc.seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&idx) = order.get(n) else { return };
+                    let r = Domain::new(sc, specs[idx].clone(), clock).run(|| {
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    });
+                    results.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(r);
+                }
+            });
+        }
+    });
+    let mut minutes = Vec::new();
+    let mut sessions = Vec::new();
+    for r in results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().flatten() {
+        minutes.extend(r.minutes);
+        sessions.extend(r.sessions);
+    }
+    let summary = report::summarize(specs.len(), &minutes, &sessions);
+    RunOutput { minutes, sessions, summary }
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 //!
 //! Sans-IO: time is passed in, changes to feeds are drained from the tracker by the driver.
 
-use std::collections::HashMap;
+use proto::DetMap;
 use std::time::{Duration, Instant};
 
 use crate::model::{ModelParams, Stage, Thresholds};
@@ -92,7 +92,7 @@ pub struct Admission {
     cfg: AdmissionConfig,
     thresholds: Thresholds,
     tracker: Tracker,
-    last_seen: HashMap<PeerId, Instant>,
+    last_seen: DetMap<PeerId, Instant>,
     next_id: PeerId,
     /// Stage 3 alternates direct and P2P admissions.
     stage3_direct_next: bool,
@@ -113,7 +113,7 @@ impl Admission {
             cfg,
             thresholds,
             tracker,
-            last_seen: HashMap::new(),
+            last_seen: DetMap::default(),
             next_id: 1,
             stage3_direct_next: true,
             stats: Default::default(),

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerReport, ToEdge, Trouble, Welcome};
-use proto::{ChannelId, TokenBucket};
+use proto::{ChannelId, DetMap, TokenBucket};
 
 use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
 use crate::tree::Feed;
@@ -127,10 +127,10 @@ struct Client {
 pub struct Service {
     cfg: ServiceConfig,
     admission: Admission,
-    clients: HashMap<PeerId, Client>,
-    conns: HashMap<ConnId, Option<PeerId>>,
+    clients: DetMap<PeerId, Client>,
+    conns: DetMap<ConnId, Option<PeerId>>,
     join_limits: HashMap<IpAddr, TokenBucket>,
-    unreachable: HashMap<PeerId, Vec<PeerId>>,
+    unreachable: DetMap<PeerId, Vec<PeerId>>,
     next_sibling: usize,
     out: Vec<Output>,
     stats: ServiceStats,
@@ -142,10 +142,10 @@ impl Service {
         Self {
             admission: Admission::new(cfg.admission.clone()),
             cfg,
-            clients: HashMap::new(),
-            conns: HashMap::new(),
+            clients: DetMap::default(),
+            conns: DetMap::default(),
             join_limits: HashMap::new(),
-            unreachable: HashMap::new(),
+            unreachable: DetMap::default(),
             next_sibling: 0,
             out: Vec::new(),
             stats: ServiceStats::default(),

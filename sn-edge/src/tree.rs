@@ -8,7 +8,8 @@
 //!
 //! Sans-IO and deterministic: changes are queued as [`Change`]s for the driver to tell the peers.
 
-use std::collections::{HashMap, VecDeque};
+use proto::DetMap;
+use std::collections::VecDeque;
 
 pub type PeerId = u64;
 
@@ -73,7 +74,7 @@ struct Client {
 #[derive(Default)]
 struct Pool {
     items: Vec<PeerId>,
-    pos: HashMap<PeerId, usize>,
+    pos: DetMap<PeerId, usize>,
 }
 
 impl Pool {
@@ -97,7 +98,7 @@ impl Pool {
 
 pub struct Tracker {
     cfg: TreeConfig,
-    clients: HashMap<PeerId, Client>,
+    clients: DetMap<PeerId, Client>,
     /// Per substream: [clients whose interior substream it is, all other eligible clients].
     pools: Vec<[Pool; 2]>,
     /// Every client, and the reachable ones: for sampling mesh neighbours.
@@ -122,7 +123,7 @@ impl Tracker {
         Self {
             pools: (0..k).map(|_| [Pool::default(), Pool::default()]).collect(),
             cfg,
-            clients: HashMap::new(),
+            clients: DetMap::default(),
             all: Pool::default(),
             reachable: Pool::default(),
             rng,

@@ -1,0 +1,245 @@
+//! What a run produced: per-edge-minute and per-session CSVs, the system-wide minute series, and
+//! the summary that sets each figure beside the paper's (LiveSky §4).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::domain::{MinuteRow, Session};
+
+/// The headline numbers of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub edges: usize,
+    pub sessions: usize,
+    pub peak_clients: u64,
+    pub peak_minute: u32,
+    pub cdn_gbps: f64,
+    pub p2p_gbps: f64,
+    /// Clients served directly by edges at the peak minute.
+    pub users_on_cdn: f64,
+    pub started_under_15s: f64,
+    pub startup_p50_ms: f64,
+    pub startup_p95_ms: f64,
+    pub q1_median: f64,
+    pub q1_worst: f64,
+    pub q2_median: f64,
+    pub q2_worst: f64,
+    pub p2p_share: f64,
+    pub hotspot_edge: usize,
+    pub hotspot_p2p_share: f64,
+    pub natted_upload_share: f64,
+    pub silent_clients: f64,
+    pub refocus: u64,
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn share(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> Summary {
+    let last = minutes.iter().map(|r| r.minute).max().unwrap_or(0);
+    let mut per_min = vec![(0u64, 0u64, 0u64, 0u64); last as usize + 1];
+    for r in minutes {
+        let m = &mut per_min[r.minute as usize];
+        m.0 += u64::from(r.p0);
+        m.1 += u64::from(r.nc);
+        m.2 += r.cdn_bytes;
+        m.3 += r.p2p_bytes;
+    }
+    let (peak_minute, peak) =
+        per_min.iter().enumerate().max_by_key(|(_, m)| m.0).map_or((0, (0, 0, 0, 0)), |(i, m)| (i, *m));
+    let gbps = |bytes: u64| bytes as f64 * 8.0 / 60.0 / 1e9;
+    // Sessions long enough to have had a chance to start and to be judged.
+    let judged: Vec<&Session> = sessions.iter().filter(|s| s.watched_s >= 15.0).collect();
+    let mut startups: Vec<f64> = judged.iter().filter_map(|s| s.startup_ms).map(|m| m as f64).collect();
+    let started_fast = judged.iter().filter(|s| s.startup_ms.is_some_and(|m| m < 15_000)).count();
+    let mut q1: Vec<f64> = sessions
+        .iter()
+        .filter(|s| s.watched_s >= 60.0 && s.played_ms + s.stalled_ms > 0)
+        .map(|s| s.played_ms as f64 / (s.played_ms + s.stalled_ms) as f64)
+        .collect();
+    let mut q2: Vec<f64> = minutes
+        .iter()
+        .filter(|r| r.active > 0)
+        .map(|r| 1.0 - f64::from(r.stalled_clients) / f64::from(r.active))
+        .collect();
+    let hotspot = minutes.iter().max_by_key(|r| (r.p0, std::cmp::Reverse(r.edge))).map_or(0, |r| r.edge);
+    let (hp, hc) =
+        minutes.iter().filter(|r| r.edge == hotspot).fold((0, 0), |(p, c), r| (p + r.p2p_bytes, c + r.cdn_bytes));
+    let (p2p, cdn) = minutes.iter().fold((0, 0), |(p, c), r| (p + r.p2p_bytes, c + r.cdn_bytes));
+    let (nat_up, up) = minutes.iter().fold((0, 0), |(n, u), r| (n + r.natted_up_bytes, u + r.up_bytes));
+    let silent = judged.iter().filter(|s| s.up_bytes == 0).count();
+    let refocus =
+        (0..edges).map(|e| minutes.iter().filter(|r| r.edge == e).map(|r| r.refocus).max().unwrap_or(0)).sum();
+    Summary {
+        edges,
+        sessions: sessions.len(),
+        peak_clients: peak.0,
+        peak_minute: peak_minute as u32,
+        cdn_gbps: gbps(peak.2),
+        p2p_gbps: gbps(peak.3),
+        users_on_cdn: share(peak.1, peak.0),
+        started_under_15s: share(started_fast as u64, judged.len() as u64),
+        startup_p50_ms: quantile(&mut startups, 0.5),
+        startup_p95_ms: quantile(&mut startups, 0.95),
+        q1_median: quantile(&mut q1, 0.5),
+        q1_worst: quantile(&mut q1, 0.0),
+        q2_median: quantile(&mut q2, 0.5),
+        q2_worst: quantile(&mut q2, 0.0),
+        p2p_share: share(p2p, p2p + cdn),
+        hotspot_edge: hotspot,
+        hotspot_p2p_share: share(hp, hp + hc),
+        natted_upload_share: share(nat_up, up),
+        silent_clients: share(silent as u64, judged.len() as u64),
+        refocus,
+    }
+}
+
+impl Summary {
+    /// (what, paper, this run) rows.
+    pub fn rows(&self) -> Vec<(&'static str, String, String)> {
+        let pct = |x: f64| format!("{:.1} %", x * 100.0);
+        vec![
+            ("peak clients", "> 145,000".into(), format!("{} (minute {})", self.peak_clients, self.peak_minute)),
+            ("CDN bandwidth at peak", "~34 Gbit/s".into(), format!("{:.2} Gbit/s", self.cdn_gbps)),
+            ("P2P bandwidth at peak", "~17 Gbit/s".into(), format!("{:.2} Gbit/s", self.p2p_gbps)),
+            ("users served by the CDN at peak", "58.6 %".into(), pct(self.users_on_cdn)),
+            ("clients starting in < 15 s", "85 %".into(), pct(self.started_under_15s)),
+            ("startup p50 / p95", "—".into(), format!("{:.0} / {:.0} ms", self.startup_p50_ms, self.startup_p95_ms)),
+            ("Q1 median / worst", "0.99 / > 0.95".into(), format!("{:.4} / {:.4}", self.q1_median, self.q1_worst)),
+            ("Q2 median / worst", "0.9998 / —".into(), format!("{:.4} / {:.4}", self.q2_median, self.q2_worst)),
+            ("P2P share of delivered bytes", "~40 % of users".into(), pct(self.p2p_share)),
+            (
+                "hotspot edge P2P share",
+                "> 60 %".into(),
+                format!("{} (edge {})", pct(self.hotspot_p2p_share), self.hotspot_edge),
+            ),
+            ("upload from NAT-ed clients", "(Fig. 13)".into(), pct(self.natted_upload_share)),
+            ("clients uploading nothing", "37 %".into(), pct(self.silent_clients)),
+            ("refocus events", "(Fig. 12)".into(), self.refocus.to_string()),
+        ]
+    }
+
+    pub fn markdown(&self, name: &str) -> String {
+        let mut s = format!(
+            "# Simulation `{name}`: {} edges, {} sessions\n\n| what | LiveSky (paper) | this run |\n|---|---|---|\n",
+            self.edges, self.sessions
+        );
+        for (what, paper, ours) in self.rows() {
+            let _ = writeln!(s, "| {what} | {paper} | {ours} |");
+        }
+        s
+    }
+
+    pub fn csv(&self) -> String {
+        let mut s = String::from("what,paper,this_run\n");
+        for (what, paper, ours) in self.rows() {
+            let _ = writeln!(s, "\"{what}\",\"{paper}\",\"{ours}\"");
+        }
+        s
+    }
+}
+
+/// Writes `minutes.csv`, `sessions.csv`, `overall.csv`, `summary.md` and `summary.csv` in `dir`.
+pub fn write_all(
+    dir: &Path,
+    name: &str,
+    minutes: &[MinuteRow],
+    sessions: &[Session],
+    sum: &Summary,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("minutes.csv"))?);
+    writeln!(
+        f,
+        "edge,minute,stage,p0,nc,joins,leaves,active,stalled_clients,played_ms,stalled_ms,cdn_bytes,p2p_bytes,refocus_total,natted_up_bytes,up_bytes"
+    )?;
+    for r in minutes {
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.edge,
+            r.minute,
+            r.stage,
+            r.p0,
+            r.nc,
+            r.joins,
+            r.leaves,
+            r.active,
+            r.stalled_clients,
+            r.played_ms,
+            r.stalled_ms,
+            r.cdn_bytes,
+            r.p2p_bytes,
+            r.refocus,
+            r.natted_up_bytes,
+            r.up_bytes
+        )?;
+    }
+    f.flush()?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("sessions.csv"))?);
+    writeln!(
+        f,
+        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,natted,reachable,up_bytes,from_edge,from_peers"
+    )?;
+    for s in sessions {
+        writeln!(
+            f,
+            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{}",
+            s.edge,
+            s.joined_s,
+            s.watched_s,
+            s.startup_ms.map_or(String::new(), |m| m.to_string()),
+            s.played_ms,
+            s.stalled_ms,
+            s.stalls,
+            u8::from(s.push),
+            u8::from(s.natted),
+            u8::from(s.reachable),
+            s.up_bytes,
+            s.from_edge,
+            s.from_peers
+        )?;
+    }
+    f.flush()?;
+    let last = minutes.iter().map(|r| r.minute).max().unwrap_or(0);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("overall.csv"))?);
+    writeln!(f, "minute,clients,push_clients,cdn_gbps,p2p_gbps,joins,leaves,rebuffering_rate,q2")?;
+    for m in 1..=last {
+        let rows = minutes.iter().filter(|r| r.minute == m);
+        let (mut p0, mut nc, mut cdn, mut p2p, mut j, mut l, mut act, mut st) =
+            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        for r in rows {
+            p0 += u64::from(r.p0);
+            nc += u64::from(r.nc);
+            cdn += r.cdn_bytes;
+            p2p += r.p2p_bytes;
+            j += u64::from(r.joins);
+            l += u64::from(r.leaves);
+            act += u64::from(r.active);
+            st += u64::from(r.stalled_clients);
+        }
+        let g = |b: u64| b as f64 * 8.0 / 60.0 / 1e9;
+        writeln!(
+            f,
+            "{m},{p0},{nc},{:.4},{:.4},{j},{l},{:.5},{:.5}",
+            g(cdn),
+            g(p2p),
+            share(st, act),
+            1.0 - share(st, act)
+        )?;
+    }
+    f.flush()?;
+    std::fs::write(dir.join("summary.md"), sum.markdown(name))?;
+    std::fs::write(dir.join("summary.csv"), sum.csv())?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+use super::*;
+
+/// A small event: 4 edges, a 3-minute flash crowd of ~300 clients, N1c = 10, N*c = 40.
+pub(crate) const SMALL: &str = r#"
+name = "small"
+seed = 42
+minutes = 4
+[stream]
+chunk_ms = 500
+[edges]
+districts = 2
+isps = 1
+per_district_isp = 2
+capacity_mbps = 16
+n1c = 10
+k_prime = 3
+[clients]
+arrivals = [[0, 0], [1, 150], [3, 40], [4, 0]]
+session_mean_min = 5.0
+upload = [{ share = 0.6, kbps = 300 }, { share = 0.4, kbps = 1000 }]
+"#;
+
+fn csv_of(out: &RunOutput, dir: &std::path::Path) -> (String, String) {
+    report::write_all(dir, "small", &out.minutes, &out.sessions, &out.summary).unwrap();
+    (
+        std::fs::read_to_string(dir.join("minutes.csv")).unwrap(),
+        std::fs::read_to_string(dir.join("sessions.csv")).unwrap(),
+    )
+}
+
+#[test]
+fn the_same_seed_gives_the_same_csvs_on_any_number_of_threads() {
+    let sc = Scenario::parse(SMALL, "small").unwrap();
+    let base = std::env::temp_dir().join(format!("livesky-sim-test-{}", std::process::id()));
+    let a = csv_of(&run(&sc, 1, &|_, _| {}), &base.join("a"));
+    let b = csv_of(&run(&sc, 2, &|_, _| {}), &base.join("b"));
+    assert!(a == b, "identical seeds must give identical CSVs");
+    let mut other = sc.clone();
+    other.seed = 43;
+    let c = csv_of(&run(&other, 2, &|_, _| {}), &base.join("c"));
+    assert!(a != c, "another seed gives another run");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_small_flash_crowd_is_served_mostly_by_peers_without_stalls() {
+    let sc = Scenario::parse(SMALL, "small").unwrap();
+    let out = run(&sc, 2, &|_, _| {});
+    let s = &out.summary;
+    eprintln!("{}", s.markdown("small"));
+    assert!(s.peak_clients > 100, "{s:?}");
+    assert!(s.started_under_15s > 0.95, "{s:?}");
+    assert!(s.q1_median > 0.99, "{s:?}");
+    // The hotspot is past N1c: peers carry part of its stream.
+    assert!(s.hotspot_p2p_share > 0.2, "{s:?}");
+    // Edges never push more than their capacity (16 Mbit/s = 120 MB a minute, plus bursts' budget).
+    for r in &out.minutes {
+        assert!(r.cdn_bytes <= 16 * 125_000 * 61, "edge {} minute {}: {} bytes", r.edge, r.minute, r.cdn_bytes);
+    }
+}
