@@ -41,6 +41,8 @@ pub struct PeerConfig {
     pub mesh_links: usize,
     /// How often buffer maps go to neighbours.
     pub map_interval: Duration,
+    /// Longest sleep between housekeeping wake-ups (lateness checks, heartbeats).
+    pub tick: Duration,
     /// Fault injection for tests: flip a byte in every chunk forwarded to children.
     #[doc(hidden)]
     pub tamper: bool,
@@ -61,6 +63,7 @@ impl PeerConfig {
             repair: RepairConfig::default(),
             mesh_links: 4,
             map_interval: Duration::from_secs(1),
+            tick: Duration::from_millis(200),
             tamper: false,
         }
     }
@@ -189,6 +192,8 @@ pub struct PeerCore {
     /// Backlog for newly subscribed children, sent only with upload left over from live traffic,
     /// so a new child never makes the others late.
     catchup_queue: VecDeque<(LinkId, Chunk)>,
+    /// When the upload cap lets the head of the queues go (set while they wait on it).
+    up_ready: Option<Instant>,
     out: VecDeque<Output>,
     next_link: LinkId,
     joined_at: Instant,
@@ -227,6 +232,7 @@ impl PeerCore {
             children: DetMap::default(),
             up_queue: VecDeque::new(),
             catchup_queue: VecDeque::new(),
+            up_ready: None,
             out: VecDeque::new(),
             // Outgoing link ids live above 2^32; the driver numbers accepted links below it.
             next_link: 1 << 32,
@@ -296,12 +302,12 @@ impl PeerCore {
         if self.phase == Phase::Done {
             return None;
         }
-        let mut t = self.next_heartbeat.min(self.next_report).min(self.next_map).min(now + Duration::from_millis(200));
+        let mut t = self.next_heartbeat.min(self.next_report).min(self.next_map).min(now + self.cfg.tick);
         if let Some(d) = self.buffer.next_deadline(now) {
             t = t.min(d);
         }
-        if !self.up_queue.is_empty() || !self.catchup_queue.is_empty() {
-            t = t.min(now + Duration::from_millis(20));
+        if let Some(r) = self.up_ready {
+            t = t.min(r);
         }
         Some(t)
     }
@@ -390,8 +396,10 @@ impl PeerCore {
         if now >= self.next_map {
             self.next_map = now + self.cfg.map_interval;
             let targets: Vec<LinkId> = self.mesh.keys().chain(self.children.keys()).copied().collect();
-            for link in targets {
-                self.send_map(link);
+            if let Some(map) = self.buffer_map_msg() {
+                for link in targets {
+                    self.out.push_back(Output::Send { link, msg: map.clone() });
+                }
             }
         }
         self.plan_repair(now);
@@ -422,12 +430,12 @@ impl PeerCore {
     }
 
     /// Our buffer map: which of the last 256 chunks we hold.
-    fn send_map(&mut self, link: LinkId) {
-        let Some(newest) = self.buffer.newest_seq() else { return };
+    fn buffer_map_msg(&self) -> Option<PeerLink> {
+        let newest = self.buffer.newest_seq()?;
         const SPAN: usize = 256;
         let first = newest.saturating_sub(SPAN as u64 - 1);
         let bits = buffer_map(first, SPAN, |s| self.buffer.contains(s));
-        self.out.push_back(Output::Send { link, msg: PeerLink::BufferMap { first_seq: first, bits } });
+        Some(PeerLink::BufferMap { first_seq: first, bits })
     }
 
     /// Asks neighbours for chunks missing close to their playback deadline.
@@ -748,6 +756,7 @@ impl PeerCore {
 
     /// Sends queued chunks to children as the upload cap allows: live first, then catch-up.
     fn drain_up(&mut self, now: Instant) {
+        self.up_ready = None;
         for catchup in [false, true] {
             loop {
                 let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
@@ -759,7 +768,10 @@ impl PeerCore {
                     queue.pop_front();
                     continue;
                 }
-                if !self.upload.try_take(now, c.payload.len() as f64) {
+                let len = c.payload.len() as f64;
+                if !self.upload.try_take(now, len) {
+                    // Wake exactly when the cap lets it go (at least 1 ms on: no busy loop).
+                    self.up_ready = Some(self.upload.ready_at(now, len).max(now + Duration::from_millis(1)));
                     return;
                 }
                 let Some((link, mut c)) = queue.pop_front() else { break };

@@ -81,7 +81,8 @@ enum Ev {
     Arrive(bool),
     Depart(u32),
     ToEdge(u32, ToEdgeEv),
-    ToPeer(u32, PeerInput),
+    /// Boxed: chunks are big, and the queue moves its events around.
+    ToPeer(u32, Box<PeerInput>),
     Timer(u32),
     Source,
     Tick,
@@ -223,10 +224,10 @@ impl<'a> Domain<'a> {
                 self.edge_outputs(t);
             }
             Ev::ToPeer(i, input) => {
-                if let (PeerInput::FromEdge(FromEdge::Welcome(w)), true) = (&input, self.alive(i)) {
+                if let (PeerInput::FromEdge(FromEdge::Welcome(w)), true) = (&*input, self.alive(i)) {
                     self.ids.insert(w.peer, i);
                 }
-                self.with_peer(t, i, |core, now| core.handle(now, input));
+                self.with_peer(t, i, |core, now| core.handle(now, *input));
             }
             Ev::Timer(i) => {
                 if self.slots.get(i as usize).is_some_and(|s| s.timer == Some(t)) {
@@ -307,6 +308,7 @@ impl<'a> Domain<'a> {
         cfg.late_ms = (2_000u32).max((k + 2) * chunk);
         cfg.map_interval = std::time::Duration::from_millis(u64::from((1_000u32).max(k * chunk)));
         cfg.report_interval = std::time::Duration::from_secs(60);
+        cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
         let watch = self.rng.exp(c.session_mean_min * 60.0);
         let abrupt = self.rng.chance(c.abrupt_share);
         let core = PeerCore::new(cfg, self.clock.at(t));
@@ -337,7 +339,7 @@ impl<'a> Domain<'a> {
             for link in std::mem::take(&mut self.slots[i as usize].links) {
                 if let Some((j, l2)) = self.links.remove(&(i, link)) {
                     self.links.remove(&(j, l2));
-                    self.q.push(t + dead, Ev::ToPeer(j, PeerInput::LinkClosed(l2)));
+                    self.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
             }
             self.q.push(t + dead, Ev::ToEdge(i, ToEdgeEv::Gone));
@@ -421,11 +423,11 @@ impl<'a> Domain<'a> {
                         self.links.insert((j, acc), (i, link));
                         self.slots[i as usize].links.push(link);
                         self.slots[j as usize].links.push(acc);
-                        self.q.push(t + d, Ev::ToPeer(j, PeerInput::LinkAccepted(acc)));
-                        self.q.push(t + d, Ev::ToPeer(i, PeerInput::LinkUp(link)));
+                        self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted(acc))));
+                        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::LinkUp(link))));
                     }
                     // NAT traversal fails after ICE gives up.
-                    _ => self.q.push(t + 3 * SECOND, Ev::ToPeer(i, PeerInput::LinkFailed(link))),
+                    _ => self.q.push(t + 3 * SECOND, Ev::ToPeer(i, Box::new(PeerInput::LinkFailed(link)))),
                 }
             }
             PeerOutput::Send { link, msg } => {
@@ -434,7 +436,7 @@ impl<'a> Domain<'a> {
                         return;
                     }
                     let d = self.peer_delay(i, j);
-                    self.q.push(t + d, Ev::ToPeer(j, PeerInput::FromPeer(l2, msg)));
+                    self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::FromPeer(l2, msg))));
                 }
             }
             PeerOutput::Close { link } => {
@@ -443,7 +445,7 @@ impl<'a> Domain<'a> {
                     self.slots[i as usize].links.retain(|&l| l != link);
                     self.slots[j as usize].links.retain(|&l| l != l2);
                     let d = self.peer_delay(i, j);
-                    self.q.push(t + d, Ev::ToPeer(j, PeerInput::LinkClosed(l2)));
+                    self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
             }
             PeerOutput::Play(_) | PeerOutput::Event(_) => {}
@@ -457,7 +459,7 @@ impl<'a> Domain<'a> {
                     let i = conn as u32;
                     if self.alive(i) {
                         let d = self.edge_delay(i);
-                        self.q.push(t + d, Ev::ToPeer(i, PeerInput::FromEdge(msg)));
+                        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(msg))));
                     }
                 }
                 EdgeOutput::Close { conn } => {
@@ -509,7 +511,7 @@ impl<'a> Domain<'a> {
         }
         self.row.cdn_bytes += c.payload.len() as u64;
         let d = self.edge_delay(i);
-        self.q.push(t + d, Ev::ToPeer(i, PeerInput::FromEdge(FromEdge::Chunk(c))));
+        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
         true
     }
 
