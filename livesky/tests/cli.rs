@@ -209,3 +209,36 @@ peers = ["edge2"]"#,
 fn crate_demo_config() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml")).unwrap()
 }
+
+#[test]
+fn sim_writes_csvs_and_a_summary_and_rejects_a_bad_scenario() {
+    let dir = tmpdir("sim");
+    let scenario = dir.join("one-edge.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"one-edge\"\nminutes = 2\n[edges]\ndistricts = 1\nisps = 1\nper_district_isp = 1\nn1c = 5\n\
+         [clients]\narrivals = [[0, 60], [2, 60]]\nupload = [{ share = 1.0, kbps = 600 }]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let run =
+        Command::new(BIN).args(["sim", scenario.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("| peak clients | > 145,000 |"), "{summary}");
+    let minutes = std::fs::read_to_string(out.join("minutes.csv")).unwrap();
+    assert_eq!(minutes.lines().count(), 3, "a header and one row per minute: {minutes}");
+    assert!(std::fs::read_to_string(out.join("sessions.csv")).unwrap().lines().count() > 20);
+
+    std::fs::write(
+        &scenario,
+        "name = \"x\"\nminutes = 0\n[clients]\narrivals = [[0, 1]]\nupload = [{ share = 1.0, kbps = 1 }]\n",
+    )
+    .unwrap();
+    let bad =
+        Command::new(BIN).args(["sim", scenario.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("one-edge.toml") && err.contains("`minutes`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
