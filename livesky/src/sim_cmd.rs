@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use livesky_sim::scenario::Scenario;
+use livesky_sim::report::{self, Summary};
+use livesky_sim::scenario::{Mode, Scenario};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -26,6 +27,10 @@ pub struct SimArgs {
     /// Worker threads (default: one per core). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also run the pure-CDN and pure-mesh baselines (same scenario, same seed; results in
+    /// DIR/cdn and DIR/mesh, and side by side in the summary).
+    #[arg(long)]
+    pub baselines: bool,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -42,8 +47,34 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         sc.minutes,
         sc.seed
     );
+    let modes: &[Mode] = if args.baselines { &[Mode::Hybrid, Mode::Cdn, Mode::Mesh] } else { &[Mode::Hybrid] };
+    let mut summaries: Vec<(&str, Summary)> = Vec::new();
+    for &mode in modes {
+        let mut sc = sc.clone();
+        sc.mode = mode;
+        let dir =
+            if mode == Mode::Hybrid { args.out.clone() } else { args.out.join(format!("{mode:?}").to_lowercase()) };
+        eprintln!("{}:", mode.name());
+        let out = simulate(&sc, threads);
+        report::write_csvs(&dir, &out.minutes, &out.sessions)
+            .with_context(|| format!("writing results to {}", dir.display()))?;
+        if mode == Mode::Hybrid {
+            let figs = livesky_sim::plots::write_all(&dir, &sc, &out.minutes, &out.sessions)
+                .with_context(|| format!("writing plots to {}", dir.display()))?;
+            eprintln!("plots: {}", figs.join(", "));
+        }
+        summaries.push((mode.name(), out.summary));
+    }
+    let runs: Vec<(&str, &Summary)> = summaries.iter().map(|(n, s)| (*n, s)).collect();
+    report::write_summary(&args.out, &sc.name, &runs).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", report::markdown(&sc.name, &runs));
+    eprintln!("CSVs, plots and summary in {}", args.out.display());
+    Ok(())
+}
+
+/// One run with a progress bar (redrawn on a terminal; a line every 10 % in a log).
+fn simulate(sc: &Scenario, threads: usize) -> livesky_sim::RunOutput {
     let t0 = Instant::now();
-    // A bar redrawn in place on a terminal; a line every 10 % in a log.
     let tty = std::io::stderr().is_terminal();
     let last = Mutex::new((Instant::now() - Duration::from_secs(1), 0u64));
     let progress = |done: u64, total: u64| {
@@ -66,11 +97,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         let _ = std::io::stderr().flush();
     };
-    let out = livesky_sim::run(&sc, threads, &progress);
+    let out = livesky_sim::run(sc, threads, &progress);
     eprintln!("\ndone in {:.1} s", t0.elapsed().as_secs_f64());
-    livesky_sim::report::write_all(&args.out, &sc.name, &out.minutes, &out.sessions, &out.summary)
-        .with_context(|| format!("writing results to {}", args.out.display()))?;
-    println!("{}", out.summary.markdown(&sc.name));
-    eprintln!("CSVs and summary in {}", args.out.display());
-    Ok(())
+    out
 }

@@ -95,6 +95,12 @@ impl PlayBuffer {
         self.frame_90k
     }
 
+    /// Media time per chunk, from the chunks held (before playback has measured it).
+    pub fn frame_estimate(&self) -> Option<u64> {
+        let ((&s0, c0), (&s1, c1)) = (self.chunks.first_key_value()?, self.chunks.last_key_value()?);
+        (s1 > s0).then(|| c1.header.media_ts.saturating_sub(c0.header.media_ts) / (s1 - s0)).filter(|f| *f > 0)
+    }
+
     pub fn newest_seq(&self) -> Option<u64> {
         self.chunks.last_key_value().map(|(s, _)| *s)
     }

@@ -43,6 +43,9 @@ pub struct PeerConfig {
     pub map_interval: Duration,
     /// Longest sleep between housekeeping wake-ups (lateness checks, heartbeats).
     pub tick: Duration,
+    /// Pure mesh pull (the simulator's CoolStreaming-like baseline): no parents; every chunk a
+    /// neighbour's buffer map shows is pulled, playback starting from what was pulled.
+    pub pull_only: bool,
     /// Fault injection for tests: flip a byte in every chunk forwarded to children.
     #[doc(hidden)]
     pub tamper: bool,
@@ -64,6 +67,7 @@ impl PeerConfig {
             mesh_links: 4,
             map_interval: Duration::from_secs(1),
             tick: Duration::from_millis(200),
+            pull_only: false,
             tamper: false,
         }
     }
@@ -440,6 +444,9 @@ impl PeerCore {
 
     /// Asks neighbours for chunks missing close to their playback deadline.
     fn plan_repair(&mut self, now: Instant) {
+        if self.cfg.pull_only {
+            return self.plan_pull(now);
+        }
         let (Some(next), Some(newest)) = (self.buffer.next_seq(), self.buffer.newest_seq()) else { return };
         if self.repair.config().window_ms == 0 {
             return;
@@ -452,11 +459,36 @@ impl PeerCore {
         if missing.is_empty() {
             return;
         }
+        self.ask(now, &missing);
+    }
+
+    /// Requests `missing` chunks from the neighbours most likely to have them.
+    fn ask(&mut self, now: Instant, missing: &[u64]) {
         let mut reqs = Vec::new();
-        self.repair.plan(now, &missing, &mut reqs);
+        self.repair.plan(now, missing, &mut reqs);
         for (link, seq) in reqs {
             self.out.push_back(Output::Send { link, msg: PeerLink::Request { seq } });
         }
+    }
+
+    /// Pure mesh: pull everything neighbours hold from where playback is (or, before it starts,
+    /// from the start threshold's worth behind the newest chunk any neighbour holds).
+    fn plan_pull(&mut self, now: Instant) {
+        let Some(known) = self.repair.newest_known().max(self.buffer.newest_seq()) else { return };
+        // Two chunks first, to learn how much media a chunk holds.
+        let Some(frame) = self.buffer.frame_estimate() else {
+            let missing: Vec<u64> =
+                [known.saturating_sub(1), known].into_iter().filter(|&s| !self.buffer.contains(s)).collect();
+            return self.ask(now, &missing);
+        };
+        let start_back = u64::from(self.cfg.buffer.start_ms) * 90 / frame + 2;
+        let next = self.buffer.next_seq().unwrap_or_else(|| known.saturating_sub(start_back));
+        let window = u64::from(self.cfg.buffer.buffer_ms) * 90 / frame;
+        let missing: Vec<u64> = (next..=known.min(next + window)).filter(|&s| !self.buffer.contains(s)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        self.ask(now, &missing);
     }
 
     fn on_edge(&mut self, now: Instant, m: FromEdge) {

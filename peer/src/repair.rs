@@ -96,6 +96,17 @@ impl Repair {
         self.maps.insert(link, Map { first, bits });
     }
 
+    /// The newest chunk any neighbour's map shows.
+    pub fn newest_known(&self) -> Option<u64> {
+        self.maps
+            .values()
+            .filter_map(|m| {
+                let last = m.bits.iter().enumerate().rev().find(|(_, b)| **b != 0)?;
+                Some(m.first + last.0 as u64 * 8 + u64::from(7 - last.1.leading_zeros() as u8))
+            })
+            .max()
+    }
+
     pub fn link_gone(&mut self, link: LinkId) {
         self.maps.remove(&link);
         self.inflight.retain(|_, (l, _)| *l != link);

@@ -17,7 +17,7 @@ use sn_edge::model::ModelParams;
 use sn_edge::service::{ConnId, Input as EdgeInput, Output as EdgeOutput, Service, ServiceConfig};
 
 use crate::engine::{Clock, Micros, Queue, Rng, SECOND};
-use crate::scenario::Scenario;
+use crate::scenario::{Mode, Scenario};
 
 /// Where an edge sits and how much of the audience it draws.
 #[derive(Debug, Clone)]
@@ -143,14 +143,22 @@ impl<'a> Domain<'a> {
     pub fn new(sc: &'a Scenario, spec: EdgeSpec, clock: Clock) -> Self {
         let e = &sc.edges;
         let nc_star = e.capacity_mbps * 1000 / sc.stream.kbps;
+        // The baselines are the same edge with other limits: the CDN serves everyone it has
+        // room for and refuses the rest; the mesh's edge only seeds a few and builds no trees.
+        let seeds = (nc_star / 50).max(2).min(nc_star);
+        let (n1c, nc_star, k_prime, max_clients) = match sc.mode {
+            Mode::Hybrid => (e.n1c, nc_star, e.k_prime, usize::MAX),
+            Mode::Cdn => (nc_star, nc_star, 1, nc_star as usize),
+            Mode::Mesh => (seeds, seeds, 1, usize::MAX),
+        };
         let admission = AdmissionConfig {
-            n1c: e.n1c,
+            n1c,
             nc_star,
-            model: ModelParams { alpha: e.alpha, k_prime: e.k_prime, lambda: e.lambda, mu: e.mu },
+            model: ModelParams { alpha: e.alpha, k_prime, lambda: e.lambda, mu: e.mu },
             substreams: sc.stream.substreams,
             media_kbps: sc.stream.kbps,
             upload_cap_factor: e.upload_cap_factor,
-            max_clients: usize::MAX,
+            max_clients,
             seed: sc.seed ^ (spec.index as u64).wrapping_mul(0x9e37_79b9),
             ..AdmissionConfig::paper()
         };
@@ -309,6 +317,7 @@ impl<'a> Domain<'a> {
         cfg.map_interval = std::time::Duration::from_millis(u64::from((1_000u32).max(k * chunk)));
         cfg.report_interval = std::time::Duration::from_secs(60);
         cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
+        cfg.pull_only = sc.mode == Mode::Mesh;
         let watch = self.rng.exp(c.session_mean_min * 60.0);
         let abrupt = self.rng.chance(c.abrupt_share);
         let core = PeerCore::new(cfg, self.clock.at(t));
@@ -473,6 +482,8 @@ impl<'a> Domain<'a> {
                     }
                     self.masks.insert(i, mask);
                     let k = self.sc.stream.substreams;
+                    // A pure mesh has no start burst: only its seeds hear from the edge.
+                    let burst_ms = burst_ms.filter(|_| self.sc.mode != Mode::Mesh || mask != 0);
                     if let Some(ms) = burst_ms {
                         let back = u64::from(ms / self.sc.stream.chunk_ms);
                         let first = self.next_seq.saturating_sub(back);

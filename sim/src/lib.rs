@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod engine;
+pub mod plots;
 pub mod report;
 pub mod scenario;
 

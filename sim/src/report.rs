@@ -130,33 +130,54 @@ impl Summary {
     }
 
     pub fn markdown(&self, name: &str) -> String {
-        let mut s = format!(
-            "# Simulation `{name}`: {} edges, {} sessions\n\n| what | LiveSky (paper) | this run |\n|---|---|---|\n",
-            self.edges, self.sessions
-        );
-        for (what, paper, ours) in self.rows() {
-            let _ = writeln!(s, "| {what} | {paper} | {ours} |");
-        }
-        s
-    }
-
-    pub fn csv(&self) -> String {
-        let mut s = String::from("what,paper,this_run\n");
-        for (what, paper, ours) in self.rows() {
-            let _ = writeln!(s, "\"{what}\",\"{paper}\",\"{ours}\"");
-        }
-        s
+        markdown(name, &[("this run", self)])
     }
 }
 
-/// Writes `minutes.csv`, `sessions.csv`, `overall.csv`, `summary.md` and `summary.csv` in `dir`.
-pub fn write_all(
-    dir: &Path,
-    name: &str,
-    minutes: &[MinuteRow],
-    sessions: &[Session],
-    sum: &Summary,
-) -> std::io::Result<()> {
+/// The paper beside one column per run (LiveSky and any baselines, same scenario and seed).
+pub fn markdown(name: &str, runs: &[(&str, &Summary)]) -> String {
+    let first = runs.first().map(|r| r.1);
+    let mut s = format!(
+        "# Simulation `{name}`: {} edges, {} sessions\n\n| what | LiveSky (paper) |",
+        first.map_or(0, |f| f.edges),
+        first.map_or(0, |f| f.sessions)
+    );
+    for (label, _) in runs {
+        let _ = write!(s, " {label} |");
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(runs.len()));
+    s.push('\n');
+    for (i, (what, paper, _)) in first.map(Summary::rows).unwrap_or_default().into_iter().enumerate() {
+        let _ = write!(s, "| {what} | {paper} |");
+        for (_, r) in runs {
+            let _ = write!(s, " {} |", r.rows()[i].2);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The same table as CSV.
+pub fn csv(runs: &[(&str, &Summary)]) -> String {
+    let mut s = String::from("what,paper");
+    for (label, _) in runs {
+        let _ = write!(s, ",\"{label}\"");
+    }
+    s.push('\n');
+    let rows = runs.first().map(|r| r.1.rows()).unwrap_or_default();
+    for (i, (what, paper, _)) in rows.into_iter().enumerate() {
+        let _ = write!(s, "\"{what}\",\"{paper}\"");
+        for (_, r) in runs {
+            let _ = write!(s, ",\"{}\"", r.rows()[i].2);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes `minutes.csv`, `sessions.csv` and `overall.csv` in `dir`.
+pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("minutes.csv"))?);
     writeln!(
@@ -239,7 +260,12 @@ pub fn write_all(
         )?;
     }
     f.flush()?;
-    std::fs::write(dir.join("summary.md"), sum.markdown(name))?;
-    std::fs::write(dir.join("summary.csv"), sum.csv())?;
     Ok(())
+}
+
+/// Writes `summary.md` and `summary.csv` in `dir`.
+pub fn write_summary(dir: &Path, name: &str, runs: &[(&str, &Summary)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("summary.md"), markdown(name, runs))?;
+    std::fs::write(dir.join("summary.csv"), csv(runs))
 }

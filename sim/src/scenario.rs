@@ -31,6 +31,33 @@ pub struct Scenario {
     pub clients: Clients,
     #[serde(default)]
     pub latency: Latency,
+    /// LiveSky itself, or one of the baselines it is compared with.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// What system the scenario runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// LiveSky: edges admit in four stages, trees with mesh repair, the edge as fallback.
+    #[default]
+    Hybrid,
+    /// Pure CDN: every client served by its edge; past the edge's capacity a client is refused.
+    Cdn,
+    /// Pure mesh P2P (CoolStreaming-like): the edge seeds a few clients, everyone else pulls
+    /// chunks from neighbours' buffer maps; no start burst, no trees, no edge fallback.
+    Mesh,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "LiveSky (hybrid)",
+            Mode::Cdn => "pure CDN",
+            Mode::Mesh => "pure mesh",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,7 +21,7 @@ upload = [{ share = 0.6, kbps = 300 }, { share = 0.4, kbps = 1000 }]
 "#;
 
 fn csv_of(out: &RunOutput, dir: &std::path::Path) -> (String, String) {
-    report::write_all(dir, "small", &out.minutes, &out.sessions, &out.summary).unwrap();
+    report::write_csvs(dir, &out.minutes, &out.sessions).unwrap();
     (
         std::fs::read_to_string(dir.join("minutes.csv")).unwrap(),
         std::fs::read_to_string(dir.join("sessions.csv")).unwrap(),
@@ -57,4 +57,26 @@ fn a_small_flash_crowd_is_served_mostly_by_peers_without_stalls() {
     for r in &out.minutes {
         assert!(r.cdn_bytes <= 16 * 125_000 * 61, "edge {} minute {}: {} bytes", r.edge, r.minute, r.cdn_bytes);
     }
+}
+
+#[test]
+fn the_baselines_behave_as_their_names_say() {
+    let sc = Scenario::parse(SMALL, "small").unwrap();
+    let mut cdn = sc.clone();
+    cdn.mode = scenario::Mode::Cdn;
+    let c = run(&cdn, 2, &|_, _| {}).summary;
+    // Everything comes from the edges; past their capacity (40 clients each) clients are refused.
+    assert_eq!(c.p2p_share, 0.0, "{c:?}");
+    assert!(c.users_on_cdn > 0.99, "{c:?}");
+    assert!(c.started_under_15s < 0.9, "the hotspot refuses some clients: {c:?}");
+    let mut mesh = sc.clone();
+    mesh.mode = scenario::Mode::Mesh;
+    let m = run(&mesh, 2, &|_, _| {}).summary;
+    let h = run(&sc, 2, &|_, _| {}).summary;
+    eprintln!("{}", report::markdown("small", &[("hybrid", &h), ("cdn", &c), ("mesh", &m)]));
+    // The edge only seeds a few clients; the rest pull, start later and less often.
+    assert!(m.users_on_cdn < 0.1, "{m:?}");
+    assert!(m.p2p_share > 0.0, "{m:?}");
+    assert!(m.startup_p50_ms > h.startup_p50_ms, "{m:?} vs {h:?}");
+    assert!(m.started_under_15s < h.started_under_15s, "{m:?} vs {h:?}");
 }
