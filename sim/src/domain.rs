@@ -104,6 +104,9 @@ struct Slot {
     joined: Micros,
     timer: Option<Micros>,
     links: Vec<LinkId>,
+    down_kbps: u32,
+    /// When its downlink has taken in everything sent so far.
+    down_free: Micros,
     last: PeerStats,
 }
 
@@ -300,6 +303,8 @@ impl<'a> Domain<'a> {
         let reachable = !self.rng.chance(c.unreachable_share);
         let weights: Vec<f64> = c.upload.iter().map(|u| u.share).collect();
         let upload = c.upload[self.rng.pick(&weights)].kbps;
+        let weights: Vec<f64> = c.download.iter().map(|u| u.share).collect();
+        let down_kbps = c.download[self.rng.pick(&weights)].kbps;
         let cap = (f64::from(sc.stream.kbps) * sc.edges.upload_cap_factor) as u32;
         let mut cfg = PeerConfig::new(channel());
         cfg.upload_kbps = upload.min(cap).max(1);
@@ -330,6 +335,8 @@ impl<'a> Domain<'a> {
             joined: t,
             timer: None,
             links: Vec::new(),
+            down_kbps,
+            down_free: t,
             last: PeerStats::default(),
         });
         self.row.joins += 1;
@@ -444,8 +451,11 @@ impl<'a> Domain<'a> {
                     if matches!(msg, PeerLink::Chunk(_)) && self.rng.chance(self.sc.latency.loss) {
                         return;
                     }
-                    let d = self.peer_delay(i, j);
-                    self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::FromPeer(l2, msg))));
+                    let mut at = t + self.peer_delay(i, j);
+                    if let PeerLink::Chunk(c) = &msg {
+                        at = self.arrival(at, j, c.payload.len());
+                    }
+                    self.q.push(at, Ev::ToPeer(j, Box::new(PeerInput::FromPeer(l2, msg))));
                 }
             }
             PeerOutput::Close { link } => {
@@ -521,9 +531,18 @@ impl<'a> Domain<'a> {
             return false;
         }
         self.row.cdn_bytes += c.payload.len() as u64;
-        let d = self.edge_delay(i);
-        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
+        let at = self.arrival(t + self.edge_delay(i), i, c.payload.len());
+        self.q.push(at, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
         true
+    }
+
+    /// When `bytes` sent to client `i` that would reach it at `at` are in: after what its
+    /// downlink is still taking in.
+    fn arrival(&mut self, at: Micros, i: u32, bytes: usize) -> Micros {
+        let Some(s) = self.slots.get_mut(i as usize) else { return at };
+        let start = at.max(s.down_free);
+        s.down_free = start + bytes as u64 * 8_000 / u64::from(s.down_kbps.max(1));
+        s.down_free
     }
 
     fn source(&mut self, t: Micros) {

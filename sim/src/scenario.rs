@@ -141,6 +141,9 @@ pub struct Clients {
     #[serde(default = "d_buffer")]
     pub buffer_s: u32,
     pub upload: Vec<UploadClass>,
+    /// Downlinks, same form (default: everyone 2 Mbit/s).
+    #[serde(default = "d_download")]
+    pub download: Vec<UploadClass>,
     /// Behind a NAT (the paper: over 90 %).
     #[serde(default = "d_nat")]
     pub nat_share: f64,
@@ -187,6 +190,9 @@ fn d_session() -> f64 {
 }
 fn d_buffer() -> u32 {
     15
+}
+fn d_download() -> Vec<UploadClass> {
+    vec![UploadClass { share: 1.0, kbps: 2_000 }]
 }
 fn d_nat() -> f64 {
     0.9
@@ -239,8 +245,10 @@ impl Scenario {
         if self.clients.session_mean_min <= 0.0 {
             return bad("clients.session_mean_min", "must be > 0");
         }
-        if self.clients.upload.is_empty() || self.clients.upload.iter().any(|u| u.share < 0.0) {
-            return bad("clients.upload", "needs at least one class with share ≥ 0");
+        for (key, classes) in [("clients.upload", &self.clients.upload), ("clients.download", &self.clients.download)] {
+            if classes.is_empty() || classes.iter().any(|u| u.share < 0.0 || u.kbps == 0) {
+                return bad(key, "needs at least one class, each with share ≥ 0 and kbps > 0");
+            }
         }
         let c = &self.clients;
         if !(share(c.nat_share) && share(c.unreachable_share) && share(c.abrupt_share) && share(self.latency.loss)) {
