@@ -8,10 +8,11 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read scenario {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("scenario {path}: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
+    // The cause is in the message, not chained, so it is printed once.
+    #[error("cannot read scenario {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("scenario {path}: {err}")]
+    Parse { path: String, err: Box<toml::de::Error> },
     #[error("scenario {path}: `{key}` {problem}")]
     Invalid { path: String, key: &'static str, problem: String },
 }
@@ -207,13 +208,13 @@ fn d_abrupt() -> f64 {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|err| ScenarioError::Read { path: p.clone(), err })?;
         Self::parse(&text, &p)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: path.into(), source: Box::new(e) })?;
+            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: path.into(), err: Box::new(e) })?;
         s.validate(path)?;
         Ok(s)
     }
