@@ -113,8 +113,8 @@ fn is_outgoing(link: LinkId) -> bool {
 impl From<LinkEvent> for Ev {
     fn from(e: LinkEvent) -> Ev {
         match e {
-            LinkEvent::Open { link, tx, close, .. } if is_outgoing(link) => Ev::LinkUp(link, LinkHandle { tx, close }),
-            LinkEvent::Open { link, tx, close, .. } => Ev::Accepted(link, LinkHandle { tx, close }),
+            LinkEvent::Open { link, tx, close } if is_outgoing(link) => Ev::LinkUp(link, LinkHandle { tx, close }),
+            LinkEvent::Open { link, tx, close } => Ev::Accepted(link, LinkHandle { tx, close }),
             LinkEvent::Message { link, msg } => Ev::FromPeer(link, msg),
             LinkEvent::Closed { link } => Ev::LinkClosed(link),
             LinkEvent::Failed { link } => Ev::LinkFailed(link),

@@ -51,10 +51,9 @@ fn err(e: impl std::fmt::Display) -> RtcError {
 
 /// What a link task reports to the driver (the driver's own events wrap these).
 pub enum LinkEvent {
-    /// The data channel is open: `outgoing` links are ours to a parent or neighbour.
+    /// The data channel is open (which side offered is in the driver's link numbering).
     Open {
         link: LinkId,
-        outgoing: bool,
         tx: mpsc::Sender<PeerLink>,
         close: CancellationToken,
     },
@@ -148,7 +147,7 @@ impl Rtc {
         let pc = self.peer_connection(Handler { gathered, failed, incoming: None }).await?;
         let init = RTCDataChannelInit { ordered: true, ..Default::default() };
         let dc = pc.create_data_channel("livesky", Some(init)).await.map_err(err)?;
-        tokio::spawn(run_link(dc, pc.clone(), link, true, events, failed_rx, cancel));
+        tokio::spawn(run_link(dc, pc.clone(), link, events, failed_rx, cancel));
         let offer = pc.create_offer(None).await.map_err(err)?;
         pc.set_local_description(offer).await.map_err(err)?;
         let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered_rx.cancelled()).await;
@@ -170,7 +169,7 @@ impl Rtc {
         pc.set_remote_description(desc).await.map_err(err)
     }
 
-    /// Parent side: answers an offer; the link appears (as `outgoing: false`) once it opens.
+    /// Parent side: answers an offer; the link appears once it opens.
     pub async fn answer(
         &self,
         payload: &str,
@@ -192,7 +191,7 @@ impl Rtc {
         let pc2 = pc.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(OPEN_TIMEOUT, dc_rx.recv()).await {
-                Ok(Some(dc)) => run_link(dc, pc2, link, false, events, failed_rx, cancel).await,
+                Ok(Some(dc)) => run_link(dc, pc2, link, events, failed_rx, cancel).await,
                 _ => {
                     let _ = pc2.close().await;
                 }
@@ -250,7 +249,6 @@ async fn run_link(
     dc: Arc<dyn DataChannel>,
     pc: Arc<dyn PeerConnection>,
     link: LinkId,
-    outgoing: bool,
     events: mpsc::Sender<LinkEvent>,
     failed: CancellationToken,
     cancel: CancellationToken,
@@ -271,7 +269,7 @@ async fn run_link(
                 Some(DataChannelEvent::OnOpen) => {
                     if let Some((tx, close)) = handle.take() {
                         open = true;
-                        if events.send(LinkEvent::Open { link, outgoing, tx, close }).await.is_err() {
+                        if events.send(LinkEvent::Open { link, tx, close }).await.is_err() {
                             break;
                         }
                     }

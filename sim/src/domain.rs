@@ -52,6 +52,25 @@ pub struct MinuteRow {
     pub up_bytes: u64,
 }
 
+impl MinuteRow {
+    /// Adds another edge's counts for the same minute (system-wide totals).
+    pub fn add(&mut self, r: &MinuteRow) {
+        self.p0 += r.p0;
+        self.nc += r.nc;
+        self.joins += r.joins;
+        self.leaves += r.leaves;
+        self.active += r.active;
+        self.stalled_clients += r.stalled_clients;
+        self.played_ms += r.played_ms;
+        self.stalled_ms += r.stalled_ms;
+        self.cdn_bytes += r.cdn_bytes;
+        self.p2p_bytes += r.p2p_bytes;
+        self.refocus += r.refocus;
+        self.natted_up_bytes += r.natted_up_bytes;
+        self.up_bytes += r.up_bytes;
+    }
+}
+
 /// One viewing session, when it ended (or the run did).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
@@ -145,7 +164,7 @@ fn addr(i: u32, private: bool) -> SocketAddr {
 impl<'a> Domain<'a> {
     pub fn new(sc: &'a Scenario, spec: EdgeSpec, clock: Clock) -> Self {
         let e = &sc.edges;
-        let nc_star = e.capacity_mbps * 1000 / sc.stream.kbps;
+        let nc_star = sc.nc_star();
         // The baselines are the same edge with other limits: the CDN serves everyone it has
         // room for and refuses the rest; the mesh's edge only seeds a few and builds no trees.
         let seeds = (nc_star / 50).max(2).min(nc_star);

@@ -7,6 +7,7 @@ use std::path::Path;
 use sn_edge::model::{ModelParams, Thresholds, scaling_factor, scaling_factor_with_churn};
 
 use crate::domain::{MinuteRow, Session};
+use crate::report;
 use crate::scenario::Scenario;
 
 const W: f64 = 640.0;
@@ -182,7 +183,7 @@ pub fn write_all(
         Ok(())
     };
     let e = &sc.edges;
-    let nc_star = e.capacity_mbps * 1000 / sc.stream.kbps;
+    let nc_star = sc.nc_star();
 
     // Fig. 7: Nc against P0 at the busiest edge, with the model's curves for K' = 1, 2, 3.
     let busiest = minutes.iter().max_by_key(|r| (r.p0, std::cmp::Reverse(r.edge))).map_or(0, |r| r.edge);
@@ -264,16 +265,7 @@ pub fn write_all(
     )?;
 
     // Fig. 10: Q1 per session and Q2 per edge-minute.
-    let q1: Vec<f64> = sessions
-        .iter()
-        .filter(|s| s.watched_s >= 60.0 && s.played_ms + s.stalled_ms > 0)
-        .map(|s| s.played_ms as f64 / (s.played_ms + s.stalled_ms) as f64)
-        .collect();
-    let q2: Vec<f64> = minutes
-        .iter()
-        .filter(|r| r.active > 0)
-        .map(|r| 1.0 - f64::from(r.stalled_clients) / f64::from(r.active))
-        .collect();
+    let (q1, q2) = (report::session_q1(sessions), report::minute_q2(minutes));
     put(
         "fig10_q1_q2_cdf.svg",
         chart(

@@ -45,33 +45,44 @@ fn share(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> Summary {
+/// A minute's bytes as Gbit/s.
+fn gbps(bytes: u64) -> f64 {
+    bytes as f64 * 8.0 / 60.0 / 1e9
+}
+
+/// System-wide totals per minute (index = minute; minute 0 is empty: rows close a minute).
+pub fn per_minute(minutes: &[MinuteRow]) -> Vec<MinuteRow> {
     let last = minutes.iter().map(|r| r.minute).max().unwrap_or(0);
-    let mut per_min = vec![(0u64, 0u64, 0u64, 0u64); last as usize + 1];
+    let mut total: Vec<MinuteRow> = (0..=last).map(|m| MinuteRow { minute: m, ..Default::default() }).collect();
     for r in minutes {
-        let m = &mut per_min[r.minute as usize];
-        m.0 += u64::from(r.p0);
-        m.1 += u64::from(r.nc);
-        m.2 += r.cdn_bytes;
-        m.3 += r.p2p_bytes;
+        total[r.minute as usize].add(r);
     }
-    let (peak_minute, peak) =
-        per_min.iter().enumerate().max_by_key(|(_, m)| m.0).map_or((0, (0, 0, 0, 0)), |(i, m)| (i, *m));
-    let gbps = |bytes: u64| bytes as f64 * 8.0 / 60.0 / 1e9;
+    total
+}
+
+/// Q1 = played / (played + stalled) of every session watched for a minute or more.
+pub fn session_q1(sessions: &[Session]) -> Vec<f64> {
+    sessions
+        .iter()
+        .filter(|s| s.watched_s >= 60.0 && s.played_ms + s.stalled_ms > 0)
+        .map(|s| s.played_ms as f64 / (s.played_ms + s.stalled_ms) as f64)
+        .collect()
+}
+
+/// Q2 = 1 − NB/NT of every edge-minute with clients.
+pub fn minute_q2(minutes: &[MinuteRow]) -> Vec<f64> {
+    minutes.iter().filter(|r| r.active > 0).map(|r| 1.0 - f64::from(r.stalled_clients) / f64::from(r.active)).collect()
+}
+
+pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> Summary {
+    let totals = per_minute(minutes);
+    let peak = totals.iter().max_by_key(|m| m.p0).cloned().unwrap_or_default();
     // Sessions long enough to have had a chance to start and to be judged.
     let judged: Vec<&Session> = sessions.iter().filter(|s| s.watched_s >= 15.0).collect();
     let mut startups: Vec<f64> = judged.iter().filter_map(|s| s.startup_ms).map(|m| m as f64).collect();
     let started_fast = judged.iter().filter(|s| s.startup_ms.is_some_and(|m| m < 15_000)).count();
-    let mut q1: Vec<f64> = sessions
-        .iter()
-        .filter(|s| s.watched_s >= 60.0 && s.played_ms + s.stalled_ms > 0)
-        .map(|s| s.played_ms as f64 / (s.played_ms + s.stalled_ms) as f64)
-        .collect();
-    let mut q2: Vec<f64> = minutes
-        .iter()
-        .filter(|r| r.active > 0)
-        .map(|r| 1.0 - f64::from(r.stalled_clients) / f64::from(r.active))
-        .collect();
+    let mut q1 = session_q1(sessions);
+    let mut q2 = minute_q2(minutes);
     let hotspot = minutes.iter().max_by_key(|r| (r.p0, std::cmp::Reverse(r.edge))).map_or(0, |r| r.edge);
     let (hp, hc) =
         minutes.iter().filter(|r| r.edge == hotspot).fold((0, 0), |(p, c), r| (p + r.p2p_bytes, c + r.cdn_bytes));
@@ -83,11 +94,11 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
     Summary {
         edges,
         sessions: sessions.len(),
-        peak_clients: peak.0,
-        peak_minute: peak_minute as u32,
-        cdn_gbps: gbps(peak.2),
-        p2p_gbps: gbps(peak.3),
-        users_on_cdn: share(peak.1, peak.0),
+        peak_clients: u64::from(peak.p0),
+        peak_minute: peak.minute,
+        cdn_gbps: gbps(peak.cdn_bytes),
+        p2p_gbps: gbps(peak.p2p_bytes),
+        users_on_cdn: share(u64::from(peak.nc), u64::from(peak.p0)),
         started_under_15s: share(started_fast as u64, judged.len() as u64),
         startup_p50_ms: quantile(&mut startups, 0.5),
         startup_p95_ms: quantile(&mut startups, 0.95),
@@ -232,31 +243,22 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
         )?;
     }
     f.flush()?;
-    let last = minutes.iter().map(|r| r.minute).max().unwrap_or(0);
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("overall.csv"))?);
     writeln!(f, "minute,clients,push_clients,cdn_gbps,p2p_gbps,joins,leaves,rebuffering_rate,q2")?;
-    for m in 1..=last {
-        let rows = minutes.iter().filter(|r| r.minute == m);
-        let (mut p0, mut nc, mut cdn, mut p2p, mut j, mut l, mut act, mut st) =
-            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-        for r in rows {
-            p0 += u64::from(r.p0);
-            nc += u64::from(r.nc);
-            cdn += r.cdn_bytes;
-            p2p += r.p2p_bytes;
-            j += u64::from(r.joins);
-            l += u64::from(r.leaves);
-            act += u64::from(r.active);
-            st += u64::from(r.stalled_clients);
-        }
-        let g = |b: u64| b as f64 * 8.0 / 60.0 / 1e9;
+    for t in per_minute(minutes).iter().skip(1) {
+        let rebuffering = share(u64::from(t.stalled_clients), u64::from(t.active));
         writeln!(
             f,
-            "{m},{p0},{nc},{:.4},{:.4},{j},{l},{:.5},{:.5}",
-            g(cdn),
-            g(p2p),
-            share(st, act),
-            1.0 - share(st, act)
+            "{},{},{},{:.4},{:.4},{},{},{:.5},{:.5}",
+            t.minute,
+            t.p0,
+            t.nc,
+            gbps(t.cdn_bytes),
+            gbps(t.p2p_bytes),
+            t.joins,
+            t.leaves,
+            rebuffering,
+            1.0 - rebuffering
         )?;
     }
     f.flush()?;

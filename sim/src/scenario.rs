@@ -282,6 +282,11 @@ impl Scenario {
         }
     }
 
+    /// N*c: streams an edge can serve (bandwidth / media rate).
+    pub fn nc_star(&self) -> u32 {
+        sn_edge::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)
+    }
+
     pub fn edge_count(&self) -> usize {
         usize::from(self.edges.districts) * usize::from(self.edges.isps) * self.edges.per_district_isp as usize
     }
