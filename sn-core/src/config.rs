@@ -163,6 +163,8 @@ pub struct AdmissionSettings {
     pub capacity_kbps: u64,
     /// α: mean upload of a supplying peer as a fraction of the stream rate.
     pub alpha: f64,
+    /// Take α from the clients' upload offers when they offer less (unreachable clients count 0).
+    pub alpha_from_clients: bool,
     /// K': deepest P2P level (the delay bound); may exceed 2.
     pub k_prime: u32,
     /// λ, μ: joins and leaves per minute as fractions of current peers.
@@ -189,6 +191,7 @@ impl Default for AdmissionSettings {
             n1c: 100,
             capacity_kbps: 200_000,
             alpha: 1.5,
+            alpha_from_clients: true,
             k_prime: 2,
             lambda: 0.036,
             mu: 0.024,

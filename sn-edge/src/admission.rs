@@ -34,6 +34,11 @@ pub struct AdmissionConfig {
     pub session_timeout: Duration,
     /// Clients per edge and channel; beyond it joins are redirected (or refused).
     pub max_clients: usize,
+    /// Use the clients' own upload offers for α when they add up to less than `model.alpha`:
+    /// unreachable clients and slow uplinks make the trees smaller than the configured α says,
+    /// and an edge that believed it would keep clients past what its peers can carry (§3.1's
+    /// model with the α it actually has).
+    pub alpha_from_clients: bool,
     pub seed: u64,
 }
 
@@ -51,6 +56,7 @@ impl AdmissionConfig {
             mesh: 8,
             session_timeout: Duration::from_secs(15),
             max_clients: 20_000,
+            alpha_from_clients: true,
             seed: 1,
         }
     }
@@ -88,11 +94,21 @@ pub struct Snapshot {
     pub stats: AdmissionStats,
 }
 
+/// α is taken from the clients only once there are this many of them.
+const ALPHA_SAMPLE: u32 = 20;
+
+struct Seen {
+    at: Instant,
+    /// Upload slots it offers others (0 once nobody can connect to it).
+    offered: u16,
+}
+
 pub struct Admission {
     cfg: AdmissionConfig,
-    thresholds: Thresholds,
     tracker: Tracker,
-    last_seen: DetMap<PeerId, Instant>,
+    last_seen: DetMap<PeerId, Seen>,
+    /// Sum of `offered` over `last_seen`.
+    offered_slots: u64,
     next_id: PeerId,
     /// Stage 3 alternates direct and P2P admissions.
     stage3_direct_next: bool,
@@ -101,7 +117,6 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(cfg: AdmissionConfig) -> Self {
-        let thresholds = Thresholds::new(cfg.n1c, cfg.nc_star, cfg.model, cfg.margin);
         let tracker = Tracker::new(TreeConfig {
             substreams: cfg.substreams,
             k_prime: cfg.model.k_prime.clamp(1, 16) as u8,
@@ -111,9 +126,9 @@ impl Admission {
         });
         Self {
             cfg,
-            thresholds,
             tracker,
             last_seen: DetMap::default(),
+            offered_slots: 0,
             next_id: 1,
             stage3_direct_next: true,
             stats: Default::default(),
@@ -140,13 +155,38 @@ impl Admission {
         self.tracker.stats().push as u32
     }
 
+    /// α now: the configured one, or what the clients offer if that is less.
+    pub fn alpha(&self) -> f64 {
+        self.alpha_with(0, self.p0())
+    }
+
+    fn alpha_with(&self, extra_slots: u16, p0: u32) -> f64 {
+        let configured = self.cfg.model.alpha;
+        if !self.cfg.alpha_from_clients || p0 < ALPHA_SAMPLE {
+            return configured;
+        }
+        let k = f64::from(self.cfg.substreams.max(1));
+        let offered = (self.offered_slots + u64::from(extra_slots)) as f64 / k / f64::from(p0);
+        configured.min(offered)
+    }
+
+    fn thresholds_with(&self, alpha: f64) -> Thresholds {
+        let model = ModelParams { alpha, ..self.cfg.model };
+        Thresholds::new(self.cfg.n1c, self.cfg.nc_star, model, self.cfg.margin)
+    }
+
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds_with(self.alpha())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let tree = self.tracker.stats();
+        let thresholds = self.thresholds();
         Snapshot {
-            stage: self.thresholds.stage(self.p0()),
+            stage: thresholds.stage(self.p0()),
             p0: self.p0(),
             nc: tree.push as u32,
-            thresholds: self.thresholds,
+            thresholds,
             tree,
             stats: self.stats,
         }
@@ -160,8 +200,9 @@ impl Admission {
         (kbps / (f64::from(self.cfg.media_kbps.max(1)) / k)).floor().clamp(0.0, 1024.0) as u16
     }
 
-    /// Decides for a joining client. `sibling` says whether another edge could take it.
-    pub fn join(&mut self, now: Instant, reported_kbps: Option<u32>, sibling: bool) -> Admit {
+    /// Decides for a joining client. `reachable` says whether others can connect to it;
+    /// `sibling` whether another edge could take it.
+    pub fn join(&mut self, now: Instant, reported_kbps: Option<u32>, reachable: bool, sibling: bool) -> Admit {
         self.stats.joins += 1;
         let p0 = self.p0() + 1;
         if self.last_seen.len() >= self.cfg.max_clients {
@@ -169,7 +210,9 @@ impl Admission {
             self.stats.redirects += 1;
             return Admit::Redirect;
         }
-        let stage = self.thresholds.stage(p0);
+        let slots = self.slots_for(reported_kbps);
+        let offered = if reachable { slots } else { 0 };
+        let stage = self.thresholds_with(self.alpha_with(offered, p0)).stage(p0);
         if stage == Stage::Four && sibling {
             // §3.1 stage 4: past N*c/S the trees cannot keep the delay bound; another edge can.
             self.stats.redirects += 1;
@@ -186,7 +229,6 @@ impl Admission {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let slots = self.slots_for(reported_kbps);
         let admit = if want_direct && direct_room {
             self.tracker.add_push(id, slots);
             Admit::Push(id)
@@ -209,21 +251,40 @@ impl Admission {
             Admit::P2p(_) => self.stats.p2p_admits += 1,
             Admit::Redirect => {}
         }
-        self.last_seen.insert(id, now);
+        self.last_seen.insert(id, Seen { at: now, offered });
+        self.offered_slots += u64::from(offered);
+        if !reachable {
+            // It can still be fed, but must never be chosen as a parent.
+            self.tracker.mark_unreachable(id);
+        }
         admit
+    }
+
+    /// A child could not connect to `id`: it parents nobody from now on, and offers nothing.
+    pub fn mark_unreachable(&mut self, id: PeerId) {
+        if let Some(s) = self.last_seen.get_mut(&id) {
+            self.offered_slots -= u64::from(std::mem::take(&mut s.offered));
+        }
+        self.tracker.mark_unreachable(id);
     }
 
     /// Any message from the client proves it is there.
     pub fn heard(&mut self, now: Instant, id: PeerId) {
-        if let Some(t) = self.last_seen.get_mut(&id) {
-            *t = now;
+        if let Some(s) = self.last_seen.get_mut(&id) {
+            s.at = now;
         }
     }
 
+    fn forget(&mut self, id: PeerId) -> bool {
+        let Some(s) = self.last_seen.remove(&id) else { return false };
+        self.offered_slots -= u64::from(s.offered);
+        self.tracker.remove(id);
+        true
+    }
+
     pub fn leave(&mut self, id: PeerId) {
-        if self.last_seen.remove(&id).is_some() {
+        if self.forget(id) {
             self.stats.leaves += 1;
-            self.tracker.remove(id);
         }
     }
 
@@ -233,12 +294,11 @@ impl Admission {
         let gone: Vec<PeerId> = self
             .last_seen
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) > timeout)
+            .filter(|(_, s)| now.saturating_duration_since(s.at) > timeout)
             .map(|(&id, _)| id)
             .collect();
         for &id in &gone {
-            self.last_seen.remove(&id);
-            self.tracker.remove(id);
+            self.forget(id);
             self.stats.aged_out += 1;
         }
         self.tracker.tick();
@@ -272,7 +332,7 @@ mod tests {
         let t0 = Instant::now();
         let mut stages = Vec::new();
         for p0 in 1..=1300u32 {
-            let admit = a.join(t0, None, true);
+            let admit = a.join(t0, None, true, true);
             let snap = a.snapshot();
             if stages.last() != Some(&snap.stage) {
                 stages.push(snap.stage);
@@ -297,7 +357,7 @@ mod tests {
             }
         }
         assert_eq!(stages, [Stage::One, Stage::Two, Stage::Three]);
-        assert_eq!(a.thresholds.stage(1001), Stage::Four);
+        assert_eq!(a.thresholds().stage(1001), Stage::Four);
         let st = a.snapshot();
         assert_eq!(st.tree.unfed, 0, "every P2P client got all its parents");
         assert_eq!((st.stats.push_admits, st.stats.p2p_admits, st.stats.redirects), (500, 500, 300));
@@ -308,7 +368,7 @@ mod tests {
         let mut a = paper_edge();
         let t0 = Instant::now();
         for _ in 0..1100 {
-            let admit = a.join(t0, None, false);
+            let admit = a.join(t0, None, true, false);
             assert_ne!(admit, Admit::Redirect);
         }
         let snap = a.snapshot();
@@ -324,7 +384,7 @@ mod tests {
         let cfg = AdmissionConfig { n1c: 2, nc_star: 4, model: no_churn(1.5), ..AdmissionConfig::paper() };
         let mut a = Admission::new(cfg);
         let t0 = Instant::now();
-        let ids: Vec<Admit> = (0..6).map(|_| a.join(t0, None, false)).collect();
+        let ids: Vec<Admit> = (0..6).map(|_| a.join(t0, None, true, false)).collect();
         assert!(matches!(ids[0], Admit::Push(_)) && matches!(ids[1], Admit::Push(_)));
         assert!(matches!(ids[2], Admit::P2p(_)));
         a.drain_changes();
@@ -357,9 +417,59 @@ mod tests {
         let mut a = Admission::new(cfg);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(matches!(a.join(t0, None, false), Admit::Push(_)));
+            assert!(matches!(a.join(t0, None, true, false), Admit::Push(_)));
         }
-        assert_eq!(a.join(t0, None, false), Admit::Redirect);
+        assert_eq!(a.join(t0, None, true, false), Admit::Redirect);
         assert_eq!(a.p0(), 3);
+    }
+
+    /// The P0 at which the first client is redirected, and the stage then; `client(p0)` says
+    /// what each joining client offers.
+    fn first_redirect(cfg: AdmissionConfig, client: impl Fn(u32) -> (Option<u32>, bool)) -> (u32, Stage) {
+        let mut a = Admission::new(cfg);
+        let t0 = Instant::now();
+        for p0 in 1..=2_000 {
+            let (kbps, reachable) = client(p0);
+            if a.join(t0, kbps, reachable, true) == Admit::Redirect {
+                return (p0, a.thresholds().stage(p0));
+            }
+        }
+        panic!("nobody was redirected");
+    }
+
+    #[test]
+    fn stage_four_comes_earlier_when_clients_offer_less_than_alpha() {
+        let cfg = || AdmissionConfig { model: no_churn(1.5), ..AdmissionConfig::paper() };
+        // Clients offering the full cap: α = 1.5 as configured, N*c/S = 500 × 2.5.
+        assert_eq!(first_redirect(cfg(), |_| (None, true)), (1_251, Stage::Four));
+        // Half the stream each: α = 0.5, N*c/S = 750.
+        assert_eq!(first_redirect(cfg(), |_| (Some(200), true)), (751, Stage::Four));
+        // Nobody can be connected to: no P2P capacity at all, so past N*c.
+        assert_eq!(first_redirect(cfg(), |_| (None, false)), (501, Stage::Four));
+        // Every third client unreachable: α = 1.0, N*c/S = 1000.
+        assert_eq!(first_redirect(cfg(), |p0| (None, p0 % 3 != 0)), (1_001, Stage::Four));
+        // With the configured α kept, full trees still send clients away at the same P0, but the
+        // edge believes it is in stage 3 (and without a sibling would keep admitting to P2P).
+        let fixed = AdmissionConfig { alpha_from_clients: false, ..cfg() };
+        assert_eq!(first_redirect(fixed, |_| (Some(200), true)), (751, Stage::Three));
+    }
+
+    #[test]
+    fn offered_upload_follows_leaves_and_unreachable_parents() {
+        let mut a = Admission::new(AdmissionConfig { model: no_churn(1.5), ..AdmissionConfig::paper() });
+        let t0 = Instant::now();
+        for _ in 0..40 {
+            a.join(t0, None, true, false);
+        }
+        assert!((a.alpha() - 1.5).abs() < 1e-9);
+        for id in 1..=20 {
+            a.mark_unreachable(id);
+        }
+        assert!((a.alpha() - 0.75).abs() < 1e-9, "{}", a.alpha());
+        for id in 1..=10 {
+            a.leave(id);
+        }
+        assert!((a.alpha() - 1.0).abs() < 1e-9, "20 of 30 offer 1.5: {}", a.alpha());
+        assert!((a.snapshot().thresholds.alpha - 1.0).abs() < 1e-9);
     }
 }

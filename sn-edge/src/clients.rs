@@ -90,6 +90,7 @@ fn admission_config(edge: &Edge, info: ChannelInfo) -> AdmissionConfig {
         mesh: a.mesh,
         session_timeout: Duration::from_secs(a.session_timeout_seconds),
         max_clients: a.max_clients,
+        alpha_from_clients: a.alpha_from_clients,
         seed: 0x5eed,
     }
 }

@@ -151,6 +151,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "nc": snap.nc,
                 "n1c": snap.thresholds.n1c,
                 "nc_star": snap.thresholds.nc_star,
+                "alpha": snap.thresholds.alpha,
                 "s": snap.thresholds.s,
                 "stage3_above": snap.thresholds.stage3_above,
                 "stage4_above": snap.thresholds.stage4_above,

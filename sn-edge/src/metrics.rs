@@ -18,6 +18,7 @@ pub struct EdgeMetrics {
     pub p0: IntGaugeVec,
     pub nc: IntGaugeVec,
     pub bounds: GaugeVec,
+    pub alpha: GaugeVec,
     pub admissions: IntGaugeVec,
     pub refocus: IntGaugeVec,
     pub bad_chunk_reports: IntGaugeVec,
@@ -61,6 +62,12 @@ impl EdgeMetrics {
                 "Stage bounds: n1c, stage3_above, stage4_above, nc_star",
                 &["channel", "bound"],
             ),
+            alpha: gauge(
+                r,
+                "edge_model_alpha",
+                "α the stage bounds use: the configured one, or less if the clients offer less upload",
+                ch,
+            ),
             admissions: int_gauge(
                 r,
                 "edge_admissions",
@@ -103,6 +110,7 @@ impl EdgeMetrics {
             ("stage4_above", t.stage4_above),
             ("nc_star", f64::from(t.nc_star)),
         ];
+        self.alpha.with_label_values(&[ch]).set(t.alpha);
         for (b, v) in bounds {
             self.bounds.with_label_values(&[ch, b]).set(v);
         }

@@ -61,6 +61,8 @@ pub struct Thresholds {
     pub n1c: u32,
     /// N*c: the edge's capacity in streams (edge bandwidth / media rate).
     pub nc_star: u32,
+    /// α the bounds were computed with.
+    pub alpha: f64,
     /// S used for the bounds (clamped to (0, 1]).
     pub s: f64,
     /// Stage 3 starts above this P0 (N1c/S × margin).
@@ -77,6 +79,7 @@ impl Thresholds {
         Self {
             n1c,
             nc_star,
+            alpha: params.alpha,
             s,
             stage3_above: f64::from(n1c) / s * margin,
             stage4_above: f64::from(nc_star) / s * margin,

@@ -132,6 +132,8 @@ pub struct Service {
     join_limits: HashMap<IpAddr, TokenBucket>,
     unreachable: DetMap<PeerId, Vec<PeerId>>,
     next_sibling: usize,
+    /// Siblings last reported full (stage 4 or at their client limit): no redirects to them.
+    full_siblings: std::collections::HashSet<String>,
     out: Vec<Output>,
     stats: ServiceStats,
     last_prune: Option<Instant>,
@@ -147,6 +149,7 @@ impl Service {
             join_limits: HashMap::new(),
             unreachable: DetMap::default(),
             next_sibling: 0,
+            full_siblings: Default::default(),
             out: Vec::new(),
             stats: ServiceStats::default(),
             last_prune: None,
@@ -218,13 +221,31 @@ impl Service {
         self.out.push(Output::Close { conn });
     }
 
-    fn sibling(&mut self) -> Option<String> {
-        if self.cfg.siblings.is_empty() {
-            return None;
+    /// What the control plane (MC/GSLB, or the simulator standing in for them) last said about a
+    /// sibling: a full one gets no redirects until it is reported free again.
+    pub fn set_sibling_full(&mut self, sibling: &str, full: bool) {
+        if full {
+            self.full_siblings.insert(sibling.to_owned());
+        } else {
+            self.full_siblings.remove(sibling);
         }
-        let s = self.cfg.siblings[self.next_sibling % self.cfg.siblings.len()].clone();
-        self.next_sibling += 1;
-        Some(s)
+    }
+
+    fn sibling_available(&self) -> bool {
+        self.cfg.siblings.iter().any(|s| !self.full_siblings.contains(s))
+    }
+
+    /// The next sibling not known to be full, round robin.
+    fn sibling(&mut self) -> Option<String> {
+        let n = self.cfg.siblings.len();
+        for _ in 0..n {
+            let s = &self.cfg.siblings[self.next_sibling % n];
+            self.next_sibling += 1;
+            if !self.full_siblings.contains(s) {
+                return Some(s.clone());
+            }
+        }
+        None
     }
 
     fn join(&mut self, now: Instant, conn: ConnId, from: SocketAddr, join: Join) {
@@ -257,9 +278,10 @@ impl Service {
             self.out.push(Output::Close { conn });
             return;
         }
-        let sibling_available = !self.cfg.siblings.is_empty();
+        let sibling_available = self.sibling_available();
         let upload = (join.upload_kbps > 0).then_some(join.upload_kbps).or(Some(0));
-        let peer = match self.admission.join(now, upload, sibling_available) {
+        let reachable = join.listen.is_some();
+        let peer = match self.admission.join(now, upload, reachable, sibling_available) {
             Admit::Push(p) | Admit::P2p(p) => p,
             Admit::Redirect => {
                 match self.sibling() {
@@ -274,10 +296,6 @@ impl Service {
                 return;
             }
         };
-        // A client nobody can connect to can still be fed, but must never be chosen as a parent.
-        if join.listen.is_none() {
-            self.admission.tracker_mut().mark_unreachable(peer);
-        }
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
@@ -340,7 +358,7 @@ impl Service {
                         reporters.push(peer);
                     }
                     if reporters.len() >= self.cfg.unreachable_reports {
-                        self.admission.tracker_mut().mark_unreachable(parent);
+                        self.admission.mark_unreachable(parent);
                     }
                 }
                 self.admission.tracker_mut().reparent(peer, substream);
@@ -363,7 +381,7 @@ impl Service {
                 if self.clients.contains_key(&from) {
                     self.stats.bad_chunk_reports += 1;
                     tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
-                    self.admission.tracker_mut().mark_unreachable(from);
+                    self.admission.mark_unreachable(from);
                 }
             }
             ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),

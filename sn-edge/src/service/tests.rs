@@ -473,6 +473,33 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     assert_eq!(s.stats().natted_bytes_up, 1000);
     s.handle(t0, Input::Disconnected { conn: 0 });
     assert_eq!(s.stats().natted_clients, 1);
+
+    // A sibling reported full gets no more clients; with every sibling full, the edge keeps the
+    // client (in its trees) rather than bounce it around.
+    let mut join_next = |s: &mut Service, conn| {
+        let join = proto::peer::Join {
+            version: proto::peer::CLIENT_PROTOCOL_VERSION,
+            channel: channel(),
+            token: String::new(),
+            upload_kbps: 600,
+            listen: Some(public),
+            buffer_ms: 15_000,
+        };
+        s.handle(t0, Input::Joined { conn, from: public, join });
+        s.drain().into_iter().find_map(|o| match o {
+            Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
+            Output::Send { msg: FromEdge::Welcome(_), .. } => Some("welcome".into()),
+            _ => None,
+        })
+    };
+    assert_eq!(join_next(&mut s, 9).as_deref(), Some("welcome"), "client 0 left: room for one");
+    s.set_sibling_full("198.51.100.2:7600", true);
+    assert_eq!(join_next(&mut s, 10).as_deref(), Some("198.51.100.1:7600"));
+    assert_eq!(join_next(&mut s, 11).as_deref(), Some("198.51.100.1:7600"));
+    s.set_sibling_full("198.51.100.1:7600", true);
+    assert_eq!(join_next(&mut s, 12).as_deref(), Some("welcome"));
+    s.set_sibling_full("198.51.100.2:7600", false);
+    assert_eq!(join_next(&mut s, 13).as_deref(), Some("198.51.100.2:7600"));
 }
 
 #[test]
