@@ -48,7 +48,8 @@ enum State {
 
 pub struct PlayBuffer {
     cfg: BufferConfig,
-    chunks: BTreeMap<u64, Chunk>,
+    /// Boxed: B-tree nodes shift their values on every insert and eviction, and a chunk is big.
+    chunks: BTreeMap<u64, Box<Chunk>>,
     state: State,
     next: Option<u64>,
     last_played_ts: u64,
@@ -106,7 +107,7 @@ impl PlayBuffer {
     }
 
     pub fn get(&self, seq: u64) -> Option<&Chunk> {
-        self.chunks.get(&seq)
+        self.chunks.get(&seq).map(|c| &**c)
     }
 
     pub fn contains(&self, seq: u64) -> bool {
@@ -115,7 +116,7 @@ impl PlayBuffer {
 
     /// Chunks held from `seq` on, in order.
     pub fn from(&self, seq: u64) -> impl Iterator<Item = &Chunk> {
-        self.chunks.range(seq..).map(|(_, c)| c)
+        self.chunks.range(seq..).map(|(_, c)| &**c)
     }
 
     /// Media buffered ahead of playback (contiguous from the next chunk to play), in ms.
@@ -138,7 +139,7 @@ impl PlayBuffer {
             self.stats.duplicates += 1;
             return false;
         }
-        self.chunks.insert(seq, chunk);
+        self.chunks.insert(seq, Box::new(chunk));
         true
     }
 
@@ -182,7 +183,7 @@ impl PlayBuffer {
                             }
                             self.last_played_ts = ts;
                             self.stats.played_chunks += 1;
-                            out.push(c.clone());
+                            out.push(Chunk::clone(c));
                             self.next = Some(next + 1);
                         }
                         Some(_) => return,

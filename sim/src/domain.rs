@@ -1,23 +1,23 @@
-//! One edge and its clients (LiveSky §4.2: "each edge SN operates in isolation"): the edge's real
-//! client service (admission, tracker, trees, signalling) and one real peer core per client,
-//! joined by a network model with per-ISP latency, link loss, NAT reachability and abrupt leaves.
-//! The edge pushes chunks to the substreams it feeds and sends start bursts within its capacity;
-//! peers do everything else themselves.
+//! The edges of one district and ISP and their clients. Edges decide alone (LiveSky §4.2: "each
+//! edge SN operates in isolation"), but a full one redirects new clients to a sibling of its
+//! group that is not full, so a group is simulated together. Each edge is the real client
+//! service ([`crate::edge`]); each client a real peer core; between them a network model with
+//! per-ISP latency, link loss, NAT reachability, downlink capacity and abrupt leaves.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use bytes::Bytes;
 use livesky_peer::buffer::BufferConfig;
-use livesky_peer::core::{Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats};
+use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats};
+use proto::DetMap;
 use proto::peer::{FromEdge, PeerId, PeerLink, ToEdge};
-use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, DetMap, SubstreamId, TokenBucket};
-use sn_edge::admission::AdmissionConfig;
-use sn_edge::model::ModelParams;
-use sn_edge::service::{ConnId, Input as EdgeInput, Output as EdgeOutput, Service, ServiceConfig};
+use sn_edge::service::{ConnId, Input as EdgeInput};
 
+use crate::edge::{SimEdge, Stream, channel};
 use crate::engine::{Clock, Micros, Queue, Rng, SECOND};
 use crate::scenario::{Mode, Scenario};
+
+/// A client follows at most this many redirects (as `livesky peer play` does).
+const MAX_REDIRECTS: u8 = 5;
 
 /// Where an edge sits and how much of the audience it draws.
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub struct Session {
     pub stalled_ms: u64,
     pub stalls: u64,
     pub push: bool,
+    /// Redirects followed before it was admitted.
+    pub redirects: u8,
     pub natted: bool,
     pub reachable: bool,
     pub up_bytes: u64,
@@ -95,32 +97,40 @@ pub struct DomainResult {
     pub sessions: Vec<Session>,
 }
 
-enum Ev {
+pub(crate) enum Ev {
     /// A client arrives (`true`), or it is time to look at the arrival rate again (`false`).
     Arrive(bool),
     Depart(u32),
-    ToEdge(u32, ToEdgeEv),
-    /// Boxed: chunks are big, and the queue moves its events around.
+    /// To edge `.0` from client `.1`; boxed, like chunks, so the queue moves small events.
+    ToEdge(u16, u32, Box<ToEdgeEv>),
     ToPeer(u32, Box<PeerInput>),
+    /// Client `.0` joins edge `.1` after a redirect.
+    Rejoin(u32, u16),
     Timer(u32),
     Source,
     Tick,
     Minute,
 }
 
-enum ToEdgeEv {
+pub(crate) enum ToEdgeEv {
     Join(proto::peer::Join),
     Msg(ToEdge),
     Gone,
 }
 
-struct Slot {
+pub(crate) struct Slot {
     core: Option<PeerCore>,
+    /// The edge (in the group) it is with.
+    edge: u16,
     isp: u8,
     natted: bool,
     reachable: bool,
     abrupt: bool,
+    upload_kbps: u32,
     joined: Micros,
+    /// When the current core started (after the last redirect).
+    core_since: Micros,
+    redirects: u8,
     timer: Option<Micros>,
     links: Vec<LinkId>,
     down_kbps: u32,
@@ -129,30 +139,56 @@ struct Slot {
     last: PeerStats,
 }
 
-pub struct Domain<'a> {
-    sc: &'a Scenario,
-    spec: EdgeSpec,
-    clock: Clock,
-    q: Queue<Ev>,
-    rng: Rng,
-    service: Service,
+/// What edges and clients share: time, the event queue, the RNG and the clients.
+pub(crate) struct Net<'a> {
+    pub sc: &'a Scenario,
+    pub clock: Clock,
+    pub q: Queue<Ev>,
+    pub rng: Rng,
     slots: Vec<Slot>,
-    ids: DetMap<PeerId, u32>,
-    links: DetMap<(u32, LinkId), (u32, LinkId)>,
-    next_accept: LinkId,
-    masks: BTreeMap<u32, u64>,
-    bursts: BTreeMap<u32, VecDeque<u64>>,
-    ring: VecDeque<Chunk>,
-    next_seq: u64,
-    payload: Bytes,
-    budget: TokenBucket,
-    row: MinuteRow,
-    out: DomainResult,
-    end: Micros,
+    /// The group's ISP.
+    isp: u8,
 }
 
-fn channel() -> ChannelId {
-    ChannelId::new("cpc").unwrap_or_else(|_| unreachable!("a valid literal channel name"))
+impl Net<'_> {
+    pub fn alive(&self, i: u32) -> bool {
+        self.slots.get(i as usize).is_some_and(|s| s.core.is_some())
+    }
+
+    /// One-way delay between an edge (all of a group's are on its ISP) and client `i`.
+    pub fn edge_delay(&self, i: u32) -> Micros {
+        let l = &self.sc.latency;
+        let same = self.slots.get(i as usize).is_none_or(|s| s.isp == self.isp);
+        u64::from(if same { l.edge_same_isp_ms } else { l.edge_other_isp_ms }) * 1000
+    }
+
+    fn peer_delay(&self, i: u32, j: u32) -> Micros {
+        let l = &self.sc.latency;
+        let same = self.slots[i as usize].isp == self.slots[j as usize].isp;
+        u64::from(if same { l.peer_same_isp_ms } else { l.peer_other_isp_ms }) * 1000
+    }
+
+    /// When `bytes` sent to client `i` that would reach it at `at` are in: after what its
+    /// downlink is still taking in.
+    pub fn arrival(&mut self, at: Micros, i: u32, bytes: usize) -> Micros {
+        let Some(s) = self.slots.get_mut(i as usize) else { return at };
+        let start = at.max(s.down_free);
+        s.down_free = start + bytes as u64 * 8_000 / u64::from(s.down_kbps.max(1));
+        s.down_free
+    }
+}
+
+pub struct Domain<'a> {
+    net: Net<'a>,
+    edges: Vec<SimEdge>,
+    /// Share of all arrivals, per edge.
+    weights: Vec<f64>,
+    stream: Stream,
+    ids: DetMap<(u16, PeerId), u32>,
+    links: DetMap<(u32, LinkId), (u32, LinkId)>,
+    next_accept: LinkId,
+    out: DomainResult,
+    end: Micros,
 }
 
 fn addr(i: u32, private: bool) -> SocketAddr {
@@ -162,75 +198,54 @@ fn addr(i: u32, private: bool) -> SocketAddr {
 }
 
 impl<'a> Domain<'a> {
-    pub fn new(sc: &'a Scenario, spec: EdgeSpec, clock: Clock) -> Self {
-        let e = &sc.edges;
-        let nc_star = sc.nc_star();
-        // The baselines are the same edge with other limits: the CDN serves everyone it has
-        // room for and refuses the rest; the mesh's edge only seeds a few and builds no trees.
-        let seeds = (nc_star / 50).max(2).min(nc_star);
-        let (n1c, nc_star, k_prime, max_clients) = match sc.mode {
-            Mode::Hybrid => (e.n1c, nc_star, e.k_prime, usize::MAX),
-            Mode::Cdn => (nc_star, nc_star, 1, nc_star as usize),
-            Mode::Mesh => (seeds, seeds, 1, usize::MAX),
-        };
-        let admission = AdmissionConfig {
-            n1c,
-            nc_star,
-            model: ModelParams { alpha: e.alpha, k_prime, lambda: e.lambda, mu: e.mu },
-            substreams: sc.stream.substreams,
-            media_kbps: sc.stream.kbps,
-            upload_cap_factor: e.upload_cap_factor,
-            max_clients,
-            seed: sc.seed ^ (spec.index as u64).wrapping_mul(0x9e37_79b9),
-            ..AdmissionConfig::paper()
-        };
-        let mut cfg = ServiceConfig::new(channel(), admission);
-        cfg.joins_per_ip_per_sec = 1e9;
-        cfg.join_burst_per_ip = 1e9;
-        cfg.max_burst_ms = sc.clients.buffer_s * 1000;
-        let capacity = f64::from(e.capacity_mbps) * 125_000.0;
-        let chunk_bytes = (u64::from(sc.stream.kbps) * u64::from(sc.stream.chunk_ms) / 8) as usize;
+    /// The edges of one district and ISP (`specs`, not empty), simulated together.
+    pub fn new(sc: &'a Scenario, specs: Vec<EdgeSpec>, clock: Clock) -> Self {
+        let first = specs.first().map_or(0, |s| s.index);
+        let names: Vec<String> = specs.iter().map(|s| format!("edge-{}", s.index)).collect();
+        let isp = specs.first().map_or(0, |s| s.isp);
+        let weights = specs.iter().map(|s| s.weight).collect();
+        let edges = specs.into_iter().enumerate().map(|(j, spec)| SimEdge::new(sc, spec, j, &names)).collect();
         let mut d = Domain {
-            sc,
-            clock,
-            q: Queue::default(),
-            rng: Rng::new(sc.seed.wrapping_add(spec.index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
-            service: Service::new(cfg),
-            slots: Vec::new(),
+            net: Net {
+                sc,
+                clock,
+                q: Queue::default(),
+                rng: Rng::new(sc.seed.wrapping_add(first as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+                slots: Vec::new(),
+                isp,
+            },
+            edges,
+            weights,
+            stream: Stream::new(sc),
             ids: DetMap::default(),
             links: DetMap::default(),
             next_accept: 1,
-            masks: BTreeMap::new(),
-            bursts: BTreeMap::new(),
-            ring: VecDeque::new(),
-            next_seq: 0,
-            payload: Bytes::from(vec![0u8; chunk_bytes]),
-            budget: TokenBucket::new(capacity, capacity),
-            row: MinuteRow { edge: spec.index, ..Default::default() },
             out: DomainResult::default(),
             end: u64::from(sc.minutes) * 60 * SECOND,
-            spec,
         };
-        d.q.push(0, Ev::Source);
-        d.q.push(0, Ev::Tick);
-        d.q.push(60 * SECOND, Ev::Minute);
+        d.net.q.push(0, Ev::Source);
+        d.net.q.push(0, Ev::Tick);
+        d.net.q.push(60 * SECOND, Ev::Minute);
         d.schedule_arrival(0);
         d
     }
 
-    /// Runs the whole event; `progress` is called after every simulated minute.
-    pub fn run(mut self, mut progress: impl FnMut()) -> DomainResult {
-        while let Some((t, ev)) = self.q.pop_until(self.end) {
+    /// Runs the whole event; `progress(edges)` is called after every simulated minute.
+    pub fn run(mut self, mut progress: impl FnMut(usize)) -> DomainResult {
+        while let Some((t, ev)) = self.net.q.pop_until(self.end) {
             let minute = matches!(ev, Ev::Minute);
             self.step(t, ev);
             if minute {
-                progress();
+                progress(self.edges.len());
             }
         }
-        let ids: Vec<u32> = (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].core.is_some()).collect();
-        for i in ids {
-            self.finish(i, self.end);
+        for i in 0..self.net.slots.len() as u32 {
+            if self.net.alive(i) {
+                self.finish(i, self.end);
+            }
         }
+        self.out.minutes.sort_by_key(|r| (r.edge, r.minute));
+        self.out.sessions.sort_by_key(|s| s.edge);
         self.out
     }
 
@@ -243,91 +258,86 @@ impl<'a> Domain<'a> {
                 self.schedule_arrival(t);
             }
             Ev::Depart(i) => self.depart(t, i),
-            Ev::ToEdge(i, m) => {
+            Ev::ToEdge(e, i, m) => {
                 let conn = ConnId::from(i);
-                let input = match m {
+                let input = match *m {
                     ToEdgeEv::Join(join) => EdgeInput::Joined { conn, from: addr(i, false), join },
                     ToEdgeEv::Msg(msg) => EdgeInput::Message { conn, msg },
                     ToEdgeEv::Gone => EdgeInput::Disconnected { conn },
                 };
-                self.service.handle(self.clock.at(t), input);
-                self.edge_outputs(t);
+                let edge = &mut self.edges[usize::from(e)];
+                edge.service.handle(self.net.clock.at(t), input);
+                edge.outputs(t, &mut self.net, &self.stream);
             }
             Ev::ToPeer(i, input) => {
-                if let (PeerInput::FromEdge(FromEdge::Welcome(w)), true) = (&*input, self.alive(i)) {
-                    self.ids.insert(w.peer, i);
+                if let (PeerInput::FromEdge(FromEdge::Welcome(w)), true) = (&*input, self.net.alive(i)) {
+                    let e = self.net.slots[i as usize].edge;
+                    self.ids.insert((e, w.peer), i);
+                    self.edges[usize::from(e)].row.joins += 1;
                 }
                 self.with_peer(t, i, |core, now| core.handle(now, *input));
             }
+            Ev::Rejoin(i, e) => self.rejoin(t, i, e),
             Ev::Timer(i) => {
-                if self.slots.get(i as usize).is_some_and(|s| s.timer == Some(t)) {
-                    self.slots[i as usize].timer = None;
+                if self.net.slots.get(i as usize).is_some_and(|s| s.timer == Some(t)) {
+                    self.net.slots[i as usize].timer = None;
                     self.with_peer(t, i, |core, now| core.handle_timeout(now));
                 }
             }
-            Ev::Source => self.source(t),
-            Ev::Tick => {
-                self.service.tick(self.clock.at(t));
-                self.edge_outputs(t);
-                self.q.push(t + SECOND, Ev::Tick);
+            Ev::Source => {
+                let c = self.stream.produce(self.net.sc, t);
+                for edge in &mut self.edges {
+                    edge.fan_out(t, &mut self.net, &self.stream, &c);
+                }
+                self.net.q.push(t + u64::from(self.net.sc.stream.chunk_ms) * 1000, Ev::Source);
             }
+            Ev::Tick => self.tick(t),
             Ev::Minute => self.minute(t),
         }
     }
 
-    fn alive(&self, i: u32) -> bool {
-        self.slots.get(i as usize).is_some_and(|s| s.core.is_some())
-    }
-
-    /// One-way delay between the edge and client `i`, and between clients `i` and `j`.
-    fn edge_delay(&self, i: u32) -> Micros {
-        let l = &self.sc.latency;
-        let same = self.slots.get(i as usize).is_none_or(|s| s.isp == self.spec.isp);
-        u64::from(if same { l.edge_same_isp_ms } else { l.edge_other_isp_ms }) * 1000
-    }
-
-    fn peer_delay(&self, i: u32, j: u32) -> Micros {
-        let l = &self.sc.latency;
-        let same = self.slots[i as usize].isp == self.slots[j as usize].isp;
-        u64::from(if same { l.peer_same_isp_ms } else { l.peer_other_isp_ms }) * 1000
+    /// Once a second: every edge ages out and heals, then learns which siblings are full (what
+    /// the management center would tell it).
+    fn tick(&mut self, t: Micros) {
+        let now = self.net.clock.at(t);
+        for edge in &mut self.edges {
+            edge.service.tick(now);
+            edge.outputs(t, &mut self.net, &self.stream);
+        }
+        let full: Vec<(String, bool)> = self.edges.iter().map(|e| (e.name.clone(), e.full())).collect();
+        for edge in &mut self.edges {
+            for (name, f) in &full {
+                edge.service.set_sibling_full(name, *f);
+            }
+        }
+        self.net.q.push(t + SECOND, Ev::Tick);
     }
 
     fn schedule_arrival(&mut self, t: Micros) {
         // Piecewise-constant rate per second: exact enough for minute-scale curves.
-        let per_min = self.sc.arrival_rate(t as f64 / 60e6) * self.spec.weight;
+        let weight: f64 = self.weights.iter().sum();
+        let per_min = self.net.sc.arrival_rate(t as f64 / 60e6) * weight;
         if per_min <= 1e-9 {
-            self.q.push(t + 10 * SECOND, Ev::Arrive(false));
+            self.net.q.push(t + 10 * SECOND, Ev::Arrive(false));
             return;
         }
-        let gap = self.rng.exp(60.0 / per_min);
+        let gap = self.net.rng.exp(60.0 / per_min);
         if gap > 10.0 {
             // The rate may change before then: look again in 10 s (memoryless, so no bias).
-            self.q.push(t + 10 * SECOND, Ev::Arrive(false));
+            self.net.q.push(t + 10 * SECOND, Ev::Arrive(false));
         } else {
-            self.q.push(t + (gap * 1e6) as Micros, Ev::Arrive(true));
+            self.net.q.push(t + (gap * 1e6) as Micros, Ev::Arrive(true));
         }
     }
 
-    fn spawn(&mut self, t: Micros) {
-        let sc = self.sc;
+    /// The peer core client `i` runs, joining now.
+    fn new_core(&self, t: Micros, i: u32) -> PeerCore {
+        let sc = self.net.sc;
         let c = &sc.clients;
-        let i = self.slots.len() as u32;
-        let isp = if self.rng.chance(sc.edges.same_isp_share) {
-            self.spec.isp
-        } else {
-            (self.spec.isp + 1 + (self.rng.next_u64() % u64::from(sc.edges.isps.max(2) - 1)) as u8)
-                % sc.edges.isps.max(1)
-        };
-        let natted = self.rng.chance(c.nat_share);
-        let reachable = !self.rng.chance(c.unreachable_share);
-        let weights: Vec<f64> = c.upload.iter().map(|u| u.share).collect();
-        let upload = c.upload[self.rng.pick(&weights)].kbps;
-        let weights: Vec<f64> = c.download.iter().map(|u| u.share).collect();
-        let down_kbps = c.download[self.rng.pick(&weights)].kbps;
-        let cap = (f64::from(sc.stream.kbps) * sc.edges.upload_cap_factor) as u32;
+        let slot = &self.net.slots[i as usize];
         let mut cfg = PeerConfig::new(channel());
-        cfg.upload_kbps = upload.min(cap).max(1);
-        cfg.listen = reachable.then(|| addr(i, natted));
+        cfg.upload_kbps = slot.upload_kbps;
+        cfg.listen = slot.reachable.then(|| addr(i, slot.natted));
         let k = u32::from(sc.stream.substreams);
         let chunk = sc.stream.chunk_ms;
         cfg.buffer = BufferConfig {
@@ -342,69 +352,113 @@ impl<'a> Domain<'a> {
         cfg.report_interval = std::time::Duration::from_secs(60);
         cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
         cfg.pull_only = sc.mode == Mode::Mesh;
-        let watch = self.rng.exp(c.session_mean_min * 60.0);
-        let abrupt = self.rng.chance(c.abrupt_share);
-        let core = PeerCore::new(cfg, self.clock.at(t));
-        self.slots.push(Slot {
-            core: Some(core),
+        PeerCore::new(cfg, self.net.clock.at(t))
+    }
+
+    fn spawn(&mut self, t: Micros) {
+        let sc = self.net.sc;
+        let c = &sc.clients;
+        let rng = &mut self.net.rng;
+        let i = self.net.slots.len() as u32;
+        // The GSLB's pick: edges by their share of the audience, clients mostly of the edge's ISP.
+        let edge = rng.pick(&self.weights) as u16;
+        let isps = sc.edges.isps.max(1);
+        let isp = if rng.chance(sc.edges.same_isp_share) || isps < 2 {
+            self.net.isp
+        } else {
+            (self.net.isp + 1 + (rng.next_u64() % u64::from(isps - 1)) as u8) % isps
+        };
+        let natted = rng.chance(c.nat_share);
+        let reachable = !rng.chance(c.unreachable_share);
+        let weights: Vec<f64> = c.upload.iter().map(|u| u.share).collect();
+        let upload = c.upload[rng.pick(&weights)].kbps;
+        let weights: Vec<f64> = c.download.iter().map(|u| u.share).collect();
+        let down_kbps = c.download[rng.pick(&weights)].kbps;
+        let cap = (f64::from(sc.stream.kbps) * sc.edges.upload_cap_factor) as u32;
+        let watch = rng.exp(c.session_mean_min * 60.0);
+        let abrupt = rng.chance(c.abrupt_share);
+        self.net.slots.push(Slot {
+            core: None,
+            edge,
             isp,
             natted,
             reachable,
             abrupt,
+            upload_kbps: upload.min(cap).max(1),
             joined: t,
+            core_since: t,
+            redirects: 0,
             timer: None,
             links: Vec::new(),
             down_kbps,
             down_free: t,
             last: PeerStats::default(),
         });
-        self.row.joins += 1;
-        self.q.push(t + (watch * 1e6) as Micros + SECOND, Ev::Depart(i));
+        self.net.slots[i as usize].core = Some(self.new_core(t, i));
+        self.net.q.push(t + (watch * 1e6) as Micros + SECOND, Ev::Depart(i));
+        self.drain_peer(t, i);
+    }
+
+    /// Client `i`, sent away by its edge, joins edge `e` with a fresh player session.
+    fn rejoin(&mut self, t: Micros, i: u32, e: u16) {
+        if !self.net.alive(i) {
+            return;
+        }
+        let core = self.new_core(t, i);
+        let slot = &mut self.net.slots[i as usize];
+        slot.core = Some(core);
+        slot.edge = e;
+        slot.core_since = t;
+        slot.timer = None;
+        slot.last = PeerStats::default();
         self.drain_peer(t, i);
     }
 
     fn depart(&mut self, t: Micros, i: u32) {
-        if !self.alive(i) {
+        if !self.net.alive(i) {
             return;
         }
-        let dead = u64::from(self.sc.latency.dead_link_ms) * 1000;
-        if self.slots[i as usize].abrupt {
+        let e = self.net.slots[i as usize].edge;
+        let dead = u64::from(self.net.sc.latency.dead_link_ms) * 1000;
+        if self.net.slots[i as usize].abrupt {
             // Gone without a word: neighbours notice when the link goes quiet, the edge when
             // the control connection times out.
-            for link in std::mem::take(&mut self.slots[i as usize].links) {
+            for link in std::mem::take(&mut self.net.slots[i as usize].links) {
                 if let Some((j, l2)) = self.links.remove(&(i, link)) {
                     self.links.remove(&(j, l2));
-                    self.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
+                    self.net.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
             }
-            self.q.push(t + dead, Ev::ToEdge(i, ToEdgeEv::Gone));
+            self.net.q.push(t + dead, Ev::ToEdge(e, i, Box::new(ToEdgeEv::Gone)));
         } else {
             self.with_peer(t, i, |core, _| core.leave());
-            let d = self.edge_delay(i);
-            self.q.push(t + d + 1, Ev::ToEdge(i, ToEdgeEv::Gone));
+            let d = self.net.edge_delay(i);
+            self.net.q.push(t + d + 1, Ev::ToEdge(e, i, Box::new(ToEdgeEv::Gone)));
         }
         self.finish(i, t);
-        self.row.leaves += 1;
+        self.edges[usize::from(e)].row.leaves += 1;
     }
 
     /// Closes the books on client `i`.
     fn finish(&mut self, i: u32, t: Micros) {
-        let slot = &mut self.slots[i as usize];
+        let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.take() else { return };
+        let edge = &mut self.edges[usize::from(slot.edge)];
         let st = core.stats();
-        fold(&mut self.row, &slot.last, &st, slot.natted);
+        fold(&mut edge.row, &slot.last, &st, slot.natted);
         slot.last = st;
-        self.masks.remove(&i);
-        self.bursts.remove(&i);
+        edge.forget(i);
+        let before_core = slot.core_since.saturating_sub(slot.joined) / 1000;
         self.out.sessions.push(Session {
-            edge: self.spec.index,
+            edge: edge.spec.index,
             joined_s: slot.joined as f64 / 1e6,
             watched_s: t.saturating_sub(slot.joined) as f64 / 1e6,
-            startup_ms: st.startup.map(|d| d.as_millis() as u64),
+            startup_ms: st.startup.map(|d| d.as_millis() as u64 + before_core),
             played_ms: st.play.played_ms,
             stalled_ms: st.play.stalled_ms,
             stalls: st.play.stalls,
             push: st.push,
+            redirects: slot.redirects,
             natted: slot.natted,
             reachable: slot.reachable,
             up_bytes: st.bytes_up,
@@ -414,221 +468,108 @@ impl<'a> Domain<'a> {
     }
 
     fn with_peer(&mut self, t: Micros, i: u32, f: impl FnOnce(&mut PeerCore, std::time::Instant)) {
-        let now = self.clock.at(t);
-        let Some(core) = self.slots.get_mut(i as usize).and_then(|s| s.core.as_mut()) else { return };
+        let now = self.net.clock.at(t);
+        let Some(core) = self.net.slots.get_mut(i as usize).and_then(|s| s.core.as_mut()) else { return };
         f(core, now);
         self.drain_peer(t, i);
     }
 
     fn drain_peer(&mut self, t: Micros, i: u32) {
         loop {
-            let Some(out) = self.slots[i as usize].core.as_mut().and_then(|c| c.poll_output()) else { break };
+            let Some(out) = self.net.slots[i as usize].core.as_mut().and_then(|c| c.poll_output()) else { break };
             self.peer_output(t, i, out);
         }
-        let slot = &mut self.slots[i as usize];
+        let now = self.net.clock.at(t);
+        let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.as_ref() else { return };
         // At least 1 ms ahead: a core asking to be woken "now" again cannot stall virtual time.
-        if let Some(at) = core.poll_timeout(self.clock.at(t)).map(|x| self.clock.micros_of(x).max(t + 1_000))
+        if let Some(at) = core.poll_timeout(now).map(|x| self.net.clock.micros_of(x).max(t + 1_000))
             && slot.timer.is_none_or(|s| at < s)
         {
             slot.timer = Some(at);
-            self.q.push(at, Ev::Timer(i));
+            self.net.q.push(at, Ev::Timer(i));
         }
     }
 
     fn peer_output(&mut self, t: Micros, i: u32, out: PeerOutput) {
+        let net = &mut self.net;
         match out {
             PeerOutput::ToEdge(m) => {
-                let d = self.edge_delay(i);
+                let d = net.edge_delay(i);
                 let ev = match m {
                     ToEdge::Join(j) => ToEdgeEv::Join(j),
                     other => ToEdgeEv::Msg(other),
                 };
-                self.q.push(t + d, Ev::ToEdge(i, ev));
+                let e = net.slots[i as usize].edge;
+                net.q.push(t + d, Ev::ToEdge(e, i, Box::new(ev)));
             }
             PeerOutput::Connect { link, peer, .. } => {
-                let target = self.ids.get(&peer).copied().filter(|&j| self.alive(j));
+                let e = net.slots[i as usize].edge;
+                let target = self.ids.get(&(e, peer)).copied().filter(|&j| net.alive(j));
                 match target {
-                    Some(j) if self.slots[j as usize].reachable => {
+                    Some(j) if net.slots[j as usize].reachable => {
                         // Offer, answer and ICE checks through the edge: about three one-way trips.
-                        let d = 3 * self.peer_delay(i, j) + 2 * self.edge_delay(i);
+                        let d = 3 * net.peer_delay(i, j) + 2 * net.edge_delay(i);
                         let acc = self.next_accept;
                         self.next_accept += 1;
                         self.links.insert((i, link), (j, acc));
                         self.links.insert((j, acc), (i, link));
-                        self.slots[i as usize].links.push(link);
-                        self.slots[j as usize].links.push(acc);
-                        self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted(acc))));
-                        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::LinkUp(link))));
+                        net.slots[i as usize].links.push(link);
+                        net.slots[j as usize].links.push(acc);
+                        net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted(acc))));
+                        net.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::LinkUp(link))));
                     }
                     // NAT traversal fails after ICE gives up.
-                    _ => self.q.push(t + 3 * SECOND, Ev::ToPeer(i, Box::new(PeerInput::LinkFailed(link)))),
+                    _ => net.q.push(t + 3 * SECOND, Ev::ToPeer(i, Box::new(PeerInput::LinkFailed(link)))),
                 }
             }
             PeerOutput::Send { link, msg } => {
                 if let Some(&(j, l2)) = self.links.get(&(i, link)) {
-                    if matches!(msg, PeerLink::Chunk(_)) && self.rng.chance(self.sc.latency.loss) {
+                    if matches!(msg, PeerLink::Chunk(_)) && net.rng.chance(net.sc.latency.loss) {
                         return;
                     }
-                    let mut at = t + self.peer_delay(i, j);
+                    let mut at = t + net.peer_delay(i, j);
                     if let PeerLink::Chunk(c) = &msg {
-                        at = self.arrival(at, j, c.payload.len());
+                        at = net.arrival(at, j, c.payload.len());
                     }
-                    self.q.push(at, Ev::ToPeer(j, Box::new(PeerInput::FromPeer(l2, msg))));
+                    net.q.push(at, Ev::ToPeer(j, Box::new(PeerInput::FromPeer(l2, msg))));
                 }
             }
             PeerOutput::Close { link } => {
                 if let Some((j, l2)) = self.links.remove(&(i, link)) {
                     self.links.remove(&(j, l2));
-                    self.slots[i as usize].links.retain(|&l| l != link);
-                    self.slots[j as usize].links.retain(|&l| l != l2);
-                    let d = self.peer_delay(i, j);
-                    self.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
+                    net.slots[i as usize].links.retain(|&l| l != link);
+                    net.slots[j as usize].links.retain(|&l| l != l2);
+                    let d = net.peer_delay(i, j);
+                    net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
+                }
+            }
+            PeerOutput::Event(Event::Redirected(to)) => {
+                let slot = &mut net.slots[i as usize];
+                let target = self.edges.iter().position(|e| e.name == to);
+                if let (Some(e), true) = (target, slot.redirects < MAX_REDIRECTS) {
+                    slot.redirects += 1;
+                    // A new connection to the sibling: a round trip to set it up.
+                    let d = 2 * net.edge_delay(i);
+                    net.q.push(t + d, Ev::Rejoin(i, e as u16));
                 }
             }
             PeerOutput::Play(_) | PeerOutput::Event(_) => {}
         }
     }
 
-    fn edge_outputs(&mut self, t: Micros) {
-        for out in self.service.drain() {
-            match out {
-                EdgeOutput::Send { conn, msg } => {
-                    let i = conn as u32;
-                    if self.alive(i) {
-                        let d = self.edge_delay(i);
-                        self.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(msg))));
-                    }
-                }
-                EdgeOutput::Close { conn } => {
-                    self.masks.remove(&(conn as u32));
-                    self.bursts.remove(&(conn as u32));
-                }
-                EdgeOutput::Serve { conn, mask, burst_ms, backfill } => {
-                    let i = conn as u32;
-                    if !self.alive(i) {
-                        continue;
-                    }
-                    self.masks.insert(i, mask);
-                    let k = self.sc.stream.substreams;
-                    // A pure mesh has no start burst: only its seeds hear from the edge.
-                    let burst_ms = burst_ms.filter(|_| self.sc.mode != Mode::Mesh || mask != 0);
-                    if let Some(ms) = burst_ms {
-                        let back = u64::from(ms / self.sc.stream.chunk_ms);
-                        let first = self.next_seq.saturating_sub(back);
-                        let kf = u64::from(self.sc.stream.keyframe_every);
-                        let start = first.div_ceil(kf) * kf;
-                        self.bursts.insert(i, (start..self.next_seq).collect());
-                    }
-                    if backfill != 0 {
-                        // What the client may have missed of substreams it now takes from the edge.
-                        let back = u64::from(self.sc.stream.substreams) * 2;
-                        let from = self.next_seq.saturating_sub(back);
-                        let missed: Vec<Chunk> = self
-                            .ring
-                            .iter()
-                            .filter(|c| c.seq() >= from && backfill & (1 << SubstreamId::of(c.seq(), k).0) != 0)
-                            .cloned()
-                            .collect();
-                        for c in missed {
-                            self.edge_send(t, i, c, true);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The edge sends a chunk to client `i`: live pushes always (the admission keeps them within
-    /// capacity), bursts only with budget left.
-    fn edge_send(&mut self, t: Micros, i: u32, c: Chunk, force: bool) -> bool {
-        let len = c.payload.len() as f64;
-        let now = self.clock.at(t);
-        if force {
-            self.budget.force_take(now, len);
-        } else if !self.budget.try_take(now, len) {
-            return false;
-        }
-        self.row.cdn_bytes += c.payload.len() as u64;
-        let at = self.arrival(t + self.edge_delay(i), i, c.payload.len());
-        self.q.push(at, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
-        true
-    }
-
-    /// When `bytes` sent to client `i` that would reach it at `at` are in: after what its
-    /// downlink is still taking in.
-    fn arrival(&mut self, at: Micros, i: u32, bytes: usize) -> Micros {
-        let Some(s) = self.slots.get_mut(i as usize) else { return at };
-        let start = at.max(s.down_free);
-        s.down_free = start + bytes as u64 * 8_000 / u64::from(s.down_kbps.max(1));
-        s.down_free
-    }
-
-    fn source(&mut self, t: Micros) {
-        let s = &self.sc.stream;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let c = Chunk {
-            header: ChunkHeader {
-                channel: channel(),
-                seq,
-                ingest_ms: t / 1000,
-                media_ts: seq * u64::from(s.chunk_ms) * 90,
-                flags: if seq.is_multiple_of(u64::from(s.keyframe_every)) {
-                    ChunkFlags::KEYFRAME
-                } else {
-                    ChunkFlags::empty()
-                },
-            },
-            payload: self.payload.clone(),
-            signature: None,
-        };
-        self.ring.push_back(c.clone());
-        let keep = (30_000 / s.chunk_ms).max(8) as usize;
-        while self.ring.len() > keep {
-            self.ring.pop_front();
-        }
-        let bit = 1u64 << SubstreamId::of(seq, s.substreams).0;
-        let targets: Vec<u32> = self.masks.iter().filter(|(_, m)| *m & bit != 0).map(|(&i, _)| i).collect();
-        for i in targets {
-            self.edge_send(t, i, c.clone(), true);
-        }
-        let waiting: Vec<u32> = self.bursts.keys().copied().collect();
-        'clients: for i in waiting {
-            while let Some(&seq) = self.bursts.get(&i).and_then(|q| q.front()) {
-                let first = self.ring.front().map_or(0, |c| c.seq());
-                let Some(c) = seq.checked_sub(first).and_then(|o| self.ring.get(o as usize)).cloned() else {
-                    self.bursts.get_mut(&i).map(|q| q.pop_front());
-                    continue;
-                };
-                if !self.edge_send(t, i, c, false) {
-                    break 'clients;
-                }
-                self.bursts.get_mut(&i).map(|q| q.pop_front());
-            }
-            self.bursts.remove(&i);
-        }
-        self.q.push(t + u64::from(s.chunk_ms) * 1000, Ev::Source);
-    }
-
     fn minute(&mut self, t: Micros) {
-        let snap = self.service.snapshot();
-        for slot in &mut self.slots {
+        for slot in &mut self.net.slots {
             let Some(core) = slot.core.as_ref() else { continue };
             let st = core.stats();
-            fold(&mut self.row, &slot.last, &st, slot.natted);
+            fold(&mut self.edges[usize::from(slot.edge)].row, &slot.last, &st, slot.natted);
             slot.last = st;
         }
-        let mut row = std::mem::take(&mut self.row);
-        row.edge = self.spec.index;
-        row.minute = (t / (60 * SECOND)) as u32;
-        row.stage = snap.stage as u8;
-        row.p0 = snap.p0;
-        row.nc = snap.nc;
-        row.refocus = snap.tree.refocus_total;
-        self.out.minutes.push(row);
-        self.row.edge = self.spec.index;
-        self.q.push(t + 60 * SECOND, Ev::Minute);
+        let minute = (t / (60 * SECOND)) as u32;
+        for edge in &mut self.edges {
+            self.out.minutes.push(edge.close_minute(minute));
+        }
+        self.net.q.push(t + 60 * SECOND, Ev::Minute);
     }
 }
 

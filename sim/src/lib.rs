@@ -1,10 +1,12 @@
 //! The discrete-event simulator (LiveSky §4): replays an event at internet scale by driving the
 //! same sans-IO edge client service (admission, tracker, trees) and peer cores the network runs,
-//! on virtual time with a seeded network model ([`engine`], [`domain`]). Edges work in isolation
-//! (§4.2), so each edge and its clients is simulated on its own, on as many threads as there are
-//! cores, with a seed of its own: the output does not depend on the thread count.
+//! on virtual time with a seeded network model ([`engine`], [`domain`]). Edges decide in isolation
+//! (§4.2) and only redirect to siblings of their own district and ISP, so each such group and its
+//! clients is simulated on its own, on as many threads as there are cores, with a seed of its own:
+//! the output does not depend on the thread count.
 
 pub mod domain;
+mod edge;
 pub mod engine;
 pub mod plots;
 pub mod report;
@@ -50,12 +52,20 @@ pub struct RunOutput {
 pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) -> RunOutput {
     let specs = edge_specs(sc);
     let total = specs.len() as u64 * u64::from(sc.minutes);
+    // Groups of sibling edges: one district and ISP each (specs come in that order).
+    let mut groups: Vec<Vec<EdgeSpec>> = Vec::new();
+    for s in &specs {
+        match groups.last_mut() {
+            Some(g) if g[0].district == s.district && g[0].isp == s.isp => g.push(s.clone()),
+            _ => groups.push(vec![s.clone()]),
+        }
+    }
     let done = AtomicU64::new(0);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<DomainResult>>> = Mutex::new((0..specs.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<DomainResult>>> = Mutex::new((0..groups.len()).map(|_| None).collect());
     let clock = Clock::new(Instant::now());
-    // Shuffle the work order (busy edges spread over threads); the output order stays by edge.
-    let mut order: Vec<usize> = (0..specs.len()).collect();
+    // Shuffle the work order (busy groups spread over threads); the output order stays by edge.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
     let mut rng = Rng::new(sc.seed);
     for i in (1..order.len()).rev() {
         order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
@@ -66,8 +76,8 @@ pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) 
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&idx) = order.get(n) else { return };
-                    let r = Domain::new(sc, specs[idx].clone(), clock).run(|| {
-                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    let r = Domain::new(sc, groups[idx].clone(), clock).run(|edges| {
+                        progress(done.fetch_add(edges as u64, Ordering::Relaxed) + edges as u64, total);
                     });
                     results.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(r);
                 }

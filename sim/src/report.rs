@@ -30,6 +30,8 @@ pub struct Summary {
     pub hotspot_p2p_share: f64,
     pub natted_upload_share: f64,
     pub silent_clients: f64,
+    /// Clients sent on to a sibling edge at least once.
+    pub redirected: f64,
     pub refocus: u64,
 }
 
@@ -111,6 +113,7 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
         hotspot_p2p_share: share(hp, hp + hc),
         natted_upload_share: share(nat_up, up),
         silent_clients: share(silent as u64, judged.len() as u64),
+        redirected: share(sessions.iter().filter(|s| s.redirects > 0).count() as u64, sessions.len() as u64),
         refocus,
     }
 }
@@ -136,6 +139,7 @@ impl Summary {
             ),
             ("upload from NAT-ed clients", "(Fig. 13)".into(), pct(self.natted_upload_share)),
             ("clients uploading nothing", "37 %".into(), pct(self.silent_clients)),
+            ("clients redirected to a sibling edge", "—".into(), pct(self.redirected)),
             ("refocus events", "(Fig. 12)".into(), self.refocus.to_string()),
         ]
     }
@@ -221,12 +225,12 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("sessions.csv"))?);
     writeln!(
         f,
-        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,natted,reachable,up_bytes,from_edge,from_peers"
+        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,redirects,natted,reachable,up_bytes,from_edge,from_peers"
     )?;
     for s in sessions {
         writeln!(
             f,
-            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{}",
+            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
             s.edge,
             s.joined_s,
             s.watched_s,
@@ -235,6 +239,7 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
             s.stalled_ms,
             s.stalls,
             u8::from(s.push),
+            s.redirects,
             u8::from(s.natted),
             u8::from(s.reachable),
             s.up_bytes,
