@@ -3,10 +3,11 @@
 //! once `start_ms` of contiguous media is held; a missing chunk at its deadline is a stall, and
 //! after `max_stall_ms` with later chunks at hand the hole is skipped rather than waited on forever.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::Chunk;
+
+use crate::seqmap::SeqMap;
 
 #[derive(Debug, Clone)]
 pub struct BufferConfig {
@@ -48,8 +49,7 @@ enum State {
 
 pub struct PlayBuffer {
     cfg: BufferConfig,
-    /// Boxed: B-tree nodes shift their values on every insert and eviction, and a chunk is big.
-    chunks: BTreeMap<u64, Box<Chunk>>,
+    chunks: SeqMap,
     state: State,
     next: Option<u64>,
     last_played_ts: u64,
@@ -59,12 +59,14 @@ pub struct PlayBuffer {
 }
 
 const GRACE_90K: u64 = 9_000;
+/// Widest span of seqs held (10 min of 25 frames/s); a chunk further ahead pushes old ones out.
+const MAX_SPAN: u64 = 16_384;
 
 impl PlayBuffer {
     pub fn new(cfg: BufferConfig) -> Self {
         Self {
             cfg,
-            chunks: BTreeMap::new(),
+            chunks: SeqMap::new(MAX_SPAN),
             state: State::Waiting,
             next: None,
             last_played_ts: 0,
@@ -98,34 +100,34 @@ impl PlayBuffer {
 
     /// Media time per chunk, from the chunks held (before playback has measured it).
     pub fn frame_estimate(&self) -> Option<u64> {
-        let ((&s0, c0), (&s1, c1)) = (self.chunks.first_key_value()?, self.chunks.last_key_value()?);
+        let ((s0, c0), (s1, c1)) = (self.chunks.first()?, self.chunks.last()?);
         (s1 > s0).then(|| c1.header.media_ts.saturating_sub(c0.header.media_ts) / (s1 - s0)).filter(|f| *f > 0)
     }
 
     pub fn newest_seq(&self) -> Option<u64> {
-        self.chunks.last_key_value().map(|(s, _)| *s)
+        self.chunks.last().map(|(s, _)| s)
     }
 
     pub fn get(&self, seq: u64) -> Option<&Chunk> {
-        self.chunks.get(&seq).map(|c| &**c)
+        self.chunks.get(seq)
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.chunks.contains_key(&seq)
+        self.chunks.contains_key(seq)
     }
 
     /// Chunks held from `seq` on, in order.
     pub fn from(&self, seq: u64) -> impl Iterator<Item = &Chunk> {
-        self.chunks.range(seq..).map(|(_, c)| &**c)
+        self.chunks.range_from(seq).map(|(_, c)| c)
     }
 
     /// Media buffered ahead of playback (contiguous from the next chunk to play), in ms.
     pub fn buffered_ms(&self) -> u64 {
-        let Some(start) = self.next.or_else(|| self.chunks.first_key_value().map(|(s, _)| *s)) else { return 0 };
-        let Some(first) = self.chunks.get(&start) else { return 0 };
+        let Some(start) = self.next.or_else(|| self.chunks.first().map(|(s, _)| s)) else { return 0 };
+        let Some(first) = self.chunks.get(start) else { return 0 };
         let mut last = first.header.media_ts;
         let mut seq = start;
-        while let Some(c) = self.chunks.get(&(seq + 1)) {
+        while let Some(c) = self.chunks.get(seq + 1) {
             last = c.header.media_ts;
             seq += 1;
         }
@@ -135,11 +137,10 @@ impl PlayBuffer {
     /// Adds a chunk; false for one already held or already played.
     pub fn insert(&mut self, chunk: Chunk) -> bool {
         let seq = chunk.seq();
-        if self.next.is_some_and(|n| seq < n) || self.chunks.contains_key(&seq) {
+        if self.next.is_some_and(|n| seq < n) || !self.chunks.insert(seq, chunk) {
             self.stats.duplicates += 1;
             return false;
         }
-        self.chunks.insert(seq, Box::new(chunk));
         true
     }
 
@@ -153,13 +154,13 @@ impl PlayBuffer {
                 State::Waiting => return,
                 State::Stalled { since } => {
                     let Some(next) = self.next else { return };
-                    if let Some(c) = self.chunks.get(&next) {
+                    if let Some(c) = self.chunks.get(next) {
                         self.stats.stalled_ms += now.saturating_duration_since(since).as_millis() as u64;
                         self.state = State::Playing { clock_at: now, clock_ts: c.header.media_ts };
                     } else if now.saturating_duration_since(since)
                         >= Duration::from_millis(u64::from(self.cfg.max_stall_ms))
                     {
-                        match self.chunks.range(next..).next().map(|(s, _)| *s) {
+                        match self.chunks.range_from(next).next().map(|(s, _)| s) {
                             Some(s) => {
                                 self.stats.skipped_chunks += s - next;
                                 self.next = Some(s);
@@ -173,7 +174,7 @@ impl PlayBuffer {
                 State::Playing { clock_at, clock_ts } => {
                     let position = clock_ts + now.saturating_duration_since(clock_at).as_micros() as u64 * 9 / 100;
                     let Some(next) = self.next else { return };
-                    match self.chunks.get(&next) {
+                    match self.chunks.get(next) {
                         Some(c) if c.header.media_ts <= position => {
                             let ts = c.header.media_ts;
                             if self.stats.played_chunks > 0 && ts > self.last_played_ts {
@@ -183,7 +184,7 @@ impl PlayBuffer {
                             }
                             self.last_played_ts = ts;
                             self.stats.played_chunks += 1;
-                            out.push(Chunk::clone(c));
+                            out.push(c.clone());
                             self.next = Some(next + 1);
                         }
                         Some(_) => return,
@@ -205,12 +206,12 @@ impl PlayBuffer {
     /// (a start burst still arriving behind live chunks, say).
     fn try_start(&mut self, now: Instant) -> bool {
         let need = u64::from(self.cfg.start_ms) * 90;
-        let Some((&newest_seq, newest)) = self.chunks.last_key_value() else { return false };
+        let Some((newest_seq, newest)) = self.chunks.last() else { return false };
         let newest_ts = newest.header.media_ts;
         // Walk back from the newest chunk while seqs are contiguous; remember the earliest keyframe.
         let mut start: Option<(u64, u64)> = None;
         let mut expect = newest_seq;
-        for (&seq, c) in self.chunks.range(..=newest_seq).rev() {
+        for (seq, c) in self.chunks.rev_to(newest_seq) {
             if seq != expect {
                 break;
             }
@@ -226,7 +227,7 @@ impl PlayBuffer {
         self.next = Some(k);
         self.state = State::Playing { clock_at: now, clock_ts: ts };
         self.started_at = Some(now);
-        self.chunks.retain(|&s, _| s >= k);
+        self.chunks.retain(|s, _| s >= k);
         true
     }
 
@@ -241,7 +242,7 @@ impl PlayBuffer {
                 (skip_at > now).then_some(skip_at)
             }
             State::Playing { clock_at, clock_ts } => {
-                let target = match self.next.and_then(|n| self.chunks.get(&n)) {
+                let target = match self.next.and_then(|n| self.chunks.get(n)) {
                     Some(c) => c.header.media_ts,
                     None => self.last_played_ts + self.frame_90k + GRACE_90K + 1,
                 };
@@ -255,14 +256,14 @@ impl PlayBuffer {
     pub fn evict(&mut self) {
         let Some(next) = self.next else {
             // Before playback: keep at most the buffer's worth from the newest chunk back.
-            if let Some(newest) = self.chunks.last_key_value().map(|(_, c)| c.header.media_ts) {
+            if let Some(newest) = self.chunks.last().map(|(_, c)| c.header.media_ts) {
                 let floor = newest.saturating_sub(u64::from(self.cfg.buffer_ms + self.cfg.keep_ms) * 90);
                 self.chunks.retain(|_, c| c.header.media_ts >= floor);
             }
             return;
         };
         let floor = self.last_played_ts.saturating_sub(u64::from(self.cfg.keep_ms) * 90);
-        while let Some((&seq, c)) = self.chunks.first_key_value() {
+        while let Some((seq, c)) = self.chunks.first() {
             if seq < next && c.header.media_ts < floor {
                 self.chunks.pop_first();
             } else {

@@ -139,6 +139,8 @@ pub struct PeerStats {
     pub verifying: bool,
     pub repair: RepairStats,
     pub mesh: usize,
+    /// Open peer links of any kind (parents, children, mesh).
+    pub links: usize,
     /// The startup timeline of LiveSky §4.2, from the join request.
     pub timeline: Timeline,
 }
@@ -289,6 +291,7 @@ impl PeerCore {
             verifying: self.verifier.is_some(),
             repair: self.repair.stats(),
             mesh: self.mesh.len(),
+            links: self.link_parent.len() + self.children.len() + self.mesh.len(),
             timeline: Timeline { playback: self.stats.startup, ..self.stats.timeline },
             ..self.stats
         }
@@ -326,7 +329,7 @@ impl PeerCore {
             self.link_parent.keys().chain(self.children.keys()).chain(self.mesh.keys()).copied().collect();
         for link in links {
             self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
-            self.out.push_back(Output::Close { link });
+            self.close(link);
         }
         self.parents.clear();
         self.link_parent.clear();
@@ -340,6 +343,9 @@ impl PeerCore {
             return;
         }
         self.last_now = now;
+        // Only a chunk can make something playable (or fill the buffer) before the next timeout;
+        // a buffer map or a link event need not walk the buffer.
+        let chunk = matches!(input, Input::FromEdge(FromEdge::Chunk(_)) | Input::FromPeer(_, PeerLink::Chunk(_)));
         match input {
             Input::FromEdge(m) => self.on_edge(now, m),
             Input::EdgeClosed => {
@@ -373,7 +379,9 @@ impl PeerCore {
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
         }
-        self.play(now);
+        if chunk {
+            self.play(now);
+        }
         self.flush_pending_subscriptions();
     }
 
@@ -427,9 +435,15 @@ impl PeerCore {
     }
 
     fn drop_link(&mut self, link: LinkId) {
-        self.repair.link_gone(link);
         self.mesh.remove(&link);
         self.children.remove(&link);
+        self.close(link);
+    }
+
+    /// Closes `link`, forgetting its buffer map and requests (else they pile up for good: links
+    /// are never reused).
+    fn close(&mut self, link: LinkId) {
+        self.repair.link_gone(link);
         self.out.push_back(Output::Close { link });
     }
 
@@ -569,7 +583,7 @@ impl PeerCore {
         let link = p.link;
         if p.mask == 0 {
             self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
-            self.out.push_back(Output::Close { link });
+            self.close(link);
             self.parents.remove(&id);
             self.link_parent.remove(&link);
             return;
@@ -650,7 +664,7 @@ impl PeerCore {
                         // Never played, never forwarded; the sender is reported and dropped, and
                         // the edge gives us another parent.
                         self.out.push_back(Output::ToEdge(ToEdge::BadChunk { from: pid, seq: c.seq() }));
-                        self.out.push_back(Output::Close { link });
+                        self.close(link);
                         self.parent_gone(link, Trouble::Lost);
                         return;
                     }
@@ -663,7 +677,7 @@ impl PeerCore {
                     }
                 }
                 PeerLink::Bye => {
-                    self.out.push_back(Output::Close { link });
+                    self.close(link);
                     self.parent_gone(link, Trouble::Lost);
                 }
                 _ => {}
@@ -700,7 +714,7 @@ impl PeerCore {
                 if (version != CLIENT_PROTOCOL_VERSION || channel != self.cfg.channel) =>
             {
                 self.children.remove(&link);
-                self.out.push_back(Output::Close { link });
+                self.close(link);
             }
             PeerLink::Subscribe { substreams, from_seq } => {
                 child.mask = substreams;
@@ -725,7 +739,7 @@ impl PeerCore {
             }
             PeerLink::Bye => {
                 self.children.remove(&link);
-                self.out.push_back(Output::Close { link });
+                self.close(link);
             }
             // Chunks from a child are not ours to take; requests are answered by the mesh (later).
             _ => {}

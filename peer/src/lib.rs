@@ -11,3 +11,4 @@ pub mod driver;
 pub mod output;
 pub mod repair;
 pub mod rtc;
+mod seqmap;

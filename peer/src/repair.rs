@@ -35,6 +35,8 @@ pub struct RepairStats {
     pub not_have: u64,
     /// Requests we answered for neighbours.
     pub served: u64,
+    /// Buffer maps held, one per linked peer that sent one.
+    pub maps_held: usize,
 }
 
 struct Map {
@@ -85,7 +87,7 @@ impl Repair {
     }
 
     pub fn stats(&self) -> RepairStats {
-        self.stats
+        RepairStats { maps_held: self.maps.len(), ..self.stats }
     }
 
     pub fn count_served(&mut self) {

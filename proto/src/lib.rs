@@ -23,10 +23,11 @@ pub use rate::TokenBucket;
 pub use sign::{ChannelSigner, ChannelVerifier, SignatureError};
 pub use wire::WireError;
 
-/// A hash map whose iteration order is the same in every process (SipHash with fixed keys). The
-/// sans-IO cores iterate their maps when deciding, and the simulator must repeat a run exactly
+/// A hash map whose iteration order is the same in every process (FxHash: no per-process keys).
+/// The sans-IO cores iterate their maps when deciding, and the simulator must repeat a run exactly
 /// for a seed; std's `RandomState` differs per process. Only for keys the system assigns itself
 /// (peer, link and connection ids), never for keys an outsider chooses (addresses): those keep
-/// `RandomState` against hash flooding.
+/// `RandomState` against hash flooding. FxHash is also several times cheaper than SipHash on the
+/// integer ids these maps are keyed by.
 pub type DetMap<K, V> = std::collections::HashMap<K, V, DetHasher>;
-pub type DetHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+pub type DetHasher = rustc_hash::FxBuildHasher;

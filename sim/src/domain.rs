@@ -1,8 +1,7 @@
-//! The edges of one district and ISP and their clients. Edges decide alone (LiveSky §4.2: "each
-//! edge SN operates in isolation"), but a full one redirects new clients to a sibling of its
-//! group that is not full, so a group is simulated together. Each edge is the real client
-//! service ([`crate::edge`]); each client a real peer core; between them a network model with
-//! per-ISP latency, link loss, NAT reachability, downlink capacity and abrupt leaves.
+//! One edge and its clients (LiveSky §4.2: "each edge SN operates in isolation"): the edge's real
+//! client service ([`crate::edge`]) and one real peer core per client, joined by a network model
+//! with per-ISP latency, link loss, NAT reachability, downlink capacity and abrupt leaves. A client
+//! the edge redirects leaves this domain as a [`Transfer`] for a sibling's ([`crate::group`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -100,12 +99,12 @@ pub struct DomainResult {
 pub(crate) enum Ev {
     /// A client arrives (`true`), or it is time to look at the arrival rate again (`false`).
     Arrive(bool),
+    /// A client redirected here by a sibling.
+    Transferred(Box<Client>),
     Depart(u32),
-    /// To edge `.0` from client `.1`; boxed, like chunks, so the queue moves small events.
-    ToEdge(u16, u32, Box<ToEdgeEv>),
+    /// Boxed, like chunks, so the queue moves small events.
+    ToEdge(u32, Box<ToEdgeEv>),
     ToPeer(u32, Box<PeerInput>),
-    /// Client `.0` joins edge `.1` after a redirect.
-    Rejoin(u32, u16),
     Timer(u32),
     Source,
     Tick,
@@ -118,22 +117,34 @@ pub(crate) enum ToEdgeEv {
     Gone,
 }
 
-pub(crate) struct Slot {
-    core: Option<PeerCore>,
-    /// The edge (in the group) it is with.
-    edge: u16,
+/// A viewer: what it is and how long it wants to watch, whichever edge it ends up with.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
     isp: u8,
     natted: bool,
     reachable: bool,
     abrupt: bool,
     upload_kbps: u32,
+    down_kbps: u32,
     joined: Micros,
-    /// When the current core started (after the last redirect).
-    core_since: Micros,
+    leave_at: Micros,
     redirects: u8,
+}
+
+/// A client the edge sent on to sibling `to`, arriving there at `at`.
+pub(crate) struct Transfer {
+    pub to: String,
+    pub at: Micros,
+    pub client: Box<Client>,
+}
+
+pub(crate) struct Slot {
+    core: Option<PeerCore>,
+    client: Client,
+    /// When its player joined this edge.
+    core_since: Micros,
     timer: Option<Micros>,
     links: Vec<LinkId>,
-    down_kbps: u32,
     /// When its downlink has taken in everything sent so far.
     down_free: Micros,
     last: PeerStats,
@@ -158,13 +169,13 @@ impl Net<'_> {
     /// One-way delay between an edge (all of a group's are on its ISP) and client `i`.
     pub fn edge_delay(&self, i: u32) -> Micros {
         let l = &self.sc.latency;
-        let same = self.slots.get(i as usize).is_none_or(|s| s.isp == self.isp);
+        let same = self.slots.get(i as usize).is_none_or(|s| s.client.isp == self.isp);
         u64::from(if same { l.edge_same_isp_ms } else { l.edge_other_isp_ms }) * 1000
     }
 
     fn peer_delay(&self, i: u32, j: u32) -> Micros {
         let l = &self.sc.latency;
-        let same = self.slots[i as usize].isp == self.slots[j as usize].isp;
+        let same = self.slots[i as usize].client.isp == self.slots[j as usize].client.isp;
         u64::from(if same { l.peer_same_isp_ms } else { l.peer_other_isp_ms }) * 1000
     }
 
@@ -173,20 +184,20 @@ impl Net<'_> {
     pub fn arrival(&mut self, at: Micros, i: u32, bytes: usize) -> Micros {
         let Some(s) = self.slots.get_mut(i as usize) else { return at };
         let start = at.max(s.down_free);
-        s.down_free = start + bytes as u64 * 8_000 / u64::from(s.down_kbps.max(1));
+        s.down_free = start + bytes as u64 * 8_000 / u64::from(s.client.down_kbps.max(1));
         s.down_free
     }
 }
 
-pub struct Domain<'a> {
+pub(crate) struct Domain<'a> {
     net: Net<'a>,
-    edges: Vec<SimEdge>,
-    /// Share of all arrivals, per edge.
-    weights: Vec<f64>,
+    pub(crate) edge: SimEdge,
     stream: Stream,
-    ids: DetMap<(u16, PeerId), u32>,
+    ids: DetMap<PeerId, u32>,
     links: DetMap<(u32, LinkId), (u32, LinkId)>,
     next_accept: LinkId,
+    /// Clients redirected to siblings, for the group to hand over.
+    moved: Vec<Transfer>,
     out: DomainResult,
     end: Micros,
 }
@@ -198,28 +209,18 @@ fn addr(i: u32, private: bool) -> SocketAddr {
 }
 
 impl<'a> Domain<'a> {
-    /// The edges of one district and ISP (`specs`, not empty), simulated together.
-    pub fn new(sc: &'a Scenario, specs: Vec<EdgeSpec>, clock: Clock) -> Self {
-        let first = specs.first().map_or(0, |s| s.index);
-        let names: Vec<String> = specs.iter().map(|s| format!("edge-{}", s.index)).collect();
-        let isp = specs.first().map_or(0, |s| s.isp);
-        let weights = specs.iter().map(|s| s.weight).collect();
-        let edges = specs.into_iter().enumerate().map(|(j, spec)| SimEdge::new(sc, spec, j, &names)).collect();
+    /// Edge `local` of a group whose edges are called `names`.
+    pub fn new(sc: &'a Scenario, spec: EdgeSpec, local: usize, names: &[String], clock: Clock) -> Self {
+        let seed = sc.seed.wrapping_add(spec.index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let isp = spec.isp;
         let mut d = Domain {
-            net: Net {
-                sc,
-                clock,
-                q: Queue::default(),
-                rng: Rng::new(sc.seed.wrapping_add(first as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
-                slots: Vec::new(),
-                isp,
-            },
-            edges,
-            weights,
+            net: Net { sc, clock, q: Queue::default(), rng: Rng::new(seed), slots: Vec::new(), isp },
+            edge: SimEdge::new(sc, spec, local, names),
             stream: Stream::new(sc),
             ids: DetMap::default(),
             links: DetMap::default(),
             next_accept: 1,
+            moved: Vec::new(),
             out: DomainResult::default(),
             end: u64::from(sc.minutes) * 60 * SECOND,
         };
@@ -230,22 +231,30 @@ impl<'a> Domain<'a> {
         d
     }
 
-    /// Runs the whole event; `progress(edges)` is called after every simulated minute.
-    pub fn run(mut self, mut progress: impl FnMut(usize)) -> DomainResult {
-        while let Some((t, ev)) = self.net.q.pop_until(self.end) {
-            let minute = matches!(ev, Ev::Minute);
+    /// Runs every event up to `until` (inclusive); returns the minutes closed on the way and
+    /// hands over the clients redirected to siblings.
+    pub fn run_until(&mut self, until: Micros, moved: &mut Vec<Transfer>) -> u32 {
+        let mut minutes = 0;
+        while let Some((t, ev)) = self.net.q.pop_until(until.min(self.end)) {
+            minutes += u32::from(matches!(ev, Ev::Minute));
             self.step(t, ev);
-            if minute {
-                progress(self.edges.len());
-            }
         }
+        moved.append(&mut self.moved);
+        minutes
+    }
+
+    /// A client redirected here, arriving at `at`.
+    pub fn accept(&mut self, at: Micros, client: Box<Client>) {
+        self.net.q.push(at, Ev::Transferred(client));
+    }
+
+    /// Closes the books at the end of the run.
+    pub fn finish_all(mut self) -> DomainResult {
         for i in 0..self.net.slots.len() as u32 {
             if self.net.alive(i) {
                 self.finish(i, self.end);
             }
         }
-        self.out.minutes.sort_by_key(|r| (r.edge, r.minute));
-        self.out.sessions.sort_by_key(|s| s.edge);
         self.out
     }
 
@@ -257,27 +266,25 @@ impl<'a> Domain<'a> {
                 }
                 self.schedule_arrival(t);
             }
+            Ev::Transferred(client) => self.admit(t, *client),
             Ev::Depart(i) => self.depart(t, i),
-            Ev::ToEdge(e, i, m) => {
+            Ev::ToEdge(i, m) => {
                 let conn = ConnId::from(i);
                 let input = match *m {
                     ToEdgeEv::Join(join) => EdgeInput::Joined { conn, from: addr(i, false), join },
                     ToEdgeEv::Msg(msg) => EdgeInput::Message { conn, msg },
                     ToEdgeEv::Gone => EdgeInput::Disconnected { conn },
                 };
-                let edge = &mut self.edges[usize::from(e)];
-                edge.service.handle(self.net.clock.at(t), input);
-                edge.outputs(t, &mut self.net, &self.stream);
+                self.edge.service.handle(self.net.clock.at(t), input);
+                self.edge.outputs(t, &mut self.net, &self.stream);
             }
             Ev::ToPeer(i, input) => {
                 if let (PeerInput::FromEdge(FromEdge::Welcome(w)), true) = (&*input, self.net.alive(i)) {
-                    let e = self.net.slots[i as usize].edge;
-                    self.ids.insert((e, w.peer), i);
-                    self.edges[usize::from(e)].row.joins += 1;
+                    self.ids.insert(w.peer, i);
+                    self.edge.row.joins += 1;
                 }
                 self.with_peer(t, i, |core, now| core.handle(now, *input));
             }
-            Ev::Rejoin(i, e) => self.rejoin(t, i, e),
             Ev::Timer(i) => {
                 if self.net.slots.get(i as usize).is_some_and(|s| s.timer == Some(t)) {
                     self.net.slots[i as usize].timer = None;
@@ -286,37 +293,21 @@ impl<'a> Domain<'a> {
             }
             Ev::Source => {
                 let c = self.stream.produce(self.net.sc, t);
-                for edge in &mut self.edges {
-                    edge.fan_out(t, &mut self.net, &self.stream, &c);
-                }
+                self.edge.fan_out(t, &mut self.net, &self.stream, &c);
                 self.net.q.push(t + u64::from(self.net.sc.stream.chunk_ms) * 1000, Ev::Source);
             }
-            Ev::Tick => self.tick(t),
+            Ev::Tick => {
+                self.edge.service.tick(self.net.clock.at(t));
+                self.edge.outputs(t, &mut self.net, &self.stream);
+                self.net.q.push(t + SECOND, Ev::Tick);
+            }
             Ev::Minute => self.minute(t),
         }
     }
 
-    /// Once a second: every edge ages out and heals, then learns which siblings are full (what
-    /// the management center would tell it).
-    fn tick(&mut self, t: Micros) {
-        let now = self.net.clock.at(t);
-        for edge in &mut self.edges {
-            edge.service.tick(now);
-            edge.outputs(t, &mut self.net, &self.stream);
-        }
-        let full: Vec<(String, bool)> = self.edges.iter().map(|e| (e.name.clone(), e.full())).collect();
-        for edge in &mut self.edges {
-            for (name, f) in &full {
-                edge.service.set_sibling_full(name, *f);
-            }
-        }
-        self.net.q.push(t + SECOND, Ev::Tick);
-    }
-
     fn schedule_arrival(&mut self, t: Micros) {
         // Piecewise-constant rate per second: exact enough for minute-scale curves.
-        let weight: f64 = self.weights.iter().sum();
-        let per_min = self.net.sc.arrival_rate(t as f64 / 60e6) * weight;
+        let per_min = self.net.sc.arrival_rate(t as f64 / 60e6) * self.edge.spec.weight;
         if per_min <= 1e-9 {
             self.net.q.push(t + 10 * SECOND, Ev::Arrive(false));
             return;
@@ -330,38 +321,11 @@ impl<'a> Domain<'a> {
         }
     }
 
-    /// The peer core client `i` runs, joining now.
-    fn new_core(&self, t: Micros, i: u32) -> PeerCore {
-        let sc = self.net.sc;
-        let c = &sc.clients;
-        let slot = &self.net.slots[i as usize];
-        let mut cfg = PeerConfig::new(channel());
-        cfg.upload_kbps = slot.upload_kbps;
-        cfg.listen = slot.reachable.then(|| addr(i, slot.natted));
-        let k = u32::from(sc.stream.substreams);
-        let chunk = sc.stream.chunk_ms;
-        cfg.buffer = BufferConfig {
-            buffer_ms: c.buffer_s * 1000,
-            start_ms: (2_000u32).max(2 * chunk),
-            max_stall_ms: (3_000u32).max(3 * chunk),
-            ..BufferConfig::default()
-        };
-        // A substream carries one chunk in K: silence shorter than K chunks is not lateness.
-        cfg.late_ms = (2_000u32).max((k + 2) * chunk);
-        cfg.map_interval = std::time::Duration::from_millis(u64::from((1_000u32).max(k * chunk)));
-        cfg.report_interval = std::time::Duration::from_secs(60);
-        cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
-        cfg.pull_only = sc.mode == Mode::Mesh;
-        PeerCore::new(cfg, self.net.clock.at(t))
-    }
-
+    /// A new viewer sent here by the GSLB: mostly of the edge's own ISP.
     fn spawn(&mut self, t: Micros) {
         let sc = self.net.sc;
         let c = &sc.clients;
         let rng = &mut self.net.rng;
-        let i = self.net.slots.len() as u32;
-        // The GSLB's pick: edges by their share of the audience, clients mostly of the edge's ISP.
-        let edge = rng.pick(&self.weights) as u16;
         let isps = sc.edges.isps.max(1);
         let isp = if rng.chance(sc.edges.same_isp_share) || isps < 2 {
             self.net.isp
@@ -377,40 +341,52 @@ impl<'a> Domain<'a> {
         let cap = (f64::from(sc.stream.kbps) * sc.edges.upload_cap_factor) as u32;
         let watch = rng.exp(c.session_mean_min * 60.0);
         let abrupt = rng.chance(c.abrupt_share);
-        self.net.slots.push(Slot {
-            core: None,
-            edge,
+        let client = Client {
             isp,
             natted,
             reachable,
             abrupt,
             upload_kbps: upload.min(cap).max(1),
+            down_kbps,
             joined: t,
-            core_since: t,
+            leave_at: t + (watch * 1e6) as Micros + SECOND,
             redirects: 0,
+        };
+        self.admit(t, client);
+    }
+
+    /// Client `client`'s player joins this edge now.
+    fn admit(&mut self, t: Micros, client: Client) {
+        let sc = self.net.sc;
+        let i = self.net.slots.len() as u32;
+        let mut cfg = PeerConfig::new(channel());
+        cfg.upload_kbps = client.upload_kbps;
+        cfg.listen = client.reachable.then(|| addr(i, client.natted));
+        let k = u32::from(sc.stream.substreams);
+        let chunk = sc.stream.chunk_ms;
+        cfg.buffer = BufferConfig {
+            buffer_ms: sc.clients.buffer_s * 1000,
+            start_ms: (2_000u32).max(2 * chunk),
+            max_stall_ms: (3_000u32).max(3 * chunk),
+            ..BufferConfig::default()
+        };
+        // A substream carries one chunk in K: silence shorter than K chunks is not lateness.
+        cfg.late_ms = (2_000u32).max((k + 2) * chunk);
+        cfg.map_interval = std::time::Duration::from_millis(u64::from((1_000u32).max(k * chunk)));
+        cfg.report_interval = std::time::Duration::from_secs(60);
+        cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
+        cfg.pull_only = sc.mode == Mode::Mesh;
+        let leave_at = client.leave_at.max(t + 1);
+        self.net.slots.push(Slot {
+            core: Some(PeerCore::new(cfg, self.net.clock.at(t))),
+            client,
+            core_since: t,
             timer: None,
             links: Vec::new(),
-            down_kbps,
             down_free: t,
             last: PeerStats::default(),
         });
-        self.net.slots[i as usize].core = Some(self.new_core(t, i));
-        self.net.q.push(t + (watch * 1e6) as Micros + SECOND, Ev::Depart(i));
-        self.drain_peer(t, i);
-    }
-
-    /// Client `i`, sent away by its edge, joins edge `e` with a fresh player session.
-    fn rejoin(&mut self, t: Micros, i: u32, e: u16) {
-        if !self.net.alive(i) {
-            return;
-        }
-        let core = self.new_core(t, i);
-        let slot = &mut self.net.slots[i as usize];
-        slot.core = Some(core);
-        slot.edge = e;
-        slot.core_since = t;
-        slot.timer = None;
-        slot.last = PeerStats::default();
+        self.net.q.push(leave_at, Ev::Depart(i));
         self.drain_peer(t, i);
     }
 
@@ -418,9 +394,8 @@ impl<'a> Domain<'a> {
         if !self.net.alive(i) {
             return;
         }
-        let e = self.net.slots[i as usize].edge;
         let dead = u64::from(self.net.sc.latency.dead_link_ms) * 1000;
-        if self.net.slots[i as usize].abrupt {
+        if self.net.slots[i as usize].client.abrupt {
             // Gone without a word: neighbours notice when the link goes quiet, the edge when
             // the control connection times out.
             for link in std::mem::take(&mut self.net.slots[i as usize].links) {
@@ -429,38 +404,38 @@ impl<'a> Domain<'a> {
                     self.net.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
             }
-            self.net.q.push(t + dead, Ev::ToEdge(e, i, Box::new(ToEdgeEv::Gone)));
+            self.net.q.push(t + dead, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         } else {
             self.with_peer(t, i, |core, _| core.leave());
             let d = self.net.edge_delay(i);
-            self.net.q.push(t + d + 1, Ev::ToEdge(e, i, Box::new(ToEdgeEv::Gone)));
+            self.net.q.push(t + d + 1, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         }
         self.finish(i, t);
-        self.edges[usize::from(e)].row.leaves += 1;
+        self.edge.row.leaves += 1;
     }
 
     /// Closes the books on client `i`.
     fn finish(&mut self, i: u32, t: Micros) {
         let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.take() else { return };
-        let edge = &mut self.edges[usize::from(slot.edge)];
         let st = core.stats();
-        fold(&mut edge.row, &slot.last, &st, slot.natted);
+        fold(&mut self.edge.row, &slot.last, &st, slot.client.natted);
         slot.last = st;
-        edge.forget(i);
-        let before_core = slot.core_since.saturating_sub(slot.joined) / 1000;
+        self.edge.forget(i);
+        let c = &slot.client;
+        let before_core = slot.core_since.saturating_sub(c.joined) / 1000;
         self.out.sessions.push(Session {
-            edge: edge.spec.index,
-            joined_s: slot.joined as f64 / 1e6,
-            watched_s: t.saturating_sub(slot.joined) as f64 / 1e6,
+            edge: self.edge.spec.index,
+            joined_s: c.joined as f64 / 1e6,
+            watched_s: t.saturating_sub(c.joined) as f64 / 1e6,
             startup_ms: st.startup.map(|d| d.as_millis() as u64 + before_core),
             played_ms: st.play.played_ms,
             stalled_ms: st.play.stalled_ms,
             stalls: st.play.stalls,
             push: st.push,
-            redirects: slot.redirects,
-            natted: slot.natted,
-            reachable: slot.reachable,
+            redirects: c.redirects,
+            natted: c.natted,
+            reachable: c.reachable,
             up_bytes: st.bytes_up,
             from_edge: st.bytes_from_edge,
             from_peers: st.bytes_from_peers,
@@ -500,14 +475,12 @@ impl<'a> Domain<'a> {
                     ToEdge::Join(j) => ToEdgeEv::Join(j),
                     other => ToEdgeEv::Msg(other),
                 };
-                let e = net.slots[i as usize].edge;
-                net.q.push(t + d, Ev::ToEdge(e, i, Box::new(ev)));
+                net.q.push(t + d, Ev::ToEdge(i, Box::new(ev)));
             }
             PeerOutput::Connect { link, peer, .. } => {
-                let e = net.slots[i as usize].edge;
-                let target = self.ids.get(&(e, peer)).copied().filter(|&j| net.alive(j));
+                let target = self.ids.get(&peer).copied().filter(|&j| net.alive(j));
                 match target {
-                    Some(j) if net.slots[j as usize].reachable => {
+                    Some(j) if net.slots[j as usize].client.reachable => {
                         // Offer, answer and ICE checks through the edge: about three one-way trips.
                         let d = 3 * net.peer_delay(i, j) + 2 * net.edge_delay(i);
                         let acc = self.next_accept;
@@ -546,12 +519,14 @@ impl<'a> Domain<'a> {
             }
             PeerOutput::Event(Event::Redirected(to)) => {
                 let slot = &mut net.slots[i as usize];
-                let target = self.edges.iter().position(|e| e.name == to);
-                if let (Some(e), true) = (target, slot.redirects < MAX_REDIRECTS) {
-                    slot.redirects += 1;
-                    // A new connection to the sibling: a round trip to set it up.
-                    let d = 2 * net.edge_delay(i);
-                    net.q.push(t + d, Ev::Rejoin(i, e as u16));
+                if slot.client.redirects < MAX_REDIRECTS {
+                    // The player connects to the sibling (a round trip) and is that edge's now;
+                    // past the limit it gives up and the session ends unplayed, here.
+                    let mut client = Box::new(slot.client.clone());
+                    client.redirects += 1;
+                    slot.core = None;
+                    let at = t + 2 * net.edge_delay(i);
+                    self.moved.push(Transfer { to, at, client });
                 }
             }
             PeerOutput::Play(_) | PeerOutput::Event(_) => {}
@@ -562,13 +537,10 @@ impl<'a> Domain<'a> {
         for slot in &mut self.net.slots {
             let Some(core) = slot.core.as_ref() else { continue };
             let st = core.stats();
-            fold(&mut self.edges[usize::from(slot.edge)].row, &slot.last, &st, slot.natted);
+            fold(&mut self.edge.row, &slot.last, &st, slot.client.natted);
             slot.last = st;
         }
-        let minute = (t / (60 * SECOND)) as u32;
-        for edge in &mut self.edges {
-            self.out.minutes.push(edge.close_minute(minute));
-        }
+        self.out.minutes.push(self.edge.close_minute((t / (60 * SECOND)) as u32));
         self.net.q.push(t + 60 * SECOND, Ev::Minute);
     }
 }

@@ -68,8 +68,6 @@ impl Stream {
 
 pub(crate) struct SimEdge {
     pub spec: EdgeSpec,
-    /// What its siblings call it in redirects.
-    pub name: String,
     pub service: Service,
     masks: BTreeMap<u32, u64>,
     bursts: BTreeMap<u32, VecDeque<u64>>,
@@ -114,7 +112,6 @@ impl SimEdge {
         Self {
             row: MinuteRow { edge: spec.index, ..Default::default() },
             spec,
-            name: names[local].clone(),
             service: Service::new(cfg),
             masks: BTreeMap::new(),
             bursts: BTreeMap::new(),

@@ -8,6 +8,7 @@
 pub mod domain;
 mod edge;
 pub mod engine;
+mod group;
 pub mod plots;
 pub mod report;
 pub mod scenario;
@@ -16,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use domain::{Domain, DomainResult, EdgeSpec, MinuteRow, Session};
+use domain::{DomainResult, EdgeSpec, MinuteRow, Session};
 use engine::{Clock, Rng};
 use scenario::Scenario;
 
@@ -76,7 +77,7 @@ pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) 
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&idx) = order.get(n) else { return };
-                    let r = Domain::new(sc, groups[idx].clone(), clock).run(|edges| {
+                    let r = group::run(sc, groups[idx].clone(), clock, |edges| {
                         progress(done.fetch_add(edges as u64, Ordering::Relaxed) + edges as u64, total);
                     });
                     results.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(r);

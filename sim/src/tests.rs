@@ -80,3 +80,44 @@ fn the_baselines_behave_as_their_names_say() {
     assert!(m.startup_p50_ms > h.startup_p50_ms, "{m:?} vs {h:?}");
     assert!(m.started_under_15s < h.started_under_15s, "{m:?} vs {h:?}");
 }
+
+#[test]
+fn a_full_edge_sends_new_clients_to_a_sibling_that_has_room() {
+    // One district and ISP, two edges; nearly everyone is sent to the first (a hotspot), which
+    // has room for 20 streams and whose clients offer little upload.
+    let sc = Scenario::parse(
+        r#"
+name = "hotspot"
+seed = 7
+minutes = 4
+[stream]
+chunk_ms = 500
+[edges]
+districts = 1
+isps = 1
+per_district_isp = 2
+capacity_mbps = 8
+n1c = 5
+skew = 6.0
+[clients]
+arrivals = [[0, 0], [1, 120], [3, 40], [4, 0]]
+session_mean_min = 10.0
+upload = [{ share = 1.0, kbps = 200 }]
+"#,
+        "hotspot",
+    )
+    .unwrap();
+    let out = run(&sc, 1, &|_, _| {});
+    let redirected: Vec<&Session> = out.sessions.iter().filter(|s| s.redirects > 0).collect();
+    let s = &out.summary;
+    eprintln!("{}\n{} redirected", s.markdown("hotspot"), redirected.len());
+    assert!(redirected.len() > 20, "{s:?}");
+    // Each was sent from the hotspot to its sibling, and watched there.
+    assert!(redirected.iter().all(|r| r.edge == 1), "{redirected:?}");
+    let started = redirected.iter().filter(|r| r.startup_ms.is_some_and(|m| m < 15_000)).count();
+    assert!(started * 10 >= redirected.len() * 9, "{started} of {} started in < 15 s", redirected.len());
+    // The hotspot stays in stage 4 at the bound its clients' upload allows, no further.
+    let hot_peak = out.minutes.iter().filter(|r| r.edge == 0).map(|r| r.p0).max().unwrap_or(0);
+    assert!(hot_peak <= 35, "α = 0.5: N*c/S = 20 × 1.5 = 30 (plus churn): {hot_peak}");
+    assert!(s.q1_median > 0.99, "{s:?}");
+}

@@ -626,6 +626,11 @@ fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
     }
     let q1 = played as f64 / (played + stalled) as f64;
     eprintln!("churn run: Q1 = {q1:.5}, played {played} ms, stalled {stalled} ms");
+    for (i, p) in net.peers.iter().enumerate().filter(|(_, p)| p.alive) {
+        let st = p.core.stats();
+        // Links come and go with churn; what is known of closed ones must go with them.
+        assert!(st.repair.maps_held <= st.links, "peer {i} keeps maps of closed links: {st:?}");
+    }
     assert!(q1 >= 0.99, "Q1 = {q1:.4}");
     let snap = net.service.snapshot();
     // The edge sees an abrupt leave as the dropped connection and re-feeds the orphans at once:

@@ -1,0 +1,52 @@
+//! The edges of one district and ISP, stepped together. Each edge keeps its own event queue (its
+//! clients' state stays warm in the cache); every half second of virtual time the group hands
+//! clients redirected by full edges to the sibling they were sent to and tells every edge which
+//! siblings are full — what the management center does for real edges.
+
+use crate::domain::{Domain, DomainResult, EdgeSpec, Transfer};
+use crate::engine::{Clock, Micros, SECOND};
+use crate::scenario::Scenario;
+
+/// How far edges run ahead of each other: a redirected client reaches its sibling up to this
+/// much later than the round trip alone would take.
+const STEP: Micros = SECOND / 2;
+
+/// Runs the group `specs`; `progress(edges)` after every simulated minute of any edge.
+pub fn run(sc: &Scenario, specs: Vec<EdgeSpec>, clock: Clock, mut progress: impl FnMut(usize)) -> DomainResult {
+    let names: Vec<String> = specs.iter().map(|s| format!("edge-{}", s.index)).collect();
+    let mut edges: Vec<Domain> =
+        specs.into_iter().enumerate().map(|(j, spec)| Domain::new(sc, spec, j, &names, clock)).collect();
+    let end = u64::from(sc.minutes) * 60 * SECOND;
+    let mut moved: Vec<Transfer> = Vec::new();
+    let mut t = 0;
+    loop {
+        for d in &mut edges {
+            let minutes = d.run_until(t, &mut moved);
+            for _ in 0..minutes {
+                progress(1);
+            }
+        }
+        if t >= end {
+            break;
+        }
+        for m in moved.drain(..) {
+            if let Some(j) = names.iter().position(|n| *n == m.to) {
+                edges[j].accept(m.at.max(t + 1), m.client);
+            }
+        }
+        let full: Vec<bool> = edges.iter().map(|d| d.edge.full()).collect();
+        for d in &mut edges {
+            for (name, f) in names.iter().zip(&full) {
+                d.edge.service.set_sibling_full(name, *f);
+            }
+        }
+        t = (t + STEP).min(end);
+    }
+    let mut out = DomainResult::default();
+    for d in edges {
+        let r = d.finish_all();
+        out.minutes.extend(r.minutes);
+        out.sessions.extend(r.sessions);
+    }
+    out
+}
