@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use domain::{DomainResult, EdgeSpec, MinuteRow, Session};
-use engine::{Clock, Rng};
+use engine::Clock;
 use scenario::Scenario;
 
 /// The edges of a scenario with their share of the audience: districts by weight, ISPs evenly,
@@ -65,12 +65,12 @@ pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<DomainResult>>> = Mutex::new((0..groups.len()).map(|_| None).collect());
     let clock = Clock::new(Instant::now());
-    // Shuffle the work order (busy groups spread over threads); the output order stays by edge.
+    // Heaviest groups first (longest-processing-time order): the last group to start is a light
+    // one, so no core idles at the end while another finishes a big group alone. The output order
+    // stays by edge.
     let mut order: Vec<usize> = (0..groups.len()).collect();
-    let mut rng = Rng::new(sc.seed);
-    for i in (1..order.len()).rev() {
-        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
+    let load = |g: usize| groups[g].iter().map(|s| s.weight).sum::<f64>();
+    order.sort_by(|&a, &b| load(b).total_cmp(&load(a)).then(a.cmp(&b)));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {

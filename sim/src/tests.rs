@@ -84,7 +84,7 @@ fn the_baselines_behave_as_their_names_say() {
 #[test]
 fn a_full_edge_sends_new_clients_to_a_sibling_that_has_room() {
     // One district and ISP, two edges; nearly everyone is sent to the first (a hotspot), which
-    // has room for 20 streams and whose clients offer little upload.
+    // has room for 40 streams and whose clients offer little upload; together they have room.
     let sc = Scenario::parse(
         r#"
 name = "hotspot"
@@ -96,11 +96,11 @@ chunk_ms = 500
 districts = 1
 isps = 1
 per_district_isp = 2
-capacity_mbps = 8
+capacity_mbps = 16
 n1c = 5
 skew = 6.0
 [clients]
-arrivals = [[0, 0], [1, 120], [3, 40], [4, 0]]
+arrivals = [[0, 0], [1, 50], [3, 10], [4, 0]]
 session_mean_min = 10.0
 upload = [{ share = 1.0, kbps = 200 }]
 "#,
@@ -118,6 +118,6 @@ upload = [{ share = 1.0, kbps = 200 }]
     assert!(started * 10 >= redirected.len() * 9, "{started} of {} started in < 15 s", redirected.len());
     // The hotspot stays in stage 4 at the bound its clients' upload allows, no further.
     let hot_peak = out.minutes.iter().filter(|r| r.edge == 0).map(|r| r.p0).max().unwrap_or(0);
-    assert!(hot_peak <= 35, "α = 0.5: N*c/S = 20 × 1.5 = 30 (plus churn): {hot_peak}");
+    assert!(hot_peak <= 65, "α = 0.5: N*c/S = 40 × 1.5 = 60 (plus churn): {hot_peak}");
     assert!(s.q1_median > 0.99, "{s:?}");
 }

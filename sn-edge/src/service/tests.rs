@@ -476,7 +476,7 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
 
     // A sibling reported full gets no more clients; with every sibling full, the edge keeps the
     // client (in its trees) rather than bounce it around.
-    let mut join_next = |s: &mut Service, conn| {
+    let join_next = |s: &mut Service, conn| {
         let join = proto::peer::Join {
             version: proto::peer::CLIENT_PROTOCOL_VERSION,
             channel: channel(),
