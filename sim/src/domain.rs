@@ -222,7 +222,7 @@ impl<'a> Domain<'a> {
             next_accept: 1,
             moved: Vec::new(),
             out: DomainResult::default(),
-            end: u64::from(sc.minutes) * 60 * SECOND,
+            end: sc.end(),
         };
         d.net.q.push(0, Ev::Source);
         d.net.q.push(0, Ev::Tick);

@@ -18,7 +18,7 @@ pub fn run(sc: &Scenario, specs: Vec<EdgeSpec>, clock: Clock, mut progress: impl
     let names: Vec<String> = specs.iter().map(|s| format!("edge-{}", s.index)).collect();
     let mut edges: Vec<Domain> =
         specs.into_iter().enumerate().map(|(j, spec)| Domain::new(sc, spec, j, &names, clock)).collect();
-    let end = u64::from(sc.minutes) * 60 * SECOND;
+    let end = sc.end();
     let mut moved: Vec<Transfer> = Vec::new();
     let mut t = 0;
     loop {

@@ -282,6 +282,11 @@ impl Scenario {
         }
     }
 
+    /// Virtual time at which the run ends.
+    pub fn end(&self) -> crate::engine::Micros {
+        u64::from(self.minutes) * 60 * crate::engine::SECOND
+    }
+
     /// N*c: streams an edge can serve (bandwidth / media rate).
     pub fn nc_star(&self) -> u32 {
         sn_edge::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)

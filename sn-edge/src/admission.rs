@@ -36,8 +36,8 @@ pub struct AdmissionConfig {
     pub max_clients: usize,
     /// Use the clients' own upload offers for α when they add up to less than `model.alpha`:
     /// unreachable clients and slow uplinks make the trees smaller than the configured α says,
-    /// and an edge that believed it would keep clients past what its peers can carry (§3.1's
-    /// model with the α it actually has).
+    /// and an edge believing that α keeps clients past what its peers can carry. The stage bounds
+    /// are then §3.1's model with the α the edge actually has.
     pub alpha_from_clients: bool,
     pub seed: u64,
 }

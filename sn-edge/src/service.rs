@@ -225,7 +225,10 @@ impl Service {
     /// sibling: a full one gets no redirects until it is reported free again.
     pub fn set_sibling_full(&mut self, sibling: &str, full: bool) {
         if full {
-            self.full_siblings.insert(sibling.to_owned());
+            // Reported again and again while it stays full: no allocation for a known one.
+            if !self.full_siblings.contains(sibling) {
+                self.full_siblings.insert(sibling.to_owned());
+            }
         } else {
             self.full_siblings.remove(sibling);
         }
