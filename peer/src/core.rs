@@ -434,6 +434,10 @@ impl PeerCore {
         }
     }
 
+    fn is_open(&self, link: LinkId) -> bool {
+        self.children.contains_key(&link) || self.mesh.contains_key(&link) || self.link_parent.contains_key(&link)
+    }
+
     fn drop_link(&mut self, link: LinkId) {
         self.mesh.remove(&link);
         self.children.remove(&link);
@@ -634,10 +638,13 @@ impl PeerCore {
     }
 
     fn on_peer(&mut self, now: Instant, link: LinkId, msg: PeerLink) {
-        // Mesh messages are welcome on any link.
+        // Mesh messages are welcome on any open link. A map still in flight when its link closed
+        // must not be kept: links are never reused, so it would stay for good.
         match msg {
             PeerLink::BufferMap { first_seq, bits } => {
-                self.repair.on_map(link, first_seq, bits);
+                if self.is_open(link) {
+                    self.repair.on_map(link, first_seq, bits);
+                }
                 return;
             }
             PeerLink::Request { seq } => {
@@ -805,16 +812,14 @@ impl PeerCore {
         self.up_ready = None;
         for catchup in [false, true] {
             loop {
+                let queue = if catchup { &self.catchup_queue } else { &self.up_queue };
+                let Some((link, len)) = queue.front().map(|(l, c)| (*l, c.payload.len() as f64)) else { break };
+                let open = self.is_open(link);
                 let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
-                let Some((link, c)) = queue.front() else { break };
-                if !(self.children.contains_key(link)
-                    || self.mesh.contains_key(link)
-                    || self.link_parent.contains_key(link))
-                {
+                if !open {
                     queue.pop_front();
                     continue;
                 }
-                let len = c.payload.len() as f64;
                 if !self.upload.try_take(now, len) {
                     // Wake exactly when the cap lets it go (at least 1 ms on: no busy loop).
                     self.up_ready = Some(self.upload.ready_at(now, len).max(now + Duration::from_millis(1)));
@@ -897,5 +902,30 @@ impl PeerCore {
         if matches!(self.phase, Phase::Joined { .. }) {
             self.out.push_back(Output::ToEdge(ToEdge::Report(r)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> PeerLink {
+        PeerLink::BufferMap { first_seq: 0, bits: bytes::Bytes::from_static(&[0xff]) }
+    }
+
+    #[test]
+    fn a_buffer_map_in_flight_when_its_link_closed_is_not_kept() {
+        let now = Instant::now();
+        let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = PeerCore::new(PeerConfig::new(channel), now);
+        p.handle(now, Input::LinkAccepted(7));
+        p.handle(now, Input::FromPeer(7, map()));
+        assert_eq!(p.stats().repair.maps_held, 1);
+        p.handle(now, Input::LinkClosed(7));
+        assert_eq!(p.stats().repair.maps_held, 0);
+        // Sent before the neighbour saw the close: links are never reused, so it would stay.
+        p.handle(now, Input::FromPeer(7, map()));
+        p.handle(now, Input::FromPeer(8, map()));
+        assert_eq!(p.stats().repair.maps_held, 0);
     }
 }
