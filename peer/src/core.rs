@@ -394,19 +394,17 @@ impl PeerCore {
         self.drain_up(now);
         self.play(now);
         self.buffer.evict();
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.cfg.heartbeat;
+        let slack = self.cfg.tick;
+        if due(&mut self.next_heartbeat, now, self.cfg.heartbeat, slack) {
             if matches!(self.phase, Phase::Joined { .. }) {
                 self.out.push_back(Output::ToEdge(ToEdge::Heartbeat));
             }
         }
-        if now >= self.next_report {
-            self.next_report = now + self.cfg.report_interval;
+        if due(&mut self.next_report, now, self.cfg.report_interval, slack) {
             self.report(now);
         }
         self.check_late(now);
-        if now >= self.next_map {
-            self.next_map = now + self.cfg.map_interval;
+        if due(&mut self.next_map, now, self.cfg.map_interval, slack) {
             let targets: Vec<LinkId> = self.mesh.keys().chain(self.children.keys()).copied().collect();
             if let Some(map) = self.buffer_map_msg() {
                 for link in targets {
@@ -905,12 +903,40 @@ impl PeerCore {
     }
 }
 
+/// Whether a chore due at `*next` runs at this wake-up; if so `*next` moves on by `every`. A chore
+/// due within `slack` (one tick) runs early with whatever woke the peer (mostly playback), so
+/// chores rarely need wake-ups of their own, and the cadence stays `every` on average.
+fn due(next: &mut Instant, now: Instant, every: Duration, slack: Duration) -> bool {
+    if now + slack < *next {
+        return false;
+    }
+    *next += every;
+    if *next <= now {
+        *next = now + every;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn map() -> PeerLink {
         PeerLink::BufferMap { first_seq: 0, bits: bytes::Bytes::from_static(&[0xff]) }
+    }
+
+    #[test]
+    fn chores_due_within_a_tick_run_early_and_keep_their_cadence() {
+        let t0 = Instant::now();
+        let (every, slack) = (Duration::from_secs(5), Duration::from_secs(1));
+        let mut next = t0 + every;
+        assert!(!due(&mut next, t0 + Duration::from_millis(3_900), every, slack));
+        assert!(due(&mut next, t0 + Duration::from_millis(4_200), every, slack));
+        assert_eq!(next, t0 + Duration::from_secs(10), "the next one is not pushed back by running early");
+        // Woken long after it was due (a suspended laptop): once, then a full period on.
+        let late = t0 + Duration::from_secs(60);
+        assert!(due(&mut next, late, every, slack));
+        assert_eq!(next, late + every);
     }
 
     #[test]
