@@ -25,6 +25,8 @@ pub enum WireError {
     BadSync { index: usize },
     #[error("{count} unexpected trailing bytes after {what}")]
     Trailing { what: &'static str, count: usize },
+    #[error("malformed {what}: {message}")]
+    Malformed { what: &'static str, message: String },
     #[error("{what} has {len} entries; the limit is {max}")]
     TooMany { what: &'static str, len: usize, max: usize },
 }

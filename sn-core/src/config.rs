@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid { path: String, key: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     #[serde(default, rename = "channel")]
@@ -29,12 +29,12 @@ pub struct Topology {
     pub nodes: Vec<NodeConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub id: ChannelId,
     /// The Tier-0 node that runs this channel's source; may be omitted when there is one Tier 0.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<NodeId>,
     pub source: SourceConfig,
     /// K: chunks are split round-robin into this many substreams (§2.3).
@@ -44,10 +44,10 @@ pub struct ChannelConfig {
     #[serde(default = "default_bitrate")]
     pub bitrate_kbps: u32,
     /// If set, HTTP push must present it (`?key=…`, `X-Stream-Key`, or `Authorization: Bearer …`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_key: Option<String>,
     /// 64 hex digits: Ed25519 seed of the channel key. Absent: a fresh key per run (logged).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
 }
 
@@ -89,7 +89,7 @@ pub enum Role {
     Edge,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub id: NodeId,
@@ -97,7 +97,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub role: Role,
     /// SN↔SN listener (core roles only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sn_listen: Option<SocketAddr>,
     /// HTTP: ingest (Tier 0), viewers (edges), `/metrics` and `/status` (all).
     pub http_listen: SocketAddr,
@@ -121,7 +121,7 @@ pub struct NodeConfig {
     pub edge: EdgeSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeSettings {
     /// HLS segments are cut at the first keyframe at least this long after the segment start.
@@ -144,8 +144,10 @@ pub struct EdgeSettings {
     /// larger writes for a little added latency (0 = write every chunk as it arrives).
     pub viewer_coalesce_ms: u64,
     /// LiveSky clients' control port (TCP). Absent: the edge serves legacy viewers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_listen: Option<SocketAddr>,
     /// STUN binding server (UDP) that helps clients learn their public address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stun_listen: Option<SocketAddr>,
     /// Other edges' client ports (`host:port`) for redirects, until the GSLB/MC provide them.
     pub siblings: Vec<String>,
@@ -154,7 +156,7 @@ pub struct EdgeSettings {
 }
 
 /// Admission parameters; the defaults are the paper's deployment.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionSettings {
     /// N1c: clients served directly before P2P starts.

@@ -30,3 +30,4 @@ pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
     r.finish(|p| out.push(*p));
     Ok(out)
 }
+pub mod mc;

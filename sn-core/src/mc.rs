@@ -1,0 +1,457 @@
+//! The SN↔MC control link (LiveSky §2 "System Management"): XML messages, one per length-prefixed
+//! frame, and the per-SN configuration document the management center pushes.
+//!
+//! An SN connects and is challenged; it answers with *alive* (who it is, where it listens, what
+//! config version it holds) signed with its Ed25519 key, and the MC answers *welcome* signed with
+//! its own key, so neither side trusts a stranger. The MC then sends the membership and the SN's
+//! config: a full snapshot, or an update holding only the elements that changed since the version
+//! the SN acknowledged. The SN applies a document whole or not at all and acknowledges it.
+//!
+//! Schema of a config document (`<config>`; `base` absent means a full snapshot):
+//! ```xml
+//! <config node="edge1" version="7" base="6">
+//!   <node>…the node's settings, one element per key of its `[[node]]` table…</node>
+//!   <channel id="demo" source="loop" path="builtin:demo" substreams="4" bitrate-kbps="500"/>
+//!   <remove-channel id="old"/>
+//! </config>
+//! ```
+//! `<node>` appears when the node's settings changed; `<channel>` for each added or changed
+//! channel (stream and signing keys only in the document of the channel's origin);
+//! `<remove-channel>` for each removed one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proto::codec::FrameCodec;
+use proto::{ChannelId, NodeId, WireError, WireMessage};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ChannelConfig, NodeConfig, SourceConfig, Topology};
+
+/// Control frames are small; a snapshot of a few thousand channels still fits.
+pub const MC_MAX_FRAME: usize = 8 << 20;
+const XML_TYPE: u8 = b'<';
+
+/// The control link carries [`McMessage`] both ways.
+pub type McCodec = FrameCodec<McMessage, McMessage>;
+
+pub fn mc_codec() -> McCodec {
+    McCodec::new(MC_MAX_FRAME)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum McMessage {
+    /// MC → SN on connect: sign this.
+    Challenge(Challenge),
+    /// SN → MC: registration (and re-registration after a reconnect).
+    Alive(Alive),
+    /// MC → SN: registered.
+    Welcome(Welcome),
+    /// MC → SN, then the MC closes the link.
+    Refused(Refused),
+    /// SN → MC, every `heartbeat-ms`.
+    Heartbeat(Heartbeat),
+    /// MC → SN: who is alive (all of it, or what changed).
+    Members(Members),
+    /// MC → SN: configuration (snapshot or update).
+    Config(ConfigXml),
+    /// SN → MC: config version applied.
+    Ack(Ack),
+    /// SN → MC: an update could not be applied on top of what the SN holds; send a snapshot.
+    Resync(Resync),
+    /// SN → MC: where does this SN listen? Answered by `members` with just that SN (or empty).
+    Lookup(Lookup),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    #[serde(rename = "@nonce")]
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alive {
+    pub member: Member,
+    /// Config version the SN holds (0: none).
+    #[serde(rename = "@have-version")]
+    pub have_version: u64,
+    /// The SN's own challenge for the MC.
+    #[serde(rename = "@nonce")]
+    pub nonce: String,
+    /// Ed25519 signature (hex) over [`alive_proof`].
+    #[serde(rename = "@signature")]
+    pub signature: String,
+}
+
+/// What the registry knows of an SN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    #[serde(rename = "@id")]
+    pub id: NodeId,
+    #[serde(rename = "@tier")]
+    pub tier: u8,
+    /// `core` or `edge`.
+    #[serde(rename = "@role")]
+    pub role: String,
+    #[serde(rename = "@http")]
+    pub http: SocketAddr,
+    #[serde(rename = "@sn", default, skip_serializing_if = "Option::is_none")]
+    pub sn: Option<SocketAddr>,
+    /// LiveSky client port (edges).
+    #[serde(rename = "@clients", default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<SocketAddr>,
+    #[serde(rename = "@capacity-kbps", default)]
+    pub capacity_kbps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    #[serde(rename = "@heartbeat-ms")]
+    pub heartbeat_ms: u64,
+    /// The MC's signature (hex) over [`welcome_proof`].
+    #[serde(rename = "@signature")]
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    #[serde(rename = "@reason")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Clients the SN serves now (viewers and LiveSky clients).
+    #[serde(rename = "@users", default)]
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Members {
+    #[serde(rename = "@version")]
+    pub version: u64,
+    /// True: this is everyone; false: only joins (`member`) and departures (`gone`).
+    #[serde(rename = "@full")]
+    pub full: bool,
+    #[serde(rename = "member", default)]
+    pub members: Vec<Member>,
+    #[serde(rename = "gone", default)]
+    pub gone: Vec<Gone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gone {
+    #[serde(rename = "@id")]
+    pub id: NodeId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    #[serde(rename = "@version")]
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resync {
+    #[serde(rename = "@have-version")]
+    pub have_version: u64,
+    #[serde(rename = "@reason")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lookup {
+    #[serde(rename = "@id")]
+    pub id: NodeId,
+}
+
+/// What an SN signs: the MC's nonce bound to the SN's id.
+pub fn alive_proof(id: &NodeId, mc_nonce: &str) -> Vec<u8> {
+    format!("livesky-mc-alive\0{id}\0{mc_nonce}").into_bytes()
+}
+
+/// What the MC signs: the SN's nonce bound to the SN's id.
+pub fn welcome_proof(id: &NodeId, sn_nonce: &str) -> Vec<u8> {
+    format!("livesky-mc-welcome\0{id}\0{sn_nonce}").into_bytes()
+}
+
+impl WireMessage for McMessage {
+    fn kind(&self) -> &'static str {
+        match self {
+            McMessage::Challenge(_) => "challenge",
+            McMessage::Alive(_) => "alive",
+            McMessage::Welcome(_) => "welcome",
+            McMessage::Refused(_) => "refused",
+            McMessage::Heartbeat(_) => "heartbeat",
+            McMessage::Members(_) => "members",
+            McMessage::Config(_) => "config",
+            McMessage::Ack(_) => "ack",
+            McMessage::Resync(_) => "resync",
+            McMessage::Lookup(_) => "lookup",
+        }
+    }
+
+    /// The body is the XML document itself (its `<` doubles as the type byte).
+    fn encode_body(&self, out: &mut BytesMut) {
+        match quick_xml::se::to_string(self) {
+            Ok(xml) => out.put_slice(xml.as_bytes()),
+            // Our own types always serialise; should one not, the peer gets a frame it refuses.
+            Err(e) => out.put_slice(format!("<!-- {e} -->").as_bytes()),
+        }
+    }
+
+    fn decode_body(body: Bytes) -> Result<Self, WireError> {
+        if body.first() != Some(&XML_TYPE) {
+            return Err(WireError::UnknownType(body.first().copied().unwrap_or(0)));
+        }
+        let text = std::str::from_utf8(&body).map_err(|_| WireError::BadUtf8 { what: "control message" })?;
+        quick_xml::de::from_str(text)
+            .map_err(|e| WireError::Malformed { what: "control message", message: e.to_string() })
+    }
+}
+
+/// A channel as one XML element: every setting an attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XmlChannel {
+    #[serde(rename = "@id")]
+    pub id: ChannelId,
+    #[serde(rename = "@origin", default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<NodeId>,
+    /// push, tcp, pull or loop.
+    #[serde(rename = "@source")]
+    pub source: String,
+    #[serde(rename = "@listen", default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(rename = "@url", default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(rename = "@path", default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(rename = "@speed", default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(rename = "@substreams")]
+    pub substreams: u16,
+    #[serde(rename = "@bitrate-kbps")]
+    pub bitrate_kbps: u32,
+    #[serde(rename = "@stream-key", default, skip_serializing_if = "Option::is_none")]
+    pub stream_key: Option<String>,
+    #[serde(rename = "@signing-key", default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+}
+
+impl From<&ChannelConfig> for XmlChannel {
+    fn from(c: &ChannelConfig) -> Self {
+        let (mut listen, mut url, mut path, mut speed) = (None, None, None, None);
+        let source = match &c.source {
+            SourceConfig::Push => "push",
+            SourceConfig::Tcp { listen: l } => {
+                listen = Some(*l);
+                "tcp"
+            }
+            SourceConfig::Pull { url: u } => {
+                url = Some(u.clone());
+                "pull"
+            }
+            SourceConfig::Loop { path: p, speed: s } => {
+                path = Some(p.clone());
+                speed = Some(*s);
+                "loop"
+            }
+        };
+        XmlChannel {
+            id: c.id.clone(),
+            origin: c.origin.clone(),
+            source: source.to_string(),
+            listen,
+            url,
+            path,
+            speed,
+            substreams: c.substreams,
+            bitrate_kbps: c.bitrate_kbps,
+            stream_key: c.stream_key.clone(),
+            signing_key: c.signing_key.clone(),
+        }
+    }
+}
+
+impl TryFrom<XmlChannel> for ChannelConfig {
+    type Error = DocError;
+
+    fn try_from(x: XmlChannel) -> Result<Self, DocError> {
+        let missing = |what: &str| DocError::Invalid(format!("channel {}: source {} needs `{what}`", x.id, x.source));
+        let source = match x.source.as_str() {
+            "push" => SourceConfig::Push,
+            "tcp" => SourceConfig::Tcp { listen: x.listen.ok_or_else(|| missing("listen"))? },
+            "pull" => SourceConfig::Pull { url: x.url.clone().ok_or_else(|| missing("url"))? },
+            "loop" => SourceConfig::Loop {
+                path: x.path.clone().ok_or_else(|| missing("path"))?,
+                speed: x.speed.unwrap_or(1.0),
+            },
+            other => return Err(DocError::Invalid(format!("channel {}: unknown source kind `{other}`", x.id))),
+        };
+        Ok(ChannelConfig {
+            id: x.id,
+            origin: x.origin,
+            source,
+            substreams: x.substreams,
+            bitrate_kbps: x.bitrate_kbps,
+            stream_key: x.stream_key,
+            signing_key: x.signing_key,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveChannel {
+    #[serde(rename = "@id")]
+    pub id: ChannelId,
+}
+
+/// The `<config>` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "config")]
+pub struct ConfigXml {
+    #[serde(rename = "@node")]
+    pub node_id: NodeId,
+    #[serde(rename = "@version")]
+    pub version: u64,
+    /// The version this update applies on top of; absent: a full snapshot.
+    #[serde(rename = "@base", default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeConfig>,
+    #[serde(rename = "channel", default)]
+    pub channels: Vec<XmlChannel>,
+    #[serde(rename = "remove-channel", default)]
+    pub removed: Vec<RemoveChannel>,
+}
+
+impl ConfigXml {
+    pub fn to_xml(&self) -> String {
+        quick_xml::se::to_string(self).unwrap_or_else(|e| format!("<!-- {e} -->"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DocError {
+    #[error("config document is for node {got}, this node is {want}")]
+    WrongNode { want: NodeId, got: NodeId },
+    #[error("update to version {version} applies on top of version {base}, this node holds {have}: needs a snapshot")]
+    BaseMismatch { version: u64, base: u64, have: u64 },
+    #[error("a snapshot must carry the node's settings")]
+    NoNode,
+    #[error("invalid config document: {0}")]
+    Invalid(String),
+}
+
+/// One SN's configuration: its own settings and every channel, as of `version`.
+#[derive(Debug, Clone)]
+pub struct SnConfig {
+    pub version: u64,
+    pub node: NodeConfig,
+    pub channels: BTreeMap<ChannelId, ChannelConfig>,
+}
+
+fn same<T: Serialize>(a: &T, b: &T) -> bool {
+    // The XML form is what travels, so it is what "changed" means.
+    quick_xml::se::to_string(a).ok() == quick_xml::se::to_string(b).ok()
+}
+
+impl SnConfig {
+    /// What node `id` gets from `topo` at `version`: channel secrets only where the channel is fed.
+    pub fn derive(topo: &Topology, id: &NodeId, version: u64) -> Option<SnConfig> {
+        let node = topo.node(id)?.clone();
+        let channels = topo
+            .channels
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if topo.origin_of(&c) != Some(id) {
+                    c.stream_key = None;
+                    c.signing_key = None;
+                }
+                (c.id.clone(), c)
+            })
+            .collect();
+        Some(SnConfig { version, node, channels })
+    }
+
+    pub fn snapshot(&self) -> ConfigXml {
+        ConfigXml {
+            node_id: self.node.id.clone(),
+            version: self.version,
+            base: None,
+            node: Some(self.node.clone()),
+            channels: self.channels.values().map(XmlChannel::from).collect(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// The update that turns `old` into `self`: only the elements that differ.
+    pub fn diff_from(&self, old: &SnConfig) -> ConfigXml {
+        let channels = self
+            .channels
+            .iter()
+            .filter(|(id, c)| old.channels.get(*id).is_none_or(|o| !same(&XmlChannel::from(*c), &XmlChannel::from(o))))
+            .map(|(_, c)| XmlChannel::from(c))
+            .collect();
+        let removed = old
+            .channels
+            .keys()
+            .filter(|id| !self.channels.contains_key(*id))
+            .map(|id| RemoveChannel { id: id.clone() })
+            .collect();
+        ConfigXml {
+            node_id: self.node.id.clone(),
+            version: self.version,
+            base: Some(old.version),
+            node: (!same(&self.node, &old.node)).then(|| self.node.clone()),
+            channels,
+            removed,
+        }
+    }
+
+    /// Builds a config from a snapshot.
+    pub fn from_snapshot(doc: ConfigXml) -> Result<SnConfig, DocError> {
+        if doc.base.is_some() {
+            return Err(DocError::Invalid("an update cannot start a config".into()));
+        }
+        let node = doc.node.ok_or(DocError::NoNode)?;
+        let mut channels = BTreeMap::new();
+        for c in doc.channels {
+            let c = ChannelConfig::try_from(c)?;
+            channels.insert(c.id.clone(), c);
+        }
+        Ok(SnConfig { version: doc.version, node, channels })
+    }
+
+    /// Applies a snapshot or an update on top of `current` into a new config; `current` is left
+    /// as it was if anything is wrong (all or nothing).
+    pub fn apply(current: Option<&SnConfig>, id: &NodeId, doc: ConfigXml) -> Result<SnConfig, DocError> {
+        if &doc.node_id != id {
+            return Err(DocError::WrongNode { want: id.clone(), got: doc.node_id });
+        }
+        let Some(base) = doc.base else { return SnConfig::from_snapshot(doc) };
+        let have = current.map_or(0, |c| c.version);
+        let Some(cur) = current.filter(|c| c.version == base) else {
+            return Err(DocError::BaseMismatch { version: doc.version, base, have });
+        };
+        let mut next = cur.clone();
+        next.version = doc.version;
+        if let Some(n) = doc.node {
+            next.node = n;
+        }
+        for c in doc.channels {
+            let c = ChannelConfig::try_from(c)?;
+            next.channels.insert(c.id.clone(), c);
+        }
+        for r in doc.removed {
+            next.channels.remove(&r.id);
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests;
