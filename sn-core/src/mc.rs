@@ -56,7 +56,7 @@ pub enum McMessage {
     /// MC → SN: who is alive (all of it, or what changed).
     Members(Members),
     /// MC → SN: configuration (snapshot or update).
-    Config(ConfigXml),
+    Config(Box<ConfigXml>),
     /// SN → MC: config version applied.
     Ack(Ack),
     /// SN → MC: an update could not be applied on top of what the SN holds; send a snapshot.

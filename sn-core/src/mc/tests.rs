@@ -69,7 +69,7 @@ fn every_message_survives_the_wire() {
             gone: vec![Gone { id: id("core1") }],
         }),
         McMessage::Members(Members { version: 5, full: true, ..Members::default() }),
-        McMessage::Config(cfg.snapshot()),
+        McMessage::Config(Box::new(cfg.snapshot())),
         McMessage::Ack(Ack { version: 3 }),
         McMessage::Resync(Resync { have_version: 1, reason: "gap".into() }),
         McMessage::Lookup(Lookup { id: id("tier0") }),
