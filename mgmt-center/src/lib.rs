@@ -1,3 +1,6 @@
-//! The management center (LiveSky §2 "System Management"): SN registry and membership, TOML config
-//! turned into incremental per-SN XML pushes, the durable report/log store, and the NOC's HTTP API
-//! and dashboard. Not built yet: see the management center issue.
+//! The management center (LiveSky §2 "System Management"): the SN registry and membership
+//! ([`registry`]), the operators' TOML turned into versioned per-SN XML pushed incrementally
+//! ([`store`]), and the tokio driver serving SN control links and the HTTP API ([`server`]).
+
+pub mod registry;
+pub mod store;

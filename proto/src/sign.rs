@@ -18,6 +18,8 @@ pub enum SignatureError {
     Missing { channel: String, seq: u64 },
     #[error("chunk {seq} of channel {channel} failed its signature check")]
     Invalid { channel: String, seq: u64 },
+    #[error("signature does not match")]
+    BadSignature,
     #[error("bad key: {0}")]
     BadKey(String),
 }
@@ -78,7 +80,7 @@ impl ChannelVerifier {
     }
 
     pub fn to_hex(&self) -> String {
-        self.key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        to_hex(self.key.as_bytes())
     }
 
     pub fn verify(&self, chunk: &Chunk) -> Result<(), SignatureError> {
@@ -93,6 +95,53 @@ impl ChannelVerifier {
             SignatureError::Invalid { channel, seq }
         })
     }
+}
+
+/// A node's identity key (an SN's or the management center's), from a 64-hex-digit seed in its
+/// config. It signs the control link's challenges; the other side holds the public half.
+pub struct NodeKey {
+    key: SigningKey,
+}
+
+impl NodeKey {
+    pub fn from_hex_seed(hex: &str) -> Result<Self, SignatureError> {
+        Ok(Self { key: SigningKey::from_bytes(&parse_hex32(hex)?) })
+    }
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self { key: SigningKey::from_bytes(&seed) }
+    }
+    /// A new random key, and its seed as hex (for `keygen`).
+    pub fn generate() -> Result<(Self, String), SignatureError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| SignatureError::BadKey(format!("no randomness: {e}")))?;
+        Ok((Self::from_seed(seed), to_hex(&seed)))
+    }
+    pub fn public_hex(&self) -> String {
+        to_hex(self.key.verifying_key().as_bytes())
+    }
+    /// Signature over `msg`, as hex.
+    pub fn sign_hex(&self, msg: &[u8]) -> String {
+        to_hex(&self.key.sign(msg).to_bytes())
+    }
+}
+
+/// Checks a hex signature made by [`NodeKey::sign_hex`] against a hex public key.
+pub fn verify_node_signature(public_hex: &str, msg: &[u8], signature_hex: &str) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(&parse_hex32(public_hex)?).map_err(|e| SignatureError::BadKey(e.to_string()))?;
+    let sig = signature_hex.trim();
+    if sig.len() != 128 {
+        return Err(SignatureError::BadSignature);
+    }
+    let (a, b) = (parse_hex32(&sig[..64]), parse_hex32(&sig[64..]));
+    let (Ok(a), Ok(b)) = (a, b) else { return Err(SignatureError::BadSignature) };
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&a);
+    bytes[32..].copy_from_slice(&b);
+    key.verify(msg, &Signature::from_bytes(&bytes)).map_err(|_| SignatureError::BadSignature)
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_hex32(hex: &str) -> Result<[u8; 32], SignatureError> {
@@ -134,6 +183,19 @@ mod tests {
 
         let other = ChannelSigner::from_seed([8; 32]).verifier();
         assert!(other.verify(&c).is_err());
+    }
+
+    #[test]
+    fn node_keys_sign_and_strangers_fail() {
+        let k = NodeKey::from_seed([3; 32]);
+        let sig = k.sign_hex(b"hello");
+        verify_node_signature(&k.public_hex(), b"hello", &sig).unwrap();
+        assert!(verify_node_signature(&k.public_hex(), b"hellO", &sig).is_err());
+        let other = NodeKey::from_seed([4; 32]);
+        assert!(verify_node_signature(&other.public_hex(), b"hello", &sig).is_err());
+        for junk in ["", "zz", &"0".repeat(128), &sig[..126]] {
+            assert!(verify_node_signature(&k.public_hex(), b"hello", junk).is_err(), "{junk}");
+        }
     }
 
     #[test]
