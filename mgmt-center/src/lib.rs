@@ -4,3 +4,10 @@
 
 pub mod registry;
 pub mod store;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod settings;
+
+pub use server::{McError, McServer};
+pub use settings::McSettings;

@@ -20,7 +20,7 @@ pub use codec::{CodecError, DEFAULT_MAX_FRAME, FrameCodec, SnCodec, WireMessage}
 pub use message::{Hello, PROTOCOL_VERSION, RefuseCode, SnMessage, StartAt, Subscribe};
 pub use name::{ChannelId, NameError, NodeId};
 pub use rate::TokenBucket;
-pub use sign::{ChannelSigner, ChannelVerifier, NodeKey, SignatureError, verify_node_signature};
+pub use sign::{ChannelSigner, ChannelVerifier, NodeKey, SignatureError, check_public_key, verify_node_signature};
 pub use wire::WireError;
 
 /// A hash map whose iteration order is the same in every process (FxHash: no per-process keys).

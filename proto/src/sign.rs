@@ -125,6 +125,11 @@ impl NodeKey {
     }
 }
 
+/// Whether `public_hex` is a usable Ed25519 public key.
+pub fn check_public_key(public_hex: &str) -> Result<(), SignatureError> {
+    VerifyingKey::from_bytes(&parse_hex32(public_hex)?).map(|_| ()).map_err(|e| SignatureError::BadKey(e.to_string()))
+}
+
 /// Checks a hex signature made by [`NodeKey::sign_hex`] against a hex public key.
 pub fn verify_node_signature(public_hex: &str, msg: &[u8], signature_hex: &str) -> Result<(), SignatureError> {
     let key = VerifyingKey::from_bytes(&parse_hex32(public_hex)?).map_err(|e| SignatureError::BadKey(e.to_string()))?;

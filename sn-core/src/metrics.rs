@@ -44,6 +44,15 @@ pub fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVe
     g
 }
 
+/// The text exposition of everything in `reg`.
+pub fn render(reg: &Registry) -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&reg.gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 impl Metrics {
     pub fn new(node: &str, tier: u8, role: &str) -> Metrics {
         let labels = [
@@ -95,12 +104,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let enc = TextEncoder::new();
-        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "encoding metrics failed");
-        }
-        String::from_utf8(buf).unwrap_or_default()
+        render(&self.registry)
     }
 
     /// Drops every series of a channel the node no longer carries.

@@ -1,0 +1,102 @@
+//! The MC's HTTP API: membership and config for operators and the GSLB, `POST /reload` behind a
+//! bearer token, and `/metrics`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::server::McServer;
+
+#[derive(Serialize)]
+struct MemberView {
+    id: String,
+    tier: u8,
+    role: String,
+    http: String,
+    sn: Option<String>,
+    clients: Option<String>,
+    capacity_kbps: u64,
+    users: u64,
+    config_version: Option<u64>,
+}
+
+pub fn router(mc: McServer) -> Router {
+    Router::new()
+        .route("/members", get(members))
+        .route("/config", get(config))
+        .route("/config/{node}", get(node_config))
+        .route("/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .with_state(mc)
+}
+
+pub(crate) async fn serve(mc: McServer, listener: TcpListener) {
+    let token = mc.shared_cancel();
+    let serve = axum::serve(listener, router(mc)).with_graceful_shutdown(token.cancelled_owned());
+    if let Err(e) = serve.await {
+        warn!(error = %e, "MC HTTP server stopped with an error");
+    }
+}
+
+async fn members(State(mc): State<McServer>) -> Response {
+    let st = mc.shared.state();
+    let list: Vec<MemberView> = st
+        .registry
+        .members()
+        .map(|m| MemberView {
+            id: m.id.to_string(),
+            tier: m.tier,
+            role: m.role.clone(),
+            http: m.http.to_string(),
+            sn: m.sn.map(|a| a.to_string()),
+            clients: m.clients.map(|a| a.to_string()),
+            capacity_kbps: m.capacity_kbps,
+            users: st.registry.users(&m.id).unwrap_or(0),
+            config_version: st.store.acked(&m.id),
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn config(State(mc): State<McServer>) -> Response {
+    let st = mc.shared.state();
+    axum::Json(serde_json::json!({
+        "version": st.store.version(),
+        "topology": mc.shared.settings.topology.display().to_string(),
+        "last_reload_error": st.last_reload_error,
+    }))
+    .into_response()
+}
+
+async fn node_config(State(mc): State<McServer>, Path(node): Path<String>) -> Response {
+    let Ok(id) = proto::NodeId::new(&node) else {
+        return (StatusCode::BAD_REQUEST, "not a node id\n").into_response();
+    };
+    match mc.shared.state().store.snapshot_for(&id) {
+        Some(doc) => ([(header::CONTENT_TYPE, "application/xml")], doc.to_xml()).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no node `{node}` in the topology\n")).into_response(),
+    }
+}
+
+async fn reload(State(mc): State<McServer>, headers: HeaderMap) -> Response {
+    let Some(want) = mc.shared.settings.api_token.as_deref() else {
+        return (StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response();
+    };
+    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if got != Some(want) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    match mc.reload() {
+        Ok(v) => axum::Json(serde_json::json!({ "version": v })).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn metrics(State(mc): State<McServer>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], mc.shared.metrics.render()).into_response()
+}

@@ -1,0 +1,78 @@
+//! The MC's Prometheus metrics (`livesky_mc_…`).
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sn_core::metrics::{counter, int_gauge};
+
+use crate::server::State;
+
+pub struct McMetrics {
+    pub registry: Registry,
+    pub members: IntGaugeVec,
+    pub config_version: IntGauge,
+    pub sn_config_version: IntGaugeVec,
+    pub registrations: IntCounter,
+    pub refused: IntCounterVec,
+    pub deaths: IntCounter,
+    pub reloads: IntCounterVec,
+    pub pushes: IntCounterVec,
+    pub push_bytes: IntCounterVec,
+}
+
+fn one<T: prometheus::core::Collector + Clone + 'static>(reg: &Registry, m: T) -> T {
+    reg.register(Box::new(m.clone())).expect("metric registered once per registry");
+    m
+}
+
+impl McMetrics {
+    pub fn new() -> McMetrics {
+        let registry = Registry::new_custom(Some("livesky".into()), None).expect("valid registry prefix");
+        let r = &registry;
+        McMetrics {
+            members: int_gauge(r, "mc_members", "SNs registered and alive, by role", &["role"]),
+            config_version: one(
+                r,
+                IntGauge::with_opts(Opts::new("mc_config_version", "Version of the running config"))
+                    .expect("static metric definition"),
+            ),
+            sn_config_version: int_gauge(r, "mc_sn_config_version", "Config version each SN acknowledged", &["node"]),
+            registrations: one(
+                r,
+                IntCounter::with_opts(Opts::new("mc_registrations_total", "SN registrations accepted"))
+                    .expect("static metric definition"),
+            ),
+            refused: counter(r, "mc_refused_total", "SN connections refused, by reason", &["reason"]),
+            deaths: one(
+                r,
+                IntCounter::with_opts(Opts::new("mc_deaths_total", "SNs declared dead after three silent heartbeats"))
+                    .expect("static metric definition"),
+            ),
+            reloads: counter(r, "mc_config_reloads_total", "Topology reloads, applied or rejected", &["result"]),
+            pushes: counter(r, "mc_config_pushes_total", "Config documents sent, snapshot or update", &["kind"]),
+            push_bytes: counter(r, "mc_config_push_bytes_total", "XML bytes of config documents sent", &["kind"]),
+            registry,
+        }
+    }
+
+    /// Gauges that follow the registry and the store.
+    pub(crate) fn refresh(&self, st: &State) {
+        self.config_version.set(st.store.version() as i64);
+        self.members.reset();
+        self.sn_config_version.reset();
+        for m in st.registry.members() {
+            self.members.with_label_values(&[m.role.as_str()]).inc();
+            if let Some(v) = st.store.acked(&m.id) {
+                self.sn_config_version.with_label_values(&[m.id.as_str()]).set(v as i64);
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        sn_core::metrics::render(&self.registry)
+    }
+}
+
+impl Default for McMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,432 @@
+//! The MC's tokio driver: SN control links (challenge, registration, heartbeats, membership and
+//! config pushes, acks), the death sweeper, the topology file watcher and hot reload. The
+//! decisions live in [`crate::registry`] and [`crate::store`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use proto::{NodeId, NodeKey};
+use sn_core::Topology;
+use sn_core::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::metrics::McMetrics;
+use crate::registry::{Change, Registry};
+use crate::settings::McSettings;
+use crate::store::ConfigStore;
+
+/// How long a new connection has to register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+enum Notice {
+    Members(Members),
+    /// A new config version is out.
+    Config,
+    /// This SN was declared dead: close its link.
+    Dead(NodeId),
+}
+
+pub(crate) struct State {
+    pub registry: Registry,
+    pub store: ConfigStore,
+    pub last_reload_error: Option<String>,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+pub(crate) struct Shared {
+    pub settings: McSettings,
+    key: NodeKey,
+    state: Mutex<State>,
+    notices: broadcast::Sender<Notice>,
+    pub metrics: McMetrics,
+    sessions: AtomicU64,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, state: &State, change: &Change) {
+        let _ = self.notices.send(Notice::Members(change.message(state.registry.version())));
+        self.metrics.refresh(state);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum McError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Topology(#[from] sn_core::config::ConfigError),
+    #[error("MC key: {0}")]
+    Key(#[from] proto::SignatureError),
+}
+
+/// A running management center.
+#[derive(Clone)]
+pub struct McServer {
+    pub(crate) shared: Arc<Shared>,
+    pub control_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+impl McServer {
+    /// Loads the topology, binds both listeners and starts serving.
+    pub async fn start(settings: McSettings) -> Result<McServer, McError> {
+        let topology = Topology::load(&settings.topology)?;
+        let key = NodeKey::from_hex_seed(&settings.key)?;
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| McError::Bind { what, addr, source })
+        };
+        let control = bind("SN control links", settings.control_listen).await?;
+        let http = bind("the MC's HTTP API", settings.http_listen).await?;
+        let control_addr = control.local_addr().unwrap_or(settings.control_listen);
+        let http_addr = http.local_addr().unwrap_or(settings.http_listen);
+        let stamp = file_stamp(&settings.topology);
+        let state = State {
+            registry: Registry::new(settings.heartbeat()),
+            store: ConfigStore::new(topology),
+            last_reload_error: None,
+            stamp,
+        };
+        let metrics = McMetrics::new();
+        metrics.refresh(&state);
+        let shared = Arc::new(Shared {
+            settings,
+            key,
+            state: Mutex::new(state),
+            notices: broadcast::channel(1024).0,
+            metrics,
+            sessions: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let mc = McServer { shared: shared.clone(), control_addr, http_addr };
+        shared.tasks.spawn(accept(shared.clone(), control));
+        shared.tasks.spawn(sweeper(shared.clone()));
+        shared.tasks.spawn(watcher(shared.clone()));
+        shared.tasks.spawn(crate::http::serve(mc.clone(), http));
+        info!(control = %control_addr, http = %http_addr, public_key = %shared.key.public_hex(), "management center running");
+        Ok(mc)
+    }
+
+    pub fn public_key(&self) -> String {
+        self.shared.key.public_hex()
+    }
+
+    pub fn config_version(&self) -> u64 {
+        self.shared.state().store.version()
+    }
+
+    pub fn topology_path(&self) -> PathBuf {
+        self.shared.settings.topology.clone()
+    }
+
+    /// Re-reads the topology file. A bad file is refused with the reason, and the running
+    /// config stays; an unchanged one keeps its version.
+    pub fn reload(&self) -> Result<u64, String> {
+        reload(&self.shared)
+    }
+
+    /// SNs registered now, by id.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.shared.state().registry.members().map(|m| m.id.clone()).collect()
+    }
+
+    /// Config version each registered SN has acknowledged.
+    pub fn acked(&self) -> Vec<(NodeId, Option<u64>)> {
+        let st = self.shared.state();
+        st.registry.members().map(|m| (m.id.clone(), st.store.acked(&m.id))).collect()
+    }
+
+    pub(crate) fn shared_cancel(&self) -> CancellationToken {
+        self.shared.cancel.clone()
+    }
+
+    pub fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+    }
+
+    pub async fn stopped(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.shared.tasks.wait()).await.is_ok()
+    }
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn reload(shared: &Shared) -> Result<u64, String> {
+    let path = &shared.settings.topology;
+    let parsed = Topology::load(path);
+    let mut st = shared.state();
+    st.stamp = file_stamp(path);
+    match parsed {
+        Err(e) => {
+            let msg = e.to_string();
+            warn!(error = %msg, version = st.store.version(), "config rejected; the running config stays");
+            shared.metrics.reloads.with_label_values(&["rejected"]).inc();
+            st.last_reload_error = Some(msg.clone());
+            Err(msg)
+        }
+        Ok(t) => {
+            st.last_reload_error = None;
+            if *st.store.topology() == t {
+                return Ok(st.store.version());
+            }
+            let v = st.store.replace(t);
+            shared.metrics.reloads.with_label_values(&["applied"]).inc();
+            shared.metrics.refresh(&st);
+            info!(version = v, "config reloaded; pushing to the SNs");
+            let _ = shared.notices.send(Notice::Config);
+            Ok(v)
+        }
+    }
+}
+
+async fn watcher(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.settings.watch_ms.max(10)));
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let now = file_stamp(&shared.settings.topology);
+                if now.is_some() && now != shared.state().stamp {
+                    let _ = reload(&shared);
+                }
+            }
+        }
+    }
+}
+
+async fn sweeper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.settings.heartbeat());
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let mut st = shared.state();
+                for change in st.registry.sweep(Instant::now()) {
+                    if let Change::Left(id) = &change {
+                        warn!(node = %id, "SN silent for three heartbeats: marked dead");
+                        shared.metrics.deaths.inc();
+                        let _ = shared.notices.send(Notice::Dead(id.clone()));
+                    }
+                    shared.publish(&st, &change);
+                }
+            }
+        }
+    }
+}
+
+async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, from) = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accepting an SN control link failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        shared.tasks.spawn(serve_sn(shared.clone(), stream, from));
+    }
+}
+
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness a nonce of zeros still binds the signature to this MC's session
+    // counter below; getrandom does not fail on supported platforms.
+    let _ = getrandom::fill(&mut b);
+    proto::sign::to_hex(&b)
+}
+
+/// Why `alive` is refused, if it is.
+fn check(shared: &Shared, alive: &Alive, challenge: &str) -> Result<(), (&'static str, String)> {
+    let id = &alive.member.id;
+    let Some(public) = shared.settings.sn_keys.get(id) else {
+        return Err(("unknown_node", format!("no key is configured for SN `{id}` (mc.sn_keys)")));
+    };
+    if proto::verify_node_signature(public, &mc::alive_proof(id, challenge), &alive.signature).is_err() {
+        return Err(("bad_signature", format!("SN `{id}` did not prove it holds its key")));
+    }
+    if shared.state().store.topology().node(id).is_none() {
+        return Err(("unknown_node", format!("SN `{id}` is not in the topology")));
+    }
+    Ok(())
+}
+
+type Link = Framed<TcpStream, mc::McCodec>;
+
+async fn send(link: &mut Link, msg: McMessage) -> bool {
+    match tokio::time::timeout(Duration::from_secs(10), link.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!(error = %e, "SN control link write failed");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
+    let mut link = Framed::new(stream, mc::mc_codec());
+    let challenge = nonce();
+    if !send(&mut link, McMessage::Challenge(Challenge { nonce: challenge.clone() })).await {
+        return;
+    }
+    let alive = match tokio::time::timeout(REGISTER_TIMEOUT, link.next()).await {
+        Ok(Some(Ok(McMessage::Alive(a)))) => a,
+        Ok(Some(Ok(other))) => {
+            return refuse(&shared, &mut link, from, "protocol", format!("expected alive, got {}", other_kind(&other)))
+                .await;
+        }
+        Ok(Some(Err(e))) => return refuse(&shared, &mut link, from, "protocol", e.to_string()).await,
+        Ok(None) | Err(_) => return,
+    };
+    if let Err((label, reason)) = check(&shared, &alive, &challenge) {
+        return refuse(&shared, &mut link, from, label, reason).await;
+    }
+    let id = alive.member.id.clone();
+    let session = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    // Subscribed before registering: no change after our snapshot is missed.
+    let mut notices = shared.notices.subscribe();
+    let (members, first_doc) = {
+        let mut st = shared.state();
+        let change = st.registry.alive(Instant::now(), alive.member.clone(), session);
+        shared.publish(&st, &change);
+        (st.registry.full(), st.store.doc_for(&id, alive.have_version))
+    };
+    shared.metrics.registrations.inc();
+    info!(node = %id, %from, have = alive.have_version, "SN registered");
+    let welcome = Welcome {
+        heartbeat_ms: shared.settings.heartbeat_ms,
+        signature: shared.key.sign_hex(&mc::welcome_proof(&id, &alive.nonce)),
+    };
+    let mut sent = alive.have_version;
+    let mut ok = send(&mut link, McMessage::Welcome(welcome)).await
+        && send(&mut link, McMessage::Members(members)).await;
+    if let Some(doc) = first_doc {
+        sent = doc.version;
+        ok = ok && push(&shared, &mut link, doc).await;
+    }
+    let silence = shared.settings.heartbeat() * crate::registry::MISSED_HEARTBEATS;
+    while ok {
+        ok = tokio::select! {
+            _ = shared.cancel.cancelled() => false,
+            msg = tokio::time::timeout(silence, link.next()) => match msg {
+                Ok(Some(Ok(m))) => on_message(&shared, &mut link, &id, session, &mut sent, m).await,
+                Ok(Some(Err(e))) => {
+                    warn!(node = %id, error = %e, "bad frame on an SN control link; closing it");
+                    false
+                }
+                Ok(None) => false,
+                Err(_) => {
+                    warn!(node = %id, "SN control link silent for three heartbeats; closing it");
+                    false
+                }
+            },
+            n = notices.recv() => match n {
+                Ok(Notice::Members(m)) => send(&mut link, McMessage::Members(m)).await,
+                Ok(Notice::Config) => resend(&shared, &mut link, &id, &mut sent).await,
+                Ok(Notice::Dead(dead)) => dead != id,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let full = shared.state().registry.full();
+                    send(&mut link, McMessage::Members(full)).await && resend(&shared, &mut link, &id, &mut sent).await
+                }
+                Err(broadcast::error::RecvError::Closed) => false,
+            },
+        };
+    }
+    let mut st = shared.state();
+    if let Some(change) = st.registry.disconnected(&id, session) {
+        info!(node = %id, "SN left");
+        shared.publish(&st, &change);
+    }
+}
+
+fn other_kind(m: &McMessage) -> &'static str {
+    proto::WireMessage::kind(m)
+}
+
+async fn refuse(shared: &Shared, link: &mut Link, from: SocketAddr, label: &'static str, reason: String) {
+    warn!(%from, %reason, "SN refused");
+    shared.metrics.refused.with_label_values(&[label]).inc();
+    let _ = send(link, McMessage::Refused(Refused { reason })).await;
+}
+
+async fn push(shared: &Shared, link: &mut Link, doc: mc::ConfigXml) -> bool {
+    let kind = if doc.base.is_some() { "update" } else { "snapshot" };
+    shared.metrics.pushes.with_label_values(&[kind]).inc();
+    let bytes = doc.to_xml().len() as u64;
+    shared.metrics.push_bytes.with_label_values(&[kind]).inc_by(bytes);
+    send(link, McMessage::Config(Box::new(doc))).await
+}
+
+/// Sends what the SN lacks since the version last sent to it (in order on one link, so an
+/// update on top of an unacknowledged one is fine; if it fails there, the SN asks to resync).
+async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -> bool {
+    let doc = shared.state().store.doc_for(id, *sent);
+    match doc {
+        Some(doc) => {
+            *sent = doc.version;
+            push(shared, link, doc).await
+        }
+        None => true,
+    }
+}
+
+async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64, sent: &mut u64, m: McMessage) -> bool {
+    match m {
+        McMessage::Heartbeat(h) => shared.state().registry.heartbeat(Instant::now(), id, session, h.users),
+        McMessage::Ack(a) => {
+            let mut st = shared.state();
+            st.store.ack(id, a.version);
+            shared.metrics.refresh(&st);
+            debug!(node = %id, version = a.version, "config acknowledged");
+            true
+        }
+        McMessage::Resync(r) => {
+            warn!(node = %id, have = r.have_version, reason = %r.reason, "SN asks for a snapshot");
+            let doc = shared.state().store.snapshot_for(id);
+            match doc {
+                Some(doc) => {
+                    *sent = doc.version;
+                    push(shared, link, doc).await
+                }
+                None => false,
+            }
+        }
+        McMessage::Lookup(l) => {
+            let reply = {
+                let st = shared.state();
+                let members = st.registry.get(&l.id).cloned().into_iter().collect();
+                Members { version: st.registry.version(), full: false, members, gone: Vec::new() }
+            };
+            send(link, McMessage::Members(reply)).await
+        }
+        other => {
+            warn!(node = %id, kind = other_kind(&other), "unexpected message from an SN; closing its link");
+            false
+        }
+    }
+}
