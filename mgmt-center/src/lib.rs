@@ -2,12 +2,12 @@
 //! ([`registry`]), the operators' TOML turned into versioned per-SN XML pushed incrementally
 //! ([`store`]), and the tokio driver serving SN control links and the HTTP API ([`server`]).
 
-pub mod registry;
-pub mod store;
 pub mod http;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod settings;
+pub mod store;
 
 pub use server::{McError, McServer};
 pub use settings::McSettings;

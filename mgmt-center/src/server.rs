@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use proto::{NodeId, NodeKey};
@@ -40,7 +40,7 @@ pub(crate) struct State {
     pub registry: Registry,
     pub store: ConfigStore,
     pub last_reload_error: Option<String>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<u64>,
 }
 
 pub(crate) struct Shared {
@@ -166,9 +166,14 @@ impl McServer {
     }
 }
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// What the watcher compares: a hash of the contents. Modification times are too coarse (two
+/// saves within one kernel tick share one) and an edit may keep the length.
+fn file_stamp(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 fn reload(shared: &Shared) -> Result<u64, String> {
@@ -323,8 +328,8 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
         signature: shared.key.sign_hex(&mc::welcome_proof(&id, &alive.nonce)),
     };
     let mut sent = alive.have_version;
-    let mut ok = send(&mut link, McMessage::Welcome(welcome)).await
-        && send(&mut link, McMessage::Members(members)).await;
+    let mut ok =
+        send(&mut link, McMessage::Welcome(welcome)).await && send(&mut link, McMessage::Members(members)).await;
     if let Some(doc) = first_doc {
         sent = doc.version;
         ok = ok && push(&shared, &mut link, doc).await;

@@ -59,7 +59,8 @@ fn default_watch_ms() -> u64 {
 impl McSettings {
     pub fn load(path: &Path) -> Result<McSettings, SettingsError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: shown.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: shown.clone(), source })?;
         let file: File =
             toml::from_str(&text).map_err(|e| SettingsError::Parse { path: shown.clone(), message: e.to_string() })?;
         let mut s = file.mc;

@@ -395,10 +395,8 @@ impl PeerCore {
         self.play(now);
         self.buffer.evict();
         let slack = self.cfg.tick;
-        if due(&mut self.next_heartbeat, now, self.cfg.heartbeat, slack) {
-            if matches!(self.phase, Phase::Joined { .. }) {
-                self.out.push_back(Output::ToEdge(ToEdge::Heartbeat));
-            }
+        if due(&mut self.next_heartbeat, now, self.cfg.heartbeat, slack) && matches!(self.phase, Phase::Joined { .. }) {
+            self.out.push_back(Output::ToEdge(ToEdge::Heartbeat));
         }
         if due(&mut self.next_report, now, self.cfg.report_interval, slack) {
             self.report(now);

@@ -70,6 +70,9 @@ impl AddressBook {
     pub fn set(&self, id: NodeId, addr: SocketAddr) {
         self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, addr);
     }
+    pub fn remove(&self, id: &NodeId) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
     pub fn get(&self, id: &NodeId) -> Option<SocketAddr> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).copied()
     }

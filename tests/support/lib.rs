@@ -133,6 +133,24 @@ pub async fn push(url: &str, data: Bytes, bytes_per_sec: usize) -> (u16, String)
     }
 }
 
+/// An empty POST with an optional bearer token.
+pub async fn post(url: &str, bearer: Option<&str>) -> (u16, String) {
+    let client: Client<_, http_body_util::Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(Method::POST).uri(url);
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let Ok(req) = req.body(http_body_util::Empty::new()) else { return (0, "bad request".into()) };
+    match client.request(req).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 /// The value of a metric series whose name and labels contain all of `needles`; 0 when absent.
 pub async fn metric(metrics_url: &str, name: &str, needles: &[&str]) -> f64 {
     let (_, text) = get_text(metrics_url).await;

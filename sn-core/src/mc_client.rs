@@ -1,0 +1,225 @@
+//! An SN's link to the management center: register (proving its key, checking the MC's), send
+//! heartbeats, keep the membership (which feeds the [`AddressBook`] the relay dials from), apply
+//! config documents all or nothing and acknowledge them. When the MC is away the SN keeps running
+//! on what it has and reconnects with backoff; on reconnect it names the version it holds, so the
+//! MC sends an update, or a snapshot if it cannot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use proto::{NodeId, NodeKey};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::mc::{self, Ack, Alive, DocError, Heartbeat, McMessage, Member, Members, Resync, SnConfig};
+use crate::node::AddressBook;
+
+#[derive(Clone)]
+pub struct McClientConfig {
+    pub mc: SocketAddr,
+    pub key: Arc<NodeKey>,
+    /// The MC's public key (hex); without it the SN cannot tell the real MC from an impostor.
+    pub mc_public_key: Option<String>,
+    pub member: Member,
+    /// Clients served now, for heartbeats.
+    pub users: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("the MC refused this SN: {0}")]
+    Refused(String),
+    #[error("the MC did not prove its identity (wrong mc public key?)")]
+    BadMc,
+    #[error("control link: {0}")]
+    Link(String),
+    #[error("the MC went silent")]
+    Silent,
+}
+
+/// What the SN knows from the MC; cheap to clone.
+#[derive(Clone)]
+pub struct McClient {
+    pub config: watch::Receiver<Option<Arc<SnConfig>>>,
+    pub members: watch::Receiver<Arc<BTreeMap<NodeId, Member>>>,
+    /// Whether the SN is registered right now.
+    pub registered: watch::Receiver<bool>,
+}
+
+struct Sinks {
+    config: watch::Sender<Option<Arc<SnConfig>>>,
+    members: watch::Sender<Arc<BTreeMap<NodeId, Member>>>,
+    registered: watch::Sender<bool>,
+    book: Arc<AddressBook>,
+}
+
+/// Starts the link; it runs until `cancel`.
+pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationToken) -> McClient {
+    let (config, config_rx) = watch::channel(None);
+    let (members, members_rx) = watch::channel(Arc::new(BTreeMap::new()));
+    let (registered, registered_rx) = watch::channel(false);
+    let sinks = Sinks { config, members, registered, book };
+    tokio::spawn(run(cfg, sinks, cancel));
+    McClient { config: config_rx, members: members_rx, registered: registered_rx }
+}
+
+async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
+    let min = Duration::from_millis(250);
+    let mut backoff = min;
+    loop {
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = session(&cfg, &sinks, &cancel) => r,
+        };
+        // A link that got as far as registering starts the backoff over.
+        if sinks.registered.send_replace(false) {
+            backoff = min;
+        }
+        match result {
+            Ok(()) => return,
+            Err(SessionError::Refused(reason)) => {
+                error!(node = %cfg.member.id, mc = %cfg.mc, %reason, "the management center refused this SN");
+                backoff = Duration::from_secs(5);
+            }
+            Err(e) => {
+                warn!(node = %cfg.member.id, mc = %cfg.mc, error = %e, "management center link down; running on the last config");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+type Link = Framed<TcpStream, mc::McCodec>;
+
+async fn next(link: &mut Link, within: Duration) -> Result<McMessage, SessionError> {
+    match tokio::time::timeout(within, link.next()).await {
+        Ok(Some(Ok(m))) => Ok(m),
+        Ok(Some(Err(e))) => Err(SessionError::Link(e.to_string())),
+        Ok(None) => Err(SessionError::Link("closed by the MC".into())),
+        Err(_) => Err(SessionError::Silent),
+    }
+}
+
+async fn send(link: &mut Link, m: McMessage) -> Result<(), SessionError> {
+    match tokio::time::timeout(Duration::from_secs(10), link.send(m)).await {
+        Ok(r) => r.map_err(|e| SessionError::Link(e.to_string())),
+        Err(_) => Err(SessionError::Silent),
+    }
+}
+
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    proto::sign::to_hex(&b)
+}
+
+async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken) -> Result<(), SessionError> {
+    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(cfg.mc))
+        .await
+        .map_err(|_| SessionError::Connect(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(SessionError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let mut link = Framed::new(stream, mc::mc_codec());
+    let id = cfg.member.id.clone();
+    let challenge = match next(&mut link, Duration::from_secs(5)).await? {
+        McMessage::Challenge(c) => c.nonce,
+        other => return Err(SessionError::Link(format!("expected a challenge, got {}", kind(&other)))),
+    };
+    let my_nonce = nonce();
+    let have_version = sinks.config.borrow().as_ref().map_or(0, |c| c.version);
+    let alive = Alive {
+        member: cfg.member.clone(),
+        have_version,
+        nonce: my_nonce.clone(),
+        signature: cfg.key.sign_hex(&mc::alive_proof(&id, &challenge)),
+    };
+    send(&mut link, McMessage::Alive(alive)).await?;
+    let welcome = match next(&mut link, Duration::from_secs(5)).await? {
+        McMessage::Welcome(w) => w,
+        McMessage::Refused(r) => return Err(SessionError::Refused(r.reason)),
+        other => return Err(SessionError::Link(format!("expected welcome, got {}", kind(&other)))),
+    };
+    match &cfg.mc_public_key {
+        Some(k) => proto::verify_node_signature(k, &mc::welcome_proof(&id, &my_nonce), &welcome.signature)
+            .map_err(|_| SessionError::BadMc)?,
+        None => warn!(node = %id, "no MC public key configured: not checking the MC's identity"),
+    }
+    sinks.registered.send_replace(true);
+    info!(node = %id, mc = %cfg.mc, have = have_version, "registered with the management center");
+    let beat = Duration::from_millis(welcome.heartbeat_ms.max(10));
+    let mut tick = tokio::time::interval(beat);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => send(&mut link, McMessage::Heartbeat(Heartbeat { users: (cfg.users)() })).await?,
+            m = next(&mut link, beat * 3) => match m? {
+                McMessage::Members(m) => on_members(sinks, m),
+                McMessage::Config(doc) => {
+                    let reply = on_config(sinks, &id, *doc);
+                    if let Some(reply) = reply {
+                        send(&mut link, reply).await?;
+                    }
+                }
+                McMessage::Refused(r) => return Err(SessionError::Refused(r.reason)),
+                other => debug!(node = %id, kind = kind(&other), "ignoring an unexpected MC message"),
+            },
+        }
+    }
+}
+
+fn kind(m: &McMessage) -> &'static str {
+    proto::WireMessage::kind(m)
+}
+
+fn on_members(sinks: &Sinks, m: Members) {
+    sinks.members.send_modify(|map| {
+        let map = Arc::make_mut(map);
+        if m.full {
+            map.clear();
+        }
+        for g in &m.gone {
+            map.remove(&g.id);
+            sinks.book.remove(&g.id);
+        }
+        for member in m.members {
+            if let Some(a) = member.sn {
+                sinks.book.set(member.id.clone(), a);
+            }
+            map.insert(member.id.clone(), member);
+        }
+    });
+}
+
+/// Applies a config document; the answer for the MC.
+fn on_config(sinks: &Sinks, id: &NodeId, doc: mc::ConfigXml) -> Option<McMessage> {
+    let version = doc.version;
+    let current = sinks.config.borrow().clone();
+    match SnConfig::apply(current.as_deref(), id, doc) {
+        Ok(next) => {
+            info!(node = %id, version, "config applied");
+            sinks.config.send_replace(Some(Arc::new(next)));
+            Some(McMessage::Ack(Ack { version }))
+        }
+        Err(e @ DocError::BaseMismatch { .. }) => {
+            warn!(node = %id, error = %e, "asking the MC for a snapshot");
+            let have_version = current.map_or(0, |c| c.version);
+            Some(McMessage::Resync(Resync { have_version, reason: e.to_string() }))
+        }
+        Err(e) => {
+            error!(node = %id, version, error = %e, "config document refused; keeping the current config");
+            None
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The management center on loopback: registration and death, authentication, config pushes
+//! (updates, snapshots, hot reload, rejected files), with real SN control links.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use livesky_mgmt_center::{McServer, McSettings};
+use livesky_tests::{get_text, post, wait_until};
+use proto::{NodeId, NodeKey};
+use sn_core::AddressBook;
+use sn_core::mc::{self, Alive, McMessage, Member};
+use sn_core::mc_client::{self, McClient, McClientConfig};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const TOPOLOGY: &str = r#"
+[[channel]]
+id = "demo"
+source = { kind = "loop", path = "builtin:demo" }
+bitrate_kbps = 500
+
+[[channel]]
+id = "live"
+source = { kind = "push" }
+
+[[node]]
+id = "t0"
+tier = 0
+sn_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+
+[[node]]
+id = "e1"
+tier = 1
+role = "edge"
+http_listen = "127.0.0.1:0"
+parents = ["t0"]
+
+[[node]]
+id = "e2"
+tier = 1
+role = "edge"
+http_listen = "127.0.0.1:0"
+parents = ["t0"]
+"#;
+
+const TOKEN: &str = "test-token";
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Mc {
+    server: McServer,
+    dir: PathBuf,
+    keys: BTreeMap<&'static str, Arc<NodeKey>>,
+}
+
+impl Mc {
+    async fn start(name: &str) -> Mc {
+        let dir = std::env::temp_dir().join(format!("livesky-mc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("topology.toml"), TOPOLOGY).unwrap_or_else(|e| panic!("{e}"));
+        let keys: BTreeMap<&str, Arc<NodeKey>> = [("t0", 1u8), ("e1", 2), ("e2", 3)]
+            .into_iter()
+            .map(|(n, s)| (n, Arc::new(NodeKey::from_seed([s; 32]))))
+            .collect();
+        let settings = McSettings {
+            control_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            http_listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            topology: dir.join("topology.toml"),
+            heartbeat_ms: 200,
+            watch_ms: 50,
+            key: "07".repeat(32),
+            api_token: Some(TOKEN.into()),
+            sn_keys: keys.iter().map(|(n, k)| (id(n), k.public_hex())).collect(),
+        };
+        let server = McServer::start(settings).await.unwrap_or_else(|e| panic!("{e}"));
+        Mc { server, dir, keys }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.http_addr)
+    }
+
+    fn client(&self, node: &str, cancel: &CancellationToken) -> McClient {
+        let cfg = McClientConfig {
+            mc: self.server.control_addr,
+            key: self.keys[node].clone(),
+            mc_public_key: Some(self.server.public_key()),
+            member: member(node),
+            users: Arc::new(|| 3),
+        };
+        mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone())
+    }
+
+    fn write_topology(&self, text: &str) {
+        // Atomic, as editors and config management do: the watcher never sees half a file.
+        let tmp = self.dir.join("topology.tmp");
+        std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&tmp, self.dir.join("topology.toml")).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Mc {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn member(node: &str) -> Member {
+    Member {
+        id: id(node),
+        tier: if node == "t0" { 0 } else { 1 },
+        role: if node == "t0" { "core" } else { "edge" }.into(),
+        http: "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")),
+        sn: (node == "t0").then(|| "127.0.0.1:7".parse().unwrap_or_else(|e| panic!("{e}"))),
+        clients: None,
+        capacity_kbps: 1000,
+    }
+}
+
+/// A hand-driven control link, to see exactly what the MC sends.
+struct Raw {
+    link: Framed<TcpStream, mc::McCodec>,
+}
+
+impl Raw {
+    async fn register(mc: &Mc, node: &str, key: &NodeKey, have_version: u64) -> (Raw, McMessage) {
+        let stream = TcpStream::connect(mc.server.control_addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut raw = Raw { link: Framed::new(stream, mc::mc_codec()) };
+        let McMessage::Challenge(c) = raw.recv().await else { panic!("no challenge") };
+        let alive = Alive {
+            member: member(node),
+            have_version,
+            nonce: "n".into(),
+            signature: key.sign_hex(&mc::alive_proof(&id(node), &c.nonce)),
+        };
+        raw.link.send(McMessage::Alive(alive)).await.unwrap_or_else(|e| panic!("{e}"));
+        let first = raw.recv().await;
+        (raw, first)
+    }
+
+    /// The next message; heartbeats go out while waiting, as a live SN's do.
+    async fn recv(&mut self) -> McMessage {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(100), self.link.next()).await {
+                Ok(Some(Ok(m))) => return m,
+                Ok(other) => panic!("the MC closed the link: {other:?}"),
+                Err(_) => {
+                    let beat = McMessage::Heartbeat(mc::Heartbeat::default());
+                    self.link.send(beat).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }
+        panic!("no message from the MC within {LIMIT:?}")
+    }
+
+    /// The next config document, skipping membership news.
+    async fn config(&mut self) -> mc::ConfigXml {
+        loop {
+            if let McMessage::Config(doc) = self.recv().await {
+                return *doc;
+            }
+        }
+    }
+}
+
+async fn members_of(c: &McClient) -> Vec<String> {
+    c.members.borrow().keys().map(|k| k.to_string()).collect()
+}
+
+#[tokio::test]
+async fn sns_register_see_each_other_and_the_dead_are_removed() {
+    let mc = Mc::start("registry").await;
+    let cancel = CancellationToken::new();
+    let t0 = mc.client("t0", &cancel);
+    let e1_cancel = CancellationToken::new();
+    let e1 = mc.client("e1", &e1_cancel);
+    wait_until(LIMIT, "both registered and told of each other", || {
+        let (t0, e1) = (t0.clone(), e1.clone());
+        async move { members_of(&t0).await == ["e1", "t0"] && members_of(&e1).await == ["e1", "t0"] }
+    })
+    .await;
+    // Each got its config and acknowledged it.
+    assert_eq!(t0.config.borrow().as_ref().map(|c| c.version), Some(1));
+    wait_until(LIMIT, "acks", || async { mc.server.acked().iter().all(|(_, v)| *v == Some(1)) }).await;
+    let (_, list) = get_text(&mc.url("/members")).await;
+    assert!(list.contains("\"id\":\"e1\"") && list.contains("\"users\":3"), "{list}");
+    // An SN that stops (its link closes) is gone for everyone at once.
+    e1_cancel.cancel();
+    wait_until(LIMIT, "e1 gone", || async { members_of(&t0).await == ["t0"] }).await;
+    // One that goes silent with its link open is declared dead after three heartbeats (200 ms).
+    let (mut raw, welcome) = Raw::register(&mc, "e2", &mc.keys["e2"], 0).await;
+    assert!(matches!(welcome, McMessage::Welcome(_)), "{welcome:?}");
+    wait_until(LIMIT, "e2 seen", || async { members_of(&t0).await == ["e2", "t0"] }).await;
+    let since = std::time::Instant::now();
+    wait_until(LIMIT, "silent e2 dead", || async { members_of(&t0).await == ["t0"] }).await;
+    let took = since.elapsed();
+    assert!(took >= Duration::from_millis(500), "declared dead after only {took:?}");
+    // Its link is closed by the MC.
+    let closed = tokio::time::timeout(LIMIT, async { while let Some(Ok(_)) = raw.link.next().await {} }).await;
+    assert!(closed.is_ok(), "the MC keeps a dead SN's link open");
+    let (_, m) = get_text(&mc.url("/metrics")).await;
+    assert!(m.contains("livesky_mc_members{role=\"core\"} 1"), "{m}");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn strangers_and_wrong_keys_are_refused() {
+    let mc = Mc::start("auth").await;
+    // Right id, wrong key.
+    let (_, reply) = Raw::register(&mc, "e1", &NodeKey::from_seed([99; 32]), 0).await;
+    let McMessage::Refused(r) = reply else { panic!("accepted a wrong key: {reply:?}") };
+    assert!(r.reason.contains("e1"), "{}", r.reason);
+    // An id the MC has no key for.
+    let (_, reply) = Raw::register(&mc, "intruder", &NodeKey::from_seed([98; 32]), 0).await;
+    assert!(matches!(reply, McMessage::Refused(_)), "{reply:?}");
+    // The real client with a wrong idea of the MC's key does not trust it.
+    let cancel = CancellationToken::new();
+    let cfg = McClientConfig {
+        mc: mc.server.control_addr,
+        key: mc.keys["t0"].clone(),
+        mc_public_key: Some(NodeKey::from_seed([5; 32]).public_hex()),
+        member: member("t0"),
+        users: Arc::new(|| 0),
+    };
+    let c = mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(c.config.borrow().is_none(), "took config from an MC it could not verify");
+    let (_, m) = get_text(&mc.url("/metrics")).await;
+    assert!(m.contains("livesky_mc_refused_total{reason=\"bad_signature\"} 1"), "{m}");
+    assert!(m.contains("livesky_mc_refused_total{reason=\"unknown_node\"} 1"), "{m}");
+    assert!(mc.server.members().iter().all(|m| m.as_str() != "intruder"));
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn a_changed_bitrate_is_pushed_as_just_that_element_and_old_versions_get_snapshots() {
+    let mc = Mc::start("push").await;
+    let (mut raw, _) = Raw::register(&mc, "e1", &mc.keys["e1"], 0).await;
+    let first = raw.config().await;
+    assert_eq!((first.version, first.base), (1, None));
+    raw.link.send(McMessage::Ack(mc::Ack { version: 1 })).await.unwrap_or_else(|e| panic!("{e}"));
+    mc.write_topology(&TOPOLOGY.replace("bitrate_kbps = 500", "bitrate_kbps = 800"));
+    let up = raw.config().await;
+    assert_eq!(
+        up.to_xml(),
+        r#"<config node="e1" version="2" base="1"><channel id="demo" source="loop" path="builtin:demo" speed="1" substreams="4" bitrate-kbps="800"/></config>"#
+    );
+    // Reconnecting with version 1: the update again; with a version the MC never had: a snapshot.
+    drop(raw);
+    let (mut raw, _) = Raw::register(&mc, "e1", &mc.keys["e1"], 1).await;
+    let doc = raw.config().await;
+    assert_eq!((doc.version, doc.base, doc.channels.len()), (2, Some(1), 1));
+    drop(raw);
+    let (mut raw, _) = Raw::register(&mc, "e1", &mc.keys["e1"], 77).await;
+    let doc = raw.config().await;
+    assert_eq!((doc.version, doc.base, doc.channels.len()), (2, None, 2));
+    assert!(doc.node.is_some());
+    // An SN that cannot apply an update asks for a resync and gets a snapshot.
+    raw.link
+        .send(McMessage::Resync(mc::Resync { have_version: 0, reason: "test".into() }))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(raw.config().await.base, None);
+}
+
+#[tokio::test]
+async fn a_malformed_topology_is_refused_naming_the_key_and_the_running_config_stays() {
+    let mc = Mc::start("reject").await;
+    let cancel = CancellationToken::new();
+    let e1 = mc.client("e1", &cancel);
+    wait_until(LIMIT, "config", || async { e1.config.borrow().is_some() }).await;
+    mc.write_topology(&TOPOLOGY.replace("bitrate_kbps = 500", "bitrate_kbps = \"fast\""));
+    let (status, body) = post(&mc.url("/reload"), Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bitrate_kbps"), "the error names the key: {body}");
+    let (_, cfg) = get_text(&mc.url("/config")).await;
+    assert!(cfg.contains("\"version\":1") && cfg.contains("bitrate_kbps"), "{cfg}");
+    assert_eq!(mc.server.config_version(), 1);
+    // Actions need the token.
+    assert_eq!(post(&mc.url("/reload"), None).await.0, 401);
+    assert_eq!(post(&mc.url("/reload"), Some("guess")).await.0, 401);
+    // Fixed: a channel added reaches the SN without a restart.
+    mc.write_topology(&format!("{TOPOLOGY}\n[[channel]]\nid = \"news\"\nsource = {{ kind = \"push\" }}\n"));
+    wait_until(LIMIT, "news pushed", || async {
+        e1.config.borrow().as_ref().is_some_and(|c| c.channels.keys().any(|k| k.as_str() == "news"))
+    })
+    .await;
+    assert_eq!(e1.config.borrow().as_ref().map(|c| (c.version, c.channels.len())), Some((2, 3)));
+    let (status, body) = post(&mc.url("/reload"), Some(TOKEN)).await;
+    assert_eq!((status, body.trim()), (200, r#"{"version":2}"#), "an unchanged file keeps its version");
+    cancel.cancel();
+}
