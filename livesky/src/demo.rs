@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sn_core::Topology;
 
-use crate::launch::{Cluster, ephemeral_ports};
+use crate::launch::{Cluster, McEndpoint, ephemeral_ports, start_local_mc};
 
 pub struct DemoOptions {
     /// Peer players to start against the first edge with a client port.
@@ -21,15 +21,23 @@ pub struct DemoOptions {
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    let mut topo = match &opts.config {
-        Some(p) => Topology::load(p)?,
-        None => Topology::parse(crate::DEMO_TOPOLOGY, "built-in configs/demo.toml")?,
+    // The management center watches a file: the given one, or the built-in demo written out.
+    let path = match &opts.config {
+        Some(p) => p.clone(),
+        None => {
+            let p = std::env::temp_dir().join(format!("livesky-demo-{}.toml", std::process::id()));
+            std::fs::write(&p, crate::DEMO_TOPOLOGY).with_context(|| format!("writing {}", p.display()))?;
+            p
+        }
     };
+    let mut topo = Topology::load(&path)?;
+    let (mc, link, token) = start_local_mc(&topo, path.clone(), opts.ephemeral_ports).await?;
     if opts.ephemeral_ports {
         ephemeral_ports(&mut topo);
     }
-    let cluster = Cluster::start(topo, None).await.context("starting the demo nodes")?;
+    let cluster = Cluster::start_with_mc(topo, None, Some(link)).await.context("starting the demo nodes")?;
     let mut ep = cluster.endpoints();
+    ep.mc = Some(McEndpoint::of(&mc));
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut players = Vec::new();
     if opts.peers > 0 {
@@ -66,6 +74,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for p in &ep.peers {
         println!("  peer player     ffplay {}/live.ts", p.http);
     }
+    println!("\n  channels        edit {} (the management center pushes changes live)", path.display());
+    println!("  reload now      livesky mc reload --api http://{} --token {token}", mc.http_addr);
+    println!("  SN registry     curl http://{}/members", mc.http_addr);
     println!();
     for n in &ep.nodes {
         println!("  {:<6} tier {} {:<5} metrics {}", n.id, n.tier, n.role, n.metrics);
@@ -86,5 +97,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(3), p.task).await;
     }
     cluster.shutdown().await;
+    mc.shutdown();
+    mc.stopped(Duration::from_secs(5)).await;
+    if opts.config.is_none() {
+        let _ = std::fs::remove_file(&path);
+    }
     Ok(())
 }

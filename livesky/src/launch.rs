@@ -8,10 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::{ChannelId, NodeId};
+use proto::{ChannelId, NodeId, NodeKey};
 use serde::Serialize;
+use sn_core::mc::Member;
+use sn_core::mc_client::{self, McClient, McClientConfig};
 use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
 use sn_edge::Edge;
+
+/// How the nodes reach the management center.
+#[derive(Clone)]
+pub struct McLink {
+    pub addr: SocketAddr,
+    /// The MC's public key (hex), checked at every registration.
+    pub mc_public_key: Option<String>,
+    /// Each node's identity key.
+    pub keys: HashMap<NodeId, Arc<NodeKey>>,
+}
 
 pub struct RunningNode {
     pub node: Node,
@@ -22,6 +34,8 @@ pub struct RunningNode {
     pub tcp_ingest: Vec<(ChannelId, SocketAddr)>,
     /// The LiveSky client port (edges with `client_listen`).
     pub client: Option<SocketAddr>,
+    /// Its link to the management center, when there is one.
+    pub mc: Option<McClient>,
 }
 
 impl RunningNode {
@@ -79,16 +93,114 @@ pub fn ephemeral_ports(topo: &mut Topology) {
     }
 }
 
+/// A management center in this process for `topo` (read from `path`, which it watches), with a
+/// fresh identity key for it and for every node; ports 7700 (control) and 7780 (API), or
+/// OS-chosen ones. Returns the MC, how the nodes reach it, and its API token.
+pub async fn start_local_mc(
+    topo: &Topology,
+    path: std::path::PathBuf,
+    ephemeral: bool,
+) -> anyhow::Result<(livesky_mgmt_center::McServer, McLink, String)> {
+    let mut keys = HashMap::new();
+    let mut sn_keys = std::collections::BTreeMap::new();
+    for n in &topo.nodes {
+        let (key, _) = NodeKey::generate()?;
+        sn_keys.insert(n.id.clone(), key.public_hex());
+        keys.insert(n.id.clone(), Arc::new(key));
+    }
+    let (_, mc_seed) = NodeKey::generate()?;
+    let (_, token) = NodeKey::generate()?;
+    let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], if ephemeral { 0 } else { p }));
+    let settings = livesky_mgmt_center::McSettings {
+        control_listen: port(7700),
+        http_listen: port(7780),
+        topology: path,
+        heartbeat_ms: 1000,
+        watch_ms: 250,
+        key: mc_seed,
+        api_token: Some(token.clone()),
+        sn_keys,
+    };
+    let mc = livesky_mgmt_center::McServer::start(settings).await?;
+    let link = McLink { addr: mc.control_addr, mc_public_key: Some(mc.public_key()), keys };
+    Ok((mc, link, token))
+}
+
+/// Registers `node` with the MC and applies every config it pushes (None: no key for it).
+fn follow_mc(
+    link: &McLink,
+    node: &Node,
+    edge: Option<Arc<Edge>>,
+    http: SocketAddr,
+    sn: Option<SocketAddr>,
+    clients: Option<SocketAddr>,
+) -> Option<McClient> {
+    let cfg = node.config();
+    let Some(key) = link.keys.get(&cfg.id) else {
+        tracing::warn!(node = %cfg.id, "no key for this node: it will not register with the management center");
+        return None;
+    };
+    let member = Member {
+        id: cfg.id.clone(),
+        tier: cfg.tier,
+        role: if cfg.role == Role::Edge { "edge" } else { "core" }.into(),
+        http,
+        sn,
+        clients,
+        capacity_kbps: if cfg.role == Role::Edge { cfg.edge.admission.capacity_kbps } else { 0 },
+    };
+    let hubs = node.clone();
+    let mc_cfg = McClientConfig {
+        mc: link.addr,
+        key: key.clone(),
+        mc_public_key: link.mc_public_key.clone(),
+        member,
+        users: Arc::new(move || hubs.hubs().iter().map(|h| h.users() as u64).sum()),
+    };
+    let client = mc_client::spawn(mc_cfg, node.book_handle(), node.cancel_token());
+    let mut rx = client.config.clone();
+    let n = node.clone();
+    node.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = n.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            let cfg = rx.borrow_and_update().clone();
+            if let Some(cfg) = cfg {
+                n.apply_config(&cfg);
+                if let Some(e) = &edge {
+                    e.set_channels(cfg.channels.values());
+                }
+            }
+        }
+    });
+    Some(client)
+}
+
 impl Cluster {
     /// Starts the nodes named in `only` (all when `None`) in one process.
     pub async fn start(topology: Topology, only: Option<&[NodeId]>) -> Result<Cluster, NodeError> {
+        Self::start_with_mc(topology, only, None).await
+    }
+
+    /// As [`Cluster::start`]; each node also registers with the management center and follows
+    /// the configuration it pushes.
+    pub async fn start_with_mc(
+        topology: Topology,
+        only: Option<&[NodeId]>,
+        mc: Option<McLink>,
+    ) -> Result<Cluster, NodeError> {
         let book = AddressBook::from_topology(&topology);
         let mut chosen: Vec<&NodeConfig> =
             topology.nodes.iter().filter(|n| only.is_none_or(|ids| ids.contains(&n.id))).collect();
         chosen.sort_by_key(|n| n.tier);
         let mut bound = Vec::new();
         for cfg in chosen {
-            let sources: Vec<_> = topology.channels_of(&cfg.id).cloned().collect();
+            let sources: Vec<_> = topology
+                .channels_of(&cfg.id)
+                .map(|c| sn_core::ChannelConfig { origin: Some(cfg.id.clone()), ..c.clone() })
+                .collect();
             let listeners = NodeListeners::bind(cfg, &sources).await?;
             if let Some(a) = listeners.sn_addr() {
                 book.set(cfg.id.clone(), a);
@@ -114,7 +226,8 @@ impl Cluster {
                 None => sn_core::http::base_router(node.clone()),
             };
             node.serve_http(router);
-            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client });
+            let mc = mc.as_ref().and_then(|link| follow_mc(link, &node, edge.clone(), http, sn, client));
+            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client, mc });
         }
         Ok(Cluster { topology, nodes, book })
     }
@@ -143,7 +256,7 @@ impl Cluster {
         let ingest = self
             .nodes
             .iter()
-            .find(|n| n.node.sources().any(|s| s.cfg.source == SourceConfig::Push))
+            .find(|n| n.node.sources().iter().any(|s| s.cfg.source == SourceConfig::Push))
             .map(|n| n.url("/ingest"));
         let edges: Vec<EdgeEndpoint> = self
             .edges()
@@ -176,7 +289,7 @@ impl Cluster {
                 play.push(format!("{}/live/{c}/index.m3u8", e.http));
             }
         }
-        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new() }
+        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new(), mc: None }
     }
 }
 
@@ -219,6 +332,27 @@ pub struct Endpoints {
     pub play: Vec<String>,
     /// Peer players started by `livesky demo --peers N`.
     pub peers: Vec<PeerEndpoint>,
+    /// The management center, when the demo runs one.
+    pub mc: Option<McEndpoint>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct McEndpoint {
+    /// The HTTP API: `/members`, `/config`, `POST /reload`.
+    pub http: String,
+    pub metrics: String,
+    /// SN control links (`host:port`).
+    pub control: String,
+}
+
+impl McEndpoint {
+    pub fn of(mc: &livesky_mgmt_center::McServer) -> Self {
+        McEndpoint {
+            http: format!("http://{}", mc.http_addr),
+            metrics: format!("http://{}/metrics", mc.http_addr),
+            control: mc.control_addr.to_string(),
+        }
+    }
 }
 
 impl Endpoints {

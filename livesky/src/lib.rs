@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod demo;
 pub mod launch;
+pub mod mc_cmd;
 pub mod peer_cmd;
 pub mod sim_cmd;
 pub mod swarm;

@@ -47,6 +47,9 @@ enum Cmd {
         #[arg(long, default_value = "webrtc")]
         transport: livesky_peer::driver::Transport,
     },
+    /// The management center: SN registry, config push, reports.
+    #[command(subcommand)]
+    Mc(livesky::mc_cmd::McCmd),
     /// Run one core service node (Tier 0 or a core tier) from a topology file.
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
@@ -71,6 +74,15 @@ struct NodeArgs {
     /// Which [[node]] of the file to run; needed when the file has more than one.
     #[arg(long)]
     node: Option<NodeId>,
+    /// Register with the management center at this address (host:port of its control port).
+    #[arg(long, requires = "key_file")]
+    mc: Option<std::net::SocketAddr>,
+    /// File holding this node's identity seed (64 hex digits; `livesky mc keygen` makes one).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The MC's public key (hex), so the node cannot be fed config by an impostor.
+    #[arg(long)]
+    mc_public_key: Option<String>,
 }
 
 fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::path::Path) -> anyhow::Result<NodeId> {
@@ -98,7 +110,19 @@ fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::p
 async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let topo = Topology::load(&args.config)?;
     let id = pick_node(&topo, args.node.as_ref(), role, &args.config)?;
-    let cluster = Cluster::start(topo, Some(std::slice::from_ref(&id))).await?;
+    let mc = match (args.mc, &args.key_file) {
+        (Some(addr), Some(path)) => {
+            let seed = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+            let key = proto::NodeKey::from_hex_seed(&seed).with_context(|| format!("key file {}", path.display()))?;
+            if let Some(k) = &args.mc_public_key {
+                proto::check_public_key(k).context("--mc-public-key")?;
+            }
+            let keys = std::collections::HashMap::from([(id.clone(), std::sync::Arc::new(key))]);
+            Some(livesky::launch::McLink { addr, mc_public_key: args.mc_public_key.clone(), keys })
+        }
+        _ => None,
+    };
+    let cluster = Cluster::start_with_mc(topo, Some(std::slice::from_ref(&id)), mc).await?;
     if let Some(n) = cluster.get(id.as_str()) {
         tracing::info!(node = %id, http = %n.http, sn = ?n.sn, "running; Ctrl-C stops");
     }
@@ -122,6 +146,7 @@ fn main() -> anyhow::Result<()> {
                 let duration = duration.map(Duration::from_secs);
                 demo::run(DemoOptions { peers, transport, config, endpoints_file, duration, ephemeral_ports }).await
             }
+            Cmd::Mc(cmd) => livesky::mc_cmd::run(cmd).await,
             Cmd::Sn(args) => run_node(args, Role::Core).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,

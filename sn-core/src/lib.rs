@@ -5,6 +5,7 @@
 //! subscribe per channel on demand to a parent or same-tier peer and fail over without gap or
 //! duplicate ([`upstream`], sans-IO); the tokio drivers around these cores stay thin.
 
+mod apply;
 pub mod chunker;
 pub mod config;
 pub mod http;

@@ -367,7 +367,9 @@ impl SnConfig {
             .iter()
             .map(|c| {
                 let mut c = c.clone();
-                if topo.origin_of(&c) != Some(id) {
+                // Resolved here, so every SN knows where each channel is fed.
+                c.origin = topo.origin_of(&c).cloned();
+                if c.origin.as_ref() != Some(id) {
                     c.stream_key = None;
                     c.signing_key = None;
                 }

@@ -126,6 +126,8 @@ pub struct SourceChannel {
     pub cfg: ChannelConfig,
     pub signer: Arc<ChannelSigner>,
     pub hub: Arc<ChannelHub>,
+    /// Stops this source's tasks (the channel was removed or its source changed).
+    pub(crate) stop: CancellationToken,
 }
 
 struct Entry {
@@ -139,7 +141,10 @@ pub struct Inner {
     book: Arc<AddressBook>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    sources: HashMap<ChannelId, SourceChannel>,
+    sources: RwLock<HashMap<ChannelId, Arc<SourceChannel>>>,
+    clips: Arc<HashMap<String, Bytes>>,
+    /// Parent and same-tier peer candidates: from the file, then as the MC pushes them.
+    candidates: RwLock<(Vec<NodeId>, Vec<NodeId>)>,
     hubs: Mutex<HashMap<ChannelId, Entry>>,
     http: Mutex<Option<TcpListener>>,
     http_addr: Option<SocketAddr>,
@@ -182,29 +187,19 @@ impl Node {
             Role::Edge => "edge",
         };
         let metrics = Metrics::new(cfg.id.as_str(), cfg.tier, role);
-        let mut sources = HashMap::new();
-        let mut loops = Vec::new();
-        for c in spec.sources {
-            let signer = Arc::new(signer_for(&c)?);
-            info!(node = %cfg.id, channel = %c.id, public_key = %signer.verifier().to_hex(), "channel signing key");
-            if let SourceConfig::Loop { path, speed } = &c.source {
-                loops.push((c.id.clone(), load_clip(&c, path, &spec.clips)?, *speed));
-            }
-            let hub = ChannelHub::new(c.id.clone(), ring_config(&cfg), HubState::Ready);
-            hub.set_verify_key(Some(signer.verifier().to_bytes()));
-            sources.insert(c.id.clone(), SourceChannel { cfg: c, signer, hub });
-        }
-        let hubs = sources.iter().map(|(id, s)| (id.clone(), Entry { hub: s.hub.clone(), upstream: None })).collect();
         let http_addr = listeners.http_addr();
         let sn_addr = listeners.sn_addr();
+        let candidates = RwLock::new((cfg.parents.clone(), cfg.peers.clone()));
         let node = Node(Arc::new(Inner {
             cfg,
             metrics,
             book: spec.book,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            sources,
-            hubs: Mutex::new(hubs),
+            sources: RwLock::new(HashMap::new()),
+            clips: spec.clips,
+            candidates,
+            hubs: Mutex::new(HashMap::new()),
             http: Mutex::new(Some(listeners.http)),
             http_addr,
             sn_addr,
@@ -212,16 +207,10 @@ impl Node {
         if let Some(l) = listeners.sn {
             node.spawn(crate::link::serve_children(node.clone(), l));
         }
-        for (channel, looper, speed) in loops {
-            node.spawn(crate::source::run_loop(node.clone(), channel, looper, speed));
-        }
-        for (channel, l) in listeners.tcp_ingest {
-            node.spawn(crate::source::run_tcp_ingest(node.clone(), channel, l));
-        }
-        for s in node.0.sources.values() {
-            if let SourceConfig::Pull { url } = &s.cfg.source {
-                node.spawn(crate::source::run_pull(node.clone(), s.cfg.id.clone(), url.clone()));
-            }
+        let mut tcp: HashMap<ChannelId, TcpListener> = listeners.tcp_ingest.into_iter().collect();
+        for c in spec.sources {
+            let listener = tcp.remove(&c.id);
+            node.add_source(c, listener)?;
         }
         node.spawn(janitor(node.clone()));
         info!(node = %node.0.cfg.id, tier = node.0.cfg.tier, role, http = ?http_addr, sn = ?sn_addr, "node started");
@@ -240,6 +229,9 @@ impl Node {
     pub fn book(&self) -> &AddressBook {
         &self.0.book
     }
+    pub fn book_handle(&self) -> Arc<AddressBook> {
+        self.0.book.clone()
+    }
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.0.http_addr
     }
@@ -249,11 +241,90 @@ impl Node {
     pub fn hello(&self) -> Hello {
         crate::link::hello_for(&self.0.cfg.id, self.0.cfg.tier)
     }
-    pub fn source(&self, channel: &ChannelId) -> Option<&SourceChannel> {
-        self.0.sources.get(channel)
+    pub fn source(&self, channel: &ChannelId) -> Option<Arc<SourceChannel>> {
+        self.0.sources.read().unwrap_or_else(|e| e.into_inner()).get(channel).cloned()
     }
-    pub fn sources(&self) -> impl Iterator<Item = &SourceChannel> {
-        self.0.sources.values()
+    pub fn sources(&self) -> Vec<Arc<SourceChannel>> {
+        self.0.sources.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Starts feeding channel `c` on this node (Tier 0). A raw-TCP source uses `tcp` when the
+    /// listener was bound beforehand (so port 0 could be resolved), else binds here.
+    pub(crate) fn add_source(&self, c: ChannelConfig, tcp: Option<TcpListener>) -> Result<(), NodeError> {
+        let cfg = &self.0.cfg;
+        let signer = Arc::new(signer_for(&c)?);
+        info!(node = %cfg.id, channel = %c.id, public_key = %signer.verifier().to_hex(), "channel signing key");
+        let stop = self.0.cancel.child_token();
+        let looper = match &c.source {
+            SourceConfig::Loop { path, speed } => Some((load_clip(&c, path, &self.0.clips)?, *speed)),
+            _ => None,
+        };
+        let tcp = match (&c.source, tcp) {
+            (SourceConfig::Tcp { .. }, Some(l)) => Some(l),
+            (SourceConfig::Tcp { listen }, None) => {
+                let std = std::net::TcpListener::bind(listen).and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                });
+                Some(std.map_err(|source| NodeError::Bind {
+                    what: format!("TCP ingest of channel {}", c.id),
+                    addr: *listen,
+                    source,
+                })?)
+            }
+            _ => None,
+        };
+        let hub = ChannelHub::new(c.id.clone(), ring_config(cfg), HubState::Ready);
+        hub.set_verify_key(Some(signer.verifier().to_bytes()));
+        let id = c.id.clone();
+        let url = match &c.source {
+            SourceConfig::Pull { url } => Some(url.clone()),
+            _ => None,
+        };
+        let src = Arc::new(SourceChannel { cfg: c, signer, hub: hub.clone(), stop: stop.clone() });
+        self.0.sources.write().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), src);
+        {
+            let mut hubs = self.0.hubs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = hubs.insert(id.clone(), Entry { hub, upstream: None })
+                && let Some(t) = old.upstream
+            {
+                t.cancel();
+            }
+        }
+        if let Some((looper, speed)) = looper {
+            self.spawn(crate::source::run_loop(self.clone(), id.clone(), looper, speed, stop.clone()));
+        }
+        if let Some(l) = tcp {
+            self.spawn(crate::source::run_tcp_ingest(self.clone(), id.clone(), l, stop.clone()));
+        }
+        if let Some(url) = url {
+            self.spawn(crate::source::run_pull(self.clone(), id, url, stop));
+        }
+        Ok(())
+    }
+
+    /// Stops feeding channel `id`: its tasks end, its readers see it close.
+    pub(crate) fn remove_source(&self, id: &ChannelId) {
+        let removed = self.0.sources.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(src) = removed {
+            src.stop.cancel();
+            src.hub.set_state(HubState::Closed);
+            let mut hubs = self.0.hubs.lock().unwrap_or_else(|e| e.into_inner());
+            if hubs.get(id).is_some_and(|e| Arc::ptr_eq(&e.hub, &src.hub)) {
+                hubs.remove(id);
+            }
+            self.0.metrics.forget_channel(id.as_str());
+            info!(node = %self.id(), channel = %id, "channel source stopped");
+        }
+    }
+
+    pub(crate) fn replace_source(&self, src: Arc<SourceChannel>) {
+        self.0.sources.write().unwrap_or_else(|e| e.into_inner()).insert(src.cfg.id.clone(), src);
+    }
+
+    /// Replaces the parent and same-tier peer candidates for channels opened from now on.
+    pub(crate) fn set_candidates(&self, parents: Vec<NodeId>, peers: Vec<NodeId>) {
+        *self.0.candidates.write().unwrap_or_else(|e| e.into_inner()) = (parents, peers);
     }
 
     /// Spawns a task that the node waits for on shutdown.
@@ -351,9 +422,9 @@ impl Node {
         };
         // A request from a same-tier peer may only climb to parents: that, and the path check,
         // make subscription loops among peers impossible.
-        let mut candidates = cfg.parents.clone();
+        let (mut candidates, peers) = self.0.candidates.read().unwrap_or_else(|e| e.into_inner()).clone();
         if !same_tier {
-            candidates.extend(cfg.peers.iter().cloned());
+            candidates.extend(peers);
         }
         if candidates.is_empty() {
             return Err(OpenError::NotFound);

@@ -13,6 +13,7 @@ use proto::{ChannelId, ChannelSigner, Chunk, ChunkFlags, ChunkHeader};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::chunker::{ChunkDraft, Chunker, ChunkerConfig};
@@ -155,7 +156,7 @@ impl Drop for Publisher {
 }
 
 /// Plays a clip as a live feed, paced by its own clock (`speed` > 1 runs faster, for benchmarks).
-pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper, speed: f64) {
+pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper, speed: f64, stop: CancellationToken) {
     let mut publisher = match Publisher::claim(&node, &channel) {
         Ok(p) => p,
         Err(e) => {
@@ -178,18 +179,18 @@ pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper,
         // Wake at the next packet's time, but at least every 10 ms worth of work is batched.
         let at = started + Duration::from_secs_f64(next).max(started.elapsed() + Duration::from_millis(10));
         tokio::select! {
-            _ = node.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(at) => {}
         }
     }
 }
 
 /// Raw MPEG-TS over TCP: one broadcaster connection at a time.
-pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: TcpListener) {
+pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: TcpListener, stop: CancellationToken) {
     info!(%channel, addr = ?listener.local_addr().ok(), "raw TCP ingest listening");
     loop {
         let (mut stream, peer) = tokio::select! {
-            _ = node.cancelled() => return,
+            _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -208,12 +209,13 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
         };
         let node = node.clone();
         let channel = channel.clone();
+        let stop = stop.clone();
         node.clone().spawn(async move {
             info!(%channel, %peer, "TCP broadcaster connected");
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = tokio::select! {
-                    _ = node.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     r = stream.read(&mut buf) => r,
                 };
                 match n {
@@ -240,7 +242,7 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
 }
 
 /// Pulls HTTP-TS from the broadcaster's origin, reconnecting with backoff.
-pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String) {
+pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String, stop: CancellationToken) {
     let uri: hyper::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
@@ -252,7 +254,7 @@ pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let result = tokio::select! {
-            _ = node.cancelled() => return,
+            _ = stop.cancelled() => return,
             r = pull_once(&node, &channel, &client, uri.clone()) => r,
         };
         match result {
@@ -264,7 +266,7 @@ pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String) {
             Err(e) => warn!(%channel, %url, error = %e, retry_in = ?backoff, "origin pull failed"),
         }
         tokio::select! {
-            _ = node.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -41,7 +41,7 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
     clients: clients::Services,
-    channels: HashMap<ChannelId, clients::ChannelInfo>,
+    channels: std::sync::RwLock<HashMap<ChannelId, clients::ChannelInfo>>,
     stun: Mutex<Option<SocketAddr>>,
     /// Ticks every `viewer_coalesce_ms`: caught-up viewers all wake on the same tick, so the
     /// edge works in short bursts instead of being woken by thousands of scattered timers.
@@ -68,10 +68,7 @@ impl Edge {
             });
             rx
         });
-        let channels = channels
-            .iter()
-            .map(|c| (c.id.clone(), clients::ChannelInfo { bitrate_kbps: c.bitrate_kbps, substreams: c.substreams }))
-            .collect();
+        let channels = std::sync::RwLock::new(channel_table(channels.iter()));
         Arc::new(Edge {
             node,
             metrics,
@@ -85,7 +82,13 @@ impl Edge {
 
     /// Bitrate and substreams of a channel (defaults when the topology does not list it).
     pub fn channel_info(&self, channel: &ChannelId) -> clients::ChannelInfo {
-        self.channels.get(channel).copied().unwrap_or(clients::ChannelInfo { bitrate_kbps: 400, substreams: 4 })
+        let table = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        table.get(channel).copied().unwrap_or(clients::ChannelInfo { bitrate_kbps: 400, substreams: 4 })
+    }
+
+    /// The channels as the management center pushed them last.
+    pub fn set_channels<'a>(&self, channels: impl Iterator<Item = &'a sn_core::ChannelConfig>) {
+        *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channel_table(channels);
     }
 
     pub fn stun_addr(&self) -> Option<SocketAddr> {
@@ -124,6 +127,14 @@ impl Edge {
     fn secs(v: f64) -> Duration {
         Duration::from_secs_f64(v)
     }
+}
+
+fn channel_table<'a>(
+    channels: impl Iterator<Item = &'a sn_core::ChannelConfig>,
+) -> HashMap<ChannelId, clients::ChannelInfo> {
+    channels
+        .map(|c| (c.id.clone(), clients::ChannelInfo { bitrate_kbps: c.bitrate_kbps, substreams: c.substreams }))
+        .collect()
 }
 
 /// The edge's whole HTTP surface: node endpoints plus viewer routes.
