@@ -301,3 +301,71 @@ async fn a_malformed_topology_is_refused_naming_the_key_and_the_running_config_s
     assert_eq!((status, body.trim()), (200, r#"{"version":2}"#), "an unchanged file keeps its version");
     cancel.cancel();
 }
+
+/// The demo topology with its MC, on ephemeral ports, watching a file of our own.
+async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, livesky::launch::Cluster, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("livesky-mc-demo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, livesky::DEMO_TOPOLOGY).unwrap_or_else(|e| panic!("{e}"));
+    let mut topo = sn_core::Topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let (mc, link, _) =
+        livesky::launch::start_local_mc(&topo, path.clone(), true).await.unwrap_or_else(|e| panic!("{e}"));
+    livesky::launch::ephemeral_ports(&mut topo);
+    let cluster =
+        livesky::launch::Cluster::start_with_mc(topo, None, Some(link)).await.unwrap_or_else(|e| panic!("{e}"));
+    (mc, cluster, path)
+}
+
+#[tokio::test]
+async fn a_channel_added_to_the_file_is_playable_from_an_edge_within_two_seconds() {
+    let (mc, cluster, path) = demo_with_mc("add").await;
+    wait_until(LIMIT, "every SN registered and configured", || async {
+        let acked = mc.acked();
+        acked.len() == 4 && acked.iter().all(|(_, v)| *v == Some(1))
+    })
+    .await;
+    let edge = cluster.get("edge1").unwrap_or_else(|| panic!("edge1"));
+    // A viewer of the running channel, reading throughout.
+    let viewer = livesky_tests::get(&edge.url("/live/demo.ts")).await;
+    assert_eq!(viewer.status(), 200);
+    let reading = tokio::spawn(livesky_tests::read_stream(viewer, 1 << 30, Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("{text}\n[[channel]]\nid = \"extra\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    let since = std::time::Instant::now();
+    let url = edge.url("/live/extra.ts");
+    wait_until(Duration::from_secs(2), "the new channel plays from the edge", || {
+        let url = url.clone();
+        async move {
+            let resp = livesky_tests::get(&url).await;
+            resp.status() == 200
+                && livesky_tests::read_stream(resp, 188 * 100, Duration::from_millis(500)).await.len() >= 188 * 100
+        }
+    })
+    .await;
+    eprintln!("channel `extra` playable {:?} after the file changed", since.elapsed());
+    assert_eq!(mc.config_version(), 2);
+    // The running viewer never noticed: its stream went on without a break.
+    let got = reading.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.len() > 200_000, "the demo viewer got only {} bytes in 6 s", got.len());
+    assert!(got.chunks(188).all(|p| p[0] == 0x47), "the demo viewer's stream broke");
+    // Removed again: Tier 0 stops feeding it.
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    let tier0 = cluster.get("tier0").unwrap_or_else(|| panic!("tier0"));
+    wait_until(LIMIT, "extra no longer fed", || async {
+        tier0.node.source(&proto::ChannelId::new("extra").unwrap_or_else(|e| panic!("{e}"))).is_none()
+    })
+    .await;
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}
