@@ -53,6 +53,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 struct Mc {
     server: McServer,
+    settings: McSettings,
     dir: PathBuf,
     keys: BTreeMap<&'static str, Arc<NodeKey>>,
 }
@@ -75,10 +76,21 @@ impl Mc {
             watch_ms: 50,
             key: "07".repeat(32),
             api_token: Some(TOKEN.into()),
+            db: dir.join("mc.sqlite"),
             sn_keys: keys.iter().map(|(n, k)| (id(n), k.public_hex())).collect(),
         };
-        let server = McServer::start(settings).await.unwrap_or_else(|e| panic!("{e}"));
-        Mc { server, dir, keys }
+        let server = McServer::start(settings.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+        Mc { server, settings, dir, keys }
+    }
+
+    /// Stops the MC and starts it again on the same ports and database.
+    async fn restart_after(&mut self, down: Duration) {
+        self.server.shutdown();
+        assert!(self.server.stopped(LIMIT).await, "the MC did not stop");
+        tokio::time::sleep(down).await;
+        self.settings.control_listen = self.server.control_addr;
+        self.settings.http_listen = self.server.http_addr;
+        self.server = McServer::start(self.settings.clone()).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn url(&self, path: &str) -> String {
@@ -92,6 +104,7 @@ impl Mc {
             mc_public_key: Some(self.server.public_key()),
             member: member(node),
             users: Arc::new(|| 3),
+            spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone())
     }
@@ -232,6 +245,7 @@ async fn strangers_and_wrong_keys_are_refused() {
         mc_public_key: Some(NodeKey::from_seed([5; 32]).public_hex()),
         member: member("t0"),
         users: Arc::new(|| 0),
+        spool: None,
     };
     let c = mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -311,7 +325,7 @@ async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, livesky::la
     std::fs::write(&path, livesky::DEMO_TOPOLOGY).unwrap_or_else(|e| panic!("{e}"));
     let mut topo = sn_core::Topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let (mc, link, _) =
-        livesky::launch::start_local_mc(&topo, path.clone(), true).await.unwrap_or_else(|e| panic!("{e}"));
+        livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.unwrap_or_else(|e| panic!("{e}"));
     livesky::launch::ephemeral_ports(&mut topo);
     let cluster =
         livesky::launch::Cluster::start_with_mc(topo, None, Some(link)).await.unwrap_or_else(|e| panic!("{e}"));
@@ -368,4 +382,53 @@ async fn a_channel_added_to_the_file_is_playable_from_an_edge_within_two_seconds
     cluster.shutdown().await;
     mc.shutdown();
     let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}
+
+#[tokio::test]
+async fn reports_survive_an_mc_outage_and_each_period_is_stored_exactly_once() {
+    let mut mc = Mc::start("outage").await;
+    let mut topo = sn_core::Topology::parse(TOPOLOGY, "test").unwrap_or_else(|e| panic!("{e}"));
+    livesky::launch::ephemeral_ports(&mut topo);
+    let keys = mc.keys.iter().map(|(n, k)| (id(n), k.clone())).collect();
+    let link = livesky::launch::McLink {
+        addr: mc.server.control_addr,
+        mc_public_key: Some(mc.server.public_key()),
+        keys,
+        spool_dir: mc.dir.join("spool"),
+        // One-second "minutes": the outage spans thirty of them.
+        report_every: Duration::from_secs(1),
+    };
+    let cluster =
+        livesky::launch::Cluster::start_with_mc(topo, None, Some(link)).await.unwrap_or_else(|e| panic!("{e}"));
+    let edge = cluster.get("e1").unwrap_or_else(|| panic!("e1"));
+    let viewer = livesky_tests::get(&edge.url("/live/demo.ts")).await;
+    let reading = tokio::spawn(livesky_tests::read_stream(viewer, 1 << 30, Duration::from_secs(50)));
+    let rows = |mc: &Mc| {
+        let db = livesky_mgmt_center::reports::ReportStore::open(&mc.settings.db).unwrap_or_else(|e| panic!("{e}"));
+        db.rows(Some("demo"), 0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .filter(|r| r.node == "e1")
+            .collect::<Vec<_>>()
+    };
+    wait_until(LIMIT, "reports flowing", || async { rows(&mc).len() >= 2 }).await;
+    mc.restart_after(Duration::from_secs(30)).await;
+    let spool = mc.dir.join("spool").join("e1");
+    let pending = || std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert!(pending() >= 25, "the edge kept only {} reports while the MC was down", pending());
+    wait_until(Duration::from_secs(20), "spool drained after the restart", || async { pending() == 0 }).await;
+    let got = rows(&mc);
+    let starts: Vec<u64> = got.iter().map(|r| r.start_ms).collect();
+    assert!(starts.len() >= 32, "only {} periods stored", starts.len());
+    for w in starts.windows(2) {
+        assert_eq!(w[1] - w[0], 1000, "a period is missing or doubled around {}: {starts:?}", w[0]);
+    }
+    // The viewer was served all along, and the rows say so.
+    let bytes: u64 = got.iter().map(|r| r.cdn_bytes).sum();
+    assert!(bytes > 500_000, "reported CDN bytes {bytes}");
+    // (The first period may end before the viewer arrived.)
+    assert!(got.iter().skip(1).all(|r| r.users == 1), "{got:?}");
+    assert_eq!(got.iter().map(|r| r.joins).sum::<u64>(), 1, "{got:?}");
+    reading.abort();
+    cluster.shutdown().await;
 }

@@ -21,17 +21,20 @@ pub struct DemoOptions {
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    // The MC's database and the nodes' report spools live for the demo's run.
+    let state = std::env::temp_dir().join(format!("livesky-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // The management center watches a file: the given one, or the built-in demo written out.
     let path = match &opts.config {
         Some(p) => p.clone(),
         None => {
-            let p = std::env::temp_dir().join(format!("livesky-demo-{}.toml", std::process::id()));
+            let p = state.join("demo.toml");
             std::fs::write(&p, crate::DEMO_TOPOLOGY).with_context(|| format!("writing {}", p.display()))?;
             p
         }
     };
     let mut topo = Topology::load(&path)?;
-    let (mc, link, token) = start_local_mc(&topo, path.clone(), opts.ephemeral_ports).await?;
+    let (mc, link, token) = start_local_mc(&topo, path.clone(), &state, opts.ephemeral_ports).await?;
     if opts.ephemeral_ports {
         ephemeral_ports(&mut topo);
     }
@@ -99,8 +102,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     cluster.shutdown().await;
     mc.shutdown();
     mc.stopped(Duration::from_secs(5)).await;
-    if opts.config.is_none() {
-        let _ = std::fs::remove_file(&path);
-    }
+    let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }

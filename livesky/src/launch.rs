@@ -23,6 +23,10 @@ pub struct McLink {
     pub mc_public_key: Option<String>,
     /// Each node's identity key.
     pub keys: HashMap<NodeId, Arc<NodeKey>>,
+    /// Reports wait here (one directory per node) until the MC has them.
+    pub spool_dir: std::path::PathBuf,
+    /// Edges report this often (a minute in production).
+    pub report_every: Duration,
 }
 
 pub struct RunningNode {
@@ -96,9 +100,11 @@ pub fn ephemeral_ports(topo: &mut Topology) {
 /// A management center in this process for `topo` (read from `path`, which it watches), with a
 /// fresh identity key for it and for every node; ports 7700 (control) and 7780 (API), or
 /// OS-chosen ones. Returns the MC, how the nodes reach it, and its API token.
+/// The report database and the nodes' spools go in `state_dir`.
 pub async fn start_local_mc(
     topo: &Topology,
     path: std::path::PathBuf,
+    state_dir: &Path,
     ephemeral: bool,
 ) -> anyhow::Result<(livesky_mgmt_center::McServer, McLink, String)> {
     let mut keys = HashMap::new();
@@ -119,10 +125,17 @@ pub async fn start_local_mc(
         watch_ms: 250,
         key: mc_seed,
         api_token: Some(token.clone()),
+        db: state_dir.join("mc.sqlite"),
         sn_keys,
     };
     let mc = livesky_mgmt_center::McServer::start(settings).await?;
-    let link = McLink { addr: mc.control_addr, mc_public_key: Some(mc.public_key()), keys };
+    let link = McLink {
+        addr: mc.control_addr,
+        mc_public_key: Some(mc.public_key()),
+        keys,
+        spool_dir: state_dir.join("spool"),
+        report_every: Duration::from_secs(60),
+    };
     Ok((mc, link, token))
 }
 
@@ -150,14 +163,26 @@ fn follow_mc(
         capacity_kbps: if cfg.role == Role::Edge { cfg.edge.admission.capacity_kbps } else { 0 },
     };
     let hubs = node.clone();
+    let spool_dir = link.spool_dir.join(cfg.id.as_str());
+    let spool = match sn_core::spool::Spool::open(&spool_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(node = %cfg.id, dir = %spool_dir.display(), error = %e, "no report spool: this node sends no reports");
+            None
+        }
+    };
     let mc_cfg = McClientConfig {
         mc: link.addr,
         key: key.clone(),
         mc_public_key: link.mc_public_key.clone(),
         member,
         users: Arc::new(move || hubs.hubs().iter().map(|h| h.users() as u64).sum()),
+        spool,
     };
     let client = mc_client::spawn(mc_cfg, node.book_handle(), node.cancel_token());
+    if let Some(e) = &edge {
+        sn_edge::report::spawn_reporter(e.clone(), client.clone(), link.report_every);
+    }
     let mut rx = client.config.clone();
     let n = node.clone();
     node.spawn(async move {

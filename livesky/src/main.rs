@@ -83,6 +83,12 @@ struct NodeArgs {
     /// The MC's public key (hex), so the node cannot be fed config by an impostor.
     #[arg(long)]
     mc_public_key: Option<String>,
+    /// Where reports wait until the MC has them (a directory per node is made inside).
+    #[arg(long, default_value = "livesky-spool")]
+    spool_dir: PathBuf,
+    /// Edges report to the MC this often.
+    #[arg(long, default_value_t = 60)]
+    report_seconds: u64,
 }
 
 fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::path::Path) -> anyhow::Result<NodeId> {
@@ -118,7 +124,13 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
                 proto::check_public_key(k).context("--mc-public-key")?;
             }
             let keys = std::collections::HashMap::from([(id.clone(), std::sync::Arc::new(key))]);
-            Some(livesky::launch::McLink { addr, mc_public_key: args.mc_public_key.clone(), keys })
+            Some(livesky::launch::McLink {
+                addr,
+                mc_public_key: args.mc_public_key.clone(),
+                keys,
+                spool_dir: args.spool_dir.clone(),
+                report_every: Duration::from_secs(args.report_seconds.max(1)),
+            })
         }
         _ => None,
     };

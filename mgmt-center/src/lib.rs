@@ -5,6 +5,7 @@
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod reports;
 pub mod server;
 pub mod settings;
 pub mod store;

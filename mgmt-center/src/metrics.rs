@@ -16,6 +16,7 @@ pub struct McMetrics {
     pub reloads: IntCounterVec,
     pub pushes: IntCounterVec,
     pub push_bytes: IntCounterVec,
+    pub report_rows: IntCounter,
 }
 
 fn one<T: prometheus::core::Collector + Clone + 'static>(reg: &Registry, m: T) -> T {
@@ -49,6 +50,11 @@ impl McMetrics {
             reloads: counter(r, "mc_config_reloads_total", "Topology reloads, applied or rejected", &["result"]),
             pushes: counter(r, "mc_config_pushes_total", "Config documents sent, snapshot or update", &["kind"]),
             push_bytes: counter(r, "mc_config_push_bytes_total", "XML bytes of config documents sent", &["kind"]),
+            report_rows: one(
+                r,
+                IntCounter::with_opts(Opts::new("mc_report_rows_total", "Report rows stored (each once)"))
+                    .expect("static metric definition"),
+            ),
             registry,
         }
     }

@@ -21,8 +21,11 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::McMetrics;
 use crate::registry::{Change, Registry};
+use crate::reports::{ReportError, ReportStore};
 use crate::settings::McSettings;
 use crate::store::ConfigStore;
+
+const VERSION_KEY: &str = "config_version";
 
 /// How long a new connection has to register.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +48,7 @@ pub(crate) struct State {
 
 pub(crate) struct Shared {
     pub settings: McSettings,
+    pub reports: Arc<ReportStore>,
     key: NodeKey,
     state: Mutex<State>,
     notices: broadcast::Sender<Notice>,
@@ -73,6 +77,8 @@ pub enum McError {
     Topology(#[from] sn_core::config::ConfigError),
     #[error("MC key: {0}")]
     Key(#[from] proto::SignatureError),
+    #[error(transparent)]
+    Reports(#[from] ReportError),
 }
 
 /// A running management center.
@@ -96,9 +102,13 @@ impl McServer {
         let control_addr = control.local_addr().unwrap_or(settings.control_listen);
         let http_addr = http.local_addr().unwrap_or(settings.http_listen);
         let stamp = file_stamp(&settings.topology);
+        let reports = Arc::new(ReportStore::open(&settings.db)?);
+        // Versions never go back across restarts: SNs compare them with what they hold.
+        let first = reports.meta(VERSION_KEY)?.map_or(1, |v| v + 1);
+        reports.set_meta(VERSION_KEY, first)?;
         let state = State {
             registry: Registry::new(settings.heartbeat()),
-            store: ConfigStore::new(topology),
+            store: ConfigStore::starting_at(first, topology),
             last_reload_error: None,
             stamp,
         };
@@ -106,6 +116,7 @@ impl McServer {
         metrics.refresh(&state);
         let shared = Arc::new(Shared {
             settings,
+            reports,
             key,
             state: Mutex::new(state),
             notices: broadcast::channel(1024).0,
@@ -195,6 +206,9 @@ fn reload(shared: &Shared) -> Result<u64, String> {
                 return Ok(st.store.version());
             }
             let v = st.store.replace(t);
+            if let Err(e) = shared.reports.set_meta(VERSION_KEY, v) {
+                warn!(error = %e, "cannot record the config version; after a restart SNs get snapshots");
+            }
             shared.metrics.reloads.with_label_values(&["applied"]).inc();
             shared.metrics.refresh(&st);
             info!(version = v, "config reloaded; pushing to the SNs");
@@ -419,6 +433,30 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
                     push(shared, link, doc).await
                 }
                 None => false,
+            }
+        }
+        McMessage::Report(r) => {
+            if r.node != *id {
+                warn!(node = %id, claimed = %r.node, "report for another SN; closing the link");
+                return false;
+            }
+            let (store, node) = (shared.reports.clone(), id.clone());
+            let report_id = r.id.clone();
+            let stored = tokio::task::spawn_blocking(move || store.store(&node, &r)).await;
+            match stored {
+                Ok(Ok(added)) => {
+                    shared.metrics.report_rows.inc_by(added as u64);
+                    send(link, McMessage::ReportAck(mc::ReportAck { id: report_id })).await
+                }
+                // Not acknowledged: the SN keeps it and sends it again on its next link.
+                Ok(Err(e)) => {
+                    warn!(node = %id, error = %e, "cannot store a report; closing the link so it is resent");
+                    false
+                }
+                Err(e) => {
+                    warn!(node = %id, error = %e, "report store task failed");
+                    false
+                }
             }
         }
         McMessage::Lookup(l) => {

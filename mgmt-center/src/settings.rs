@@ -44,11 +44,18 @@ pub struct McSettings {
     /// Bearer token for the HTTP API's actions (`POST /reload`); none: actions are refused.
     #[serde(default)]
     pub api_token: Option<String>,
+    /// SQLite file of the SNs' reports (and the config version, so it never goes back); relative
+    /// to this file.
+    #[serde(default = "default_db")]
+    pub db: PathBuf,
     /// Public key (64 hex digits) of every SN allowed to register, by node id.
     #[serde(default)]
     pub sn_keys: BTreeMap<NodeId, String>,
 }
 
+fn default_db() -> PathBuf {
+    PathBuf::from("mc.sqlite")
+}
 fn default_heartbeat_ms() -> u64 {
     1000
 }
@@ -64,10 +71,12 @@ impl McSettings {
         let file: File =
             toml::from_str(&text).map_err(|e| SettingsError::Parse { path: shown.clone(), message: e.to_string() })?;
         let mut s = file.mc;
-        if s.topology.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            s.topology = dir.join(&s.topology);
+        if let Some(dir) = path.parent() {
+            for p in [&mut s.topology, &mut s.db] {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         s.validate(&shown)?;
         Ok(s)

@@ -22,7 +22,12 @@ pub struct ConfigStore {
 
 impl ConfigStore {
     pub fn new(topology: Topology) -> Self {
-        let current = (1, Arc::new(topology));
+        Self::starting_at(1, topology)
+    }
+
+    /// The first version is `version` (after a restart: one past the last one handed out).
+    pub fn starting_at(version: u64, topology: Topology) -> Self {
+        let current = (version.max(1), Arc::new(topology));
         Self { history: VecDeque::from([current.clone()]), current, acked: BTreeMap::new() }
     }
 

@@ -17,6 +17,7 @@ pub mod node;
 pub mod psi;
 pub mod ring;
 pub mod source;
+pub mod spool;
 pub mod ts;
 pub mod upstream;
 

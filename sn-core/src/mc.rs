@@ -63,6 +63,10 @@ pub enum McMessage {
     Resync(Resync),
     /// SN → MC: where does this SN listen? Answered by `members` with just that SN (or empty).
     Lookup(Lookup),
+    /// SN → MC: one period's summary (kept on the SN's disk until acknowledged).
+    Report(Box<ReportXml>),
+    /// MC → SN: that report is stored.
+    ReportAck(ReportAck),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +171,57 @@ pub struct Lookup {
     pub id: NodeId,
 }
 
+/// An edge's summary of one period (a minute in production), per channel (LiveSky §4.2's log
+/// server). Its id is unique per SN: the MC stores it once however often it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportXml {
+    #[serde(rename = "@node")]
+    pub node: NodeId,
+    #[serde(rename = "@id")]
+    pub id: String,
+    /// Period start, ms since the Unix epoch.
+    #[serde(rename = "@start-ms")]
+    pub start_ms: u64,
+    #[serde(rename = "@period-ms")]
+    pub period_ms: u64,
+    #[serde(rename = "row", default)]
+    pub rows: Vec<ReportRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReportRow {
+    #[serde(rename = "@channel")]
+    pub channel: String,
+    /// Viewers and LiveSky clients at the end of the period.
+    #[serde(rename = "@users")]
+    pub users: u64,
+    #[serde(rename = "@joins")]
+    pub joins: u64,
+    #[serde(rename = "@leaves")]
+    pub leaves: u64,
+    /// Media bytes the edge sent (viewers and LiveSky clients).
+    #[serde(rename = "@cdn-bytes")]
+    pub cdn_bytes: u64,
+    /// Media bytes LiveSky clients report having received from peers.
+    #[serde(rename = "@p2p-bytes")]
+    pub p2p_bytes: u64,
+    #[serde(rename = "@stalls")]
+    pub stalls: u64,
+    #[serde(rename = "@played-ms")]
+    pub played_ms: u64,
+    #[serde(rename = "@stalled-ms")]
+    pub stalled_ms: u64,
+    /// Adaptive-scaling stage at the end of the period (0: no LiveSky clients).
+    #[serde(rename = "@stage")]
+    pub stage: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportAck {
+    #[serde(rename = "@id")]
+    pub id: String,
+}
+
 /// What an SN signs: the MC's nonce bound to the SN's id.
 pub fn alive_proof(id: &NodeId, mc_nonce: &str) -> Vec<u8> {
     format!("livesky-mc-alive\0{id}\0{mc_nonce}").into_bytes()
@@ -190,6 +245,8 @@ impl WireMessage for McMessage {
             McMessage::Ack(_) => "ack",
             McMessage::Resync(_) => "resync",
             McMessage::Lookup(_) => "lookup",
+            McMessage::Report(_) => "report",
+            McMessage::ReportAck(_) => "report-ack",
         }
     }
 

@@ -4,7 +4,7 @@
 //! on what it has and reconnects with backoff; on reconnect it names the version it holds, so the
 //! MC sends an update, or a snapshot if it cannot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +12,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use proto::{NodeId, NodeKey};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::mc::{self, Ack, Alive, DocError, Heartbeat, McMessage, Member, Members, Resync, SnConfig};
+use crate::mc::{self, Ack, Alive, DocError, Heartbeat, McMessage, Member, Members, ReportXml, Resync, SnConfig};
 use crate::node::AddressBook;
+use crate::spool::Spool;
 
 #[derive(Clone)]
 pub struct McClientConfig {
@@ -29,6 +30,8 @@ pub struct McClientConfig {
     pub member: Member,
     /// Clients served now, for heartbeats.
     pub users: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Where reports wait for the MC (none: this SN sends no reports).
+    pub spool: Option<Spool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,19 @@ pub struct McClient {
     pub members: watch::Receiver<Arc<BTreeMap<NodeId, Member>>>,
     /// Whether the SN is registered right now.
     pub registered: watch::Receiver<bool>,
+    reports: Option<(Spool, Arc<Notify>)>,
+}
+
+impl McClient {
+    /// Queues a report: on disk first, then sent when the MC is reachable.
+    pub fn submit(&self, r: &ReportXml) -> std::io::Result<()> {
+        let Some((spool, notify)) = &self.reports else {
+            return Err(std::io::Error::other("this SN has no report spool"));
+        };
+        spool.put(r)?;
+        notify.notify_one();
+        Ok(())
+    }
 }
 
 struct Sinks {
@@ -59,6 +75,7 @@ struct Sinks {
     members: watch::Sender<Arc<BTreeMap<NodeId, Member>>>,
     registered: watch::Sender<bool>,
     book: Arc<AddressBook>,
+    reports: Option<(Spool, Arc<Notify>)>,
 }
 
 /// Starts the link; it runs until `cancel`.
@@ -66,9 +83,10 @@ pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationTo
     let (config, config_rx) = watch::channel(None);
     let (members, members_rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (registered, registered_rx) = watch::channel(false);
-    let sinks = Sinks { config, members, registered, book };
+    let reports = cfg.spool.clone().map(|s| (s, Arc::new(Notify::new())));
+    let sinks = Sinks { config, members, registered, book, reports: reports.clone() };
     tokio::spawn(run(cfg, sinks, cancel));
-    McClient { config: config_rx, members: members_rx, registered: registered_rx }
+    McClient { config: config_rx, members: members_rx, registered: registered_rx, reports }
 }
 
 async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
@@ -160,9 +178,15 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
     info!(node = %id, mc = %cfg.mc, have = have_version, "registered with the management center");
     let beat = Duration::from_millis(welcome.heartbeat_ms.max(10));
     let mut tick = tokio::time::interval(beat);
+    // Reports sent on this link and not yet acknowledged.
+    let mut sent: HashSet<String> = HashSet::new();
+    let idle = Arc::new(Notify::new());
+    let wake = sinks.reports.as_ref().map_or(idle, |(_, n)| n.clone());
+    send_reports(&mut link, sinks, &mut sent).await?;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = wake.notified() => send_reports(&mut link, sinks, &mut sent).await?,
             _ = tick.tick() => send(&mut link, McMessage::Heartbeat(Heartbeat { users: (cfg.users)() })).await?,
             m = next(&mut link, beat * 3) => match m? {
                 McMessage::Members(m) => on_members(sinks, m),
@@ -173,10 +197,37 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
                     }
                 }
                 McMessage::Refused(r) => return Err(SessionError::Refused(r.reason)),
+                McMessage::ReportAck(a) => {
+                    if let Some((spool, _)) = &sinks.reports {
+                        spool.remove(&a.id);
+                    }
+                    sent.remove(&a.id);
+                }
                 other => debug!(node = %id, kind = kind(&other), "ignoring an unexpected MC message"),
             },
         }
     }
+}
+
+/// Sends every spooled report not yet sent on this link, oldest first.
+async fn send_reports(link: &mut Link, sinks: &Sinks, sent: &mut HashSet<String>) -> Result<(), SessionError> {
+    let Some((spool, _)) = &sinks.reports else { return Ok(()) };
+    for id in spool.pending() {
+        if sent.contains(&id) {
+            continue;
+        }
+        match spool.load(&id) {
+            Ok(r) => {
+                send(link, McMessage::Report(Box::new(r))).await?;
+                sent.insert(id);
+            }
+            Err(e) => {
+                error!(spool = %spool.dir().display(), %id, error = %e, "unreadable report moved aside");
+                spool.quarantine(&id);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn kind(m: &McMessage) -> &'static str {

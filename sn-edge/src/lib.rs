@@ -13,6 +13,7 @@ pub mod hls;
 pub mod hls_http;
 mod metrics;
 pub mod model;
+pub mod report;
 pub mod service;
 pub mod tree;
 pub mod ts_viewer;

@@ -73,6 +73,20 @@ fn every_message_survives_the_wire() {
         McMessage::Ack(Ack { version: 3 }),
         McMessage::Resync(Resync { have_version: 1, reason: "gap".into() }),
         McMessage::Lookup(Lookup { id: id("tier0") }),
+        McMessage::Report(Box::new(ReportXml {
+            node: id("edge1"),
+            id: "00000001700000000000".into(),
+            start_ms: 1_700_000_000_000,
+            period_ms: 60_000,
+            rows: vec![ReportRow {
+                channel: "demo".into(),
+                users: 3,
+                cdn_bytes: 1 << 40,
+                stage: 2,
+                ..ReportRow::default()
+            }],
+        })),
+        McMessage::ReportAck(ReportAck { id: "00000001700000000000".into() }),
     ];
     for m in &msgs {
         assert_eq!(&round_trip(m), m, "{}", m.kind());
