@@ -65,7 +65,7 @@ impl Shared {
 
     fn publish(&self, state: &State, change: &Change) {
         let _ = self.notices.send(Notice::Members(change.message(state.registry.version())));
-        self.metrics.refresh(state);
+        self.metrics.membership(state, change);
     }
 }
 
@@ -404,8 +404,8 @@ async fn push(shared: &Shared, link: &mut Link, doc: mc::ConfigXml) -> bool {
 /// Sends what the SN lacks since the version last sent to it (in order on one link, so an
 /// update on top of an unacknowledged one is fine; if it fails there, the SN asks to resync).
 async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -> bool {
-    let doc = shared.state().store.doc_for(id, *sent);
-    match doc {
+    let view = shared.state().store.view(*sent);
+    match view.doc_for(id, *sent) {
         Some(doc) => {
             *sent = doc.version;
             push(shared, link, doc).await
@@ -418,9 +418,8 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
     match m {
         McMessage::Heartbeat(h) => shared.state().registry.heartbeat(Instant::now(), id, session, h.users),
         McMessage::Ack(a) => {
-            let mut st = shared.state();
-            st.store.ack(id, a.version);
-            shared.metrics.refresh(&st);
+            shared.state().store.ack(id, a.version);
+            shared.metrics.sn_config_version.with_label_values(&[id.as_str()]).set(a.version as i64);
             debug!(node = %id, version = a.version, "config acknowledged");
             true
         }

@@ -50,23 +50,15 @@ impl ConfigStore {
         v
     }
 
-    fn at(&self, version: u64) -> Option<&Topology> {
-        self.history.iter().find(|(v, _)| *v == version).map(|(_, t)| &**t)
+    /// What [`ConfigView::doc_for`] needs, cheap to take: deriving documents for a thousand SNs
+    /// happens outside the MC's lock.
+    pub fn view(&self, have: u64) -> ConfigView {
+        let old = (have < self.current.0).then(|| self.history.iter().find(|(v, _)| *v == have).cloned()).flatten();
+        ConfigView { current: self.current.clone(), old }
     }
 
-    /// What SN `id` needs to reach the current version from `have` (0: nothing): `None` when it
-    /// is current (or not in the topology), an update when `have` is known, else a snapshot.
     pub fn doc_for(&self, id: &NodeId, have: u64) -> Option<ConfigXml> {
-        let now = self.version();
-        if have == now {
-            return None;
-        }
-        let cur = SnConfig::derive(&self.topology(), id, now)?;
-        let old = (have < now).then(|| self.at(have)).flatten().and_then(|t| SnConfig::derive(t, id, have));
-        Some(match old {
-            Some(old) => cur.diff_from(&old),
-            None => cur.snapshot(),
-        })
+        self.view(have).doc_for(id, have)
     }
 
     /// The full document of SN `id` now.
@@ -84,6 +76,29 @@ impl ConfigStore {
 
     pub fn forget(&mut self, id: &NodeId) {
         self.acked.remove(id);
+    }
+}
+
+/// The current topology and, if still known, the one an SN holds.
+pub struct ConfigView {
+    current: (u64, Arc<Topology>),
+    old: Option<(u64, Arc<Topology>)>,
+}
+
+impl ConfigView {
+    /// What SN `id` needs to reach the current version from `have` (0: nothing): `None` when it
+    /// is current (or not in the topology), an update when `have` is known, else a snapshot.
+    pub fn doc_for(&self, id: &NodeId, have: u64) -> Option<ConfigXml> {
+        let (now, topo) = &self.current;
+        if have == *now {
+            return None;
+        }
+        let cur = SnConfig::derive(topo, id, *now)?;
+        let old = self.old.as_ref().filter(|(v, _)| *v == have).and_then(|(v, t)| SnConfig::derive(t, id, *v));
+        Some(match old {
+            Some(old) => cur.diff_from(&old),
+            None => cur.snapshot(),
+        })
     }
 }
 

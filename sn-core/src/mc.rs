@@ -410,11 +410,6 @@ pub struct SnConfig {
     pub channels: BTreeMap<ChannelId, ChannelConfig>,
 }
 
-fn same<T: Serialize>(a: &T, b: &T) -> bool {
-    // The XML form is what travels, so it is what "changed" means.
-    quick_xml::se::to_string(a).ok() == quick_xml::se::to_string(b).ok()
-}
-
 impl SnConfig {
     /// What node `id` gets from `topo` at `version`: channel secrets only where the channel is fed.
     pub fn derive(topo: &Topology, id: &NodeId, version: u64) -> Option<SnConfig> {
@@ -452,7 +447,7 @@ impl SnConfig {
         let channels = self
             .channels
             .iter()
-            .filter(|(id, c)| old.channels.get(*id).is_none_or(|o| !same(&XmlChannel::from(*c), &XmlChannel::from(o))))
+            .filter(|(id, c)| old.channels.get(*id) != Some(*c))
             .map(|(_, c)| XmlChannel::from(c))
             .collect();
         let removed = old
@@ -465,7 +460,7 @@ impl SnConfig {
             node_id: self.node.id.clone(),
             version: self.version,
             base: Some(old.version),
-            node: (!same(&self.node, &old.node)).then(|| self.node.clone()),
+            node: (self.node != old.node).then(|| self.node.clone()),
             channels,
             removed,
         }

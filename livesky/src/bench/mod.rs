@@ -2,10 +2,12 @@
 
 mod admit;
 mod fanout;
+mod mcpush;
 mod peers;
 
 pub use admit::AdmitArgs;
 pub use fanout::FanoutArgs;
+pub use mcpush::McPushArgs;
 pub use peers::PeersArgs;
 
 #[derive(clap::Subcommand)]
@@ -14,6 +16,8 @@ pub enum BenchCmd {
     Fanout(FanoutArgs),
     /// Joins per second one edge admits (admission + tree assignment) as its swarm grows.
     Admit(AdmitArgs),
+    /// Management center config push: TOML change → all N SNs acknowledged, and XML bytes.
+    McPush(McPushArgs),
     /// CPU and memory per peer player and startup delay, for swarms of 10/50/100 peers.
     Peers(PeersArgs),
 }
@@ -23,6 +27,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Fanout(a) => fanout::fanout(a).await,
         BenchCmd::Admit(a) => admit::admit(a),
         BenchCmd::Peers(a) => peers::peers(a).await,
+        BenchCmd::McPush(a) => mcpush::mc_push(a).await,
     }
 }
 
