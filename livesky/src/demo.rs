@@ -18,6 +18,8 @@ pub struct DemoOptions {
     pub endpoints_file: Option<PathBuf>,
     pub duration: Option<Duration>,
     pub ephemeral_ports: bool,
+    /// Edges report to the MC this often.
+    pub report_every: Duration,
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
@@ -34,7 +36,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     };
     let mut topo = Topology::load(&path)?;
-    let (mc, link, token) = start_local_mc(&topo, path.clone(), &state, opts.ephemeral_ports).await?;
+    let (mc, mut link, token) = start_local_mc(&topo, path.clone(), &state, opts.ephemeral_ports).await?;
+    link.report_every = opts.report_every;
     if opts.ephemeral_ports {
         ephemeral_ports(&mut topo);
     }
@@ -80,6 +83,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("\n  channels        edit {} (the management center pushes changes live)", path.display());
     println!("  reload now      livesky mc reload --api http://{} --token {token}", mc.http_addr);
     println!("  SN registry     curl http://{}/members", mc.http_addr);
+    println!("  reports         livesky mc report --db {} --since 1h", state.join("mc.sqlite").display());
     println!();
     for n in &ep.nodes {
         println!("  {:<6} tier {} {:<5} metrics {}", n.id, n.tier, n.role, n.metrics);

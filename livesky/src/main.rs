@@ -46,6 +46,9 @@ enum Cmd {
         /// How the demo's peers reach each other: webrtc or tcp.
         #[arg(long, default_value = "webrtc")]
         transport: livesky_peer::driver::Transport,
+        /// Edges report to the management center this often.
+        #[arg(long, default_value_t = 60)]
+        report_seconds: u64,
     },
     /// The management center: SN registry, config push, reports.
     #[command(subcommand)]
@@ -154,9 +157,12 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports, peers, transport } => {
+            Cmd::Demo { config, endpoints_file, duration, ephemeral_ports, peers, transport, report_seconds } => {
                 let duration = duration.map(Duration::from_secs);
-                demo::run(DemoOptions { peers, transport, config, endpoints_file, duration, ephemeral_ports }).await
+                let report_every = Duration::from_secs(report_seconds.max(1));
+                let opts =
+                    DemoOptions { peers, transport, config, endpoints_file, duration, ephemeral_ports, report_every };
+                demo::run(opts).await
             }
             Cmd::Mc(cmd) => livesky::mc_cmd::run(cmd).await,
             Cmd::Sn(args) => run_node(args, Role::Core).await,

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use livesky_mgmt_center::{McServer, McSettings};
+use livesky_mgmt_center::{McServer, McSettings, reports};
 
 #[derive(Subcommand)]
 pub enum McCmd {
@@ -29,6 +29,24 @@ pub enum McCmd {
     },
     /// Print a new identity key: the seed for the node (or MC), the public key for the other side.
     Keygen,
+    /// Print the stored reports: a table per edge and period, or hourly billing CSV.
+    Report {
+        /// The MC's settings file (its `db` is read), or give --db.
+        #[arg(long, required_unless_present = "db")]
+        config: Option<PathBuf>,
+        /// The report database itself.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// From when: 90m, 2h, 3d (ago) or YYYY-MM-DD[THH:MM] (UTC).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// CSV of CDN and P2P bytes per hour, channel and edge (for billing).
+        #[arg(long)]
+        billing: bool,
+    },
 }
 
 pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
@@ -62,6 +80,70 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 bail!("reload refused ({status}): {}", body.trim());
             }
             println!("{}", body.trim());
+            Ok(())
+        }
+        McCmd::Report { config, db, channel, since, billing } => {
+            let path = match (db, config) {
+                (Some(db), _) => db,
+                (None, Some(cfg)) => McSettings::load(&cfg)?.db,
+                (None, None) => bail!("give --config or --db"),
+            };
+            if !path.exists() {
+                bail!("no report database at {}", path.display());
+            }
+            let store = reports::ReportStore::open(&path)?;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let since = reports::parse_since(&since, now).map_err(anyhow::Error::msg)?;
+            if billing {
+                println!("hour_utc,channel,edge,cdn_bytes,p2p_bytes");
+                for r in store.billing(since)? {
+                    println!(
+                        "{},{},{},{},{}",
+                        reports::utc_time(r.hour_ms),
+                        r.channel,
+                        r.node,
+                        r.cdn_bytes,
+                        r.p2p_bytes
+                    );
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5}",
+                "period (UTC)",
+                "edge",
+                "channel",
+                "users",
+                "joins",
+                "leaves",
+                "CDN bytes",
+                "P2P bytes",
+                "stalls",
+                "Q1",
+                "stage"
+            );
+            for r in store.rows(channel.as_deref(), since)? {
+                let q1 = if r.played_ms + r.stalled_ms > 0 {
+                    format!("{:.4}", r.played_ms as f64 / (r.played_ms + r.stalled_ms) as f64)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5}",
+                    reports::utc_time(r.start_ms),
+                    r.node,
+                    r.channel,
+                    r.users,
+                    r.joins,
+                    r.leaves,
+                    r.cdn_bytes,
+                    r.p2p_bytes,
+                    r.stalls,
+                    q1,
+                    r.stage
+                );
+            }
             Ok(())
         }
         McCmd::Keygen => {

@@ -187,12 +187,12 @@ impl ReportStore {
     }
 }
 
-/// `YYYY-MM-DD HH:MM` (UTC) of a Unix time in ms.
-pub fn utc_minute(ms: u64) -> String {
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ms.
+pub fn utc_time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Parses `--since`: `90m`, `2h`, `3d` ago, or `YYYY-MM-DD[THH:MM]` (UTC).
@@ -292,10 +292,10 @@ mod tests {
 
     #[test]
     fn times_parse_and_print_in_utc() {
-        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
         let t = parse_since("2026-11-23T14:05", 0).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(utc_minute(t), "2026-11-23 14:05");
-        assert_eq!(utc_minute(parse_since("2024-02-29", 0).unwrap_or_else(|e| panic!("{e}"))), "2024-02-29 00:00");
+        assert_eq!(utc_time(t), "2026-11-23 14:05:00");
+        assert_eq!(utc_time(parse_since("2024-02-29", 0).unwrap_or_else(|e| panic!("{e}"))), "2024-02-29 00:00:00");
         assert_eq!(parse_since("90m", 10_000_000), Ok(10_000_000 - 5_400_000));
         assert_eq!(parse_since("2h", 0), Ok(0));
         for bad in ["", "yesterday", "2026-13-01", "12x", "2026-11-23T25:00"] {

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub ring_bytes: IntGaugeVec,
     pub ring_span: GaugeVec,
     pub channel_users: IntGaugeVec,
+    /// Version of the config the management center pushed last (0: running on its file).
+    pub config_version: IntGaugeVec,
 }
 
 pub fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -99,6 +101,12 @@ impl Metrics {
             ring_bytes: int_gauge(r, "ring_bytes", "Payload bytes held in the ring buffer", ch),
             ring_span: gauge(r, "ring_span_seconds", "Media time held in the ring buffer", ch),
             channel_users: int_gauge(r, "channel_users", "Leases holding the channel open (viewers, children)", ch),
+            config_version: int_gauge(
+                r,
+                "config_version",
+                "Version of the config the management center pushed last",
+                &[],
+            ),
             registry,
         }
     }
