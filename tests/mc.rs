@@ -316,25 +316,9 @@ async fn a_malformed_topology_is_refused_naming_the_key_and_the_running_config_s
     cancel.cancel();
 }
 
-/// The demo topology with its MC, on ephemeral ports, watching a file of our own.
-async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, livesky::launch::Cluster, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("livesky-mc-demo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.join("demo.toml");
-    std::fs::write(&path, livesky::DEMO_TOPOLOGY).unwrap_or_else(|e| panic!("{e}"));
-    let mut topo = sn_core::Topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let (mc, link, _) =
-        livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.unwrap_or_else(|e| panic!("{e}"));
-    livesky::launch::ephemeral_ports(&mut topo);
-    let cluster =
-        livesky::launch::Cluster::start_with_mc(topo, None, Some(link)).await.unwrap_or_else(|e| panic!("{e}"));
-    (mc, cluster, path)
-}
-
 #[tokio::test]
 async fn a_channel_added_to_the_file_is_playable_from_an_edge_within_two_seconds() {
-    let (mc, cluster, path) = demo_with_mc("add").await;
+    let (mc, cluster, path) = livesky_tests::demo_with_mc("add").await;
     wait_until(LIMIT, "every SN registered and configured", || async {
         let acked = mc.acked();
         acked.len() == 4 && acked.iter().all(|(_, v)| *v == Some(1))
