@@ -280,6 +280,16 @@ async fn a_changed_bitrate_is_pushed_as_just_that_element_and_old_versions_get_s
     let doc = raw.config().await;
     assert_eq!((doc.version, doc.base, doc.channels.len()), (2, None, 2));
     assert!(doc.node.is_some());
+    // Version 2 is known, but once the MC has moved on by more than its history, a snapshot.
+    drop(raw);
+    for rate in 0..=livesky_mgmt_center::store::HISTORY as u32 {
+        mc.write_topology(&TOPOLOGY.replace("bitrate_kbps = 500", &format!("bitrate_kbps = {}", 1000 + rate)));
+        mc.server.reload().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (mut raw, _) = Raw::register(&mc, "e1", &mc.keys["e1"], 2).await;
+    let doc = raw.config().await;
+    assert_eq!(doc.base, None, "version 2 is {} versions old", doc.version - 2);
+    assert!(doc.version > 2 + livesky_mgmt_center::store::HISTORY as u64);
     // An SN that cannot apply an update asks for a resync and gets a snapshot.
     raw.link
         .send(McMessage::Resync(mc::Resync { have_version: 0, reason: "test".into() }))
@@ -415,4 +425,72 @@ async fn reports_survive_an_mc_outage_and_each_period_is_stored_exactly_once() {
     assert_eq!(got.iter().map(|r| r.joins).sum::<u64>(), 1, "{got:?}");
     reading.abort();
     cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sn_can_look_up_another_before_connecting_to_it() {
+    let mc = Mc::start("lookup").await;
+    let cancel = CancellationToken::new();
+    let t0 = mc.client("t0", &cancel);
+    wait_until(LIMIT, "t0 registered", || async { *t0.registered.borrow() }).await;
+    let (mut raw, _) = Raw::register(&mc, "e1", &mc.keys["e1"], 1).await;
+    raw.link.send(McMessage::Lookup(mc::Lookup { id: id("t0") })).await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = loop {
+        if let McMessage::Members(m) = raw.recv().await
+            && !m.full
+            && m.members.iter().any(|x| x.id.as_str() == "t0")
+        {
+            break m;
+        }
+    };
+    assert_eq!(answer.members[0].sn, member("t0").sn);
+    // The client side: what the membership already holds, else asked; unknown ids time out empty.
+    let e2 = mc.client("e2", &cancel);
+    let found = e2.lookup(&id("t0"), LIMIT).await.unwrap_or_else(|| panic!("t0 not found"));
+    assert_eq!(found.sn, member("t0").sn);
+    assert!(e2.lookup(&id("nobody"), Duration::from_millis(300)).await.is_none());
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn admission_parameters_edited_in_the_file_reach_a_running_edge() {
+    let (mc, cluster, path) = livesky_tests::demo_with_mc("admission").await;
+    let edge = cluster.get("edge1").unwrap_or_else(|| panic!("edge1"));
+    let client = edge.client.unwrap_or_else(|| panic!("edge1 has a client port"));
+    let channel = proto::ChannelId::new("demo").unwrap_or_else(|e| panic!("{e}"));
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let net = livesky_peer::driver::Net { edge: client, listen: any, transport: livesky_peer::driver::Transport::Tcp };
+    let cancel = CancellationToken::new();
+    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    let _player = livesky::peer_cmd::start_player(net, channel, cfg, any, false, cancel.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = edge.url("/metrics");
+    let bound = |name: &'static str| {
+        let metrics = metrics.clone();
+        async move { livesky_tests::metric(&metrics, "livesky_edge_stage_bound", &["channel=\"demo\"", name]).await }
+    };
+    wait_until(LIMIT, "the client service runs with the file's N1c", || async { bound("\"n1c\"").await == 4.0 }).await;
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let edited = text.replacen("n1c = 4\ncapacity_kbps = 5000", "n1c = 40\ncapacity_kbps = 50000", 1);
+    assert_ne!(edited, text);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, edited).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    wait_until(LIMIT, "N1c and N*c follow the file", || async {
+        bound("\"n1c\"").await == 40.0 && bound("\"nc_star\"").await == 100.0
+    })
+    .await;
+    // The other edge kept its own parameters.
+    let other = livesky_tests::metric(
+        &cluster.get("edge2").unwrap_or_else(|| panic!("edge2")).url("/metrics"),
+        "livesky_edge_stage_bound",
+        &["n1c"],
+    )
+    .await;
+    assert!(other == 0.0 || other == 4.0, "{other}");
+    cancel.cancel();
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
 }

@@ -180,6 +180,7 @@ fn follow_mc(
         spool,
     };
     let client = mc_client::spawn(mc_cfg, node.book_handle(), node.cancel_token());
+    node.set_mc(client.clone());
     if let Some(e) = &edge {
         sn_edge::report::spawn_reporter(e.clone(), client.clone(), link.report_every);
     }
@@ -196,6 +197,7 @@ fn follow_mc(
                 n.apply_config(&cfg);
                 if let Some(e) = &edge {
                     e.set_channels(cfg.channels.values());
+                    e.set_admission(&cfg.node.edge.admission);
                 }
             }
         }

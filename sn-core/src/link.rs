@@ -55,10 +55,13 @@ pub(crate) async fn run_upstream(
                 Action::Connect { attempt, candidate, start } => {
                     let token = cancel.child_token();
                     links.push((attempt, token.clone()));
-                    let addr = node.book().get(&candidate);
                     let sub = Subscribe { channel: channel.clone(), start, path: path.clone() };
                     debug!(node = %node.id(), %channel, parent = %candidate, ?start, "subscribing upstream");
-                    node.spawn(run_link(node.hello(), attempt, candidate, addr, sub, tx.clone(), token));
+                    let (n, tx) = (node.clone(), tx.clone());
+                    node.spawn(async move {
+                        let addr = n.resolve(&candidate).await;
+                        run_link(n.hello(), attempt, candidate, addr, sub, tx, token).await;
+                    });
                 }
                 Action::Close { attempt, reason } => {
                     debug!(%channel, ?attempt, ?reason, "closing upstream link");

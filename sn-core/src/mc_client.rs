@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use proto::{NodeId, NodeKey};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -56,9 +56,30 @@ pub struct McClient {
     /// Whether the SN is registered right now.
     pub registered: watch::Receiver<bool>,
     reports: Option<(Spool, Arc<Notify>)>,
+    lookups: mpsc::UnboundedSender<NodeId>,
 }
 
 impl McClient {
+    /// Asks the MC about SN `id` unless the membership already told; waits up to `within`.
+    pub async fn lookup(&self, id: &NodeId, within: Duration) -> Option<Member> {
+        let mut members = self.members.clone();
+        if let Some(m) = members.borrow_and_update().get(id) {
+            return Some(m.clone());
+        }
+        let _ = self.lookups.send(id.clone());
+        let found = async {
+            loop {
+                if members.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(m) = members.borrow_and_update().get(id) {
+                    return Some(m.clone());
+                }
+            }
+        };
+        tokio::time::timeout(within, found).await.ok().flatten()
+    }
+
     /// Queues a report: on disk first, then sent when the MC is reachable.
     pub fn submit(&self, r: &ReportXml) -> std::io::Result<()> {
         let Some((spool, notify)) = &self.reports else {
@@ -76,6 +97,8 @@ struct Sinks {
     registered: watch::Sender<bool>,
     book: Arc<AddressBook>,
     reports: Option<(Spool, Arc<Notify>)>,
+    /// Ids to ask the MC about (answered by a `members` message).
+    lookups: tokio::sync::Mutex<mpsc::UnboundedReceiver<NodeId>>,
 }
 
 /// Starts the link; it runs until `cancel`.
@@ -84,9 +107,11 @@ pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationTo
     let (members, members_rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (registered, registered_rx) = watch::channel(false);
     let reports = cfg.spool.clone().map(|s| (s, Arc::new(Notify::new())));
-    let sinks = Sinks { config, members, registered, book, reports: reports.clone() };
+    let (lookups, lookups_rx) = mpsc::unbounded_channel();
+    let lookups_rx = tokio::sync::Mutex::new(lookups_rx);
+    let sinks = Sinks { config, members, registered, book, reports: reports.clone(), lookups: lookups_rx };
     tokio::spawn(run(cfg, sinks, cancel));
-    McClient { config: config_rx, members: members_rx, registered: registered_rx, reports }
+    McClient { config: config_rx, members: members_rx, registered: registered_rx, reports, lookups }
 }
 
 async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
@@ -183,9 +208,11 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
     let idle = Arc::new(Notify::new());
     let wake = sinks.reports.as_ref().map_or(idle, |(_, n)| n.clone());
     send_reports(&mut link, sinks, &mut sent).await?;
+    let mut lookups = sinks.lookups.lock().await;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            Some(id) = lookups.recv() => send(&mut link, McMessage::Lookup(mc::Lookup { id })).await?,
             _ = wake.notified() => send_reports(&mut link, sinks, &mut sent).await?,
             _ = tick.tick() => send(&mut link, McMessage::Heartbeat(Heartbeat { users: (cfg.users)() })).await?,
             m = next(&mut link, beat * 3) => match m? {

@@ -146,6 +146,7 @@ pub struct Inner {
     /// Parent and same-tier peer candidates: from the file, then as the MC pushes them.
     candidates: RwLock<(Vec<NodeId>, Vec<NodeId>)>,
     hubs: Mutex<HashMap<ChannelId, Entry>>,
+    mc: Mutex<Option<crate::mc_client::McClient>>,
     http: Mutex<Option<TcpListener>>,
     http_addr: Option<SocketAddr>,
     sn_addr: Option<SocketAddr>,
@@ -200,6 +201,7 @@ impl Node {
             clips: spec.clips,
             candidates,
             hubs: Mutex::new(HashMap::new()),
+            mc: Mutex::new(None),
             http: Mutex::new(Some(listeners.http)),
             http_addr,
             sn_addr,
@@ -231,6 +233,21 @@ impl Node {
     }
     pub fn book_handle(&self) -> Arc<AddressBook> {
         self.0.book.clone()
+    }
+
+    /// Follows a management center: SN addresses it does not know yet are looked up there.
+    pub fn set_mc(&self, client: crate::mc_client::McClient) {
+        *self.0.mc.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
+    /// Where SN `id` listens for SN links: the address book (fed by the MC's membership), else
+    /// a lookup at the MC.
+    pub async fn resolve(&self, id: &NodeId) -> Option<SocketAddr> {
+        if let Some(a) = self.0.book.get(id) {
+            return Some(a);
+        }
+        let mc = self.0.mc.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        mc?.lookup(id, Duration::from_secs(2)).await.and_then(|m| m.sn)
     }
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.0.http_addr

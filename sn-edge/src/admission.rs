@@ -139,6 +139,15 @@ impl Admission {
         &self.cfg
     }
 
+    /// New model parameters, bounds and limits (pushed by the management center), applied to the
+    /// running swarm: the stage and every later decision follow them at once. The tree's shape
+    /// (substreams, mesh size) is kept: it changes when the channel is opened again.
+    pub fn reconfigure(&mut self, cfg: AdmissionConfig) {
+        let kept = AdmissionConfig { substreams: self.cfg.substreams, mesh: self.cfg.mesh, seed: self.cfg.seed, ..cfg };
+        self.tracker.set_edge_substreams(kept.nc_star as usize * usize::from(kept.substreams.max(1)));
+        self.cfg = kept;
+    }
+
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
     }
@@ -361,6 +370,27 @@ mod tests {
         let st = a.snapshot();
         assert_eq!(st.tree.unfed, 0, "every P2P client got all its parents");
         assert_eq!((st.stats.push_admits, st.stats.p2p_admits, st.stats.redirects), (500, 500, 300));
+    }
+
+    #[test]
+    fn new_parameters_apply_to_the_running_swarm() {
+        let mut a = paper_edge();
+        let t0 = Instant::now();
+        for _ in 0..150 {
+            a.join(t0, None, true, true);
+        }
+        assert_eq!(a.snapshot().stage, Stage::Two);
+        assert!(matches!(a.join(t0, None, true, true), Admit::P2p(_)));
+        // The operator raises N1c past P0 (and doubles the edge's bandwidth): stage 1 again.
+        let cfg = AdmissionConfig { n1c: 400, nc_star: 1000, ..a.config().clone() };
+        a.reconfigure(AdmissionConfig { substreams: 9, ..cfg });
+        assert_eq!(a.snapshot().stage, Stage::One);
+        assert!(matches!(a.join(t0, None, true, true), Admit::Push(_)));
+        assert_eq!(a.config().substreams, paper_edge().config().substreams, "the tree's shape is kept");
+        assert_eq!(a.tracker().edge_room(), 1000 * 4 - a.snapshot().tree.edge_substreams);
+        // And down again: stage 4 starts at once.
+        a.reconfigure(AdmissionConfig { n1c: 10, nc_star: 20, ..a.config().clone() });
+        assert_eq!(a.join(t0, None, true, true), Admit::Redirect);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct ChannelInfo {
 enum ServiceIn {
     Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: mpsc::Sender<ConnCmd> },
     Input(Input),
+    Reconfigure(AdmissionConfig),
 }
 
 enum ConnCmd {
@@ -68,6 +69,17 @@ pub struct Services {
 }
 
 impl Services {
+    /// Sends every channel's service its admission parameters anew.
+    pub(crate) fn reconfigure(&self, edge: &Edge) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for (channel, h) in map.iter() {
+            let cfg = admission_config(edge, edge.channel_info(channel));
+            if h.inbox.try_send(ServiceIn::Reconfigure(cfg)).is_err() {
+                tracing::warn!(%channel, "client service busy or gone: admission update not delivered");
+            }
+        }
+    }
+
     /// Stage, P0, Nc and counters of every channel with LiveSky clients.
     pub fn views(&self) -> Vec<(ChannelId, Snapshot, ServiceStats)> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,8 +89,8 @@ impl Services {
     }
 }
 
-fn admission_config(edge: &Edge, info: ChannelInfo) -> AdmissionConfig {
-    let a = &edge.settings().admission;
+pub(crate) fn admission_config(edge: &Edge, info: ChannelInfo) -> AdmissionConfig {
+    let a = edge.admission_settings();
     AdmissionConfig {
         n1c: a.n1c,
         nc_star: crate::model::Thresholds::nc_star_for(a.capacity_kbps, info.bitrate_kbps),
@@ -163,6 +175,10 @@ async fn run_service(
                         conns.remove(conn);
                     }
                     service.handle(now_std(), input);
+                }
+                Some(ServiceIn::Reconfigure(cfg)) => {
+                    tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, "admission parameters updated");
+                    service.reconfigure(cfg);
                 }
                 None => break,
             },

@@ -43,6 +43,8 @@ pub struct Edge {
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
     clients: clients::Services,
     channels: std::sync::RwLock<HashMap<ChannelId, clients::ChannelInfo>>,
+    /// Admission parameters: from the file, then as the management center pushes them.
+    admission: std::sync::RwLock<sn_core::AdmissionSettings>,
     stun: Mutex<Option<SocketAddr>>,
     /// Ticks every `viewer_coalesce_ms`: caught-up viewers all wake on the same tick, so the
     /// edge works in short bursts instead of being woken by thousands of scattered timers.
@@ -70,7 +72,9 @@ impl Edge {
             rx
         });
         let channels = std::sync::RwLock::new(channel_table(channels.iter()));
+        let admission = std::sync::RwLock::new(node.config().edge.admission.clone());
         Arc::new(Edge {
+            admission,
             node,
             metrics,
             hls: Mutex::new(HashMap::new()),
@@ -90,6 +94,23 @@ impl Edge {
     /// The channels as the management center pushed them last.
     pub fn set_channels<'a>(&self, channels: impl Iterator<Item = &'a sn_core::ChannelConfig>) {
         *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channel_table(channels);
+    }
+
+    pub fn admission_settings(&self) -> sn_core::AdmissionSettings {
+        self.admission.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// New admission parameters (α, λ, μ, K', N1c, edge bandwidth, limits): running channels
+    /// take them at once.
+    pub fn set_admission(&self, settings: &sn_core::AdmissionSettings) {
+        {
+            let mut cur = self.admission.write().unwrap_or_else(|e| e.into_inner());
+            if *cur == *settings {
+                return;
+            }
+            *cur = settings.clone();
+        }
+        self.clients.reconfigure(self);
     }
 
     pub fn stun_addr(&self) -> Option<SocketAddr> {

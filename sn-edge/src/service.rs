@@ -160,6 +160,11 @@ impl Service {
         &self.cfg.channel
     }
 
+    /// See [`Admission::reconfigure`].
+    pub fn reconfigure(&mut self, admission: AdmissionConfig) {
+        self.admission.reconfigure(admission);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         self.admission.snapshot()
     }

@@ -226,6 +226,12 @@ impl Tracker {
         self.unfed += k;
     }
 
+    /// Changes how many substreams the edge may feed (a new edge bandwidth); peers already fed
+    /// keep their feeds, new ones follow the new bound.
+    pub fn set_edge_substreams(&mut self, n: usize) {
+        self.cfg.edge_substreams = n;
+    }
+
     /// Edge substreams still free.
     pub fn edge_room(&self) -> usize {
         self.cfg.edge_substreams.saturating_sub(self.edge_fed)
