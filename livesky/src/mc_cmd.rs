@@ -129,8 +129,11 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 } else {
                     "-".into()
                 };
+                let mut st = r.startups.clone();
+                st.sort_unstable();
+                let p50 = st.get(st.len() / 2).map_or("-".to_string(), |v| format!("{v} ms"));
                 println!(
-                    "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5}",
+                    "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5} {:>8} {:>12}",
                     reports::utc_time(r.start_ms),
                     r.node,
                     r.channel,
@@ -141,7 +144,9 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                     r.p2p_bytes,
                     r.stalls,
                     q1,
-                    r.stage
+                    r.stage,
+                    st.len(),
+                    p50
                 );
             }
             Ok(())

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS reports (
     played_ms INTEGER NOT NULL,
     stalled_ms INTEGER NOT NULL,
     stage INTEGER NOT NULL,
+    startup_ms TEXT NOT NULL,
     PRIMARY KEY (node, channel, start_ms)
 );
 CREATE INDEX IF NOT EXISTS reports_by_channel ON reports (channel, start_ms);
@@ -55,6 +56,8 @@ pub struct Row {
     pub played_ms: u64,
     pub stalled_ms: u64,
     pub stage: u8,
+    /// Startup delays (ms) of the clients that started in the period.
+    pub startups: Vec<u32>,
 }
 
 /// Bytes per channel per edge per hour, for billing.
@@ -98,7 +101,7 @@ impl ReportStore {
         let mut added = 0;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO reports VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR IGNORE INTO reports VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for row in &r.rows {
                 added += ins.execute(params![
@@ -115,6 +118,7 @@ impl ReportStore {
                     i(row.played_ms),
                     i(row.stalled_ms),
                     row.stage,
+                    row.startups().iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
                 ])?;
             }
         }
@@ -127,7 +131,7 @@ impl ReportStore {
         let conn = self.conn();
         let mut q = conn.prepare_cached(
             "SELECT node, channel, start_ms, period_ms, users, joins, leaves, cdn_bytes, p2p_bytes, stalls,
-                    played_ms, stalled_ms, stage
+                    played_ms, stalled_ms, stage, startup_ms
              FROM reports WHERE start_ms >= ?1 AND (?2 IS NULL OR channel = ?2)
              ORDER BY start_ms, node, channel",
         )?;
@@ -147,6 +151,7 @@ impl ReportStore {
                 played_ms: u(10)?,
                 stalled_ms: u(11)?,
                 stage: r.get(12)?,
+                startups: r.get::<_, String>(13)?.split_ascii_whitespace().filter_map(|v| v.parse().ok()).collect(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -256,7 +261,14 @@ mod tests {
             start_ms,
             period_ms: 60_000,
             rows: vec![
-                ReportRow { channel: "demo".into(), cdn_bytes: cdn, p2p_bytes: 5, users: 2, ..ReportRow::default() },
+                ReportRow {
+                    channel: "demo".into(),
+                    cdn_bytes: cdn,
+                    p2p_bytes: 5,
+                    users: 2,
+                    startup_ms: "900 1200 x".into(),
+                    ..ReportRow::default()
+                },
                 ReportRow { channel: "live".into(), cdn_bytes: 1, ..ReportRow::default() },
             ],
         }
@@ -280,6 +292,7 @@ mod tests {
             rows.iter().map(|r| (r.start_ms, r.cdn_bytes)).collect::<Vec<_>>(),
             [(3_600_000, 100), (3_660_000, 50)]
         );
+        assert_eq!(rows[0].startups, [900, 1200], "garbage samples are dropped");
         assert_eq!(s.rows(None, 3_660_000).unwrap_or_else(|e| panic!("{e}")).len(), 2);
         let bill = s.billing(0).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -214,6 +214,15 @@ pub struct ReportRow {
     /// Adaptive-scaling stage at the end of the period (0: no LiveSky clients).
     #[serde(rename = "@stage")]
     pub stage: u8,
+    /// Startup delays (ms) of LiveSky clients that started in the period, space-separated.
+    #[serde(rename = "@startup-ms", default, skip_serializing_if = "String::is_empty")]
+    pub startup_ms: String,
+}
+
+impl ReportRow {
+    pub fn startups(&self) -> Vec<u32> {
+        self.startup_ms.split_ascii_whitespace().filter_map(|v| v.parse().ok()).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,6 +59,8 @@ struct ServiceHandle {
     hub: Arc<ChannelHub>,
     budget: Arc<Mutex<TokenBucket>>,
     view: Arc<Mutex<Option<(Snapshot, ServiceStats)>>>,
+    /// Startup delays (ms) reported since the edge's last report to the MC.
+    startups: Arc<Mutex<Vec<u32>>>,
 }
 
 /// The client services of one edge, by channel.
@@ -69,6 +71,14 @@ pub struct Services {
 }
 
 impl Services {
+    /// Startup delays (ms) reported on `channel` since the last call.
+    pub fn take_startups(&self, channel: &ChannelId) -> Vec<u32> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .map(|h| std::mem::take(&mut *h.startups.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
+
     /// Sends every channel's service its admission parameters anew.
     pub(crate) fn reconfigure(&self, edge: &Edge) {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,7 +146,8 @@ async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result<ServiceHan
     let bytes_per_sec = s.admission.capacity_kbps as f64 * 125.0;
     let budget = Arc::new(Mutex::new(TokenBucket::new(bytes_per_sec, bytes_per_sec)));
     let (inbox, rx) = mpsc::channel(4096);
-    let handle = ServiceHandle { inbox, hub: lease.hub().clone(), budget, view: Arc::default() };
+    let handle =
+        ServiceHandle { inbox, hub: lease.hub().clone(), budget, view: Arc::default(), startups: Arc::default() };
     map.insert(channel.clone(), handle.clone());
     drop(map);
     info!(node = %edge.node.id(), %channel, nc_star = cfg.admission.nc_star, n1c = cfg.admission.n1c, "P2P service started");
@@ -187,6 +198,14 @@ async fn run_service(
                 let snap = service.snapshot();
                 edge.metrics.observe_service(&channel, &snap, &service.stats());
                 *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, service.stats()));
+                let fresh = service.take_startups();
+                if !fresh.is_empty() {
+                    let mut kept = handle.startups.lock().unwrap_or_else(|e| e.into_inner());
+                    // Bounded while nobody collects them (no management center).
+                    if kept.len() < 10_000 {
+                        kept.extend(fresh);
+                    }
+                }
                 if Instant::now() >= next_report {
                     next_report += Duration::from_secs(60);
                     report(&edge, &channel, &snap, &service.stats(), snap.tree.refocus_total - refocus_at_report);

@@ -87,6 +87,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         played_ms: now.played_ms.saturating_sub(before.played_ms),
         stalled_ms: now.stalled_ms.saturating_sub(before.stalled_ms),
         stage: now.stage,
+        startup_ms: String::new(),
     }
 }
 
@@ -109,7 +110,17 @@ pub fn spawn_reporter(edge: Arc<Edge>, client: McClient, every: Duration) {
                 _ = tokio::time::sleep(wait) => {}
             }
             let now = totals(&edge);
-            let rows = now.iter().map(|(ch, t)| row(ch, before.get(ch).unwrap_or(&Totals::default()), t)).collect();
+            let rows = now
+                .iter()
+                .map(|(ch, t)| {
+                    let mut r = row(ch, before.get(ch).unwrap_or(&Totals::default()), t);
+                    if let Ok(id) = proto::ChannelId::new(ch) {
+                        let samples = edge.clients.take_startups(&id);
+                        r.startup_ms = samples.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+                    }
+                    r
+                })
+                .collect();
             let r = ReportXml {
                 node: node.id().clone(),
                 id: format!("{start:020}"),

@@ -122,7 +122,12 @@ struct Client {
     mask: u64,
     /// Behind a NAT: the address it reports is not the one the edge sees (§4.6).
     natted: bool,
+    /// Its startup delay is counted (clients repeat it in every report).
+    startup_counted: bool,
 }
+
+/// Startup samples kept between two reports at most (a flash crowd beyond this is sampled).
+const MAX_STARTUPS: usize = 10_000;
 
 pub struct Service {
     cfg: ServiceConfig,
@@ -136,6 +141,8 @@ pub struct Service {
     full_siblings: std::collections::HashSet<String>,
     out: Vec<Output>,
     stats: ServiceStats,
+    /// Startup delays (ms) reported since [`Service::take_startups`].
+    startups: Vec<u32>,
     last_prune: Option<Instant>,
 }
 
@@ -151,6 +158,7 @@ impl Service {
             next_sibling: 0,
             full_siblings: Default::default(),
             out: Vec::new(),
+            startups: Vec::new(),
             stats: ServiceStats::default(),
             last_prune: None,
         }
@@ -171,6 +179,11 @@ impl Service {
 
     pub fn stats(&self) -> ServiceStats {
         self.stats
+    }
+
+    /// Startup delays (ms) clients reported since the last call, one per client.
+    pub fn take_startups(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.startups)
     }
 
     pub fn admission(&self) -> &Admission {
@@ -307,7 +320,7 @@ impl Service {
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
-        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted });
+        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false });
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
             peer,
@@ -378,8 +391,18 @@ impl Service {
                 }
             }
             ToEdge::Report(r) => {
-                if self.clients.get(&peer).is_some_and(|c| c.natted) {
-                    self.stats.natted_bytes_up += r.bytes_up;
+                if let Some(c) = self.clients.get_mut(&peer) {
+                    if c.natted {
+                        self.stats.natted_bytes_up += r.bytes_up;
+                    }
+                    if let Some(ms) = r.startup_ms
+                        && !c.startup_counted
+                    {
+                        c.startup_counted = true;
+                        if self.startups.len() < MAX_STARTUPS {
+                            self.startups.push(ms);
+                        }
+                    }
                 }
                 self.add_report(r);
             }

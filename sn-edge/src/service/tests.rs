@@ -471,6 +471,13 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
         Input::Message { conn: 1, msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }) },
     );
     assert_eq!(s.stats().natted_bytes_up, 1000);
+    // Clients repeat their startup delay in every report; the edge counts it once per client.
+    for (conn, ms) in [(1, 700), (1, 700), (2, 1500)] {
+        let r = proto::peer::PeerReport { startup_ms: Some(ms), ..Default::default() };
+        s.handle(t0, Input::Message { conn, msg: ToEdge::Report(r) });
+    }
+    assert_eq!(s.take_startups(), [700, 1500]);
+    assert!(s.take_startups().is_empty());
     s.handle(t0, Input::Disconnected { conn: 0 });
     assert_eq!(s.stats().natted_clients, 1);
 
