@@ -164,3 +164,17 @@ async fn malformed_requests_get_clear_errors() {
     assert_eq!(status, 200, "the edge still serves");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_channel_offered_only_as_hls_refuses_http_ts_with_a_reason() {
+    let topo = looped(1.0, "").replace("speed = 1 }", "speed = 1 }\nlegacy = [\"hls\"]");
+    assert!(topo.contains("legacy"), "{topo}");
+    let cluster = start(&topo).await;
+    let e = cluster.get("edge1").unwrap();
+    let (status, body) = get_text(&e.url("/live/demo.ts")).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("not offered as HTTP-TS"), "{body}");
+    let (status, pl) = get_text(&e.url("/live/demo/index.m3u8")).await;
+    assert_eq!(status, 200, "{pl}");
+    cluster.shutdown().await;
+}

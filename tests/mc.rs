@@ -268,7 +268,7 @@ async fn a_changed_bitrate_is_pushed_as_just_that_element_and_old_versions_get_s
     let up = raw.config().await;
     assert_eq!(
         up.to_xml(),
-        r#"<config node="e1" version="2" base="1"><channel id="demo" origin="t0" source="loop" path="builtin:demo" speed="1" substreams="4" bitrate-kbps="800"/></config>"#
+        r#"<config node="e1" version="2" base="1"><channel id="demo" origin="t0" source="loop" path="builtin:demo" speed="1" substreams="4" bitrate-kbps="800" legacy="ts hls"/></config>"#
     );
     // Reconnecting with version 1: the update again; with a version the MC never had: a snapshot.
     drop(raw);

@@ -46,9 +46,33 @@ pub struct ChannelConfig {
     /// If set, HTTP push must present it (`?key=…`, `X-Stream-Key`, or `Authorization: Bearer …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_key: Option<String>,
+    /// What legacy (non-LiveSky) players may get from the edges: `ts` (HTTP-TS), `hls`, both
+    /// (the default), or none (`[]`: LiveSky clients only).
+    #[serde(default = "default_legacy")]
+    pub legacy: Vec<LegacyFormat>,
     /// 64 hex digits: Ed25519 seed of the channel key. Absent: a fresh key per run (logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegacyFormat {
+    Ts,
+    Hls,
+}
+
+impl LegacyFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LegacyFormat::Ts => "ts",
+            LegacyFormat::Hls => "hls",
+        }
+    }
+}
+
+fn default_legacy() -> Vec<LegacyFormat> {
+    vec![LegacyFormat::Ts, LegacyFormat::Hls]
 }
 
 fn default_substreams() -> u16 {

@@ -27,7 +27,7 @@ use proto::codec::FrameCodec;
 use proto::{ChannelId, NodeId, WireError, WireMessage};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ChannelConfig, NodeConfig, SourceConfig, Topology};
+use crate::config::{ChannelConfig, LegacyFormat, NodeConfig, SourceConfig, Topology};
 
 /// Control frames are small; a snapshot of a few thousand channels still fits.
 pub const MC_MAX_FRAME: usize = 8 << 20;
@@ -300,6 +300,9 @@ pub struct XmlChannel {
     pub substreams: u16,
     #[serde(rename = "@bitrate-kbps")]
     pub bitrate_kbps: u32,
+    /// Legacy formats offered, space-separated (`ts hls`; empty: LiveSky clients only).
+    #[serde(rename = "@legacy")]
+    pub legacy: String,
     #[serde(rename = "@stream-key", default, skip_serializing_if = "Option::is_none")]
     pub stream_key: Option<String>,
     #[serde(rename = "@signing-key", default, skip_serializing_if = "Option::is_none")]
@@ -335,6 +338,7 @@ impl From<&ChannelConfig> for XmlChannel {
             speed,
             substreams: c.substreams,
             bitrate_kbps: c.bitrate_kbps,
+            legacy: c.legacy.iter().map(|f| f.name()).collect::<Vec<_>>().join(" "),
             stream_key: c.stream_key.clone(),
             signing_key: c.signing_key.clone(),
         }
@@ -356,12 +360,21 @@ impl TryFrom<XmlChannel> for ChannelConfig {
             },
             other => return Err(DocError::Invalid(format!("channel {}: unknown source kind `{other}`", x.id))),
         };
+        let mut legacy = Vec::new();
+        for f in x.legacy.split_ascii_whitespace() {
+            legacy.push(match f {
+                "ts" => LegacyFormat::Ts,
+                "hls" => LegacyFormat::Hls,
+                other => return Err(DocError::Invalid(format!("channel {}: unknown legacy format `{other}`", x.id))),
+            });
+        }
         Ok(ChannelConfig {
             id: x.id,
             origin: x.origin,
             source,
             substreams: x.substreams,
             bitrate_kbps: x.bitrate_kbps,
+            legacy,
             stream_key: x.stream_key,
             signing_key: x.signing_key,
         })

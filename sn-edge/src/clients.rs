@@ -34,11 +34,20 @@ const CONN_QUEUE: usize = 512;
 /// Chunks of a substream the edge starts feeding that the client may have missed.
 const BACKFILL_CHUNKS: u64 = 50;
 
-/// Bitrate and substream count per channel, from the topology.
+/// Bitrate, substream count and legacy formats per channel, from the topology.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelInfo {
     pub bitrate_kbps: u32,
     pub substreams: u16,
+    pub ts: bool,
+    pub hls: bool,
+}
+
+impl Default for ChannelInfo {
+    /// A channel the edge was not told about (relayed on demand): the defaults of the topology.
+    fn default() -> Self {
+        ChannelInfo { bitrate_kbps: 400, substreams: 4, ts: true, hls: true }
+    }
 }
 
 enum ServiceIn {

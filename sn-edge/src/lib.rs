@@ -88,7 +88,7 @@ impl Edge {
     /// Bitrate and substreams of a channel (defaults when the topology does not list it).
     pub fn channel_info(&self, channel: &ChannelId) -> clients::ChannelInfo {
         let table = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        table.get(channel).copied().unwrap_or(clients::ChannelInfo { bitrate_kbps: 400, substreams: 4 })
+        table.get(channel).copied().unwrap_or_default()
     }
 
     /// The channels as the management center pushed them last.
@@ -155,7 +155,15 @@ fn channel_table<'a>(
     channels: impl Iterator<Item = &'a sn_core::ChannelConfig>,
 ) -> HashMap<ChannelId, clients::ChannelInfo> {
     channels
-        .map(|c| (c.id.clone(), clients::ChannelInfo { bitrate_kbps: c.bitrate_kbps, substreams: c.substreams }))
+        .map(|c| {
+            let info = clients::ChannelInfo {
+                bitrate_kbps: c.bitrate_kbps,
+                substreams: c.substreams,
+                ts: c.legacy.contains(&sn_core::config::LegacyFormat::Ts),
+                hls: c.legacy.contains(&sn_core::config::LegacyFormat::Hls),
+            };
+            (c.id.clone(), info)
+        })
         .collect()
 }
 
@@ -219,25 +227,39 @@ fn channel_from(name: &str) -> Result<ChannelId, Response> {
     ChannelId::new(name).map_err(|e| text_error(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// The channel, if legacy players may have it in this format (`hls` or else HTTP-TS).
+fn legacy_channel(edge: &Edge, name: &str, hls: bool) -> Result<ChannelId, Response> {
+    let channel = channel_from(name)?;
+    let info = edge.channel_info(&channel);
+    if (hls && !info.hls) || (!hls && !info.ts) {
+        let what = if hls { "HLS" } else { "HTTP-TS" };
+        return Err(text_error(
+            StatusCode::NOT_FOUND,
+            format!("channel {channel} is not offered as {what} on this CDN"),
+        ));
+    }
+    Ok(channel)
+}
+
 async fn live_file(State(edge): State<Arc<Edge>>, Path(file): Path<String>) -> Response {
     let Some(name) = file.strip_suffix(".ts") else {
         return text_error(StatusCode::NOT_FOUND, "use /live/CHANNEL.ts or /live/CHANNEL/index.m3u8");
     };
-    match channel_from(name) {
+    match legacy_channel(&edge, name, false) {
         Ok(channel) => ts_viewer::serve(edge, channel).await,
         Err(r) => r,
     }
 }
 
 async fn playlist(State(edge): State<Arc<Edge>>, Path(channel): Path<String>) -> Response {
-    match channel_from(&channel) {
+    match legacy_channel(&edge, &channel, true) {
         Ok(channel) => hls_http::playlist(edge, channel).await,
         Err(r) => r,
     }
 }
 
 async fn segment(State(edge): State<Arc<Edge>>, Path((channel, segment)): Path<(String, String)>) -> Response {
-    let channel = match channel_from(&channel) {
+    let channel = match legacy_channel(&edge, &channel, true) {
         Ok(c) => c,
         Err(r) => return r,
     };

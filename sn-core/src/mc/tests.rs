@@ -124,7 +124,7 @@ fn a_changed_bitrate_is_an_update_with_only_that_channel() {
     let xml = v2.diff_from(&v1).to_xml();
     assert_eq!(
         xml,
-        r#"<config node="edge1" version="2" base="1"><channel id="demo" origin="tier0" source="loop" path="builtin:demo" speed="1" substreams="4" bitrate-kbps="800"/></config>"#
+        r#"<config node="edge1" version="2" base="1"><channel id="demo" origin="tier0" source="loop" path="builtin:demo" speed="1" substreams="4" bitrate-kbps="800" legacy="ts hls"/></config>"#
     );
     let applied = SnConfig::apply(Some(&v1), &id("edge1"), v2.diff_from(&v1)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied.snapshot(), v2.snapshot());
