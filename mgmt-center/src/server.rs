@@ -271,14 +271,6 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn nonce() -> String {
-    let mut b = [0u8; 16];
-    // Without randomness a nonce of zeros still binds the signature to this MC's session
-    // counter below; getrandom does not fail on supported platforms.
-    let _ = getrandom::fill(&mut b);
-    proto::sign::to_hex(&b)
-}
-
 /// Why `alive` is refused, if it is.
 fn check(shared: &Shared, alive: &Alive, challenge: &str) -> Result<(), (&'static str, String)> {
     let id = &alive.member.id;
@@ -309,7 +301,10 @@ async fn send(link: &mut Link, msg: McMessage) -> bool {
 
 async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
     let mut link = Framed::new(stream, mc::mc_codec());
-    let challenge = nonce();
+    let Some(challenge) = mc::nonce() else {
+        warn!(%from, "no randomness for a challenge; closing the link");
+        return;
+    };
     if !send(&mut link, McMessage::Challenge(Challenge { nonce: challenge.clone() })).await {
         return;
     }

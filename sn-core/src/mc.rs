@@ -231,6 +231,14 @@ pub struct ReportAck {
     pub id: String,
 }
 
+/// A fresh challenge: 16 random bytes as hex. None if the OS has no randomness to give, in which
+/// case the caller must not go on (a predictable challenge lets a recorded answer be replayed).
+pub fn nonce() -> Option<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(proto::sign::to_hex(&b))
+}
+
 /// What an SN signs: the MC's nonce bound to the SN's id.
 pub fn alive_proof(id: &NodeId, mc_nonce: &str) -> Vec<u8> {
     format!("livesky-mc-alive\0{id}\0{mc_nonce}").into_bytes()

@@ -162,12 +162,6 @@ async fn send(link: &mut Link, m: McMessage) -> Result<(), SessionError> {
     }
 }
 
-fn nonce() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    proto::sign::to_hex(&b)
-}
-
 async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken) -> Result<(), SessionError> {
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(cfg.mc))
         .await
@@ -180,7 +174,7 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
         McMessage::Challenge(c) => c.nonce,
         other => return Err(SessionError::Link(format!("expected a challenge, got {}", kind(&other)))),
     };
-    let my_nonce = nonce();
+    let my_nonce = mc::nonce().ok_or_else(|| SessionError::Link("no randomness for a challenge".into()))?;
     let have_version = sinks.config.borrow().as_ref().map_or(0, |c| c.version);
     let alive = Alive {
         member: cfg.member.clone(),
