@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Default port of an edge's LiveSky client service.
 pub const DEFAULT_CLIENT_PORT: u16 = 7600;
-const MAX_REDIRECTS: usize = 5;
+const MAX_REDIRECTS: u8 = 5;
 
 #[derive(clap::Subcommand)]
 pub enum PeerCmd {
@@ -129,9 +129,10 @@ pub async fn start_player(
     });
     let task = tokio::spawn(async move {
         let mut net = net;
-        for _ in 0..=MAX_REDIRECTS {
+        for redirects in 0..=MAX_REDIRECTS {
             let mut cfg = cfg.clone();
             cfg.channel = channel.clone();
+            cfg.redirects = redirects;
             match driver::run(cfg, net, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
                 Ended::Redirected(to) => {
                     tracing::info!(%to, "redirected to another edge");

@@ -46,6 +46,8 @@ pub struct PeerConfig {
     /// Pure mesh pull (the simulator's CoolStreaming-like baseline): no parents; every chunk a
     /// neighbour's buffer map shows is pulled, playback starting from what was pulled.
     pub pull_only: bool,
+    /// Redirects followed to reach this edge (sent in the join).
+    pub redirects: u8,
     /// Fault injection for tests: flip a byte in every chunk forwarded to children.
     #[doc(hidden)]
     pub tamper: bool,
@@ -68,6 +70,7 @@ impl PeerConfig {
             map_interval: Duration::from_secs(1),
             tick: Duration::from_millis(200),
             pull_only: false,
+            redirects: 0,
             tamper: false,
         }
     }
@@ -265,6 +268,7 @@ impl PeerCore {
             upload_kbps: core.cfg.upload_kbps,
             listen: core.cfg.listen,
             buffer_ms: core.cfg.buffer.buffer_ms,
+            redirects: core.cfg.redirects,
         })));
         core
     }

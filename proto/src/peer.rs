@@ -16,7 +16,7 @@ use crate::name::ChannelId;
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 1;
+pub const CLIENT_PROTOCOL_VERSION: u16 = 2;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -46,6 +46,9 @@ pub struct Join {
     pub listen: Option<SocketAddr>,
     /// Playback buffer the client keeps, ms (sets the start burst).
     pub buffer_ms: u32,
+    /// Redirects this client followed to get here: an edge keeps a client that was already sent
+    /// on once, rather than bounce it between full siblings.
+    pub redirects: u8,
 }
 
 /// Why a client asks for a new parent.
@@ -251,6 +254,7 @@ impl WireMessage for ToEdge {
                 out.put_u32(j.upload_kbps);
                 put_opt_addr(out, &j.listen);
                 out.put_u32(j.buffer_ms);
+                out.put_u8(j.redirects);
             }
             ToEdge::Heartbeat => out.put_u8(2),
             ToEdge::Leave => out.put_u8(3),
@@ -299,6 +303,7 @@ impl WireMessage for ToEdge {
                 upload_kbps: r.u32("upload kbit/s")?,
                 listen: r.opt_addr("listen address")?,
                 buffer_ms: r.u32("buffer ms")?,
+                redirects: r.u8("redirects")?,
             }),
             2 => ToEdge::Heartbeat,
             3 => ToEdge::Leave,
@@ -573,6 +578,7 @@ mod tests {
                 upload_kbps: 600,
                 listen: Some(a4),
                 buffer_ms: 15_000,
+                redirects: 3,
             }),
             ToEdge::Join(Join {
                 version: 1,
@@ -581,6 +587,7 @@ mod tests {
                 upload_kbps: 0,
                 listen: None,
                 buffer_ms: 3_000,
+                redirects: 0,
             }),
             ToEdge::Heartbeat,
             ToEdge::Leave,

@@ -376,6 +376,7 @@ impl<'a> Domain<'a> {
         cfg.report_interval = std::time::Duration::from_secs(60);
         cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
         cfg.pull_only = sc.mode == Mode::Mesh;
+        cfg.redirects = client.redirects;
         let leave_at = client.leave_at.max(t + 1);
         self.net.slots.push(Slot {
             core: Some(PeerCore::new(cfg, self.net.clock.at(t))),

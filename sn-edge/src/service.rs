@@ -299,7 +299,9 @@ impl Service {
             self.out.push(Output::Close { conn });
             return;
         }
-        let sibling_available = self.sibling_available();
+        // A client another edge already sent here stays (in the trees, past N*c if need be):
+        // when the whole group is full, bouncing it on only delays its start.
+        let sibling_available = join.redirects == 0 && self.sibling_available();
         let upload = (join.upload_kbps > 0).then_some(join.upload_kbps).or(Some(0));
         let reachable = join.listen.is_some();
         let peer = match self.admission.join(now, upload, reachable, sibling_available) {

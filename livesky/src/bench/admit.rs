@@ -52,6 +52,7 @@ fn join_input(conn: u64, t: Instant) -> (Instant, Input) {
         upload_kbps: 2_000,
         listen: Some(addr),
         buffer_ms: 15_000,
+        redirects: 0,
     };
     (t, Input::Joined { conn, from: addr, join })
 }

@@ -403,6 +403,7 @@ fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
         upload_kbps: 600,
         listen: None,
         buffer_ms: 15_000,
+        redirects: 0,
     };
     for conn in 0..25 {
         s.handle(t0, Input::Joined { conn, from, join: join("live") });
@@ -444,6 +445,7 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
             upload_kbps: 600,
             listen,
             buffer_ms: 15_000,
+            redirects: 0,
         };
         s.handle(t0, Input::Joined { conn, from: public, join });
     }
@@ -491,6 +493,7 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
             upload_kbps: 600,
             listen: Some(public),
             buffer_ms: 15_000,
+            redirects: 0,
         };
         s.handle(t0, Input::Joined { conn, from: public, join });
         s.drain().into_iter().find_map(|o| match o {
@@ -507,6 +510,18 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     assert_eq!(join_next(&mut s, 12).as_deref(), Some("welcome"));
     s.set_sibling_full("198.51.100.2:7600", false);
     assert_eq!(join_next(&mut s, 13).as_deref(), Some("198.51.100.2:7600"));
+    // A client another edge already sent here is kept, though a sibling has room: no ping-pong.
+    let join = proto::peer::Join {
+        version: proto::peer::CLIENT_PROTOCOL_VERSION,
+        channel: channel(),
+        token: String::new(),
+        upload_kbps: 600,
+        listen: Some(public),
+        buffer_ms: 15_000,
+        redirects: 1,
+    };
+    s.handle(t0, Input::Joined { conn: 14, from: public, join });
+    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
 }
 
 #[test]
@@ -522,6 +537,7 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
             upload_kbps: 600,
             listen: Some(from),
             buffer_ms: 15_000,
+            redirects: 0,
         };
         s.handle(t0, Input::Joined { conn, from, join });
     }
