@@ -319,6 +319,19 @@ impl Net {
     }
 }
 
+/// A join at 600 kbit/s with a 15 s buffer, after `redirects` redirects.
+fn join_msg(listen: Option<SocketAddr>, redirects: u8) -> proto::peer::Join {
+    proto::peer::Join {
+        version: proto::peer::CLIENT_PROTOCOL_VERSION,
+        channel: channel(),
+        token: String::new(),
+        upload_kbps: 600,
+        listen,
+        buffer_ms: 15_000,
+        redirects,
+    }
+}
+
 fn continuous(played: &[u64]) -> bool {
     played.windows(2).all(|w| w[1] == w[0] + 1)
 }
@@ -438,16 +451,7 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     for conn in 0..7 {
         // Half the clients report a private address behind a NAT.
         let listen = if conn % 2 == 0 { Some(SocketAddr::from(([10, 0, 0, conn as u8], 9000))) } else { Some(public) };
-        let join = proto::peer::Join {
-            version: proto::peer::CLIENT_PROTOCOL_VERSION,
-            channel: channel(),
-            token: String::new(),
-            upload_kbps: 600,
-            listen,
-            buffer_ms: 15_000,
-            redirects: 0,
-        };
-        s.handle(t0, Input::Joined { conn, from: public, join });
+        s.handle(t0, Input::Joined { conn, from: public, join: join_msg(listen, 0) });
     }
     let redirects: Vec<String> = s
         .drain()
@@ -485,43 +489,24 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
 
     // A sibling reported full gets no more clients; with every sibling full, the edge keeps the
     // client (in its trees) rather than bounce it around.
-    let join_next = |s: &mut Service, conn| {
-        let join = proto::peer::Join {
-            version: proto::peer::CLIENT_PROTOCOL_VERSION,
-            channel: channel(),
-            token: String::new(),
-            upload_kbps: 600,
-            listen: Some(public),
-            buffer_ms: 15_000,
-            redirects: 0,
-        };
-        s.handle(t0, Input::Joined { conn, from: public, join });
+    let join_next = |s: &mut Service, conn, redirects| {
+        s.handle(t0, Input::Joined { conn, from: public, join: join_msg(Some(public), redirects) });
         s.drain().into_iter().find_map(|o| match o {
             Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
             Output::Send { msg: FromEdge::Welcome(_), .. } => Some("welcome".into()),
             _ => None,
         })
     };
-    assert_eq!(join_next(&mut s, 9).as_deref(), Some("welcome"), "client 0 left: room for one");
+    assert_eq!(join_next(&mut s, 9, 0).as_deref(), Some("welcome"), "client 0 left: room for one");
     s.set_sibling_full("198.51.100.2:7600", true);
-    assert_eq!(join_next(&mut s, 10).as_deref(), Some("198.51.100.1:7600"));
-    assert_eq!(join_next(&mut s, 11).as_deref(), Some("198.51.100.1:7600"));
+    assert_eq!(join_next(&mut s, 10, 0).as_deref(), Some("198.51.100.1:7600"));
+    assert_eq!(join_next(&mut s, 11, 0).as_deref(), Some("198.51.100.1:7600"));
     s.set_sibling_full("198.51.100.1:7600", true);
-    assert_eq!(join_next(&mut s, 12).as_deref(), Some("welcome"));
+    assert_eq!(join_next(&mut s, 12, 0).as_deref(), Some("welcome"));
     s.set_sibling_full("198.51.100.2:7600", false);
-    assert_eq!(join_next(&mut s, 13).as_deref(), Some("198.51.100.2:7600"));
+    assert_eq!(join_next(&mut s, 13, 0).as_deref(), Some("198.51.100.2:7600"));
     // A client another edge already sent here is kept, though a sibling has room: no ping-pong.
-    let join = proto::peer::Join {
-        version: proto::peer::CLIENT_PROTOCOL_VERSION,
-        channel: channel(),
-        token: String::new(),
-        upload_kbps: 600,
-        listen: Some(public),
-        buffer_ms: 15_000,
-        redirects: 1,
-    };
-    s.handle(t0, Input::Joined { conn: 14, from: public, join });
-    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
+    assert_eq!(join_next(&mut s, 14, 1).as_deref(), Some("welcome"));
 }
 
 #[test]
