@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use livesky::launch::write_atomic;
 use livesky_mgmt_center::{McServer, McSettings};
 use livesky_tests::{get_text, post, wait_until};
 use proto::{NodeId, NodeKey};
@@ -111,9 +112,7 @@ impl Mc {
 
     fn write_topology(&self, text: &str) {
         // Atomic, as editors and config management do: the watcher never sees half a file.
-        let tmp = self.dir.join("topology.tmp");
-        std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::rename(&tmp, self.dir.join("topology.toml")).unwrap_or_else(|e| panic!("{e}"));
+        write_atomic(&self.dir.join("topology.toml"), text).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -341,13 +340,9 @@ async fn a_channel_added_to_the_file_is_playable_from_an_edge_within_two_seconds
     let reading = tokio::spawn(livesky_tests::read_stream(viewer, 1 << 30, Duration::from_secs(6)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("{text}\n[[channel]]\nid = \"extra\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    let extra =
+        format!("{text}\n[[channel]]\nid = \"extra\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n");
+    write_atomic(&path, &extra).unwrap_or_else(|e| panic!("{e}"));
     let since = std::time::Instant::now();
     let url = edge.url("/live/extra.ts");
     wait_until(Duration::from_secs(2), "the new channel plays from the edge", || {
@@ -366,8 +361,7 @@ async fn a_channel_added_to_the_file_is_playable_from_an_edge_within_two_seconds
     assert!(got.len() > 200_000, "the demo viewer got only {} bytes in 6 s", got.len());
     assert!(got.chunks(188).all(|p| p[0] == 0x47), "the demo viewer's stream broke");
     // Removed again: Tier 0 stops feeding it.
-    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    write_atomic(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     let tier0 = cluster.get("tier0").unwrap_or_else(|| panic!("tier0"));
     wait_until(LIMIT, "extra no longer fed", || async {
         tier0.node.source(&proto::ChannelId::new("extra").unwrap_or_else(|e| panic!("{e}"))).is_none()
@@ -474,9 +468,7 @@ async fn admission_parameters_edited_in_the_file_reach_a_running_edge() {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
     let edited = text.replacen("n1c = 4\ncapacity_kbps = 5000", "n1c = 40\ncapacity_kbps = 50000", 1);
     assert_ne!(edited, text);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, edited).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{e}"));
+    write_atomic(&path, &edited).unwrap_or_else(|e| panic!("{e}"));
     wait_until(LIMIT, "N1c and N*c follow the file", || async {
         bound("\"n1c\"").await == 40.0 && bound("\"nc_star\"").await == 100.0
     })

@@ -383,11 +383,16 @@ impl McEndpoint {
 }
 
 impl Endpoints {
-    /// Writes the JSON atomically (temp file + rename) so readers never see half a file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json + "\n")?;
-        std::fs::rename(&tmp, path)
+        write_atomic(path, &(json + "\n"))
     }
+}
+
+/// Writes a file through a temp file and a rename, so a reader (or the MC's file watch) never
+/// sees half of it.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

@@ -51,10 +51,6 @@ impl Registry {
         Self { heartbeat, members: BTreeMap::new(), version: 0 }
     }
 
-    pub fn heartbeat_interval(&self) -> Duration {
-        self.heartbeat
-    }
-
     pub fn version(&self) -> u64 {
         self.version
     }

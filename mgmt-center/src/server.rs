@@ -3,13 +3,12 @@
 //! decisions live in [`crate::registry`] and [`crate::store`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use proto::{NodeId, NodeKey};
+use futures_util::StreamExt;
+use proto::{NodeId, NodeKey, WireMessage};
 use sn_core::Topology;
 use sn_core::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,10 +139,6 @@ impl McServer {
 
     pub fn config_version(&self) -> u64 {
         self.shared.state().store.version()
-    }
-
-    pub fn topology_path(&self) -> PathBuf {
-        self.shared.settings.topology.clone()
     }
 
     /// Re-reads the topology file. A bad file is refused with the reason, and the running
@@ -286,16 +281,15 @@ fn check(shared: &Shared, alive: &Alive, challenge: &str) -> Result<(), (&'stati
     Ok(())
 }
 
-type Link = Framed<TcpStream, mc::McCodec>;
+type Link = mc::McLink;
 
 async fn send(link: &mut Link, msg: McMessage) -> bool {
-    match tokio::time::timeout(Duration::from_secs(10), link.send(msg)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            debug!(error = %e, "SN control link write failed");
+    match mc::send(link, msg).await {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "closing an SN control link");
             false
         }
-        Err(_) => false,
     }
 }
 
@@ -311,8 +305,7 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
     let alive = match tokio::time::timeout(REGISTER_TIMEOUT, link.next()).await {
         Ok(Some(Ok(McMessage::Alive(a)))) => a,
         Ok(Some(Ok(other))) => {
-            return refuse(&shared, &mut link, from, "protocol", format!("expected alive, got {}", other_kind(&other)))
-                .await;
+            return refuse(&shared, &mut link, from, "protocol", format!("expected alive, got {}", other.kind())).await;
         }
         Ok(Some(Err(e))) => return refuse(&shared, &mut link, from, "protocol", e.to_string()).await,
         Ok(None) | Err(_) => return,
@@ -376,10 +369,6 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
         info!(node = %id, "SN left");
         shared.publish(&st, &change);
     }
-}
-
-fn other_kind(m: &McMessage) -> &'static str {
-    proto::WireMessage::kind(m)
 }
 
 async fn refuse(shared: &Shared, link: &mut Link, from: SocketAddr, label: &'static str, reason: String) {
@@ -462,7 +451,7 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             send(link, McMessage::Members(reply)).await
         }
         other => {
-            warn!(node = %id, kind = other_kind(&other), "unexpected message from an SN; closing its link");
+            warn!(node = %id, kind = other.kind(), "unexpected message from an SN; closing its link");
             false
         }
     }

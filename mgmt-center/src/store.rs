@@ -73,10 +73,6 @@ impl ConfigStore {
     pub fn acked(&self, id: &NodeId) -> Option<u64> {
         self.acked.get(id).copied()
     }
-
-    pub fn forget(&mut self, id: &NodeId) {
-        self.acked.remove(id);
-    }
 }
 
 /// The current topology and, if still known, the one an SN holds.

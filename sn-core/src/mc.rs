@@ -40,6 +40,26 @@ pub fn mc_codec() -> McCodec {
     McCodec::new(MC_MAX_FRAME)
 }
 
+/// One end of a control link (the MC's or an SN's).
+pub type McLink = tokio_util::codec::Framed<tokio::net::TcpStream, McCodec>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("control link write failed: {0}")]
+    Link(#[from] proto::CodecError),
+    #[error("control link write took longer than 10 s")]
+    Timeout,
+}
+
+/// Writes one message; a peer that does not take it within 10 s counts as gone.
+pub async fn send(link: &mut McLink, m: McMessage) -> Result<(), SendError> {
+    use futures_util::SinkExt;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), link.send(m)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(SendError::Timeout),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum McMessage {

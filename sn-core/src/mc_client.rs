@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use proto::{NodeId, NodeKey};
+use futures_util::StreamExt;
+use proto::{NodeId, NodeKey, WireMessage};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::codec::Framed;
@@ -144,7 +144,7 @@ async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
     }
 }
 
-type Link = Framed<TcpStream, mc::McCodec>;
+type Link = mc::McLink;
 
 async fn next(link: &mut Link, within: Duration) -> Result<McMessage, SessionError> {
     match tokio::time::timeout(within, link.next()).await {
@@ -156,10 +156,10 @@ async fn next(link: &mut Link, within: Duration) -> Result<McMessage, SessionErr
 }
 
 async fn send(link: &mut Link, m: McMessage) -> Result<(), SessionError> {
-    match tokio::time::timeout(Duration::from_secs(10), link.send(m)).await {
-        Ok(r) => r.map_err(|e| SessionError::Link(e.to_string())),
-        Err(_) => Err(SessionError::Silent),
-    }
+    mc::send(link, m).await.map_err(|e| match e {
+        mc::SendError::Timeout => SessionError::Silent,
+        other => SessionError::Link(other.to_string()),
+    })
 }
 
 async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken) -> Result<(), SessionError> {
@@ -172,7 +172,7 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
     let id = cfg.member.id.clone();
     let challenge = match next(&mut link, Duration::from_secs(5)).await? {
         McMessage::Challenge(c) => c.nonce,
-        other => return Err(SessionError::Link(format!("expected a challenge, got {}", kind(&other)))),
+        other => return Err(SessionError::Link(format!("expected a challenge, got {}", other.kind()))),
     };
     let my_nonce = mc::nonce().ok_or_else(|| SessionError::Link("no randomness for a challenge".into()))?;
     let have_version = sinks.config.borrow().as_ref().map_or(0, |c| c.version);
@@ -186,7 +186,7 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
     let welcome = match next(&mut link, Duration::from_secs(5)).await? {
         McMessage::Welcome(w) => w,
         McMessage::Refused(r) => return Err(SessionError::Refused(r.reason)),
-        other => return Err(SessionError::Link(format!("expected welcome, got {}", kind(&other)))),
+        other => return Err(SessionError::Link(format!("expected welcome, got {}", other.kind()))),
     };
     match &cfg.mc_public_key {
         Some(k) => proto::verify_node_signature(k, &mc::welcome_proof(&id, &my_nonce), &welcome.signature)
@@ -224,7 +224,7 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
                     }
                     sent.remove(&a.id);
                 }
-                other => debug!(node = %id, kind = kind(&other), "ignoring an unexpected MC message"),
+                other => debug!(node = %id, kind = other.kind(), "ignoring an unexpected MC message"),
             },
         }
     }
@@ -249,10 +249,6 @@ async fn send_reports(link: &mut Link, sinks: &Sinks, sent: &mut HashSet<String>
         }
     }
     Ok(())
-}
-
-fn kind(m: &McMessage) -> &'static str {
-    proto::WireMessage::kind(m)
 }
 
 fn on_members(sinks: &Sinks, m: Members) {

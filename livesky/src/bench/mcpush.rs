@@ -16,6 +16,8 @@ use sn_core::mc::Member;
 use sn_core::mc_client::{self, McClientConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::launch::write_atomic;
+
 #[derive(clap::Args)]
 pub struct McPushArgs {
     /// SN counts to measure, comma-separated.
@@ -45,13 +47,6 @@ fn topology(sns: usize, channels: usize, bitrate: u32) -> String {
         );
     }
     t
-}
-
-fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 struct Row {
