@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use livesky::demo::{self, DemoOptions};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Without RUST_LOG: our info, and only errors from the WebRTC stack, whose warnings about
 /// connectivity checks racing the answer (normal without trickle ICE) would flood the terminal.
 const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
