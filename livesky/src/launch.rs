@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proto::{ChannelId, NodeId, NodeKey};
 use serde::Serialize;
-use sn_core::mc::Member;
+use sn_core::mc::{Heartbeat, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
 use sn_edge::Edge;
@@ -176,7 +176,13 @@ fn follow_mc(
         key: key.clone(),
         mc_public_key: link.mc_public_key.clone(),
         member,
-        users: Arc::new(move || hubs.hubs().iter().map(|h| h.users() as u64).sum()),
+        load: {
+            let edge = edge.clone();
+            Arc::new(move || Heartbeat {
+                users: hubs.hubs().iter().map(|h| h.users() as u64).sum(),
+                full: edge.as_ref().map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+            })
+        },
         spool,
     };
     let client = mc_client::spawn(mc_cfg, node.book_handle(), node.cancel_token());

@@ -28,6 +28,7 @@ struct MemberView {
 pub fn router(mc: McServer) -> Router {
     Router::new()
         .route("/members", get(members))
+        .route("/edges", get(edges))
         .route("/config", get(config))
         .route("/config/{node}", get(node_config))
         .route("/reload", post(reload))
@@ -61,6 +62,36 @@ async fn members(State(mc): State<McServer>) -> Response {
         })
         .collect();
     axum::Json(list).into_response()
+}
+
+/// The GSLB's feed: live edges with their place (from the topology) and load (from heartbeats).
+async fn edges(State(mc): State<McServer>) -> Response {
+    use sn_core::mc_api::{ChannelRate, EdgeView, EdgesView, advertised};
+    let st = mc.shared.state();
+    let topo = st.store.topology();
+    let edges = st
+        .registry
+        .loads()
+        .filter(|(m, _)| m.role == "edge")
+        .map(|(m, load)| {
+            let cfg = topo.nodes.iter().find(|n| n.id == m.id).map(|n| &n.edge);
+            let listening: Vec<std::net::SocketAddr> = m.clients.into_iter().chain([m.http]).collect();
+            EdgeView {
+                id: m.id.to_string(),
+                region: cfg.map(|c| c.region.clone()).unwrap_or_default(),
+                isp: cfg.map(|c| c.isp.clone()).unwrap_or_default(),
+                addrs: advertised(cfg.map_or(&[][..], |c| &c.advertise), &listening),
+                http: m.http,
+                clients: m.clients,
+                users: load.users,
+                capacity_kbps: m.capacity_kbps,
+                full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+            }
+        })
+        .collect();
+    let channels =
+        topo.channels.iter().map(|c| ChannelRate { id: c.id.to_string(), bitrate_kbps: c.bitrate_kbps }).collect();
+    axum::Json(EdgesView { version: st.registry.version(), edges, channels }).into_response()
 }
 
 async fn config(State(mc): State<McServer>) -> Response {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::NodeId;
-use sn_core::mc::{Gone, Member, Members};
+use sn_core::mc::{Gone, Heartbeat, Member, Members};
 
 /// Heartbeat intervals of silence after which an SN is dead.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -36,7 +36,8 @@ struct Entry {
     /// The control connection that registered it: a stale connection closing later must not
     /// remove an SN that has since reconnected.
     session: u64,
-    users: u64,
+    /// The last heartbeat.
+    load: Heartbeat,
 }
 
 #[derive(Debug)]
@@ -58,16 +59,18 @@ impl Registry {
     pub fn alive(&mut self, now: Instant, member: Member, session: u64) -> Change {
         self.version += 1;
         let id = member.id.clone();
-        self.members.insert(id, Entry { member: member.clone(), last_seen: now, session, users: 0 });
+        self.members.insert(id, Entry { member: member.clone(), last_seen: now, session, load: Heartbeat::default() });
         Change::Joined(member)
     }
 
     /// False if `id` is not (or no longer) registered through `session`: the link should close.
-    pub fn heartbeat(&mut self, now: Instant, id: &NodeId, session: u64, users: u64) -> bool {
+    pub fn heartbeat(&mut self, now: Instant, id: &NodeId, session: u64, load: &Heartbeat) -> bool {
         match self.members.get_mut(id) {
             Some(e) if e.session == session => {
                 e.last_seen = now;
-                e.users = users;
+                if e.load != *load {
+                    e.load = load.clone();
+                }
                 true
             }
             _ => false,
@@ -107,7 +110,12 @@ impl Registry {
     }
 
     pub fn users(&self, id: &NodeId) -> Option<u64> {
-        self.members.get(id).map(|e| e.users)
+        self.members.get(id).map(|e| e.load.users)
+    }
+
+    /// Members with their last heartbeat.
+    pub fn loads(&self) -> impl Iterator<Item = (&Member, &Heartbeat)> {
+        self.members.values().map(|e| (&e.member, &e.load))
     }
 
     pub fn len(&self) -> usize {
@@ -152,7 +160,7 @@ mod tests {
         r.alive(t0, member("b"), 2);
         assert_eq!(r.version(), 2);
         for i in 1..=5 {
-            assert!(r.heartbeat(t0 + s * i, &member("a").id, 1, 10));
+            assert!(r.heartbeat(t0 + s * i, &member("a").id, 1, &Heartbeat { users: 10, full: String::new() }));
         }
         assert!(r.sweep(t0 + s * 3).is_empty(), "exactly three intervals is not yet dead");
         assert_eq!(r.sweep(t0 + s * 3 + Duration::from_millis(1)), [Change::Left(member("b").id)]);

@@ -400,7 +400,7 @@ async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -
 
 async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64, sent: &mut u64, m: McMessage) -> bool {
     match m {
-        McMessage::Heartbeat(h) => shared.state().registry.heartbeat(Instant::now(), id, session, h.users),
+        McMessage::Heartbeat(h) => shared.state().registry.heartbeat(Instant::now(), id, session, &h),
         McMessage::Ack(a) => {
             shared.state().store.ack(id, a.version);
             shared.metrics.sn_config_version.with_label_values(&[id.as_str()]).set(a.version as i64);

@@ -175,6 +175,12 @@ pub struct EdgeSettings {
     pub stun_listen: Option<SocketAddr>,
     /// Other edges' client ports (`host:port`) for redirects, until the GSLB/MC provide them.
     pub siblings: Vec<String>,
+    /// Where the edge is, for the GSLB: the same names as in its prefix database.
+    pub region: String,
+    pub isp: String,
+    /// Addresses the GSLB hands out for this edge (A and AAAA). Empty: the client and HTTP
+    /// listen addresses, when they are specific (not 0.0.0.0 or ::).
+    pub advertise: Vec<std::net::IpAddr>,
     /// The adaptive-scaling parameters (LiveSky §3.1).
     pub admission: AdmissionSettings,
 }
@@ -247,6 +253,9 @@ impl Default for EdgeSettings {
             client_listen: None,
             stun_listen: None,
             siblings: Vec::new(),
+            region: String::new(),
+            isp: String::new(),
+            advertise: Vec::new(),
             admission: AdmissionSettings::default(),
         }
     }

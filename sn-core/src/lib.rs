@@ -33,4 +33,5 @@ pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
     Ok(out)
 }
 pub mod mc;
+pub mod mc_api;
 pub mod mc_client;

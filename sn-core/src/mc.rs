@@ -150,6 +150,10 @@ pub struct Heartbeat {
     /// Clients the SN serves now (viewers and LiveSky clients).
     #[serde(rename = "@users", default)]
     pub users: u64,
+    /// Channels on which the SN (an edge) sends new clients away: stage 4, past N*c/S. The GSLB
+    /// stops sending it clients for them. Space-separated.
+    #[serde(rename = "@full", default, skip_serializing_if = "String::is_empty")]
+    pub full: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

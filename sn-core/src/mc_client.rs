@@ -28,8 +28,8 @@ pub struct McClientConfig {
     /// The MC's public key (hex); without it the SN cannot tell the real MC from an impostor.
     pub mc_public_key: Option<String>,
     pub member: Member,
-    /// Clients served now, for heartbeats.
-    pub users: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// What heartbeats say: clients served now, overflowed channels.
+    pub load: Arc<dyn Fn() -> Heartbeat + Send + Sync>,
     /// Where reports wait for the MC (none: this SN sends no reports).
     pub spool: Option<Spool>,
 }
@@ -208,7 +208,7 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
             _ = cancel.cancelled() => return Ok(()),
             Some(id) = lookups.recv() => send(&mut link, McMessage::Lookup(mc::Lookup { id })).await?,
             _ = wake.notified() => send_reports(&mut link, sinks, &mut sent).await?,
-            _ = tick.tick() => send(&mut link, McMessage::Heartbeat(Heartbeat { users: (cfg.users)() })).await?,
+            _ = tick.tick() => send(&mut link, McMessage::Heartbeat((cfg.load)())).await?,
             m = next(&mut link, beat * 3) => match m? {
                 McMessage::Members(m) => on_members(sinks, m),
                 McMessage::Config(doc) => {

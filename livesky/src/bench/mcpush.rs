@@ -97,7 +97,7 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
             key,
             mc_public_key: Some(mc.public_key()),
             member,
-            users: Arc::new(|| 0),
+            load: Arc::new(sn_core::mc::Heartbeat::default),
             spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());
