@@ -243,7 +243,7 @@ async fn strangers_and_wrong_keys_are_refused() {
         key: mc.keys["t0"].clone(),
         mc_public_key: Some(NodeKey::from_seed([5; 32]).public_hex()),
         member: member("t0"),
-        users: Arc::new(|| 0),
+        load: Arc::new(sn_core::mc::Heartbeat::default),
         spool: None,
     };
     let c = mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());
