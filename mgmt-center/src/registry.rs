@@ -177,7 +177,7 @@ mod tests {
         let mut r = Registry::new(Duration::from_secs(1));
         r.alive(t0, member("a"), 1);
         r.alive(t0, member("a"), 2);
-        assert!(!r.heartbeat(t0, &member("a").id, 1, 0));
+        assert!(!r.heartbeat(t0, &member("a").id, 1, &Heartbeat::default()));
         assert_eq!(r.disconnected(&member("a").id, 1), None);
         assert_eq!(r.len(), 1);
         assert_eq!(r.disconnected(&member("a").id, 2), Some(Change::Left(member("a").id)));
