@@ -19,6 +19,8 @@ pub struct EdgeInfo {
     pub addrs: Vec<IpAddr>,
     /// Its HTTP port (the 302 fallback's target).
     pub http: Option<SocketAddr>,
+    /// Its LiveSky client port.
+    pub clients: Option<SocketAddr>,
     /// Clients it serves now.
     pub users: u64,
     pub capacity_kbps: u64,
@@ -65,6 +67,7 @@ pub enum Want {
     V4,
     V6,
     Http,
+    Livesky,
 }
 
 impl Want {
@@ -73,6 +76,7 @@ impl Want {
             Want::V4 => e.addrs.iter().any(IpAddr::is_ipv4),
             Want::V6 => e.addrs.iter().any(IpAddr::is_ipv6),
             Want::Http => e.http.is_some(),
+            Want::Livesky => e.clients.is_some(),
         }
     }
 }

@@ -5,6 +5,14 @@
 //! ([`server`]) are thin.
 
 pub mod choose;
+pub mod dns;
+pub mod feed;
 pub mod geo;
+mod http;
+pub mod metrics;
+pub mod server;
 pub mod settings;
 pub mod zone;
+
+pub use server::{Gslb, GslbError};
+pub use settings::GslbSettings;

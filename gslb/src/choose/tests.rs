@@ -7,6 +7,7 @@ fn edge(id: &str, region: &str, isp: &str, users: u64) -> EdgeInfo {
         isp: isp.into(),
         addrs: vec![IpAddr::from([192, 0, 2, id.len() as u8])],
         http: Some(SocketAddr::from(([192, 0, 2, 1], 80))),
+        clients: None,
         users,
         // N*c = 100 at 400 kbit/s.
         capacity_kbps: 40_000,

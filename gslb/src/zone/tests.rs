@@ -19,6 +19,7 @@ fn edge(id: &str, region: &str, ip: &str) -> EdgeInfo {
         isp: "tel".into(),
         addrs: vec![ip.parse().expect("ip")],
         http: None,
+        clients: None,
         users: 0,
         capacity_kbps: 10_000,
         full: BTreeSet::new(),

@@ -1,0 +1,178 @@
+//! The running GSLB: DNS on UDP and TCP, the HTTP fallback, the MC feed and the prefix
+//! database watch, sharing one state. Answers read snapshots (`Arc`s swapped under a short
+//! lock), so a reload or a feed update never blocks a query for longer than a pointer copy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::feed;
+use crate::geo::GeoDb;
+use crate::settings::GslbSettings;
+use crate::zone::{View, Zone};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GslbError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Geo(#[from] crate::geo::GeoError),
+    #[error("bad zone: {0}")]
+    Zone(String),
+}
+
+pub(crate) struct Shared {
+    pub settings: GslbSettings,
+    pub zone: Zone,
+    pub metrics: crate::metrics::GslbMetrics,
+    view: RwLock<Arc<View>>,
+    geo: RwLock<Arc<GeoDb>>,
+    /// When the MC last answered.
+    fed_at: Mutex<Option<Instant>>,
+    pub cancel: CancellationToken,
+}
+
+impl Shared {
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn geo(&self) -> Arc<GeoDb> {
+        self.geo.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_view(&self, view: View) {
+        self.metrics.edges.with_label_values(&[] as &[&str]).set(view.edges.len() as i64);
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        *self.fed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Seconds since the MC last answered (None: never).
+    pub fn feed_age(&self) -> Option<f64> {
+        self.fed_at.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed().as_secs_f64())
+    }
+
+    fn set_geo(&self, db: GeoDb) {
+        self.metrics.geo_prefixes.with_label_values(&[] as &[&str]).set(db.len() as i64);
+        *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(db);
+    }
+}
+
+/// A running GSLB.
+#[derive(Clone)]
+pub struct Gslb {
+    pub(crate) shared: Arc<Shared>,
+    pub dns_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: TaskTracker,
+}
+
+impl Gslb {
+    /// Loads the prefix database, binds UDP, TCP and HTTP, and starts serving. The MC is polled
+    /// from then on; until it first answers, channel queries get SERVFAIL.
+    pub async fn start(settings: GslbSettings) -> Result<Gslb, GslbError> {
+        let zone = Zone::new(&settings).map_err(GslbError::Zone)?;
+        let started = Instant::now();
+        let db = GeoDb::load(&settings.geo)?;
+        info!(path = %settings.geo.display(), prefixes = db.len(), ms = started.elapsed().as_millis() as u64, "prefix database loaded");
+        let bind = |addr: SocketAddr| move |source| GslbError::Bind { addr, source };
+        let udp = UdpSocket::bind(settings.dns_listen).await.map_err(bind(settings.dns_listen))?;
+        let dns_addr = udp.local_addr().map_err(bind(settings.dns_listen))?;
+        // TCP on the port UDP got, so one address serves both.
+        let tcp = TcpListener::bind(dns_addr).await.map_err(bind(dns_addr))?;
+        let http = TcpListener::bind(settings.http_listen).await.map_err(bind(settings.http_listen))?;
+        let http_addr = http.local_addr().map_err(bind(settings.http_listen))?;
+        let shared = Arc::new(Shared {
+            zone,
+            metrics: crate::metrics::GslbMetrics::new(),
+            view: RwLock::new(Arc::new(View::default())),
+            geo: RwLock::new(Arc::new(GeoDb::default())),
+            fed_at: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            settings,
+        });
+        shared.set_geo(db);
+        shared.metrics.geo_reloads.with_label_values(&["ok"]).inc();
+        let tasks = TaskTracker::new();
+        let mut server = hickory_server::Server::new(crate::dns::Handler(shared.clone()));
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(10), 32);
+        let cancel = shared.cancel.clone();
+        tasks.spawn(async move {
+            cancel.cancelled().await;
+            if let Err(e) = server.shutdown_gracefully().await {
+                warn!(error = %e, "DNS server stopped with an error");
+            }
+        });
+        tasks.spawn(feed::poll(shared.clone()));
+        tasks.spawn(watch_geo(shared.clone()));
+        tasks.spawn(crate::http::serve(shared.clone(), http));
+        tasks.close();
+        info!(zone = %shared.zone.origin(), dns = %dns_addr, http = %http_addr, "GSLB serving");
+        Ok(Gslb { shared, dns_addr, http_addr, tasks })
+    }
+
+    pub fn shutdown(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// Waits (bounded) for every task to end after [`Gslb::shutdown`].
+    pub async fn stopped(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Live edges as the MC last reported them.
+    pub fn edges(&self) -> usize {
+        self.shared.view().edges.len()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+}
+
+/// What the watch compares: size, modification time and inode. The database may be tens of
+/// megabytes, too much to hash every second; operators replace it by rename, which changes the
+/// inode even within one clock tick.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino()))
+}
+
+async fn watch_geo(shared: Arc<Shared>) {
+    let path = shared.settings.geo.clone();
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.settings.watch_ms.max(10)));
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = stamp(&path);
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        let p = path.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || GeoDb::load(&p)).await {
+            Ok(Ok(db)) => {
+                info!(path = %path.display(), prefixes = db.len(), ms = started.elapsed().as_millis() as u64, "prefix database reloaded");
+                shared.set_geo(db);
+                shared.metrics.geo_reloads.with_label_values(&["ok"]).inc();
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "prefix database not reloaded; the previous one stays in use");
+                shared.metrics.geo_reloads.with_label_values(&["rejected"]).inc();
+            }
+            Err(e) => warn!(error = %e, "prefix database load task failed"),
+        }
+    }
+}
