@@ -139,7 +139,7 @@ pub fn choose<'a>(edges: &'a [EdgeInfo], ask: &Ask<'_>, policy: &Policy) -> Choi
     // Ties by hash, then the rest by load: the second answer is a fallback, never a worse
     // edge than needed.
     let (mut ties, rest): (Vec<_>, Vec<_>) = ranked.into_iter().partition(|r| r.0 <= band);
-    ties.sort_by(|a, b| b.1.cmp(&a.1));
+    ties.sort_by_key(|r| std::cmp::Reverse(r.1));
     let edges = ties.into_iter().chain(rest).take(policy.answers.max(1)).map(|r| r.2).collect();
     Choice { edges, level }
 }

@@ -91,7 +91,7 @@ impl Zone {
 
     /// The channel a name under the zone stands for, and its rate: a known channel, or with
     /// `wildcard` any single label.
-    pub fn channel<'v>(&self, name: &LowerName, view: &'v View) -> Option<(String, u32)> {
+    pub fn channel(&self, name: &LowerName, view: &View) -> Option<(String, u32)> {
         if name.num_labels() != self.origin.num_labels() + 1 || !self.origin.zone_of(name) {
             return None;
         }
