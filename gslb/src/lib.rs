@@ -5,6 +5,7 @@
 //! ([`server`]) are thin.
 
 pub mod choose;
+pub mod client;
 pub mod dns;
 pub mod feed;
 pub mod geo;

@@ -60,6 +60,10 @@ enum Cmd {
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
     Edge(NodeArgs),
+    /// The DNS global load balancer: sends each viewer to a nearby, lightly loaded edge.
+    Gslb(livesky::gslb_cmd::GslbArgs),
+    /// Find the edge for livesky://DOMAIN/CHANNEL through the GSLB, as a player does.
+    Resolve(livesky::gslb_cmd::ResolveArgs),
     /// The viewer's peer player.
     #[command(subcommand)]
     Peer(livesky::peer_cmd::PeerCmd),
@@ -173,6 +177,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
             Cmd::Swarm(args) => livesky::swarm::run(args).await,
             Cmd::Peer(cmd) => livesky::peer_cmd::run(cmd).await,
+            Cmd::Gslb(args) => livesky::gslb_cmd::run(args).await,
+            Cmd::Resolve(args) => livesky::gslb_cmd::resolve(args).await,
             Cmd::Sim(args) => tokio::task::block_in_place(|| livesky::sim_cmd::run(args)),
         }
     })

@@ -64,6 +64,10 @@ pub struct PlayArgs {
     /// or tcp (hosts that accept connections only).
     #[arg(long, default_value = "webrtc")]
     pub transport: Transport,
+    /// Find the edge through the GSLB (DNS, then its HTTP fallback) instead of taking HOST as
+    /// the edge.
+    #[command(flatten)]
+    pub lookup: crate::gslb_cmd::LookupArgs,
 }
 
 /// Splits `livesky://HOST[:PORT]/CHANNEL`.
@@ -150,7 +154,14 @@ pub async fn start_player(
 pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     let PeerCmd::Play(args) = cmd;
     let (host, port, channel) = parse_url(&args.url)?;
-    let edge = resolve(&host, port).await?;
+    let edge = if args.lookup.is_set() {
+        let r = livesky_gslb::client::resolve_edge(&host, port, channel.as_str(), &args.lookup.lookup()).await?;
+        let edge = r.edges.first().copied().context("the GSLB named no edge")?;
+        tracing::info!(%edge, via = ?r.via, "the GSLB chose an edge");
+        edge
+    } else {
+        resolve(&host, port).await?
+    };
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = args.upload_kbps;
     if args.low_latency {
