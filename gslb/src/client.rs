@@ -55,7 +55,10 @@ pub async fn resolve_edge(domain: &str, port: u16, channel: &str, how: &Lookup) 
     let dns = match how.nameserver {
         Some(ns) => match lookup(ns, &name, how.timeout).await {
             Ok(ips) if !ips.is_empty() => {
-                return Ok(Resolved { edges: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(), via: Via::Dns });
+                return Ok(Resolved {
+                    edges: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+                    via: Via::Dns,
+                });
             }
             Ok(_) => "no addresses".to_string(),
             Err(e) => e,

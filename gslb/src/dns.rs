@@ -140,7 +140,8 @@ impl RequestHandler for Handler {
                 md.authoritative = r.rcode != ResponseCode::Refused;
                 md.response_code = r.rcode;
                 let soa: [&hickory_proto::rr::Record; 0] = [];
-                rh.send_response(builder.build(md, r.answers.iter(), r.authority.iter(), soa, r.additional.iter())).await
+                rh.send_response(builder.build(md, r.answers.iter(), r.authority.iter(), soa, r.additional.iter()))
+                    .await
             }
         };
         m.responses.with_label_values(&[rcode_label(rcode)]).inc();

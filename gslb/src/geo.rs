@@ -163,7 +163,8 @@ impl GeoDb {
             }
             let bad = |what: String| GeoError::Line { path: origin.to_string(), line: n + 1, what };
             let mut fields = line.split(',').map(str::trim);
-            let (Some(cidr), Some(region), Some(isp), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+            let (Some(cidr), Some(region), Some(isp), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 return Err(bad(format!("`{line}` does not have three fields")));
             };

@@ -84,7 +84,11 @@ async fn redirect(
     let policy = Policy { answers: 1, tie_band: sh.settings.tie_band };
     let choice = crate::choose::choose(&view.edges, &ask, &policy);
     let Some(edge) = choice.edges.first() else {
-        return fail("no_edge", StatusCode::SERVICE_UNAVAILABLE, "no live edge can serve this channel; retry shortly".into());
+        return fail(
+            "no_edge",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no live edge can serve this channel; retry shortly".into(),
+        );
     };
     let location = match (format, edge.http, edge.clients) {
         ("livesky", _, Some(c)) => format!("livesky://{c}/{channel}"),

@@ -129,13 +129,7 @@ impl Zone {
                 if qtype != t && qtype != RecordType::ANY {
                     continue;
                 }
-                let ask = Ask {
-                    client: client.location,
-                    channel: &channel,
-                    bitrate_kbps: rate,
-                    key: client.key,
-                    want,
-                };
+                let ask = Ask { client: client.location, channel: &channel, bitrate_kbps: rate, key: client.key, want };
                 let c = choose(&view.edges, &ask, &self.policy);
                 any_edge |= !c.edges.is_empty();
                 if r.chosen.is_none()

@@ -1,5 +1,6 @@
-//! `livesky demo`: the whole data path in one process with no setup — Tier 0 looping the bundled
-//! clip (channel `demo`) and waiting for a push (channel `live`), a core SN, two edges.
+//! `livesky demo`: the whole system in one process with no setup — Tier 0 looping the bundled
+//! clip (channel `demo`) and waiting for a push (channel `live`), a core SN, two edges in two
+//! regions, the management center and the GSLB.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sn_core::Topology;
 
+use crate::gslb_cmd::{DEMO_ZONE, GslbEndpoint, start_local_gslb};
 use crate::launch::{Cluster, McEndpoint, ephemeral_ports, start_local_mc};
 
 pub struct DemoOptions {
@@ -42,8 +44,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         ephemeral_ports(&mut topo);
     }
     let cluster = Cluster::start_with_mc(topo, None, Some(link)).await.context("starting the demo nodes")?;
+    let geo = state.join("geo.csv");
+    std::fs::write(&geo, crate::DEMO_GEO).with_context(|| format!("writing {}", geo.display()))?;
+    let gslb = start_local_gslb(mc.http_addr, geo.clone(), opts.ephemeral_ports).await?;
     let mut ep = cluster.endpoints();
     ep.mc = Some(McEndpoint::of(&mc));
+    ep.gslb = Some(GslbEndpoint::of(&gslb, DEMO_ZONE));
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut players = Vec::new();
     if opts.peers > 0 {
@@ -80,6 +86,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for p in &ep.peers {
         println!("  peer player     ffplay {}/live.ts", p.http);
     }
+    let (dns, port) = (gslb.dns_addr.ip(), gslb.dns_addr.port());
+    println!("\n  GSLB (DNS)      dig @{dns} -p {port} demo.{DEMO_ZONE} A +subnet=203.0.113.0/24");
+    println!("  GSLB (HTTP)     curl -i http://{}/demo", gslb.http_addr);
+    // DNS answers carry addresses; the port is the edges' client port, the same on every edge.
+    let client_port = ep.edges.iter().find_map(|e| e.clients.as_deref()?.rsplit_once(':').map(|(_, p)| p.to_string()));
+    if let Some(p) = client_port {
+        println!(
+            "  peer via GSLB   livesky peer play livesky://{DEMO_ZONE}:{p}/demo --dns {} --player ffplay",
+            gslb.dns_addr
+        );
+    }
+    println!("  client regions  edit {} (the GSLB reloads it)", geo.display());
     println!("\n  channels        edit {} (the management center pushes changes live)", path.display());
     println!("  reload now      livesky mc reload --api http://{} --token {token}", mc.http_addr);
     println!("  SN registry     curl http://{}/members", mc.http_addr);
@@ -104,6 +122,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(3), p.task).await;
     }
     cluster.shutdown().await;
+    gslb.shutdown();
+    gslb.stopped(Duration::from_secs(5)).await;
     mc.shutdown();
     mc.stopped(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&state);

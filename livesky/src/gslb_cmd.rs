@@ -45,6 +45,44 @@ pub struct ResolveArgs {
     pub lookup: LookupArgs,
 }
 
+/// Where the demo's GSLB answers (in the endpoints file).
+#[derive(Debug, serde::Serialize)]
+pub struct GslbEndpoint {
+    /// DNS, UDP and TCP (`host:port`).
+    pub dns: String,
+    pub zone: String,
+    /// The HTTP fallback: `GET {http}/CHANNEL`.
+    pub http: String,
+    pub metrics: String,
+}
+
+impl GslbEndpoint {
+    pub fn of(g: &Gslb, zone: &str) -> Self {
+        GslbEndpoint {
+            dns: g.dns_addr.to_string(),
+            zone: zone.to_string(),
+            http: format!("http://{}", g.http_addr),
+            metrics: format!("http://{}/metrics", g.http_addr),
+        }
+    }
+}
+
+/// The demo's zone.
+pub const DEMO_ZONE: &str = "livesky.test";
+
+/// A GSLB in this process for the demo: zone `livesky.test`, answering from the MC at `mc_http`
+/// and the prefix database at `geo`; DNS on 7753 and HTTP on 7754, or OS-chosen ports. Polls
+/// the MC every 500 ms (so a dead edge leaves the answers within about a second of the MC
+/// noticing).
+pub async fn start_local_gslb(mc_http: SocketAddr, geo: PathBuf, ephemeral: bool) -> anyhow::Result<Gslb> {
+    let port = |p: u16| SocketAddr::from(([127, 0, 0, 1], if ephemeral { 0 } else { p }));
+    let mut s = GslbSettings::new(DEMO_ZONE, port(7753), port(7754), format!("http://{mc_http}"), geo);
+    s.ns_addrs = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    s.poll_ms = 500;
+    s.watch_ms = 500;
+    Ok(Gslb::start(s).await.context("starting the GSLB")?)
+}
+
 pub async fn run(args: GslbArgs) -> anyhow::Result<()> {
     let settings = GslbSettings::load(&args.config)?;
     let g = Gslb::start(settings).await.context("starting the GSLB")?;

@@ -78,16 +78,41 @@ pub fn loopback_node(id: &str, tier: u8, role: Role, parents: &[&str], extra: &s
     )
 }
 
-/// Rewrites every listen address to port 0 (tests, and demos beside other software).
+/// Rewrites every listen address to an OS-chosen port (tests, and demos beside other software).
+/// Edges on addresses of their own keep sharing one HTTP port and one client port, as the GSLB
+/// expects (its answers carry addresses, not ports), and their sibling lists follow.
 pub fn ephemeral_ports(topo: &mut Topology) {
     let zero = |a: &mut SocketAddr| a.set_port(0);
+    let old_clients: Vec<(String, NodeId)> =
+        topo.nodes.iter().filter_map(|n| n.edge.client_listen.map(|a| (a.to_string(), n.id.clone()))).collect();
+    let edges: Vec<usize> = (0..topo.nodes.len()).filter(|&i| topo.nodes[i].role == Role::Edge).collect();
+    let http_port = shared_port(edges.iter().map(|&i| topo.nodes[i].http_listen.ip()).collect());
+    let client_port =
+        shared_port(edges.iter().filter_map(|&i| topo.nodes[i].edge.client_listen.map(|a| a.ip())).collect());
     for n in &mut topo.nodes {
-        zero(&mut n.http_listen);
+        let edge = n.role == Role::Edge;
+        n.http_listen.set_port(if edge { http_port } else { 0 });
         if let Some(a) = n.sn_listen.as_mut() {
             zero(a);
         }
-        for a in [&mut n.edge.client_listen, &mut n.edge.stun_listen].into_iter().flatten() {
+        if let Some(a) = n.edge.client_listen.as_mut() {
+            a.set_port(client_port);
+        }
+        if let Some(a) = n.edge.stun_listen.as_mut() {
             zero(a);
+        }
+    }
+    let new_clients: HashMap<NodeId, String> = topo
+        .nodes
+        .iter()
+        .filter_map(|n| n.edge.client_listen.filter(|a| a.port() != 0).map(|a| (n.id.clone(), a.to_string())))
+        .collect();
+    for n in &mut topo.nodes {
+        for s in &mut n.edge.siblings {
+            let renamed = old_clients.iter().find(|(a, _)| a == s).and_then(|(_, id)| new_clients.get(id));
+            if let Some(new) = renamed {
+                *s = new.clone();
+            }
         }
     }
     for c in &mut topo.channels {
@@ -95,6 +120,28 @@ pub fn ephemeral_ports(topo: &mut Topology) {
             zero(listen);
         }
     }
+}
+
+/// A TCP port free on every one of `ips` (distinct addresses), or 0 (each gets its own) when
+/// they share an address or no common port turns up.
+fn shared_port(ips: Vec<std::net::IpAddr>) -> u16 {
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    if ips.len() < 2 || distinct.len() != ips.len() {
+        return 0;
+    }
+    for _ in 0..20 {
+        let Some(port) =
+            std::net::TcpListener::bind((ips[0], 0)).ok().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+        else {
+            return 0;
+        };
+        if ips[1..].iter().all(|&ip| std::net::TcpListener::bind((ip, port)).is_ok()) {
+            return port;
+        }
+    }
+    0
 }
 
 /// A management center in this process for `topo` (read from `path`, which it watches), with a
@@ -180,7 +227,10 @@ fn follow_mc(
             let edge = edge.clone();
             Arc::new(move || Heartbeat {
                 users: hubs.hubs().iter().map(|h| h.users() as u64).sum(),
-                full: edge.as_ref().map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+                full: edge
+                    .as_ref()
+                    .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default(),
             })
         },
         spool,
@@ -322,7 +372,7 @@ impl Cluster {
                 play.push(format!("{}/live/{c}/index.m3u8", e.http));
             }
         }
-        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new(), mc: None }
+        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new(), mc: None, gslb: None }
     }
 }
 
@@ -367,6 +417,8 @@ pub struct Endpoints {
     pub peers: Vec<PeerEndpoint>,
     /// The management center, when the demo runs one.
     pub mc: Option<McEndpoint>,
+    /// The GSLB, when the demo runs one.
+    pub gslb: Option<crate::gslb_cmd::GslbEndpoint>,
 }
 
 #[derive(Debug, Serialize)]

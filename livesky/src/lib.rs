@@ -14,5 +14,8 @@ pub mod swarm;
 /// The bundled 16 s H.264+AAC clip (≈400 kbit/s) that `builtin:demo` loop sources play.
 pub const DEMO_CLIP: &[u8] = include_bytes!("../assets/demo.ts");
 
+/// The demo's prefix database for the GSLB, also shipped as `configs/geo.csv`.
+pub const DEMO_GEO: &str = include_str!("../../configs/geo.csv");
+
 /// The demo topology, also shipped as `configs/demo.toml`.
 pub const DEMO_TOPOLOGY: &str = include_str!("../../configs/demo.toml");

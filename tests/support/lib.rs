@@ -41,6 +41,19 @@ pub async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, Cluster
     (mc, cluster, path)
 }
 
+/// The demo with its MC and GSLB (zone `livesky.test`, the demo's prefix database), once the
+/// GSLB knows both edges. Returns the topology file the MC watches, too.
+pub async fn demo_with_gslb(
+    name: &str,
+) -> (livesky_mgmt_center::McServer, Cluster, livesky_gslb::Gslb, std::path::PathBuf) {
+    let (mc, cluster, path) = demo_with_mc(name).await;
+    let geo = path.with_file_name("geo.csv");
+    std::fs::write(&geo, livesky::DEMO_GEO).expect("geo written");
+    let gslb = livesky::gslb_cmd::start_local_gslb(mc.http_addr, geo, true).await.expect("GSLB starts");
+    wait_until(Duration::from_secs(10), "the GSLB to learn both edges", || async { gslb.edges() == 2 }).await;
+    (mc, cluster, gslb, path)
+}
+
 /// Swarm tests take both cores: the tests of one binary run in parallel, so each swarm test holds
 /// this while it runs, and their timing assertions measure the system, not the neighbours.
 pub async fn one_swarm_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
@@ -187,7 +200,12 @@ pub fn expected_chunks(feed: &[u8]) -> Vec<Bytes> {
 }
 
 pub fn ffmpeg_available() -> bool {
-    std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success())
+    tool_available("ffmpeg", "-version")
+}
+
+/// Whether `cmd arg` runs and succeeds (e.g. `dig -v`).
+pub fn tool_available(cmd: &str, arg: &str) -> bool {
+    std::process::Command::new(cmd).arg(arg).output().is_ok_and(|o| o.status.success())
 }
 
 /// Runs `ffmpeg -v error -i URL -t SECS -f null -` and returns what it printed (empty = clean).
