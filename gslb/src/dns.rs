@@ -154,12 +154,73 @@ impl RequestHandler for Handler {
     }
 }
 
+/// A response handler that encodes into memory under UDP's size rules (for [`crate::server::Responder`]).
+#[derive(Clone, Default)]
+pub(crate) struct Captured(Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+
+impl Captured {
+    pub fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Captured {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+            impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
+        encoder.set_max_size(512);
+        let info = response.destructive_emit(&mut encoder).map_err(hickory_server::net::NetError::from)?;
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        Ok(info)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cs(s: &str, source: u8, scope: u8) -> ClientSubnet {
         ClientSubnet::new(s.parse().expect("ip"), source, scope)
+    }
+
+    /// The whole path (decoder, handler, encoder) as the fuzz target drives it.
+    #[tokio::test]
+    async fn the_responder_answers_through_hickorys_own_decoder_and_encoder() {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let r = crate::fuzzing::responder().expect("responder");
+        let ask = |name: &str, t: RecordType, ecs: Option<ClientSubnet>| {
+            let mut m = Message::query();
+            m.add_query(Query::query(Name::from_ascii(name).expect("name"), t));
+            if let Some(cs) = ecs {
+                let mut e = Edns::new();
+                e.options_mut().insert(EdnsOption::Subnet(cs));
+                m.set_edns(e);
+            }
+            m.to_vec().expect("encodes")
+        };
+        let src = "192.0.2.99:5353".parse().expect("addr");
+        let decode = |b: Option<Vec<u8>>| Message::from_vec(&b.expect("an answer")).expect("decodes");
+        let south = Some(cs("203.0.113.0", 24, 0));
+        let m = decode(r.answer(&ask("demo.livesky.test.", RecordType::A, south), src).await);
+        assert_eq!(m.response_code, ResponseCode::NoError);
+        // South on the same ISP first: e1 (192.0.2.2); e3 is south but on the other ISP.
+        assert_eq!(m.answers[0].data.to_string(), "192.0.2.2");
+        let m = decode(r.answer(&ask("x.y.livesky.test.", RecordType::A, None), src).await);
+        assert_eq!(m.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.answer(&[0u8; 5], src).await, None, "no header: no answer");
+        assert!(r.metrics().contains("livesky_gslb_responses_total{rcode=\"NXDOMAIN\"} 1"));
     }
 
     #[test]

@@ -58,6 +58,20 @@ impl Shared {
         self.fed_at.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed().as_secs_f64())
     }
 
+    fn new(settings: GslbSettings, geo: GeoDb) -> Result<Arc<Shared>, GslbError> {
+        let shared = Arc::new(Shared {
+            zone: Zone::new(&settings).map_err(GslbError::Zone)?,
+            metrics: crate::metrics::GslbMetrics::new(),
+            view: RwLock::new(Arc::new(View::default())),
+            geo: RwLock::new(Arc::new(GeoDb::default())),
+            fed_at: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            settings,
+        });
+        shared.set_geo(geo);
+        Ok(shared)
+    }
+
     fn set_geo(&self, db: GeoDb) {
         self.metrics.geo_prefixes.with_label_values(&[] as &[&str]).set(db.len() as i64);
         *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(db);
@@ -77,7 +91,7 @@ impl Gslb {
     /// Loads the prefix database, binds UDP, TCP and HTTP, and starts serving. The MC is polled
     /// from then on; until it first answers, channel queries get SERVFAIL.
     pub async fn start(settings: GslbSettings) -> Result<Gslb, GslbError> {
-        let zone = Zone::new(&settings).map_err(GslbError::Zone)?;
+        Zone::new(&settings).map_err(GslbError::Zone)?;
         let started = Instant::now();
         let db = GeoDb::load(&settings.geo)?;
         info!(path = %settings.geo.display(), prefixes = db.len(), ms = started.elapsed().as_millis() as u64, "prefix database loaded");
@@ -88,16 +102,7 @@ impl Gslb {
         let tcp = TcpListener::bind(dns_addr).await.map_err(bind(dns_addr))?;
         let http = TcpListener::bind(settings.http_listen).await.map_err(bind(settings.http_listen))?;
         let http_addr = http.local_addr().map_err(bind(settings.http_listen))?;
-        let shared = Arc::new(Shared {
-            zone,
-            metrics: crate::metrics::GslbMetrics::new(),
-            view: RwLock::new(Arc::new(View::default())),
-            geo: RwLock::new(Arc::new(GeoDb::default())),
-            fed_at: Mutex::new(None),
-            cancel: CancellationToken::new(),
-            settings,
-        });
-        shared.set_geo(db);
+        let shared = Shared::new(settings, db)?;
         shared.metrics.geo_reloads.with_label_values(&["ok"]).inc();
         let tasks = TaskTracker::new();
         let mut server = hickory_server::Server::new(crate::dns::Handler(shared.clone()));
@@ -130,6 +135,39 @@ impl Gslb {
     /// Live edges as the MC last reported them.
     pub fn edges(&self) -> usize {
         self.shared.view().edges.len()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+}
+
+/// The DNS path without sockets: raw query bytes in, raw answer bytes out, through hickory's
+/// own request decoder, our handler and hickory's response encoder (UDP size rules). The fuzz
+/// target and the in-process benchmark drive exactly what the server runs.
+#[derive(Clone)]
+pub struct Responder {
+    shared: Arc<Shared>,
+}
+
+impl Responder {
+    pub fn new(settings: GslbSettings, geo: GeoDb, view: View) -> Result<Responder, GslbError> {
+        let shared = Shared::new(settings, geo)?;
+        shared.set_view(view);
+        Ok(Responder { shared })
+    }
+
+    /// The answer to `raw` from `src` over UDP; None when the server would not answer (not a
+    /// request it can decode; hickory then answers FORMERR itself when it can read the header).
+    pub async fn answer(&self, raw: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        use hickory_server::net::runtime::TokioTime;
+        use hickory_server::server::RequestHandler;
+        let request =
+            hickory_server::server::Request::from_bytes(raw.to_vec(), src, hickory_server::net::xfer::Protocol::Udp)
+                .ok()?;
+        let out = crate::dns::Captured::default();
+        crate::dns::Handler(self.shared.clone()).handle_request::<_, TokioTime>(&request, out.clone()).await;
+        out.take()
     }
 
     pub fn metrics(&self) -> String {

@@ -80,7 +80,7 @@ pub async fn start_local_gslb(mc_http: SocketAddr, geo: PathBuf, ephemeral: bool
     s.ns_addrs = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     s.poll_ms = 500;
     s.watch_ms = 500;
-    Ok(Gslb::start(s).await.context("starting the GSLB")?)
+    Gslb::start(s).await.context("starting the GSLB")
 }
 
 pub async fn run(args: GslbArgs) -> anyhow::Result<()> {

@@ -140,7 +140,7 @@ pub(super) fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(super) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(name)).find(|p| p.is_file())
 }

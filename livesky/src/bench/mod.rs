@@ -2,11 +2,13 @@
 
 mod admit;
 mod fanout;
+mod gslb;
 mod mcpush;
 mod peers;
 
 pub use admit::AdmitArgs;
 pub use fanout::FanoutArgs;
+pub use gslb::GslbBenchArgs;
 pub use mcpush::McPushArgs;
 pub use peers::PeersArgs;
 
@@ -18,6 +20,8 @@ pub enum BenchCmd {
     Admit(AdmitArgs),
     /// Management center config push: TOML change → all N SNs acknowledged, and XML bytes.
     McPush(McPushArgs),
+    /// GSLB: prefix database at 1M prefixes, and DNS queries/s per core against NSD.
+    Gslb(GslbBenchArgs),
     /// CPU and memory per peer player and startup delay, for swarms of 10/50/100 peers.
     Peers(PeersArgs),
 }
@@ -28,6 +32,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Admit(a) => admit::admit(a),
         BenchCmd::Peers(a) => peers::peers(a).await,
         BenchCmd::McPush(a) => mcpush::mc_push(a).await,
+        BenchCmd::Gslb(a) => gslb::gslb(a).await,
     }
 }
 
