@@ -4,7 +4,7 @@
 //! a band of the best one are ties, broken by a hash of the client and the edge (rendezvous
 //! hashing): one client keeps getting the same edge, different clients spread over all of them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::geo::Location;
@@ -47,16 +47,6 @@ impl Match {
             Match::Region => "region",
             Match::Any => "any",
             Match::Unknown => "unknown",
-        }
-    }
-
-    fn of(client: Option<&Location>, e: &EdgeInfo) -> Match {
-        let Some(c) = client else { return Match::Unknown };
-        match (c.isp == e.isp, c.region == e.region) {
-            (true, true) => Match::IspRegion,
-            (true, false) => Match::Isp,
-            (false, true) => Match::Region,
-            (false, false) => Match::Any,
         }
     }
 }
@@ -114,34 +104,135 @@ pub struct Choice<'a> {
     pub level: Match,
 }
 
-/// load = clients / N*c.
-pub fn load(e: &EdgeInfo, bitrate_kbps: u32) -> f64 {
-    let nc_star = (e.capacity_kbps / u64::from(bitrate_kbps.max(1))).max(1);
-    e.users as f64 / nc_star as f64
+/// The edges as choices are made from them: what a choice reads of each edge packed in one
+/// small array (places numbered, ids pre-hashed), so a query walks a few kilobytes of
+/// integers instead of chasing every edge's strings and vectors.
+#[derive(Debug, Default, Clone)]
+pub struct Edges {
+    list: Vec<EdgeInfo>,
+    slots: Vec<Slot>,
+    regions: HashMap<String, u32>,
+    isps: HashMap<String, u32>,
 }
 
-pub fn choose<'a>(edges: &'a [EdgeInfo], ask: &Ask<'_>, policy: &Policy) -> Choice<'a> {
-    let usable: Vec<&EdgeInfo> = edges.iter().filter(|e| ask.want.usable(e)).collect();
+#[derive(Debug, Clone)]
+struct Slot {
+    region: u32,
+    isp: u32,
+    /// Bit per [`Want`] it can serve.
+    kinds: u8,
+    /// Some channel has overflowed here (then the edge's set is asked).
+    any_full: bool,
+    users: u64,
+    capacity_kbps: u64,
+    id_hash: u64,
+}
+
+fn kind_bit(w: Want) -> u8 {
+    match w {
+        Want::V4 => 1,
+        Want::V6 => 2,
+        Want::Http => 4,
+        Want::Livesky => 8,
+    }
+}
+
+impl Edges {
+    pub fn new(list: Vec<EdgeInfo>) -> Edges {
+        let mut regions = HashMap::new();
+        let mut isps = HashMap::new();
+        let number = |m: &mut HashMap<String, u32>, k: &str| {
+            let n = m.len() as u32;
+            *m.entry(k.to_string()).or_insert(n)
+        };
+        let slots = list
+            .iter()
+            .map(|e| Slot {
+                region: number(&mut regions, &e.region),
+                isp: number(&mut isps, &e.isp),
+                kinds: [Want::V4, Want::V6, Want::Http, Want::Livesky]
+                    .into_iter()
+                    .filter(|w| w.usable(e))
+                    .fold(0, |k, w| k | kind_bit(w)),
+                any_full: !e.full.is_empty(),
+                users: e.users,
+                capacity_kbps: e.capacity_kbps,
+                // FNV-1a over the id: stable across builds and platforms, unlike std's hasher.
+                id_hash: e
+                    .id
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
+            })
+            .collect();
+        Edges { list, slots, regions, isps }
+    }
+
+    pub fn list(&self) -> &[EdgeInfo] {
+        &self.list
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// load = clients / N*c.
+pub fn load(e: &EdgeInfo, bitrate_kbps: u32) -> f64 {
+    load_of(e.users, e.capacity_kbps, bitrate_kbps)
+}
+
+fn load_of(users: u64, capacity_kbps: u64, bitrate_kbps: u32) -> f64 {
+    let nc_star = (capacity_kbps / u64::from(bitrate_kbps.max(1))).max(1);
+    users as f64 / nc_star as f64
+}
+
+/// Rank of a candidate: ties (within the band) first, by hash; then the rest by load.
+#[derive(PartialEq, PartialOrd)]
+struct Rank(u8, f64, std::cmp::Reverse<u64>);
+
+pub fn choose<'a>(edges: &'a Edges, ask: &Ask<'_>, policy: &Policy) -> Choice<'a> {
+    let client = ask.client.map(|l| (edges.regions.get(&l.region).copied(), edges.isps.get(&l.isp).copied()));
+    let level_of = |s: &Slot| {
+        let Some((region, isp)) = client else { return Match::Unknown };
+        match (isp == Some(s.isp), region == Some(s.region)) {
+            (true, true) => Match::IspRegion,
+            (true, false) => Match::Isp,
+            (false, true) => Match::Region,
+            (false, false) => Match::Any,
+        }
+    };
+    let bit = kind_bit(ask.want);
+    let free = |i: usize| !edges.slots[i].any_full || !edges.list[i].full.contains(ask.channel);
     // Overflowed edges only when every edge has: each would pass the client on anyway.
-    let free: Vec<&EdgeInfo> = usable.iter().copied().filter(|e| !e.full.contains(ask.channel)).collect();
-    let pool = if free.is_empty() { usable } else { free };
-    let Some(level) = pool.iter().map(|e| Match::of(ask.client, e)).min() else {
+    let any_free = edges.slots.iter().enumerate().any(|(i, s)| s.kinds & bit != 0 && free(i));
+    let pool = || edges.slots.iter().enumerate().filter(move |&(i, s)| s.kinds & bit != 0 && (!any_free || free(i)));
+    let Some(level) = pool().map(|(_, s)| level_of(s)).min() else {
         return Choice { edges: Vec::new(), level: Match::Any };
     };
-    let mut ranked: Vec<(f64, u64, &EdgeInfo)> = pool
-        .into_iter()
-        .filter(|e| Match::of(ask.client, e) == level)
-        .map(|e| (load(e, ask.bitrate_kbps), rendezvous(ask.key, &e.id), e))
-        .collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
-    let best = ranked[0].0;
+    let at_level = || pool().filter(move |(_, s)| level_of(s) == level);
+    let best =
+        at_level().map(|(_, s)| load_of(s.users, s.capacity_kbps, ask.bitrate_kbps)).fold(f64::INFINITY, f64::min);
     let band = best + policy.tie_band;
-    // Ties by hash, then the rest by load: the second answer is a fallback, never a worse
+    // The best `answers` by rank, kept sorted; the second answer is a fallback, never a worse
     // edge than needed.
-    let (mut ties, rest): (Vec<_>, Vec<_>) = ranked.into_iter().partition(|r| r.0 <= band);
-    ties.sort_by_key(|r| std::cmp::Reverse(r.1));
-    let edges = ties.into_iter().chain(rest).take(policy.answers.max(1)).map(|r| r.2).collect();
-    Choice { edges, level }
+    let k = policy.answers.max(1);
+    let mut top: Vec<(Rank, usize)> = Vec::with_capacity(k + 1);
+    for (i, s) in at_level() {
+        let l = load_of(s.users, s.capacity_kbps, ask.bitrate_kbps);
+        let h = std::cmp::Reverse(mix(ask.key ^ s.id_hash));
+        let rank = if l <= band { Rank(0, 0.0, h) } else { Rank(1, l, h) };
+        if top.len() == k && top.last().is_some_and(|(r, _)| rank >= *r) {
+            continue;
+        }
+        let at = top.partition_point(|(r, _)| *r <= rank);
+        top.insert(at, (rank, i));
+        top.truncate(k);
+    }
+    Choice { edges: top.into_iter().map(|(_, i)| &edges.list[i]).collect(), level }
 }
 
 /// A key for a client address: its /24 (IPv4) or /56 (IPv6), so clients behind one resolver
@@ -151,12 +242,6 @@ pub fn client_key(ip: IpAddr) -> u64 {
         IpAddr::V4(a) => mix(u64::from(u32::from(a) >> 8)),
         IpAddr::V6(a) => mix((u128::from(a) >> 72) as u64 ^ 0x6666),
     }
-}
-
-fn rendezvous(key: u64, id: &str) -> u64 {
-    // FNV-1a over the id: stable across builds and platforms, unlike std's hasher.
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    mix(key ^ h)
 }
 
 /// SplitMix64's finaliser.

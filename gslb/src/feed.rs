@@ -19,7 +19,7 @@ use crate::zone::View;
 
 /// The MC's answer as the zone uses it: channel ids lowercased (DNS names are case-blind).
 pub fn view_of(v: EdgesView) -> View {
-    let edges = v
+    let edges: Vec<EdgeInfo> = v
         .edges
         .into_iter()
         .map(|e| EdgeInfo {
@@ -36,7 +36,7 @@ pub fn view_of(v: EdgesView) -> View {
         .collect();
     let channels: HashMap<String, u32> =
         v.channels.into_iter().map(|c| (c.id.to_ascii_lowercase(), c.bitrate_kbps)).collect();
-    View { edges, channels }
+    View { edges: crate::choose::Edges::new(edges), channels }
 }
 
 pub(crate) async fn poll(shared: Arc<Shared>) {

@@ -30,11 +30,16 @@ struct Table<A> {
     starts: Vec<A>,
     ends: Vec<A>,
     locs: Vec<u32>,
+    /// `first[h]`: how many ranges start below the addresses whose top 16 bits are `h`. A
+    /// lookup searches only between `first[h]` and `first[h + 1]`: a few entries in cache
+    /// instead of twenty probes across megabytes.
+    first: Vec<u32>,
 }
 
 /// What the table needs of an address type (u32 for IPv4, u128 for IPv6).
 trait Addr: Copy + Ord + Default {
     const BITS: u8;
+    fn top16(self) -> usize;
     fn range(self, len: u8) -> (Self, Self);
     fn next(self) -> Option<Self>;
     fn prev(self) -> Self;
@@ -44,6 +49,9 @@ macro_rules! addr_impl {
     ($t:ty) => {
         impl Addr for $t {
             const BITS: u8 = <$t>::BITS as u8;
+            fn top16(self) -> usize {
+                (self >> (<Self as Addr>::BITS - 16)) as usize
+            }
             fn range(self, len: u8) -> (Self, Self) {
                 let host: $t = if len == 0 { <$t>::MAX } else { (1 << u32::from(<Self as Addr>::BITS - len)) - 1 };
                 (self & !host, self | host)
@@ -66,7 +74,7 @@ impl<A: Addr> Table<A> {
         // Widest first at equal starts, so containers open before what they contain; the sort
         // is stable, so among equal prefixes file order stays and the last one wins below.
         prefixes.sort_by_key(|&(net, len, _)| (net, len));
-        let mut t = Table { starts: Vec::new(), ends: Vec::new(), locs: Vec::new() };
+        let mut t = Table { starts: Vec::new(), ends: Vec::new(), locs: Vec::new(), first: Vec::new() };
         // Open ranges, innermost last: (end, location).
         let mut stack: Vec<(A, u32)> = Vec::new();
         // First address not yet emitted; None once the top of the space is passed.
@@ -100,6 +108,13 @@ impl<A: Addr> Table<A> {
         while let Some((end, loc)) = stack.pop() {
             t.emit(&mut cursor, end, loc);
         }
+        t.first = vec![0; (1 << 16) + 1];
+        for s in &t.starts {
+            t.first[s.top16() + 1] += 1;
+        }
+        for h in 1..t.first.len() {
+            t.first[h] += t.first[h - 1];
+        }
         t
     }
 
@@ -128,7 +143,9 @@ impl<A: Addr> Table<A> {
     }
 
     fn get(&self, a: A) -> Option<u32> {
-        let i = self.starts.partition_point(|&s| s <= a).checked_sub(1)?;
+        let h = a.top16();
+        let (lo, hi) = (*self.first.get(h)? as usize, *self.first.get(h + 1)? as usize);
+        let i = (lo + self.starts.get(lo..hi)?.partition_point(|&s| s <= a)).checked_sub(1)?;
         (a <= self.ends[i]).then(|| self.locs[i])
     }
 }

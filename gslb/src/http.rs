@@ -106,6 +106,7 @@ async fn edges(State(sh): State<Arc<Shared>>) -> Response {
     let view = sh.view();
     let list: Vec<serde_json::Value> = view
         .edges
+        .list()
         .iter()
         .map(|e| {
             serde_json::json!({

@@ -47,7 +47,10 @@ pub mod fuzzing {
                 full: if i % 5 == 4 { BTreeSet::from(["demo".to_string()]) } else { BTreeSet::new() },
             })
             .collect();
-        View { edges, channels: HashMap::from([("demo".to_string(), 400), ("live".to_string(), 800)]) }
+        View {
+            edges: crate::choose::Edges::new(edges),
+            channels: HashMap::from([("demo".to_string(), 400), ("live".to_string(), 800)]),
+        }
     }
 
     /// Zone `livesky.test` with [`GEO`] and 8 edges.

@@ -11,13 +11,13 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
-use crate::choose::{Ask, EdgeInfo, Match, Policy, Want, choose};
+use crate::choose::{Ask, Edges, Match, Policy, Want, choose};
 use crate::geo::Location;
 
 /// What the MC last said: live edges and channel rates.
 #[derive(Debug, Default, Clone)]
 pub struct View {
-    pub edges: Vec<EdgeInfo>,
+    pub edges: Edges,
     /// Lowercased channel id → bitrate.
     pub channels: HashMap<String, u32>,
 }

@@ -23,8 +23,20 @@ fn ask<'a>(client: Option<&'a Location>, key: u64) -> Ask<'a> {
     Ask { client, channel: "demo", bitrate_kbps: 400, key, want: Want::V4 }
 }
 
-fn ids(c: &Choice<'_>) -> Vec<String> {
-    c.edges.iter().map(|e| e.id.clone()).collect()
+/// What `choose` picked: ids best first, and the match level.
+struct Picked {
+    ids: Vec<String>,
+    level: Match,
+}
+
+fn pick(edges: &[EdgeInfo], ask: &Ask<'_>, p: &Policy) -> Picked {
+    let edges = Edges::new(edges.to_vec());
+    let c = choose(&edges, ask, p);
+    Picked { ids: c.edges.iter().map(|e| e.id.clone()).collect(), level: c.level }
+}
+
+fn ids(c: &Picked) -> Vec<String> {
+    c.ids.clone()
 }
 
 #[test]
@@ -32,17 +44,17 @@ fn match_levels_are_tried_in_order() {
     let edges = vec![edge("a", "north", "tel", 0), edge("b", "south", "tel", 0), edge("c", "north", "uni", 0)];
     let p = Policy { answers: 1, ..Policy::default() };
     let north_tel = at("north", "tel");
-    let c = choose(&edges, &ask(Some(&north_tel), 1), &p);
+    let c = pick(&edges, &ask(Some(&north_tel), 1), &p);
     assert_eq!((ids(&c), c.level), (vec!["a".to_string()], Match::IspRegion));
     // Without `a`: same ISP (b) beats same region (c).
-    let c = choose(&edges[1..], &ask(Some(&north_tel), 1), &p);
+    let c = pick(&edges[1..], &ask(Some(&north_tel), 1), &p);
     assert_eq!((ids(&c), c.level), (vec!["b".to_string()], Match::Isp));
-    let c = choose(&edges[2..], &ask(Some(&north_tel), 1), &p);
+    let c = pick(&edges[2..], &ask(Some(&north_tel), 1), &p);
     assert_eq!(c.level, Match::Region);
     let west_mob = at("west", "mob");
-    assert_eq!(choose(&edges, &ask(Some(&west_mob), 1), &p).level, Match::Any);
-    assert_eq!(choose(&edges, &ask(None, 1), &p).level, Match::Unknown);
-    assert!(choose(&[], &ask(None, 1), &p).edges.is_empty());
+    assert_eq!(pick(&edges, &ask(Some(&west_mob), 1), &p).level, Match::Any);
+    assert_eq!(pick(&edges, &ask(None, 1), &p).level, Match::Unknown);
+    assert!(pick(&[], &ask(None, 1), &p).ids.is_empty());
 }
 
 #[test]
@@ -50,7 +62,7 @@ fn the_least_loaded_wins_and_a_loaded_edge_loses_new_clients() {
     let loc = at("north", "tel");
     let edges = vec![edge("a", "north", "tel", 60), edge("b", "north", "tel", 20)];
     for key in 0..100 {
-        let c = choose(&edges, &ask(Some(&loc), key), &Policy::default());
+        let c = pick(&edges, &ask(Some(&loc), key), &Policy::default());
         assert_eq!(ids(&c), ["b", "a"], "the second answer is the fallback");
     }
 }
@@ -63,10 +75,10 @@ fn ties_spread_clients_deterministically() {
     let p = Policy { answers: 1, ..Policy::default() };
     let mut counts = std::collections::HashMap::new();
     for key in 0..4000u64 {
-        let c = choose(&edges, &ask(Some(&loc), mix(key)), &p);
-        let again = choose(&edges, &ask(Some(&loc), mix(key)), &p);
+        let c = pick(&edges, &ask(Some(&loc), mix(key)), &p);
+        let again = pick(&edges, &ask(Some(&loc), mix(key)), &p);
         assert_eq!(ids(&c), ids(&again));
-        *counts.entry(c.edges[0].id.clone()).or_insert(0) += 1;
+        *counts.entry(c.ids[0].clone()).or_insert(0) += 1;
     }
     // Loads 0 and 0.01 are within the band: every edge gets about a quarter.
     for id in ["e1", "e2", "e3", "e4"] {
@@ -80,13 +92,13 @@ fn overflowed_edges_are_skipped_unless_all_have_overflowed() {
     let loc = at("north", "tel");
     let mut edges = vec![edge("a", "north", "tel", 0), edge("b", "south", "uni", 90)];
     edges[0].full.insert("demo".into());
-    let c = choose(&edges, &ask(Some(&loc), 7), &Policy::default());
+    let c = pick(&edges, &ask(Some(&loc), 7), &Policy::default());
     assert_eq!((ids(&c), c.level), (vec!["b".to_string()], Match::Any));
     // Another channel on `a` is fine.
     let other = Ask { channel: "live", ..ask(Some(&loc), 7) };
-    assert_eq!(ids(&choose(&edges, &other, &Policy::default())), ["a"]);
+    assert_eq!(ids(&pick(&edges, &other, &Policy::default())), ["a"]);
     edges[1].full.insert("demo".into());
-    assert_eq!(ids(&choose(&edges, &ask(Some(&loc), 7), &Policy::default())), ["a"]);
+    assert_eq!(ids(&pick(&edges, &ask(Some(&loc), 7), &Policy::default())), ["a"]);
 }
 
 #[test]
@@ -96,9 +108,9 @@ fn only_edges_with_the_wanted_address_kind_answer() {
     edges[0].http = None;
     let loc = at("north", "tel");
     let v6 = Ask { want: Want::V6, ..ask(Some(&loc), 1) };
-    assert_eq!(ids(&choose(&edges, &v6, &Policy::default())), ["b"]);
+    assert_eq!(ids(&pick(&edges, &v6, &Policy::default())), ["b"]);
     let http = Ask { want: Want::Http, ..ask(Some(&loc), 1) };
-    assert_eq!(ids(&choose(&edges, &http, &Policy::default())), ["b"]);
+    assert_eq!(ids(&pick(&edges, &http, &Policy::default())), ["b"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::*;
+use crate::choose::EdgeInfo;
 use crate::settings::GslbSettings;
 
 fn settings(wildcard: bool) -> GslbSettings {
@@ -28,7 +29,7 @@ fn edge(id: &str, region: &str, ip: &str) -> EdgeInfo {
 
 fn view() -> View {
     View {
-        edges: vec![edge("n", "north", "192.0.2.1"), edge("s", "south", "192.0.2.2")],
+        edges: Edges::new(vec![edge("n", "north", "192.0.2.1"), edge("s", "south", "192.0.2.2")]),
         channels: HashMap::from([("demo".to_string(), 500)]),
     }
 }
@@ -91,11 +92,12 @@ fn other_types_and_missing_families_are_nodata_and_no_edges_is_servfail() {
     assert!(r.answers.is_empty() && r.rcode == ResponseCode::NoError && r.authority.len() == 1);
     let r = ask(&z, "demo.live.example.", RecordType::AAAA, &view(), None);
     assert!(r.answers.is_empty() && r.rcode == ResponseCode::NoError);
-    let mut v6 = view();
-    v6.edges[1].addrs.push("2001:db8::2".parse().expect("ip"));
+    let mut list = view().edges.list().to_vec();
+    list[1].addrs.push("2001:db8::2".parse().expect("ip"));
+    let v6 = View { edges: Edges::new(list), ..view() };
     assert_eq!(ips(&ask(&z, "demo.live.example.", RecordType::AAAA, &v6, None)), ["2001:db8::2"]);
     assert_eq!(ask(&z, "demo.live.example.", RecordType::ANY, &v6, None).answers.len(), 3);
-    let empty = View { edges: Vec::new(), ..view() };
+    let empty = View { edges: Edges::default(), ..view() };
     assert_eq!(ask(&z, "demo.live.example.", RecordType::A, &empty, None).rcode, ResponseCode::ServFail);
 }
 

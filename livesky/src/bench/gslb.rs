@@ -244,7 +244,8 @@ async fn start_nsd(dir: &Path, nsd: &Path) -> anyhow::Result<(Child, u16)> {
     let conf = format!(
         "server:\n  ip-address: 127.0.0.1@{port}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  \
          zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  \
-         xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 0\n\
+         xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 0\n  \
+         rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n\
          remote-control:\n  control-enable: no\nzone:\n  name: livesky.test\n  zonefile: livesky.test.zone\n"
     );
     let path = dir.join("nsd.conf");
@@ -262,13 +263,16 @@ async fn start_nsd(dir: &Path, nsd: &Path) -> anyhow::Result<(Child, u16)> {
     Ok((child, port))
 }
 
-/// NSD forks a server process: the pids whose CPU counts are the main one and its children.
-fn family(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    if let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
-    }
-    pids
+/// NSD forks its server and transfer processes: every process started with our config file.
+fn family(conf: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let needle = conf.to_string_lossy().into_owned();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()))
+        })
+        .collect()
 }
 
 pub async fn gslb(args: GslbBenchArgs) -> anyhow::Result<()> {
@@ -301,7 +305,7 @@ pub async fn gslb(args: GslbBenchArgs) -> anyhow::Result<()> {
             let (child, port) = start_nsd(&dir, &nsd).await?;
             let pid = child.id().context("nsd pid")?;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let pids = family(pid);
+            let pids = family(&dir.join("nsd.conf"));
             let cpu0 = cpu_seconds(&pids);
             let (qps, lost, latency_ms, _) = dnsperf(&dir, port, args.seconds, pid, false).await?;
             let cpu = (cpu_seconds(&pids) - cpu0) / args.seconds as f64;
