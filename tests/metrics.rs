@@ -1,9 +1,9 @@
 //! Every role's `/metrics` page is valid Prometheus text: `promtool check metrics` accepts it
-//! (the management center, Tier 0, the core SN, the edges and peer players, all running).
+//! (the management center, the GSLB, Tier 0, the core SN, the edges and peer players, all running).
 
 use std::time::Duration;
 
-use livesky_tests::{demo_with_mc, get_text, wait_until};
+use livesky_tests::{demo_with_gslb, get_text, wait_until};
 use tokio::io::AsyncWriteExt;
 
 fn promtool_available() -> bool {
@@ -39,7 +39,12 @@ async fn promtool_accepts_every_metrics_page() {
         eprintln!("promtool not installed: skipping");
         return;
     }
-    let (mc, cluster, path) = demo_with_mc("metrics").await;
+    let (mc, cluster, gslb, path) = demo_with_gslb("metrics").await;
+    // A query answered, and a redirect, so the GSLB's labelled series exist.
+    let ns = gslb.dns_addr;
+    let ips = livesky_gslb::client::lookup(ns, "demo.livesky.test.", Duration::from_secs(2)).await;
+    assert!(ips.is_ok_and(|i| !i.is_empty()), "the GSLB answers");
+    assert_eq!(livesky_tests::get(&format!("http://{}/demo", gslb.http_addr)).await.status(), 302);
     let edge = cluster.get("edge1").expect("edge1");
     let client = edge.client.expect("edge1 has a client port");
     let channel = proto::ChannelId::new("demo").expect("channel");
@@ -63,7 +68,10 @@ async fn promtool_accepts_every_metrics_page() {
         async move { get_text(&url).await.1.contains("livesky_peer_received_bytes_total{") }
     })
     .await;
-    let mut pages = vec![("mc".to_string(), format!("http://{}/metrics", mc.http_addr))];
+    let mut pages = vec![
+        ("mc".to_string(), format!("http://{}/metrics", mc.http_addr)),
+        ("gslb".to_string(), format!("http://{}/metrics", gslb.http_addr)),
+    ];
     pages.extend(cluster.nodes.iter().map(|n| (n.id().to_string(), n.url("/metrics"))));
     pages.extend(peer_urls.iter().enumerate().map(|(i, u)| (format!("peer{i}"), u.clone())));
     let mut seen = String::new();
@@ -82,11 +90,15 @@ async fn promtool_accepts_every_metrics_page() {
         "livesky_ingest_chunks_total",
         "livesky_edge_stage",
         "livesky_viewer_bytes_total",
+        "livesky_gslb_queries_total",
+        "livesky_gslb_lookup_seconds_bucket",
+        "livesky_gslb_http_redirects_total",
     ] {
         assert!(seen.contains(name), "no {name} on any page");
     }
     cancel.cancel();
     reading.abort();
+    gslb.shutdown();
     cluster.shutdown().await;
     mc.shutdown();
     let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
