@@ -144,7 +144,9 @@ pub(crate) struct Slot {
     /// When its player joined this edge.
     core_since: Micros,
     timer: Option<Micros>,
-    links: Vec<LinkId>,
+    /// Its open peer links: (its link id, the other peer, the other end's link id). A handful
+    /// per peer, searched in place: a group-wide map cost a cache miss on every message.
+    links: Vec<(LinkId, u32, LinkId)>,
     /// When its downlink has taken in everything sent so far.
     down_free: Micros,
     last: PeerStats,
@@ -194,7 +196,6 @@ pub(crate) struct Domain<'a> {
     pub(crate) edge: SimEdge,
     stream: Stream,
     ids: DetMap<PeerId, u32>,
-    links: DetMap<(u32, LinkId), (u32, LinkId)>,
     next_accept: LinkId,
     /// Clients redirected to siblings, for the group to hand over.
     moved: Vec<Transfer>,
@@ -218,7 +219,6 @@ impl<'a> Domain<'a> {
             edge: SimEdge::new(sc, spec, local, names),
             stream: Stream::new(sc),
             ids: DetMap::default(),
-            links: DetMap::default(),
             next_accept: 1,
             moved: Vec::new(),
             out: DomainResult::default(),
@@ -399,11 +399,9 @@ impl<'a> Domain<'a> {
         if self.net.slots[i as usize].client.abrupt {
             // Gone without a word: neighbours notice when the link goes quiet, the edge when
             // the control connection times out.
-            for link in std::mem::take(&mut self.net.slots[i as usize].links) {
-                if let Some((j, l2)) = self.links.remove(&(i, link)) {
-                    self.links.remove(&(j, l2));
-                    self.net.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
-                }
+            for (_, j, l2) in std::mem::take(&mut self.net.slots[i as usize].links) {
+                self.net.slots[j as usize].links.retain(|l| l.0 != l2);
+                self.net.q.push(t + dead, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
             }
             self.net.q.push(t + dead, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         } else {
@@ -486,10 +484,8 @@ impl<'a> Domain<'a> {
                         let d = 3 * net.peer_delay(i, j) + 2 * net.edge_delay(i);
                         let acc = self.next_accept;
                         self.next_accept += 1;
-                        self.links.insert((i, link), (j, acc));
-                        self.links.insert((j, acc), (i, link));
-                        net.slots[i as usize].links.push(link);
-                        net.slots[j as usize].links.push(acc);
+                        net.slots[i as usize].links.push((link, j, acc));
+                        net.slots[j as usize].links.push((acc, i, link));
                         net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted(acc))));
                         net.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::LinkUp(link))));
                     }
@@ -498,7 +494,8 @@ impl<'a> Domain<'a> {
                 }
             }
             PeerOutput::Send { link, msg } => {
-                if let Some(&(j, l2)) = self.links.get(&(i, link)) {
+                let far = net.slots[i as usize].links.iter().find(|l| l.0 == link).map(|l| (l.1, l.2));
+                if let Some((j, l2)) = far {
                     if matches!(msg, PeerLink::Chunk(_)) && net.rng.chance(net.sc.latency.loss) {
                         return;
                     }
@@ -510,10 +507,10 @@ impl<'a> Domain<'a> {
                 }
             }
             PeerOutput::Close { link } => {
-                if let Some((j, l2)) = self.links.remove(&(i, link)) {
-                    self.links.remove(&(j, l2));
-                    net.slots[i as usize].links.retain(|&l| l != link);
-                    net.slots[j as usize].links.retain(|&l| l != l2);
+                let mine = &mut net.slots[i as usize].links;
+                if let Some(at) = mine.iter().position(|l| l.0 == link) {
+                    let (_, j, l2) = mine.remove(at);
+                    net.slots[j as usize].links.retain(|l| l.0 != l2);
                     let d = net.peer_delay(i, j);
                     net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
