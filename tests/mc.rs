@@ -104,7 +104,7 @@ impl Mc {
             key: self.keys[node].clone(),
             mc_public_key: Some(self.server.public_key()),
             member: member(node),
-            load: Arc::new(|| sn_core::mc::Heartbeat { users: 3, full: String::new() }),
+            load: Arc::new(|| sn_core::mc::Heartbeat { users: 3, ..Default::default() }),
             spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone())

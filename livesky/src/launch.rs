@@ -231,6 +231,7 @@ fn follow_mc(
                     .as_ref()
                     .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))
                     .unwrap_or_default(),
+                live: edge.as_ref().map(|e| sn_edge::report::live(e)).unwrap_or_default(),
             })
         },
         spool,
@@ -239,6 +240,19 @@ fn follow_mc(
     node.set_mc(client.clone());
     if let Some(e) = &edge {
         sn_edge::report::spawn_reporter(e.clone(), client.clone(), link.report_every);
+    }
+    if let Some(e) = &edge {
+        let (e, n, mut drain) = (e.clone(), node.clone(), client.draining.clone());
+        node.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = n.cancelled() => return,
+                    r = drain.changed() => if r.is_err() { return },
+                }
+                let on = *drain.borrow_and_update();
+                e.set_draining(on);
+            }
+        });
     }
     let mut rx = client.config.clone();
     let n = node.clone();

@@ -33,6 +33,7 @@ pub fn router(mc: McServer) -> Router {
         .route("/config/{node}", get(node_config))
         .route("/reload", post(reload))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .with_state(mc)
 }
 
@@ -72,7 +73,7 @@ async fn edges(State(mc): State<McServer>) -> Response {
     let edges = st
         .registry
         .loads()
-        .filter(|(m, _)| m.role == "edge")
+        .filter(|(m, _)| m.role == "edge" && !st.drained.contains(&m.id))
         .map(|(m, load)| {
             let cfg = topo.nodes.iter().find(|n| n.id == m.id).map(|n| &n.edge);
             let listening: Vec<std::net::SocketAddr> = m.clients.into_iter().chain([m.http]).collect();
@@ -114,13 +115,22 @@ async fn node_config(State(mc): State<McServer>, Path(node): Path<String>) -> Re
     }
 }
 
-async fn reload(State(mc): State<McServer>, headers: HeaderMap) -> Response {
+/// Operator actions need the configured bearer token: the refusal to send when they may not run.
+pub(crate) fn refuse_action(mc: &McServer, headers: &HeaderMap) -> Option<Response> {
     let Some(want) = mc.shared.settings.api_token.as_deref() else {
-        return (StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response();
+        return Some((StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response());
     };
     let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if got != Some(want) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    // Compared without an early exit, so timing does not reveal how much matched.
+    let same = got.is_some_and(|g| {
+        g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    });
+    (!same).then(|| (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response())
+}
+
+pub(crate) async fn reload(State(mc): State<McServer>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_action(&mc, &headers) {
+        return refused;
     }
     match mc.reload() {
         Ok(v) => axum::Json(serde_json::json!({ "version": v })).into_response(),

@@ -2,8 +2,10 @@
 //! ([`registry`]), the operators' TOML turned into versioned per-SN XML pushed incrementally
 //! ([`store`]), and the tokio driver serving SN control links and the HTTP API ([`server`]).
 
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
+pub mod noc;
 pub mod registry;
 pub mod reports;
 pub mod server;

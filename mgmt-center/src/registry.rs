@@ -160,7 +160,7 @@ mod tests {
         r.alive(t0, member("b"), 2);
         assert_eq!(r.version(), 2);
         for i in 1..=5 {
-            assert!(r.heartbeat(t0 + s * i, &member("a").id, 1, &Heartbeat { users: 10, full: String::new() }));
+            assert!(r.heartbeat(t0 + s * i, &member("a").id, 1, &Heartbeat { users: 10, ..Heartbeat::default() }));
         }
         assert!(r.sweep(t0 + s * 3).is_empty(), "exactly three intervals is not yet dead");
         assert_eq!(r.sweep(t0 + s * 3 + Duration::from_millis(1)), [Change::Left(member("b").id)]);

@@ -36,10 +36,19 @@ enum Notice {
     Config,
     /// This SN was declared dead: close its link.
     Dead(NodeId),
+    /// An operator drained this edge (true) or ended its drain.
+    Drain(NodeId, bool),
 }
 
 pub(crate) struct State {
     pub registry: Registry,
+    pub noc: crate::noc::Noc,
+    /// Edges an operator drained (for as long as this MC runs).
+    pub drained: std::collections::BTreeSet<NodeId>,
+    /// Channels an operator took offline: left out of every SN's config until put back.
+    pub offline: std::collections::BTreeSet<String>,
+    /// The file as it was last accepted; the store holds it minus the offline channels.
+    raw: Arc<Topology>,
     pub store: ConfigStore,
     pub last_reload_error: Option<String>,
     stamp: Option<u64>,
@@ -51,6 +60,8 @@ pub(crate) struct Shared {
     key: NodeKey,
     state: Mutex<State>,
     notices: broadcast::Sender<Notice>,
+    /// The NOC overview, renewed every 2 s (dashboards' live updates).
+    pub overview: tokio::sync::watch::Sender<crate::noc::Overview>,
     pub metrics: McMetrics,
     sessions: AtomicU64,
     cancel: CancellationToken,
@@ -62,7 +73,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, state: &State, change: &Change) {
+    fn publish(&self, state: &mut State, change: &Change) {
+        if let Change::Left(id) = change {
+            state.noc.forget(id);
+        }
         let _ = self.notices.send(Notice::Members(change.message(state.registry.version())));
         self.metrics.membership(state, change);
     }
@@ -107,6 +121,10 @@ impl McServer {
         reports.set_meta(VERSION_KEY, first)?;
         let state = State {
             registry: Registry::new(settings.heartbeat()),
+            noc: crate::noc::Noc::default(),
+            drained: Default::default(),
+            offline: Default::default(),
+            raw: Arc::new(topology.clone()),
             store: ConfigStore::starting_at(first, topology),
             last_reload_error: None,
             stamp,
@@ -119,6 +137,7 @@ impl McServer {
             key,
             state: Mutex::new(state),
             notices: broadcast::channel(1024).0,
+            overview: tokio::sync::watch::channel(crate::noc::Overview::default()).0,
             metrics,
             sessions: AtomicU64::new(0),
             cancel: CancellationToken::new(),
@@ -128,6 +147,7 @@ impl McServer {
         shared.tasks.spawn(accept(shared.clone(), control));
         shared.tasks.spawn(sweeper(shared.clone()));
         shared.tasks.spawn(watcher(shared.clone()));
+        shared.tasks.spawn(noc_recorder(shared.clone()));
         shared.tasks.spawn(crate::http::serve(mc.clone(), http));
         info!(control = %control_addr, http = %http_addr, public_key = %shared.key.public_hex(), "management center running");
         Ok(mc)
@@ -145,6 +165,37 @@ impl McServer {
     /// config stays; an unchanged one keeps its version.
     pub fn reload(&self) -> Result<u64, String> {
         reload(&self.shared)
+    }
+
+    /// Drains edge `id` (the GSLB stops sending it clients, it sends its clients to siblings)
+    /// or ends the drain.
+    pub fn set_drained(&self, id: &str, on: bool) -> Result<(), String> {
+        let mut st = self.shared.state();
+        let node =
+            st.raw.nodes.iter().find(|n| n.id.as_str() == id && n.role == sn_core::Role::Edge).map(|n| n.id.clone());
+        let Some(node) = node else { return Err(format!("no edge `{id}` in the topology")) };
+        let changed = if on { st.drained.insert(node.clone()) } else { st.drained.remove(&node) };
+        if changed {
+            info!(edge = %node, on, "drain set by an operator");
+            let _ = self.shared.notices.send(Notice::Drain(node, on));
+        }
+        Ok(())
+    }
+
+    /// Takes channel `id` offline (left out of every SN's config: Tier 0 stops its source,
+    /// edges stop serving it) or back online. Returns the config version now running.
+    pub fn set_offline(&self, id: &str, offline: bool) -> Result<u64, String> {
+        let mut st = self.shared.state();
+        if !st.raw.channels.iter().any(|c| c.id.as_str() == id) {
+            return Err(format!("no channel `{id}` in the topology"));
+        }
+        if offline {
+            st.offline.insert(id.to_string());
+        } else {
+            st.offline.remove(id);
+        }
+        info!(channel = id, offline, "channel state set by an operator");
+        Ok(apply(&self.shared, &mut st))
     }
 
     /// SNs registered now, by id.
@@ -197,20 +248,33 @@ fn reload(shared: &Shared) -> Result<u64, String> {
         }
         Ok(t) => {
             st.last_reload_error = None;
-            if *st.store.topology() == t {
-                return Ok(st.store.version());
+            st.raw = Arc::new(t);
+            let before = st.store.version();
+            let v = apply(shared, &mut st);
+            if v != before {
+                shared.metrics.reloads.with_label_values(&["applied"]).inc();
             }
-            let v = st.store.replace(t);
-            if let Err(e) = shared.reports.set_meta(VERSION_KEY, v) {
-                warn!(error = %e, "cannot record the config version; after a restart SNs get snapshots");
-            }
-            shared.metrics.reloads.with_label_values(&["applied"]).inc();
-            shared.metrics.refresh(&st);
-            info!(version = v, "config reloaded; pushing to the SNs");
-            let _ = shared.notices.send(Notice::Config);
             Ok(v)
         }
     }
+}
+
+/// Makes the accepted file minus the offline channels the running config, pushing it if it
+/// changed; returns the running version.
+fn apply(shared: &Shared, st: &mut State) -> u64 {
+    let mut t = (*st.raw).clone();
+    t.channels.retain(|c| !st.offline.contains(c.id.as_str()));
+    if *st.store.topology() == t {
+        return st.store.version();
+    }
+    let v = st.store.replace(t);
+    if let Err(e) = shared.reports.set_meta(VERSION_KEY, v) {
+        warn!(error = %e, "cannot record the config version; after a restart SNs get snapshots");
+    }
+    shared.metrics.refresh(st);
+    info!(version = v, "config changed; pushing to the SNs");
+    let _ = shared.notices.send(Notice::Config);
+    v
 }
 
 async fn watcher(shared: Arc<Shared>) {
@@ -223,6 +287,23 @@ async fn watcher(shared: Arc<Shared>) {
                 if now.is_some() && now != shared.state().stamp {
                     let _ = reload(&shared);
                 }
+            }
+        }
+    }
+}
+
+/// Every 2 s: a point of the NOC's history, and news for open dashboards.
+async fn noc_recorder(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(crate::noc::EVERY);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let o = shared.state().noc.record(at_ms);
+                shared.overview.send_replace(o);
             }
         }
     }
@@ -241,7 +322,7 @@ async fn sweeper(shared: Arc<Shared>) {
                         shared.metrics.deaths.inc();
                         let _ = shared.notices.send(Notice::Dead(id.clone()));
                     }
-                    shared.publish(&st, &change);
+                    shared.publish(&mut st, &change);
                 }
             }
         }
@@ -320,7 +401,7 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
     let (members, first_doc) = {
         let mut st = shared.state();
         let change = st.registry.alive(Instant::now(), alive.member.clone(), session);
-        shared.publish(&st, &change);
+        shared.publish(&mut st, &change);
         (st.registry.full(), st.store.doc_for(&id, alive.have_version))
     };
     shared.metrics.registrations.inc();
@@ -330,8 +411,12 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
         signature: shared.key.sign_hex(&mc::welcome_proof(&id, &alive.nonce)),
     };
     let mut sent = alive.have_version;
+    let drained = shared.state().drained.contains(&id);
     let mut ok =
         send(&mut link, McMessage::Welcome(welcome)).await && send(&mut link, McMessage::Members(members)).await;
+    if drained {
+        ok = ok && send(&mut link, McMessage::Drain(mc::Drain { on: true })).await;
+    }
     if let Some(doc) = first_doc {
         sent = doc.version;
         ok = ok && push(&shared, &mut link, doc).await;
@@ -356,6 +441,8 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
                 Ok(Notice::Members(m)) => send(&mut link, McMessage::Members(m)).await,
                 Ok(Notice::Config) => resend(&shared, &mut link, &id, &mut sent).await,
                 Ok(Notice::Dead(dead)) => dead != id,
+                Ok(Notice::Drain(edge, on)) if edge == id => send(&mut link, McMessage::Drain(mc::Drain { on })).await,
+                Ok(Notice::Drain(..)) => true,
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let full = shared.state().registry.full();
                     send(&mut link, McMessage::Members(full)).await && resend(&shared, &mut link, &id, &mut sent).await
@@ -367,7 +454,7 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
     let mut st = shared.state();
     if let Some(change) = st.registry.disconnected(&id, session) {
         info!(node = %id, "SN left");
-        shared.publish(&st, &change);
+        shared.publish(&mut st, &change);
     }
 }
 
@@ -400,7 +487,15 @@ async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -
 
 async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64, sent: &mut u64, m: McMessage) -> bool {
     match m {
-        McMessage::Heartbeat(h) => shared.state().registry.heartbeat(Instant::now(), id, session, &h),
+        McMessage::Heartbeat(mut h) => {
+            let now = Instant::now();
+            let mut st = shared.state();
+            let current = st.registry.heartbeat(now, id, session, &h);
+            if current && !h.live.is_empty() {
+                st.noc.sample(now, id, std::mem::take(&mut h.live));
+            }
+            current
+        }
         McMessage::Ack(a) => {
             shared.state().store.ack(id, a.version);
             shared.metrics.sn_config_version.with_label_values(&[id.as_str()]).set(a.version as i64);

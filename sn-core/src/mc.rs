@@ -87,6 +87,15 @@ pub enum McMessage {
     Report(Box<ReportXml>),
     /// MC → SN: that report is stored.
     ReportAck(ReportAck),
+    /// MC → edge: an operator drains it (move its clients to siblings, take no new ones), or
+    /// ends the drain. Sent on every registration while it lasts.
+    Drain(Drain),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    #[serde(rename = "@on")]
+    pub on: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +163,10 @@ pub struct Heartbeat {
     /// stops sending it clients for them. Space-separated.
     #[serde(rename = "@full", default, skip_serializing_if = "String::is_empty")]
     pub full: String,
+    /// Edges: per channel, the report figures as running totals since the SN started (users
+    /// as now), so the MC can show rates a second old between the minute reports.
+    #[serde(rename = "ch", default, skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<ReportRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -219,6 +232,9 @@ pub struct ReportRow {
     /// Viewers and LiveSky clients at the end of the period.
     #[serde(rename = "@users")]
     pub users: u64,
+    /// Of those, LiveSky clients (the rest are legacy viewers).
+    #[serde(rename = "@livesky", default)]
+    pub livesky: u64,
     #[serde(rename = "@joins")]
     pub joins: u64,
     #[serde(rename = "@leaves")]
@@ -288,6 +304,7 @@ impl WireMessage for McMessage {
             McMessage::Lookup(_) => "lookup",
             McMessage::Report(_) => "report",
             McMessage::ReportAck(_) => "report-ack",
+            McMessage::Drain(_) => "drain",
         }
     }
 

@@ -55,6 +55,8 @@ pub struct McClient {
     pub members: watch::Receiver<Arc<BTreeMap<NodeId, Member>>>,
     /// Whether the SN is registered right now.
     pub registered: watch::Receiver<bool>,
+    /// Whether an operator has drained this SN (edges move their clients away).
+    pub draining: watch::Receiver<bool>,
     reports: Option<(Spool, Arc<Notify>)>,
     lookups: mpsc::UnboundedSender<NodeId>,
 }
@@ -95,6 +97,7 @@ struct Sinks {
     config: watch::Sender<Option<Arc<SnConfig>>>,
     members: watch::Sender<Arc<BTreeMap<NodeId, Member>>>,
     registered: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
     book: Arc<AddressBook>,
     reports: Option<(Spool, Arc<Notify>)>,
     /// Ids to ask the MC about (answered by a `members` message).
@@ -106,12 +109,20 @@ pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationTo
     let (config, config_rx) = watch::channel(None);
     let (members, members_rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (registered, registered_rx) = watch::channel(false);
+    let (draining, draining_rx) = watch::channel(false);
     let reports = cfg.spool.clone().map(|s| (s, Arc::new(Notify::new())));
     let (lookups, lookups_rx) = mpsc::unbounded_channel();
     let lookups_rx = tokio::sync::Mutex::new(lookups_rx);
-    let sinks = Sinks { config, members, registered, book, reports: reports.clone(), lookups: lookups_rx };
+    let sinks = Sinks { config, members, registered, draining, book, reports: reports.clone(), lookups: lookups_rx };
     tokio::spawn(run(cfg, sinks, cancel));
-    McClient { config: config_rx, members: members_rx, registered: registered_rx, reports, lookups }
+    McClient {
+        config: config_rx,
+        members: members_rx,
+        registered: registered_rx,
+        draining: draining_rx,
+        reports,
+        lookups,
+    }
 }
 
 async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
@@ -218,6 +229,9 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
                     }
                 }
                 McMessage::Refused(r) => return Err(SessionError::Refused(r.reason)),
+                McMessage::Drain(d) => {
+                    sinks.draining.send_replace(d.on);
+                }
                 McMessage::ReportAck(a) => {
                     if let Some((spool, _)) = &sinks.reports {
                         spool.remove(&a.id);

@@ -54,6 +54,7 @@ enum ServiceIn {
     Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: mpsc::Sender<ConnCmd> },
     Input(Input),
     Reconfigure(AdmissionConfig),
+    Drain(bool),
 }
 
 enum ConnCmd {
@@ -76,6 +77,8 @@ struct ServiceHandle {
 #[derive(Default)]
 pub struct Services {
     map: Mutex<HashMap<ChannelId, ServiceHandle>>,
+    /// Drained by an operator: services started from now on drain too.
+    draining: std::sync::atomic::AtomicBool,
     next_conn: AtomicU64,
 }
 
@@ -97,6 +100,21 @@ impl Services {
                 tracing::warn!(%channel, "client service busy or gone: admission update not delivered");
             }
         }
+    }
+
+    /// Starts or ends a drain on every channel's service.
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, std::sync::atomic::Ordering::Release);
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for (channel, h) in map.iter() {
+            if h.inbox.try_send(ServiceIn::Drain(on)).is_err() {
+                tracing::warn!(%channel, "client service busy or gone: drain not delivered");
+            }
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stage, P0, Nc and counters of every channel with LiveSky clients.
@@ -160,7 +178,9 @@ async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result<ServiceHan
     map.insert(channel.clone(), handle.clone());
     drop(map);
     info!(node = %edge.node.id(), %channel, nc_star = cfg.admission.nc_star, n1c = cfg.admission.n1c, "P2P service started");
-    edge.node.spawn(run_service(edge.clone(), Service::new(cfg), lease, handle.clone(), rx));
+    let mut service = Service::new(cfg);
+    service.set_draining(edge.clients.draining());
+    edge.node.spawn(run_service(edge.clone(), service, lease, handle.clone(), rx));
     Ok(handle)
 }
 
@@ -195,6 +215,10 @@ async fn run_service(
                         conns.remove(conn);
                     }
                     service.handle(now_std(), input);
+                }
+                Some(ServiceIn::Drain(on)) => {
+                    tracing::info!(node = %edge.node.id(), %channel, on, "drain");
+                    service.set_draining(on);
                 }
                 Some(ServiceIn::Reconfigure(cfg)) => {
                     tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, "admission parameters updated");

@@ -127,6 +127,12 @@ impl Edge {
         full
     }
 
+    /// An operator drains this edge (or ends the drain): its LiveSky clients are sent to
+    /// siblings and new ones too.
+    pub fn set_draining(&self, on: bool) {
+        self.clients.set_draining(on);
+    }
+
     pub fn stun_addr(&self) -> Option<SocketAddr> {
         *self.stun.lock().unwrap_or_else(|e| e.into_inner())
     }

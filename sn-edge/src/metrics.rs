@@ -24,6 +24,7 @@ pub struct EdgeMetrics {
     pub bad_chunk_reports: IntGaugeVec,
     pub signals: IntGaugeVec,
     pub edge_substreams: IntGaugeVec,
+    pub peer_bytes: IntGaugeVec,
     pub client_bytes: IntCounterVec,
     pub stun_requests: IntCounterVec,
 }
@@ -88,6 +89,12 @@ impl EdgeMetrics {
             ),
             signals: int_gauge(r, "edge_signals_relayed", "WebRTC offers and answers relayed, since start", ch),
             edge_substreams: int_gauge(r, "edge_fed_substreams", "Substreams the edge feeds now", ch),
+            peer_bytes: int_gauge(
+                r,
+                "edge_peer_bytes_reported",
+                "Media bytes this edge's clients report having received from peers, since start",
+                ch,
+            ),
             client_bytes: counter(
                 r,
                 "edge_client_bytes_total",
@@ -128,5 +135,6 @@ impl EdgeMetrics {
         self.bad_chunk_reports.with_label_values(&[ch]).set(st.bad_chunk_reports as i64);
         self.signals.with_label_values(&[ch]).set(st.signals_relayed as i64);
         self.edge_substreams.with_label_values(&[ch]).set(snap.tree.edge_substreams as i64);
+        self.peer_bytes.with_label_values(&[ch]).set(st.reported.bytes_from_peers as i64);
     }
 }

@@ -20,6 +20,7 @@ use crate::Edge;
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     users: u64,
+    livesky: u64,
     joins: u64,
     cdn_bytes: u64,
     p2p_bytes: u64,
@@ -63,6 +64,7 @@ fn totals(edge: &Edge) -> BTreeMap<String, Totals> {
     for (ch, snap, st) in views {
         let t = out.entry(ch.to_string()).or_default();
         t.users += u64::from(snap.p0);
+        t.livesky = u64::from(snap.p0);
         t.joins += snap.stats.joins;
         t.p2p_bytes = st.reported.bytes_from_peers;
         t.stalls = st.reported.stalls;
@@ -78,6 +80,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
     ReportRow {
         channel: channel.to_string(),
         users: now.users,
+        livesky: now.livesky,
         joins,
         // users_end = users_start + joins − leaves.
         leaves: (before.users + joins).saturating_sub(now.users),
@@ -89,6 +92,12 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         stage: now.stage,
         startup_ms: String::new(),
     }
+}
+
+/// Running totals per channel for heartbeats: a row from zero to now.
+pub fn live(edge: &Edge) -> Vec<ReportRow> {
+    let zero = Totals::default();
+    totals(edge).iter().map(|(ch, t)| ReportRow { leaves: 0, ..row(ch, &zero, t) }).collect()
 }
 
 fn wall_ms() -> u64 {

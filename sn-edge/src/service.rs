@@ -144,6 +144,8 @@ pub struct Service {
     /// Startup delays (ms) reported since [`Service::take_startups`].
     startups: Vec<u32>,
     last_prune: Option<Instant>,
+    /// An operator drains this edge: every client goes to a sibling.
+    draining: bool,
 }
 
 impl Service {
@@ -161,6 +163,7 @@ impl Service {
             startups: Vec::new(),
             stats: ServiceStats::default(),
             last_prune: None,
+            draining: false,
         }
     }
 
@@ -233,6 +236,36 @@ impl Service {
         self.apply_changes();
     }
 
+    /// Starts or ends a drain. Draining sends every client, present and arriving, to a sibling
+    /// (or refuses it when there is none): the edge can then be stopped without a viewer
+    /// noticing more than a reconnect.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+        if !on {
+            return;
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send_away(conn);
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    fn send_away(&mut self, conn: ConnId) {
+        match self.sibling() {
+            Some(to) => {
+                self.stats.redirected += 1;
+                let reason = "edge is draining; use a sibling".to_string();
+                self.out.push(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+                self.out.push(Output::Close { conn });
+            }
+            None => self.refuse(conn, "edge is draining and knows no other edge; retry later".into()),
+        }
+    }
+
     fn refuse(&mut self, conn: ConnId, reason: String) {
         self.stats.refused_other += 1;
         self.out.push(Output::Send { conn, msg: FromEdge::Refused { reason } });
@@ -286,6 +319,10 @@ impl Service {
         }
         if join.channel != self.cfg.channel {
             self.refuse(conn, format!("this service carries channel {}, not {}", self.cfg.channel, join.channel));
+            return;
+        }
+        if self.draining {
+            self.send_away(conn);
             return;
         }
         let (rate, burst) = (self.cfg.joins_per_ip_per_sec, self.cfg.join_burst_per_ip);

@@ -29,16 +29,22 @@ pub async fn start(topology: &str) -> Cluster {
 /// The demo topology with its management center, on ephemeral ports, the MC watching a copy of
 /// the topology file (returned) in a directory of its own.
 pub async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, Cluster, std::path::PathBuf) {
+    let (mc, cluster, path, _) = demo_with_mc_token(name).await;
+    (mc, cluster, path)
+}
+
+/// As [`demo_with_mc`], with the MC's API token for operator actions.
+pub async fn demo_with_mc_token(name: &str) -> (livesky_mgmt_center::McServer, Cluster, std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("livesky-mc-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("demo.toml");
     std::fs::write(&path, livesky::DEMO_TOPOLOGY).expect("topology written");
     let mut topo = Topology::load(&path).expect("demo topology is valid");
-    let (mc, link, _) = livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.expect("MC starts");
+    let (mc, link, token) = livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.expect("MC starts");
     ephemeral_ports(&mut topo);
     let cluster = Cluster::start_with_mc(topo, None, Some(link)).await.expect("demo nodes start");
-    (mc, cluster, path)
+    (mc, cluster, path, token)
 }
 
 /// The demo with its MC and GSLB (zone `livesky.test`, the demo's prefix database), once the

@@ -61,7 +61,17 @@ fn every_message_survives_the_wire() {
         McMessage::Alive(Alive { member: member.clone(), have_version: 2, nonce: "n".into(), signature: "ff".into() }),
         McMessage::Welcome(Welcome { heartbeat_ms: 1000, signature: "00".into() }),
         McMessage::Refused(Refused { reason: "unknown SN <x> & co".into() }),
-        McMessage::Heartbeat(Heartbeat { users: 7, full: "demo live".into() }),
+        McMessage::Heartbeat(Heartbeat {
+            users: 7,
+            full: "demo live".into(),
+            live: vec![ReportRow {
+                channel: "demo".into(),
+                users: 7,
+                livesky: 5,
+                cdn_bytes: 1 << 40,
+                ..ReportRow::default()
+            }],
+        }),
         McMessage::Members(Members {
             version: 4,
             full: false,

@@ -648,3 +648,44 @@ fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
     assert_eq!(snap.tree.unfed, 0, "{snap:?}");
     assert_eq!(snap.tree.edge_substreams, snap.nc as usize * 4, "refocused substreams returned to trees: {snap:?}");
 }
+
+#[test]
+fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
+    let mut cfg = ServiceConfig::new(channel(), AdmissionConfig::paper());
+    cfg.siblings = vec!["198.51.100.2:7600".into()];
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    let from = |i: u8| SocketAddr::from(([203, 0, 113, i], 4000));
+    for conn in 0..3u64 {
+        s.handle(t0, Input::Joined { conn, from: from(conn as u8), join: join_msg(Some(from(conn as u8)), 0) });
+    }
+    let welcomed = s.drain().iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })).count();
+    assert_eq!(welcomed, 3);
+    let redirected = |out: Vec<Output>| {
+        let mut conns: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, msg: FromEdge::Redirect { to, .. } } if to == "198.51.100.2:7600" => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        conns.sort_unstable();
+        conns
+    };
+    s.set_draining(true);
+    assert_eq!(redirected(s.drain()), [0, 1, 2], "every client present is moved");
+    s.handle(t0, Input::Joined { conn: 7, from: from(7), join: join_msg(Some(from(7)), 0) });
+    assert_eq!(redirected(s.drain()), [7], "and every one arriving");
+    s.set_draining(false);
+    s.handle(t0, Input::Joined { conn: 8, from: from(8), join: join_msg(Some(from(8)), 0) });
+    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { conn: 8, msg: FromEdge::Welcome(_) })));
+    // Without a sibling a drained edge refuses, with the reason.
+    let mut lone = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    lone.set_draining(true);
+    lone.handle(t0, Input::Joined { conn: 1, from: from(1), join: join_msg(Some(from(1)), 0) });
+    assert!(
+        lone.drain().iter().any(
+            |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("draining"))
+        )
+    );
+}

@@ -1,0 +1,226 @@
+//! The NOC dashboard: one page embedded in the binary (no scripts from elsewhere), fed by
+//! `GET /api/overview` (now and the last 10 minutes), `GET /api/sns` (SNs by tier) and live
+//! updates on `GET /api/events` (server-sent events, every 2 s).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use serde::Serialize;
+
+use crate::server::McServer;
+
+const PAGE: &str = include_str!("../assets/dashboard.html");
+
+pub fn routes() -> Router<McServer> {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/overview", get(overview))
+        .route("/api/sns", get(sns))
+        .route("/api/events", get(events))
+        .route("/api/edge/{id}", get(edge))
+        .route("/api/channel/{id}", get(channel))
+        .route("/api/reload", axum::routing::post(crate::http::reload))
+        .route("/api/edges/{id}/{action}", axum::routing::post(edge_action))
+        .route("/api/channels/{id}/{action}", axum::routing::post(channel_action))
+}
+
+async fn edge_action(
+    State(mc): State<McServer>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(refused) = crate::http::refuse_action(&mc, &headers) {
+        return refused;
+    }
+    let on = match action.as_str() {
+        "drain" => true,
+        "undrain" => false,
+        _ => return not_found(format!("no action `{action}` (drain or undrain)")),
+    };
+    match mc.set_drained(&id, on) {
+        Ok(()) => axum::Json(serde_json::json!({ "edge": id, "draining": on })).into_response(),
+        Err(e) => not_found(e),
+    }
+}
+
+async fn channel_action(
+    State(mc): State<McServer>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(refused) = crate::http::refuse_action(&mc, &headers) {
+        return refused;
+    }
+    let offline = match action.as_str() {
+        "offline" => true,
+        "online" => false,
+        _ => return not_found(format!("no action `{action}` (offline or online)")),
+    };
+    match mc.set_offline(&id, offline) {
+        Ok(v) => axum::Json(serde_json::json!({ "channel": id, "offline": offline, "version": v })).into_response(),
+        Err(e) => not_found(e),
+    }
+}
+
+/// GET `http://{addr}{path}` as JSON, within 2 s.
+async fn node_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("{e}"))?;
+    let work = async {
+        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), work).await.map_err(|_| "no answer within 2 s".to_string())?
+}
+
+fn not_found(what: String) -> Response {
+    (axum::http::StatusCode::NOT_FOUND, what + "\n").into_response()
+}
+
+/// An edge's own view of its LiveSky clients (stage, P0, Nc, bounds, trees, NAT share), as
+/// its `/p2p` page says, and what the MC knows of it.
+async fn edge(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let member = {
+        let st = mc.shared.state();
+        st.registry.loads().find(|(m, _)| m.id.as_str() == id && m.role == "edge").map(|(m, l)| (m.clone(), l.users))
+    };
+    let Some((m, users)) = member else { return not_found(format!("no live edge `{id}`")) };
+    let p2p = node_json(m.http, "/p2p").await.unwrap_or_else(|e| serde_json::json!({ "error": e }));
+    axum::Json(serde_json::json!({
+        "id": m.id.as_str(), "http": m.http.to_string(), "users": users,
+        "capacity_kbps": m.capacity_kbps, "p2p": p2p,
+    }))
+    .into_response()
+}
+
+/// A channel: viewers and bandwidth per edge (from heartbeats), and its ingest as the origin
+/// node's `/status` shows it.
+async fn channel(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let (origin, per_edge) = {
+        let st = mc.shared.state();
+        let topo = st.store.topology();
+        let Some(c) = topo.channels.iter().find(|c| c.id.as_str() == id) else {
+            return not_found(format!("no channel `{id}`"));
+        };
+        let origin = topo.origin_of(c).and_then(|o| st.registry.get(o)).map(|m| (m.id.to_string(), m.http));
+        (origin, st.noc.channel(&id))
+    };
+    let ingest = match origin {
+        Some((node, http)) => {
+            let status = node_json(http, "/status").await;
+            let entry = status.map(|s| {
+                s["channels"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|c| c["id"] == id.as_str()).cloned())
+                    .unwrap_or_default()
+            });
+            serde_json::json!({ "node": node, "status": entry.unwrap_or_else(|e| serde_json::json!({ "error": e })) })
+        }
+        None => serde_json::json!({ "error": "the channel's origin is not registered" }),
+    };
+    axum::Json(serde_json::json!({ "id": id, "ingest": ingest, "edges": per_edge })).into_response()
+}
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE).into_response()
+}
+
+async fn overview(State(mc): State<McServer>) -> Response {
+    let now = mc.shared.overview.borrow().clone();
+    let history: Vec<crate::noc::Overview> = mc.shared.state().noc.history().cloned().collect();
+    axum::Json(serde_json::json!({ "now": now, "history": history })).into_response()
+}
+
+#[derive(Serialize)]
+struct SnView {
+    id: String,
+    tier: u8,
+    role: String,
+    users: u64,
+    capacity_kbps: u64,
+    /// Edges: clients / N*c, with N*c at the channels' mean bitrate.
+    load: Option<f64>,
+    /// Channels in stage 4.
+    full: Vec<String>,
+    config_version: Option<u64>,
+    alive: bool,
+    /// An operator drained it: the GSLB sends it nobody, its clients were moved.
+    draining: bool,
+}
+
+async fn sns(State(mc): State<McServer>) -> Response {
+    let st = mc.shared.state();
+    let topo = st.store.topology();
+    let rates: Vec<u64> = topo.channels.iter().map(|c| u64::from(c.bitrate_kbps)).collect();
+    let mean_kbps = (rates.iter().sum::<u64>() / (rates.len() as u64).max(1)).max(1);
+    let mut list: Vec<SnView> = st
+        .registry
+        .loads()
+        .map(|(m, load)| SnView {
+            id: m.id.to_string(),
+            tier: m.tier,
+            role: m.role.clone(),
+            users: load.users,
+            capacity_kbps: m.capacity_kbps,
+            load: (m.role == "edge" && m.capacity_kbps > 0)
+                .then(|| load.users as f64 / (m.capacity_kbps / mean_kbps).max(1) as f64),
+            full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+            config_version: st.store.acked(&m.id),
+            alive: true,
+            draining: st.drained.contains(&m.id),
+        })
+        .collect();
+    // Nodes of the topology that are not registered: dead (or never started).
+    for n in &topo.nodes {
+        if st.registry.get(&n.id).is_none() {
+            list.push(SnView {
+                id: n.id.to_string(),
+                tier: n.tier,
+                role: if n.role == sn_core::Role::Edge { "edge" } else { "core" }.into(),
+                users: 0,
+                capacity_kbps: 0,
+                load: None,
+                full: Vec::new(),
+                config_version: None,
+                alive: false,
+                draining: st.drained.contains(&n.id),
+            });
+        }
+    }
+    list.sort_by(|a, b| (a.tier, &a.id).cmp(&(b.tier, &b.id)));
+    let channels: Vec<&str> = topo.channels.iter().map(|c| c.id.as_str()).collect();
+    let offline: Vec<&String> = st.offline.iter().collect();
+    axum::Json(serde_json::json!({
+        "config_version": st.store.version(), "sns": list, "channels": channels, "offline": offline,
+    }))
+    .into_response()
+}
+
+/// One event per new overview (every 2 s); a slow dashboard skips to the newest, so nothing
+/// queues up for it.
+async fn events(State(mc): State<McServer>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = mc.shared.overview.subscribe();
+    let cancel = mc.shared_cancel();
+    let stream = futures_util::stream::unfold((rx, cancel), |(mut rx, cancel)| async move {
+        tokio::select! {
+            _ = cancel.cancelled() => None,
+            changed = rx.changed() => {
+                changed.ok()?;
+                let o = rx.borrow_and_update().clone();
+                let data = serde_json::to_string(&o).unwrap_or_else(|_| "{}".into());
+                Some((Ok(Event::default().event("overview").data(data)), (rx, cancel)))
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
