@@ -225,13 +225,22 @@ fn follow_mc(
         member,
         load: {
             let edge = edge.clone();
-            Arc::new(move || Heartbeat {
-                users: hubs.hubs().iter().map(|h| h.users() as u64).sum(),
-                full: edge
-                    .as_ref()
-                    .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default(),
-                live: edge.as_ref().map(|e| sn_edge::report::live(e)).unwrap_or_default(),
+            Arc::new(move || {
+                let live = edge.as_ref().map(|e| sn_edge::report::live(e)).unwrap_or_default();
+                // An edge's clients are its viewers and its LiveSky clients (P0); a core SN's,
+                // the leases on its channels (children, viewers).
+                let users = match &edge {
+                    Some(_) => live.iter().map(|r| r.users).sum(),
+                    None => hubs.hubs().iter().map(|h| h.users() as u64).sum(),
+                };
+                Heartbeat {
+                    users,
+                    full: edge
+                        .as_ref()
+                        .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default(),
+                    live,
+                }
             })
         },
         spool,

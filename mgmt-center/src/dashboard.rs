@@ -20,7 +20,9 @@ const PAGE: &str = include_str!("../assets/dashboard.html");
 
 pub fn routes() -> Router<McServer> {
     Router::new()
-        .route("/", get(page))
+        .route("/", get(page_overview))
+        .route("/edge/{id}", get(page_edge))
+        .route("/channel/{id}", get(page_channel))
         .route("/api/overview", get(overview))
         .route("/api/sns", get(sns))
         .route("/api/events", get(events))
@@ -89,28 +91,41 @@ fn not_found(what: String) -> Response {
 
 /// An edge's own view of its LiveSky clients (stage, P0, Nc, bounds, trees, NAT share), as
 /// its `/p2p` page says, and what the MC knows of it.
-async fn edge(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+async fn edge_data(mc: &McServer, id: &str) -> Result<serde_json::Value, String> {
     let member = {
         let st = mc.shared.state();
         st.registry.loads().find(|(m, _)| m.id.as_str() == id && m.role == "edge").map(|(m, l)| (m.clone(), l.users))
     };
-    let Some((m, users)) = member else { return not_found(format!("no live edge `{id}`")) };
+    let Some((m, users)) = member else { return Err(format!("no live edge `{id}`")) };
     let p2p = node_json(m.http, "/p2p").await.unwrap_or_else(|e| serde_json::json!({ "error": e }));
-    axum::Json(serde_json::json!({
+    Ok(serde_json::json!({
         "id": m.id.as_str(), "http": m.http.to_string(), "users": users,
         "capacity_kbps": m.capacity_kbps, "p2p": p2p,
     }))
-    .into_response()
+}
+
+async fn edge(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match edge_data(&mc, &id).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => not_found(e),
+    }
 }
 
 /// A channel: viewers and bandwidth per edge (from heartbeats), and its ingest as the origin
 /// node's `/status` shows it.
 async fn channel(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match channel_data(&mc, &id).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => not_found(e),
+    }
+}
+
+async fn channel_data(mc: &McServer, id: &str) -> Result<serde_json::Value, String> {
     let (origin, per_edge) = {
         let st = mc.shared.state();
         let topo = st.store.topology();
         let Some(c) = topo.channels.iter().find(|c| c.id.as_str() == id) else {
-            return not_found(format!("no channel `{id}`"));
+            return Err(format!("no channel `{id}`"));
         };
         let origin = topo.origin_of(c).and_then(|o| st.registry.get(o)).map(|m| (m.id.to_string(), m.http));
         (origin, st.noc.channel(&id))
@@ -119,26 +134,47 @@ async fn channel(State(mc): State<McServer>, axum::extract::Path(id): axum::extr
         Some((node, http)) => {
             let status = node_json(http, "/status").await;
             let entry = status.map(|s| {
-                s["channels"]
-                    .as_array()
-                    .and_then(|l| l.iter().find(|c| c["id"] == id.as_str()).cloned())
-                    .unwrap_or_default()
+                s["channels"].as_array().and_then(|l| l.iter().find(|c| c["id"] == id).cloned()).unwrap_or_default()
             });
             serde_json::json!({ "node": node, "status": entry.unwrap_or_else(|e| serde_json::json!({ "error": e })) })
         }
         None => serde_json::json!({ "error": "the channel's origin is not registered" }),
     };
-    axum::Json(serde_json::json!({ "id": id, "ingest": ingest, "edges": per_edge })).into_response()
+    Ok(serde_json::json!({ "id": id, "ingest": ingest, "edges": per_edge }))
 }
 
-async fn page() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE).into_response()
+/// The page with what it shows first written into it, so it is complete the moment it loads
+/// (live updates follow). `</` is escaped: the JSON cannot close the script element.
+fn render(mc: &McServer, view: serde_json::Value) -> Response {
+    let init = serde_json::json!({ "view": view, "overview": overview_data(mc), "sns": sns_data(mc) });
+    let json = init.to_string().replace("</", "<\\/");
+    let html = PAGE.replace("/*INITIAL*/null", &json);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], html).into_response()
+}
+
+async fn page_overview(State(mc): State<McServer>) -> Response {
+    render(&mc, serde_json::json!({ "kind": "overview" }))
+}
+
+async fn page_edge(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let data = edge_data(&mc, &id).await;
+    let data = data.unwrap_or_else(|e| serde_json::json!({ "error": e }));
+    render(&mc, serde_json::json!({ "kind": "edge", "id": id, "data": data }))
+}
+
+async fn page_channel(State(mc): State<McServer>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let data = channel_data(&mc, &id).await.unwrap_or_else(|e| serde_json::json!({ "error": e }));
+    render(&mc, serde_json::json!({ "kind": "channel", "id": id, "data": data }))
+}
+
+fn overview_data(mc: &McServer) -> serde_json::Value {
+    let now = mc.shared.overview.borrow().clone();
+    let history: Vec<crate::noc::Overview> = mc.shared.state().noc.history().cloned().collect();
+    serde_json::json!({ "now": now, "history": history })
 }
 
 async fn overview(State(mc): State<McServer>) -> Response {
-    let now = mc.shared.overview.borrow().clone();
-    let history: Vec<crate::noc::Overview> = mc.shared.state().noc.history().cloned().collect();
-    axum::Json(serde_json::json!({ "now": now, "history": history })).into_response()
+    axum::Json(overview_data(&mc)).into_response()
 }
 
 #[derive(Serialize)]
@@ -159,6 +195,10 @@ struct SnView {
 }
 
 async fn sns(State(mc): State<McServer>) -> Response {
+    axum::Json(sns_data(&mc)).into_response()
+}
+
+fn sns_data(mc: &McServer) -> serde_json::Value {
     let st = mc.shared.state();
     let topo = st.store.topology();
     let rates: Vec<u64> = topo.channels.iter().map(|c| u64::from(c.bitrate_kbps)).collect();
@@ -200,10 +240,9 @@ async fn sns(State(mc): State<McServer>) -> Response {
     list.sort_by(|a, b| (a.tier, &a.id).cmp(&(b.tier, &b.id)));
     let channels: Vec<&str> = topo.channels.iter().map(|c| c.id.as_str()).collect();
     let offline: Vec<&String> = st.offline.iter().collect();
-    axum::Json(serde_json::json!({
+    serde_json::json!({
         "config_version": st.store.version(), "sns": list, "channels": channels, "offline": offline,
-    }))
-    .into_response()
+    })
 }
 
 /// One event per new overview (every 2 s); a slow dashboard skips to the newest, so nothing
