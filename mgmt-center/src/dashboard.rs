@@ -128,7 +128,7 @@ async fn channel_data(mc: &McServer, id: &str) -> Result<serde_json::Value, Stri
             return Err(format!("no channel `{id}`"));
         };
         let origin = topo.origin_of(c).and_then(|o| st.registry.get(o)).map(|m| (m.id.to_string(), m.http));
-        (origin, st.noc.channel(&id))
+        (origin, st.noc.channel(id))
     };
     let ingest = match origin {
         Some((node, http)) => {
