@@ -100,6 +100,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("  client regions  edit {} (the GSLB reloads it)", geo.display());
     println!("\n  channels        edit {} (the management center pushes changes live)", path.display());
     println!("  reload now      livesky mc reload --api http://{} --token {token}", mc.http_addr);
+    println!("  NOC dashboard   http://{}/  (operator token {token})", mc.http_addr);
     println!("  SN registry     curl http://{}/members", mc.http_addr);
     println!("  reports         livesky mc report --db {} --since 1h", state.join("mc.sqlite").display());
     println!();
