@@ -35,6 +35,21 @@ async fn the_overview_follows_a_viewer_and_the_sn_table_shows_a_dead_edge() {
     .await;
     let o = json(&url).await;
     assert!(o["history"].as_array().is_some_and(|h| !h.is_empty()), "{o}");
+    for field in ["leaves_per_min", "q2", "startup_p50_ms", "stalls_per_min", "p2p_share"] {
+        assert!(o["now"].get(field).is_some(), "{field} in {o}");
+    }
+    // The channel page's data: ingest health at Tier 0 and the viewer per edge.
+    let ch = json(&format!("{base}/api/channel/demo")).await;
+    let ingest = &ch["ingest"]["status"];
+    assert_eq!(ch["ingest"]["node"], "tier0", "{ch}");
+    assert!(ingest["kbps"].as_u64().is_some_and(|k| k > 100), "{ch}");
+    assert!(ingest["keyframe_interval_ms"].as_u64().is_some_and(|k| k > 0), "{ch}");
+    assert_eq!(ingest["ingest_errors"], 0);
+    let edges = ch["edges"].as_array().cloned().unwrap_or_default();
+    assert!(edges.iter().any(|e| e["edge"] == "edge1" && e["users"] == 1), "{ch}");
+    let (status, page) = get_text(&format!("{base}/channel/demo")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("\"kind\":\"channel\""), "the page comes with its data");
     // Live updates: an `overview` event within a few seconds.
     let resp = get(&format!("{base}/api/events")).await;
     assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));

@@ -235,6 +235,7 @@ fn follow_mc(
                 };
                 Heartbeat {
                     users,
+                    failovers: sn_core::metrics::total(&hubs.metrics().relay_failovers),
                     full: edge
                         .as_ref()
                         .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))

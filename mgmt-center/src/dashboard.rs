@@ -189,6 +189,8 @@ struct SnView {
     /// Channels in stage 4.
     full: Vec<String>,
     config_version: Option<u64>,
+    /// Upstream failovers since the SN started.
+    failovers: u64,
     alive: bool,
     /// An operator drained it: the GSLB sends it nobody, its clients were moved.
     draining: bool,
@@ -216,6 +218,7 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
                 .then(|| load.users as f64 / (m.capacity_kbps / mean_kbps).max(1) as f64),
             full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
             config_version: st.store.acked(&m.id),
+            failovers: load.failovers,
             alive: true,
             draining: st.drained.contains(&m.id),
         })
@@ -232,6 +235,7 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
                 load: None,
                 full: Vec::new(),
                 config_version: None,
+                failovers: 0,
                 alive: false,
                 draining: st.drained.contains(&n.id),
             });

@@ -12,6 +12,12 @@ use sn_core::mc::ReportRow;
 
 /// Rates are measured over this much of the latest samples.
 pub const WINDOW: Duration = Duration::from_secs(10);
+/// Q2 over this much: clients report once a minute, so a shorter window would seldom hold one.
+pub const Q2_WINDOW: Duration = Duration::from_secs(60);
+/// Startup delays from the reports of this long ago at most.
+pub const STARTUP_WINDOW: Duration = Duration::from_secs(600);
+/// Startup samples kept at most (a flash crowd beyond this is sampled by arrival).
+const MAX_STARTUPS: usize = 10_000;
 /// How often a point is recorded and dashboards are told.
 pub const EVERY: Duration = Duration::from_secs(2);
 /// Points kept for the chart: 10 minutes at one point per 2 s.
@@ -29,10 +35,16 @@ pub struct Overview {
     /// P2P bytes over all delivered bytes (0 when nothing flowed).
     pub p2p_share: f64,
     pub joins_per_min: f64,
+    pub leaves_per_min: f64,
     /// Stalls (rebuffering events) per minute.
     pub stalls_per_min: f64,
     /// Playing time over playing + stalled time in the window (None: nobody reported playing).
     pub q1: Option<f64>,
+    /// Share of client reports (one per client a minute) in the last minute without a stall.
+    pub q2: Option<f64>,
+    /// Startup delays reported in the last 10 minutes.
+    pub startup_p50_ms: Option<u32>,
+    pub startup_p95_ms: Option<u32>,
     pub edges_reporting: usize,
 }
 
@@ -50,6 +62,7 @@ pub struct ChannelOnEdge {
 pub struct Noc {
     samples: BTreeMap<NodeId, VecDeque<(Instant, Vec<ReportRow>)>>,
     history: VecDeque<Overview>,
+    startups: VecDeque<(Instant, u32)>,
 }
 
 /// Sums of the counters of a sample's rows.
@@ -58,6 +71,8 @@ struct Sums {
     users: u64,
     livesky: u64,
     joins: u64,
+    reports: u64,
+    stalled_reports: u64,
     cdn: u64,
     p2p: u64,
     stalls: u64,
@@ -70,6 +85,8 @@ fn sums(rows: &[ReportRow]) -> Sums {
         users: s.users + r.users,
         livesky: s.livesky + r.livesky,
         joins: s.joins + r.joins,
+        reports: s.reports + r.reports,
+        stalled_reports: s.stalled_reports + r.stalled_reports,
         cdn: s.cdn + r.cdn_bytes,
         p2p: s.p2p + r.p2p_bytes,
         stalls: s.stalls + r.stalls,
@@ -79,14 +96,39 @@ fn sums(rows: &[ReportRow]) -> Sums {
 }
 
 impl Noc {
-    /// An edge's heartbeat at `now`. Samples older than the window (but the last one before
-    /// it) are dropped.
+    /// An edge's heartbeat at `now`. Samples older than the Q2 window (but the last one
+    /// before it) are dropped.
     pub fn sample(&mut self, now: Instant, node: &NodeId, rows: Vec<ReportRow>) {
         let q = self.samples.entry(node.clone()).or_default();
         q.push_back((now, rows));
-        while q.len() > 2 && q.get(1).is_some_and(|(t, _)| now.saturating_duration_since(*t) >= WINDOW) {
+        while q.len() > 2 && q.get(1).is_some_and(|(t, _)| now.saturating_duration_since(*t) >= Q2_WINDOW) {
             q.pop_front();
         }
+    }
+
+    /// Startup delays from a report the MC just stored.
+    pub fn startups(&mut self, now: Instant, delays: impl IntoIterator<Item = u32>) {
+        for d in delays {
+            if self.startups.len() == MAX_STARTUPS {
+                self.startups.pop_front();
+            }
+            self.startups.push_back((now, d));
+        }
+    }
+
+    fn startup_percentiles(&self, now: Instant) -> (Option<u32>, Option<u32>) {
+        let mut recent: Vec<u32> = self
+            .startups
+            .iter()
+            .filter(|(t, _)| now.saturating_duration_since(*t) <= STARTUP_WINDOW)
+            .map(|(_, d)| *d)
+            .collect();
+        if recent.is_empty() {
+            return (None, None);
+        }
+        recent.sort_unstable();
+        let at = |q: f64| recent[((recent.len() - 1) as f64 * q).round() as usize];
+        (Some(at(0.5)), Some(at(0.95)))
     }
 
     /// The SN is gone: its numbers leave the overview.
@@ -94,13 +136,22 @@ impl Noc {
         self.samples.remove(node);
     }
 
-    pub fn overview(&self, at_ms: u64) -> Overview {
+    /// The overview at `now` (wall clock `at_ms` for the chart).
+    pub fn overview(&self, now_at: Instant, at_ms: u64) -> Overview {
         let mut o = Overview { at_ms, ..Overview::default() };
-        let (mut cdn_bps, mut p2p_bps, mut joins, mut stalls) = (0.0, 0.0, 0.0, 0.0);
-        let (mut played, mut stalled) = (0u64, 0u64);
+        (o.startup_p50_ms, o.startup_p95_ms) = self.startup_percentiles(now_at);
+        let (mut cdn_bps, mut p2p_bps, mut joins, mut leaves, mut stalls) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut played, mut stalled, mut reports, mut stalled_reports) = (0u64, 0u64, 0u64, 0u64);
         for q in self.samples.values() {
-            let (Some((t1, last)), Some((t0, first))) = (q.back(), q.front()) else { continue };
-            let now = sums(last);
+            let Some((t1, last)) = q.back() else { continue };
+            // Q2 from the oldest sample kept, rates from the newest one at least WINDOW old.
+            let oldest = sums(&q[0].1);
+            let last_sums = sums(last);
+            reports += last_sums.reports.saturating_sub(oldest.reports);
+            stalled_reports += last_sums.stalled_reports.saturating_sub(oldest.stalled_reports);
+            let base = q.iter().rev().find(|(t, _)| t1.saturating_duration_since(*t) >= WINDOW).unwrap_or(&q[0]);
+            let (t0, first) = (&base.0, &base.1);
+            let now = last_sums;
             o.viewers_livesky += now.livesky;
             o.viewers_legacy += now.users.saturating_sub(now.livesky);
             o.edges_reporting += 1;
@@ -114,6 +165,8 @@ impl Noc {
             cdn_bps += d(now.cdn, before.cdn) * 8.0 / secs;
             p2p_bps += d(now.p2p, before.p2p) * 8.0 / secs;
             joins += d(now.joins, before.joins) * 60.0 / secs;
+            // users_now = users_before + joins − leaves.
+            leaves += d(before.users + now.joins.saturating_sub(before.joins), now.users) * 60.0 / secs;
             stalls += d(now.stalls, before.stalls) * 60.0 / secs;
             played += now.played.saturating_sub(before.played);
             stalled += now.stalled.saturating_sub(before.stalled);
@@ -122,14 +175,16 @@ impl Noc {
         o.p2p_mbps = p2p_bps / 1e6;
         o.p2p_share = if cdn_bps + p2p_bps > 0.0 { p2p_bps / (cdn_bps + p2p_bps) } else { 0.0 };
         o.joins_per_min = joins;
+        o.leaves_per_min = leaves;
+        o.q2 = (reports > 0).then(|| 1.0 - stalled_reports as f64 / reports as f64);
         o.stalls_per_min = stalls;
         o.q1 = (played + stalled > 0).then(|| played as f64 / (played + stalled) as f64);
         o
     }
 
     /// Appends the overview now to the chart's history (bounded).
-    pub fn record(&mut self, at_ms: u64) -> Overview {
-        let o = self.overview(at_ms);
+    pub fn record(&mut self, now: Instant, at_ms: u64) -> Overview {
+        let o = self.overview(now, at_ms);
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
@@ -198,14 +253,14 @@ mod tests {
             &id("b"),
             vec![row("demo", 10, 10, 250_000, 750_000, 900, 100), row("live", 2, 0, 0, 0, 0, 0)],
         );
-        let o = n.overview(42);
+        let o = n.overview(t0 + 2 * s, 42);
         assert_eq!((o.viewers_livesky, o.viewers_legacy, o.edges_reporting), (11, 4, 2));
         assert!((o.cdn_mbps - 2.0).abs() < 1e-9, "{o:?}");
         assert!((o.p2p_mbps - 3.0).abs() < 1e-9);
         assert!((o.p2p_share - 0.6).abs() < 1e-9);
         assert_eq!(o.q1, Some(1900.0 / 2000.0));
         n.forget(&id("b"));
-        assert_eq!(n.overview(43).viewers_livesky, 1);
+        assert_eq!(n.overview(t0 + 2 * s, 43).viewers_livesky, 1);
     }
 
     #[test]
@@ -214,12 +269,15 @@ mod tests {
         let mut n = Noc::default();
         for i in 0..1000u64 {
             n.sample(t0 + Duration::from_secs(i), &id("a"), vec![row("demo", 1, 0, i * 1000, 0, 0, 0)]);
-            n.record(i);
+            n.record(t0 + Duration::from_secs(i), i);
+            n.startups(t0 + Duration::from_secs(i), (0..20).map(|k| k * 100));
         }
-        assert!(n.samples[&id("a")].len() <= 12);
+        assert!(n.samples[&id("a")].len() <= 62);
         assert_eq!(n.history().count(), HISTORY);
+        assert_eq!(n.startups.len(), MAX_STARTUPS);
         // 1000 bytes a second = 8 kbit/s.
-        assert!((n.overview(0).cdn_mbps - 0.008).abs() < 1e-9);
+        let end = t0 + Duration::from_secs(999);
+        assert!((n.overview(end, 0).cdn_mbps - 0.008).abs() < 1e-9);
     }
 
     #[test]
@@ -228,6 +286,34 @@ mod tests {
         let mut n = Noc::default();
         n.sample(t0, &id("a"), vec![row("demo", 1, 0, 10_000, 0, 0, 0)]);
         n.sample(t0 + Duration::from_secs(1), &id("a"), vec![row("demo", 1, 0, 5, 0, 0, 0)]);
-        assert_eq!(n.overview(0).cdn_mbps, 0.0);
+        assert_eq!(n.overview(t0, 0).cdn_mbps, 0.0);
+    }
+
+    #[test]
+    fn leaves_q2_and_startup_percentiles() {
+        let t0 = Instant::now();
+        let mut n = Noc::default();
+        let a = id("a");
+        // 10 users, then 30 s later 8 after 4 joins: 6 left. 10 reports, 2 with a stall.
+        let r = |users, joins, reports, stalled| ReportRow {
+            channel: "demo".into(),
+            users,
+            joins,
+            reports,
+            stalled_reports: stalled,
+            ..ReportRow::default()
+        };
+        n.sample(t0, &a, vec![r(10, 100, 50, 5)]);
+        n.sample(t0 + Duration::from_secs(30), &a, vec![r(8, 104, 60, 7)]);
+        let o = n.overview(t0 + Duration::from_secs(30), 0);
+        assert!((o.joins_per_min - 8.0).abs() < 1e-9, "{o:?}");
+        assert!((o.leaves_per_min - 12.0).abs() < 1e-9, "{o:?}");
+        assert_eq!(o.q2, Some(0.8));
+        assert_eq!((o.startup_p50_ms, o.startup_p95_ms), (None, None));
+        n.startups(t0, (1..=100).map(|k| k * 10));
+        let o = n.overview(t0 + Duration::from_secs(30), 0);
+        assert_eq!((o.startup_p50_ms, o.startup_p95_ms), (Some(510), Some(950)));
+        // Ten minutes later they have aged out.
+        assert_eq!(n.overview(t0 + Duration::from_secs(700), 0).startup_p50_ms, None);
     }
 }

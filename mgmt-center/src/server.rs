@@ -302,7 +302,7 @@ async fn noc_recorder(shared: Arc<Shared>) {
                 let at_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                let o = shared.state().noc.record(at_ms);
+                let o = shared.state().noc.record(Instant::now(), at_ms);
                 shared.overview.send_replace(o);
             }
         }
@@ -520,6 +520,8 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             }
             let (store, node) = (shared.reports.clone(), id.clone());
             let report_id = r.id.clone();
+            let delays: Vec<u32> = r.rows.iter().flat_map(|row| row.startups()).collect();
+            shared.state().noc.startups(Instant::now(), delays);
             let stored = tokio::task::spawn_blocking(move || store.store(&node, &r)).await;
             match stored {
                 Ok(Ok(added)) => {

@@ -62,6 +62,11 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
                 "ring_bytes": stats.bytes,
                 "ring_span_ms": span_ms,
                 "users": h.users(),
+                // Ingest health (meaningful on the channel's origin): the stream's rate over
+                // the ring, its keyframe spacing, and sessions ended by errors.
+                "kbps": (stats.bytes as u64 * 8).checked_div(span_ms).unwrap_or(0),
+                "keyframe_interval_ms": ring.keyframe_interval_ms(),
+                "ingest_errors": crate::metrics::total_for(&node.metrics().ingest_errors, h.id.as_str()),
                 "public_key": node.source(&h.id).map(|s| s.signer.verifier().to_hex()),
             })
         })

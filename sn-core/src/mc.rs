@@ -163,6 +163,9 @@ pub struct Heartbeat {
     /// stops sending it clients for them. Space-separated.
     #[serde(rename = "@full", default, skip_serializing_if = "String::is_empty")]
     pub full: String,
+    /// Upstream failovers since the SN started (all channels).
+    #[serde(rename = "@failovers", default)]
+    pub failovers: u64,
     /// Edges: per channel, the report figures as running totals since the SN started (users
     /// as now), so the MC can show rates a second old between the minute reports.
     #[serde(rename = "ch", default, skip_serializing_if = "Vec::is_empty")]
@@ -251,6 +254,11 @@ pub struct ReportRow {
     pub played_ms: u64,
     #[serde(rename = "@stalled-ms")]
     pub stalled_ms: u64,
+    /// LiveSky client reports received, and how many of them had a stall (Q2 = 1 − the ratio).
+    #[serde(rename = "@reports", default)]
+    pub reports: u64,
+    #[serde(rename = "@stalled-reports", default)]
+    pub stalled_reports: u64,
     /// Adaptive-scaling stage at the end of the period (0: no LiveSky clients).
     #[serde(rename = "@stage")]
     pub stage: u8,

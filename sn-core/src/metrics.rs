@@ -46,6 +46,30 @@ pub fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVe
     g
 }
 
+/// Sum of every series of a counter or gauge family.
+pub fn total(metric: &impl prometheus::core::Collector) -> u64 {
+    let mut sum = 0.0;
+    for family in metric.collect() {
+        for m in family.get_metric() {
+            sum += m.get_counter().get_value() + m.get_gauge().get_value();
+        }
+    }
+    sum.max(0.0) as u64
+}
+
+/// Sum of the series of a counter family whose `channel` label is `channel`.
+pub fn total_for(metric: &IntCounterVec, channel: &str) -> u64 {
+    let mut sum = 0;
+    for family in prometheus::core::Collector::collect(metric) {
+        for m in family.get_metric() {
+            if m.get_label().iter().any(|l| l.name() == "channel" && l.value() == channel) {
+                sum += m.get_counter().get_value() as u64;
+            }
+        }
+    }
+    sum
+}
+
 /// The text exposition of everything in `reg`.
 pub fn render(reg: &Registry) -> String {
     let mut buf = Vec::new();

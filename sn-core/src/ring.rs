@@ -144,6 +144,14 @@ impl ChunkRing {
         ReadPos::Next(next)
     }
 
+    /// Mean media time between the keyframes held (ms); None with fewer than two.
+    pub fn keyframe_interval_ms(&self) -> Option<u64> {
+        let mut ts = self.chunks.iter().filter(|c| c.header.is_keyframe()).map(|c| c.header.media_ts);
+        let first = ts.next()?;
+        let (n, last) = ts.fold((0u64, first), |(n, _), t| (n + 1, t));
+        (n > 0).then(|| last.saturating_sub(first) / 90 / n)
+    }
+
     pub fn latest_keyframe(&self) -> Option<u64> {
         self.chunks.iter().rev().find(|c| c.header.is_keyframe()).map(Chunk::seq)
     }
@@ -197,6 +205,17 @@ pub(crate) mod tests {
         assert!(r.span_ms() < 30_100);
         assert_eq!(r.last_seq(), Some(1999));
         assert_eq!(r.stats().evicted, r.first_seq().unwrap());
+    }
+
+    #[test]
+    fn keyframe_spacing_is_measured_over_the_ring() {
+        let mut r = ChunkRing::new(RingConfig { keep_ms: 30_000, max_bytes: usize::MAX });
+        assert_eq!(r.keyframe_interval_ms(), None);
+        // A keyframe every 50 chunks of 40 ms: every 2 s.
+        for s in 0..120 {
+            r.push(chunk(s));
+        }
+        assert_eq!(r.keyframe_interval_ms(), Some(2000));
     }
 
     #[test]

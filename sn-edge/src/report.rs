@@ -27,6 +27,8 @@ struct Totals {
     stalls: u64,
     played_ms: u64,
     stalled_ms: u64,
+    reports: u64,
+    stalled_reports: u64,
     stage: u8,
 }
 
@@ -70,6 +72,8 @@ fn totals(edge: &Edge) -> BTreeMap<String, Totals> {
         t.stalls = st.reported.stalls;
         t.played_ms = st.reported.played_ms;
         t.stalled_ms = st.reported.stalled_ms;
+        t.reports = st.reported.reports;
+        t.stalled_reports = st.reported.stalled_reports;
         t.stage = snap.stage as u8;
     }
     out
@@ -89,6 +93,8 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         stalls: now.stalls.saturating_sub(before.stalls),
         played_ms: now.played_ms.saturating_sub(before.played_ms),
         stalled_ms: now.stalled_ms.saturating_sub(before.stalled_ms),
+        reports: now.reports.saturating_sub(before.reports),
+        stalled_reports: now.stalled_reports.saturating_sub(before.stalled_reports),
         stage: now.stage,
         startup_ms: String::new(),
     }

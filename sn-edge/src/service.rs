@@ -114,6 +114,8 @@ pub struct ReportTotals {
     pub bytes_from_peers: u64,
     pub bytes_up: u64,
     pub reports: u64,
+    /// Reports (one per client and interval) that had a stall: Q2 = 1 − this / reports.
+    pub stalled_reports: u64,
 }
 
 struct Client {
@@ -467,6 +469,7 @@ impl Service {
         t.bytes_from_peers += r.bytes_from_peers;
         t.bytes_up += r.bytes_up;
         t.reports += 1;
+        t.stalled_reports += u64::from(r.stalls > 0);
     }
 
     fn forget(&mut self, peer: PeerId) {

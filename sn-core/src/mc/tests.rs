@@ -64,6 +64,7 @@ fn every_message_survives_the_wire() {
         McMessage::Heartbeat(Heartbeat {
             users: 7,
             full: "demo live".into(),
+            failovers: 3,
             live: vec![ReportRow {
                 channel: "demo".into(),
                 users: 7,
