@@ -38,7 +38,7 @@ pub struct Overview {
     pub leaves_per_min: f64,
     /// Stalls (rebuffering events) per minute.
     pub stalls_per_min: f64,
-    /// Playing time over playing + stalled time in the window (None: nobody reported playing).
+    /// Playing time over playing + stalled time in the last minute (None: nobody reported).
     pub q1: Option<f64>,
     /// Share of client reports (one per client a minute) in the last minute without a stall.
     pub q2: Option<f64>,
@@ -149,6 +149,9 @@ impl Noc {
             let last_sums = sums(last);
             reports += last_sums.reports.saturating_sub(oldest.reports);
             stalled_reports += last_sums.stalled_reports.saturating_sub(oldest.stalled_reports);
+            // Playing and stalled time come in client reports too (once a minute).
+            played += last_sums.played.saturating_sub(oldest.played);
+            stalled += last_sums.stalled.saturating_sub(oldest.stalled);
             let base = q.iter().rev().find(|(t, _)| t1.saturating_duration_since(*t) >= WINDOW).unwrap_or(&q[0]);
             let (t0, first) = (&base.0, &base.1);
             let now = last_sums;
@@ -168,8 +171,6 @@ impl Noc {
             // users_now = users_before + joins − leaves.
             leaves += d(before.users + now.joins.saturating_sub(before.joins), now.users) * 60.0 / secs;
             stalls += d(now.stalls, before.stalls) * 60.0 / secs;
-            played += now.played.saturating_sub(before.played);
-            stalled += now.stalled.saturating_sub(before.stalled);
         }
         o.cdn_mbps = cdn_bps / 1e6;
         o.p2p_mbps = p2p_bps / 1e6;
