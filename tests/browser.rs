@@ -69,17 +69,9 @@ async fn the_dashboard_shows_what_the_api_says_and_screenshots_are_saved() {
     let base = format!("http://{}", mc.http_addr);
     // Two peers on edge1, a legacy viewer on edge2.
     let edge1 = cluster.get("edge1").expect("edge1");
-    let channel = proto::ChannelId::new("demo").expect("channel");
     let cancel = tokio_util::sync::CancellationToken::new();
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let net = livesky_peer::driver::Net {
-        edge: edge1.client.expect("client port"),
-        listen: any,
-        transport: livesky_peer::driver::Transport::Tcp,
-    };
     for _ in 0..2 {
-        let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-        livesky::peer_cmd::start_player(net, channel.clone(), cfg, any, false, cancel.clone()).await.expect("peer");
+        livesky_tests::tcp_peer(edge1, &cancel).await;
     }
     let viewer = livesky_tests::get(&cluster.get("edge2").expect("edge2").url("/live/demo.ts")).await;
     let reading = tokio::spawn(livesky_tests::read_stream(viewer, 16 << 20, Duration::from_secs(60)));

@@ -108,16 +108,8 @@ async fn operator_actions_need_the_token_drain_moves_peers_and_offline_stops_a_c
     assert_eq!(post(&format!("{base}/api/edges/nosuch/drain"), Some(&token)).await, 404);
     // A peer player on edge1.
     let (edge1, edge2) = (cluster.get("edge1").expect("edge1"), cluster.get("edge2").expect("edge2"));
-    let channel = proto::ChannelId::new("demo").expect("channel");
     let cancel = tokio_util::sync::CancellationToken::new();
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let net = livesky_peer::driver::Net {
-        edge: edge1.client.expect("client port"),
-        listen: any,
-        transport: livesky_peer::driver::Transport::Tcp,
-    };
-    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-    let player = livesky::peer_cmd::start_player(net, channel, cfg, any, false, cancel.clone()).await.expect("peer");
+    let player = livesky_tests::tcp_peer(edge1, &cancel).await;
     wait_until(Duration::from_secs(10), "the peer on edge1", || async {
         p0(&livesky_tests::p2p_status(edge1).await) == 1
     })

@@ -33,42 +33,45 @@ pub fn routes() -> Router<McServer> {
         .route("/api/channels/{id}/{action}", axum::routing::post(channel_action))
 }
 
-async fn edge_action(
-    State(mc): State<McServer>,
-    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
-    headers: axum::http::HeaderMap,
+/// An operator action: the token checked, `verb` one of `verbs` (each with the flag it means),
+/// then `run(flag)`.
+fn act(
+    mc: &McServer,
+    headers: &axum::http::HeaderMap,
+    verb: &str,
+    verbs: [(&str, bool); 2],
+    run: impl FnOnce(bool) -> Result<serde_json::Value, String>,
 ) -> Response {
-    if let Some(refused) = crate::http::refuse_action(&mc, &headers) {
+    if let Some(refused) = crate::http::refuse_action(mc, headers) {
         return refused;
     }
-    let on = match action.as_str() {
-        "drain" => true,
-        "undrain" => false,
-        _ => return not_found(format!("no action `{action}` (drain or undrain)")),
+    let Some(&(_, flag)) = verbs.iter().find(|(v, _)| *v == verb) else {
+        return not_found(format!("no action `{verb}` ({} or {})", verbs[0].0, verbs[1].0));
     };
-    match mc.set_drained(&id, on) {
-        Ok(()) => axum::Json(serde_json::json!({ "edge": id, "draining": on })).into_response(),
+    match run(flag) {
+        Ok(v) => axum::Json(v).into_response(),
         Err(e) => not_found(e),
     }
 }
 
-async fn channel_action(
+async fn edge_action(
     State(mc): State<McServer>,
-    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((id, verb)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Some(refused) = crate::http::refuse_action(&mc, &headers) {
-        return refused;
-    }
-    let offline = match action.as_str() {
-        "offline" => true,
-        "online" => false,
-        _ => return not_found(format!("no action `{action}` (offline or online)")),
-    };
-    match mc.set_offline(&id, offline) {
-        Ok(v) => axum::Json(serde_json::json!({ "channel": id, "offline": offline, "version": v })).into_response(),
-        Err(e) => not_found(e),
-    }
+    act(&mc, &headers, &verb, [("drain", true), ("undrain", false)], |on| {
+        mc.set_drained(&id, on).map(|()| serde_json::json!({ "edge": id, "draining": on }))
+    })
+}
+
+async fn channel_action(
+    State(mc): State<McServer>,
+    axum::extract::Path((id, verb)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    act(&mc, &headers, &verb, [("offline", true), ("online", false)], |offline| {
+        mc.set_offline(&id, offline).map(|v| serde_json::json!({ "channel": id, "offline": offline, "version": v }))
+    })
 }
 
 /// GET `http://{addr}{path}` as JSON, within 2 s.

@@ -60,6 +60,22 @@ pub async fn demo_with_gslb(
     (mc, cluster, gslb, path)
 }
 
+/// A peer player of channel `demo` on `edge`'s client port over TCP links, until `cancel`.
+pub async fn tcp_peer(
+    edge: &livesky::launch::RunningNode,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> livesky::peer_cmd::Player {
+    let channel = proto::ChannelId::new("demo").expect("channel");
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let net = livesky_peer::driver::Net {
+        edge: edge.client.expect("the edge has a client port"),
+        listen: any,
+        transport: livesky_peer::driver::Transport::Tcp,
+    };
+    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    livesky::peer_cmd::start_player(net, channel, cfg, any, false, cancel.clone()).await.expect("peer starts")
+}
+
 /// Swarm tests take both cores: the tests of one binary run in parallel, so each swarm test holds
 /// this while it runs, and their timing assertions measure the system, not the neighbours.
 pub async fn one_swarm_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
