@@ -131,13 +131,18 @@ fn shared_port(ips: Vec<std::net::IpAddr>) -> u16 {
     if ips.len() < 2 || distinct.len() != ips.len() {
         return 0;
     }
-    for _ in 0..20 {
+    // Ports this process handed out already: the probes close before the nodes bind, and the
+    // kernel may offer a just-closed port to a second cluster starting alongside (tests).
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..50 {
         let Some(port) =
             std::net::TcpListener::bind((ips[0], 0)).ok().and_then(|l| l.local_addr().ok()).map(|a| a.port())
         else {
             return 0;
         };
-        if ips[1..].iter().all(|&ip| std::net::TcpListener::bind((ip, port)).is_ok()) {
+        let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed.contains(&port) && ips[1..].iter().all(|&ip| std::net::TcpListener::bind((ip, port)).is_ok()) {
+            handed.push(port);
             return port;
         }
     }
