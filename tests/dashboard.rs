@@ -38,8 +38,15 @@ async fn the_overview_follows_a_viewer_and_the_sn_table_shows_a_dead_edge() {
     for field in ["leaves_per_min", "q2", "startup_p50_ms", "stalls_per_min", "p2p_share"] {
         assert!(o["now"].get(field).is_some(), "{field} in {o}");
     }
-    // The channel page's data: ingest health at Tier 0 and the viewer per edge.
-    let ch = json(&format!("{base}/api/channel/demo")).await;
+    // The channel page's data: ingest health at Tier 0 (keyframe spacing once its ring holds
+    // two) and the viewer per edge.
+    let channel_url = format!("{base}/api/channel/demo");
+    wait_until(Duration::from_secs(10), "two keyframes at Tier 0", || {
+        let url = channel_url.clone();
+        async move { json(&url).await["ingest"]["status"]["keyframe_interval_ms"].is_u64() }
+    })
+    .await;
+    let ch = json(&channel_url).await;
     let ingest = &ch["ingest"]["status"];
     assert_eq!(ch["ingest"]["node"], "tier0", "{ch}");
     assert!(ingest["kbps"].as_u64().is_some_and(|k| k > 100), "{ch}");

@@ -96,10 +96,7 @@ impl Gslb {
         let db = GeoDb::load(&settings.geo)?;
         info!(path = %settings.geo.display(), prefixes = db.len(), ms = started.elapsed().as_millis() as u64, "prefix database loaded");
         let bind = |addr: SocketAddr| move |source| GslbError::Bind { addr, source };
-        let udp = UdpSocket::bind(settings.dns_listen).await.map_err(bind(settings.dns_listen))?;
-        let dns_addr = udp.local_addr().map_err(bind(settings.dns_listen))?;
-        // TCP on the port UDP got, so one address serves both.
-        let tcp = TcpListener::bind(dns_addr).await.map_err(bind(dns_addr))?;
+        let (udp, tcp, dns_addr) = bind_dns(settings.dns_listen).await?;
         let http = TcpListener::bind(settings.http_listen).await.map_err(bind(settings.http_listen))?;
         let http_addr = http.local_addr().map_err(bind(settings.http_listen))?;
         let shared = Shared::new(settings, db)?;
@@ -172,6 +169,22 @@ impl Responder {
 
     pub fn metrics(&self) -> String {
         self.shared.metrics.render()
+    }
+}
+
+/// UDP and TCP on one address. With port 0 the OS picks the UDP port, and TCP takes the same
+/// one; if TCP has it in use (the two port spaces are separate), another pair is tried.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), GslbError> {
+    let err = |addr: SocketAddr| move |source| GslbError::Bind { addr, source };
+    let mut tries = if addr.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(err(addr))?;
+        let got = udp.local_addr().map_err(err(addr))?;
+        match TcpListener::bind(got).await {
+            Ok(tcp) => return Ok((udp, tcp, got)),
+            Err(e) if tries > 1 && e.kind() == std::io::ErrorKind::AddrInUse => tries -= 1,
+            Err(e) => return Err(err(got)(e)),
+        }
     }
 }
 
