@@ -395,3 +395,55 @@ async fn stop(mc: livesky_mgmt_center::McServer, cluster: livesky::launch::Clust
     mc.shutdown();
     mc.stopped(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_edge_dies_rejoins_through_the_gslb() {
+    let (mc, cluster, gslb, _) = demo_with_gslb("rejoin").await;
+    let (edge1, edge2) = (cluster.get("edge1").expect("edge1"), cluster.get("edge2").expect("edge2"));
+    let client_port = edge1.client.expect("client port").port();
+    let relookup = livesky::peer_cmd::Relookup {
+        domain: "livesky.test".into(),
+        port: client_port,
+        lookup: livesky_gslb::client::Lookup {
+            nameserver: Some(gslb.dns_addr),
+            http: None,
+            timeout: Duration::from_secs(1),
+        },
+    };
+    // As `livesky peer play livesky://livesky.test:PORT/demo --dns GSLB` does.
+    let first = livesky_gslb::client::resolve_edge("livesky.test", client_port, "demo", &relookup.lookup)
+        .await
+        .expect("the GSLB answers");
+    assert_eq!(Some(first.edges[0]), edge1.client, "a client on loopback is in the north: edge1");
+    let channel = proto::ChannelId::new("demo").expect("channel");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let net = livesky_peer::driver::Net {
+        edge: first.edges[0],
+        listen: any,
+        transport: livesky_peer::driver::Transport::Tcp,
+    };
+    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    let player = livesky::peer_cmd::start_player_with(net, channel, cfg, any, false, cancel.clone(), Some(relookup))
+        .await
+        .expect("player starts");
+    wait_until(Duration::from_secs(10), "the peer playing from edge1", || async {
+        livesky_tests::p2p_status(edge1).await["p0"].as_u64() == Some(1) && player.stats.borrow().play.played_ms > 0
+    })
+    .await;
+    let t0 = Instant::now();
+    edge1.node.shutdown();
+    wait_until(Duration::from_secs(15), "the peer on edge2", || async {
+        livesky_tests::p2p_status(edge2).await["p0"].as_u64() == Some(1)
+    })
+    .await;
+    let moved = t0.elapsed();
+    wait_until(Duration::from_secs(10), "the peer playing again", || async {
+        player.stats.borrow().play.played_ms > 1000
+    })
+    .await;
+    eprintln!("the peer re-joined through the GSLB {moved:?} after its edge stopped");
+    assert!(!player.task.is_finished(), "the player is still running");
+    cancel.cancel();
+    stop(mc, cluster, gslb).await;
+}

@@ -104,6 +104,18 @@ pub struct Player {
     pub task: tokio::task::JoinHandle<anyhow::Result<Ended>>,
 }
 
+/// Where a player asks for another edge when its edge is lost: the GSLB, for `domain`; `port`
+/// is the edges' client port.
+#[derive(Clone)]
+pub struct Relookup {
+    pub domain: String,
+    pub port: u16,
+    pub lookup: livesky_gslb::client::Lookup,
+}
+
+/// Edges lost (and replaced through the GSLB) before a player gives up.
+const MAX_RELOOKUPS: u32 = 10;
+
 /// Starts playing `channel` from the edge at `net.edge`, following redirects; local output on `http`.
 pub async fn start_player(
     net: Net,
@@ -112,6 +124,45 @@ pub async fn start_player(
     http: SocketAddr,
     stdout: bool,
     cancel: CancellationToken,
+) -> anyhow::Result<Player> {
+    start_player_with(net, channel, cfg, http, stdout, cancel, None).await
+}
+
+/// Asks the GSLB until it names an edge other than `lost` (it drops a dead edge within about a
+/// second of the MC noticing), for up to 10 s.
+async fn another_edge(
+    r: &Relookup,
+    channel: &ChannelId,
+    lost: SocketAddr,
+    cancel: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    for attempt in 0..20 {
+        match livesky_gslb::client::resolve_edge(&r.domain, r.port, channel.as_str(), &r.lookup).await {
+            Ok(found) => {
+                if let Some(e) = found.edges.iter().copied().find(|e| *e != lost) {
+                    return Ok(e);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, attempt, "the GSLB did not answer"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => bail!("stopped while looking for another edge"),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    bail!("the GSLB named no edge other than the lost {lost} for 10 s")
+}
+
+/// As [`start_player`]; with `relookup`, a lost edge is replaced by one the GSLB names, and
+/// playback goes on from the local buffer meanwhile.
+pub async fn start_player_with(
+    net: Net,
+    channel: ChannelId,
+    cfg: PeerConfig,
+    http: SocketAddr,
+    stdout: bool,
+    cancel: CancellationToken,
+    relookup: Option<Relookup>,
 ) -> anyhow::Result<Player> {
     let listener = TcpListener::bind(http).await.with_context(|| format!("binding the local output on {http}"))?;
     let http = listener.local_addr()?;
@@ -133,20 +184,32 @@ pub async fn start_player(
     });
     let task = tokio::spawn(async move {
         let mut net = net;
-        for redirects in 0..=MAX_REDIRECTS {
+        let (mut redirects, mut relookups) = (0u8, 0u32);
+        loop {
             let mut cfg = cfg.clone();
             cfg.channel = channel.clone();
             cfg.redirects = redirects;
             match driver::run(cfg, net, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
                 Ended::Redirected(to) => {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        bail!("more than {MAX_REDIRECTS} redirects");
+                    }
                     tracing::info!(%to, "redirected to another edge");
                     let (host, port) = to.rsplit_once(':').context("redirect target has no port")?;
                     net.edge = resolve(host, port.parse().context("redirect port")?).await?;
                 }
+                Ended::EdgeLost if relookups < MAX_RELOOKUPS && !cancel.is_cancelled() => {
+                    let Some(r) = &relookup else { return Ok(Ended::EdgeLost) };
+                    relookups += 1;
+                    tracing::warn!(edge = %net.edge, "lost the edge; asking the GSLB for another");
+                    net.edge = another_edge(r, &channel, net.edge, &cancel).await?;
+                    tracing::info!(edge = %net.edge, "rejoining through another edge");
+                    redirects = 0;
+                }
                 other => return Ok(other),
             }
         }
-        bail!("more than {MAX_REDIRECTS} redirects")
     });
     Ok(Player { http, stats, output, task })
 }
@@ -154,13 +217,15 @@ pub async fn start_player(
 pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     let PeerCmd::Play(args) = cmd;
     let (host, port, channel) = parse_url(&args.url)?;
-    let edge = if args.lookup.is_set() {
-        let r = livesky_gslb::client::resolve_edge(&host, port, channel.as_str(), &args.lookup.lookup()).await?;
-        let edge = r.edges.first().copied().context("the GSLB named no edge")?;
-        tracing::info!(%edge, via = ?r.via, "the GSLB chose an edge");
-        edge
-    } else {
-        resolve(&host, port).await?
+    let relookup = args.lookup.is_set().then(|| Relookup { domain: host.clone(), port, lookup: args.lookup.lookup() });
+    let edge = match &relookup {
+        Some(r) => {
+            let found = livesky_gslb::client::resolve_edge(&host, port, channel.as_str(), &r.lookup).await?;
+            let edge = found.edges.first().copied().context("the GSLB named no edge")?;
+            tracing::info!(%edge, via = ?found.via, "the GSLB chose an edge");
+            edge
+        }
+        None => resolve(&host, port).await?,
     };
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = args.upload_kbps;
@@ -171,7 +236,7 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     }
     let cancel = CancellationToken::new();
     let net = Net { edge, listen: args.listen, transport: args.transport };
-    let player = start_player(net, channel, cfg, args.http, args.stdout, cancel.clone()).await?;
+    let player = start_player_with(net, channel, cfg, args.http, args.stdout, cancel.clone(), relookup).await?;
     eprintln!("LiveSky peer: playing {} — local output http://{}/live.ts (metrics at /metrics)", args.url, player.http);
     let mut app: Option<tokio::process::Child> = None;
     let mut before = PeerStats::default();
