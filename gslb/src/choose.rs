@@ -107,12 +107,13 @@ pub struct Choice<'a> {
 /// The edges as choices are made from them: what a choice reads of each edge packed in one
 /// small array (places numbered, ids pre-hashed), so a query walks a few kilobytes of
 /// integers instead of chasing every edge's strings and vectors.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Edges {
     list: Vec<EdgeInfo>,
     slots: Vec<Slot>,
     regions: HashMap<String, u32>,
     isps: HashMap<String, u32>,
+    classes: std::sync::Mutex<HashMap<ClassKey, std::sync::Arc<Candidates>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ impl Edges {
                     .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
             })
             .collect();
-        Edges { list, slots, regions, isps }
+        Edges { list, slots, regions, isps, classes: Default::default() }
     }
 
     pub fn list(&self) -> &[EdgeInfo] {
@@ -190,12 +191,27 @@ fn load_of(users: u64, capacity_kbps: u64, bitrate_kbps: u32) -> f64 {
     users as f64 / nc_star as f64
 }
 
-/// Rank of a candidate: ties (within the band) first, by hash; then the rest by load.
-#[derive(PartialEq, PartialOrd)]
-struct Rank(u8, f64, std::cmp::Reverse<u64>);
+/// Who can answer for one kind of request: the best match level and its edges, the ties of
+/// the least loaded (in the tie band) and the rest by load. It depends on the client's place,
+/// the channel and the address kind, not on the client: computed once per MC update for each
+/// such class, then each query only hashes the ties.
+#[derive(Debug)]
+struct Candidates {
+    level: Match,
+    ties: Vec<usize>,
+    /// The next best by load, as many as an answer can hold.
+    rest: Vec<usize>,
+}
 
-pub fn choose<'a>(edges: &'a Edges, ask: &Ask<'_>, policy: &Policy) -> Choice<'a> {
-    let client = ask.client.map(|l| (edges.regions.get(&l.region).copied(), edges.isps.get(&l.isp).copied()));
+/// (region, ISP) numbers of the client, the channel, the address kind and the channel's rate.
+type ClassKey = (Option<(Option<u32>, Option<u32>)>, String, u8, u32);
+
+/// Classes cached at most between two MC updates (a wildcard zone makes channels unbounded).
+const MAX_CLASSES: usize = 4096;
+/// Most records an answer may hold (`answers` is validated to at most this).
+const MAX_ANSWERS: usize = 8;
+
+fn candidates(edges: &Edges, client: Option<(Option<u32>, Option<u32>)>, ask: &Ask<'_>, policy: &Policy) -> Candidates {
     let level_of = |s: &Slot| {
         let Some((region, isp)) = client else { return Match::Unknown };
         match (isp == Some(s.isp), region == Some(s.region)) {
@@ -211,28 +227,51 @@ pub fn choose<'a>(edges: &'a Edges, ask: &Ask<'_>, policy: &Policy) -> Choice<'a
     let any_free = edges.slots.iter().enumerate().any(|(i, s)| s.kinds & bit != 0 && free(i));
     let pool = || edges.slots.iter().enumerate().filter(move |&(i, s)| s.kinds & bit != 0 && (!any_free || free(i)));
     let Some(level) = pool().map(|(_, s)| level_of(s)).min() else {
-        return Choice { edges: Vec::new(), level: Match::Any };
+        return Candidates { level: Match::Any, ties: Vec::new(), rest: Vec::new() };
     };
-    let at_level = || pool().filter(move |(_, s)| level_of(s) == level);
-    let best =
-        at_level().map(|(_, s)| load_of(s.users, s.capacity_kbps, ask.bitrate_kbps)).fold(f64::INFINITY, f64::min);
-    let band = best + policy.tie_band;
-    // The best `answers` by rank, kept sorted; the second answer is a fallback, never a worse
-    // edge than needed.
-    let k = policy.answers.max(1);
-    let mut top: Vec<(Rank, usize)> = Vec::with_capacity(k + 1);
-    for (i, s) in at_level() {
-        let l = load_of(s.users, s.capacity_kbps, ask.bitrate_kbps);
-        let h = std::cmp::Reverse(mix(ask.key ^ s.id_hash));
-        let rank = if l <= band { Rank(0, 0.0, h) } else { Rank(1, l, h) };
-        if top.len() == k && top.last().is_some_and(|(r, _)| rank >= *r) {
+    let mut at_level: Vec<(f64, usize)> = pool()
+        .filter(|(_, s)| level_of(s) == level)
+        .map(|(i, s)| (load_of(s.users, s.capacity_kbps, ask.bitrate_kbps), i))
+        .collect();
+    at_level.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let band = at_level.first().map_or(0.0, |b| b.0) + policy.tie_band;
+    let split = at_level.partition_point(|(l, _)| *l <= band);
+    let ties = at_level[..split].iter().map(|(_, i)| *i).collect();
+    let rest = at_level[split..].iter().take(MAX_ANSWERS).map(|(_, i)| *i).collect();
+    Candidates { level, ties, rest }
+}
+
+pub fn choose<'a>(edges: &'a Edges, ask: &Ask<'_>, policy: &Policy) -> Choice<'a> {
+    let client = ask.client.map(|l| (edges.regions.get(&l.region).copied(), edges.isps.get(&l.isp).copied()));
+    let key: ClassKey = (client, ask.channel.to_string(), kind_bit(ask.want), ask.bitrate_kbps);
+    let cached = edges.classes.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+    let c = match cached {
+        Some(c) => c,
+        None => {
+            let c = std::sync::Arc::new(candidates(edges, client, ask, policy));
+            let mut classes = edges.classes.lock().unwrap_or_else(|e| e.into_inner());
+            if classes.len() >= MAX_CLASSES {
+                classes.clear();
+            }
+            classes.insert(key, c.clone());
+            c
+        }
+    };
+    // Ties by the client's hash (the best `answers` of them), then the rest by load: the second
+    // answer is a fallback, never a worse edge than needed.
+    let k = policy.answers.clamp(1, MAX_ANSWERS);
+    let mut top: Vec<(std::cmp::Reverse<u64>, usize)> = Vec::with_capacity(k + 1);
+    for &i in &c.ties {
+        let h = std::cmp::Reverse(mix(ask.key ^ edges.slots[i].id_hash));
+        if top.len() == k && top.last().is_some_and(|(r, _)| h >= *r) {
             continue;
         }
-        let at = top.partition_point(|(r, _)| *r <= rank);
-        top.insert(at, (rank, i));
+        let at = top.partition_point(|(r, _)| *r <= h);
+        top.insert(at, (h, i));
         top.truncate(k);
     }
-    Choice { edges: top.into_iter().map(|(_, i)| &edges.list[i]).collect(), level }
+    let picked = top.into_iter().map(|(_, i)| i).chain(c.rest.iter().copied()).take(k);
+    Choice { edges: picked.map(|i| &edges.list[i]).collect(), level: c.level }
 }
 
 /// A key for a client address: its /24 (IPv4) or /56 (IPv6), so clients behind one resolver

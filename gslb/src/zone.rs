@@ -15,7 +15,7 @@ use crate::choose::{Ask, Edges, Match, Policy, Want, choose};
 use crate::geo::Location;
 
 /// What the MC last said: live edges and channel rates.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct View {
     pub edges: Edges,
     /// Lowercased channel id → bitrate.
