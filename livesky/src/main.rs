@@ -15,8 +15,9 @@ use livesky::demo::{self, DemoOptions};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Without RUST_LOG: our info, and only errors from the WebRTC stack, whose warnings about
-/// connectivity checks racing the answer (normal without trickle ICE) would flood the terminal.
-const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
+/// connectivity checks racing the answer (normal without trickle ICE) would flood the terminal;
+/// hickory-server logs every DNS query at info, which a GSLB under load cannot afford.
+const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error,hickory_server=warn";
 use livesky::launch::Cluster;
 
 #[derive(Parser)]
