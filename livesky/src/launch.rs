@@ -483,3 +483,30 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_on_their_own_addresses_share_ports_and_siblings_follow() {
+        let mut topo = Topology::parse(crate::DEMO_TOPOLOGY, "demo.toml").unwrap_or_else(|e| panic!("{e}"));
+        ephemeral_ports(&mut topo);
+        let edge =
+            |id: &str| topo.nodes.iter().find(|n| n.id.as_str() == id).cloned().unwrap_or_else(|| panic!("{id}"));
+        let (e1, e2) = (edge("edge1"), edge("edge2"));
+        let (c1, c2) = (e1.edge.client_listen.expect("client port"), e2.edge.client_listen.expect("client port"));
+        assert_ne!(c1.port(), 0, "an OS-chosen port, the same for both edges");
+        assert_eq!((c1.port(), e1.http_listen.port()), (c2.port(), e2.http_listen.port()));
+        assert_eq!(c1.ip().to_string(), "127.0.0.2");
+        assert_eq!(e1.edge.siblings, [c2.to_string()]);
+        assert_eq!(e2.edge.siblings, [c1.to_string()]);
+        // Core nodes (all on 127.0.0.1) get ports of their own.
+        assert_eq!(edge("tier0").http_listen.port(), 0);
+        // A second demo in the same process gets other ports.
+        let mut again = Topology::parse(crate::DEMO_TOPOLOGY, "demo.toml").unwrap_or_else(|e| panic!("{e}"));
+        ephemeral_ports(&mut again);
+        let c1b = again.nodes.iter().find_map(|n| n.edge.client_listen.filter(|_| n.id.as_str() == "edge1"));
+        assert_ne!(c1b.map(|a| a.port()), Some(c1.port()));
+    }
+}
