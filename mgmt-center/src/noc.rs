@@ -60,7 +60,7 @@ pub struct ChannelOnEdge {
 
 #[derive(Debug, Default)]
 pub struct Noc {
-    samples: BTreeMap<NodeId, VecDeque<(Instant, Vec<ReportRow>)>>,
+    samples: BTreeMap<NodeId, VecDeque<Sample>>,
     history: VecDeque<Overview>,
     startups: VecDeque<(Instant, u32)>,
 }
@@ -78,6 +78,16 @@ struct Sums {
     stalls: u64,
     played: u64,
     stalled: u64,
+}
+
+/// Where an edge's rates are measured from: its newest sample at least [`WINDOW`] older than
+/// the last one (or its oldest); with the last sample and the seconds between them.
+type Sample = (Instant, Vec<ReportRow>);
+
+fn rate_span(q: &VecDeque<Sample>) -> Option<(&Sample, &Sample, f64)> {
+    let last = q.back()?;
+    let base = q.iter().rev().find(|(t, _)| last.0.saturating_duration_since(*t) >= WINDOW).or(q.front())?;
+    Some((base, last, last.0.saturating_duration_since(base.0).as_secs_f64()))
 }
 
 fn sums(rows: &[ReportRow]) -> Sums {
@@ -143,8 +153,9 @@ impl Noc {
         let (mut cdn_bps, mut p2p_bps, mut joins, mut leaves, mut stalls) = (0.0, 0.0, 0.0, 0.0, 0.0);
         let (mut played, mut stalled, mut reports, mut stalled_reports) = (0u64, 0u64, 0u64, 0u64);
         for q in self.samples.values() {
-            let Some((t1, last)) = q.back() else { continue };
-            // Q2 from the oldest sample kept, rates from the newest one at least WINDOW old.
+            let Some(((_, first), (_, last), secs)) = rate_span(q) else { continue };
+            // Q1 and Q2 from the oldest sample kept (clients report once a minute), rates over
+            // the last WINDOW.
             let oldest = sums(&q[0].1);
             let last_sums = sums(last);
             reports += last_sums.reports.saturating_sub(oldest.reports);
@@ -152,13 +163,10 @@ impl Noc {
             // Playing and stalled time come in client reports too (once a minute).
             played += last_sums.played.saturating_sub(oldest.played);
             stalled += last_sums.stalled.saturating_sub(oldest.stalled);
-            let base = q.iter().rev().find(|(t, _)| t1.saturating_duration_since(*t) >= WINDOW).unwrap_or(&q[0]);
-            let (t0, first) = (&base.0, &base.1);
             let now = last_sums;
             o.viewers_livesky += now.livesky;
             o.viewers_legacy += now.users.saturating_sub(now.livesky);
             o.edges_reporting += 1;
-            let secs = t1.saturating_duration_since(*t0).as_secs_f64();
             if secs <= 0.0 {
                 continue;
             }
@@ -197,10 +205,9 @@ impl Noc {
     pub fn channel(&self, channel: &str) -> Vec<ChannelOnEdge> {
         let mut out = Vec::new();
         for (node, q) in &self.samples {
-            let (Some((t1, last)), Some((t0, first))) = (q.back(), q.front()) else { continue };
+            let Some(((_, first), (_, last), secs)) = rate_span(q) else { continue };
             let Some(now) = last.iter().find(|r| r.channel == channel) else { continue };
             let before = first.iter().find(|r| r.channel == channel).cloned().unwrap_or_default();
-            let secs = t1.saturating_duration_since(*t0).as_secs_f64();
             let rate = |a: u64, b: u64| if secs > 0.0 { a.saturating_sub(b) as f64 * 8.0 / secs / 1e6 } else { 0.0 };
             out.push(ChannelOnEdge {
                 edge: node.to_string(),
