@@ -241,10 +241,14 @@ fn follow_mc(
                 Heartbeat {
                     users,
                     failovers: sn_core::metrics::total(&hubs.metrics().relay_failovers),
-                    full: edge
-                        .as_ref()
-                        .map(|e| e.full_channels().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" "))
-                        .unwrap_or_default(),
+                    // Channels in stage 4 (past N*c/S): their new clients go to other edges, so
+                    // the GSLB should stop sending them here.
+                    full: live
+                        .iter()
+                        .filter(|r| r.stage == sn_edge::model::Stage::Four as u8)
+                        .map(|r| r.channel.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     live,
                 }
             })

@@ -113,20 +113,6 @@ impl Edge {
         self.clients.reconfigure(self);
     }
 
-    /// Channels in stage 4 (past N*c/S): new LiveSky clients are sent to other edges, so the
-    /// GSLB should stop sending them here.
-    pub fn full_channels(&self) -> Vec<ChannelId> {
-        let mut full: Vec<ChannelId> = self
-            .clients
-            .views()
-            .into_iter()
-            .filter(|(_, s, _)| s.stage == model::Stage::Four)
-            .map(|(c, _, _)| c)
-            .collect();
-        full.sort();
-        full
-    }
-
     /// An operator drains this edge (or ends the drain): its LiveSky clients are sent to
     /// siblings and new ones too.
     pub fn set_draining(&self, on: bool) {
