@@ -62,11 +62,11 @@ fn mask(ip: IpAddr, len: u8) -> IpAddr {
 }
 
 /// Resolvers may offer large UDP answers; ours are small, and 1232 avoids fragmentation.
-fn response_edns(query: &Edns, ecs: Option<(&ClientSubnet, u8)>) -> Edns {
+fn response_edns(query: &Edns, ecs: Option<&(ClientSubnet, u8)>) -> Edns {
     let mut e = Edns::new();
     e.set_max_payload(query.max_payload().clamp(512, 1232));
-    if let Some((cs, scope)) = ecs {
-        let mut echo = *cs;
+    if let Some(&(cs, scope)) = ecs {
+        let mut echo = cs;
         echo.set_scope_prefix(scope);
         e.options_mut().insert(EdnsOption::Subnet(echo));
     }
@@ -79,7 +79,8 @@ enum Outcome {
 }
 
 impl Handler {
-    fn decide(&self, request: &Request) -> (Outcome, Option<u8>) {
+    /// The outcome, and the Client Subnet to echo with its scope (if the query had a valid one).
+    fn decide(&self, request: &Request) -> (Outcome, Option<(ClientSubnet, u8)>) {
         let sh = &self.0;
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return (Outcome::Error(ResponseCode::BADVERS), None);
@@ -106,7 +107,7 @@ impl Handler {
             sh.metrics.chosen.with_label_values(&[edge.as_str()]).inc();
             sh.metrics.matched.with_label_values(&[level.label()]).inc();
         }
-        (Outcome::Answer(reply), from.scope)
+        (Outcome::Answer(reply), ecs.copied().zip(from.scope))
     }
 }
 
@@ -121,12 +122,8 @@ impl RequestHandler for Handler {
         };
         let qtype = request.queries.queries().first().map_or("none", |q| type_label(q.query_type()));
         m.queries.with_label_values(&[qtype, proto]).inc();
-        let (outcome, scope) = self.decide(request);
-        let ecs = request.edns.as_ref().and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(cs)) => scope.map(|s| (cs, s)),
-            _ => None,
-        });
-        let edns = request.edns.as_ref().map(|q| response_edns(q, ecs));
+        let (outcome, ecs) = self.decide(request);
+        let edns = request.edns.as_ref().map(|q| response_edns(q, ecs.as_ref()));
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let rcode;
         let sent = match outcome {
