@@ -6,10 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sn_core::mc_api::EdgesView;
 use tracing::{info, warn};
 
@@ -40,7 +36,7 @@ pub fn view_of(v: EdgesView) -> View {
 }
 
 pub(crate) async fn poll(shared: Arc<Shared>) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client = sn_core::http::json_client();
     let url = format!("{}/edges", shared.settings.mc.trim_end_matches('/'));
     let mut tick = tokio::time::interval(shared.settings.poll());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,7 +46,7 @@ pub(crate) async fn poll(shared: Arc<Shared>) {
             _ = shared.cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match fetch(&client, &url).await {
+        match sn_core::http::get_json::<EdgesView>(&client, &url, Duration::from_secs(2)).await {
             Ok(v) => {
                 if failing {
                     info!(%url, "the management center answers again");
@@ -70,21 +66,4 @@ pub(crate) async fn poll(shared: Arc<Shared>) {
             shared.metrics.feed_age.with_label_values(&[] as &[&str]).set(age);
         }
     }
-}
-
-async fn fetch(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    url: &str,
-) -> Result<EdgesView, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad MC URL: {e}"))?;
-    let work = async {
-        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        serde_json::from_slice::<EdgesView>(&body).map_err(|e| format!("not an edges document: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(2), work).await.map_err(|_| "no answer within 2 s".to_string())?
 }

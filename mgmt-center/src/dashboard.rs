@@ -76,16 +76,8 @@ async fn channel_action(
 
 /// GET `http://{addr}{path}` as JSON, within 2 s.
 async fn node_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("{e}"))?;
-    let work = async {
-        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(2), work).await.map_err(|_| "no answer within 2 s".to_string())?
+    let client = sn_core::http::json_client();
+    sn_core::http::get_json(&client, &format!("http://{addr}{path}"), Duration::from_secs(2)).await
 }
 
 fn not_found(what: String) -> Response {

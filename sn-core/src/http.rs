@@ -165,3 +165,33 @@ async fn ingest(
     publisher.finish();
     text_error(StatusCode::OK, format!("ok: {bytes} bytes, {chunks} chunks on channel {channel}"))
 }
+
+/// The plain-HTTP client the control plane polls with (pooled: keep one per poller).
+pub type JsonClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+pub fn json_client() -> JsonClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// GET `url` and parse its body as JSON, all within `within`; the error says which step failed.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &JsonClient,
+    url: &str,
+    within: std::time::Duration,
+) -> Result<T, String> {
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let work = async {
+        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("not the JSON expected: {e}"))
+    };
+    tokio::time::timeout(within, work).await.map_err(|_| format!("no answer within {within:?}"))?
+}
