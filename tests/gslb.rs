@@ -264,7 +264,16 @@ async fn malformed_packets_get_error_rcodes_and_never_stop_the_server() {
         assert_eq!(m.response_code, ResponseCode::FormErr);
     }
     // Still serving, on both transports.
-    let again = udp_exchange(&sock, &raw_query(60_000, &[b"demo".to_vec()], 1, 0)).await.expect("still answering");
+    // After the flood the replies to it may have filled our socket's buffer and dropped the
+    // answer: ask as a resolver would, up to three times.
+    let mut again = None;
+    for _ in 0..3 {
+        again = udp_exchange(&sock, &raw_query(60_000, &[b"demo".to_vec()], 1, 0)).await;
+        if again.is_some() {
+            break;
+        }
+    }
+    let again = again.expect("still answering");
     assert_eq!(addrs(&again), ["127.0.0.2"], "{again:?}");
     assert_eq!(
         addrs(&Dns::tcp(gslb.dns_addr).await.ask("demo.livesky.test.", RecordType::A, None).await),
