@@ -488,11 +488,14 @@ async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -
 async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64, sent: &mut u64, m: McMessage) -> bool {
     match m {
         McMessage::Heartbeat(mut h) => {
+            // The running totals go to the NOC only: the registry keeps the rest, and would
+            // otherwise copy the rows on every heartbeat (they change every time).
+            let live = std::mem::take(&mut h.live);
             let now = Instant::now();
             let mut st = shared.state();
             let current = st.registry.heartbeat(now, id, session, &h);
-            if current && !h.live.is_empty() {
-                st.noc.sample(now, id, std::mem::take(&mut h.live));
+            if current && !live.is_empty() {
+                st.noc.sample(now, id, live);
             }
             current
         }
