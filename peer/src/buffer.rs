@@ -116,6 +116,11 @@ impl PlayBuffer {
         self.chunks.contains_key(seq)
     }
 
+    /// Seqs held from `seq` on, in order.
+    pub fn seqs_from(&self, seq: u64) -> impl Iterator<Item = u64> {
+        self.chunks.range_from(seq).map(|(s, _)| s)
+    }
+
     /// Chunks held from `seq` on, in order.
     pub fn from(&self, seq: u64) -> impl Iterator<Item = &Chunk> {
         self.chunks.range_from(seq).map(|(_, c)| c)

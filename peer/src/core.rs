@@ -456,7 +456,7 @@ impl PeerCore {
         let newest = self.buffer.newest_seq()?;
         const SPAN: usize = 256;
         let first = newest.saturating_sub(SPAN as u64 - 1);
-        let bits = buffer_map(first, SPAN, |s| self.buffer.contains(s));
+        let bits = buffer_map(first, SPAN, self.buffer.seqs_from(first));
         Some(PeerLink::BufferMap { first_seq: first, bits })
     }
 

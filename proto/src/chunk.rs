@@ -1,5 +1,7 @@
 //! The chunk: LiveSky's "frame", the unit that is relayed, buffered, signed and split into substreams.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::name::ChannelId;
@@ -92,7 +94,9 @@ pub struct Chunk {
     pub header: ChunkHeader,
     /// Whole TS packets; shared, never copied per receiver.
     pub payload: Bytes,
-    pub signature: Option<[u8; 64]>,
+    /// Shared like the payload: a chunk is cloned once per receiver, and an inline signature would
+    /// make every queued message 64 bytes larger.
+    pub signature: Option<Arc<[u8; 64]>>,
 }
 
 impl Chunk {
@@ -128,7 +132,7 @@ impl Chunk {
         out.put_u32(self.payload.len() as u32);
         out.put_slice(&self.payload);
         if let Some(sig) = &self.signature {
-            out.put_slice(sig);
+            out.put_slice(&sig[..]);
         }
     }
 
@@ -152,7 +156,7 @@ impl Chunk {
         let payload = r.bytes(len, "chunk payload")?;
         check_ts_payload(&payload)?;
         let signature =
-            if raw_flags & FLAG_HAS_SIGNATURE != 0 { Some(r.array::<64>("chunk signature")?) } else { None };
+            if raw_flags & FLAG_HAS_SIGNATURE != 0 { Some(Arc::new(r.array::<64>("chunk signature")?)) } else { None };
         let header =
             ChunkHeader { channel, seq, ingest_ms, media_ts, flags: ChunkFlags(raw_flags & ChunkFlags::KNOWN) };
         Ok(Chunk { header, payload, signature })
@@ -205,7 +209,7 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_with_and_without_signature() {
-        for sig in [None, Some([7u8; 64])] {
+        for sig in [None, Some(Arc::new([7u8; 64]))] {
             let mut c = sample_chunk(50, 3);
             c.signature = sig;
             let mut buf = BytesMut::new();
@@ -218,7 +222,7 @@ pub(crate) mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut c = sample_chunk(1, 2);
-        c.signature = Some([1u8; 64]);
+        c.signature = Some(Arc::new([1u8; 64]));
         let mut buf = BytesMut::new();
         c.encode(&mut buf);
         let full = buf.freeze();

@@ -138,7 +138,7 @@ mod tests {
     fn all_messages() -> Vec<SnMessage> {
         let ch = ChannelId::new("news").unwrap();
         let mut signed = sample_chunk(7, 5);
-        signed.signature = Some([3; 64]);
+        signed.signature = Some(std::sync::Arc::new([3; 64]));
         vec![
             SnMessage::Hello(Hello { version: 1, node: NodeId::new("edge-1").unwrap(), tier: 2 }),
             SnMessage::Subscribe(Subscribe { channel: ch.clone(), start: StartAt::Live, path: vec![] }),

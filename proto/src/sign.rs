@@ -53,7 +53,7 @@ impl ChannelSigner {
 
     pub fn sign(&self, chunk: &mut Chunk) {
         let msg = signed_message(&chunk.header, &chunk.payload);
-        chunk.signature = Some(self.key.sign(&msg).to_bytes());
+        chunk.signature = Some(std::sync::Arc::new(self.key.sign(&msg).to_bytes()));
     }
 }
 
