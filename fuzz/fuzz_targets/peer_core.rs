@@ -1,0 +1,72 @@
+//! A joined peer player facing hostile neighbours: any sequence of peer-link messages (buffer
+//! maps of any length and offset, requests, chunks with bad signatures, subscribes, byes) on a
+//! child link, a mesh link and a parent link, with time moving on. The core must never panic,
+//! and it must never play a chunk that fails the channel's signature check.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use livesky_peer::core::{Input, Output, PeerConfig, PeerCore};
+use proto::peer::{FeedTo, FromEdge, PeerLink, Welcome};
+use proto::{ChannelId, ChannelSigner, WireMessage};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(channel) = ChannelId::new("demo") else { return };
+    let signer = ChannelSigner::from_seed([7; 32]);
+    let verifier = signer.verifier();
+    let mut now = Instant::now();
+    let mut core = PeerCore::new(PeerConfig::new(channel.clone()), now);
+    let welcome = Welcome {
+        peer: 9,
+        channel,
+        substreams: 4,
+        media_kbps: 500,
+        push: false,
+        public_addr: None,
+        stun: None,
+        upload_slots: 2,
+        channel_key: Some(verifier.to_bytes()),
+    };
+    core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome)));
+    core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(5, "10.0.0.5:4000".parse().expect("addr"))])));
+    core.handle(now, Input::FromEdge(FromEdge::Feed { substream: 0, feed: FeedTo::Peer { id: 6, addr: "10.0.0.6:4000".parse().expect("addr") } }));
+    core.handle(now, Input::LinkAccepted(100));
+    let mut links = vec![100];
+    let mut played = Vec::new();
+    let drain = |core: &mut PeerCore, links: &mut Vec<u64>, played: &mut Vec<_>| {
+        while let Some(o) = core.poll_output() {
+            match o {
+                Output::Connect { link, .. } => links.push(link),
+                Output::Play(c) => played.push(c),
+                _ => {}
+            }
+        }
+    };
+    drain(&mut core, &mut links, &mut played);
+    for &l in &links {
+        core.handle(now, Input::LinkUp(l));
+    }
+    // Records: [link pick, ms to advance, len, body…].
+    let mut rest = data;
+    while let [pick, step, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (body, next) = tail.split_at(n);
+        rest = next;
+        now += Duration::from_millis(u64::from(*step) * 20);
+        let link = links[usize::from(*pick) % links.len()];
+        if let Ok(msg) = PeerLink::decode_body(Bytes::copy_from_slice(body)) {
+            core.handle(now, Input::FromPeer(link, msg));
+        }
+        if step % 5 == 0 {
+            core.handle_timeout(now);
+        }
+        drain(&mut core, &mut links, &mut played);
+    }
+    core.handle_timeout(now + Duration::from_secs(30));
+    drain(&mut core, &mut links, &mut played);
+    for c in played {
+        assert!(verifier.verify(&c).is_ok(), "played chunk {} failed its signature check", c.seq());
+    }
+});
