@@ -134,7 +134,8 @@ pub fn check_public_key(public_hex: &str) -> Result<(), SignatureError> {
 pub fn verify_node_signature(public_hex: &str, msg: &[u8], signature_hex: &str) -> Result<(), SignatureError> {
     let key = VerifyingKey::from_bytes(&parse_hex32(public_hex)?).map_err(|e| SignatureError::BadKey(e.to_string()))?;
     let sig = signature_hex.trim();
-    if sig.len() != 128 {
+    // ASCII first: slicing a string from the network at byte 64 must not land inside a character.
+    if sig.len() != 128 || !sig.is_ascii() {
         return Err(SignatureError::BadSignature);
     }
     let (a, b) = (parse_hex32(&sig[..64]), parse_hex32(&sig[64..]));
@@ -151,6 +152,9 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 fn parse_hex32(hex: &str) -> Result<[u8; 32], SignatureError> {
     let hex = hex.trim();
+    if !hex.is_ascii() {
+        return Err(SignatureError::BadKey("expected hex digits, got other characters".into()));
+    }
     if hex.len() != 64 {
         return Err(SignatureError::BadKey(format!("expected 64 hex digits, got {}", hex.len())));
     }
@@ -195,6 +199,11 @@ mod tests {
         let k = NodeKey::from_seed([3; 32]);
         let sig = k.sign_hex(b"hello");
         verify_node_signature(&k.public_hex(), b"hello", &sig).unwrap();
+        // Multi-byte characters where hex is expected: an error, not a slice through a character.
+        let wide = format!("{}é{}", &sig[..63], &sig[65..]);
+        assert_eq!(wide.len(), 128);
+        assert!(verify_node_signature(&k.public_hex(), b"hello", &wide).is_err());
+        assert!(verify_node_signature(&format!("é{}", &k.public_hex()[2..]), b"hello", &sig).is_err());
         assert!(verify_node_signature(&k.public_hex(), b"hellO", &sig).is_err());
         let other = NodeKey::from_seed([4; 32]);
         assert!(verify_node_signature(&other.public_hex(), b"hello", &sig).is_err());
