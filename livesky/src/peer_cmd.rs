@@ -64,6 +64,10 @@ pub struct PlayArgs {
     /// or tcp (hosts that accept connections only).
     #[arg(long, default_value = "webrtc")]
     pub transport: Transport,
+    /// Viewer token for channels that require one (from the content provider, who gets it from
+    /// the management center's `POST /api/tokens`). Also read from LIVESKY_TOKEN.
+    #[arg(long, env = "LIVESKY_TOKEN", default_value = "", hide_env_values = true)]
+    pub token: String,
     /// Find the edge through the GSLB (DNS, then its HTTP fallback) instead of taking HOST as
     /// the edge.
     #[command(flatten)]
@@ -229,6 +233,7 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     };
     let mut cfg = PeerConfig::new(channel.clone());
     cfg.upload_kbps = args.upload_kbps;
+    cfg.token = args.token.clone();
     if args.low_latency {
         cfg.buffer = BufferConfig { buffer_ms: 3_000, start_ms: 1_000, max_stall_ms: 1_500, keep_ms: 5_000 };
         cfg.catchup_ms = 3_000;

@@ -32,6 +32,7 @@ pub fn router(mc: McServer) -> Router {
         .route("/config", get(config))
         .route("/config/{node}", get(node_config))
         .route("/reload", post(reload))
+        .route("/api/tokens", post(crate::tokens::issue))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
         .with_state(mc)

@@ -11,6 +11,7 @@ pub mod reports;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tokens;
 
 pub use server::{McError, McServer};
 pub use settings::McSettings;

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub settings: McSettings,
     pub reports: Arc<ReportStore>,
     key: NodeKey,
+    /// The key's public half: the issuer of viewer tokens.
+    public_hex: String,
     state: Mutex<State>,
     notices: broadcast::Sender<Notice>,
     /// The NOC overview, renewed every 2 s (dashboards' live updates).
@@ -69,6 +71,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn public_hex(&self) -> &str {
+        &self.public_hex
+    }
+
+    pub fn issue_token(&self, channel: &proto::ChannelId, client: &str, expires: u64) -> Result<String, proto::token::TokenError> {
+        proto::token::issue(&self.key, channel, client, expires)
+    }
+
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -105,8 +115,9 @@ pub struct McServer {
 impl McServer {
     /// Loads the topology, binds both listeners and starts serving.
     pub async fn start(settings: McSettings) -> Result<McServer, McError> {
-        let topology = Topology::load(&settings.topology)?;
         let key = NodeKey::from_hex_seed(&settings.key)?;
+        let mut topology = Topology::load(&settings.topology)?;
+        crate::tokens::stamp_token_keys(&mut topology, &key.public_hex());
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| McError::Bind { what, addr, source })
         };
@@ -134,6 +145,7 @@ impl McServer {
         let shared = Arc::new(Shared {
             settings,
             reports,
+            public_hex: key.public_hex(),
             key,
             state: Mutex::new(state),
             notices: broadcast::channel(1024).0,
@@ -246,7 +258,8 @@ fn reload(shared: &Shared) -> Result<u64, String> {
             st.last_reload_error = Some(msg.clone());
             Err(msg)
         }
-        Ok(t) => {
+        Ok(mut t) => {
+            crate::tokens::stamp_token_keys(&mut t, &shared.public_hex);
             st.last_reload_error = None;
             st.raw = Arc::new(t);
             let before = st.store.version();
@@ -299,9 +312,7 @@ async fn noc_recorder(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             _ = tick.tick() => {
-                let at_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let at_ms = unix_now_ms();
                 let o = shared.state().noc.record(Instant::now(), at_ms);
                 shared.overview.send_replace(o);
             }
@@ -555,4 +566,12 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             false
         }
     }
+}
+
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn unix_now_s() -> u64 {
+    unix_now_ms() / 1000
 }

@@ -13,6 +13,7 @@ pub mod name;
 pub mod peer;
 pub mod rate;
 pub mod sign;
+pub mod token;
 mod wire;
 
 pub use chunk::{Chunk, ChunkFlags, ChunkHeader, MAX_CHUNK_PAYLOAD, SubstreamId, TS_PACKET_LEN};

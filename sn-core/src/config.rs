@@ -53,6 +53,14 @@ pub struct ChannelConfig {
     /// 64 hex digits: Ed25519 seed of the channel key. Absent: a fresh key per run (logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+    /// Edges serve this channel only to viewers with a valid token (legacy players: `?token=`;
+    /// LiveSky players: their join).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_token: bool,
+    /// Public key (64 hex digits) that signs the channel's viewer tokens. Absent: the management
+    /// center's own, filled in when it pushes the config (tokens from its `POST /api/tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -426,6 +434,11 @@ impl Topology {
                 && let Err(e) = proto::ChannelSigner::from_hex_seed(k)
             {
                 return err(key("signing_key"), e.to_string());
+            }
+            if let Some(k) = &c.token_key
+                && let Err(e) = proto::check_public_key(k)
+            {
+                return err(key("token_key"), e.to_string());
             }
             match &c.source {
                 SourceConfig::Tcp { listen } => check_addr(key("source.listen"), *listen)?,

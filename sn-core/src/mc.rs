@@ -364,6 +364,10 @@ pub struct XmlChannel {
     pub stream_key: Option<String>,
     #[serde(rename = "@signing-key", default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+    #[serde(rename = "@require-token", default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_token: bool,
+    #[serde(rename = "@token-key", default, skip_serializing_if = "Option::is_none")]
+    pub token_key: Option<String>,
 }
 
 impl From<&ChannelConfig> for XmlChannel {
@@ -398,6 +402,8 @@ impl From<&ChannelConfig> for XmlChannel {
             legacy: c.legacy.iter().map(|f| f.name()).collect::<Vec<_>>().join(" "),
             stream_key: c.stream_key.clone(),
             signing_key: c.signing_key.clone(),
+            require_token: c.require_token,
+            token_key: c.token_key.clone(),
         }
     }
 }
@@ -434,6 +440,8 @@ impl TryFrom<XmlChannel> for ChannelConfig {
             legacy,
             stream_key: x.stream_key,
             signing_key: x.signing_key,
+            require_token: x.require_token,
+            token_key: x.token_key,
         })
     }
 }

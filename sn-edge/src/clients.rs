@@ -363,6 +363,11 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
         _ => return,
     };
     let channel = join.channel.clone();
+    if let Err(e) = edge.admit_viewer(&channel, &join.token) {
+        debug!(%from, %channel, error = %e, "LiveSky client refused");
+        let _ = framed.send(FromEdge::Refused { reason: e.to_string() }).await;
+        return;
+    }
     let svc = match service_for(&edge, &channel).await {
         Ok(s) => s,
         Err(reason) => {

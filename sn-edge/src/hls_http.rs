@@ -129,7 +129,7 @@ fn count(edge: &Edge, channel: &ChannelId, kind: &str, code: StatusCode) {
     edge.metrics.hls_requests.with_label_values(&[channel.as_str(), kind, code.as_str()]).inc();
 }
 
-pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId) -> Response {
+pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str>) -> Response {
     let state = match channel(&edge, &channel_id).await {
         Ok(s) => s,
         Err(r) => {
@@ -149,6 +149,10 @@ pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId) -> Response {
         return r;
     };
     count(&edge, &channel_id, "playlist", StatusCode::OK);
+    let text = match token {
+        Some(t) => with_token(&text, t),
+        None => text,
+    };
     (
         [
             (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
@@ -187,4 +191,19 @@ pub async fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64) -> Respon
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// The playlist with `?token=` on every segment URI. Tokens are `[0-9A-Za-z.:@_-]` only, so
+/// they go into a query as they are.
+fn with_token(playlist: &str, token: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + 64);
+    for line in playlist.lines() {
+        out.push_str(line);
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str("?token=");
+            out.extend(token.chars().filter(|c| c.is_ascii_alphanumeric() || ".:@_-".contains(*c)));
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -16,6 +16,7 @@ pub mod model;
 pub mod report;
 pub mod service;
 pub mod tree;
+pub mod viewers;
 pub mod ts_viewer;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
@@ -43,6 +44,8 @@ pub struct Edge {
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
     clients: clients::Services,
     channels: std::sync::RwLock<HashMap<ChannelId, clients::ChannelInfo>>,
+    /// Who may watch each channel (open, or token holders).
+    viewers: std::sync::RwLock<HashMap<ChannelId, viewers::ViewerPolicy>>,
     /// Admission parameters: from the file, then as the management center pushes them.
     admission: std::sync::RwLock<sn_core::AdmissionSettings>,
     stun: Mutex<Option<SocketAddr>>,
@@ -71,6 +74,7 @@ impl Edge {
             });
             rx
         });
+        let viewers = std::sync::RwLock::new(viewer_table(channels.iter()));
         let channels = std::sync::RwLock::new(channel_table(channels.iter()));
         let admission = std::sync::RwLock::new(node.config().edge.admission.clone());
         Arc::new(Edge {
@@ -80,6 +84,7 @@ impl Edge {
             hls: Mutex::new(HashMap::new()),
             clients: clients::Services::default(),
             channels,
+            viewers,
             stun: Mutex::new(None),
             flush_clock,
         })
@@ -92,8 +97,27 @@ impl Edge {
     }
 
     /// The channels as the management center pushed them last.
-    pub fn set_channels<'a>(&self, channels: impl Iterator<Item = &'a sn_core::ChannelConfig>) {
+    pub fn set_channels<'a>(&self, channels: impl Iterator<Item = &'a sn_core::ChannelConfig> + Clone) {
+        *self.viewers.write().unwrap_or_else(|e| e.into_inner()) = viewer_table(channels.clone());
         *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channel_table(channels);
+    }
+
+    /// Whether a viewer with `token` may watch `channel` now; the reason when not.
+    pub fn admit_viewer(&self, channel: &ChannelId, token: &str) -> Result<(), proto::token::TokenError> {
+        let table = self.viewers.read().unwrap_or_else(|e| e.into_inner());
+        let policy = table.get(channel).cloned().unwrap_or_default();
+        drop(table);
+        let r = policy.check(channel, token, viewers::unix_now_s()).map(|_| ());
+        if let Err(e) = &r {
+            use proto::token::TokenError as E;
+            let reason = match e {
+                E::Missing => "missing",
+                E::Expired { .. } => "expired",
+                _ => "invalid",
+            };
+            self.metrics.viewers_refused.with_label_values(&[channel.as_str(), reason]).inc();
+        }
+        r
     }
 
     pub fn admission_settings(&self) -> sn_core::AdmissionSettings {
@@ -155,6 +179,12 @@ impl Edge {
     fn secs(v: f64) -> Duration {
         Duration::from_secs_f64(v)
     }
+}
+
+fn viewer_table<'a>(
+    channels: impl Iterator<Item = &'a sn_core::ChannelConfig>,
+) -> HashMap<ChannelId, viewers::ViewerPolicy> {
+    channels.map(|c| (c.id.clone(), viewers::ViewerPolicy::of(c))).collect()
 }
 
 fn channel_table<'a>(
@@ -233,9 +263,32 @@ fn channel_from(name: &str) -> Result<ChannelId, Response> {
     ChannelId::new(name).map_err(|e| text_error(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// The channel, if legacy players may have it in this format (`hls` or else HTTP-TS).
-fn legacy_channel(edge: &Edge, name: &str, hls: bool) -> Result<ChannelId, Response> {
+/// A legacy player's viewer token: `?token=…` (what players can be handed in a URL) or
+/// `Authorization: Bearer …`.
+#[derive(serde::Deserialize, Default)]
+struct ViewerQuery {
+    token: Option<String>,
+}
+
+impl ViewerQuery {
+    fn token<'a>(&'a self, headers: &'a axum::http::HeaderMap) -> &'a str {
+        self.token.as_deref().unwrap_or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+        })
+    }
+}
+
+/// The channel, if legacy players may have it in this format (`hls` or else HTTP-TS) and this
+/// viewer may watch it.
+fn legacy_channel(edge: &Edge, name: &str, hls: bool, token: &str) -> Result<ChannelId, Response> {
     let channel = channel_from(name)?;
+    if let Err(e) = edge.admit_viewer(&channel, token) {
+        return Err(text_error(StatusCode::FORBIDDEN, format!("channel {channel}: {e}")));
+    }
     let info = edge.channel_info(&channel);
     if (hls && !info.hls) || (!hls && !info.ts) {
         let what = if hls { "HLS" } else { "HTTP-TS" };
@@ -247,25 +300,41 @@ fn legacy_channel(edge: &Edge, name: &str, hls: bool) -> Result<ChannelId, Respo
     Ok(channel)
 }
 
-async fn live_file(State(edge): State<Arc<Edge>>, Path(file): Path<String>) -> Response {
+async fn live_file(
+    State(edge): State<Arc<Edge>>,
+    Path(file): Path<String>,
+    Query(q): Query<ViewerQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let Some(name) = file.strip_suffix(".ts") else {
         return text_error(StatusCode::NOT_FOUND, "use /live/CHANNEL.ts or /live/CHANNEL/index.m3u8");
     };
-    match legacy_channel(&edge, name, false) {
+    match legacy_channel(&edge, name, false, q.token(&headers)) {
         Ok(channel) => ts_viewer::serve(edge, channel).await,
         Err(r) => r,
     }
 }
 
-async fn playlist(State(edge): State<Arc<Edge>>, Path(channel): Path<String>) -> Response {
-    match legacy_channel(&edge, &channel, true) {
-        Ok(channel) => hls_http::playlist(edge, channel).await,
+async fn playlist(
+    State(edge): State<Arc<Edge>>,
+    Path(channel): Path<String>,
+    Query(q): Query<ViewerQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match legacy_channel(&edge, &channel, true, q.token(&headers)) {
+        // Segment URIs carry the token on, as players fetch them without the playlist's query.
+        Ok(channel) => hls_http::playlist(edge, channel, q.token.as_deref()).await,
         Err(r) => r,
     }
 }
 
-async fn segment(State(edge): State<Arc<Edge>>, Path((channel, segment)): Path<(String, String)>) -> Response {
-    let channel = match legacy_channel(&edge, &channel, true) {
+async fn segment(
+    State(edge): State<Arc<Edge>>,
+    Path((channel, segment)): Path<(String, String)>,
+    Query(q): Query<ViewerQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let channel = match legacy_channel(&edge, &channel, true, q.token(&headers)) {
         Ok(c) => c,
         Err(r) => return r,
     };

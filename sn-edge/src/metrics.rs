@@ -13,6 +13,7 @@ pub struct EdgeMetrics {
     pub viewer_bytes: IntCounterVec,
     pub viewer_skips: IntCounterVec,
     pub viewer_drops: IntCounterVec,
+    pub viewers_refused: IntCounterVec,
     pub hls_requests: IntCounterVec,
     pub stage: IntGaugeVec,
     pub p0: IntGaugeVec,
@@ -48,6 +49,12 @@ impl EdgeMetrics {
             viewer_bytes: counter(r, "viewer_bytes_total", "Media bytes handed to viewers", &["channel", "kind"]),
             viewer_skips: counter(r, "viewer_skips_total", "Lagging viewers skipped ahead to the newest keyframe", ch),
             viewer_drops: counter(r, "viewer_drops_total", "Viewers disconnected by the edge", &["channel", "reason"]),
+            viewers_refused: counter(
+                r,
+                "viewers_refused_total",
+                "Viewers and LiveSky clients refused for their token (missing, expired, invalid)",
+                &["channel", "reason"],
+            ),
             hls_requests: counter(
                 r,
                 "hls_requests_total",

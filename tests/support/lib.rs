@@ -185,12 +185,22 @@ pub async fn push(url: &str, data: Bytes, bytes_per_sec: usize) -> (u16, String)
 
 /// An empty POST with an optional bearer token.
 pub async fn post(url: &str, bearer: Option<&str>) -> (u16, String) {
-    let client: Client<_, http_body_util::Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    post_json(url, bearer, "").await
+}
+
+/// POSTs `json` (nothing when empty), with a bearer token if given; the status and body.
+pub async fn post_json(url: &str, bearer: Option<&str>, json: &str) -> (u16, String) {
+    let client: Client<_, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(Method::POST).uri(url);
     if let Some(t) = bearer {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let Ok(req) = req.body(http_body_util::Empty::new()) else { return (0, "bad request".into()) };
+    if !json.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let Ok(req) = req.body(http_body_util::Full::new(Bytes::from(json.to_string()))) else {
+        return (0, "bad request".into());
+    };
     match client.request(req).await {
         Ok(r) => {
             let status = r.status().as_u16();
