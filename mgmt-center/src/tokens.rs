@@ -80,8 +80,9 @@ mod tests {
 
     #[test]
     fn only_channels_requiring_tokens_without_an_issuer_get_the_mcs_key() {
+        let own = proto::NodeKey::from_seed([2; 32]).public_hex();
         let mut t = Topology::parse(
-            r#"
+            &r#"
 [[channel]]
 id = "open"
 source = { kind = "push" }
@@ -93,18 +94,19 @@ require_token = true
 id = "own"
 source = { kind = "push" }
 require_token = true
-token_key = "0202020202020202020202020202020202020202020202020202020202020202"
+token_key = "OWN"
 [[node]]
 id = "t0"
 tier = 0
 sn_listen = "127.0.0.1:7400"
 http_listen = "127.0.0.1:7480"
-"#,
+"#
+            .replace("OWN", &own),
             "t.toml",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         stamp_token_keys(&mut t, "mc");
         let keys: Vec<Option<&str>> = t.channels.iter().map(|c| c.token_key.as_deref()).collect();
-        assert_eq!(keys, [None, Some("mc"), Some("0202020202020202020202020202020202020202020202020202020202020202")]);
+        assert_eq!(keys, [None, Some("mc"), Some(own.as_str())]);
     }
 }
