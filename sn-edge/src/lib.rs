@@ -241,6 +241,8 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "redirects": st.redirected,
                 "natted_clients": st.natted_clients,
                 "bad_chunk_reports": st.bad_chunk_reports,
+                "bans": st.bans,
+                "refused_banned": st.refused_banned,
                 "signals_relayed": st.signals_relayed,
                 "natted_bytes_up": st.natted_bytes_up,
                 "leaves": snap.stats.leaves,

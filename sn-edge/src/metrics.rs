@@ -23,6 +23,7 @@ pub struct EdgeMetrics {
     pub admissions: IntGaugeVec,
     pub refocus: IntGaugeVec,
     pub bad_chunk_reports: IntGaugeVec,
+    pub bans: IntGaugeVec,
     pub signals: IntGaugeVec,
     pub edge_substreams: IntGaugeVec,
     pub peer_bytes: IntGaugeVec,
@@ -88,6 +89,12 @@ impl EdgeMetrics {
                 "Substreams the edge fed to rescue clients from churn or for want of a parent, since start",
                 ch,
             ),
+            bans: int_gauge(
+                r,
+                "edge_bans",
+                "Clients banned for forwarding chunks that failed the signature check, since start",
+                ch,
+            ),
             bad_chunk_reports: int_gauge(
                 r,
                 "edge_bad_chunk_reports",
@@ -133,13 +140,15 @@ impl EdgeMetrics {
             ("push", s.push_admits),
             ("p2p", s.p2p_admits),
             ("redirect", st.redirected),
-            ("refused", st.refused_rate + st.refused_other),
+            ("refused", (st.refused_rate + st.refused_other).saturating_sub(st.refused_banned)),
+            ("banned", st.refused_banned),
         ];
         for (d, v) in decisions {
             self.admissions.with_label_values(&[ch, d]).set(v as i64);
         }
         self.refocus.with_label_values(&[ch]).set(snap.tree.refocus_total as i64);
         self.bad_chunk_reports.with_label_values(&[ch]).set(st.bad_chunk_reports as i64);
+        self.bans.with_label_values(&[ch]).set(st.bans as i64);
         self.signals.with_label_values(&[ch]).set(st.signals_relayed as i64);
         self.edge_substreams.with_label_values(&[ch]).set(snap.tree.edge_substreams as i64);
         self.peer_bytes.with_label_values(&[ch]).set(st.reported.bytes_from_peers as i64);

@@ -33,6 +33,10 @@ pub struct ServiceConfig {
     pub unreachable_reports: usize,
     /// The channel's public key, handed to clients so they can check every chunk.
     pub channel_key: Option<[u8; 32]>,
+    /// Distinct clients that must report a sender's bad chunks before it is banned, and for how
+    /// long.
+    pub ban_reports: usize,
+    pub ban_for: Duration,
 }
 
 impl ServiceConfig {
@@ -47,6 +51,8 @@ impl ServiceConfig {
             stun: None,
             unreachable_reports: 2,
             channel_key: None,
+            ban_reports: 2,
+            ban_for: Duration::from_secs(600),
         }
     }
 }
@@ -97,6 +103,9 @@ pub struct ServiceStats {
     pub signals_relayed: u64,
     /// Reports of chunks that failed their signature check.
     pub bad_chunk_reports: u64,
+    /// Clients banned for forwarding such chunks, and joins refused while banned.
+    pub bans: u64,
+    pub refused_banned: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.
@@ -126,6 +135,8 @@ struct Client {
     natted: bool,
     /// Its startup delay is counted (clients repeat it in every report).
     startup_counted: bool,
+    /// What a ban holds on to (see [`bans::identity`]).
+    identity: String,
 }
 
 /// Startup samples kept between two reports at most (a flash crowd beyond this is sampled).
@@ -148,11 +159,13 @@ pub struct Service {
     last_prune: Option<Instant>,
     /// An operator drains this edge: every client goes to a sibling.
     draining: bool,
+    bans: bans::Bans,
 }
 
 impl Service {
     pub fn new(cfg: ServiceConfig) -> Self {
         Self {
+            bans: bans::Bans::new(cfg.ban_reports, cfg.ban_for),
             admission: Admission::new(cfg.admission.clone()),
             cfg,
             clients: DetMap::default(),
@@ -209,7 +222,7 @@ impl Service {
                     return;
                 };
                 self.admission.heard(now, peer);
-                self.message(conn, peer, msg);
+                self.message(now, conn, peer, msg);
             }
             Input::Disconnected { conn } => {
                 if let Some(Some(peer)) = self.conns.remove(&conn) {
@@ -234,6 +247,7 @@ impl Service {
             self.last_prune = Some(now);
             let full = self.cfg.join_burst_per_ip;
             self.join_limits.retain(|_, b| b.tokens(now) < full);
+            self.bans.prune(now);
         }
         self.apply_changes();
     }
@@ -327,6 +341,12 @@ impl Service {
             self.send_away(conn);
             return;
         }
+        let identity = bans::identity(&join.token, from.ip());
+        if let Some(left) = self.bans.remaining(&identity, now) {
+            self.stats.refused_banned += 1;
+            self.refuse(conn, format!("banned for {} s more: forwarded chunks that failed the signature check", left.as_secs()));
+            return;
+        }
         let (rate, burst) = (self.cfg.joins_per_ip_per_sec, self.cfg.join_burst_per_ip);
         let bucket = self.join_limits.entry(from.ip()).or_insert_with(|| TokenBucket::new(rate, burst));
         if !bucket.try_take(now, 1.0) {
@@ -361,7 +381,7 @@ impl Service {
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
-        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false });
+        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
             peer,
@@ -400,7 +420,7 @@ impl Service {
             .unwrap_or(0)
     }
 
-    fn message(&mut self, conn: ConnId, peer: PeerId, msg: ToEdge) {
+    fn message(&mut self, now: Instant, conn: ConnId, peer: PeerId, msg: ToEdge) {
         match msg {
             ToEdge::Heartbeat => {}
             ToEdge::Leave => {
@@ -449,11 +469,15 @@ impl Service {
             }
             ToEdge::BadChunk { from, seq } => {
                 // A client forwarded a chunk that failed its signature check: it never feeds anyone
-                // again; its children were re-parented when they dropped it. (Bans: trust issue.)
+                // again (its children re-parented when they dropped it), and once enough distinct
+                // clients say so it is banned.
                 if self.clients.contains_key(&from) {
                     self.stats.bad_chunk_reports += 1;
                     tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
                     self.admission.mark_unreachable(from);
+                    if self.bans.report(peer, from) {
+                        self.ban(now, from);
+                    }
                 }
             }
             ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
@@ -472,7 +496,23 @@ impl Service {
         t.stalled_reports += u64::from(r.stalls > 0);
     }
 
+    fn ban(&mut self, now: Instant, peer: PeerId) {
+        let Some(c) = self.clients.get(&peer) else { return };
+        let (conn, identity) = (c.conn, c.identity.clone());
+        tracing::warn!(channel = %self.cfg.channel, peer, %identity, "client banned: its chunks failed the signature check");
+        self.bans.ban(identity, now);
+        self.stats.bans += 1;
+        self.out.push(Output::Send {
+            conn,
+            msg: FromEdge::Refused { reason: "banned: forwarded chunks that failed the signature check".into() },
+        });
+        self.out.push(Output::Close { conn });
+        self.conns.remove(&conn);
+        self.forget(peer);
+    }
+
     fn forget(&mut self, peer: PeerId) {
+        self.bans.forget(peer);
         if self.clients.remove(&peer).is_some_and(|c| c.natted) {
             self.stats.natted_clients -= 1;
         }
@@ -513,3 +553,5 @@ impl Service {
 
 #[cfg(test)]
 mod tests;
+
+mod bans;

@@ -689,3 +689,43 @@ fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
         )
     );
 }
+
+#[test]
+fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let ip = |i: u8| SocketAddr::from(([192, 0, 2, i], 5000));
+    let mut peer_of = Vec::new();
+    for conn in 0..4u64 {
+        s.handle(t0, Input::Joined { conn, from: ip(conn as u8 + 1), join: join_msg(None, 0) });
+        let welcome = s.drain().into_iter().find_map(|o| match o {
+            Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.peer),
+            _ => None,
+        });
+        peer_of.push(welcome.unwrap_or_else(|| panic!("client {conn} welcomed")));
+    }
+    let report = |s: &mut Service, reporter: u64, sender: usize| {
+        s.handle(t0, Input::Message { conn: reporter, msg: ToEdge::BadChunk { from: peer_of[sender], seq: 7 } });
+        s.drain()
+    };
+    let closed = |out: &[Output], conn: u64| out.iter().any(|o| *o == Output::Close { conn });
+    // Client 3 lies about client 1 (twice): client 1 stops feeding others but stays.
+    assert!(!closed(&report(&mut s, 3, 1), 1));
+    assert!(!closed(&report(&mut s, 3, 1), 1), "one reporter, however often, is one report");
+    // Clients 1 and 2 both report client 0: banned, told why, disconnected.
+    assert!(!closed(&report(&mut s, 1, 0), 0));
+    let out = report(&mut s, 2, 0);
+    assert!(closed(&out, 0), "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::Send { conn: 0, msg: FromEdge::Refused { reason } } if reason.contains("banned"))));
+    assert_eq!((s.stats().bans, s.snapshot().p0), (1, 3));
+    // Rejoining from its address is refused until the ban runs out; others join.
+    let t1 = t0 + Duration::from_secs(60);
+    s.handle(t1, Input::Joined { conn: 10, from: ip(1), join: join_msg(None, 0) });
+    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("banned for 540 s"))));
+    s.handle(t1, Input::Joined { conn: 11, from: ip(9), join: join_msg(None, 0) });
+    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
+    let t2 = t0 + Duration::from_secs(601);
+    s.handle(t2, Input::Joined { conn: 12, from: ip(1), join: join_msg(None, 0) });
+    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })), "the ban ran out");
+    assert_eq!(s.stats().refused_banned, 1);
+}
