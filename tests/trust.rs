@@ -1,4 +1,5 @@
-//! Trust: viewer tokens issued by the MC gate legacy players and LiveSky clients at the edges.
+//! Trust: viewer tokens issued by the MC gate legacy players and LiveSky clients at the edges;
+//! an SN never takes a chunk that fails the channel's signature check from its parent.
 
 use std::time::Duration;
 
@@ -101,4 +102,88 @@ async fn viewer_tokens_gate_legacy_players_and_livesky_clients() {
     assert!(refused_total >= 5.0, "{refused_total}");
     cluster.shutdown().await;
     mc.shutdown();
+}
+
+/// A chunk of `channel` at `seq`: whole TS packets, a keyframe, signed.
+fn signed_chunk(signer: &proto::ChannelSigner, seq: u64) -> proto::Chunk {
+    let mut payload = vec![0u8; 4 * proto::TS_PACKET_LEN];
+    for p in payload.chunks_exact_mut(proto::TS_PACKET_LEN) {
+        p[0] = 0x47;
+        p[1] = 0x1f;
+        p[2] = 0xff;
+    }
+    let header = proto::ChunkHeader {
+        channel: ChannelId::new("demo").expect("channel"),
+        seq,
+        ingest_ms: 0,
+        media_ts: seq * 90_000,
+        flags: proto::ChunkFlags::KEYFRAME,
+    };
+    let mut c = proto::Chunk { header, payload: bytes::Bytes::from(payload), signature: None };
+    signer.sign(&mut c);
+    c
+}
+
+/// The edge's newest chunk of `demo`, from its `/status`.
+async fn last_seq(edge: &livesky::launch::RunningNode) -> Option<u64> {
+    let (_, body) = get_text(&edge.url("/status")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["channels"].as_array()?.iter().find(|c| c["id"] == "demo")?["last_seq"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on() {
+    use proto::{SnCodec, SnMessage};
+    // A parent SN that signs chunks 1..=5, forges 6 (a byte changed after signing) on its first
+    // session, and sends 6 and 7 properly to whoever subscribes again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let parent_addr = listener.local_addr().expect("addr");
+    let signer = proto::ChannelSigner::from_seed([5; 32]);
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<u32>(4);
+    let parent = tokio::spawn(async move {
+        for session in 0u32.. {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let mut framed = Framed::new(stream, SnCodec::default());
+            let (Some(Ok(SnMessage::Hello(_))), Some(Ok(SnMessage::Subscribe(sub)))) = (framed.next().await, framed.next().await) else {
+                continue;
+            };
+            let ok = SnMessage::SubscribeOk { channel: sub.channel, source_live: true, verify_key: Some(signer.verifier().to_bytes()) };
+            let _ = framed.send(ok).await;
+            let seqs: Vec<u64> = if session == 0 { (1..=6).collect() } else { vec![6, 7] };
+            for seq in seqs {
+                let mut c = signed_chunk(&signer, seq);
+                if session == 0 && seq == 6 {
+                    let mut forged = c.payload.to_vec();
+                    forged[100] ^= 0xff;
+                    c.payload = bytes::Bytes::from(forged);
+                }
+                if framed.send(SnMessage::Chunk(c)).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Until the edge hangs up (keepalives aside).
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(20), framed.next()).await {}
+            let _ = closed_tx.send(session).await;
+        }
+    });
+    let topology = format!(
+        "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"push\" }}\n\n[[node]]\nid = \"t0\"\ntier = 0\nsn_listen = \"{parent_addr}\"\nhttp_listen = \"127.0.0.1:0\"\n{}",
+        livesky_tests::loopback_node("edge", 1, sn_core::Role::Edge, &["t0"], "")
+    );
+    let topo = sn_core::Topology::parse(&topology, "test").expect("topology");
+    let only = [proto::NodeId::new("edge").expect("id")];
+    let cluster = livesky::launch::Cluster::start(topo, Some(&only)).await.expect("edge starts");
+    let edge = cluster.get("edge").expect("edge");
+    // A viewer makes the edge subscribe.
+    let viewer = tokio::spawn(livesky_tests::read_stream(livesky_tests::get(&edge.url("/live/demo.ts")).await, 1 << 20, Duration::from_secs(10)));
+    let first = tokio::time::timeout(Duration::from_secs(15), closed_rx.recv()).await;
+    assert_eq!(first.ok().flatten(), Some(0), "the edge hung up on the parent that forged chunk 6");
+    wait_until(Duration::from_secs(15), "the edge to resume from the parent's genuine chunks", || async { last_seq(edge).await == Some(7) }).await;
+    // Chunk 6 in the edge's ring is the genuine one: what a viewer reads carries no forged byte.
+    let got = viewer.await.unwrap_or_default();
+    assert!(!got.is_empty());
+    assert!(got.chunks(proto::TS_PACKET_LEN).all(|p| p.get(100).is_none_or(|b| *b == 0)), "a forged byte reached a viewer");
+    parent.abort();
+    cluster.shutdown().await;
 }

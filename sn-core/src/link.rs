@@ -173,6 +173,9 @@ async fn run_link(
     }
     let mut ka = interval(KEEPALIVE);
     let closed = |reason: String| input(Input::Closed { attempt, reason });
+    // The channel key the parent named: every chunk is checked against it before the hub (and so
+    // any child, edge viewer or peer) sees it.
+    let mut verifier: Option<proto::ChannelVerifier> = None;
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -186,9 +189,16 @@ async fn run_link(
             m = framed.next() => m,
         };
         let out = match msg {
-            Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => LinkMsg::Chunk(attempt, c),
+            Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => match verifier.as_ref().map(|v| v.verify(&c)) {
+                Some(Err(e)) => {
+                    warn!(%parent, %channel, seq = c.seq(), error = %e, "parent sent a chunk that fails its signature check; dropping the link");
+                    closed(format!("parent sent chunk {} failing its signature check", c.seq()))
+                }
+                _ => LinkMsg::Chunk(attempt, c),
+            },
             Some(Ok(SnMessage::Chunk(c))) => closed(format!("parent sent a chunk of channel {}", c.header.channel)),
             Some(Ok(SnMessage::SubscribeOk { source_live, verify_key, .. })) => {
+                verifier = verify_key.and_then(|k| proto::ChannelVerifier::from_bytes(&k).ok());
                 // The key first, so whoever wakes on the channel becoming ready already has it.
                 if tx.send(LinkMsg::Key(verify_key)).await.is_err() {
                     return;
