@@ -138,6 +138,8 @@ pub struct PeerStats {
     pub lost_reports: u64,
     /// Chunks dropped because they failed their signature check.
     pub bad_chunks: u64,
+    /// Links from peers the edge never introduced, cut off.
+    pub strangers: u64,
     /// The edge gave the channel key: every chunk is checked.
     pub verifying: bool,
     pub repair: RepairStats,
@@ -178,6 +180,13 @@ struct Parent {
 struct Child {
     mask: u64,
     from_seq: u64,
+    /// Who it said it is, once it did.
+    peer: Option<PeerId>,
+    /// Its edge introduced it: only then is it fed or answered.
+    trusted: bool,
+    accepted_at: Instant,
+    /// A subscription that came before the introduction, applied once it does.
+    pending: Option<(u64, u64)>,
 }
 
 /// Chunks queued behind the upload limiter, at most.
@@ -195,6 +204,7 @@ pub struct PeerCore {
     parents: DetMap<PeerId, Parent>,
     link_parent: DetMap<LinkId, PeerId>,
     children: DetMap<LinkId, Child>,
+    introduced: crate::introduce::Introductions,
     upload: TokenBucket,
     /// Live chunks for children, sent first.
     up_queue: VecDeque<(LinkId, Chunk)>,
@@ -239,6 +249,7 @@ impl PeerCore {
             parents: DetMap::default(),
             link_parent: DetMap::default(),
             children: DetMap::default(),
+            introduced: Default::default(),
             up_queue: VecDeque::new(),
             catchup_queue: VecDeque::new(),
             up_ready: None,
@@ -357,10 +368,15 @@ impl PeerCore {
                 self.leave();
             }
             Input::LinkUp(link) => {
-                let (Some(&pid), Phase::Joined { id, .. }) = (self.link_parent.get(&link), self.phase) else { return };
-                let hello =
-                    PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer: id, channel: self.cfg.channel.clone() };
-                self.out.push_back(Output::Send { link, msg: hello });
+                let Phase::Joined { id, .. } = self.phase else { return };
+                // Every link we open starts with who we are: the other end takes it only from
+                // peers its edge introduced.
+                if self.link_parent.contains_key(&link) || self.mesh.contains_key(&link) {
+                    let hello =
+                        PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer: id, channel: self.cfg.channel.clone() };
+                    self.out.push_back(Output::Send { link, msg: hello });
+                }
+                let Some(&pid) = self.link_parent.get(&link) else { return };
                 if let Some(p) = self.parents.get_mut(&pid) {
                     p.up = true;
                 }
@@ -379,7 +395,8 @@ impl PeerCore {
                 }
             }
             Input::LinkAccepted(link) => {
-                self.children.insert(link, Child { mask: 0, from_seq: 0 });
+                let child = Child { mask: 0, from_seq: 0, peer: None, trusted: false, accepted_at: now, pending: None };
+                self.children.insert(link, child);
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
         }
@@ -406,8 +423,10 @@ impl PeerCore {
             self.report(now);
         }
         self.check_late(now);
+        self.drop_strangers(now);
         if due(&mut self.next_map, now, self.cfg.map_interval, slack) {
-            let targets: Vec<LinkId> = self.mesh.keys().chain(self.children.keys()).copied().collect();
+            let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
+            let targets: Vec<LinkId> = self.mesh.keys().chain(children).copied().collect();
             if let Some(map) = self.buffer_map_msg() {
                 for link in targets {
                     self.out.push_back(Output::Send { link, msg: map.clone() });
@@ -434,8 +453,11 @@ impl PeerCore {
         }
     }
 
+    /// An open link to a peer we may deal with: one we made, or an introduced child.
     fn is_open(&self, link: LinkId) -> bool {
-        self.children.contains_key(&link) || self.mesh.contains_key(&link) || self.link_parent.contains_key(&link)
+        self.children.get(&link).is_some_and(|c| c.trusted)
+            || self.mesh.contains_key(&link)
+            || self.link_parent.contains_key(&link)
     }
 
     fn drop_link(&mut self, link: LinkId) {
@@ -544,6 +566,14 @@ impl PeerCore {
                 }
             }
             FromEdge::Neighbours(list) => self.link_mesh(list),
+            FromEdge::Introduce { peer } => {
+                self.introduced.add(peer, now);
+                let waiting: Vec<LinkId> =
+                    self.children.iter().filter(|(_, c)| !c.trusted && c.peer == Some(peer)).map(|(l, _)| *l).collect();
+                for link in waiting {
+                    self.trust_child(now, link);
+                }
+            }
             FromEdge::Signal { .. } => {}
         }
     }
@@ -648,6 +678,9 @@ impl PeerCore {
                 return;
             }
             PeerLink::Request { seq } => {
+                if !self.is_open(link) {
+                    return;
+                }
                 match self.buffer.get(seq).cloned() {
                     Some(c) => {
                         self.repair.count_served();
@@ -723,27 +756,18 @@ impl PeerCore {
                 self.children.remove(&link);
                 self.close(link);
             }
-            PeerLink::Subscribe { substreams, from_seq } => {
-                child.mask = substreams;
-                // Send what we hold for it, but no more than the catch-up window.
-                let floor = self
-                    .buffer
-                    .newest_seq()
-                    .and_then(|n| self.buffer.get(n))
-                    .map(|c| c.header.media_ts.saturating_sub(u64::from(self.cfg.catchup_ms) * 90))
-                    .unwrap_or(0);
-                child.from_seq = from_seq;
-                let k = self.k();
-                let backlog: Vec<Chunk> = self
-                    .buffer
-                    .from(from_seq)
-                    .filter(|c| c.header.media_ts >= floor && substreams & (1u64 << SubstreamId::of(c.seq(), k).0) != 0)
-                    .cloned()
-                    .collect();
-                self.catchup_queue.retain(|(l, _)| *l != link);
-                self.catchup_queue.extend(backlog.into_iter().map(|c| (link, c)));
-                self.drain_up(now);
+            PeerLink::Hello { peer, .. } => {
+                if child.peer.is_none() {
+                    child.peer = Some(peer);
+                    if self.introduced.knows(peer, now) {
+                        self.trust_child(now, link);
+                    }
+                }
             }
+            PeerLink::Subscribe { substreams, from_seq } if !child.trusted => {
+                child.pending = Some((substreams, from_seq));
+            }
+            PeerLink::Subscribe { substreams, from_seq } => self.subscribe_child(now, link, substreams, from_seq),
             PeerLink::Bye => {
                 self.children.remove(&link);
                 self.close(link);
@@ -751,6 +775,53 @@ impl PeerCore {
             // Chunks from a child are not ours to take; requests are answered by the mesh (later).
             _ => {}
         }
+    }
+
+    /// The edge introduced the peer on `link`: feed it what it asked for meanwhile.
+    fn trust_child(&mut self, now: Instant, link: LinkId) {
+        let Some(child) = self.children.get_mut(&link) else { return };
+        child.trusted = true;
+        if let Some((substreams, from_seq)) = child.pending.take() {
+            self.subscribe_child(now, link, substreams, from_seq);
+        }
+    }
+
+    /// Cuts links from peers that said hello (or nothing) but were never introduced.
+    fn drop_strangers(&mut self, now: Instant) {
+        let late: Vec<LinkId> = self
+            .children
+            .iter()
+            .filter(|(_, c)| !c.trusted && now.saturating_duration_since(c.accepted_at) >= crate::introduce::WAIT)
+            .map(|(l, _)| *l)
+            .collect();
+        for link in late {
+            self.stats.strangers += 1;
+            self.children.remove(&link);
+            self.close(link);
+        }
+    }
+
+    fn subscribe_child(&mut self, now: Instant, link: LinkId, substreams: u64, from_seq: u64) {
+        // Send what we hold for it, but no more than the catch-up window.
+        let floor = self
+            .buffer
+            .newest_seq()
+            .and_then(|n| self.buffer.get(n))
+            .map(|c| c.header.media_ts.saturating_sub(u64::from(self.cfg.catchup_ms) * 90))
+            .unwrap_or(0);
+        let Some(child) = self.children.get_mut(&link) else { return };
+        child.mask = substreams;
+        child.from_seq = from_seq;
+        let k = self.k();
+        let backlog: Vec<Chunk> = self
+            .buffer
+            .from(from_seq)
+            .filter(|c| c.header.media_ts >= floor && substreams & (1u64 << SubstreamId::of(c.seq(), k).0) != 0)
+            .cloned()
+            .collect();
+        self.catchup_queue.retain(|(l, _)| *l != link);
+        self.catchup_queue.extend(backlog.into_iter().map(|c| (link, c)));
+        self.drain_up(now);
     }
 
     /// Whether a chunk passes the channel key (always, when the edge gave none).
@@ -947,6 +1018,8 @@ mod tests {
         let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
         let mut p = PeerCore::new(PeerConfig::new(channel), now);
         p.handle(now, Input::LinkAccepted(7));
+        p.handle(now, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
+        p.handle(now, Input::FromPeer(7, hello(3)));
         p.handle(now, Input::FromPeer(7, map()));
         assert_eq!(p.stats().repair.maps_held, 1);
         p.handle(now, Input::LinkClosed(7));
@@ -955,5 +1028,41 @@ mod tests {
         p.handle(now, Input::FromPeer(7, map()));
         p.handle(now, Input::FromPeer(8, map()));
         assert_eq!(p.stats().repair.maps_held, 0);
+    }
+
+    fn hello(peer: PeerId) -> PeerLink {
+        PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer, channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")) }
+    }
+
+    fn sent_on(p: &mut PeerCore, link: LinkId) -> Vec<Output> {
+        std::iter::from_fn(|| p.poll_output())
+            .filter(|o| matches!(o, Output::Send { link: l, .. } | Output::Close { link: l } if *l == link))
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_the_edge_did_not_introduce_gets_nothing_and_is_cut_off() {
+        let t0 = Instant::now();
+        let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = PeerCore::new(PeerConfig::new(channel), t0);
+        // A stranger connects, says hello, subscribes and asks for a chunk: no answer at all.
+        p.handle(t0, Input::LinkAccepted(7));
+        for m in [hello(66), PeerLink::Subscribe { substreams: 0b1111, from_seq: 0 }, PeerLink::Request { seq: 5 }] {
+            p.handle(t0, Input::FromPeer(7, m));
+        }
+        p.handle(t0, Input::FromPeer(7, map()));
+        assert_eq!(sent_on(&mut p, 7), []);
+        assert_eq!(p.stats().repair.maps_held, 0, "its map is not taken either");
+        // An introduced one (its introduction trailing its hello) is answered.
+        p.handle(t0, Input::LinkAccepted(8));
+        p.handle(t0, Input::FromPeer(8, hello(44)));
+        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
+        p.handle(t0, Input::FromPeer(8, PeerLink::Request { seq: 5 }));
+        assert_eq!(sent_on(&mut p, 8), [Output::Send { link: 8, msg: PeerLink::NotHave { seq: 5 } }]);
+        // The stranger is cut off once the wait for an introduction is over.
+        p.handle_timeout(t0 + crate::introduce::WAIT);
+        assert_eq!(sent_on(&mut p, 7), [Output::Close { link: 7 }]);
+        assert!(sent_on(&mut p, 8).is_empty());
+        assert_eq!(p.stats().strangers, 1);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod core;
+pub mod introduce;
 pub mod driver;
 pub mod output;
 pub mod repair;

@@ -154,6 +154,11 @@ pub enum FromEdge {
         feed: FeedTo,
     },
     Neighbours(Vec<(PeerId, SocketAddr)>),
+    /// This peer was sent to you (as a child or a mesh neighbour): accept its link. Peers accept
+    /// links only from peers their edge introduced.
+    Introduce {
+        peer: PeerId,
+    },
     Chunk(Chunk),
     Signal {
         from: PeerId,
@@ -355,11 +360,16 @@ impl WireMessage for FromEdge {
             FromEdge::Neighbours(_) => "neighbours",
             FromEdge::Chunk(_) => "chunk",
             FromEdge::Signal { .. } => "signal",
+            FromEdge::Introduce { .. } => "introduce",
         }
     }
 
     fn encode_body(&self, out: &mut BytesMut) {
         match self {
+            FromEdge::Introduce { peer } => {
+                out.put_u8(8);
+                out.put_u64(*peer);
+            }
             FromEdge::Welcome(w) => {
                 out.put_u8(1);
                 out.put_u64(w.peer);
@@ -460,6 +470,7 @@ impl WireMessage for FromEdge {
                 kind: signal_from(r.u8("signal kind")?)?,
                 payload: bounded_text(&mut r, "signal payload")?,
             },
+            8 => FromEdge::Introduce { peer: r.u64("introduced peer")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;
@@ -623,6 +634,7 @@ mod tests {
             FromEdge::Neighbours(vec![(1, a4), (2, a6)]),
             FromEdge::Chunk(sample_chunk(9, 2)),
             FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
+            FromEdge::Introduce { peer: 12 },
         ]);
         round_trip(&[
             PeerLink::Hello { version: 1, peer: 7, channel: ch() },

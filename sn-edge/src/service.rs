@@ -402,6 +402,10 @@ impl Service {
             .into_iter()
             .filter_map(|p| self.clients.get(&p).and_then(|c| c.listen).map(|a| (p, a)))
             .collect();
+        // Each neighbour accepts a link only from peers introduced to it.
+        for (p, _) in &mesh {
+            self.introduce(peer, *p);
+        }
         self.out.push(Output::Send { conn, msg: FromEdge::Neighbours(mesh) });
         // The start burst: the client's buffer (capped), from a keyframe, every substream.
         let burst = join.buffer_ms.clamp(1_000, self.cfg.max_burst_ms);
@@ -511,6 +515,13 @@ impl Service {
         self.forget(peer);
     }
 
+    /// Tells `to` that `peer` was sent to it.
+    fn introduce(&mut self, peer: PeerId, to: PeerId) {
+        if let Some(c) = self.clients.get(&to) {
+            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Introduce { peer } });
+        }
+    }
+
     fn forget(&mut self, peer: PeerId) {
         self.bans.forget(peer);
         if self.clients.remove(&peer).is_some_and(|c| c.natted) {
@@ -530,7 +541,10 @@ impl Service {
                 Feed::None => FeedTo::Nobody,
                 Feed::Edge => FeedTo::Edge,
                 Feed::Peer(p) => match self.clients.get(&p).and_then(|c| c.listen) {
-                    Some(addr) => FeedTo::Peer { id: p, addr },
+                    Some(addr) => {
+                        self.introduce(ch.client, p);
+                        FeedTo::Peer { id: p, addr }
+                    }
                     None => FeedTo::Nobody,
                 },
             };
