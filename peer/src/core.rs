@@ -205,6 +205,8 @@ pub struct PeerCore {
     link_parent: DetMap<LinkId, PeerId>,
     children: DetMap<LinkId, Child>,
     introduced: crate::introduce::Introductions,
+    /// Bytes taken from each peer since the last report.
+    received_from: DetMap<PeerId, u64>,
     upload: TokenBucket,
     /// Live chunks for children, sent first.
     up_queue: VecDeque<(LinkId, Chunk)>,
@@ -250,6 +252,7 @@ impl PeerCore {
             link_parent: DetMap::default(),
             children: DetMap::default(),
             introduced: Default::default(),
+            received_from: DetMap::default(),
             up_queue: VecDeque::new(),
             catchup_queue: VecDeque::new(),
             up_ready: None,
@@ -712,7 +715,7 @@ impl PeerCore {
                     let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0)
                         || self.repair.on_chunk(link, c.seq());
                     if wanted {
-                        self.stats.bytes_from_peers += c.payload.len() as u64;
+                        self.took_from(Some(pid), c.payload.len());
                         self.on_chunk(c);
                     }
                 }
@@ -729,7 +732,8 @@ impl PeerCore {
                 // From a neighbour or child: taken only as the answer to our own request.
                 if self.repair.on_chunk(link, c.seq()) {
                     if self.authentic(&c) {
-                        self.stats.bytes_from_peers += c.payload.len() as u64;
+                        let from = self.mesh.get(&link).copied().or_else(|| self.children.get(&link).and_then(|c| c.peer));
+                        self.took_from(from, c.payload.len());
                         self.on_chunk(c);
                     } else {
                         if let Some(&from) = self.mesh.get(&link) {
@@ -955,6 +959,14 @@ impl PeerCore {
         }
     }
 
+    /// Counts media taken from peer `from` (for the edge's check of senders' claims).
+    fn took_from(&mut self, from: Option<PeerId>, bytes: usize) {
+        self.stats.bytes_from_peers += bytes as u64;
+        if let Some(p) = from {
+            *self.received_from.entry(p).or_default() += bytes as u64;
+        }
+    }
+
     fn report(&mut self, now: Instant) {
         let cur = self.stats();
         let prev = self.reported;
@@ -967,6 +979,12 @@ impl PeerCore {
             bytes_from_peers: cur.bytes_from_peers - prev.bytes_from_peers,
             bytes_up: cur.bytes_up - prev.bytes_up,
             startup_ms: cur.startup.map(|d| d.as_millis() as u32),
+            from_peers: {
+                let mut v: Vec<(PeerId, u64)> = std::mem::take(&mut self.received_from).into_iter().collect();
+                v.sort_by_key(|&(p, b)| (std::cmp::Reverse(b), p));
+                v.truncate(proto::peer::MAX_REPORTED_SENDERS);
+                v
+            },
         };
         self.reported = cur;
         self.last_report_at = now;

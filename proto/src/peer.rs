@@ -63,7 +63,7 @@ pub enum Trouble {
 }
 
 /// Per-interval statistics a client reports (feeds Q1/Q2, rebuffering rate, P2P share).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerReport {
     pub interval_ms: u32,
     pub played_ms: u32,
@@ -74,7 +74,13 @@ pub struct PeerReport {
     pub bytes_up: u64,
     /// Request → playback start, once known.
     pub startup_ms: Option<u32>,
+    /// Bytes taken from each peer in the interval (at most [`MAX_REPORTED_SENDERS`]): the edge
+    /// checks senders' upload claims against them.
+    pub from_peers: Vec<(PeerId, u64)>,
 }
+
+/// Senders a report lists at most (the biggest, when a client took from more).
+pub const MAX_REPORTED_SENDERS: usize = 64;
 
 /// WebRTC signalling relayed by the edge between two of its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +295,12 @@ impl WireMessage for ToEdge {
                 for v in [r.bytes_from_edge, r.bytes_from_peers, r.bytes_up] {
                     out.put_u64(v);
                 }
+                let senders = &r.from_peers[..r.from_peers.len().min(MAX_REPORTED_SENDERS)];
+                out.put_u8(senders.len() as u8);
+                for (peer, bytes) in senders {
+                    out.put_u64(*peer);
+                    out.put_u64(*bytes);
+                }
             }
             ToEdge::BadChunk { from, seq } => {
                 out.put_u8(7);
@@ -331,7 +343,14 @@ impl WireMessage for ToEdge {
                 for v in &mut b {
                     *v = r.u64("report byte count")?;
                 }
+                let n = usize::from(r.u8("sender count")?);
+                if n > MAX_REPORTED_SENDERS {
+                    return Err(WireError::TooMany { what: "report senders", len: n, max: MAX_REPORTED_SENDERS });
+                }
+                let from_peers =
+                    (0..n).map(|_| Ok((r.u64("sender")?, r.u64("bytes from sender")?))).collect::<Result<_, WireError>>()?;
                 ToEdge::Report(PeerReport {
+                    from_peers,
                     interval_ms: u[0],
                     played_ms: u[1],
                     stalled_ms: u[2],
@@ -609,6 +628,7 @@ mod tests {
                 played_ms: 59_000,
                 startup_ms: Some(800),
                 bytes_up: 1 << 40,
+                from_peers: vec![(7, 1 << 20), (9, 0)],
                 ..Default::default()
             }),
             ToEdge::Report(PeerReport::default()),

@@ -106,6 +106,13 @@ pub struct ServiceStats {
     /// Clients banned for forwarding such chunks, and joins refused while banned.
     pub bans: u64,
     pub refused_banned: u64,
+    /// Clients whose upload claims outran what their receivers confirmed, and the claimed bytes
+    /// left out of `reported.bytes_up` for it.
+    pub inflated_clients: u64,
+    pub excluded_bytes_up: u64,
+    /// Joins carrying a token client id that is already connected (a cloned install or a
+    /// shared token).
+    pub duplicate_identities: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.
@@ -160,12 +167,14 @@ pub struct Service {
     /// An operator drains this edge: every client goes to a sibling.
     draining: bool,
     bans: bans::Bans,
+    accounting: accounting::Accounting,
 }
 
 impl Service {
     pub fn new(cfg: ServiceConfig) -> Self {
         Self {
             bans: bans::Bans::new(cfg.ban_reports, cfg.ban_for),
+            accounting: Default::default(),
             admission: Admission::new(cfg.admission.clone()),
             cfg,
             clients: DetMap::default(),
@@ -342,6 +351,11 @@ impl Service {
             return;
         }
         let identity = bans::identity(&join.token, from.ip());
+        if identity.starts_with("client:") && self.clients.values().any(|c| c.identity == identity) {
+            // NetSession §6.2: one identity on two machines at once.
+            self.stats.duplicate_identities += 1;
+            tracing::warn!(channel = %self.cfg.channel, %identity, %from, "a second client with the same viewer identity");
+        }
         if let Some(left) = self.bans.remaining(&identity, now) {
             self.stats.refused_banned += 1;
             self.refuse(conn, format!("banned for {} s more: forwarded chunks that failed the signature check", left.as_secs()));
@@ -381,6 +395,7 @@ impl Service {
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
+        self.accounting.join(peer);
         self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
@@ -455,7 +470,20 @@ impl Service {
                     self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
                 }
             }
-            ToEdge::Report(r) => {
+            ToEdge::Report(mut r) => {
+                match self.accounting.report(peer, &r) {
+                    accounting::Verdict::Counted => {}
+                    verdict => {
+                        if let accounting::Verdict::Flagged { earlier } = verdict {
+                            tracing::warn!(channel = %self.cfg.channel, peer, claimed = earlier + r.bytes_up, "upload claims outrun what receivers confirm; excluded from the figures");
+                            self.stats.inflated_clients += 1;
+                            self.stats.reported.bytes_up = self.stats.reported.bytes_up.saturating_sub(earlier);
+                            self.stats.excluded_bytes_up += earlier;
+                        }
+                        self.stats.excluded_bytes_up += r.bytes_up;
+                        r.bytes_up = 0;
+                    }
+                }
                 if let Some(c) = self.clients.get_mut(&peer) {
                     if c.natted {
                         self.stats.natted_bytes_up += r.bytes_up;
@@ -524,6 +552,7 @@ impl Service {
 
     fn forget(&mut self, peer: PeerId) {
         self.bans.forget(peer);
+        self.accounting.forget(peer);
         if self.clients.remove(&peer).is_some_and(|c| c.natted) {
             self.stats.natted_clients -= 1;
         }
@@ -568,4 +597,5 @@ impl Service {
 #[cfg(test)]
 mod tests;
 
+mod accounting;
 mod bans;

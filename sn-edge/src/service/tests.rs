@@ -729,3 +729,39 @@ fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
     assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })), "the ban ran out");
     assert_eq!(s.stats().refused_banned, 1);
 }
+
+#[test]
+fn an_inflated_upload_claim_is_flagged_and_left_out_of_the_figures() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let mut ids = Vec::new();
+    for conn in 0..2u64 {
+        s.handle(t0, Input::Joined { conn, from: SocketAddr::from(([192, 0, 2, conn as u8 + 1], 1)), join: join_msg(None, 0) });
+        ids.extend(s.drain().into_iter().find_map(|o| match o {
+            Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.peer),
+            _ => None,
+        }));
+    }
+    let report = |up: u64, from: Vec<(u64, u64)>| proto::peer::PeerReport { bytes_up: up, from_peers: from, ..Default::default() };
+    // Client 0 feeds client 1 about 1 MB a minute and claims 30; client 1 confirms what it got.
+    for _ in 0..3 {
+        s.handle(t0, Input::Message { conn: 0, msg: ToEdge::Report(report(30 << 20, vec![])) });
+        s.handle(t0, Input::Message { conn: 1, msg: ToEdge::Report(report(0, vec![(ids[0], 1 << 20)])) });
+    }
+    let st = s.stats();
+    assert_eq!(st.inflated_clients, 1);
+    assert_eq!(st.reported.bytes_up, 0, "none of its claims count");
+    assert_eq!(st.excluded_bytes_up, 90 << 20);
+}
+
+#[test]
+fn a_second_client_with_a_connected_identity_is_noticed() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let with_token = |token: &str| proto::peer::Join { token: token.into(), ..join_msg(None, 0) };
+    s.handle(t0, Input::Joined { conn: 1, from: "192.0.2.1:1".parse().unwrap(), join: with_token("9.alice.ff") });
+    s.handle(t0, Input::Joined { conn: 2, from: "198.51.100.1:1".parse().unwrap(), join: with_token("9.bob.ff") });
+    assert_eq!(s.stats().duplicate_identities, 0);
+    s.handle(t0, Input::Joined { conn: 3, from: "203.0.113.1:1".parse().unwrap(), join: with_token("9.alice.ee") });
+    assert_eq!(s.stats().duplicate_identities, 1, "alice on a second machine");
+}
