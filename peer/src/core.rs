@@ -51,6 +51,9 @@ pub struct PeerConfig {
     /// Fault injection for tests: flip a byte in every chunk forwarded to children.
     #[doc(hidden)]
     pub tamper: bool,
+    /// Fault injection for tests: accept children but never forward them anything.
+    #[doc(hidden)]
+    pub deny: bool,
 }
 
 impl PeerConfig {
@@ -72,6 +75,7 @@ impl PeerConfig {
             pull_only: false,
             redirects: 0,
             tamper: false,
+            deny: false,
         }
     }
 }
@@ -901,6 +905,9 @@ impl PeerCore {
                     return;
                 }
                 let Some((link, mut c)) = queue.pop_front() else { break };
+                if self.cfg.deny {
+                    continue;
+                }
                 self.stats.bytes_up += c.payload.len() as u64;
                 if self.cfg.tamper {
                     let mut bytes = c.payload.to_vec();

@@ -246,6 +246,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "inflated_clients": st.inflated_clients,
                 "excluded_bytes_up": st.excluded_bytes_up,
                 "duplicate_identities": st.duplicate_identities,
+                "demoted": st.demoted,
                 "signals_relayed": st.signals_relayed,
                 "natted_bytes_up": st.natted_bytes_up,
                 "leaves": snap.stats.leaves,

@@ -31,6 +31,9 @@ pub struct ServiceConfig {
     pub stun: Option<SocketAddr>,
     /// Reports needed from distinct children before a parent is taken as unreachable.
     pub unreachable_reports: usize,
+    /// Children that must find a parent late before it is made a leaf (it takes children but
+    /// does not forward: LiveSky §6's peers that deny service).
+    pub late_reports: usize,
     /// The channel's public key, handed to clients so they can check every chunk.
     pub channel_key: Option<[u8; 32]>,
     /// Distinct clients that must report a sender's bad chunks before it is banned, and for how
@@ -50,6 +53,7 @@ impl ServiceConfig {
             join_burst_per_ip: 20.0,
             stun: None,
             unreachable_reports: 2,
+            late_reports: 3,
             channel_key: None,
             ban_reports: 2,
             ban_for: Duration::from_secs(600),
@@ -113,6 +117,8 @@ pub struct ServiceStats {
     /// Joins carrying a token client id that is already connected (a cloned install or a
     /// shared token).
     pub duplicate_identities: u64,
+    /// Parents made leaves because several children found them late.
+    pub demoted: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.
@@ -156,6 +162,7 @@ pub struct Service {
     conns: DetMap<ConnId, Option<PeerId>>,
     join_limits: HashMap<IpAddr, TokenBucket>,
     unreachable: DetMap<PeerId, Vec<PeerId>>,
+    late: DetMap<PeerId, Vec<PeerId>>,
     next_sibling: usize,
     /// Siblings last reported full (stage 4 or at their client limit): no redirects to them.
     full_siblings: std::collections::HashSet<String>,
@@ -181,6 +188,7 @@ impl Service {
             conns: DetMap::default(),
             join_limits: HashMap::new(),
             unreachable: DetMap::default(),
+            late: DetMap::default(),
             next_sibling: 0,
             full_siblings: Default::default(),
             out: Vec::new(),
@@ -453,14 +461,24 @@ impl Service {
                 if current != Some(Feed::Peer(parent)) {
                     return; // stale: the client was moved already
                 }
-                if trouble == Trouble::Unreachable {
-                    let reporters = self.unreachable.entry(parent).or_default();
-                    if !reporters.contains(&peer) {
-                        reporters.push(peer);
+                let (books, need) = match trouble {
+                    Trouble::Unreachable => (&mut self.unreachable, self.cfg.unreachable_reports),
+                    Trouble::Late => (&mut self.late, self.cfg.late_reports),
+                    Trouble::Lost => {
+                        self.admission.tracker_mut().reparent(peer, substream);
+                        return;
                     }
-                    if reporters.len() >= self.cfg.unreachable_reports {
-                        self.admission.mark_unreachable(parent);
+                };
+                let reporters = books.entry(parent).or_default();
+                if !reporters.contains(&peer) {
+                    reporters.push(peer);
+                    if trouble == Trouble::Late && reporters.len() == need {
+                        tracing::info!(channel = %self.cfg.channel, parent, "children find this parent late: made a leaf");
+                        self.stats.demoted += 1;
                     }
+                }
+                if reporters.len() >= need {
+                    self.admission.mark_unreachable(parent);
                 }
                 self.admission.tracker_mut().reparent(peer, substream);
             }
@@ -557,6 +575,7 @@ impl Service {
             self.stats.natted_clients -= 1;
         }
         self.unreachable.remove(&peer);
+        self.late.remove(&peer);
         self.admission.leave(peer);
     }
 

@@ -120,9 +120,13 @@ impl Net {
     }
 
     fn add_peer_with(&mut self, upload_kbps: u32, tamper: bool) -> usize {
+        self.add_peer_cfg(upload_kbps, |c| c.tamper = tamper)
+    }
+
+    fn add_peer_cfg(&mut self, upload_kbps: u32, fault: impl FnOnce(&mut PeerConfig)) -> usize {
         let i = self.peers.len();
         let mut cfg = PeerConfig::new(channel());
-        cfg.tamper = tamper;
+        fault(&mut cfg);
         if !self.repair {
             cfg.repair.window_ms = 0;
         }
@@ -764,4 +768,21 @@ fn a_second_client_with_a_connected_identity_is_noticed() {
     assert_eq!(s.stats().duplicate_identities, 0);
     s.handle(t0, Input::Joined { conn: 3, from: "203.0.113.1:1".parse().unwrap(), join: with_token("9.alice.ee") });
     assert_eq!(s.stats().duplicate_identities, 1, "alice on a second machine");
+}
+
+#[test]
+fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
+    let mut net = Net::new(3, 6, 2.5);
+    // The second push peer accepts children and sends them nothing.
+    let denier = 1;
+    for i in 0..14 {
+        net.add_peer_cfg(1_000, |c| c.deny = i == denier);
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(30));
+    assert!(net.peers[denier].core.stats().push, "the denier got to be a parent");
+    assert_eq!(net.peers[denier].core.stats().children, 0, "nobody is left waiting on it");
+    assert!(net.service.stats().demoted >= 1, "{:?}", net.service.stats());
+    let stalled: Vec<usize> = (0..net.peers.len()).filter(|&i| i != denier && net.peers[i].core.stats().play.stalls > 0).collect();
+    assert!(stalled.is_empty(), "mesh repair covers the gap until the move: {stalled:?}");
 }
