@@ -46,6 +46,10 @@ pub struct Overview {
     pub startup_p50_ms: Option<u32>,
     pub startup_p95_ms: Option<u32>,
     pub edges_reporting: usize,
+    /// LiveSky clients flagged for upload claims their receivers do not confirm (since each
+    /// edge started), and the claimed bytes left out of the P2P figures.
+    pub inflated_clients: u64,
+    pub excluded_up_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +82,8 @@ struct Sums {
     stalls: u64,
     played: u64,
     stalled: u64,
+    inflated: u64,
+    excluded_up: u64,
 }
 
 /// Where an edge's rates are measured from: its newest sample at least [`WINDOW`] older than
@@ -102,6 +108,8 @@ fn sums(rows: &[ReportRow]) -> Sums {
         stalls: s.stalls + r.stalls,
         played: s.played + r.played_ms,
         stalled: s.stalled + r.stalled_ms,
+        inflated: s.inflated + r.inflated,
+        excluded_up: s.excluded_up + r.excluded_up_bytes,
     })
 }
 
@@ -167,6 +175,8 @@ impl Noc {
             o.viewers_livesky += now.livesky;
             o.viewers_legacy += now.users.saturating_sub(now.livesky);
             o.edges_reporting += 1;
+            o.inflated_clients += now.inflated;
+            o.excluded_up_bytes += now.excluded_up;
             if secs <= 0.0 {
                 continue;
             }
@@ -245,6 +255,17 @@ mod tests {
 
     fn id(s: &str) -> NodeId {
         NodeId::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn clients_flagged_for_inflated_claims_are_shown_per_edge_summed() {
+        let t0 = Instant::now();
+        let mut n = Noc::default();
+        let flagged = |k: u64| ReportRow { inflated: k, excluded_up_bytes: k << 20, ..row("demo", 5, 5, 0, 0, 0, 0) };
+        n.sample(t0, &id("a"), vec![flagged(1)]);
+        n.sample(t0, &id("b"), vec![flagged(2), flagged(0)]);
+        let o = n.overview(t0, 1);
+        assert_eq!((o.inflated_clients, o.excluded_up_bytes), (3, 3 << 20));
     }
 
     #[test]

@@ -259,12 +259,22 @@ pub struct ReportRow {
     pub reports: u64,
     #[serde(rename = "@stalled-reports", default)]
     pub stalled_reports: u64,
+    /// LiveSky clients whose upload claims outran what their receivers confirmed (flagged;
+    /// their claims are not in any figure), and the claimed bytes left out.
+    #[serde(rename = "@inflated", default, skip_serializing_if = "is_zero")]
+    pub inflated: u64,
+    #[serde(rename = "@excluded-up-bytes", default, skip_serializing_if = "is_zero")]
+    pub excluded_up_bytes: u64,
     /// Adaptive-scaling stage at the end of the period (0: no LiveSky clients).
     #[serde(rename = "@stage")]
     pub stage: u8,
     /// Startup delays (ms) of LiveSky clients that started in the period, space-separated.
     #[serde(rename = "@startup-ms", default, skip_serializing_if = "String::is_empty")]
     pub startup_ms: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ReportRow {

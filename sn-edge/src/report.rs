@@ -29,6 +29,8 @@ struct Totals {
     stalled_ms: u64,
     reports: u64,
     stalled_reports: u64,
+    inflated: u64,
+    excluded_up_bytes: u64,
     stage: u8,
 }
 
@@ -74,6 +76,8 @@ fn totals(edge: &Edge) -> BTreeMap<String, Totals> {
         t.stalled_ms = st.reported.stalled_ms;
         t.reports = st.reported.reports;
         t.stalled_reports = st.reported.stalled_reports;
+        t.inflated = st.inflated_clients;
+        t.excluded_up_bytes = st.excluded_bytes_up;
         t.stage = snap.stage as u8;
     }
     out
@@ -95,6 +99,8 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         stalled_ms: now.stalled_ms.saturating_sub(before.stalled_ms),
         reports: now.reports.saturating_sub(before.reports),
         stalled_reports: now.stalled_reports.saturating_sub(before.stalled_reports),
+        inflated: now.inflated.saturating_sub(before.inflated),
+        excluded_up_bytes: now.excluded_up_bytes.saturating_sub(before.excluded_up_bytes),
         stage: now.stage,
         startup_ms: String::new(),
     }
