@@ -187,3 +187,48 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
     parent.abort();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_key_rotated_by_config_push_reaches_playing_peers_without_bans() {
+    let (mc, cluster, path) = livesky_tests::demo_with_mc("rotate").await;
+    let edge = cluster.get("edge1").expect("edge1");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let peers = [livesky_tests::tcp_peer(edge, &cancel).await, livesky_tests::tcp_peer(edge, &cancel).await];
+    wait_until(Duration::from_secs(20), "both peers to play", || {
+        let played: Vec<u64> = peers.iter().map(|p| p.stats.borrow().play.played_ms).collect();
+        async move { played.iter().all(|&ms| ms > 2_000) }
+    })
+    .await;
+    // The operator rotates the channel key: Tier 0 signs with the new one.
+    let seed = "4242424242424242424242424242424242424242424242424242424242424242";
+    let new_key = proto::ChannelSigner::from_hex_seed(seed).expect("seed").verifier().to_hex();
+    let text = std::fs::read_to_string(&path).expect("topology");
+    std::fs::write(&path, text.replacen("id = \"demo\"\n", &format!("id = \"demo\"\nsigning_key = \"{seed}\"\n"), 1))
+        .expect("write");
+    let tier0 = cluster.get("tier0").expect("tier0").url("/status");
+    wait_until(Duration::from_secs(15), "Tier 0 to sign with the new key", || {
+        let url = tier0.clone();
+        let want = new_key.clone();
+        async move { get_text(&url).await.1.contains(&want) }
+    })
+    .await;
+    let before: Vec<u64> = peers.iter().map(|p| p.stats.borrow().play.played_ms).collect();
+    // Chunks keep coming, checked against the new key: both peers play 8 s more.
+    wait_until(Duration::from_secs(30), "the peers to play on under the new key", || {
+        let played: Vec<u64> = peers.iter().map(|p| p.stats.borrow().play.played_ms).collect();
+        let before = before.clone();
+        async move { played.iter().zip(&before).all(|(now, b)| *now > b + 8_000) }
+    })
+    .await;
+    let status = livesky_tests::p2p_status(edge).await;
+    assert_eq!(status["bans"], 0, "nobody was banned for the rotation: {status}");
+    for p in &peers {
+        let st = *p.stats.borrow();
+        assert!(st.verifying, "{st:?}");
+        eprintln!("after rotation: stalls {} stalled {} ms, bad chunks {}", st.play.stalls, st.play.stalled_ms, st.bad_chunks);
+        assert!(st.play.stalls <= 1, "{st:?}");
+    }
+    cancel.cancel();
+    cluster.shutdown().await;
+    mc.shutdown();
+}

@@ -195,6 +195,8 @@ struct Child {
 
 /// Chunks queued behind the upload limiter, at most.
 const UP_QUEUE: usize = 1024;
+/// How long chunks signed with the previous channel key still pass after a rotation.
+const KEY_GRACE: Duration = Duration::from_secs(30);
 
 pub struct PeerCore {
     cfg: PeerConfig,
@@ -224,6 +226,9 @@ pub struct PeerCore {
     joined_at: Instant,
     push: bool,
     verifier: Option<ChannelVerifier>,
+    /// The key before the last rotation and until when chunks signed with it still pass (some
+    /// are in flight or buffered upstream when the key changes).
+    old_verifier: Option<(ChannelVerifier, Instant)>,
     /// Time of the input being handled (for timestamps deep in the call tree).
     last_now: Instant,
     welcomed_at: Instant,
@@ -266,6 +271,7 @@ impl PeerCore {
             joined_at: now,
             push: false,
             verifier: None,
+            old_verifier: None,
             last_now: now,
             welcomed_at: now,
             last_edge_chunk: now,
@@ -581,6 +587,13 @@ impl PeerCore {
                     self.trust_child(now, link);
                 }
             }
+            FromEdge::ChannelKey { key } => {
+                if let Ok(v) = ChannelVerifier::from_bytes(&key)
+                    && self.verifier.as_ref().is_none_or(|cur| cur.to_bytes() != key)
+                {
+                    self.old_verifier = self.verifier.replace(v).map(|old| (old, now + KEY_GRACE));
+                }
+            }
             FromEdge::Signal { .. } => {}
         }
     }
@@ -834,8 +847,11 @@ impl PeerCore {
 
     /// Whether a chunk passes the channel key (always, when the edge gave none).
     fn authentic(&mut self, c: &Chunk) -> bool {
+        let old_ok = || {
+            self.old_verifier.as_ref().is_some_and(|(v, until)| self.last_now < *until && v.verify(c).is_ok())
+        };
         match &self.verifier {
-            Some(v) if v.verify(c).is_err() => {
+            Some(v) if v.verify(c).is_err() && !old_ok() => {
                 self.stats.bad_chunks += 1;
                 false
             }

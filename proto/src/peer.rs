@@ -165,6 +165,10 @@ pub enum FromEdge {
     Introduce {
         peer: PeerId,
     },
+    /// The channel's key changed (rotated by config push): check chunks against this one now.
+    ChannelKey {
+        key: [u8; 32],
+    },
     Chunk(Chunk),
     Signal {
         from: PeerId,
@@ -380,6 +384,7 @@ impl WireMessage for FromEdge {
             FromEdge::Chunk(_) => "chunk",
             FromEdge::Signal { .. } => "signal",
             FromEdge::Introduce { .. } => "introduce",
+            FromEdge::ChannelKey { .. } => "channel-key",
         }
     }
 
@@ -388,6 +393,10 @@ impl WireMessage for FromEdge {
             FromEdge::Introduce { peer } => {
                 out.put_u8(8);
                 out.put_u64(*peer);
+            }
+            FromEdge::ChannelKey { key } => {
+                out.put_u8(9);
+                out.put_slice(key);
             }
             FromEdge::Welcome(w) => {
                 out.put_u8(1);
@@ -490,6 +499,7 @@ impl WireMessage for FromEdge {
                 payload: bounded_text(&mut r, "signal payload")?,
             },
             8 => FromEdge::Introduce { peer: r.u64("introduced peer")? },
+            9 => FromEdge::ChannelKey { key: r.array::<32>("channel key")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;
@@ -655,6 +665,7 @@ mod tests {
             FromEdge::Chunk(sample_chunk(9, 2)),
             FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
             FromEdge::Introduce { peer: 12 },
+            FromEdge::ChannelKey { key: [7; 32] },
         ]);
         round_trip(&[
             PeerLink::Hello { version: 1, peer: 7, channel: ch() },

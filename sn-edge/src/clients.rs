@@ -254,6 +254,7 @@ async fn run_service(
                 }
             }
         }
+        service.set_channel_key(now_std(), lease.hub().verify_key());
         // Carry out what the service decided; a client too slow to take its messages is dropped.
         loop {
             let mut dead = Vec::new();

@@ -152,6 +152,9 @@ struct Client {
     identity: String,
 }
 
+/// Bad-chunk reports are set aside this long after a key rotation.
+const KEY_GRACE: Duration = Duration::from_secs(15);
+
 /// Startup samples kept between two reports at most (a flash crowd beyond this is sampled).
 const MAX_STARTUPS: usize = 10_000;
 
@@ -175,6 +178,9 @@ pub struct Service {
     draining: bool,
     bans: bans::Bans,
     accounting: accounting::Accounting,
+    /// When the channel key last changed: bad-chunk reports right after are the rotation's
+    /// chunks in flight, not forgeries.
+    key_changed: Option<Instant>,
 }
 
 impl Service {
@@ -182,6 +188,7 @@ impl Service {
         Self {
             bans: bans::Bans::new(cfg.ban_reports, cfg.ban_for),
             accounting: Default::default(),
+            key_changed: None,
             admission: Admission::new(cfg.admission.clone()),
             cfg,
             clients: DetMap::default(),
@@ -521,7 +528,8 @@ impl Service {
                 // A client forwarded a chunk that failed its signature check: it never feeds anyone
                 // again (its children re-parented when they dropped it), and once enough distinct
                 // clients say so it is banned.
-                if self.clients.contains_key(&from) {
+                let rotating = self.key_changed.is_some_and(|t| now.saturating_duration_since(t) < KEY_GRACE);
+                if self.clients.contains_key(&from) && !rotating {
                     self.stats.bad_chunk_reports += 1;
                     tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
                     self.admission.mark_unreachable(from);
@@ -544,6 +552,24 @@ impl Service {
         t.bytes_up += r.bytes_up;
         t.reports += 1;
         t.stalled_reports += u64::from(r.stalls > 0);
+    }
+
+    /// The channel's key as the edge now holds it (Tier 0 re-keyed by config push): clients
+    /// check chunks against it from now on, and new clients get it in their welcome.
+    pub fn set_channel_key(&mut self, now: Instant, key: Option<[u8; 32]>) {
+        if key == self.cfg.channel_key {
+            return;
+        }
+        let first = self.cfg.channel_key.is_none();
+        self.cfg.channel_key = key;
+        let Some(key) = key else { return };
+        if !first {
+            self.key_changed = Some(now);
+            tracing::info!(channel = %self.cfg.channel, "channel key rotated; telling the clients");
+        }
+        for c in self.clients.values() {
+            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::ChannelKey { key } });
+        }
     }
 
     fn ban(&mut self, now: Instant, peer: PeerId) {
