@@ -61,7 +61,9 @@ async fn viewer_tokens_gate_legacy_players_and_livesky_clients() {
 
     // A content provider's backend asks the MC for tokens; only with the API token.
     let tokens = format!("http://{}/api/tokens", mc.http_addr);
-    let ask = |channel: &str, client: &str, ttl: u64| format!(r#"{{"channel":"{channel}","client":"{client}","ttl_s":{ttl}}}"#);
+    let ask = |channel: &str, client: &str, ttl: u64| {
+        format!(r#"{{"channel":"{channel}","client":"{client}","ttl_s":{ttl}}}"#)
+    };
     assert_eq!(post_json(&tokens, None, &ask("demo", "v1", 600)).await.0, 401);
     assert_eq!(post_json(&tokens, Some(&api), &ask("nope", "v1", 600)).await.0, 404);
     assert_eq!(post_json(&tokens, Some(&api), &ask("live", "v1", 600)).await.0, 409, "live needs no token");
@@ -84,7 +86,8 @@ async fn viewer_tokens_gate_legacy_players_and_livesky_clients() {
     assert_eq!(join_refusal(client_port, &token).await, None, "a LiveSky client with a token is welcomed");
 
     // Tampered, for another channel's name, or expired: refused.
-    let stretched = token.replacen(&v["expires"].to_string(), &(v["expires"].as_u64().unwrap_or(0) + 9999).to_string(), 1);
+    let stretched =
+        token.replacen(&v["expires"].to_string(), &(v["expires"].as_u64().unwrap_or(0) + 9999).to_string(), 1);
     assert_eq!(status(&format!("{ts}?token={stretched}")).await, 403);
     let (_, short) = post_json(&tokens, Some(&api), &ask("demo", "v2", 1)).await;
     let short: serde_json::Value = serde_json::from_str(&short).expect("json");
@@ -144,10 +147,16 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
         for session in 0u32.. {
             let Ok((stream, _)) = listener.accept().await else { return };
             let mut framed = Framed::new(stream, SnCodec::default());
-            let (Some(Ok(SnMessage::Hello(_))), Some(Ok(SnMessage::Subscribe(sub)))) = (framed.next().await, framed.next().await) else {
+            let (Some(Ok(SnMessage::Hello(_))), Some(Ok(SnMessage::Subscribe(sub)))) =
+                (framed.next().await, framed.next().await)
+            else {
                 continue;
             };
-            let ok = SnMessage::SubscribeOk { channel: sub.channel, source_live: true, verify_key: Some(signer.verifier().to_bytes()) };
+            let ok = SnMessage::SubscribeOk {
+                channel: sub.channel,
+                source_live: true,
+                verify_key: Some(signer.verifier().to_bytes()),
+            };
             let _ = framed.send(ok).await;
             let seqs: Vec<u64> = if session == 0 { (1..=6).collect() } else { vec![6, 7] };
             for seq in seqs {
@@ -176,14 +185,24 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
     let cluster = livesky::launch::Cluster::start(topo, Some(&only)).await.expect("edge starts");
     let edge = cluster.get("edge").expect("edge");
     // A viewer makes the edge subscribe.
-    let viewer = tokio::spawn(livesky_tests::read_stream(livesky_tests::get(&edge.url("/live/demo.ts")).await, 1 << 20, Duration::from_secs(10)));
+    let viewer = tokio::spawn(livesky_tests::read_stream(
+        livesky_tests::get(&edge.url("/live/demo.ts")).await,
+        1 << 20,
+        Duration::from_secs(10),
+    ));
     let first = tokio::time::timeout(Duration::from_secs(15), closed_rx.recv()).await;
     assert_eq!(first.ok().flatten(), Some(0), "the edge hung up on the parent that forged chunk 6");
-    wait_until(Duration::from_secs(15), "the edge to resume from the parent's genuine chunks", || async { last_seq(edge).await == Some(7) }).await;
+    wait_until(Duration::from_secs(15), "the edge to resume from the parent's genuine chunks", || async {
+        last_seq(edge).await == Some(7)
+    })
+    .await;
     // Chunk 6 in the edge's ring is the genuine one: what a viewer reads carries no forged byte.
     let got = viewer.await.unwrap_or_default();
     assert!(!got.is_empty());
-    assert!(got.chunks(proto::TS_PACKET_LEN).all(|p| p.get(100).is_none_or(|b| *b == 0)), "a forged byte reached a viewer");
+    assert!(
+        got.chunks(proto::TS_PACKET_LEN).all(|p| p.get(100).is_none_or(|b| *b == 0)),
+        "a forged byte reached a viewer"
+    );
     parent.abort();
     cluster.shutdown().await;
 }
@@ -225,7 +244,10 @@ async fn a_channel_key_rotated_by_config_push_reaches_playing_peers_without_bans
     for p in &peers {
         let st = *p.stats.borrow();
         assert!(st.verifying, "{st:?}");
-        eprintln!("after rotation: stalls {} stalled {} ms, bad chunks {}", st.play.stalls, st.play.stalled_ms, st.bad_chunks);
+        eprintln!(
+            "after rotation: stalls {} stalled {} ms, bad chunks {}",
+            st.play.stalls, st.play.stalled_ms, st.bad_chunks
+        );
         assert!(st.play.stalls <= 1, "{st:?}");
     }
     cancel.cancel();

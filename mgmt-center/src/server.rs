@@ -75,7 +75,12 @@ impl Shared {
         &self.public_hex
     }
 
-    pub fn issue_token(&self, channel: &proto::ChannelId, client: &str, expires: u64) -> Result<String, proto::token::TokenError> {
+    pub fn issue_token(
+        &self,
+        channel: &proto::ChannelId,
+        client: &str,
+        expires: u64,
+    ) -> Result<String, proto::token::TokenError> {
         proto::token::issue(&self.key, channel, client, expires)
     }
 

@@ -385,8 +385,11 @@ impl PeerCore {
                 // Every link we open starts with who we are: the other end takes it only from
                 // peers its edge introduced.
                 if self.link_parent.contains_key(&link) || self.mesh.contains_key(&link) {
-                    let hello =
-                        PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer: id, channel: self.cfg.channel.clone() };
+                    let hello = PeerLink::Hello {
+                        version: CLIENT_PROTOCOL_VERSION,
+                        peer: id,
+                        channel: self.cfg.channel.clone(),
+                    };
                     self.out.push_back(Output::Send { link, msg: hello });
                 }
                 let Some(&pid) = self.link_parent.get(&link) else { return };
@@ -749,7 +752,8 @@ impl PeerCore {
                 // From a neighbour or child: taken only as the answer to our own request.
                 if self.repair.on_chunk(link, c.seq()) {
                     if self.authentic(&c) {
-                        let from = self.mesh.get(&link).copied().or_else(|| self.children.get(&link).and_then(|c| c.peer));
+                        let from =
+                            self.mesh.get(&link).copied().or_else(|| self.children.get(&link).and_then(|c| c.peer));
                         self.took_from(from, c.payload.len());
                         self.on_chunk(c);
                     } else {
@@ -777,12 +781,10 @@ impl PeerCore {
                 self.children.remove(&link);
                 self.close(link);
             }
-            PeerLink::Hello { peer, .. } => {
-                if child.peer.is_none() {
-                    child.peer = Some(peer);
-                    if self.introduced.knows(peer, now) {
-                        self.trust_child(now, link);
-                    }
+            PeerLink::Hello { peer, .. } if child.peer.is_none() => {
+                child.peer = Some(peer);
+                if self.introduced.knows(peer, now) {
+                    self.trust_child(now, link);
                 }
             }
             PeerLink::Subscribe { substreams, from_seq } if !child.trusted => {
@@ -847,9 +849,8 @@ impl PeerCore {
 
     /// Whether a chunk passes the channel key (always, when the edge gave none).
     fn authentic(&mut self, c: &Chunk) -> bool {
-        let old_ok = || {
-            self.old_verifier.as_ref().is_some_and(|(v, until)| self.last_now < *until && v.verify(c).is_ok())
-        };
+        let old_ok =
+            || self.old_verifier.as_ref().is_some_and(|(v, until)| self.last_now < *until && v.verify(c).is_ok());
         match &self.verifier {
             Some(v) if v.verify(c).is_err() && !old_ok() => {
                 self.stats.bad_chunks += 1;
@@ -1072,7 +1073,11 @@ mod tests {
     }
 
     fn hello(peer: PeerId) -> PeerLink {
-        PeerLink::Hello { version: CLIENT_PROTOCOL_VERSION, peer, channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")) }
+        PeerLink::Hello {
+            version: CLIENT_PROTOCOL_VERSION,
+            peer,
+            channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")),
+        }
     }
 
     fn sent_on(p: &mut PeerCore, link: LinkId) -> Vec<Output> {

@@ -7,8 +7,8 @@
 
 pub mod buffer;
 pub mod core;
-pub mod introduce;
 pub mod driver;
+pub mod introduce;
 pub mod output;
 pub mod repair;
 pub mod rtc;

@@ -352,7 +352,9 @@ impl WireMessage for ToEdge {
                     return Err(WireError::TooMany { what: "report senders", len: n, max: MAX_REPORTED_SENDERS });
                 }
                 let from_peers =
-                    (0..n).map(|_| Ok((r.u64("sender")?, r.u64("bytes from sender")?))).collect::<Result<_, WireError>>()?;
+                    (0..n)
+                        .map(|_| Ok((r.u64("sender")?, r.u64("bytes from sender")?)))
+                        .collect::<Result<_, WireError>>()?;
                 ToEdge::Report(PeerReport {
                     from_peers,
                     interval_ms: u[0],

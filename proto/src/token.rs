@@ -89,7 +89,10 @@ mod tests {
         let k = NodeKey::from_seed([3; 32]);
         let pk = k.public_hex();
         let t = issue(&k, &ch("live"), "viewer-7", 1_000).unwrap();
-        assert_eq!(verify(&pk, &ch("live"), &t, 999).unwrap(), TokenClaims { client: "viewer-7".into(), expires: 1_000 });
+        assert_eq!(
+            verify(&pk, &ch("live"), &t, 999).unwrap(),
+            TokenClaims { client: "viewer-7".into(), expires: 1_000 }
+        );
         assert_eq!(verify(&pk, &ch("live"), &t, 1_000), Err(TokenError::Expired { expired: 1_000, now: 1_000 }));
         assert_eq!(verify(&pk, &ch("other"), &t, 10), Err(TokenError::BadSignature), "another channel");
         let other = NodeKey::from_seed([4; 32]).public_hex();
@@ -108,7 +111,10 @@ mod tests {
         assert_eq!(verify(&pk, &ch("live"), &renamed, 10), Err(TokenError::BadSignature));
         assert_eq!(verify(&pk, &ch("live"), "", 10), Err(TokenError::Missing));
         for junk in ["x", "1.2", "a.b.c", "1..ff", "1.v1.zz", "1.v 1.ff", "1.é.ff", &"9".repeat(40)] {
-            assert!(matches!(verify(&pk, &ch("live"), junk, 10), Err(TokenError::Malformed(_) | TokenError::BadSignature)), "{junk}");
+            assert!(
+                matches!(verify(&pk, &ch("live"), junk, 10), Err(TokenError::Malformed(_) | TokenError::BadSignature)),
+                "{junk}"
+            );
         }
         assert!(matches!(verify("nothex", &ch("live"), &t, 10), Err(TokenError::BadKey(_))));
         assert_eq!(issue(&k, &ch("live"), "a.b", 1), Err(TokenError::BadClientId), "a dot would split the token");

@@ -189,13 +189,15 @@ async fn run_link(
             m = framed.next() => m,
         };
         let out = match msg {
-            Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => match verifier.as_ref().map(|v| v.verify(&c)) {
-                Some(Err(e)) => {
-                    warn!(%parent, %channel, seq = c.seq(), error = %e, "parent sent a chunk that fails its signature check; dropping the link");
-                    closed(format!("parent sent chunk {} failing its signature check", c.seq()))
+            Some(Ok(SnMessage::Chunk(c))) if c.header.channel == channel => {
+                match verifier.as_ref().map(|v| v.verify(&c)) {
+                    Some(Err(e)) => {
+                        warn!(%parent, %channel, seq = c.seq(), error = %e, "parent sent a chunk that fails its signature check; dropping the link");
+                        closed(format!("parent sent chunk {} failing its signature check", c.seq()))
+                    }
+                    _ => LinkMsg::Chunk(attempt, c),
                 }
-                _ => LinkMsg::Chunk(attempt, c),
-            },
+            }
             Some(Ok(SnMessage::Chunk(c))) => closed(format!("parent sent a chunk of channel {}", c.header.channel)),
             Some(Ok(SnMessage::SubscribeOk { source_live, verify_key, .. })) => {
                 verifier = verify_key.and_then(|k| proto::ChannelVerifier::from_bytes(&k).ok());

@@ -16,8 +16,8 @@ pub mod model;
 pub mod report;
 pub mod service;
 pub mod tree;
-pub mod viewers;
 pub mod ts_viewer;
+pub mod viewers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -373,7 +373,10 @@ impl Service {
         }
         if let Some(left) = self.bans.remaining(&identity, now) {
             self.stats.refused_banned += 1;
-            self.refuse(conn, format!("banned for {} s more: forwarded chunks that failed the signature check", left.as_secs()));
+            self.refuse(
+                conn,
+                format!("banned for {} s more: forwarded chunks that failed the signature check", left.as_secs()),
+            );
             return;
         }
         let (rate, burst) = (self.cfg.joins_per_ip_per_sec, self.cfg.join_burst_per_ip);
@@ -411,7 +414,8 @@ impl Service {
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
         self.accounting.join(peer);
-        self.clients.insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
+        self.clients
+            .insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
             peer,

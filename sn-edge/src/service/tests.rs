@@ -720,12 +720,16 @@ fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
     assert!(!closed(&report(&mut s, 1, 0), 0));
     let out = report(&mut s, 2, 0);
     assert!(closed(&out, 0), "{out:?}");
-    assert!(out.iter().any(|o| matches!(o, Output::Send { conn: 0, msg: FromEdge::Refused { reason } } if reason.contains("banned"))));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Send { conn: 0, msg: FromEdge::Refused { reason } } if reason.contains("banned"))
+    ));
     assert_eq!((s.stats().bans, s.snapshot().p0), (1, 3));
     // Rejoining from its address is refused until the ban runs out; others join.
     let t1 = t0 + Duration::from_secs(60);
     s.handle(t1, Input::Joined { conn: 10, from: ip(1), join: join_msg(None, 0) });
-    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("banned for 540 s"))));
+    assert!(s.drain().iter().any(
+        |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("banned for 540 s"))
+    ));
     s.handle(t1, Input::Joined { conn: 11, from: ip(9), join: join_msg(None, 0) });
     assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
     let t2 = t0 + Duration::from_secs(601);
@@ -740,13 +744,20 @@ fn an_inflated_upload_claim_is_flagged_and_left_out_of_the_figures() {
     let t0 = Instant::now();
     let mut ids = Vec::new();
     for conn in 0..2u64 {
-        s.handle(t0, Input::Joined { conn, from: SocketAddr::from(([192, 0, 2, conn as u8 + 1], 1)), join: join_msg(None, 0) });
+        s.handle(
+            t0,
+            Input::Joined { conn, from: SocketAddr::from(([192, 0, 2, conn as u8 + 1], 1)), join: join_msg(None, 0) },
+        );
         ids.extend(s.drain().into_iter().find_map(|o| match o {
             Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.peer),
             _ => None,
         }));
     }
-    let report = |up: u64, from: Vec<(u64, u64)>| proto::peer::PeerReport { bytes_up: up, from_peers: from, ..Default::default() };
+    let report = |up: u64, from: Vec<(u64, u64)>| proto::peer::PeerReport {
+        bytes_up: up,
+        from_peers: from,
+        ..Default::default()
+    };
     // Client 0 feeds client 1 about 1 MB a minute and claims 30; client 1 confirms what it got.
     for _ in 0..3 {
         s.handle(t0, Input::Message { conn: 0, msg: ToEdge::Report(report(30 << 20, vec![])) });
@@ -783,6 +794,7 @@ fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
     assert!(net.peers[denier].core.stats().push, "the denier got to be a parent");
     assert_eq!(net.peers[denier].core.stats().children, 0, "nobody is left waiting on it");
     assert!(net.service.stats().demoted >= 1, "{:?}", net.service.stats());
-    let stalled: Vec<usize> = (0..net.peers.len()).filter(|&i| i != denier && net.peers[i].core.stats().play.stalls > 0).collect();
+    let stalled: Vec<usize> =
+        (0..net.peers.len()).filter(|&i| i != denier && net.peers[i].core.stats().play.stalls > 0).collect();
     assert!(stalled.is_empty(), "mesh repair covers the gap until the move: {stalled:?}");
 }
