@@ -205,6 +205,8 @@ pub struct PeerCore {
     feeds: Vec<FeedTo>,
     feed_since: Vec<Instant>,
     late_reported: Vec<bool>,
+    /// Whether the current parent of each substream has sent anything on it.
+    parent_sent: Vec<bool>,
     last_rx_ts: Vec<u64>,
     newest_ts: u64,
     parents: DetMap<PeerId, Parent>,
@@ -255,6 +257,7 @@ impl PeerCore {
             feeds: Vec::new(),
             feed_since: Vec::new(),
             late_reported: Vec::new(),
+            parent_sent: Vec::new(),
             last_rx_ts: Vec::new(),
             newest_ts: 0,
             parents: DetMap::default(),
@@ -562,6 +565,7 @@ impl PeerCore {
                 self.feeds = vec![if w.push { FeedTo::Edge } else { FeedTo::Nobody }; usize::from(k)];
                 self.feed_since = vec![now; usize::from(k)];
                 self.late_reported = vec![false; usize::from(k)];
+                self.parent_sent = vec![false; usize::from(k)];
                 self.last_rx_ts = vec![0; usize::from(k)];
                 self.out.push_back(Output::Event(Event::Welcomed { peer: w.peer, push: w.push }));
             }
@@ -610,6 +614,7 @@ impl PeerCore {
         let old = std::mem::replace(&mut self.feeds[si], feed);
         self.feed_since[si] = now;
         self.late_reported[si] = false;
+        self.parent_sent[si] = false;
         if let FeedTo::Peer { id, .. } = old
             && !matches!(feed, FeedTo::Peer { id: n, .. } if n == id)
         {
@@ -732,8 +737,11 @@ impl PeerCore {
                         return;
                     }
                     let s = self.substream_of(&c);
-                    let wanted = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0)
-                        || self.repair.on_chunk(link, c.seq());
+                    let pushed = self.parents.get(&pid).is_some_and(|p| p.mask & (1u64 << s) != 0);
+                    if pushed && let Some(sent) = self.parent_sent.get_mut(usize::from(s)) {
+                        *sent = true;
+                    }
+                    let wanted = pushed || self.repair.on_chunk(link, c.seq());
                     if wanted {
                         self.took_from(Some(pid), c.payload.len());
                         self.on_chunk(c);
@@ -974,11 +982,11 @@ impl PeerCore {
             if settled && !self.late_reported[s] && self.newest_ts.saturating_sub(self.last_rx_ts[s]) > late_90k {
                 self.late_reported[s] = true;
                 self.stats.late_reports += 1;
-                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble {
-                    substream: s as u16,
-                    parent: id,
-                    trouble: Trouble::Late,
-                }));
+                // Late after sending something is a slow parent; nothing at all is one that
+                // denies service (the edge makes it a leaf when several children say so).
+                let trouble =
+                    if self.parent_sent.get(s).copied().unwrap_or(false) { Trouble::Late } else { Trouble::Silent };
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s as u16, parent: id, trouble }));
             }
         }
     }

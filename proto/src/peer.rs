@@ -60,6 +60,8 @@ pub enum Trouble {
     Late,
     /// The client could not connect to the parent (NAT traversal failed).
     Unreachable,
+    /// The parent took the client as a child but has sent it nothing on this substream.
+    Silent,
 }
 
 /// Per-interval statistics a client reports (feeds Q1/Q2, rebuffering rate, P2P share).
@@ -209,6 +211,7 @@ fn trouble_u8(t: Trouble) -> u8 {
         Trouble::Lost => 1,
         Trouble::Late => 2,
         Trouble::Unreachable => 3,
+        Trouble::Silent => 4,
     }
 }
 
@@ -217,6 +220,7 @@ fn trouble_from(v: u8) -> Result<Trouble, WireError> {
         1 => Trouble::Lost,
         2 => Trouble::Late,
         3 => Trouble::Unreachable,
+        4 => Trouble::Silent,
         _ => return Err(WireError::UnknownValue { what: "trouble", value: v.into() }),
     })
 }

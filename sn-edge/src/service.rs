@@ -31,9 +31,9 @@ pub struct ServiceConfig {
     pub stun: Option<SocketAddr>,
     /// Reports needed from distinct children before a parent is taken as unreachable.
     pub unreachable_reports: usize,
-    /// Children that must find a parent late before it is made a leaf (it takes children but
-    /// does not forward: LiveSky §6's peers that deny service).
-    pub late_reports: usize,
+    /// Children that must find a parent silent (it took them but sent nothing) before it is
+    /// made a leaf: LiveSky §6's peers that deny service. Merely late parents are only left.
+    pub silent_reports: usize,
     /// The channel's public key, handed to clients so they can check every chunk.
     pub channel_key: Option<[u8; 32]>,
     /// Distinct clients that must report a sender's bad chunks before it is banned, and for how
@@ -53,7 +53,7 @@ impl ServiceConfig {
             join_burst_per_ip: 20.0,
             stun: None,
             unreachable_reports: 2,
-            late_reports: 3,
+            silent_reports: 3,
             channel_key: None,
             ban_reports: 2,
             ban_for: Duration::from_secs(600),
@@ -165,7 +165,7 @@ pub struct Service {
     conns: DetMap<ConnId, Option<PeerId>>,
     join_limits: HashMap<IpAddr, TokenBucket>,
     unreachable: DetMap<PeerId, Vec<PeerId>>,
-    late: DetMap<PeerId, Vec<PeerId>>,
+    silent: DetMap<PeerId, Vec<PeerId>>,
     next_sibling: usize,
     /// Siblings last reported full (stage 4 or at their client limit): no redirects to them.
     full_siblings: std::collections::HashSet<String>,
@@ -195,7 +195,7 @@ impl Service {
             conns: DetMap::default(),
             join_limits: HashMap::new(),
             unreachable: DetMap::default(),
-            late: DetMap::default(),
+            silent: DetMap::default(),
             next_sibling: 0,
             full_siblings: Default::default(),
             out: Vec::new(),
@@ -474,8 +474,8 @@ impl Service {
                 }
                 let (books, need) = match trouble {
                     Trouble::Unreachable => (&mut self.unreachable, self.cfg.unreachable_reports),
-                    Trouble::Late => (&mut self.late, self.cfg.late_reports),
-                    Trouble::Lost => {
+                    Trouble::Silent => (&mut self.silent, self.cfg.silent_reports),
+                    Trouble::Late | Trouble::Lost => {
                         self.admission.tracker_mut().reparent(peer, substream);
                         return;
                     }
@@ -483,8 +483,8 @@ impl Service {
                 let reporters = books.entry(parent).or_default();
                 if !reporters.contains(&peer) {
                     reporters.push(peer);
-                    if trouble == Trouble::Late && reporters.len() == need {
-                        tracing::info!(channel = %self.cfg.channel, parent, "children find this parent late: made a leaf");
+                    if trouble == Trouble::Silent && reporters.len() == need {
+                        tracing::info!(channel = %self.cfg.channel, parent, "children get nothing from this parent: made a leaf");
                         self.stats.demoted += 1;
                     }
                 }
@@ -605,7 +605,7 @@ impl Service {
             self.stats.natted_clients -= 1;
         }
         self.unreachable.remove(&peer);
-        self.late.remove(&peer);
+        self.silent.remove(&peer);
         self.admission.leave(peer);
     }
 
