@@ -260,12 +260,10 @@ impl Service {
     /// Once a second or so: age out silent clients, heal trees.
     pub fn tick(&mut self, now: Instant) {
         for peer in self.admission.tick(now) {
-            if let Some(c) = self.clients.remove(&peer) {
-                self.stats.natted_clients -= u64::from(c.natted);
+            if let Some(c) = self.drop_client(peer) {
                 self.conns.remove(&c.conn);
                 self.out.push(Output::Close { conn: c.conn });
             }
-            self.unreachable.remove(&peer);
         }
         if self.last_prune.is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60)) {
             self.last_prune = Some(now);
@@ -599,14 +597,19 @@ impl Service {
     }
 
     fn forget(&mut self, peer: PeerId) {
+        self.drop_client(peer);
+        self.admission.leave(peer);
+    }
+
+    /// Removes a client and every book kept about it (reports against it, its accounts).
+    fn drop_client(&mut self, peer: PeerId) -> Option<Client> {
         self.bans.forget(peer);
         self.accounting.forget(peer);
-        if self.clients.remove(&peer).is_some_and(|c| c.natted) {
-            self.stats.natted_clients -= 1;
-        }
         self.unreachable.remove(&peer);
         self.silent.remove(&peer);
-        self.admission.leave(peer);
+        let c = self.clients.remove(&peer)?;
+        self.stats.natted_clients -= u64::from(c.natted);
+        Some(c)
     }
 
     /// Tracker changes → Feed messages and new edge masks.
