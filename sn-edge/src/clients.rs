@@ -351,7 +351,7 @@ struct Feeding {
 
 async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
     let mut framed = Framed::new(stream, EdgeControlCodec::with_decode_limit(MAX_CLIENT_FRAME));
-    let join = match timeout(JOIN_TIMEOUT, framed.next()).await {
+    let mut join = match timeout(JOIN_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(ToEdge::Join(j)))) => j,
         Ok(Some(Ok(other))) => {
             debug!(%from, got = proto::WireMessage::kind(&other), "client did not start with a join");
@@ -364,10 +364,16 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
         _ => return,
     };
     let channel = join.channel.clone();
-    if let Err(e) = edge.admit_viewer(&channel, &join.token) {
-        debug!(%from, %channel, error = %e, "LiveSky client refused");
-        let _ = framed.send(FromEdge::Refused { reason: e.to_string() }).await;
-        return;
+    match edge.admit_viewer(&channel, &join.token) {
+        Ok(Some(_)) => {}
+        // An open channel checks no token: one the client made up must not become the identity
+        // its bans hold (it would dodge a ban on its address).
+        Ok(None) => join.token.clear(),
+        Err(e) => {
+            debug!(%from, %channel, error = %e, "LiveSky client refused");
+            let _ = framed.send(FromEdge::Refused { reason: e.to_string() }).await;
+            return;
+        }
     }
     let svc = match service_for(&edge, &channel).await {
         Ok(s) => s,

@@ -102,12 +102,17 @@ impl Edge {
         *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channel_table(channels);
     }
 
-    /// Whether a viewer with `token` may watch `channel` now; the reason when not.
-    pub fn admit_viewer(&self, channel: &ChannelId, token: &str) -> Result<(), proto::token::TokenError> {
+    /// Whether a viewer with `token` may watch `channel` now (with the token's claims when the
+    /// channel requires one and it is valid); the reason when not.
+    pub fn admit_viewer(
+        &self,
+        channel: &ChannelId,
+        token: &str,
+    ) -> Result<Option<proto::token::TokenClaims>, proto::token::TokenError> {
         let table = self.viewers.read().unwrap_or_else(|e| e.into_inner());
         let policy = table.get(channel).cloned().unwrap_or_default();
         drop(table);
-        let r = policy.check(channel, token, viewers::unix_now_s()).map(|_| ());
+        let r = policy.check(channel, token, viewers::unix_now_s());
         if let Err(e) = &r {
             use proto::token::TokenError as E;
             let reason = match e {
