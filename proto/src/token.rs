@@ -51,6 +51,19 @@ pub fn issue(key: &NodeKey, channel: &ChannelId, client: &str, expires: u64) -> 
     Ok(format!("{expires}.{client}.{}", key.sign_hex(&message(channel, expires, client))))
 }
 
+/// The expiry, client id and signature of `EXPIRY.CLIENT.SIGNATURE`, unchecked.
+fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
+    let (expiry, rest) = token.split_once('.').ok_or(TokenError::Malformed("expected EXPIRY.CLIENT.SIGNATURE"))?;
+    let (client, sig) = rest.rsplit_once('.').ok_or(TokenError::Malformed("expected EXPIRY.CLIENT.SIGNATURE"))?;
+    Ok((expiry, client, sig))
+}
+
+/// The client id a token names, if it names a well-formed one (its signature is not checked:
+/// for tokens [`verify`] already passed).
+pub fn client_of(token: &str) -> Option<&str> {
+    split(token.trim()).ok().map(|(_, client, _)| client).filter(|c| valid_client(c))
+}
+
 /// Checks `token` for `channel` against the issuer's public key (64 hex digits) at `now` (Unix
 /// seconds).
 pub fn verify(public_hex: &str, channel: &ChannelId, token: &str, now: u64) -> Result<TokenClaims, TokenError> {
@@ -58,8 +71,7 @@ pub fn verify(public_hex: &str, channel: &ChannelId, token: &str, now: u64) -> R
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
-    let (expiry, rest) = token.split_once('.').ok_or(TokenError::Malformed("expected EXPIRY.CLIENT.SIGNATURE"))?;
-    let (client, sig) = rest.rsplit_once('.').ok_or(TokenError::Malformed("expected EXPIRY.CLIENT.SIGNATURE"))?;
+    let (expiry, client, sig) = split(token)?;
     let expires: u64 = expiry.parse().map_err(|_| TokenError::Malformed("expiry is not a number"))?;
     if !valid_client(client) {
         return Err(TokenError::Malformed("bad client id"));

@@ -49,10 +49,10 @@ impl Bans {
     }
 }
 
-/// Who a client is for bans: its token's client id (`EXPIRY.CLIENT.SIGNATURE`, checked before
-/// the join got here), else its address.
+/// Who a client is for bans: its token's client id (the token was checked before the join got
+/// here; open channels pass no token on), else its address.
 pub(super) fn identity(token: &str, from: std::net::IpAddr) -> String {
-    match token.split('.').nth(1).filter(|c| !c.is_empty()) {
+    match proto::token::client_of(token) {
         Some(client) => format!("client:{client}"),
         None => format!("ip:{from}"),
     }
