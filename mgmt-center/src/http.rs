@@ -121,7 +121,7 @@ pub(crate) fn refuse_action(mc: &McServer, headers: &HeaderMap) -> Option<Respon
     let Some(want) = mc.shared.settings.api_token.as_deref() else {
         return Some((StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response());
     };
-    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let got = sn_core::http::bearer(headers);
     // Compared without an early exit, so timing does not reveal how much matched.
     let same = got.is_some_and(|g| {
         g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -86,6 +86,11 @@ fn presented_key<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap)
     if let Some(k) = headers.get("x-stream-key").and_then(|v| v.to_str().ok()) {
         return Some(k);
     }
+    bearer(headers)
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 

@@ -283,13 +283,7 @@ struct ViewerQuery {
 
 impl ViewerQuery {
     fn token<'a>(&'a self, headers: &'a axum::http::HeaderMap) -> &'a str {
-        self.token.as_deref().unwrap_or_else(|| {
-            headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("")
-        })
+        self.token.as_deref().or_else(|| sn_core::http::bearer(headers)).unwrap_or("")
     }
 }
 
