@@ -1,6 +1,6 @@
 //! Chaos on loopback: the broadcaster's source dies and comes back; a slowloris crowd holds
 //! connections open on an edge; one address floods an edge with joins. Each test asserts what
-//! a viewer saw.
+//! a viewer saw, and that the MC got every report the edges made meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use livesky::launch::loopback_node;
-use livesky_tests::{DEMO_CLIP, get, metric, push, start, tcp_peer, wait_until};
+use livesky_tests::{DEMO_CLIP, assert_no_report_lost, get, metric, push, tcp_peer, wait_until, with_mc};
 use proto::ChannelId;
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FromEdge, Join, PeerControlCodec, ToEdge};
 use sn_core::Role;
@@ -32,7 +32,10 @@ fn timed_viewer(url: String, secs: u64) -> tokio::task::JoinHandle<Vec<(Instant,
     })
 }
 
-/// The longest silence between pieces, and the bytes after `t`.
+/// Edges report every second here, so a lost report shows as a missing period.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest silence between pieces.
 fn longest_gap(got: &[(Instant, usize)]) -> Duration {
     got.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default()
 }
@@ -45,7 +48,7 @@ async fn a_dead_broadcast_source_that_comes_back_resumes_for_connected_viewers()
         loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
     ]
     .concat();
-    let cluster = start(&topology).await;
+    let (mc, cluster, path, _) = with_mc("source-death", &topology, REPORT_EVERY).await;
     let ingest = cluster.get("tier0").expect("tier0").url("/ingest/live");
     let edge = cluster.get("edge").expect("edge");
     // The encoder runs ~6 s at the clip's rate (50 kB/s), dies mid-stream, and is back 3 s later.
@@ -75,12 +78,18 @@ async fn a_dead_broadcast_source_that_comes_back_resumes_for_connected_viewers()
     eprintln!("source outage 3 s: the viewer's longest gap {gap:?}, {after} bytes after the source came back");
     assert!(after > 100_000, "the same viewer connection carries the resumed broadcast: {after} bytes");
     assert!(gap < Duration::from_secs(6), "{gap:?}");
+    let rows = assert_no_report_lost(&path, &["edge"]).await;
+    assert_eq!(rows.iter().map(|r| r.joins).sum::<u64>(), 1, "one viewer session, reported once: {rows:?}");
+    let (served, reported) =
+        (got.iter().map(|(_, n)| *n as u64).sum::<u64>(), rows.iter().map(|r| r.cdn_bytes).sum::<u64>());
+    assert!(reported >= served, "the edge reported {reported} bytes served; the viewer got {served}");
     cluster.shutdown().await;
+    mc.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_crowd_does_not_starve_real_viewers() {
-    let cluster = start(livesky::DEMO_TOPOLOGY).await;
+    let (mc, cluster, path, _) = with_mc("slowloris", livesky::DEMO_TOPOLOGY, REPORT_EVERY).await;
     let edge = cluster.get("edge1").expect("edge1");
     let addr = edge.http;
     // 200 connections that send a request line and then a header byte every second, forever.
@@ -105,15 +114,21 @@ async fn a_slowloris_crowd_does_not_starve_real_viewers() {
     assert!(longest_gap(&got) < Duration::from_secs(3));
     let (code, _) = livesky_tests::get_text(&edge.url("/metrics")).await;
     assert_eq!(code, 200);
+    let edge1 = assert_no_report_lost(&path, &["edge1"]).await;
+    // The crowd never finished a request: the one real viewer is the only session.
+    assert_eq!(edge1.iter().map(|r| r.joins).sum::<u64>(), 1, "{edge1:?}");
+    let reported: u64 = edge1.iter().map(|r| r.cdn_bytes).sum();
+    assert!(reported >= bytes as u64, "the edge reported {reported} bytes served; the viewer got {bytes}");
     for c in crowd {
         c.abort();
     }
     cluster.shutdown().await;
+    mc.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_joins_is_refused_and_playing_peers_do_not_notice() {
-    let cluster = start(livesky::DEMO_TOPOLOGY).await;
+    let (mc, cluster, path, _) = with_mc("flood", livesky::DEMO_TOPOLOGY, REPORT_EVERY).await;
     let edge = cluster.get("edge1").expect("edge1");
     let cancel = tokio_util::sync::CancellationToken::new();
     let peer = tcp_peer(edge, &cancel).await;
@@ -126,7 +141,7 @@ async fn a_flood_of_joins_is_refused_and_playing_peers_do_not_notice() {
     let before = *peer.stats.borrow();
     // 400 joins from one address, as fast as they go.
     let port = edge.client.expect("client port");
-    let mut refused = 0;
+    let (mut refused, mut welcomed) = (0, 0);
     let started = Instant::now();
     for _ in 0..400 {
         let Ok(s) = tokio::net::TcpStream::connect(port).await else { continue };
@@ -143,20 +158,26 @@ async fn a_flood_of_joins_is_refused_and_playing_peers_do_not_notice() {
         if f.send(ToEdge::Join(join)).await.is_err() {
             continue;
         }
-        if let Ok(Some(Ok(FromEdge::Refused { .. }))) = tokio::time::timeout(Duration::from_secs(5), f.next()).await {
-            refused += 1;
+        match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
+            Ok(Some(Ok(FromEdge::Refused { .. }))) => refused += 1,
+            Ok(Some(Ok(FromEdge::Welcome(_)))) => welcomed += 1,
+            _ => {}
         }
     }
     let flood = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = *peer.stats.borrow();
     eprintln!(
-        "400 joins in {flood:?}: {refused} refused; the playing peer's stalls {} → {}, played {} → {} ms",
+        "400 joins in {flood:?}: {refused} refused, {welcomed} let in; the playing peer's stalls {} → {}, played {} → {} ms",
         before.play.stalls, after.play.stalls, before.play.played_ms, after.play.played_ms
     );
     assert!(refused >= 350, "{refused}");
     assert_eq!(after.play.stalls, before.play.stalls, "the playing peer did not stall");
     assert!(after.play.played_ms > before.play.played_ms + 2_000);
+    let rows = assert_no_report_lost(&path, &["edge1"]).await;
+    let joins: u64 = rows.iter().map(|r| r.joins).sum();
+    assert_eq!(joins, 1 + welcomed, "every join let in is reported once: {rows:?}");
     cancel.cancel();
     cluster.shutdown().await;
+    mc.shutdown();
 }

@@ -24,7 +24,8 @@ const PUSH_RATE: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
-    let cluster = start(&peered_cores()).await;
+    // Edges report every second: the failover must not cost a report either.
+    let (mc, cluster, path, _) = livesky_tests::with_mc("failover", &peered_cores(), Duration::from_secs(1)).await;
     let edge = cluster.get("edge").unwrap();
     let ingest = cluster.get("tier0").unwrap().url("/ingest/t");
     let want: Vec<u8> = expected_chunks(DEMO_CLIP).concat();
@@ -67,7 +68,12 @@ async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
     assert_eq!(metric(&edge_metrics, "livesky_relay_missing_chunks_total", &[]).await, 0.0);
     let core_b = cluster.get("core-b").unwrap().url("/metrics");
     assert!(metric(&core_b, "livesky_relay_chunks_total", &[]).await > 0.0, "core-b took over");
+    let rows = livesky_tests::assert_no_report_lost(&path, &["edge"]).await;
+    assert_eq!(rows.iter().map(|r| r.joins).sum::<u64>(), 1, "{rows:?}");
+    let reported: u64 = rows.iter().map(|r| r.cdn_bytes).sum();
+    assert!(reported >= want.len() as u64, "the edge reported {reported} bytes served of {}", want.len());
     cluster.shutdown().await;
+    mc.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

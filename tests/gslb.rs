@@ -407,7 +407,10 @@ async fn stop(mc: livesky_mgmt_center::McServer, cluster: livesky::launch::Clust
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_edge_dies_rejoins_through_the_gslb() {
-    let (mc, cluster, gslb, _) = demo_with_gslb("rejoin").await;
+    // Edges report every second, and so does the peer: the move must not lose a report.
+    let every = Duration::from_secs(1);
+    let (mc, cluster, path, _) = livesky_tests::with_mc("rejoin", livesky::DEMO_TOPOLOGY, every).await;
+    let gslb = livesky_tests::gslb_over(&mc, &path).await;
     let (edge1, edge2) = (cluster.get("edge1").expect("edge1"), cluster.get("edge2").expect("edge2"));
     let client_port = edge1.client.expect("client port").port();
     let relookup = livesky::peer_cmd::Relookup {
@@ -432,14 +435,35 @@ async fn a_peer_whose_edge_dies_rejoins_through_the_gslb() {
         listen: any,
         transport: livesky_peer::driver::Transport::Tcp,
     };
-    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    let mut cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    cfg.report_interval = every;
     let player = livesky::peer_cmd::start_player_with(net, channel, cfg, any, false, cancel.clone(), Some(relookup))
         .await
         .expect("player starts");
-    wait_until(Duration::from_secs(10), "the peer playing from edge1", || async {
-        livesky_tests::p2p_status(edge1).await["p0"].as_u64() == Some(1) && player.stats.borrow().play.played_ms > 0
+    wait_until(Duration::from_secs(15), "the peer playing from edge1, its buffer filled", || async {
+        livesky_tests::p2p_status(edge1).await["p0"].as_u64() == Some(1) && {
+            let st = *player.stats.borrow();
+            // It joined as the source started, so it plays start_ms (2 s) behind live.
+            st.play.played_ms > 0 && st.buffered_ms >= 1_500
+        }
     })
     .await;
+    let before = player.stats.borrow().play;
+    // What the viewer's player gets, as it gets it.
+    let mut played = player.output.subscribe();
+    let done = cancel.clone();
+    let watched = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return seen,
+                c = played.recv() => match c {
+                    Ok(c) => seen.push((Instant::now(), c.header.seq)),
+                    Err(_) => return seen,
+                },
+            }
+        }
+    });
     let t0 = Instant::now();
     edge1.node.shutdown();
     wait_until(Duration::from_secs(15), "the peer on edge2", || async {
@@ -447,12 +471,43 @@ async fn a_peer_whose_edge_dies_rejoins_through_the_gslb() {
     })
     .await;
     let moved = t0.elapsed();
-    wait_until(Duration::from_secs(10), "the peer playing again", || async {
-        player.stats.borrow().play.played_ms > 1000
+    let between = player.stats.borrow().play;
+    wait_until(Duration::from_secs(10), "the peer playing on from edge2", || async {
+        player.stats.borrow().play.played_ms > between.played_ms + 2_000
     })
     .await;
-    eprintln!("the peer re-joined through the GSLB {moved:?} after its edge stopped");
+    let after = player.stats.borrow().play;
     assert!(!player.task.is_finished(), "the player is still running");
     cancel.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), player.task).await.expect("the player stops");
+    assert!(matches!(ended, Ok(Ok(livesky_peer::driver::Ended::Left))), "{ended:?}");
+    let seen = tokio::time::timeout(Duration::from_secs(5), watched).await.expect("the output ends").expect("watcher");
+    let gap = seen.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+    eprintln!(
+        "edge lost: moved in {moved:?}; played {} ms meanwhile; stalled {} ms; longest gap in the output {gap:?}; {} chunks played",
+        between.played_ms - before.played_ms,
+        after.stalled_ms - before.stalled_ms,
+        seen.len(),
+    );
+    // The buffer carried playback across the move: the player got every chunk once, in order,
+    // with no pause longer than a few frames, and playing went on while no edge was there.
+    assert!(seen.len() > 50, "{} chunks", seen.len());
+    let holes: Vec<_> = seen.windows(2).filter(|w| w[1].1 != w[0].1 + 1).map(|w| (w[0].1, w[1].1)).collect();
+    assert!(holes.is_empty(), "the output jumped (from, to): {holes:?}");
+    assert!(gap < Duration::from_millis(400), "the viewer waited {gap:?} for the next chunk");
+    assert_eq!(after.stalls, before.stalls, "the viewer saw a stall while its peer moved");
+    assert!(between.played_ms > before.played_ms, "playback went on between the edges");
+    // Everything played from the moment edge1 died (and more: the counts not yet reported to
+    // edge1) reached the MC through edge2, the last of it in the report sent on leaving.
+    wait_until(Duration::from_secs(5), "edge2 to see the peer leave", || async {
+        livesky_tests::p2p_status(edge2).await["p0"].as_u64() == Some(0)
+    })
+    .await;
+    let rows = livesky_tests::assert_no_report_lost(&path, &["edge2"]).await;
+    let reported: u64 = rows.iter().filter(|r| r.channel == "demo").map(|r| r.played_ms).sum();
+    let played = player.output.stats().play.played_ms;
+    eprintln!("played {} ms after edge1 died; edge2 reported {reported} ms", played - before.played_ms);
+    assert!(reported >= played - before.played_ms, "edge2 reported {reported} ms played");
+    eprintln!("the peer re-joined through the GSLB {moved:?} after its edge stopped");
     stop(mc, cluster, gslb).await;
 }

@@ -84,7 +84,8 @@ fn p2p_share(stats: &[PeerStats]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_webrtc_peers_carry_most_of_the_stream_and_survive_churn() {
     let _swarm = one_swarm_at_a_time().await;
-    let cluster = start(&topology()).await;
+    // The edge reports every second: churn must not cost a report.
+    let (mc, cluster, path, _) = with_mc("churn", &topology(), Duration::from_secs(1)).await;
     let edge = cluster.get("edge").unwrap();
     let client_port = edge.client.expect("edge runs the client service");
     let cancel = CancellationToken::new();
@@ -197,5 +198,15 @@ async fn thirty_webrtc_peers_carry_most_of_the_stream_and_survive_churn() {
     for v in viewers {
         let _ = tokio::time::timeout(Duration::from_secs(10), v.member.task).await;
     }
+    wait_until(Duration::from_secs(15), "every peer gone from the edge", || async {
+        p2p_status(edge).await["p0"].as_u64() == Some(0)
+    })
+    .await;
+    let rows = assert_no_report_lost(&path, &["edge"]).await;
+    let joins: u64 = rows.iter().map(|r| r.joins).sum();
+    let leaves: u64 = rows.iter().map(|r| r.leaves).sum();
+    let joined = (PEERS + CHURN_ROUNDS * PEERS / 10) as u64;
+    assert_eq!((joins, leaves), (joined, joined), "every join and leave reported once");
     cluster.shutdown().await;
+    mc.shutdown();
 }

@@ -189,11 +189,24 @@ pub async fn start_player_with(
     let task = tokio::spawn(async move {
         let mut net = net;
         let (mut redirects, mut relookups) = (0u8, 0u32);
+        // One core for the whole session: moving to another edge keeps its buffer playing.
+        let mut core = None;
+        let play = Some(play_tx);
         loop {
             let mut cfg = cfg.clone();
             cfg.channel = channel.clone();
             cfg.redirects = redirects;
-            match driver::run(cfg, net, Some(play_tx.clone()), stats_tx.clone(), cancel.child_token()).await? {
+            let run = driver::run_with(&mut core, cfg, net, play.clone(), stats_tx.clone(), cancel.child_token());
+            let ended = match run.await {
+                Ok(ended) => ended,
+                // An edge the GSLB named that does not answer is one more lost edge.
+                Err(driver::PeerError::Edge { addr, source }) if relookup.is_some() && relookups > 0 => {
+                    tracing::warn!(edge = %addr, error = %source, "cannot reach the edge");
+                    Ended::EdgeLost
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match ended {
                 Ended::Redirected(to) => {
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
@@ -201,13 +214,16 @@ pub async fn start_player_with(
                     }
                     tracing::info!(%to, "redirected to another edge");
                     let (host, port) = to.rsplit_once(':').context("redirect target has no port")?;
-                    net.edge = resolve(host, port.parse().context("redirect port")?).await?;
+                    let port = port.parse().context("redirect port")?;
+                    net.edge = driver::coast(&mut core, &play, &stats_tx, resolve(host, port)).await?;
                 }
                 Ended::EdgeLost if relookups < MAX_RELOOKUPS && !cancel.is_cancelled() => {
                     let Some(r) = &relookup else { return Ok(Ended::EdgeLost) };
                     relookups += 1;
-                    tracing::warn!(edge = %net.edge, "lost the edge; asking the GSLB for another");
-                    net.edge = another_edge(r, &channel, net.edge, &cancel).await?;
+                    tracing::warn!(edge = %net.edge, "lost the edge; playing from the buffer while the GSLB names another");
+                    let lost = net.edge;
+                    net.edge =
+                        driver::coast(&mut core, &play, &stats_tx, another_edge(r, &channel, lost, &cancel)).await?;
                     tracing::info!(edge = %net.edge, "rejoining through another edge");
                     redirects = 0;
                 }

@@ -169,7 +169,13 @@ pub struct Timeline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Joining,
-    Joined { id: PeerId, k: u16 },
+    Joined {
+        id: PeerId,
+        k: u16,
+    },
+    /// The edge is gone (or sent us elsewhere): no links, but the buffer plays on until
+    /// [`PeerCore::rejoin`] joins another edge.
+    Detached,
     Done,
 }
 
@@ -288,15 +294,7 @@ impl PeerCore {
             last_report_at: now,
             cfg,
         };
-        core.out.push_back(Output::ToEdge(ToEdge::Join(Join {
-            version: CLIENT_PROTOCOL_VERSION,
-            channel: core.cfg.channel.clone(),
-            token: core.cfg.token.clone(),
-            upload_kbps: core.cfg.upload_kbps,
-            listen: core.cfg.listen,
-            buffer_ms: core.cfg.buffer.buffer_ms,
-            redirects: core.cfg.redirects,
-        })));
+        core.out.push_back(Output::ToEdge(ToEdge::Join(core.join_msg())));
         core
     }
 
@@ -355,7 +353,61 @@ impl PeerCore {
         if self.phase == Phase::Done {
             return;
         }
-        self.out.push_back(Output::ToEdge(ToEdge::Leave));
+        if self.phase != Phase::Detached {
+            // What was played since the last report is reported, not dropped with the session.
+            self.report(self.last_now);
+            self.out.push_back(Output::ToEdge(ToEdge::Leave));
+        }
+        self.unlink_all();
+        self.phase = Phase::Done;
+    }
+
+    /// Lets go of the edge and every peer link, keeping the buffer, the playout clock, the
+    /// channel key and the counts not yet reported: playback goes on from the buffer while the
+    /// player finds another edge, and [`PeerCore::rejoin`] picks up from there.
+    pub fn detach(&mut self) {
+        if matches!(self.phase, Phase::Done | Phase::Detached) {
+            return;
+        }
+        self.unlink_all();
+        self.feeds.clear();
+        self.push = false;
+        self.introduced = Default::default();
+        // Peer ids are the lost edge's; the next edge knows nobody by them.
+        self.received_from.clear();
+        self.phase = Phase::Detached;
+    }
+
+    /// Joins an(other) edge after [`PeerCore::detach`]: the first output is the Join. The buffer
+    /// keeps playing, and chunks the new edge bursts that are already held count as duplicates.
+    /// `listen` is where this peer now accepts children.
+    pub fn rejoin(&mut self, now: Instant, redirects: u8, listen: Option<SocketAddr>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.detach();
+        self.cfg.redirects = redirects;
+        self.cfg.listen = listen;
+        self.phase = Phase::Joining;
+        self.joined_at = now;
+        self.welcomed_at = now;
+        self.out.push_back(Output::ToEdge(ToEdge::Join(self.join_msg())));
+    }
+
+    fn join_msg(&self) -> Join {
+        Join {
+            version: CLIENT_PROTOCOL_VERSION,
+            channel: self.cfg.channel.clone(),
+            token: self.cfg.token.clone(),
+            upload_kbps: self.cfg.upload_kbps,
+            listen: self.cfg.listen,
+            buffer_ms: self.cfg.buffer.buffer_ms,
+            redirects: self.cfg.redirects,
+        }
+    }
+
+    /// Says goodbye on every peer link and forgets them, and whatever was queued for children.
+    fn unlink_all(&mut self) {
         let links: Vec<LinkId> =
             self.link_parent.keys().chain(self.children.keys()).chain(self.mesh.keys()).copied().collect();
         for link in links {
@@ -366,11 +418,14 @@ impl PeerCore {
         self.link_parent.clear();
         self.children.clear();
         self.mesh.clear();
-        self.phase = Phase::Done;
+        self.up_queue.clear();
+        self.catchup_queue.clear();
+        self.up_ready = None;
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
-        if self.phase == Phase::Done {
+        // Detached, whatever still trickles in belongs to the edge and links let go.
+        if matches!(self.phase, Phase::Done | Phase::Detached) {
             return;
         }
         self.last_now = now;
@@ -380,8 +435,10 @@ impl PeerCore {
         match input {
             Input::FromEdge(m) => self.on_edge(now, m),
             Input::EdgeClosed => {
-                self.out.push_back(Output::Event(Event::EdgeLost));
-                self.leave();
+                if self.phase != Phase::Detached {
+                    self.out.push_back(Output::Event(Event::EdgeLost));
+                    self.detach();
+                }
             }
             Input::LinkUp(link) => {
                 let Phase::Joined { id, .. } = self.phase else { return };
@@ -556,7 +613,9 @@ impl PeerCore {
                 if self.phase != Phase::Joining || w.channel != self.cfg.channel {
                     return;
                 }
-                self.stats.timeline.login_reply = Some(now.saturating_duration_since(self.joined_at));
+                // The timeline is the first join's; a re-join does not restart it.
+                let login = now.saturating_duration_since(self.joined_at);
+                self.stats.timeline.login_reply.get_or_insert(login);
                 self.welcomed_at = now;
                 let k = w.substreams.clamp(1, 64);
                 self.phase = Phase::Joined { id: w.peer, k };
@@ -571,7 +630,7 @@ impl PeerCore {
             }
             FromEdge::Redirect { to, .. } => {
                 self.out.push_back(Output::Event(Event::Redirected(to)));
-                self.phase = Phase::Done;
+                self.detach();
             }
             FromEdge::Refused { reason } => {
                 self.out.push_back(Output::Event(Event::Refused(reason)));
@@ -1000,6 +1059,10 @@ impl PeerCore {
     }
 
     fn report(&mut self, now: Instant) {
+        // Between edges the counts wait for the next one: no report is dropped on a move.
+        if !matches!(self.phase, Phase::Joined { .. }) {
+            return;
+        }
         let cur = self.stats();
         let prev = self.reported;
         let r = PeerReport {
@@ -1020,9 +1083,7 @@ impl PeerCore {
         };
         self.reported = cur;
         self.last_report_at = now;
-        if matches!(self.phase, Phase::Joined { .. }) {
-            self.out.push_back(Output::ToEdge(ToEdge::Report(r)));
-        }
+        self.out.push_back(Output::ToEdge(ToEdge::Report(r)));
     }
 }
 
@@ -1118,5 +1179,96 @@ mod tests {
         assert_eq!(sent_on(&mut p, 7), [Output::Close { link: 7 }]);
         assert!(sent_on(&mut p, 8).is_empty());
         assert_eq!(p.stats().strangers, 1);
+    }
+    fn chunk(seq: u64) -> Chunk {
+        let header = proto::ChunkHeader {
+            channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")),
+            seq,
+            ingest_ms: 0,
+            media_ts: seq * 3_600,
+            flags: if seq.is_multiple_of(25) { proto::ChunkFlags::KEYFRAME } else { proto::ChunkFlags::empty() },
+        };
+        Chunk { header, payload: bytes::Bytes::from_static(&[0x47; 188]), signature: None }
+    }
+
+    fn welcome(peer: PeerId) -> FromEdge {
+        FromEdge::Welcome(proto::peer::Welcome {
+            peer,
+            channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")),
+            substreams: 4,
+            media_kbps: 400,
+            push: true,
+            public_addr: None,
+            stun: None,
+            upload_slots: 0,
+            channel_key: None,
+        })
+    }
+
+    /// Runs `p` from `from` to `to` in 10 ms steps; the seqs played and the messages for the edge.
+    fn run(p: &mut PeerCore, from: Instant, to: Instant) -> (Vec<u64>, Vec<ToEdge>) {
+        let (mut played, mut to_edge) = (Vec::new(), Vec::new());
+        let mut t = from;
+        while t < to {
+            p.handle_timeout(t);
+            for o in std::iter::from_fn(|| p.poll_output()) {
+                match o {
+                    Output::Play(c) => played.push(c.seq()),
+                    Output::ToEdge(m) => to_edge.push(m),
+                    _ => {}
+                }
+            }
+            t += Duration::from_millis(10);
+        }
+        (played, to_edge)
+    }
+
+    #[test]
+    fn a_peer_that_loses_its_edge_plays_on_from_its_buffer_and_rejoins_without_losing_a_report() {
+        let t0 = Instant::now();
+        let mut cfg = PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")));
+        cfg.report_interval = Duration::from_secs(2);
+        let mut p = PeerCore::new(cfg, t0);
+        p.handle(t0, Input::FromEdge(welcome(1)));
+        // A 4 s start burst (25 chunks/s), then playback runs for a second.
+        for seq in 0..100 {
+            p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        let (mut played, _) = run(&mut p, t0, t1);
+        assert!(!played.is_empty(), "playing before the loss");
+        p.handle(t1, Input::EdgeClosed);
+        let lost: Vec<Output> = std::iter::from_fn(|| p.poll_output()).collect();
+        assert!(lost.contains(&Output::Event(Event::EdgeLost)));
+        assert!(!lost.iter().any(|o| matches!(o, Output::ToEdge(_))), "nothing for a gone edge: {lost:?}");
+        // A second and a half with no edge (past a report's due time): playback goes on, and the
+        // report waits.
+        let t2 = t1 + Duration::from_millis(1_500);
+        let (between, to_edge) = run(&mut p, t1, t2);
+        assert!(between.len() >= 30, "{} chunks played without an edge", between.len());
+        assert!(to_edge.is_empty(), "{to_edge:?}");
+        played.extend(between);
+        p.rejoin(t2, 0, None);
+        assert!(matches!(p.poll_output(), Some(Output::ToEdge(ToEdge::Join(_)))));
+        p.handle(t2, Input::FromEdge(welcome(9)));
+        // The new edge's burst overlaps what is held: duplicates, not a restart.
+        for seq in 40..140 {
+            p.handle(t2, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+        }
+        let (after, to_edge) = run(&mut p, t2, t2 + Duration::from_secs(2));
+        played.extend(after);
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "played in order, once each: {played:?}");
+        assert_eq!(p.stats().play.stalls, 0);
+        let reports: Vec<&PeerReport> =
+            to_edge.iter().filter_map(|m| if let ToEdge::Report(r) = m { Some(r) } else { None }).collect();
+        assert_eq!(reports.len(), 1, "{to_edge:?}");
+        assert!(reports[0].played_ms >= 2_400, "the report holds the time played between edges too: {:?}", reports[0]);
+        // Leaving, the time played since that report is reported too.
+        let (_, _) = run(&mut p, t2 + Duration::from_secs(2), t2 + Duration::from_millis(2_500));
+        p.leave();
+        let last: Vec<ToEdge> = std::iter::from_fn(|| p.poll_output())
+            .filter_map(|o| if let Output::ToEdge(m) = o { Some(m) } else { None })
+            .collect();
+        assert!(matches!(&last[..], [ToEdge::Report(r), ToEdge::Leave] if r.played_ms >= 400), "{last:?}");
     }
 }

@@ -213,6 +213,20 @@ impl WebRtc {
 ///
 /// `play`: receives the stream in order.
 pub async fn run(
+    cfg: PeerConfig,
+    net: Net,
+    play: Option<mpsc::Sender<Chunk>>,
+    stats: watch::Sender<PeerStats>,
+    cancel: CancellationToken,
+) -> Result<Ended, PeerError> {
+    run_with(&mut None, cfg, net, play, stats, cancel).await
+}
+
+/// As [`run`], with the core kept in `slot`: after a lost edge or a redirect the core is left
+/// there detached, buffer and all, and the next call re-joins with it (`cfg` then gives only the
+/// redirect count) — playback carries on across the move instead of starting over.
+pub async fn run_with(
+    slot: &mut Option<PeerCore>,
     mut cfg: PeerConfig,
     net: Net,
     play: Option<mpsc::Sender<Chunk>>,
@@ -287,7 +301,13 @@ pub async fn run(
         spawn_acceptor(listener, ev_tx.clone(), local.clone());
     }
 
-    let mut core = PeerCore::new(cfg, Instant::now().into_std());
+    let core = match slot {
+        Some(core) if !core.is_done() => {
+            core.rejoin(Instant::now().into_std(), cfg.redirects, cfg.listen);
+            core
+        }
+        _ => slot.insert(PeerCore::new(cfg, Instant::now().into_std())),
+    };
     let mut links: HashMap<LinkId, LinkHandle> = HashMap::new();
     let mut ended: Option<Ended> = None;
     let mut last_stats = Instant::now();
@@ -316,11 +336,7 @@ pub async fn run(
                         w.link_gone(link);
                     }
                 }
-                Output::Play(c) => {
-                    if let Some(p) = &play {
-                        let _ = p.try_send(c);
-                    }
-                }
+                Output::Play(c) => forward(&play, c),
                 Output::Event(e) => {
                     debug!(event = ?e, "peer event");
                     match e {
@@ -339,9 +355,16 @@ pub async fn run(
             stats.send_replace(core.stats());
         }
         if let Some(e) = ended.take() {
-            if e != Ended::Left {
-                core.leave();
-                while core.poll_output().is_some() {}
+            match e {
+                Ended::Left => {}
+                // Kept for the next edge (the caller may also just drop it).
+                Ended::EdgeLost | Ended::Redirected(_) => core.detach(),
+                Ended::Refused(_) => core.leave(),
+            }
+            while let Some(out) = core.poll_output() {
+                if let Output::Play(c) = out {
+                    forward(&play, c);
+                }
             }
             let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
             local.cancel();
@@ -405,6 +428,42 @@ pub async fn run(
                 if links.remove(&link).is_some() {
                     core.handle(now(), Input::LinkClosed(link));
                 }
+            }
+        }
+    }
+}
+
+fn forward(play: &Option<mpsc::Sender<Chunk>>, c: Chunk) {
+    if let Some(p) = play {
+        let _ = p.try_send(c);
+    }
+}
+
+/// Plays from the buffer of a core that has no edge (see [`run_with`]) until `work` — finding the
+/// next edge — is done.
+pub async fn coast<F: std::future::Future>(
+    slot: &mut Option<PeerCore>,
+    play: &Option<mpsc::Sender<Chunk>>,
+    stats: &watch::Sender<PeerStats>,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let Some(core) = slot.as_mut() else { return work.await };
+    loop {
+        let wake = core
+            .poll_timeout(Instant::now().into_std())
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tokio::time::sleep_until(wake) => {
+                core.handle_timeout(Instant::now().into_std());
+                while let Some(out) = core.poll_output() {
+                    if let Output::Play(c) = out {
+                        forward(play, c);
+                    }
+                }
+                stats.send_replace(core.stats());
             }
         }
     }

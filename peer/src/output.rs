@@ -95,6 +95,11 @@ impl LocalOutput {
         let _ = self.live.send(chunk);
     }
 
+    /// Every chunk played from now on, as the local player gets it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
+        self.live.subscribe()
+    }
+
     /// Latest statistics (for `/status` and `/metrics`).
     pub fn observe(&self, s: &PeerStats) {
         let m = &self.metrics;

@@ -35,15 +35,28 @@ pub async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, Cluster
 
 /// As [`demo_with_mc`], with the MC's API token for operator actions.
 pub async fn demo_with_mc_token(name: &str) -> (livesky_mgmt_center::McServer, Cluster, std::path::PathBuf, String) {
+    with_mc(name, livesky::DEMO_TOPOLOGY, Duration::from_secs(60)).await
+}
+
+/// `topology` (TOML text) with its management center, on ephemeral ports, the MC watching a copy
+/// of the topology file (returned) in a directory of its own; edges report every `report_every`.
+/// Also returns the MC's API token.
+pub async fn with_mc(
+    name: &str,
+    topology: &str,
+    report_every: Duration,
+) -> (livesky_mgmt_center::McServer, Cluster, std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("livesky-mc-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("demo.toml");
-    std::fs::write(&path, livesky::DEMO_TOPOLOGY).expect("topology written");
-    let mut topo = Topology::load(&path).expect("demo topology is valid");
-    let (mc, link, token) = livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.expect("MC starts");
+    std::fs::write(&path, topology).expect("topology written");
+    let mut topo = Topology::load(&path).expect("test topology is valid");
+    let (mc, mut link, token) =
+        livesky::launch::start_local_mc(&topo, path.clone(), &dir, true).await.expect("MC starts");
+    link.report_every = report_every;
     ephemeral_ports(&mut topo);
-    let cluster = Cluster::start_with_mc(topo, None, Some(link)).await.expect("demo nodes start");
+    let cluster = Cluster::start_with_mc(topo, None, Some(link)).await.expect("nodes start");
     (mc, cluster, path, token)
 }
 
@@ -53,11 +66,54 @@ pub async fn demo_with_gslb(
     name: &str,
 ) -> (livesky_mgmt_center::McServer, Cluster, livesky_gslb::Gslb, std::path::PathBuf) {
     let (mc, cluster, path) = demo_with_mc(name).await;
+    let gslb = gslb_over(&mc, &path).await;
+    (mc, cluster, gslb, path)
+}
+
+/// A GSLB fed by `mc` (the demo's prefix database, written next to the topology at `path`), once
+/// it knows both demo edges.
+pub async fn gslb_over(mc: &livesky_mgmt_center::McServer, path: &std::path::Path) -> livesky_gslb::Gslb {
     let geo = path.with_file_name("geo.csv");
     std::fs::write(&geo, livesky::DEMO_GEO).expect("geo written");
     let gslb = livesky::gslb_cmd::start_local_gslb(mc.http_addr, geo, true).await.expect("GSLB starts");
     wait_until(Duration::from_secs(10), "the GSLB to learn both edges", || async { gslb.edges() == 2 }).await;
-    (mc, cluster, gslb, path)
+    gslb
+}
+
+/// Checks that the MC holds every report of `nodes` (started by [`with_mc`] with the topology at
+/// `path`) made up to now: once a period past this moment is stored and their spools are empty,
+/// each node's periods for each channel must follow one another with none missing or doubled.
+/// Returns the nodes' rows.
+pub async fn assert_no_report_lost(path: &std::path::Path, nodes: &[&str]) -> Vec<livesky_mgmt_center::reports::Row> {
+    let dir = path.parent().expect("the topology is in the MC's directory");
+    let store = livesky_mgmt_center::reports::ReportStore::open(&dir.join("mc.sqlite")).expect("report store");
+    let rows = || -> Vec<_> {
+        store.rows(None, 0).expect("rows").into_iter().filter(|r| nodes.contains(&r.node.as_str())).collect()
+    };
+    let unix_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let asked = unix_ms();
+    let pending = |node: &str| std::fs::read_dir(dir.join("spool").join(node)).map(|d| d.count()).unwrap_or(0);
+    wait_until(Duration::from_secs(20), "every report up to now delivered", || async {
+        let rows = rows();
+        nodes.iter().all(|n| pending(n) == 0 && rows.iter().any(|r| r.node == *n && r.start_ms + r.period_ms >= asked))
+    })
+    .await;
+    let rows = rows();
+    for node in nodes {
+        let mine: Vec<_> = rows.iter().filter(|r| r.node == *node).collect();
+        let mut channels: Vec<&str> = mine.iter().map(|r| r.channel.as_str()).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        for ch in channels {
+            let periods: Vec<(u64, u64)> =
+                mine.iter().filter(|r| r.channel == ch).map(|r| (r.start_ms, r.period_ms)).collect();
+            for w in periods.windows(2) {
+                assert_eq!(w[0].0 + w[0].1, w[1].0, "{node}/{ch}: a period is missing or doubled: {periods:?}");
+            }
+        }
+    }
+    rows
 }
 
 /// A peer player of channel `demo` on `edge`'s client port over TCP links, until `cancel`.
