@@ -164,8 +164,10 @@ pub struct Service {
     clients: DetMap<PeerId, Client>,
     conns: DetMap<ConnId, Option<PeerId>>,
     join_limits: HashMap<IpAddr, TokenBucket>,
-    unreachable: DetMap<PeerId, Vec<PeerId>>,
-    silent: DetMap<PeerId, Vec<PeerId>>,
+    unreachable: reporters::Reporters,
+    silent: reporters::Reporters,
+    /// Connected clients per identity (token client id, else address).
+    identities: HashMap<String, u32>,
     next_sibling: usize,
     /// Siblings last reported full (stage 4 or at their client limit): no redirects to them.
     full_siblings: std::collections::HashSet<String>,
@@ -194,8 +196,9 @@ impl Service {
             clients: DetMap::default(),
             conns: DetMap::default(),
             join_limits: HashMap::new(),
-            unreachable: DetMap::default(),
-            silent: DetMap::default(),
+            unreachable: Default::default(),
+            silent: Default::default(),
+            identities: HashMap::new(),
             next_sibling: 0,
             full_siblings: Default::default(),
             out: Vec::new(),
@@ -364,7 +367,7 @@ impl Service {
             return;
         }
         let identity = bans::identity(&join.token, from.ip());
-        if identity.starts_with("client:") && self.clients.values().any(|c| c.identity == identity) {
+        if identity.starts_with("client:") && self.identities.contains_key(&identity) {
             // NetSession §6.2: one identity on two machines at once.
             self.stats.duplicate_identities += 1;
             tracing::warn!(channel = %self.cfg.channel, %identity, %from, "a second client with the same viewer identity");
@@ -412,6 +415,7 @@ impl Service {
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
         self.accounting.join(peer);
+        *self.identities.entry(identity.clone()).or_default() += 1;
         self.clients
             .insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
         let push = self.admission.tracker().is_push(peer);
@@ -478,15 +482,12 @@ impl Service {
                         return;
                     }
                 };
-                let reporters = books.entry(parent).or_default();
-                if !reporters.contains(&peer) {
-                    reporters.push(peer);
-                    if trouble == Trouble::Silent && reporters.len() == need {
-                        tracing::info!(channel = %self.cfg.channel, parent, "children get nothing from this parent: made a leaf");
-                        self.stats.demoted += 1;
-                    }
+                let (reporters, new) = books.add(parent, peer);
+                if new && trouble == Trouble::Silent && reporters == need {
+                    tracing::info!(channel = %self.cfg.channel, parent, "children get nothing from this parent: made a leaf");
+                    self.stats.demoted += 1;
                 }
-                if reporters.len() >= need {
+                if reporters >= need {
                     self.admission.mark_unreachable(parent);
                 }
                 self.admission.tracker_mut().reparent(peer, substream);
@@ -605,10 +606,16 @@ impl Service {
     fn drop_client(&mut self, peer: PeerId) -> Option<Client> {
         self.bans.forget(peer);
         self.accounting.forget(peer);
-        self.unreachable.remove(&peer);
-        self.silent.remove(&peer);
+        self.unreachable.forget(peer);
+        self.silent.forget(peer);
         let c = self.clients.remove(&peer)?;
         self.stats.natted_clients -= u64::from(c.natted);
+        if let Some(n) = self.identities.get_mut(&c.identity) {
+            *n -= 1;
+            if *n == 0 {
+                self.identities.remove(&c.identity);
+            }
+        }
         Some(c)
     }
 
@@ -651,3 +658,4 @@ mod tests;
 
 mod accounting;
 mod bans;
+mod reporters;

@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use proto::DetMap;
 use proto::peer::PeerId;
 
+use super::reporters::Reporters;
+
 pub(super) struct Bans {
-    reports: DetMap<PeerId, Vec<PeerId>>,
+    reports: Reporters,
     until: HashMap<String, Instant>,
     need: usize,
     length: Duration,
@@ -19,16 +20,12 @@ pub(super) struct Bans {
 
 impl Bans {
     pub fn new(need: usize, length: Duration) -> Self {
-        Self { reports: DetMap::default(), until: HashMap::new(), need: need.max(1), length }
+        Self { reports: Reporters::default(), until: HashMap::new(), need: need.max(1), length }
     }
 
     /// `reporter` says `sender` forwarded a bad chunk; true when that makes enough reporters.
     pub fn report(&mut self, reporter: PeerId, sender: PeerId) -> bool {
-        let r = self.reports.entry(sender).or_default();
-        if !r.contains(&reporter) {
-            r.push(reporter);
-        }
-        r.len() >= self.need
+        self.reports.add(sender, reporter).0 >= self.need
     }
 
     pub fn ban(&mut self, identity: String, now: Instant) {
@@ -41,7 +38,7 @@ impl Bans {
     }
 
     pub fn forget(&mut self, peer: PeerId) {
-        self.reports.remove(&peer);
+        self.reports.forget(peer);
     }
 
     pub fn prune(&mut self, now: Instant) {
