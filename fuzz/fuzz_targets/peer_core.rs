@@ -1,7 +1,8 @@
 //! A joined peer player facing hostile neighbours: any sequence of peer-link messages (buffer
 //! maps of any length and offset, requests, chunks with bad signatures, subscribes, byes) on a
-//! child link, a mesh link and a parent link, with time moving on. The core must never panic,
-//! and it must never play a chunk that fails the channel's signature check.
+//! child link, a mesh link and a parent link, with time moving on, and the edge lost and
+//! re-joined at any point. The core must never panic, and it must never play a chunk that fails
+//! the channel's signature check.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -18,9 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let verifier = signer.verifier();
     let mut now = Instant::now();
     let mut core = PeerCore::new(PeerConfig::new(channel.clone()), now);
-    let welcome = Welcome {
-        peer: 9,
-        channel,
+    let welcome = |peer| Welcome {
+        peer,
+        channel: channel.clone(),
         substreams: 4,
         media_kbps: 500,
         push: false,
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         upload_slots: 2,
         channel_key: Some(verifier.to_bytes()),
     };
-    core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome)));
+    core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(9))));
     core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(5, "10.0.0.5:4000".parse().expect("addr"))])));
     core.handle(now, Input::FromEdge(FromEdge::Feed { substream: 0, feed: FeedTo::Peer { id: 6, addr: "10.0.0.6:4000".parse().expect("addr") } }));
     core.handle(now, Input::LinkAccepted(100));
@@ -55,6 +56,15 @@ fuzz_target!(|data: &[u8]| {
         let (body, next) = tail.split_at(n);
         rest = next;
         now += Duration::from_millis(u64::from(*step) * 20);
+        if *pick == 0xff {
+            // The edge is lost; the player finds another and re-joins with the same core.
+            core.handle(now, Input::EdgeClosed);
+            core.handle_timeout(now);
+            core.rejoin(now, 0, None);
+            core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(10))));
+            drain(&mut core, &mut links, &mut played);
+            continue;
+        }
         let link = links[usize::from(*pick) % links.len()];
         if let Ok(msg) = PeerLink::decode_body(Bytes::copy_from_slice(body)) {
             core.handle(now, Input::FromPeer(link, msg));

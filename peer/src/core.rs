@@ -203,6 +203,9 @@ struct Child {
 const UP_QUEUE: usize = 1024;
 /// How long chunks signed with the previous channel key still pass after a rotation.
 const KEY_GRACE: Duration = Duration::from_secs(30);
+/// How long a peer that asked for our buffer maps gets them; it asks again (after half of this)
+/// while it still has chunks to repair.
+const MAP_LEASE: Duration = Duration::from_secs(30);
 
 pub struct PeerCore {
     cfg: PeerConfig,
@@ -245,6 +248,10 @@ pub struct PeerCore {
     /// Outgoing mesh links, by link.
     mesh: DetMap<LinkId, PeerId>,
     next_map: Instant,
+    /// Links that asked for our buffer maps ([`PeerLink::WantMaps`]), and until when.
+    map_wanted: DetMap<LinkId, Instant>,
+    /// When we last asked our links for their maps (we had chunks to repair).
+    maps_asked: Option<Instant>,
     stats: PeerStats,
     reported: PeerStats,
     next_heartbeat: Instant,
@@ -287,6 +294,8 @@ impl PeerCore {
             repair: Repair::new(cfg.repair.clone()),
             mesh: DetMap::default(),
             next_map: now,
+            map_wanted: DetMap::default(),
+            maps_asked: None,
             stats: PeerStats::default(),
             reported: PeerStats::default(),
             next_heartbeat: now + cfg.heartbeat,
@@ -421,6 +430,8 @@ impl PeerCore {
         self.up_queue.clear();
         self.catchup_queue.clear();
         self.up_ready = None;
+        self.map_wanted.clear();
+        self.maps_asked = None;
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
@@ -451,6 +462,8 @@ impl PeerCore {
                         channel: self.cfg.channel.clone(),
                     };
                     self.out.push_back(Output::Send { link, msg: hello });
+                    // A new link is where repairs will come from while the trees settle.
+                    self.out.push_back(Output::Send { link, msg: PeerLink::WantMaps });
                 }
                 let Some(&pid) = self.link_parent.get(&link) else { return };
                 if let Some(p) = self.parents.get_mut(&pid) {
@@ -501,13 +514,7 @@ impl PeerCore {
         self.check_late(now);
         self.drop_strangers(now);
         if due(&mut self.next_map, now, self.cfg.map_interval, slack) {
-            let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
-            let targets: Vec<LinkId> = self.mesh.keys().chain(children).copied().collect();
-            if let Some(map) = self.buffer_map_msg() {
-                for link in targets {
-                    self.out.push_back(Output::Send { link, msg: map.clone() });
-                }
-            }
+            self.send_maps(now);
         }
         self.plan_repair(now);
     }
@@ -549,6 +556,40 @@ impl PeerCore {
         self.out.push_back(Output::Close { link });
     }
 
+    /// Buffer maps go to the links that asked for them lately; in a pure mesh, which pulls
+    /// everything by maps, to every neighbour.
+    fn send_maps(&mut self, now: Instant) {
+        self.map_wanted.retain(|_, until| *until > now);
+        let targets: Vec<LinkId> = if self.cfg.pull_only {
+            let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
+            self.mesh.keys().chain(children).copied().collect()
+        } else {
+            self.map_wanted.keys().copied().filter(|&l| self.is_open(l)).collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(map) = self.buffer_map_msg() {
+            for link in targets {
+                self.out.push_back(Output::Send { link, msg: map.clone() });
+            }
+        }
+    }
+
+    /// Asks every linked peer for its buffer map (we have chunks to repair), at most once per
+    /// half lease.
+    fn want_maps(&mut self, now: Instant) {
+        if self.maps_asked.is_some_and(|at| now.saturating_duration_since(at) < MAP_LEASE / 2) {
+            return;
+        }
+        self.maps_asked = Some(now);
+        let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
+        let links: Vec<LinkId> = self.link_parent.keys().chain(self.mesh.keys()).chain(children).copied().collect();
+        for link in links {
+            self.out.push_back(Output::Send { link, msg: PeerLink::WantMaps });
+        }
+    }
+
     /// Our buffer map: which of the last 256 chunks we hold.
     fn buffer_map_msg(&self) -> Option<PeerLink> {
         let newest = self.buffer.newest_seq()?;
@@ -575,6 +616,7 @@ impl PeerCore {
         if missing.is_empty() {
             return;
         }
+        self.want_maps(now);
         self.ask(now, &missing);
     }
 
@@ -761,6 +803,11 @@ impl PeerCore {
             PeerLink::BufferMap { first_seq, bits } => {
                 if self.is_open(link) {
                     self.repair.on_map(link, first_seq, bits);
+                    // An answer to our WantMaps: what we are missing may be asked for now,
+                    // not at the next tick.
+                    if !self.cfg.pull_only && self.maps_asked.is_some() {
+                        self.plan_repair(now);
+                    }
                 }
                 return;
             }
@@ -780,6 +827,16 @@ impl PeerCore {
             }
             PeerLink::NotHave { seq } => {
                 self.repair.on_not_have(link, seq);
+                return;
+            }
+            PeerLink::WantMaps => {
+                if self.is_open(link) {
+                    let first = self.map_wanted.insert(link, now + MAP_LEASE).is_none();
+                    // The first map goes at once: the asker is repairing now.
+                    if first && let Some(map) = self.buffer_map_msg() {
+                        self.out.push_back(Output::Send { link, msg: map });
+                    }
+                }
                 return;
             }
             _ => {}
@@ -1270,5 +1327,75 @@ mod tests {
             .filter_map(|o| if let Output::ToEdge(m) = o { Some(m) } else { None })
             .collect();
         assert!(matches!(&last[..], [ToEdge::Report(r), ToEdge::Leave] if r.played_ms >= 400), "{last:?}");
+    }
+    #[test]
+    fn buffer_maps_go_only_to_neighbours_that_asked_until_their_lease_runs_out() {
+        let t0 = Instant::now();
+        let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+        p.handle(t0, Input::FromEdge(welcome(1)));
+        for seq in 0..10 {
+            p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+        }
+        for (link, peer) in [(7, 3), (8, 4)] {
+            p.handle(t0, Input::LinkAccepted(link));
+            p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer }));
+            p.handle(t0, Input::FromPeer(link, hello(peer)));
+        }
+        // A stranger's ask is ignored.
+        p.handle(t0, Input::LinkAccepted(9));
+        p.handle(t0, Input::FromPeer(9, PeerLink::WantMaps));
+        // Maps sent to links 7, 8 and 9 since the last look.
+        let maps = |p: &mut PeerCore| {
+            let mut n = [0usize; 3];
+            for o in std::iter::from_fn(|| p.poll_output()) {
+                if let Output::Send { link: l @ 7..=9, msg: PeerLink::BufferMap { .. } } = o {
+                    n[(l - 7) as usize] += 1;
+                }
+            }
+            n
+        };
+        // Nobody asked: no maps at all, however long.
+        p.handle_timeout(t0 + Duration::from_secs(2));
+        assert_eq!(maps(&mut p), [0, 0, 0]);
+        // Link 7 asks: a map at once, then one per interval while the lease lasts; 8 gets none.
+        let t1 = t0 + Duration::from_secs(3);
+        p.handle(t1, Input::FromPeer(7, PeerLink::WantMaps));
+        assert_eq!(maps(&mut p), [1, 0, 0], "the first map answers the ask");
+        let mut to_7 = 1;
+        let mut t = t1;
+        while t < t1 + MAP_LEASE + Duration::from_secs(5) {
+            t += Duration::from_millis(100);
+            p.handle_timeout(t);
+            let [seven, eight, nine] = maps(&mut p);
+            assert_eq!((eight, nine), (0, 0), "maps to a link that did not ask");
+            if t > t1 + MAP_LEASE + Duration::from_secs(1) {
+                assert_eq!(seven, 0, "a map after the lease ran out");
+            }
+            to_7 += seven;
+        }
+        assert!(to_7 >= 25, "{to_7} maps in a 30 s lease at one per second");
+    }
+    #[test]
+    fn a_peer_missing_a_chunk_asks_for_maps_and_requests_it_as_soon_as_a_map_shows_it() {
+        let t0 = Instant::now();
+        let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+        p.handle(t0, Input::FromEdge(welcome(1)));
+        p.handle(t0, Input::LinkAccepted(7));
+        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
+        p.handle(t0, Input::FromPeer(7, hello(3)));
+        for seq in (0..100).filter(|&s| s != 60) {
+            p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+        }
+        // Playback reaches the hole's repair window: the neighbour is asked for its map, once.
+        let t1 = t0 + Duration::from_secs(1);
+        p.handle_timeout(t1);
+        assert_eq!(sent_on(&mut p, 7), [Output::Send { link: 7, msg: PeerLink::WantMaps }]);
+        p.handle_timeout(t1 + Duration::from_millis(200));
+        assert_eq!(sent_on(&mut p, 7), [], "asked again before half a lease");
+        // Its map shows the chunk: the request goes at once, not at the next tick.
+        let t2 = t1 + Duration::from_millis(250);
+        let bits = buffer_map(0, 256, 0..120);
+        p.handle(t2, Input::FromPeer(7, PeerLink::BufferMap { first_seq: 0, bits }));
+        assert_eq!(sent_on(&mut p, 7), [Output::Send { link: 7, msg: PeerLink::Request { seq: 60 } }]);
     }
 }

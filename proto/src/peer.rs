@@ -16,7 +16,7 @@ use crate::name::ChannelId;
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 2;
+pub const CLIENT_PROTOCOL_VERSION: u16 = 3;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -204,6 +204,9 @@ pub enum PeerLink {
         seq: u64,
     },
     Bye,
+    /// Send me your buffer maps for a while: I have chunks to repair. Maps flow only to peers
+    /// that asked, so a healthy swarm spends nothing on them.
+    WantMaps,
 }
 
 fn trouble_u8(t: Trouble) -> u8 {
@@ -523,6 +526,7 @@ impl WireMessage for PeerLink {
             PeerLink::Request { .. } => "request",
             PeerLink::NotHave { .. } => "not-have",
             PeerLink::Bye => "bye",
+            PeerLink::WantMaps => "want-maps",
         }
     }
 
@@ -559,6 +563,7 @@ impl WireMessage for PeerLink {
                 out.put_u64(*seq);
             }
             PeerLink::Bye => out.put_u8(7),
+            PeerLink::WantMaps => out.put_u8(8),
         }
     }
 
@@ -581,6 +586,7 @@ impl WireMessage for PeerLink {
             5 => PeerLink::Request { seq: r.u64("seq")? },
             6 => PeerLink::NotHave { seq: r.u64("seq")? },
             7 => PeerLink::Bye,
+            8 => PeerLink::WantMaps,
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;
@@ -681,6 +687,7 @@ mod tests {
             PeerLink::Request { seq: 5 },
             PeerLink::NotHave { seq: 5 },
             PeerLink::Bye,
+            PeerLink::WantMaps,
         ]);
     }
 
