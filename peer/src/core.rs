@@ -857,9 +857,10 @@ impl PeerCore {
                     if pushed && let Some(sent) = self.parent_sent.get_mut(usize::from(s)) {
                         *sent = true;
                     }
+                    self.received_from(Some(pid), c.payload.len());
                     let wanted = pushed || self.repair.on_chunk(link, c.seq());
                     if wanted {
-                        self.took_from(Some(pid), c.payload.len());
+                        self.stats.bytes_from_peers += c.payload.len() as u64;
                         self.on_chunk(c);
                     }
                 }
@@ -874,11 +875,15 @@ impl PeerCore {
         let msg = match msg {
             PeerLink::Chunk(c) => {
                 // From a neighbour or child: taken only as the answer to our own request.
+                let from = self
+                    .mesh
+                    .get(&link)
+                    .copied()
+                    .or_else(|| self.children.get(&link).filter(|c| c.trusted).and_then(|c| c.peer));
+                self.received_from(from, c.payload.len());
                 if self.repair.on_chunk(link, c.seq()) {
                     if self.authentic(&c) {
-                        let from =
-                            self.mesh.get(&link).copied().or_else(|| self.children.get(&link).and_then(|c| c.peer));
-                        self.took_from(from, c.payload.len());
+                        self.stats.bytes_from_peers += c.payload.len() as u64;
                         self.on_chunk(c);
                     } else {
                         if let Some(&from) = self.mesh.get(&link) {
@@ -1107,9 +1112,10 @@ impl PeerCore {
         }
     }
 
-    /// Counts media taken from peer `from` (for the edge's check of senders' claims).
-    fn took_from(&mut self, from: Option<PeerId>, bytes: usize) {
-        self.stats.bytes_from_peers += bytes as u64;
+    /// Counts media that came from peer `from`, taken or not: the edge checks senders' upload
+    /// claims against it, and a sender did spend its upload on a chunk we had already, or on
+    /// the answer to a request that timed out meanwhile.
+    fn received_from(&mut self, from: Option<PeerId>, bytes: usize) {
         if let Some(p) = from {
             *self.received_from.entry(p).or_default() += bytes as u64;
         }
