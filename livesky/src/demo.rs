@@ -79,6 +79,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     if let Some(ingest) = &ep.ingest {
         println!("\n  broadcast       ffmpeg -re -i feed.ts -c copy -f mpegts {ingest}/live");
+        if let Some(rtmp) = &ep.rtmp {
+            println!(
+                "  or with RTMP    ffmpeg -re -i feed.mp4 -c copy -f flv {rtmp}/live   (OBS: server {rtmp}, key live)"
+            );
+        }
         if let Some(e) = ep.edges.first() {
             println!("  then play       ffplay {}/live/live.ts", e.http);
         }

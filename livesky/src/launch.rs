@@ -38,6 +38,10 @@ pub struct RunningNode {
     pub tcp_ingest: Vec<(ChannelId, SocketAddr)>,
     /// The LiveSky client port (edges with `client_listen`).
     pub client: Option<SocketAddr>,
+    /// RTMP ingest (`[node.ingest] rtmp_listen`).
+    pub rtmp: Option<SocketAddr>,
+    /// SRT ingest, listener mode (`[node.ingest] srt_listen`).
+    pub srt: Option<SocketAddr>,
     /// Its link to the management center, when there is one.
     pub mc: Option<McClient>,
 }
@@ -99,6 +103,9 @@ pub fn ephemeral_ports(topo: &mut Topology) {
             a.set_port(client_port);
         }
         if let Some(a) = n.edge.stun_listen.as_mut() {
+            zero(a);
+        }
+        for a in [&mut n.ingest.rtmp_listen, &mut n.ingest.srt_listen].into_iter().flatten() {
             zero(a);
         }
     }
@@ -328,6 +335,7 @@ impl Cluster {
         for (config, sources, listeners) in bound {
             let http = listeners.http_addr().unwrap_or(config.http_listen);
             let sn = listeners.sn_addr();
+            let (rtmp, srt) = (listeners.rtmp_addr(), listeners.srt_addr());
             let tcp_ingest =
                 listeners.tcp_ingest.iter().filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a))).collect();
             let spec = NodeSpec { config, sources, book: book.clone(), clips: clips.clone() };
@@ -343,7 +351,7 @@ impl Cluster {
             };
             node.serve_http(router);
             let mc = mc.as_ref().and_then(|link| follow_mc(link, &node, edge.clone(), http, sn, client));
-            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client, mc });
+            nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client, rtmp, srt, mc });
         }
         Ok(Cluster { topology, nodes, book })
     }
@@ -405,7 +413,21 @@ impl Cluster {
                 play.push(format!("{}/live/{c}/index.m3u8", e.http));
             }
         }
-        Endpoints { ingest, tcp_ingest, edges, nodes, channels, play, peers: Vec::new(), mc: None, gslb: None }
+        let rtmp = self.nodes.iter().find_map(|n| n.rtmp).map(|a| format!("rtmp://{a}/{}", sn_core::rtmp::APP));
+        let srt = self.nodes.iter().find_map(|n| n.srt).map(|a| format!("srt://{a}"));
+        Endpoints {
+            ingest,
+            tcp_ingest,
+            rtmp,
+            srt,
+            edges,
+            nodes,
+            channels,
+            play,
+            peers: Vec::new(),
+            mc: None,
+            gslb: None,
+        }
     }
 }
 
@@ -442,6 +464,10 @@ pub struct Endpoints {
     pub ingest: Option<String>,
     /// Raw-TCP MPEG-TS ingest address per channel.
     pub tcp_ingest: std::collections::BTreeMap<String, String>,
+    /// RTMP ingest: append `/CHANNEL` (and `?key=KEY` when the channel has a stream key).
+    pub rtmp: Option<String>,
+    /// SRT ingest: add `?streamid=CHANNEL` (`CHANNEL?key=KEY` with a stream key).
+    pub srt: Option<String>,
     pub edges: Vec<EdgeEndpoint>,
     pub nodes: Vec<NodeEndpoint>,
     pub channels: Vec<String>,

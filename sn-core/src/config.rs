@@ -105,6 +105,15 @@ pub enum SourceConfig {
         #[serde(default = "default_speed")]
         speed: f64,
     },
+    /// Tier 0 calls an encoder waiting in SRT listener mode (`srt://…?mode=listener`) and takes
+    /// the MPEG-TS it sends, reconnecting as needed. `passphrase`: 10 to 79 characters.
+    SrtCall {
+        addr: SocketAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<String>,
+    },
 }
 
 fn default_speed() -> f64 {
@@ -151,6 +160,28 @@ pub struct NodeConfig {
     /// Viewer-facing settings (edges only).
     #[serde(default)]
     pub edge: EdgeSettings,
+    /// Broadcaster ingest listeners (Tier 0).
+    #[serde(default)]
+    pub ingest: IngestSettings,
+}
+
+/// Where broadcasters connect with RTMP and SRT; HTTP push is always on the node's HTTP port.
+/// Every channel with `source = { kind = "push" }` on this node takes any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// `rtmp://HOST:PORT/live/CHANNEL` (stream key as `CHANNEL?key=KEY`), as OBS sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// SRT listener mode: `srt://HOST:PORT?streamid=CHANNEL` carrying MPEG-TS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt_listen: Option<SocketAddr>,
+    /// SRT encryption passphrase (10 to 79 characters); without it SRT is unencrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<String>,
+    /// A second publisher on a live channel takes it over (the first is cut off) instead of
+    /// being refused.
+    pub takeover: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

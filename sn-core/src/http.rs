@@ -14,7 +14,6 @@ use proto::ChannelId;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::config::SourceConfig;
 use crate::hub::HubState;
 use crate::node::Node;
 use crate::source::{ClaimError, Publisher};
@@ -66,6 +65,9 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
                 // the ring, its keyframe spacing, and sessions ended by errors.
                 "kbps": (stats.bytes as u64 * 8).checked_div(span_ms).unwrap_or(0),
                 "keyframe_interval_ms": ring.keyframe_interval_ms(),
+                "frame_rate": ring.chunk_rate().map(|f| (f * 100.0).round() / 100.0),
+                "protocol": h.ingest().protocol,
+                "av_drift_ms": h.ingest().av_drift_ms,
                 "ingest_errors": crate::metrics::total_for(&node.metrics().ingest_errors, h.id.as_str()),
                 "public_key": node.source(&h.id).map(|s| s.signer.verifier().to_hex()),
             })
@@ -94,11 +96,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
-/// Compares without an early exit, so response time does not reveal how much of a key matched.
-fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn ingest(
     State(node): State<Node>,
     Path(channel): Path<String>,
@@ -110,28 +107,17 @@ async fn ingest(
         Ok(c) => c,
         Err(e) => return text_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let Some(src) = node.source(&channel) else {
-        return text_error(StatusCode::NOT_FOUND, format!("channel {channel} is not ingested on node {}", node.id()));
-    };
-    if src.cfg.source != SourceConfig::Push {
-        return text_error(
-            StatusCode::CONFLICT,
-            format!("channel {channel} takes its feed from another source, not HTTP push"),
-        );
+    if let Err(refusal) = crate::source::check_push(&node, &channel, presented_key(&query, &headers)) {
+        use crate::source::PushRefusal as R;
+        let status = match refusal {
+            R::NotHere(_) => StatusCode::NOT_FOUND,
+            R::NotPush(_) => StatusCode::CONFLICT,
+            R::KeyMissing(_) => StatusCode::UNAUTHORIZED,
+            R::KeyWrong(_) => StatusCode::FORBIDDEN,
+        };
+        return text_error(status, refusal.to_string());
     }
-    if let Some(want) = &src.cfg.stream_key {
-        match presented_key(&query, &headers) {
-            Some(k) if same_key(k, want) => {}
-            Some(_) => return text_error(StatusCode::FORBIDDEN, format!("wrong stream key for channel {channel}")),
-            None => {
-                return text_error(
-                    StatusCode::UNAUTHORIZED,
-                    format!("channel {channel} needs a stream key: push to /ingest/{channel}?key=YOUR_KEY"),
-                );
-            }
-        }
-    }
-    let mut publisher = match Publisher::claim(&node, &channel) {
+    let mut publisher = match Publisher::claim(&node, &channel, "http") {
         Ok(p) => p,
         Err(e @ ClaimError::Busy(_)) => return text_error(StatusCode::CONFLICT, e.to_string()),
         Err(e @ ClaimError::NotHere(_)) => return text_error(StatusCode::NOT_FOUND, e.to_string()),
@@ -143,6 +129,11 @@ async fn ingest(
             _ = node.cancelled() => {
                 publisher.count_session("shutdown");
                 return text_error(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down");
+            }
+            _ = publisher.taken_over() => {
+                info!(%channel, "broadcaster cut off: another publisher took the channel over");
+                publisher.count_session("taken_over");
+                return text_error(StatusCode::CONFLICT, format!("another publisher took channel {channel} over"));
             }
             n = stream.next() => n,
         };

@@ -2,12 +2,13 @@
 //! SNs, HTTP-TS viewers, the HLS segmenter — reads through its own [`Cursor`] from the one shared
 //! ring; payloads are `Bytes` shared by all, never copied per reader.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use proto::{ChannelId, Chunk, StartAt};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::ring::{ChunkRing, ReadPos, RingConfig, RingStats};
 
@@ -30,13 +31,28 @@ pub struct HubStatus {
     pub state: HubState,
 }
 
+/// How a source channel's broadcast arrives (shown in `/status` and the NOC).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct IngestInfo {
+    /// `http`, `rtmp`, `srt`, `tcp`, `pull` or `loop`; None without a publisher.
+    pub protocol: Option<&'static str>,
+    /// Newest video minus newest audio timestamp, when the publisher's protocol tells them apart.
+    pub av_drift_ms: Option<i64>,
+}
+
 pub struct ChannelHub {
     pub id: ChannelId,
     ring: RwLock<ChunkRing>,
     status: watch::Sender<HubStatus>,
     users: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
-    publisher: AtomicBool,
+    /// The broadcaster session feeding a source channel, and the token that cuts it off when
+    /// another takes over.
+    publisher: Mutex<Option<(u64, CancellationToken)>>,
+    /// Numbers publisher sessions.
+    next_publisher: AtomicU64,
+    /// How the current broadcast arrives, for operators.
+    ingest: Mutex<IngestInfo>,
     /// The channel's Ed25519 public key, as Tier 0 announced it down the tree.
     verify_key: Mutex<Option<[u8; 32]>>,
 }
@@ -50,7 +66,9 @@ impl ChannelHub {
             status,
             users: AtomicUsize::new(0),
             idle_since: Mutex::new(Some(Instant::now())),
-            publisher: AtomicBool::new(false),
+            publisher: Mutex::new(None),
+            next_publisher: AtomicU64::new(1),
+            ingest: Mutex::new(IngestInfo::default()),
             verify_key: Mutex::new(None),
         })
     }
@@ -114,14 +132,46 @@ impl ChannelHub {
         }
     }
 
-    /// Claims the single publisher slot of a source channel.
-    pub fn try_claim_publisher(&self) -> bool {
-        self.publisher.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    /// Claims the single publisher slot of a source channel: the session's id and the token
+    /// cancelled when another takes over. A live publisher is kept (None) unless `take_over`,
+    /// which cuts it off: from then on only the new one's chunks are taken.
+    pub fn claim_publisher(&self, take_over: bool) -> Option<(u64, CancellationToken)> {
+        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, kicked)) = slot.as_ref() {
+            if !take_over {
+                return None;
+            }
+            kicked.cancel();
+        }
+        let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
+        let kicked = CancellationToken::new();
+        *slot = Some((id, kicked.clone()));
+        Some((id, kicked))
     }
 
-    pub fn release_publisher(&self) {
-        self.publisher.store(false, Ordering::Release);
-        self.set_source_live(false);
+    /// Ends publisher session `id` (a session taken over has nothing left to release).
+    pub fn release_publisher(&self, id: u64) {
+        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|(owner, _)| *owner == id) {
+            *slot = None;
+            self.set_ingest(IngestInfo::default());
+            self.set_source_live(false);
+        }
+    }
+
+    pub fn ingest(&self) -> IngestInfo {
+        *self.ingest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_ingest(&self, info: IngestInfo) {
+        *self.ingest.lock().unwrap_or_else(|e| e.into_inner()) = info;
+    }
+
+    /// As [`ChannelHub::publish`], for publisher session `id`: false once another took over, so
+    /// two sessions never interleave their sequence numbers.
+    pub fn publish_from(&self, id: u64, chunk: Chunk) -> bool {
+        let slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().is_some_and(|(owner, _)| *owner == id) && self.publish(chunk)
     }
 
     pub fn users(&self) -> usize {
@@ -407,11 +457,17 @@ mod tests {
     }
 
     #[test]
-    fn one_publisher_at_a_time() {
+    fn one_publisher_at_a_time_unless_taken_over() {
         let h = hub();
-        assert!(h.try_claim_publisher());
-        assert!(!h.try_claim_publisher());
-        h.release_publisher();
-        assert!(h.try_claim_publisher());
+        let (first, _) = h.claim_publisher(false).expect("free");
+        assert!(h.claim_publisher(false).is_none(), "busy");
+        h.release_publisher(first);
+        let (second, kicked) = h.claim_publisher(false).expect("free again");
+        let (third, _) = h.claim_publisher(true).expect("taken over");
+        assert!(kicked.is_cancelled(), "the first is told");
+        assert!(!h.publish_from(second, chunk(0)), "the one taken over publishes nothing more");
+        assert!(h.publish_from(third, chunk(0)));
+        h.release_publisher(second);
+        assert!(h.claim_publisher(false).is_none(), "releasing a session taken over frees nothing");
     }
 }

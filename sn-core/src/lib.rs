@@ -8,6 +8,7 @@
 mod apply;
 pub mod chunker;
 pub mod config;
+pub mod flv;
 pub mod http;
 pub mod hub;
 mod link;
@@ -16,8 +17,10 @@ pub mod metrics;
 pub mod node;
 pub mod psi;
 pub mod ring;
+pub mod rtmp;
 pub mod source;
 pub mod spool;
+pub mod srt;
 pub mod ts;
 pub mod upstream;
 

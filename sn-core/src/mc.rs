@@ -352,7 +352,7 @@ pub struct XmlChannel {
     pub id: ChannelId,
     #[serde(rename = "@origin", default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<NodeId>,
-    /// push, tcp, pull or loop.
+    /// push, tcp, pull, loop or srt_call.
     #[serde(rename = "@source")]
     pub source: String,
     #[serde(rename = "@listen", default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +363,13 @@ pub struct XmlChannel {
     pub path: Option<String>,
     #[serde(rename = "@speed", default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<f64>,
+    /// The encoder an `srt_call` source calls, with its stream id and passphrase.
+    #[serde(rename = "@addr", default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    #[serde(rename = "@stream-id", default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    #[serde(rename = "@passphrase", default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
     #[serde(rename = "@substreams")]
     pub substreams: u16,
     #[serde(rename = "@bitrate-kbps")]
@@ -383,6 +390,7 @@ pub struct XmlChannel {
 impl From<&ChannelConfig> for XmlChannel {
     fn from(c: &ChannelConfig) -> Self {
         let (mut listen, mut url, mut path, mut speed) = (None, None, None, None);
+        let (mut addr, mut stream_id, mut passphrase) = (None, None, None);
         let source = match &c.source {
             SourceConfig::Push => "push",
             SourceConfig::Tcp { listen: l } => {
@@ -398,6 +406,10 @@ impl From<&ChannelConfig> for XmlChannel {
                 speed = Some(*s);
                 "loop"
             }
+            SourceConfig::SrtCall { addr: a, stream_id: i, passphrase: p } => {
+                (addr, stream_id, passphrase) = (Some(*a), i.clone(), p.clone());
+                "srt_call"
+            }
         };
         XmlChannel {
             id: c.id.clone(),
@@ -407,6 +419,9 @@ impl From<&ChannelConfig> for XmlChannel {
             url,
             path,
             speed,
+            addr,
+            stream_id,
+            passphrase,
             substreams: c.substreams,
             bitrate_kbps: c.bitrate_kbps,
             legacy: c.legacy.iter().map(|f| f.name()).collect::<Vec<_>>().join(" "),
@@ -430,6 +445,11 @@ impl TryFrom<XmlChannel> for ChannelConfig {
             "loop" => SourceConfig::Loop {
                 path: x.path.clone().ok_or_else(|| missing("path"))?,
                 speed: x.speed.unwrap_or(1.0),
+            },
+            "srt_call" => SourceConfig::SrtCall {
+                addr: x.addr.ok_or_else(|| missing("addr"))?,
+                stream_id: x.stream_id.clone(),
+                passphrase: x.passphrase.clone(),
             },
             other => return Err(DocError::Invalid(format!("channel {}: unknown source kind `{other}`", x.id))),
         };

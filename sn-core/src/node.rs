@@ -27,6 +27,8 @@ pub enum NodeError {
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
     #[error("channel {channel}: {message}")]
     Source { channel: ChannelId, message: String },
+    #[error("SRT ingest of node {node}: {source}")]
+    Srt { node: NodeId, source: crate::srt::SrtIngestError },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,10 @@ pub struct NodeListeners {
     pub http: TcpListener,
     pub sn: Option<TcpListener>,
     pub tcp_ingest: Vec<(ChannelId, TcpListener)>,
+    /// RTMP ingest (`[node.ingest] rtmp_listen`).
+    pub rtmp: Option<TcpListener>,
+    /// SRT ingest, listener mode (`[node.ingest] srt_listen`).
+    pub srt: Option<crate::srt::BoundSrt>,
 }
 
 async fn bind(what: String, addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -102,7 +108,19 @@ impl NodeListeners {
                 tcp_ingest.push((c.id.clone(), bind(format!("TCP ingest of channel {}", c.id), listen).await?));
             }
         }
-        Ok(NodeListeners { http, sn, tcp_ingest })
+        let rtmp = match cfg.ingest.rtmp_listen {
+            Some(a) => Some(bind(format!("RTMP ingest of node {}", cfg.id), a).await?),
+            None => None,
+        };
+        let srt = match cfg.ingest.srt_listen {
+            Some(a) => Some(
+                crate::srt::bind_srt(a, cfg.ingest.srt_passphrase.clone())
+                    .await
+                    .map_err(|source| NodeError::Srt { node: cfg.id.clone(), source })?,
+            ),
+            None => None,
+        };
+        Ok(NodeListeners { http, sn, tcp_ingest, rtmp, srt })
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -110,6 +128,12 @@ impl NodeListeners {
     }
     pub fn sn_addr(&self) -> Option<SocketAddr> {
         self.sn.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt.as_ref().map(crate::srt::BoundSrt::local_addr)
     }
 }
 
@@ -209,6 +233,12 @@ impl Node {
         if let Some(l) = listeners.sn {
             node.spawn(crate::link::serve_children(node.clone(), l));
         }
+        if let Some(l) = listeners.rtmp {
+            node.spawn(crate::rtmp::run_rtmp_listener(node.clone(), l));
+        }
+        if let Some(bound) = listeners.srt {
+            node.spawn(crate::srt::serve_srt(node.clone(), bound, node.cancel_token()));
+        }
         let mut tcp: HashMap<ChannelId, TcpListener> = listeners.tcp_ingest.into_iter().collect();
         for c in spec.sources {
             let listener = tcp.remove(&c.id);
@@ -298,6 +328,12 @@ impl Node {
             SourceConfig::Pull { url } => Some(url.clone()),
             _ => None,
         };
+        let srt_call = match &c.source {
+            SourceConfig::SrtCall { addr, stream_id, passphrase } => {
+                Some((*addr, stream_id.clone(), passphrase.clone()))
+            }
+            _ => None,
+        };
         let src = Arc::new(SourceChannel { cfg: c, signer, hub: hub.clone(), stop: stop.clone() });
         self.0.sources.write().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), src);
         {
@@ -313,6 +349,10 @@ impl Node {
         }
         if let Some(l) = tcp {
             self.spawn(crate::source::run_tcp_ingest(self.clone(), id.clone(), l, stop.clone()));
+        }
+        if let Some((addr, stream_id, passphrase)) = srt_call {
+            let call = crate::srt::run_srt_caller(self.clone(), id.clone(), addr, stream_id, passphrase, stop.clone());
+            self.spawn(call);
         }
         if let Some(url) = url {
             self.spawn(crate::source::run_pull(self.clone(), id, url, stop));

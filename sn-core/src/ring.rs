@@ -152,6 +152,13 @@ impl ChunkRing {
         (n > 0).then(|| last.saturating_sub(first) / 90 / n)
     }
 
+    /// Chunks per second of media held: the video frame rate (one chunk per access unit), or
+    /// 10 for an audio-only feed (100 ms slices). None with fewer than two chunks.
+    pub fn chunk_rate(&self) -> Option<f64> {
+        let span = self.span_ms();
+        (self.chunks.len() > 1 && span > 0).then(|| (self.chunks.len() - 1) as f64 * 1000.0 / span as f64)
+    }
+
     pub fn latest_keyframe(&self) -> Option<u64> {
         self.chunks.iter().rev().find(|c| c.header.is_keyframe()).map(Chunk::seq)
     }

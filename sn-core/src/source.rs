@@ -26,8 +26,40 @@ use crate::ts::{Resync, TsError};
 pub enum ClaimError {
     #[error("channel {0} is not fed from this node")]
     NotHere(ChannelId),
-    #[error("channel {0} already has a live publisher; stop it first")]
+    #[error("channel {0} already has a live publisher; stop it first (or set takeover = true in the node's [ingest])")]
     Busy(ChannelId),
+}
+
+/// Why a broadcaster may not push to a channel on this node (HTTP, RTMP and SRT alike).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefusal {
+    #[error("channel {0} is not ingested on this node")]
+    NotHere(ChannelId),
+    #[error("channel {0} takes its feed from another source, not a broadcaster push")]
+    NotPush(ChannelId),
+    #[error("channel {0} needs a stream key: add ?key=YOUR_KEY to the stream name or URL")]
+    KeyMissing(ChannelId),
+    #[error("wrong stream key for channel {0}")]
+    KeyWrong(ChannelId),
+}
+
+/// Checks that `channel` takes pushes here and that `key` is its stream key (if it has one).
+pub fn check_push(node: &Node, channel: &ChannelId, key: Option<&str>) -> Result<(), PushRefusal> {
+    let src = node.source(channel).ok_or_else(|| PushRefusal::NotHere(channel.clone()))?;
+    if src.cfg.source != crate::config::SourceConfig::Push {
+        return Err(PushRefusal::NotPush(channel.clone()));
+    }
+    match (&src.cfg.stream_key, key) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(PushRefusal::KeyMissing(channel.clone())),
+        (Some(want), Some(k)) if same_key(k, want) => Ok(()),
+        (Some(_), Some(_)) => Err(PushRefusal::KeyWrong(channel.clone())),
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a key matched.
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn wall_ms() -> u64 {
@@ -44,16 +76,27 @@ pub struct Publisher {
     next_seq: u64,
     drafts: Vec<ChunkDraft>,
     skipped_reported: u64,
+    /// This session's number at the hub, and the token cancelled when another takes over.
+    session: u64,
+    kicked: CancellationToken,
+    /// When the health gauges were last set (at most once a second).
+    health_at: Option<Instant>,
     pub bytes: u64,
     pub chunks: u64,
 }
 
 impl Publisher {
-    pub fn claim(node: &Node, channel: &ChannelId) -> Result<Publisher, ClaimError> {
+    /// `protocol`: how the broadcast arrives (`rtmp`, `srt`, `http`…), shown to operators.
+    pub fn claim(node: &Node, channel: &ChannelId, protocol: &'static str) -> Result<Publisher, ClaimError> {
         let src = node.source(channel).ok_or_else(|| ClaimError::NotHere(channel.clone()))?;
-        if !src.hub.try_claim_publisher() {
+        let take_over = node.config().ingest.takeover;
+        let Some((session, kicked)) = src.hub.claim_publisher(take_over) else {
             return Err(ClaimError::Busy(channel.clone()));
+        };
+        if take_over && session > 1 {
+            info!(%channel, "a new publisher takes the channel over");
         }
+        src.hub.set_ingest(crate::hub::IngestInfo { protocol: Some(protocol), av_drift_ms: None });
         let (next_seq, continue_after) = {
             let ring = src.hub.ring();
             (ring.last_seq().map_or(0, |s| s + 1), ring.newest().map(|c| c.header.media_ts))
@@ -67,6 +110,9 @@ impl Publisher {
             next_seq,
             drafts: Vec::new(),
             skipped_reported: 0,
+            session,
+            kicked,
+            health_at: None,
             bytes: 0,
             chunks: 0,
         })
@@ -74,6 +120,47 @@ impl Publisher {
 
     pub fn channel(&self) -> &ChannelId {
         &self.hub.id
+    }
+
+    /// Resolves when another publisher took the channel over: the session should end.
+    pub fn taken_over(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.kicked.cancelled()
+    }
+
+    pub fn is_taken_over(&self) -> bool {
+        self.kicked.is_cancelled()
+    }
+
+    /// Newest video minus newest audio timestamp, for publishers whose protocol keeps them apart.
+    pub fn set_av_drift(&self, ms: Option<i64>) {
+        let info = self.hub.ingest();
+        self.hub.set_ingest(crate::hub::IngestInfo { av_drift_ms: ms, ..info });
+    }
+
+    /// Sets the ingest health gauges from the ring (once a second at most).
+    fn update_health(&mut self) {
+        let now = Instant::now();
+        if self.health_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return;
+        }
+        self.health_at = Some(now);
+        let label = [self.hub.id.as_str()];
+        let m = self.node.metrics();
+        let (stats, span_ms) = self.hub.ring_stats();
+        let ring = self.hub.ring();
+        if span_ms > 0 {
+            m.ingest_bitrate.with_label_values(&label).set(stats.bytes as f64 * 8.0 / span_ms as f64);
+        }
+        if let Some(k) = ring.keyframe_interval_ms() {
+            m.ingest_keyframe_interval.with_label_values(&label).set(k as f64 / 1000.0);
+        }
+        if let Some(f) = ring.chunk_rate() {
+            m.ingest_frame_rate.with_label_values(&label).set(f);
+        }
+        drop(ring);
+        if let Some(d) = self.hub.ingest().av_drift_ms {
+            m.ingest_av_drift.with_label_values(&label).set(d as f64 / 1000.0);
+        }
     }
 
     /// Feeds broadcaster bytes; an error ends the session (not TS, or sync lost for good).
@@ -122,9 +209,14 @@ impl Publisher {
             self.next_seq += 1;
             self.chunks += 1;
             m.ingest_chunks.with_label_values(&label).inc();
-            self.hub.publish(chunk);
+            if !self.hub.publish_from(self.session, chunk) {
+                // Taken over: the new publisher numbers on from the ring; we stop here.
+                self.drafts.clear();
+                return;
+            }
         }
         self.hub.set_source_live(true);
+        self.update_health();
     }
 
     /// End of feed: flushes the last chunk and releases the channel.
@@ -151,13 +243,13 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.hub.release_publisher();
+        self.hub.release_publisher(self.session);
     }
 }
 
 /// Plays a clip as a live feed, paced by its own clock (`speed` > 1 runs faster, for benchmarks).
 pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper, speed: f64, stop: CancellationToken) {
-    let mut publisher = match Publisher::claim(&node, &channel) {
+    let mut publisher = match Publisher::claim(&node, &channel, "loop") {
         Ok(p) => p,
         Err(e) => {
             warn!(%channel, error = %e, "loop source cannot start");
@@ -200,7 +292,7 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
                 }
             },
         };
-        let mut publisher = match Publisher::claim(&node, &channel) {
+        let mut publisher = match Publisher::claim(&node, &channel, "tcp") {
             Ok(p) => p,
             Err(e) => {
                 warn!(%channel, %peer, error = %e, "refusing TCP broadcaster");
@@ -286,7 +378,7 @@ async fn pull_once(
     if !resp.status().is_success() {
         return Err(format!("origin answered {}", resp.status()));
     }
-    let mut publisher = Publisher::claim(node, channel).map_err(|e| e.to_string())?;
+    let mut publisher = Publisher::claim(node, channel, "pull").map_err(|e| e.to_string())?;
     let mut body = resp.into_body();
     loop {
         let frame = match timeout(Duration::from_secs(10), body.frame()).await {

@@ -1,0 +1,324 @@
+//! SRT ingest on Tier 0: an SRT broadcaster (srt-tokio in process, and ffmpeg's libsrt when
+//! installed) reaches viewers at the edge; refusals (busy, keys, unknown or non-push channels,
+//! stream ids) are clean; garbage and misbehaving callers on the SRT port harm no later session;
+//! passphrases; and caller mode (Tier 0 calls an encoder waiting in listener mode).
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use livesky_tests::*;
+use sn_core::Role;
+use sn_core::srt::{bind_srt, serve_srt};
+use srt_tokio::SrtSocket;
+use tokio_util::sync::CancellationToken;
+
+const CHANNELS: &str = r#"
+[[channel]]
+id = "open"
+source = { kind = "push" }
+
+[[channel]]
+id = "keyed"
+stream_key = "s3cret"
+source = { kind = "push" }
+
+[[channel]]
+id = "spare"
+source = { kind = "push" }
+
+[[channel]]
+id = "looped"
+source = { kind = "loop", path = "builtin:demo" }
+"#;
+
+/// 7 TS packets: what SRT encoders put in one datagram.
+const PAYLOAD: usize = 1316;
+
+fn tier0_and_edge(channels: &str) -> String {
+    [
+        channels.to_string(),
+        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
+    ]
+    .concat()
+}
+
+/// Starts the SRT ingest on `node` (the node config does not carry it yet); returns its address.
+async fn srt_ingest(node: &sn_core::Node, passphrase: Option<&str>, stop: &CancellationToken) -> SocketAddr {
+    let bound = bind_srt("127.0.0.1:0".parse().unwrap(), passphrase.map(str::to_string)).await.expect("SRT binds");
+    let addr = bound.local_addr();
+    tokio::spawn(serve_srt(node.clone(), bound, stop.clone()));
+    addr
+}
+
+async fn call(addr: SocketAddr, sid: Option<&str>, passphrase: Option<&str>) -> std::io::Result<SrtSocket> {
+    let mut b = SrtSocket::builder();
+    if let Some(p) = passphrase {
+        b = b.encryption(0, p);
+    }
+    b.call(addr, sid).await
+}
+
+/// Sends `data` in 1316-byte payloads at `bytes_per_sec`, then closes the connection; whether
+/// the connection took it all.
+async fn send(mut socket: SrtSocket, data: &[u8], bytes_per_sec: usize) -> bool {
+    let start = tokio::time::Instant::now();
+    for (i, part) in data.chunks(PAYLOAD).enumerate() {
+        if i % 10 == 0 {
+            tokio::time::sleep_until(start + Duration::from_secs_f64((i * PAYLOAD) as f64 / bytes_per_sec as f64))
+                .await;
+        }
+        if socket.send((Instant::now(), Bytes::copy_from_slice(part))).await.is_err() {
+            return false;
+        }
+    }
+    socket.close().await.is_ok()
+}
+
+async fn push(addr: SocketAddr, sid: &str, passphrase: Option<&str>, data: &'static [u8], rate: usize) {
+    let socket = call(addr, Some(sid), passphrase).await.expect("SRT broadcaster accepted");
+    assert!(send(socket, data, rate).await, "the SRT connection took the whole feed");
+}
+
+async fn chunks(node: &livesky::launch::RunningNode, channel: &str) -> f64 {
+    metric(&node.url("/metrics"), "livesky_ingest_chunks_total", &[&format!("channel=\"{channel}\"")]).await
+}
+
+async fn sessions(node: &livesky::launch::RunningNode, channel: &str, outcome: &str) -> f64 {
+    let needles = [format!("channel=\"{channel}\""), format!("outcome=\"{outcome}\"")];
+    metric(&node.url("/metrics"), "livesky_ingest_sessions_total", &[&needles[0], &needles[1]]).await
+}
+
+fn ts_aligned(data: &[u8]) -> bool {
+    !data.is_empty() && data.len().is_multiple_of(188) && data.chunks(188).all(|p| p[0] == 0x47)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_broadcast_reaches_the_edge_and_bad_publishers_are_refused() {
+    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let tier0 = cluster.get("tier0").unwrap();
+    let edge = cluster.get("edge").unwrap();
+    let stop = CancellationToken::new();
+    let addr = srt_ingest(&tier0.node, None, &stop).await;
+
+    // Twice the clip at 4x real time: about 8 s of pushing.
+    let clip2: &'static [u8] = [DEMO_CLIP, DEMO_CLIP].concat().leak();
+    let good = tokio::spawn(push(addr, "keyed?key=s3cret", None, clip2, 200_000));
+    wait_until(Duration::from_secs(10), "keyed to go live over SRT", || async { chunks(tier0, "keyed").await > 0.0 })
+        .await;
+    let viewer = tokio::spawn({
+        let url = edge.url("/live/keyed.ts");
+        async move { read_stream(get(&url).await, 100 * 1024, Duration::from_secs(10)).await }
+    });
+
+    // While it is live: a second publisher, wrong or missing keys, channels that take no SRT,
+    // and stream ids that name nothing are all refused at the handshake.
+    let refusals: [(Option<&str>, &str); 9] = [
+        (Some("keyed?key=s3cret"), "second publisher"),
+        (Some("#!::r=keyed,key=s3cret"), "second publisher (access-control form)"),
+        (Some("keyed?key=guess"), "wrong key"),
+        (Some("keyed"), "missing key"),
+        (Some("nosuch"), "unknown channel"),
+        (Some("looped"), "a looped channel"),
+        (Some("#!::r=open,m=request"), "a player on the ingest port"),
+        (Some("bad name!"), "an invalid channel name"),
+        (None, "no stream id"),
+    ];
+    for (sid, what) in refusals {
+        assert!(call(addr, sid, None).await.is_err(), "{what} must be refused");
+    }
+    let long = "x".repeat(500);
+    assert!(call(addr, Some(&long), None).await.is_err(), "an overlong stream id must be refused");
+    let refused = metric(&tier0.url("/metrics"), "livesky_ingest_refused_total", &["srt"]).await;
+    assert!(refused >= 10.0, "refusals counted: {refused}");
+
+    let seen = viewer.await.unwrap();
+    assert!(seen.len() >= 100 * 1024, "edge viewer got {} bytes", seen.len());
+    assert!(ts_aligned(&seen), "the edge serves whole TS packets");
+
+    good.await.unwrap();
+    wait_until(Duration::from_secs(10), "the SRT session to end cleanly", || async {
+        sessions(tier0, "keyed", "ok").await == 1.0
+    })
+    .await;
+    let fed = metric(&tier0.url("/metrics"), "livesky_ingest_bytes_total", &["channel=\"keyed\""]).await;
+    assert_eq!(fed as usize, clip2.len(), "every byte sent arrived");
+    stop.cancel();
+}
+
+/// Garbage datagrams: random bytes of many lengths, and SRT control headers (handshakes among
+/// them) followed by random bytes.
+fn garbage() -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = vec![Vec::new(), vec![0x80], vec![0; 16], vec![0xff; 64]];
+    for i in 0..400 {
+        let len = [1, 3, 15, 16, 17, 48, 64, 100, 1316, 1500][i % 10];
+        let mut d: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+        if i % 2 == 0 && len >= 16 {
+            // Control packet, type 0 (handshake) or others, zero destination socket id.
+            d[..4].copy_from_slice(&[0x80, (i / 2 % 8) as u8, 0, 0]);
+            d[12..16].fill(0);
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session() {
+    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let tier0 = cluster.get("tier0").unwrap();
+    let stop = CancellationToken::new();
+    let addr = srt_ingest(&tier0.node, None, &stop).await;
+
+    // A broadcaster live on `open` while the port is hammered.
+    let live = tokio::spawn(push(addr, "open", None, DEMO_CLIP, 200_000));
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for d in garbage() {
+        let _ = udp.send_to(&d, addr).await;
+    }
+    live.await.unwrap();
+    wait_until(Duration::from_secs(10), "the live session to end cleanly", || async {
+        sessions(tier0, "open", "ok").await == 1.0
+    })
+    .await;
+    let fed = metric(&tier0.url("/metrics"), "livesky_ingest_bytes_total", &["channel=\"open\""]).await;
+    assert_eq!(fed as usize, DEMO_CLIP.len(), "garbage did not disturb the live session");
+
+    // A caller that encrypts, on a port without passphrase: srt-protocol 0.4.4 panics on this
+    // (`unimplemented!("expected no secrets")`) in the port's task; the port must come back.
+    assert!(call(addr, Some("open"), Some("0123456789")).await.is_err());
+    // A TS-less feed ends its own session only.
+    let not_ts: &'static [u8] = b"<html>not a transport stream</html>\n".repeat(4000).leak();
+    let socket = call(addr, Some("open"), None).await.expect("accepted before the feed is seen");
+    let _ = send(socket, not_ts, 1_000_000).await;
+    wait_until(Duration::from_secs(10), "the TS-less session to be dropped", || async {
+        sessions(tier0, "open", "error").await == 1.0
+    })
+    .await;
+
+    // After all of it, a good session works.
+    let before = chunks(tier0, "keyed").await;
+    let mut accepted = None;
+    for _ in 0..20 {
+        // The port may still be restarting.
+        match call(addr, Some("keyed?key=s3cret"), None).await {
+            Ok(s) => {
+                accepted = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let good = accepted.expect("a good broadcaster is accepted after the garbage");
+    assert!(send(good, DEMO_CLIP, 400_000).await);
+    wait_until(Duration::from_secs(10), "chunks after the garbage", || async {
+        chunks(tier0, "keyed").await > before + 10.0
+    })
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_passphrase_is_required_and_checked() {
+    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let tier0 = cluster.get("tier0").unwrap();
+    let stop = CancellationToken::new();
+    assert!(bind_srt("127.0.0.1:0".parse().unwrap(), Some("short".into())).await.is_err());
+    let addr = srt_ingest(&tier0.node, Some("0123456789"), &stop).await;
+
+    assert!(call(addr, Some("open"), None).await.is_err(), "an unencrypted caller is refused");
+    assert!(call(addr, Some("open"), Some("9876543210")).await.is_err(), "a wrong passphrase is refused");
+    for (key_size, sid) in [(16, "keyed?key=s3cret"), (32, "spare")] {
+        // A caller that announces its key size (as ffmpeg does) gets that size.
+        let s = SrtSocket::builder().encryption(key_size, "0123456789").call(addr, Some(sid)).await;
+        drop(s.unwrap_or_else(|e| panic!("AES-{} caller refused: {e}", key_size * 8)));
+    }
+    push(addr, "open", Some("0123456789"), DEMO_CLIP, 400_000).await;
+    wait_until(Duration::from_secs(10), "the encrypted session to end cleanly", || async {
+        sessions(tier0, "open", "ok").await >= 1.0
+    })
+    .await;
+    let fed = metric(&tier0.url("/metrics"), "livesky_ingest_bytes_total", &["channel=\"open\""]).await;
+    assert!(fed as usize >= DEMO_CLIP.len(), "decrypted feed arrived: {fed}");
+    assert!(chunks(tier0, "open").await > 10.0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier0_calls_an_encoder_in_srt_listener_mode() {
+    // The encoder waits on a port chosen first, so that the topology can name it.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let encoder_addr = udp.local_addr().unwrap();
+    let encoder = tokio::spawn(async move {
+        let socket = SrtSocket::builder()
+            .encryption(0, "0123456789")
+            .socket(udp)
+            .listen_on(encoder_addr)
+            .await
+            .expect("Tier 0 calls in");
+        assert!(send(socket, DEMO_CLIP, 400_000).await);
+    });
+    let channels = format!(
+        "[[channel]]\nid = \"called\"\nsource = {{ kind = \"srt_call\", addr = \"{encoder_addr}\", stream_id = \"cam1\", passphrase = \"0123456789\" }}\n"
+    );
+    let cluster = start(&tier0_and_edge(&channels)).await;
+    let tier0 = cluster.get("tier0").unwrap();
+    tokio::time::timeout(Duration::from_secs(20), encoder).await.expect("encoder done in time").unwrap();
+    wait_until(Duration::from_secs(10), "the called session to end cleanly", || async {
+        sessions(tier0, "called", "ok").await >= 1.0
+    })
+    .await;
+    assert!(chunks(tier0, "called").await > 10.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_pushes_over_srt_with_and_without_passphrase() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let tier0 = cluster.get("tier0").unwrap();
+    let stop = CancellationToken::new();
+    let plain = srt_ingest(&tier0.node, None, &stop).await;
+    let secret = srt_ingest(&tier0.node, Some("0123456789"), &stop).await;
+    let clip = std::env::temp_dir().join(format!("livesky-srt-{}.ts", std::process::id()));
+    std::fs::write(&clip, DEMO_CLIP).unwrap();
+    let ffmpeg = |url: String| {
+        let clip = clip.clone();
+        async move {
+            let out = tokio::process::Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-readrate", "4", "-i"])
+                .arg(&clip)
+                .args(["-c", "copy", "-f", "mpegts", &url])
+                .stdin(Stdio::null())
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("ffmpeg done").expect("runs");
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (ok, err) = ffmpeg(format!("srt://{plain}?streamid=keyed?key=s3cret")).await;
+    assert!(ok, "ffmpeg SRT push failed: {err}");
+    let (ok, err) = ffmpeg(format!("srt://{secret}?streamid=open&passphrase=0123456789")).await;
+    assert!(ok, "ffmpeg encrypted SRT push failed: {err}");
+    let (ok, _) = ffmpeg(format!("srt://{plain}?streamid=keyed?key=guess")).await;
+    assert!(!ok, "ffmpeg with a wrong key must fail");
+    let _ = std::fs::remove_file(&clip);
+    for channel in ["keyed", "open"] {
+        wait_until(Duration::from_secs(10), "ffmpeg's SRT sessions to end", || async {
+            sessions(tier0, channel, "ok").await >= 1.0
+        })
+        .await;
+        assert!(chunks(tier0, channel).await > 10.0, "{channel} got chunks from ffmpeg");
+    }
+    stop.cancel();
+}
