@@ -52,6 +52,8 @@ async fn the_overview_follows_a_viewer_and_the_sn_table_shows_a_dead_edge() {
     assert!(ingest["kbps"].as_u64().is_some_and(|k| k > 100), "{ch}");
     assert!(ingest["keyframe_interval_ms"].as_u64().is_some_and(|k| k > 0), "{ch}");
     assert_eq!(ingest["ingest_errors"], 0);
+    assert_eq!(ingest["protocol"], "loop", "{ch}");
+    assert!(ingest["frame_rate"].as_f64().is_some_and(|f| f > 20.0 && f < 30.0), "the clip is 25 fps: {ch}");
     let edges = ch["edges"].as_array().cloned().unwrap_or_default();
     assert!(edges.iter().any(|e| e["edge"] == "edge1" && e["users"] == 1), "{ch}");
     let (status, page) = get_text(&format!("{base}/channel/demo")).await;
