@@ -178,6 +178,12 @@ async fn a_second_rtmp_publisher_is_refused_keys_are_checked_and_a_reconnect_res
     let again = encoder(&clip, &format!("rtmp://{rtmp}/live/live"));
     wait_until(Duration::from_secs(10), "live to resume", || async { chunks(&metrics, "live").await > before + 25.0 })
         .await;
+    // The resumed broadcast is marked as a discontinuity: HLS players are told to reset.
+    let playlist = edge.url("/live/live/index.m3u8");
+    wait_until(Duration::from_secs(10), "a discontinuity in the edge's HLS playlist", || async {
+        get_text(&playlist).await.1.contains("#EXT-X-DISCONTINUITY\n")
+    })
+    .await;
     let got = viewer.await.expect("viewer");
     let _ = stderr_of(again).await;
     assert!(got.len() > 200_000, "the viewer kept receiving across the reconnect: {} bytes", got.len());
