@@ -112,12 +112,24 @@ async fn plays_cleanly_within_3_s(protocol: &str, format: &str) {
     let playable = t0.elapsed();
     eprintln!("{protocol} push → first 18.8 kB at the edge after {playable:?}");
     assert!(playable < Duration::from_secs(3), "took {playable:?}");
-    // Ingest health while it is live: how it arrives, and (RTMP keeps them apart) A/V drift.
+    // Ingest health while it is live: how it arrives, its frame rate, and A/V drift. The test
+    // feed's clocks agree; what shows is the muxer's interleave (ffmpeg's MPEG-TS muxer packs
+    // audio into PES of up to ~0.5 s), so the bound is loose: a drifting encoder shows as a trend.
     let status: serde_json::Value = serde_json::from_str(&get_text(&tier0.url("/status")).await.1).expect("JSON");
     let live = status["channels"].as_array().and_then(|l| l.iter().find(|c| c["id"] == "live")).expect("live");
     assert_eq!(live["protocol"], protocol, "{live}");
     assert!(live["frame_rate"].as_f64().is_some_and(|f| (f - 25.0).abs() < 1.0), "{live}");
-    assert_eq!(live["av_drift_ms"].is_i64(), protocol == "rtmp", "{live}");
+    let health = async || {
+        let status: serde_json::Value = serde_json::from_str(&get_text(&tier0.url("/status")).await.1).expect("JSON");
+        status["channels"].as_array().and_then(|l| l.iter().find(|c| c["id"] == "live").cloned()).expect("live")
+    };
+    let mut live = live.clone();
+    let t = Instant::now();
+    while !live["av_drift_ms"].is_i64() && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        live = health().await;
+    }
+    assert!(live["av_drift_ms"].as_i64().is_some_and(|d| d.abs() < 1_000), "{live}");
     let complaints = ffmpeg_check(&play, 20).await;
     assert_eq!(complaints, "", "ffmpeg found problems in the edge's stream");
     let enc_err = stderr_of(enc).await;

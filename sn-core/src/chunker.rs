@@ -116,6 +116,9 @@ pub struct Chunker {
     pending_discontinuity: bool,
     audio_slice_start: Option<u64>,
     audio_next_key: u64,
+    /// Newest raw decode timestamps of the video and the first audio stream (A/V drift).
+    last_video_raw: Option<u64>,
+    last_audio_raw: Option<u64>,
     stats: ChunkerStats,
 }
 
@@ -146,12 +149,25 @@ impl Chunker {
             pending_discontinuity: continue_after.is_some(),
             audio_slice_start: None,
             audio_next_key: 0,
+            last_video_raw: None,
+            last_audio_raw: None,
             stats: ChunkerStats::default(),
         }
     }
 
     pub fn stats(&self) -> ChunkerStats {
         self.stats
+    }
+
+    /// Newest video decode time minus newest audio decode time (ms), once both were seen: an
+    /// encoder whose audio and video clocks part shows here long before viewers complain.
+    pub fn av_drift_ms(&self) -> Option<i64> {
+        let (v, a) = (self.last_video_raw?, self.last_audio_raw?);
+        // Timestamps are 33-bit and wrap: the difference is taken on that circle.
+        const WRAP: u64 = 1 << 33;
+        let d = v.wrapping_sub(a) % WRAP;
+        let d = if d >= WRAP / 2 { d as i64 - WRAP as i64 } else { d as i64 };
+        Some(d / 90)
     }
 
     /// True once a PMT has been seen and the feed has video.
@@ -198,6 +214,11 @@ impl Chunker {
             return None;
         };
         if ts::pusi(p) {
+            if program.video_pid == Some(pid) {
+                self.last_video_raw = ts::pes_decode_ts(p).or(self.last_video_raw);
+            } else if program.audio_pids.first() == Some(&pid) {
+                self.last_audio_raw = ts::pes_decode_ts(p).or(self.last_audio_raw);
+            }
             if let Some(vpid) = program.video_pid {
                 if pid == vpid {
                     let keyframe = ts::random_access(p) || es_starts_random_access(p, program.video_stream_type);

@@ -36,7 +36,7 @@ pub struct HubStatus {
 pub struct IngestInfo {
     /// `http`, `rtmp`, `srt`, `tcp`, `pull` or `loop`; None without a publisher.
     pub protocol: Option<&'static str>,
-    /// Newest video minus newest audio timestamp, when the publisher's protocol tells them apart.
+    /// Newest video minus newest audio decode timestamp, once the feed had both.
     pub av_drift_ms: Option<i64>,
 }
 

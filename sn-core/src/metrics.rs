@@ -120,7 +120,7 @@ impl Metrics {
             ingest_av_drift: gauge(
                 r,
                 "ingest_av_drift_seconds",
-                "Newest video timestamp minus newest audio timestamp (RTMP publishers)",
+                "Newest video minus newest audio decode timestamp (includes the muxer's interleave; watch the trend)",
                 ch,
             ),
             ingest_refused: counter(

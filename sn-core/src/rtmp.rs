@@ -132,10 +132,6 @@ async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result
         {
             let fed = l.publisher.feed(&l.ts);
             l.ts.clear();
-            let st = l.remux.stats();
-            if let (Some(v), Some(a)) = (st.last_video_ms, st.last_audio_ms) {
-                l.publisher.set_av_drift(Some(i64::from(v) - i64::from(a)));
-            }
             if let Err(e) = fed {
                 l.publisher.count_error(&e);
                 l.publisher.count_session("error");

@@ -131,12 +131,6 @@ impl Publisher {
         self.kicked.is_cancelled()
     }
 
-    /// Newest video minus newest audio timestamp, for publishers whose protocol keeps them apart.
-    pub fn set_av_drift(&self, ms: Option<i64>) {
-        let info = self.hub.ingest();
-        self.hub.set_ingest(crate::hub::IngestInfo { av_drift_ms: ms, ..info });
-    }
-
     /// Sets the ingest health gauges from the ring (once a second at most).
     fn update_health(&mut self) {
         let now = Instant::now();
@@ -158,7 +152,9 @@ impl Publisher {
             m.ingest_frame_rate.with_label_values(&label).set(f);
         }
         drop(ring);
-        if let Some(d) = self.hub.ingest().av_drift_ms {
+        if let Some(d) = self.chunker.av_drift_ms() {
+            let info = self.hub.ingest();
+            self.hub.set_ingest(crate::hub::IngestInfo { av_drift_ms: Some(d), ..info });
             m.ingest_av_drift.with_label_values(&label).set(d as f64 / 1000.0);
         }
     }

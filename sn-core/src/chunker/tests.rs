@@ -185,3 +185,24 @@ fn garbage_pmt_pid_packets_do_not_grow_memory() {
     }
     assert!(c.pmt_building.len() <= 8);
 }
+
+#[test]
+fn av_drift_is_newest_video_minus_newest_audio_across_the_33_bit_wrap() {
+    let mut c = Chunker::new(ChunkerConfig::default(), None);
+    let psi = [pat_packet(0, PMT), pmt_packet(0, PMT, Some(VIDEO), AUDIO)];
+    run(&mut c, &psi);
+    assert_eq!(c.av_drift_ms(), None, "no timestamps yet");
+    let mut c = Chunker::new(ChunkerConfig::default(), None);
+    let wrap = 1u64 << 33;
+    // Video 200 ms ahead of audio, then audio just before the wrap and video just after it.
+    let packets = [psi[0], psi[1], pes_start(VIDEO, 0, 90_000 + 18_000, true), pes_start(AUDIO, 0, 90_000, false)];
+    for p in &packets {
+        c.push(p);
+    }
+    assert_eq!(c.av_drift_ms(), Some(200));
+    c.push(&pes_start(AUDIO, 1, wrap - 9_000, false));
+    c.push(&pes_start(VIDEO, 1, 9_000, false));
+    assert_eq!(c.av_drift_ms(), Some(200), "100 ms after the wrap against 100 ms before it");
+    c.push(&pes_start(AUDIO, 2, 27_000, false));
+    assert_eq!(c.av_drift_ms(), Some(-200), "audio ahead");
+}
