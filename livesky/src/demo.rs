@@ -84,6 +84,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 "  or with RTMP    ffmpeg -re -i feed.mp4 -c copy -f flv {rtmp}/live   (OBS: server {rtmp}, key live)"
             );
         }
+        if let Some(srt) = &ep.srt {
+            println!("  or with SRT     ffmpeg -re -i feed.ts -c copy -f mpegts '{srt}?streamid=live'");
+        }
         if let Some(e) = ep.edges.first() {
             println!("  then play       ffplay {}/live/live.ts", e.http);
         }
