@@ -543,6 +543,12 @@ impl PeerCore {
             || self.link_parent.contains_key(&link)
     }
 
+    /// Every link [`PeerCore::is_open`] accepts: parents, mesh neighbours, introduced children.
+    fn open_links(&self) -> Vec<LinkId> {
+        let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
+        self.link_parent.keys().chain(self.mesh.keys()).chain(children).copied().collect()
+    }
+
     fn drop_link(&mut self, link: LinkId) {
         self.mesh.remove(&link);
         self.children.remove(&link);
@@ -560,9 +566,9 @@ impl PeerCore {
     /// everything by maps, to every neighbour.
     fn send_maps(&mut self, now: Instant) {
         self.map_wanted.retain(|_, until| *until > now);
+        // A pure mesh has no parents: its open links are its neighbours.
         let targets: Vec<LinkId> = if self.cfg.pull_only {
-            let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
-            self.mesh.keys().chain(children).copied().collect()
+            self.open_links()
         } else {
             self.map_wanted.keys().copied().filter(|&l| self.is_open(l)).collect()
         };
@@ -583,9 +589,7 @@ impl PeerCore {
             return;
         }
         self.maps_asked = Some(now);
-        let children = self.children.iter().filter(|(_, c)| c.trusted).map(|(l, _)| l);
-        let links: Vec<LinkId> = self.link_parent.keys().chain(self.mesh.keys()).chain(children).copied().collect();
-        for link in links {
+        for link in self.open_links() {
             self.out.push_back(Output::Send { link, msg: PeerLink::WantMaps });
         }
     }

@@ -361,11 +361,7 @@ pub async fn run_with(
                 Ended::EdgeLost | Ended::Redirected(_) => core.detach(),
                 Ended::Refused(_) => core.leave(),
             }
-            while let Some(out) = core.poll_output() {
-                if let Output::Play(c) = out {
-                    forward(&play, c);
-                }
-            }
+            play_only(core, &play);
             let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
             local.cancel();
             stats.send_replace(core.stats());
@@ -439,6 +435,15 @@ fn forward(play: &Option<mpsc::Sender<Chunk>>, c: Chunk) {
     }
 }
 
+/// Drains a core with no edge and no links: only what it plays still goes anywhere.
+fn play_only(core: &mut PeerCore, play: &Option<mpsc::Sender<Chunk>>) {
+    while let Some(out) = core.poll_output() {
+        if let Output::Play(c) = out {
+            forward(play, c);
+        }
+    }
+}
+
 /// Plays from the buffer of a core that has no edge (see [`run_with`]) until `work` — finding the
 /// next edge — is done.
 pub async fn coast<F: std::future::Future>(
@@ -458,11 +463,7 @@ pub async fn coast<F: std::future::Future>(
             r = &mut work => return r,
             _ = tokio::time::sleep_until(wake) => {
                 core.handle_timeout(Instant::now().into_std());
-                while let Some(out) = core.poll_output() {
-                    if let Output::Play(c) = out {
-                        forward(play, c);
-                    }
-                }
+                play_only(core, play);
                 stats.send_replace(core.stats());
             }
         }

@@ -46,6 +46,7 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
             let s = h.status();
             let (stats, span_ms) = h.ring_stats();
             let ring = h.ring();
+            let (health, ingest) = (ring.health(), h.ingest());
             json!({
                 "id": h.id.as_str(),
                 "state": match s.state {
@@ -63,11 +64,11 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
                 "users": h.users(),
                 // Ingest health (meaningful on the channel's origin): the stream's rate over
                 // the ring, its keyframe spacing, and sessions ended by errors.
-                "kbps": (stats.bytes as u64 * 8).checked_div(span_ms).unwrap_or(0),
-                "keyframe_interval_ms": ring.keyframe_interval_ms(),
-                "frame_rate": ring.chunk_rate().map(|f| (f * 100.0).round() / 100.0),
-                "protocol": h.ingest().protocol,
-                "av_drift_ms": h.ingest().av_drift_ms,
+                "kbps": health.kbps.map_or(0, |k| k as u64),
+                "keyframe_interval_ms": health.keyframe_interval_ms,
+                "frame_rate": health.frame_rate.map(|f| (f * 100.0).round() / 100.0),
+                "protocol": ingest.protocol,
+                "av_drift_ms": ingest.av_drift_ms,
                 "ingest_errors": crate::metrics::total_for(&node.metrics().ingest_errors, h.id.as_str()),
                 "public_key": node.source(&h.id).map(|s| s.signer.verifier().to_hex()),
             })
@@ -149,16 +150,14 @@ async fn ingest(
             }
             Some(Err(e)) => {
                 info!(%channel, error = %e, bytes = publisher.bytes, "broadcaster connection ended abruptly");
-                publisher.count_session("aborted");
-                publisher.finish();
+                publisher.finish("aborted");
                 return text_error(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"));
             }
         }
     }
     let (bytes, chunks) = (publisher.bytes, publisher.chunks);
     info!(%channel, bytes, chunks, "broadcaster finished");
-    publisher.count_session("ok");
-    publisher.finish();
+    publisher.finish("ok");
     text_error(StatusCode::OK, format!("ok: {bytes} bytes, {chunks} chunks on channel {channel}"))
 }
 

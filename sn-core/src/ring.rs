@@ -28,6 +28,14 @@ pub enum ReadPos {
     Behind { oldest: u64 },
 }
 
+/// Rate, keyframe spacing and frame rate of the media a ring holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RingHealth {
+    pub kbps: Option<f64>,
+    pub keyframe_interval_ms: Option<u64>,
+    pub frame_rate: Option<f64>,
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RingStats {
     pub chunks: usize,
@@ -150,6 +158,16 @@ impl ChunkRing {
         let first = ts.next()?;
         let (n, last) = ts.fold((0u64, first), |(n, _), t| (n + 1, t));
         (n > 0).then(|| last.saturating_sub(first) / 90 / n)
+    }
+
+    /// The broadcast as the ring holds it (ingest health, on the channel's origin).
+    pub fn health(&self) -> RingHealth {
+        let span = self.span_ms();
+        RingHealth {
+            kbps: (span > 0).then(|| self.bytes as f64 * 8.0 / span as f64),
+            keyframe_interval_ms: self.keyframe_interval_ms(),
+            frame_rate: self.chunk_rate(),
+        }
     }
 
     /// Chunks per second of media held: the video frame rate (one chunk per access unit), or

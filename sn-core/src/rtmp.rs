@@ -162,8 +162,7 @@ async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result
             Ok(r) => r?,
             Err(_) => {
                 if let Some(l) = live.take() {
-                    l.publisher.count_session("aborted");
-                    l.publisher.finish();
+                    l.publisher.finish("aborted");
                 }
                 return Err(RtmpIngestError::Idle(wait));
             }
@@ -171,8 +170,7 @@ async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result
         if n == 0 {
             if let Some(l) = live.take() {
                 info!(channel = %l.publisher.channel(), %peer, bytes = l.publisher.bytes, "RTMP publisher disconnected");
-                l.publisher.count_session("ok");
-                l.publisher.finish();
+                l.publisher.finish("ok");
             }
             return Ok(());
         }
@@ -250,8 +248,7 @@ fn on_event(
         ServerSessionEvent::PublishStreamFinished { .. } => {
             if let Some(l) = live.take() {
                 info!(channel = %l.publisher.channel(), %peer, "RTMP publisher finished");
-                l.publisher.count_session("ok");
-                l.publisher.finish();
+                l.publisher.finish("ok");
             }
             Ok(Vec::new())
         }

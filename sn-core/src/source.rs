@@ -127,10 +127,6 @@ impl Publisher {
         self.kicked.cancelled()
     }
 
-    pub fn is_taken_over(&self) -> bool {
-        self.kicked.is_cancelled()
-    }
-
     /// Sets the ingest health gauges from the ring (once a second at most).
     fn update_health(&mut self) {
         let now = Instant::now();
@@ -140,18 +136,16 @@ impl Publisher {
         self.health_at = Some(now);
         let label = [self.hub.id.as_str()];
         let m = self.node.metrics();
-        let (stats, span_ms) = self.hub.ring_stats();
-        let ring = self.hub.ring();
-        if span_ms > 0 {
-            m.ingest_bitrate.with_label_values(&label).set(stats.bytes as f64 * 8.0 / span_ms as f64);
+        let health = self.hub.ring().health();
+        if let Some(k) = health.kbps {
+            m.ingest_bitrate.with_label_values(&label).set(k);
         }
-        if let Some(k) = ring.keyframe_interval_ms() {
+        if let Some(k) = health.keyframe_interval_ms {
             m.ingest_keyframe_interval.with_label_values(&label).set(k as f64 / 1000.0);
         }
-        if let Some(f) = ring.chunk_rate() {
+        if let Some(f) = health.frame_rate {
             m.ingest_frame_rate.with_label_values(&label).set(f);
         }
-        drop(ring);
         if let Some(d) = self.chunker.av_drift_ms() {
             let info = self.hub.ingest();
             self.hub.set_ingest(crate::hub::IngestInfo { av_drift_ms: Some(d), ..info });
@@ -215,8 +209,10 @@ impl Publisher {
         self.update_health();
     }
 
-    /// End of feed: flushes the last chunk and releases the channel.
-    pub fn finish(mut self) {
+    /// End of feed: counts the session under `outcome` (ok, aborted…), flushes the last chunk and
+    /// releases the channel.
+    pub fn finish(mut self, outcome: &str) {
+        self.count_session(outcome);
         let chunker = &mut self.chunker;
         let drafts = &mut self.drafts;
         self.resync.finish(|p| drafts.extend(chunker.push(p)));
@@ -323,8 +319,7 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
                 }
             }
             info!(%channel, %peer, bytes = publisher.bytes, chunks = publisher.chunks, "TCP broadcaster finished");
-            publisher.count_session("ok");
-            publisher.finish();
+            publisher.finish("ok");
         });
     }
 }
@@ -391,7 +386,6 @@ async fn pull_once(
         }
     }?;
     let bytes = publisher.bytes;
-    publisher.count_session("ok");
-    publisher.finish();
+    publisher.finish("ok");
     Ok(bytes)
 }

@@ -321,9 +321,8 @@ async fn run_session(
             None => break,
             Some(Err(e)) => {
                 info!(%channel, %peer, error = %e, bytes = publisher.bytes, "SRT broadcaster connection failed");
-                publisher.count_session("aborted");
                 let bytes = publisher.bytes;
-                publisher.finish();
+                publisher.finish("aborted");
                 return Ok(bytes);
             }
             Some(Ok((_, data))) => {
@@ -340,8 +339,7 @@ async fn run_session(
     }
     let (bytes, chunks) = (publisher.bytes, publisher.chunks);
     info!(%channel, %peer, bytes, chunks, "SRT broadcaster finished");
-    publisher.count_session("ok");
-    publisher.finish();
+    publisher.finish("ok");
     Ok(bytes)
 }
 
