@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use livesky_tests::*;
-use sn_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -32,12 +31,7 @@ source = { kind = "push" }
 fn topology(takeover: bool) -> String {
     let ingest =
         format!("ingest = {{ rtmp_listen = \"127.0.0.1:0\", srt_listen = \"127.0.0.1:0\", takeover = {takeover} }}");
-    [
-        CHANNELS.to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], &ingest),
-        loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
-    ]
-    .concat()
+    tier0_and_edge(CHANNELS, &ingest)
 }
 
 /// A 30 s H.264 (with B-frames) + AAC feed, as a broadcaster's file: `ffmpeg -stream_loop` on the

@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
-use livesky::launch::loopback_node;
 use livesky_tests::{DEMO_CLIP, assert_no_report_lost, get, metric, push, tcp_peer, wait_until, with_mc};
 use proto::ChannelId;
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FromEdge, Join, PeerControlCodec, ToEdge};
-use sn_core::Role;
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;
 
@@ -42,12 +40,7 @@ fn longest_gap(got: &[(Instant, usize)]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_broadcast_source_that_comes_back_resumes_for_connected_viewers() {
-    let topology = [
-        "[[channel]]\nid = \"live\"\nsource = { kind = \"push\" }\n".to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
-    ]
-    .concat();
+    let topology = livesky_tests::tier0_and_edge("[[channel]]\nid = \"live\"\nsource = { kind = \"push\" }\n", "");
     let (mc, cluster, path, _) = with_mc("source-death", &topology, REPORT_EVERY).await;
     let ingest = cluster.get("tier0").expect("tier0").url("/ingest/live");
     let edge = cluster.get("edge").expect("edge");

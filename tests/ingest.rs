@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use livesky_tests::*;
-use sn_core::Role;
 use tokio::io::AsyncWriteExt;
 
 const CHANNELS: &str = r#"
@@ -27,19 +26,9 @@ source = { kind = "loop", path = "builtin:demo" }
 
 "#;
 
-/// `channels` fed on a Tier 0, served by one edge.
-fn tier0_and_edge(channels: &str) -> String {
-    [
-        channels.to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
-    ]
-    .concat()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_broadcasters_are_refused_clearly_and_disturb_no_other_channel() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let edge = cluster.get("edge").unwrap();
     let tier0_metrics = tier0.url("/metrics");
@@ -90,7 +79,7 @@ async fn bad_broadcasters_are_refused_clearly_and_disturb_no_other_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_feed_is_resynced_and_keeps_playing() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let edge = cluster.get("edge").unwrap();
     // 1,000 bytes of junk in the middle of a packet, a third of the way in.
@@ -115,7 +104,7 @@ async fn corrupted_feed_is_resynced_and_keeps_playing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_tcp_ingest_reaches_the_edge_byte_for_byte() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let edge = cluster.get("edge").unwrap();
     let addr = tier0.tcp_ingest.iter().find(|(c, _)| c.as_str() == "tcp").unwrap().1;
@@ -140,11 +129,12 @@ async fn raw_tcp_ingest_reaches_the_edge_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier0_pulls_from_an_origin_url() {
     // The "origin" is another cluster's edge serving HTTP-TS of a looped clip.
-    let origin = start(&tier0_and_edge(CHANNELS)).await;
+    let origin = start(&tier0_and_edge(CHANNELS, "")).await;
     let origin_url = origin.get("edge").unwrap().url("/live/looped.ts");
-    let puller = start(&tier0_and_edge(&format!(
-        "[[channel]]\nid = \"relayed\"\nsource = {{ kind = \"pull\", url = \"{origin_url}\" }}\n"
-    )))
+    let puller = start(&tier0_and_edge(
+        &format!("[[channel]]\nid = \"relayed\"\nsource = {{ kind = \"pull\", url = \"{origin_url}\" }}\n"),
+        "",
+    ))
     .await;
     let url = puller.get("edge").unwrap().url("/live/relayed.ts");
     let (status, _) = get_all(&puller.get("edge").unwrap().url("/live/relayed/0.ts")).await;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use livesky_tests::*;
-use sn_core::Role;
 use sn_core::srt::{bind_srt, serve_srt};
 use srt_tokio::SrtSocket;
 use tokio_util::sync::CancellationToken;
@@ -37,16 +36,8 @@ source = { kind = "loop", path = "builtin:demo" }
 /// 7 TS packets: what SRT encoders put in one datagram.
 const PAYLOAD: usize = 1316;
 
-fn tier0_and_edge(channels: &str) -> String {
-    [
-        channels.to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("edge", 1, Role::Edge, &["tier0"], ""),
-    ]
-    .concat()
-}
-
-/// Starts the SRT ingest on `node` (the node config does not carry it yet); returns its address.
+/// Starts an SRT ingest on `node` with its own passphrase (beside the one its config may name);
+/// returns its address.
 async fn srt_ingest(node: &sn_core::Node, passphrase: Option<&str>, stop: &CancellationToken) -> SocketAddr {
     let bound = bind_srt("127.0.0.1:0".parse().unwrap(), passphrase.map(str::to_string)).await.expect("SRT binds");
     let addr = bound.local_addr();
@@ -98,7 +89,7 @@ fn ts_aligned(data: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_broadcast_reaches_the_edge_and_bad_publishers_are_refused() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let edge = cluster.get("edge").unwrap();
     let stop = CancellationToken::new();
@@ -175,7 +166,7 @@ fn garbage() -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let stop = CancellationToken::new();
     let addr = srt_ingest(&tier0.node, None, &stop).await;
@@ -230,7 +221,7 @@ async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_passphrase_is_required_and_checked() {
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let stop = CancellationToken::new();
     assert!(bind_srt("127.0.0.1:0".parse().unwrap(), Some("short".into())).await.is_err());
@@ -271,7 +262,7 @@ async fn tier0_calls_an_encoder_in_srt_listener_mode() {
     let channels = format!(
         "[[channel]]\nid = \"called\"\nsource = {{ kind = \"srt_call\", addr = \"{encoder_addr}\", stream_id = \"cam1\", passphrase = \"0123456789\" }}\n"
     );
-    let cluster = start(&tier0_and_edge(&channels)).await;
+    let cluster = start(&tier0_and_edge(&channels, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     tokio::time::timeout(Duration::from_secs(20), encoder).await.expect("encoder done in time").unwrap();
     wait_until(Duration::from_secs(10), "the called session to end cleanly", || async {
@@ -286,7 +277,7 @@ async fn ffmpeg_pushes_over_srt_with_and_without_passphrase() {
     if !require_ffmpeg() {
         return;
     }
-    let cluster = start(&tier0_and_edge(CHANNELS)).await;
+    let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let stop = CancellationToken::new();
     let plain = srt_ingest(&tier0.node, None, &stop).await;

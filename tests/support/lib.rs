@@ -26,6 +26,17 @@ pub async fn start(topology: &str) -> Cluster {
     Cluster::start(topo, None).await.expect("cluster starts")
 }
 
+/// `channels` (TOML) fed on a Tier 0 named `tier0` (with `tier0_extra` in its `[[node]]` table, e.g.
+/// an `ingest = {…}`), served by one edge named `edge`, all on loopback.
+pub fn tier0_and_edge(channels: &str, tier0_extra: &str) -> String {
+    [
+        channels.to_string(),
+        loopback_node("tier0", 0, sn_core::Role::Core, &[], tier0_extra),
+        loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], ""),
+    ]
+    .concat()
+}
+
 /// The demo topology with its management center, on ephemeral ports, the MC watching a copy of
 /// the topology file (returned) in a directory of its own.
 pub async fn demo_with_mc(name: &str) -> (livesky_mgmt_center::McServer, Cluster, std::path::PathBuf) {
