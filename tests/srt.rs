@@ -164,8 +164,33 @@ fn garbage() -> Vec<Vec<u8>> {
     out
 }
 
+/// HSv5 conclusion handshakes that srt-protocol 0.4.4 panics on while parsing or admitting them:
+/// extension blocks of types it does not handle, a key response in a request, and keying
+/// material with no key size announced.
+fn poisoned_handshakes() -> Vec<Vec<u8>> {
+    let handshake = |enc: u16, blocks: &[(u16, u16)]| {
+        let mut p = 0x8000_0000u32.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0; 12]);
+        p.extend_from_slice(&5u32.to_be_bytes());
+        p.extend_from_slice(&enc.to_be_bytes());
+        p.extend_from_slice(&5u16.to_be_bytes());
+        p.extend_from_slice(&[0; 12]);
+        p.extend_from_slice(&0xffff_ffffu32.to_be_bytes());
+        p.extend_from_slice(&[0; 24]);
+        for &(t, words) in blocks {
+            p.extend_from_slice(&t.to_be_bytes());
+            p.extend_from_slice(&words.to_be_bytes());
+            p.extend(std::iter::repeat_n(0x61, usize::from(words) * 4));
+        }
+        p
+    };
+    let mut out: Vec<Vec<u8>> = [0, 4, 6, 7, 8].iter().map(|&t| handshake(0, &[(1, 3), (t, 1)])).collect();
+    out.push(handshake(0, &[(1, 3), (3, 10)]));
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session() {
+async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_session() {
     let cluster = start(&tier0_and_edge(CHANNELS, "")).await;
     let tier0 = cluster.get("tier0").unwrap();
     let stop = CancellationToken::new();
@@ -173,8 +198,12 @@ async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session()
 
     // A broadcaster live on `open` while the port is hammered.
     let live = tokio::spawn(push(addr, "open", None, DEMO_CLIP, 200_000));
+    // A caller that encrypts without announcing its key size, on a port without passphrase:
+    // srt-protocol 0.4.4 panics on its handshake (`unimplemented!("expected no secrets")`), so the
+    // port's socket filter drops it and the caller times out.
+    let encrypting = tokio::spawn(call(addr, Some("spare"), Some("0123456789")));
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for d in garbage() {
+    for d in garbage().into_iter().chain(poisoned_handshakes()) {
         let _ = udp.send_to(&d, addr).await;
     }
     live.await.unwrap();
@@ -184,10 +213,10 @@ async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session()
     .await;
     let fed = metric(&tier0.url("/metrics"), "livesky_ingest_bytes_total", &["channel=\"open\""]).await;
     assert_eq!(fed as usize, DEMO_CLIP.len(), "garbage did not disturb the live session");
+    assert!(encrypting.await.unwrap().is_err(), "the encrypting caller got no session");
+    let restarts = metric(&tier0.url("/metrics"), "livesky_ingest_srt_port_restarts_total", &[]).await;
+    assert_eq!(restarts, 0.0, "the port's task never died");
 
-    // A caller that encrypts, on a port without passphrase: srt-protocol 0.4.4 panics on this
-    // (`unimplemented!("expected no secrets")`) in the port's task; the port must come back.
-    assert!(call(addr, Some("open"), Some("0123456789")).await.is_err());
     // A TS-less feed ends its own session only.
     let not_ts: &'static [u8] = b"<html>not a transport stream</html>\n".repeat(4000).leak();
     let socket = call(addr, Some("open"), None).await.expect("accepted before the feed is seen");
@@ -199,18 +228,7 @@ async fn garbage_and_misbehaving_callers_on_the_srt_port_harm_no_later_session()
 
     // After all of it, a good session works.
     let before = chunks(tier0, "keyed").await;
-    let mut accepted = None;
-    for _ in 0..20 {
-        // The port may still be restarting.
-        match call(addr, Some("keyed?key=s3cret"), None).await {
-            Ok(s) => {
-                accepted = Some(s);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-    let good = accepted.expect("a good broadcaster is accepted after the garbage");
+    let good = call(addr, Some("keyed?key=s3cret"), None).await.expect("a good broadcaster is accepted");
     assert!(send(good, DEMO_CLIP, 400_000).await);
     wait_until(Duration::from_secs(10), "chunks after the garbage", || async {
         chunks(tier0, "keyed").await > before + 10.0
@@ -312,4 +330,69 @@ async fn ffmpeg_pushes_over_srt_with_and_without_passphrase() {
         assert!(chunks(tier0, channel).await > 10.0, "{channel} got chunks from ffmpeg");
     }
     stop.cancel();
+}
+
+/// A broadcaster that leaves and does not come back within `reconnect_grace_seconds` ends the
+/// broadcast for everyone: HTTP-TS streams end after the last chunk, the HLS playlist is closed
+/// with `#EXT-X-ENDLIST`, LiveSky peers play out and leave, and new viewers are told it ended. The
+/// broadcaster here names its channel by the stream key alone, as OBS does; a new broadcast
+/// later plays again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_whose_publisher_does_not_come_back_in_time_ends_for_every_viewer() {
+    let topology = [
+        CHANNELS.to_string(),
+        loopback_node("tier0", 0, sn_core::Role::Core, &[], "ingest = { reconnect_grace_seconds = 2 }"),
+        loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], "edge = { client_listen = \"127.0.0.1:0\" }"),
+    ]
+    .concat();
+    let cluster = start(&topology).await;
+    let (tier0, edge) = (cluster.get("tier0").unwrap(), cluster.get("edge").unwrap());
+    let stop = CancellationToken::new();
+    let addr = srt_ingest(&tier0.node, None, &stop).await;
+
+    let broadcast = tokio::spawn(push(addr, "s3cret", None, DEMO_CLIP, 150_000));
+    wait_until(Duration::from_secs(10), "the key-named broadcast to feed `keyed`", || async {
+        chunks(tier0, "keyed").await > 10.0
+    })
+    .await;
+    let ts = get(&edge.url("/live/keyed.ts")).await;
+    assert_eq!(ts.status(), 200);
+    let viewer = tokio::spawn(read_stream(ts, usize::MAX, Duration::from_secs(60)));
+    let playlist = edge.url("/live/keyed/index.m3u8");
+    wait_until(Duration::from_secs(15), "an HLS playlist", || async { get_text(&playlist).await.0 == 200 }).await;
+    let peer_stop = CancellationToken::new();
+    let peer = tcp_peer_on(edge, "keyed", &peer_stop).await;
+    let mut stats = peer.stats.clone();
+    tokio::time::timeout(Duration::from_secs(15), stats.wait_for(|s| s.play.played_chunks > 0))
+        .await
+        .expect("the peer plays")
+        .expect("peer running");
+
+    broadcast.await.unwrap();
+    let left = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(20), viewer).await.expect("the TS stream ended").unwrap();
+    let waited = left.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "not before the grace was up: {waited:?}");
+    assert!(ts_aligned(&got) && got.len() > 100_000, "the viewer got the broadcast to its end: {} bytes", got.len());
+    let ended = tokio::time::timeout(Duration::from_secs(15), peer.task).await.expect("the peer left").unwrap();
+    assert_eq!(ended.expect("peer ran"), livesky_peer::driver::Ended::BroadcastEnded);
+    wait_until(Duration::from_secs(5), "the HLS playlist to be closed", || async {
+        get_text(&playlist).await.1.ends_with("#EXT-X-ENDLIST\n")
+    })
+    .await;
+    let (code, body) = get_text(&edge.url("/live/keyed.ts")).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("has ended"), "{body}");
+    let status = get_text(&tier0.url("/status")).await.1;
+    assert!(status.contains("\"source\":\"ended\""), "{status}");
+    let ended = metric(&tier0.url("/metrics"), "livesky_ingest_broadcasts_ended_total", &["channel=\"keyed\""]).await;
+    assert_eq!(ended, 1.0);
+    // A new broadcast on the channel plays again.
+    let again = tokio::spawn(push(addr, "keyed?key=s3cret", None, DEMO_CLIP, 150_000));
+    wait_until(Duration::from_secs(15), "a new broadcast to be watchable", || async {
+        get(&edge.url("/live/keyed.ts")).await.status() == 200
+    })
+    .await;
+    stop.cancel();
+    again.abort();
 }

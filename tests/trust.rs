@@ -154,7 +154,7 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
             };
             let ok = SnMessage::SubscribeOk {
                 channel: sub.channel,
-                source_live: true,
+                source: proto::SourceStatus::Live,
                 verify_key: Some(signer.verifier().to_bytes()),
             };
             let _ = framed.send(ok).await;

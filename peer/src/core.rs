@@ -97,12 +97,19 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Welcomed { peer: PeerId, push: bool },
-    Started { startup: Duration },
+    Welcomed {
+        peer: PeerId,
+        push: bool,
+    },
+    Started {
+        startup: Duration,
+    },
     Stalled,
     Redirected(String),
     Refused(String),
     EdgeLost,
+    /// The edge said the broadcast is over; see [`PeerCore::broadcast_played_out`].
+    BroadcastEnded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +264,8 @@ pub struct PeerCore {
     next_heartbeat: Instant,
     next_report: Instant,
     last_report_at: Instant,
+    /// The edge said the broadcast is over, after this seq (inner None: it never had a chunk).
+    broadcast_end: Option<Option<u64>>,
 }
 
 impl PeerCore {
@@ -301,6 +310,7 @@ impl PeerCore {
             next_heartbeat: now + cfg.heartbeat,
             next_report: now + cfg.report_interval,
             last_report_at: now,
+            broadcast_end: None,
             cfg,
         };
         core.out.push_back(Output::ToEdge(ToEdge::Join(core.join_msg())));
@@ -332,6 +342,16 @@ impl PeerCore {
             links: self.link_parent.len() + self.children.len() + self.mesh.len(),
             timeline: Timeline { playback: self.stats.startup, ..self.stats.timeline },
             ..self.stats
+        }
+    }
+
+    /// After [`Event::BroadcastEnded`]: everything up to the broadcast's last chunk was played
+    /// (or skipped), so the player can go without cutting the end off.
+    pub fn broadcast_played_out(&self) -> bool {
+        match self.broadcast_end {
+            None => false,
+            Some(None) => true,
+            Some(Some(last)) => self.buffer.next_seq().is_some_and(|n| n > last),
         }
     }
 
@@ -681,6 +701,10 @@ impl PeerCore {
             FromEdge::Refused { reason } => {
                 self.out.push_back(Output::Event(Event::Refused(reason)));
                 self.phase = Phase::Done;
+            }
+            FromEdge::Ended { last_seq } => {
+                self.broadcast_end = Some(last_seq);
+                self.out.push_back(Output::Event(Event::BroadcastEnded));
             }
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
             FromEdge::Chunk(c) => {

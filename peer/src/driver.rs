@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::core::{Event, Input, LinkId, Output, PeerConfig, PeerCore, PeerStats};
 use crate::rtc::{LinkEvent, Rtc};
@@ -24,6 +24,8 @@ use crate::rtc::{LinkEvent, Rtc};
 /// Most peer-link frames accepted (a chunk plus its header).
 const MAX_LINK_FRAME: usize = proto::DEFAULT_MAX_FRAME;
 const LINK_QUEUE: usize = 512;
+/// Beyond the buffered time, how long a peer waits for the last chunks of an ended broadcast.
+const OUTRO_SLACK: Duration = Duration::from_secs(3);
 /// Offers answered at once: a flood of offers must not make us build connections without end.
 const MAX_ANSWERING: usize = 16;
 
@@ -85,6 +87,8 @@ pub enum Ended {
     Redirected(String),
     Refused(String),
     EdgeLost,
+    /// The broadcast ended (its publisher did not come back) and what was left of it was played.
+    BroadcastEnded,
 }
 
 /// The writer queue of a link, and the token that closes it (and so its socket).
@@ -310,6 +314,8 @@ pub async fn run_with(
     };
     let mut links: HashMap<LinkId, LinkHandle> = HashMap::new();
     let mut ended: Option<Ended> = None;
+    // After the edge says the broadcast ended: when to stop waiting for its last chunks.
+    let mut outro_until: Option<Instant> = None;
     let mut last_stats = Instant::now();
     loop {
         while let Some(out) = core.poll_output() {
@@ -343,6 +349,11 @@ pub async fn run_with(
                         Event::Redirected(to) => ended = Some(Ended::Redirected(to)),
                         Event::Refused(r) => ended = Some(Ended::Refused(r)),
                         Event::EdgeLost => ended = Some(Ended::EdgeLost),
+                        Event::BroadcastEnded => {
+                            info!("the broadcast ended; playing what is left of it");
+                            let buffered = Duration::from_millis(core.stats().buffered_ms);
+                            outro_until = Some(Instant::now() + buffered + OUTRO_SLACK);
+                        }
                         Event::Started { startup } => debug!(?startup, "playback started"),
                         Event::Welcomed { peer, push } => debug!(peer, push, "joined"),
                         Event::Stalled => debug!("stall"),
@@ -354,12 +365,15 @@ pub async fn run_with(
             last_stats = Instant::now();
             stats.send_replace(core.stats());
         }
+        if outro_until.is_some_and(|t| core.broadcast_played_out() || Instant::now() >= t) {
+            ended.get_or_insert(Ended::BroadcastEnded);
+        }
         if let Some(e) = ended.take() {
             match e {
                 Ended::Left => {}
                 // Kept for the next edge (the caller may also just drop it).
                 Ended::EdgeLost | Ended::Redirected(_) => core.detach(),
-                Ended::Refused(_) => core.leave(),
+                Ended::Refused(_) | Ended::BroadcastEnded => core.leave(),
             }
             play_only(core, &play);
             let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
@@ -371,6 +385,7 @@ pub async fn run_with(
             .poll_timeout(Instant::now().into_std())
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake = outro_until.map_or(wake, |t| wake.min(t));
         let now = || Instant::now().into_std();
         let e = tokio::select! {
             _ = cancel.cancelled() => {

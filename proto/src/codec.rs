@@ -132,7 +132,7 @@ mod tests {
     use super::*;
     use crate::WireMessage;
     use crate::chunk::tests::sample_chunk;
-    use crate::message::{Hello, RefuseCode, StartAt, Subscribe};
+    use crate::message::{Hello, RefuseCode, SourceStatus, StartAt, Subscribe};
     use crate::name::{ChannelId, NodeId};
 
     fn all_messages() -> Vec<SnMessage> {
@@ -152,14 +152,15 @@ mod tests {
                 start: StartAt::Backlog { ms: 15_000 },
                 path: vec![],
             }),
-            SnMessage::SubscribeOk { channel: ch.clone(), source_live: true, verify_key: None },
-            SnMessage::SubscribeOk { channel: ch.clone(), source_live: false, verify_key: Some([9; 32]) },
+            SnMessage::SubscribeOk { channel: ch.clone(), source: SourceStatus::Live, verify_key: None },
+            SnMessage::SubscribeOk { channel: ch.clone(), source: SourceStatus::Idle, verify_key: Some([9; 32]) },
             SnMessage::SubscribeErr {
                 channel: ch.clone(), code: RefuseCode::Loop, reason: "loop via a → b ✓".into()
             },
             SnMessage::Chunk(sample_chunk(0, 1)),
             SnMessage::Chunk(signed),
-            SnMessage::SourceState { channel: ch, live: false },
+            SnMessage::SourceState { channel: ch.clone(), source: SourceStatus::Idle },
+            SnMessage::SourceState { channel: ch, source: SourceStatus::Ended },
             SnMessage::Keepalive,
         ]
     }

@@ -10,7 +10,8 @@ use crate::codec::WireMessage;
 use crate::name::{ChannelId, NodeId};
 use crate::wire::{Reader, WireError, put_opt_key, put_short_str, put_text};
 
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: source state became idle/live/ended (was a live flag).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Longest subscription path accepted; tier counts are small, a longer path is a loop or garbage.
 pub const MAX_PATH: usize = 16;
 
@@ -56,6 +57,46 @@ pub enum RefuseCode {
     Unavailable,
 }
 
+/// Whether a channel's broadcast is producing, as Tier 0 sees it and hands down the tree.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// No broadcast right now (none yet, or its publisher is reconnecting).
+    #[default]
+    Idle,
+    Live,
+    /// The broadcaster left and did not come back within Tier 0's reconnect grace: viewers are
+    /// told the broadcast is over instead of waiting on a channel nobody feeds.
+    Ended,
+}
+
+impl SourceStatus {
+    pub fn is_live(self) -> bool {
+        self == SourceStatus::Live
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Idle => "idle",
+            SourceStatus::Live => "live",
+            SourceStatus::Ended => "ended",
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            SourceStatus::Idle => 0,
+            SourceStatus::Live => 1,
+            SourceStatus::Ended => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            0 => SourceStatus::Idle,
+            1 => SourceStatus::Live,
+            2 => SourceStatus::Ended,
+            _ => return Err(WireError::UnknownValue { what: "source status", value: v.into() }),
+        })
+    }
+}
+
 impl RefuseCode {
     fn to_u8(self) -> u8 {
         match self {
@@ -85,7 +126,7 @@ pub enum SnMessage {
     /// `verify_key`: the channel's Ed25519 public key, handed down the tree from Tier 0.
     SubscribeOk {
         channel: ChannelId,
-        source_live: bool,
+        source: SourceStatus,
         verify_key: Option<[u8; 32]>,
     },
     SubscribeErr {
@@ -98,7 +139,7 @@ pub enum SnMessage {
     /// must not take the silence for a stalled parent.
     SourceState {
         channel: ChannelId,
-        live: bool,
+        source: SourceStatus,
     },
     Keepalive,
 }
@@ -154,10 +195,10 @@ impl WireMessage for SnMessage {
                     put_short_str(out, n.as_str());
                 }
             }
-            SnMessage::SubscribeOk { channel, source_live, verify_key } => {
+            SnMessage::SubscribeOk { channel, source, verify_key } => {
                 out.put_u8(tag::SUBSCRIBE_OK);
                 put_short_str(out, channel.as_str());
-                out.put_u8(u8::from(*source_live));
+                out.put_u8(source.to_u8());
                 put_opt_key(out, verify_key);
             }
             SnMessage::SubscribeErr { channel, code, reason } => {
@@ -170,10 +211,10 @@ impl WireMessage for SnMessage {
                 out.put_u8(tag::CHUNK);
                 c.encode(out);
             }
-            SnMessage::SourceState { channel, live } => {
+            SnMessage::SourceState { channel, source } => {
                 out.put_u8(tag::SOURCE_STATE);
                 put_short_str(out, channel.as_str());
-                out.put_u8(u8::from(*live));
+                out.put_u8(source.to_u8());
             }
             SnMessage::Keepalive => out.put_u8(tag::KEEPALIVE),
         }
@@ -203,7 +244,7 @@ impl WireMessage for SnMessage {
             }
             tag::SUBSCRIBE_OK => SnMessage::SubscribeOk {
                 channel: r.channel()?,
-                source_live: r.bool("source live")?,
+                source: SourceStatus::from_u8(r.u8("source status")?)?,
                 verify_key: r.opt_key("verify key")?,
             },
             tag::SUBSCRIBE_ERR => SnMessage::SubscribeErr {
@@ -212,7 +253,9 @@ impl WireMessage for SnMessage {
                 reason: r.text("refuse reason")?,
             },
             tag::CHUNK => SnMessage::Chunk(Chunk::decode_from(&mut r)?),
-            tag::SOURCE_STATE => SnMessage::SourceState { channel: r.channel()?, live: r.bool("source live")? },
+            tag::SOURCE_STATE => {
+                SnMessage::SourceState { channel: r.channel()?, source: SourceStatus::from_u8(r.u8("source status")?)? }
+            }
             tag::KEEPALIVE => SnMessage::Keepalive,
             other => return Err(WireError::UnknownType(other)),
         };

@@ -13,10 +13,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::chunk::Chunk;
 use crate::codec::{FrameCodec, WireMessage};
 use crate::name::ChannelId;
-use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_short_str, put_text};
+use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_opt_u64, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 3;
+pub const CLIENT_PROTOCOL_VERSION: u16 = 4;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -170,6 +170,10 @@ pub enum FromEdge {
     /// The channel's key changed (rotated by config push): check chunks against this one now.
     ChannelKey {
         key: [u8; 32],
+    },
+    /// The broadcast is over (its publisher did not come back): play up to `last_seq`, then go.
+    Ended {
+        last_seq: Option<u64>,
     },
     Chunk(Chunk),
     Signal {
@@ -394,6 +398,7 @@ impl WireMessage for FromEdge {
             FromEdge::Signal { .. } => "signal",
             FromEdge::Introduce { .. } => "introduce",
             FromEdge::ChannelKey { .. } => "channel-key",
+            FromEdge::Ended { .. } => "ended",
         }
     }
 
@@ -406,6 +411,10 @@ impl WireMessage for FromEdge {
             FromEdge::ChannelKey { key } => {
                 out.put_u8(9);
                 out.put_slice(key);
+            }
+            FromEdge::Ended { last_seq } => {
+                out.put_u8(10);
+                put_opt_u64(out, *last_seq);
             }
             FromEdge::Welcome(w) => {
                 out.put_u8(1);
@@ -509,6 +518,7 @@ impl WireMessage for FromEdge {
             },
             8 => FromEdge::Introduce { peer: r.u64("introduced peer")? },
             9 => FromEdge::ChannelKey { key: r.array::<32>("channel key")? },
+            10 => FromEdge::Ended { last_seq: r.opt_u64("last seq")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;
@@ -678,6 +688,8 @@ mod tests {
             FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
             FromEdge::Introduce { peer: 12 },
             FromEdge::ChannelKey { key: [7; 32] },
+            FromEdge::Ended { last_seq: Some(77) },
+            FromEdge::Ended { last_seq: None },
         ]);
         round_trip(&[
             PeerLink::Hello { version: 1, peer: 7, channel: ch() },

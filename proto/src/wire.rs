@@ -113,6 +113,9 @@ impl Reader {
     pub(crate) fn opt_key(&mut self, what: &'static str) -> Result<Option<[u8; 32]>, WireError> {
         if self.bool(what)? { self.array::<32>(what).map(Some) } else { Ok(None) }
     }
+    pub(crate) fn opt_u64(&mut self, what: &'static str) -> Result<Option<u64>, WireError> {
+        if self.bool(what)? { self.u64(what).map(Some) } else { Ok(None) }
+    }
     pub(crate) fn finish(self, what: &'static str) -> Result<(), WireError> {
         match self.buf.remaining() {
             0 => Ok(()),
@@ -147,6 +150,13 @@ pub(crate) fn put_opt_addr(out: &mut BytesMut, a: &Option<std::net::SocketAddr>)
     out.put_u8(u8::from(a.is_some()));
     if let Some(a) = a {
         put_addr(out, a);
+    }
+}
+
+pub(crate) fn put_opt_u64(out: &mut BytesMut, v: Option<u64>) {
+    out.put_u8(u8::from(v.is_some()));
+    if let Some(v) = v {
+        out.put_u64(v);
     }
 }
 

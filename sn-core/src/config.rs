@@ -167,7 +167,7 @@ pub struct NodeConfig {
 
 /// Where broadcasters connect with RTMP and SRT; HTTP push is always on the node's HTTP port.
 /// Every channel with `source = { kind = "push" }` on this node takes any of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
     /// `rtmp://HOST:PORT/live/CHANNEL` (stream key as `CHANNEL?key=KEY`), as OBS sends it.
@@ -182,6 +182,17 @@ pub struct IngestSettings {
     /// A second publisher on a live channel takes it over (the first is cut off) instead of
     /// being refused.
     pub takeover: bool,
+    /// A broadcaster that drops and reconnects within this many seconds resumes its broadcast:
+    /// viewers stay connected and see one discontinuity. After it the broadcast is over: edges
+    /// end their viewers' streams, HLS playlists get `#EXT-X-ENDLIST`, peers are told.
+    pub reconnect_grace_seconds: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        // OBS retries after 2 to 10 s; 30 s covers a few of its attempts.
+        Self { rtmp_listen: None, srt_listen: None, srt_passphrase: None, takeover: false, reconnect_grace_seconds: 30 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -55,7 +55,8 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
                     HubState::NotFound => "not_found",
                     HubState::Closed => "closed",
                 },
-                "source_live": s.source_live,
+                "source_live": s.source.is_live(),
+                "source": s.source.as_str(),
                 "first_seq": ring.first_seq(),
                 "last_seq": ring.last_seq(),
                 "ring_chunks": stats.chunks,
@@ -111,7 +112,7 @@ async fn ingest(
     if let Err(refusal) = crate::source::check_push(&node, &channel, presented_key(&query, &headers)) {
         use crate::source::PushRefusal as R;
         let status = match refusal {
-            R::NotHere(_) => StatusCode::NOT_FOUND,
+            R::NotHere(_) | R::Unknown => StatusCode::NOT_FOUND,
             R::NotPush(_) => StatusCode::CONFLICT,
             R::KeyMissing(_) => StatusCode::UNAUTHORIZED,
             R::KeyWrong(_) => StatusCode::FORBIDDEN,

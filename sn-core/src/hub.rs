@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use proto::{ChannelId, Chunk, StartAt};
+use proto::{ChannelId, Chunk, SourceStatus, StartAt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ pub enum HubState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubStatus {
     pub last_seq: Option<u64>,
-    pub source_live: bool,
+    pub source: SourceStatus,
     pub state: HubState,
 }
 
@@ -59,7 +59,7 @@ pub struct ChannelHub {
 
 impl ChannelHub {
     pub fn new(id: ChannelId, ring: RingConfig, state: HubState) -> Arc<Self> {
-        let (status, _) = watch::channel(HubStatus { last_seq: None, source_live: false, state });
+        let (status, _) = watch::channel(HubStatus { last_seq: None, source: SourceStatus::Idle, state });
         Arc::new(Self {
             id,
             ring: RwLock::new(ChunkRing::new(ring)),
@@ -117,8 +117,8 @@ impl ChannelHub {
         self.status.send_if_modified(|s| std::mem::replace(&mut s.state, state) != state);
     }
 
-    pub fn set_source_live(&self, live: bool) {
-        self.status.send_if_modified(|s| std::mem::replace(&mut s.source_live, live) != live);
+    pub fn set_source(&self, source: SourceStatus) {
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.source, source) != source);
     }
 
     /// Waits until the channel is Ready (true) or known to be absent (false), up to `limit`.
@@ -149,14 +149,32 @@ impl ChannelHub {
         Some((id, kicked))
     }
 
-    /// Ends publisher session `id` (a session taken over has nothing left to release).
-    pub fn release_publisher(&self, id: u64) {
+    /// Ends publisher session `id`; false for a session taken over (it has nothing to release).
+    pub fn release_publisher(&self, id: u64) -> bool {
         let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|(owner, _)| *owner == id) {
             *slot = None;
             self.set_ingest(IngestInfo::default());
-            self.set_source_live(false);
+            self.set_source(SourceStatus::Idle);
+            return true;
         }
+        false
+    }
+
+    /// Number of the next publisher session: unchanged while nobody claimed the channel.
+    pub fn publisher_sessions(&self) -> u64 {
+        self.next_publisher.load(Ordering::Relaxed)
+    }
+
+    /// Ends the broadcast unless a publisher claimed the channel since `sessions` was read (see
+    /// [`ChannelHub::publisher_sessions`]); true if it ended it.
+    pub fn end_broadcast_unless_claimed(&self, sessions: u64) -> bool {
+        let slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() || self.publisher_sessions() != sessions {
+            return false;
+        }
+        self.set_source(SourceStatus::Ended);
+        true
     }
 
     pub fn ingest(&self) -> IngestInfo {
@@ -223,8 +241,8 @@ impl ChannelHub {
 
     fn make_cursor(self: &Arc<Self>, next: Option<u64>, need_keyframe: bool) -> Cursor {
         let rx = self.watch();
-        let live_seen = rx.borrow().source_live;
-        Cursor { hub: self.clone(), rx, next, need_keyframe, live_seen }
+        let source_seen = rx.borrow().source;
+        Cursor { hub: self.clone(), rx, next, need_keyframe, source_seen }
     }
 }
 
@@ -251,8 +269,9 @@ impl Drop for Lease {
 pub enum CursorEvent {
     /// Chunks were appended to the caller's buffer.
     Chunks,
-    /// The source went live or stopped.
-    SourceLive(bool),
+    /// The source went live, paused or ended; every chunk published before the change has been
+    /// handed out first.
+    Source(SourceStatus),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -271,7 +290,7 @@ pub struct Cursor {
     /// None: start at the first chunk to arrive.
     next: Option<u64>,
     need_keyframe: bool,
-    live_seen: bool,
+    source_seen: SourceStatus,
 }
 
 impl Cursor {
@@ -292,12 +311,13 @@ impl Cursor {
                 HubState::Closed => return Err(CursorEnd::Closed),
                 HubState::Pending | HubState::Ready => {}
             }
-            if status.source_live != self.live_seen {
-                self.live_seen = status.source_live;
-                return Ok(CursorEvent::SourceLive(status.source_live));
-            }
+            // Chunks first: a viewer told "ended" must already have the broadcast's last chunks.
             if self.read(out, max)? {
                 return Ok(CursorEvent::Chunks);
+            }
+            if status.source != self.source_seen {
+                self.source_seen = status.source;
+                return Ok(CursorEvent::Source(status.source));
             }
             if self.rx.changed().await.is_err() {
                 return Err(CursorEnd::Closed);
@@ -418,11 +438,34 @@ mod tests {
     async fn source_state_and_close_reach_readers() {
         let h = hub();
         let mut c = h.cursor(StartAt::Live);
-        h.set_source_live(true);
+        h.set_source(SourceStatus::Live);
         let mut out = Vec::new();
-        assert_eq!(c.next(&mut out, 10).await, Ok(CursorEvent::SourceLive(true)));
+        assert_eq!(c.next(&mut out, 10).await, Ok(CursorEvent::Source(SourceStatus::Live)));
         h.set_state(HubState::Closed);
         assert_eq!(c.next(&mut out, 10).await, Err(CursorEnd::Closed));
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_broadcast_comes_after_its_last_chunks_and_only_if_nobody_came_back() {
+        let h = hub();
+        let (first, _) = h.claim_publisher(false).expect("free");
+        let mut c = h.cursor(StartAt::Seq(0));
+        for s in 0..3 {
+            assert!(h.publish_from(first, chunk(s)));
+        }
+        h.release_publisher(first);
+        let sessions = h.publisher_sessions();
+        // Came back within the grace: the broadcast goes on.
+        let (second, _) = h.claim_publisher(false).expect("free");
+        h.release_publisher(second);
+        assert!(!h.end_broadcast_unless_claimed(sessions), "a publisher came back since");
+        assert_eq!(h.status().source, SourceStatus::Idle);
+        let sessions = h.publisher_sessions();
+        assert!(h.end_broadcast_unless_claimed(sessions));
+        let mut out = Vec::new();
+        assert_eq!(c.next(&mut out, 10).await, Ok(CursorEvent::Chunks));
+        assert_eq!(out.iter().map(|c| c.seq()).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(c.next(&mut out, 10).await, Ok(CursorEvent::Source(SourceStatus::Ended)));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub mod rtmp;
 pub mod source;
 pub mod spool;
 pub mod srt;
+mod srt_guard;
 pub mod ts;
 pub mod upstream;
 

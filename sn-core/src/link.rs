@@ -82,7 +82,7 @@ pub(crate) async fn run_upstream(
                     node.forget(&hub);
                     return;
                 }
-                Action::SourceLive(live) => hub.set_source_live(live),
+                Action::Source(source) => hub.set_source(source),
             }
         }
         let stats = core.stats();
@@ -199,19 +199,19 @@ async fn run_link(
                 }
             }
             Some(Ok(SnMessage::Chunk(c))) => closed(format!("parent sent a chunk of channel {}", c.header.channel)),
-            Some(Ok(SnMessage::SubscribeOk { source_live, verify_key, .. })) => {
+            Some(Ok(SnMessage::SubscribeOk { source, verify_key, .. })) => {
                 verifier = verify_key.and_then(|k| proto::ChannelVerifier::from_bytes(&k).ok());
                 // The key first, so whoever wakes on the channel becoming ready already has it.
                 if tx.send(LinkMsg::Key(verify_key)).await.is_err() {
                     return;
                 }
-                input(Input::Accepted { attempt, source_live })
+                input(Input::Accepted { attempt, source })
             }
             Some(Ok(SnMessage::SubscribeErr { code, reason, .. })) => {
                 debug!(%parent, ?code, %reason, "parent refused subscription");
                 input(Input::Refused { attempt, code, reason })
             }
-            Some(Ok(SnMessage::SourceState { live, .. })) => input(Input::SourceState { attempt, live }),
+            Some(Ok(SnMessage::SourceState { source, .. })) => input(Input::SourceState { attempt, source }),
             Some(Ok(SnMessage::Keepalive | SnMessage::Hello(_))) => input(Input::Alive { attempt }),
             Some(Ok(other)) => closed(format!("unexpected {} from parent", other.kind())),
             Some(Err(e)) => closed(format!("bad data from parent {parent}: {e}")),
@@ -341,7 +341,7 @@ async fn child_session(
     let hub = lease.hub().clone();
     let ok = SnMessage::SubscribeOk {
         channel: sub.channel.clone(),
-        source_live: hub.status().source_live,
+        source: hub.status().source,
         verify_key: hub.verify_key(),
     };
     if framed.send(ok).await.is_err() {
@@ -378,8 +378,8 @@ async fn child_session(
                         }
                     }
                 }
-                Ok(CursorEvent::SourceLive(live)) => {
-                    if framed.send(SnMessage::SourceState { channel: sub.channel.clone(), live }).await.is_err() {
+                Ok(CursorEvent::Source(source)) => {
+                    if framed.send(SnMessage::SourceState { channel: sub.channel.clone(), source }).await.is_err() {
                         break;
                     }
                 }

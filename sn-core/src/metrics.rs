@@ -18,6 +18,8 @@ pub struct Metrics {
     pub ingest_av_drift: GaugeVec,
     /// Publish attempts turned away (wrong key, unknown channel, channel busy), by protocol.
     pub ingest_refused: IntCounterVec,
+    pub broadcasts_ended: IntCounterVec,
+    pub srt_port_restarts: IntCounterVec,
     pub source_live: IntGaugeVec,
     pub relay_chunks: IntCounterVec,
     pub relay_duplicates: IntCounterVec,
@@ -128,6 +130,18 @@ impl Metrics {
                 "ingest_refused_total",
                 "Publish attempts refused (unknown channel, stream key, busy)",
                 &["protocol"],
+            ),
+            srt_port_restarts: counter(
+                r,
+                "ingest_srt_port_restarts_total",
+                "Times the SRT ingest port's task died (srt-tokio) and was restarted; its sessions ended",
+                &[],
+            ),
+            broadcasts_ended: counter(
+                r,
+                "ingest_broadcasts_ended_total",
+                "Broadcasts ended because no publisher came back within the reconnect grace",
+                ch,
             ),
             source_live: int_gauge(r, "source_live", "1 while the channel's source is producing", ch),
             relay_chunks: counter(r, "relay_chunks_total", "Chunks accepted from the upstream parent", ch),

@@ -533,7 +533,7 @@ impl Node {
             m.ring_bytes.with_label_values(&label).set(stats.bytes as i64);
             m.ring_span.with_label_values(&label).set(span_ms as f64 / 1000.0);
             m.channel_users.with_label_values(&label).set(e.hub.users() as i64);
-            m.source_live.with_label_values(&label).set(i64::from(e.hub.status().source_live));
+            m.source_live.with_label_values(&label).set(i64::from(e.hub.status().source.is_live()));
         }
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::flv::{FlvError, FlvToTs};
 use crate::node::Node;
-use crate::source::{Publisher, check_push};
+use crate::source::{Publisher, resolve_push};
 use crate::ts::TsError;
 
 /// The RTMP application publishers connect to.
@@ -256,11 +256,10 @@ fn on_event(
     }
 }
 
-/// The publisher for stream name `CHANNEL[?key=KEY]`, or why not.
+/// The publisher for stream name `CHANNEL[?key=KEY]` or `STREAM_KEY`, or why not.
 fn claim(node: &Node, stream_name: &str) -> Result<Publisher, String> {
     let (name, query) = stream_name.split_once('?').unwrap_or((stream_name, ""));
-    let channel = proto::ChannelId::new(name).map_err(|e| format!("stream name `{name}`: {e}"))?;
     let key = query.split('&').find_map(|kv| kv.strip_prefix("key="));
-    check_push(node, &channel, key).map_err(|e| e.to_string())?;
+    let channel = resolve_push(node, name, key).map_err(|e| e.to_string())?;
     Publisher::claim(node, &channel, "rtmp").map_err(|e| e.to_string())
 }

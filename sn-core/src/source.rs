@@ -41,6 +41,34 @@ pub enum PushRefusal {
     KeyMissing(ChannelId),
     #[error("wrong stream key for channel {0}")]
     KeyWrong(ChannelId),
+    /// Not echoed: the name may be a mistyped stream key.
+    #[error("no channel is ingested here under that stream name, and none has it as its stream key")]
+    Unknown,
+}
+
+/// Which channel a broadcaster's stream name asks for (RTMP and SRT): `CHANNEL` with its `key`
+/// checked, or the channel's stream key alone, as OBS sends it with server `rtmp://HOST/live`.
+pub fn resolve_push(node: &Node, name: &str, key: Option<&str>) -> Result<ChannelId, PushRefusal> {
+    if let Ok(channel) = ChannelId::new(name)
+        && node.source(&channel).is_some()
+    {
+        check_push(node, &channel, key)?;
+        return Ok(channel);
+    }
+    if key.is_none() {
+        // Every push channel is compared, so timing does not tell which key nearly matched.
+        let mut found = None;
+        for src in node.sources() {
+            let push = src.cfg.source == crate::config::SourceConfig::Push;
+            if push && src.cfg.stream_key.as_deref().is_some_and(|k| same_key(name, k)) {
+                found = Some(src.hub.id.clone());
+            }
+        }
+        if let Some(channel) = found {
+            return Ok(channel);
+        }
+    }
+    Err(PushRefusal::Unknown)
 }
 
 /// Checks that `channel` takes pushes here and that `key` is its stream key (if it has one).
@@ -81,6 +109,9 @@ pub struct Publisher {
     kicked: CancellationToken,
     /// When the health gauges were last set (at most once a second).
     health_at: Option<Instant>,
+    /// A broadcaster's push (not our own pull or loop): its broadcast ends if it does not come
+    /// back within the reconnect grace.
+    pushed: bool,
     pub bytes: u64,
     pub chunks: u64,
 }
@@ -89,6 +120,7 @@ impl Publisher {
     /// `protocol`: how the broadcast arrives (`rtmp`, `srt`, `http`…), shown to operators.
     pub fn claim(node: &Node, channel: &ChannelId, protocol: &'static str) -> Result<Publisher, ClaimError> {
         let src = node.source(channel).ok_or_else(|| ClaimError::NotHere(channel.clone()))?;
+        let pushed = src.cfg.source == crate::config::SourceConfig::Push;
         let take_over = node.config().ingest.takeover;
         let Some((session, kicked)) = src.hub.claim_publisher(take_over) else {
             return Err(ClaimError::Busy(channel.clone()));
@@ -113,6 +145,7 @@ impl Publisher {
             session,
             kicked,
             health_at: None,
+            pushed,
             bytes: 0,
             chunks: 0,
         })
@@ -205,7 +238,7 @@ impl Publisher {
                 return;
             }
         }
-        self.hub.set_source_live(true);
+        self.hub.set_source(proto::SourceStatus::Live);
         self.update_health();
     }
 
@@ -235,7 +268,25 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.hub.release_publisher(self.session);
+        let released = self.hub.release_publisher(self.session);
+        if released && self.pushed && tokio::runtime::Handle::try_current().is_ok() {
+            let grace = Duration::from_secs(self.node.config().ingest.reconnect_grace_seconds);
+            let sessions = self.hub.publisher_sessions();
+            self.node.spawn(end_after_grace(self.node.clone(), self.hub.clone(), sessions, grace));
+        }
+    }
+}
+
+/// Ends the broadcast on `hub` if no publisher claims it within `grace` (`sessions`: the hub's
+/// publisher count when the last one left).
+async fn end_after_grace(node: Node, hub: Arc<ChannelHub>, sessions: u64, grace: Duration) {
+    tokio::select! {
+        _ = node.cancelled() => return,
+        _ = sleep(grace) => {}
+    }
+    if hub.end_broadcast_unless_claimed(sessions) {
+        info!(channel = %hub.id, grace_s = grace.as_secs(), "broadcast ended: its publisher did not come back in time; viewers are told");
+        node.metrics().broadcasts_ended.with_label_values(&[hub.id.as_str()]).inc();
     }
 }
 

@@ -12,7 +12,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proto::{ChannelId, NameError};
+use proto::ChannelId;
 use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
 use srt_protocol::settings::KeySettings;
 use srt_tokio::options::{KeySize, Passphrase};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::node::Node;
-use crate::source::{ClaimError, Publisher, PushRefusal, check_push};
+use crate::source::{ClaimError, Publisher, PushRefusal, resolve_push};
 use crate::ts::TsError;
 
 /// How long an accepted handshake may take to complete before the channel is released again.
@@ -41,8 +41,8 @@ pub enum SrtIngestError {
     NoStreamId,
     #[error("stream id names no channel: use CHANNEL, CHANNEL?key=KEY or #!::r=CHANNEL,key=KEY")]
     NoChannel,
-    #[error("stream id: {0}")]
-    BadChannel(#[from] NameError),
+    #[error("stream id names a channel or key of {0} bytes, over the limit of 512")]
+    NameTooLong(usize),
     #[error("stream id asks for mode {0:?}; this port only takes broadcasts (m=publish)")]
     NotPublish(String),
     #[error("the broadcaster encrypts but this SRT port has no passphrase")]
@@ -64,12 +64,11 @@ impl SrtIngestError {
     fn reject_reason(&self) -> RejectReason {
         use ServerRejectReason as S;
         RejectReason::Server(match self {
-            SrtIngestError::NoStreamId | SrtIngestError::NoChannel | SrtIngestError::BadChannel(_) => S::BadRequest,
+            SrtIngestError::NoStreamId | SrtIngestError::NoChannel | SrtIngestError::NameTooLong(_) => S::BadRequest,
             SrtIngestError::NotPublish(_) => S::BadMode,
             SrtIngestError::Unencrypted => return RejectReason::Core(CoreRejectReason::BadSecret),
-            SrtIngestError::Refused(PushRefusal::NotHere(_)) | SrtIngestError::Claim(ClaimError::NotHere(_)) => {
-                S::Notfound
-            }
+            SrtIngestError::Refused(PushRefusal::NotHere(_) | PushRefusal::Unknown)
+            | SrtIngestError::Claim(ClaimError::NotHere(_)) => S::Notfound,
             SrtIngestError::Refused(PushRefusal::NotPush(_)) => S::BadMode,
             SrtIngestError::Refused(PushRefusal::KeyMissing(_)) => S::Unauthorized,
             SrtIngestError::Refused(PushRefusal::KeyWrong(_)) => S::Forbidden,
@@ -79,10 +78,14 @@ impl SrtIngestError {
     }
 }
 
+/// Longest channel name or stream key a stream id may carry.
+const MAX_NAME: usize = 512;
+
 /// What a broadcaster's stream id asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTarget {
-    pub channel: ChannelId,
+    /// A channel, or a channel's stream key alone (see [`crate::source::resolve_push`]).
+    pub name: String,
     pub key: Option<String>,
 }
 
@@ -114,7 +117,10 @@ pub fn parse_stream_id(sid: &str) -> Result<StreamTarget, SrtIngestError> {
     if name.is_empty() {
         return Err(SrtIngestError::NoChannel);
     }
-    Ok(StreamTarget { channel: ChannelId::new(name)?, key: key.map(str::to_string) })
+    if name.len() > MAX_NAME {
+        return Err(SrtIngestError::NameTooLong(name.len()));
+    }
+    Ok(StreamTarget { name: name.to_string(), key: key.map(str::to_string) })
 }
 
 fn passphrase(p: Option<String>) -> Result<Option<Passphrase>, SrtIngestError> {
@@ -170,6 +176,9 @@ pub async fn bind_srt(listen: SocketAddr, passphrase: Option<String>) -> Result<
     // Best effort: the kernel caps the size at its own limit.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.set_nonblocking(true).map_err(bind_err)?;
+    if let Err(e) = crate::srt_guard::attach(&socket, passphrase.is_some()) {
+        warn!(%listen, error = %e, "no SRT handshake filter: a malformed handshake can end every session on the port (it restarts)");
+    }
     socket.bind(&listen.into()).map_err(bind_err)?;
     let spare: std::net::UdpSocket = socket.into();
     let addr = spare.local_addr().map_err(bind_err)?;
@@ -235,6 +244,7 @@ pub async fn serve_srt(node: Node, bound: BoundSrt, stop: CancellationToken) {
             }
             None => {
                 warn!(%addr, "SRT listener task died (srt-tokio); its sessions ended; restarting it");
+                node.metrics().srt_port_restarts.with_label_values(&[] as &[&str]).inc();
                 if let Some((port, _)) = current.take() {
                     port.ended();
                 }
@@ -283,7 +293,7 @@ fn claim(
 ) -> Result<(Publisher, Option<KeySettings>), SrtIngestError> {
     let sid = request.stream_id().ok_or(SrtIngestError::NoStreamId)?;
     let target = parse_stream_id(sid)?;
-    check_push(node, &target.channel, target.key.as_deref())?;
+    let channel = resolve_push(node, &target.name, target.key.as_deref())?;
     let keys = match passphrase {
         // Answer with the caller's own key size: srt-protocol panics on a mismatch.
         Some(p) => Some(KeySettings { key_size: request.key_size(), passphrase: p }),
@@ -292,7 +302,7 @@ fn claim(
         None if request.key_size() != KeySize::Unspecified => return Err(SrtIngestError::Unencrypted),
         None => None,
     };
-    Ok((Publisher::claim(node, &target.channel, "srt")?, keys))
+    Ok((Publisher::claim(node, &channel, "srt")?, keys))
 }
 
 /// Feeds every payload into the publisher until the broadcaster leaves; returns the bytes fed.
@@ -407,7 +417,7 @@ mod tests {
     use super::*;
 
     fn target(sid: &str) -> Result<(String, Option<String>), String> {
-        parse_stream_id(sid).map(|t| (t.channel.to_string(), t.key)).map_err(|e| e.to_string())
+        parse_stream_id(sid).map(|t| (t.name, t.key)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -426,10 +436,10 @@ mod tests {
         assert!(target("#!::").is_err());
         assert!(target("#!::key=k").is_err());
         assert!(target("#!::r=live,m=request").unwrap_err().contains("only takes broadcasts"));
-        assert!(target("live/other").is_err());
-        assert!(target(&"x".repeat(512)).unwrap_err().contains("limit"));
+        assert!(target(&"x".repeat(513)).unwrap_err().contains("limit"));
         assert!(target("#!::r=,,=,==,r").is_err());
-        assert!(target("\u{0}é?key=\u{ffff}").is_err());
+        // Read as is: no channel has such a name or key, so the claim refuses it.
+        assert_eq!(target("\u{0}é?key=\u{ffff}"), Ok(("\u{0}é".into(), Some("\u{ffff}".into()))));
     }
 
     #[test]

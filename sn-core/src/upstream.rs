@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use proto::{NodeId, RefuseCode, StartAt};
+use proto::{NodeId, RefuseCode, SourceStatus, StartAt};
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -54,7 +54,7 @@ pub enum Input {
     },
     Accepted {
         attempt: AttemptId,
-        source_live: bool,
+        source: SourceStatus,
     },
     Refused {
         attempt: AttemptId,
@@ -63,7 +63,7 @@ pub enum Input {
     },
     SourceState {
         attempt: AttemptId,
-        live: bool,
+        source: SourceStatus,
     },
     /// Any other message (keepalive) proving the link is alive.
     Alive {
@@ -86,7 +86,7 @@ pub enum Action {
     /// Every candidate said it does not know the channel.
     NotFound,
     /// Whether the source is producing, as the active parent reports it.
-    SourceLive(bool),
+    Source(SourceStatus),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,19 +248,21 @@ impl Upstream {
         };
         let Some(cand) = self.current_cand(attempt) else { return };
         match input {
-            Input::Accepted { source_live, .. } => {
+            Input::Accepted { source, .. } => {
                 if !matches!(self.state, State::Connecting { .. }) {
                     return;
                 }
+                let source_live = source.is_live();
                 self.state = State::Active { attempt, cand, last_chunk: now, last_msg: now, source_live };
                 self.tried = 0;
                 self.not_found = 0;
                 self.backoff = self.cfg.backoff_min;
                 // Source state first: whoever wakes on Active must already see it.
-                self.actions.push_back(Action::SourceLive(source_live));
+                self.actions.push_back(Action::Source(source));
                 self.actions.push_back(Action::Active { candidate: self.candidates[cand].clone() });
             }
-            Input::SourceState { live, .. } => {
+            Input::SourceState { source, .. } => {
+                let live = source.is_live();
                 if let State::Active { source_live, last_chunk, last_msg, .. } = &mut self.state {
                     if live && !*source_live {
                         // Grace: the stall clock starts when the source comes back.
@@ -268,7 +270,7 @@ impl Upstream {
                     }
                     *source_live = live;
                     *last_msg = now;
-                    self.actions.push_back(Action::SourceLive(live));
+                    self.actions.push_back(Action::Source(source));
                 }
             }
             Input::Alive { .. } => {

@@ -255,6 +255,8 @@ async fn run_service(
             }
         }
         service.set_channel_key(now_std(), lease.hub().verify_key());
+        let status = lease.hub().status();
+        service.set_source(status.source, status.last_seq);
         // Carry out what the service decided; a client too slow to take its messages is dropped.
         loop {
             let mut dead = Vec::new();
@@ -457,7 +459,7 @@ async fn next_live(cursor: &mut Option<Cursor>, batch: &mut Vec<Chunk>) -> Resul
         Some(c) => loop {
             match c.next(batch, 64).await? {
                 CursorEvent::Chunks => return Ok(()),
-                CursorEvent::SourceLive(_) => continue,
+                CursorEvent::Source(_) => continue,
             }
         },
         None => std::future::pending().await,

@@ -55,6 +55,8 @@ pub struct Segmenter {
     pending_discontinuity: bool,
     last_seq: Option<u64>,
     max_duration_90k: u64,
+    /// The broadcast ended (its publisher did not come back): the playlist says so.
+    ended: bool,
 }
 
 impl Segmenter {
@@ -69,6 +71,7 @@ impl Segmenter {
             pending_discontinuity: false,
             last_seq: None,
             max_duration_90k,
+            ended: false,
         }
     }
 
@@ -76,7 +79,15 @@ impl Segmenter {
         self.done.len()
     }
 
+    /// The broadcast is over: its last segment is closed and the playlist gets `#EXT-X-ENDLIST`,
+    /// so players finish instead of polling. A later broadcast reopens the playlist.
+    pub fn end(&mut self) {
+        self.close(None);
+        self.ended = true;
+    }
+
     pub fn push(&mut self, chunk: &Chunk) {
+        self.ended = false;
         let h = &chunk.header;
         let gap = self.last_seq.is_some_and(|l| h.seq != l + 1);
         self.last_seq = Some(h.seq);
@@ -161,6 +172,9 @@ impl Segmenter {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             let _ = write!(out, "#EXTINF:{:.3},\n{}.ts\n", s.duration_90k as f64 / 90_000.0, s.msn);
+        }
+        if self.ended {
+            out.push_str("#EXT-X-ENDLIST\n");
         }
         Some(out)
     }
@@ -252,5 +266,18 @@ mod tests {
         s.push(&chunk(61, 61, ChunkFlags::DISCONTINUITY));
         feed(&mut s, 62..=200, 61);
         assert!(s.playlist().unwrap().contains("#EXT-X-DISCONTINUITY\n"));
+    }
+
+    #[test]
+    fn an_ended_broadcast_closes_its_last_segment_and_the_playlist() {
+        let mut s = Segmenter::new(SegmenterConfig::default());
+        feed(&mut s, 0..=120, 50);
+        let before = s.segments();
+        s.end();
+        assert_eq!(s.segments(), before + 1, "the open segment is listed too");
+        let pl = s.playlist().unwrap();
+        assert!(pl.ends_with("#EXT-X-ENDLIST\n"), "{pl}");
+        s.push(&chunk(121, 121, ChunkFlags::DISCONTINUITY | ChunkFlags::KEYFRAME));
+        assert!(!s.playlist().unwrap().contains("ENDLIST"), "a new broadcast reopens the playlist");
     }
 }

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use proto::{ChannelId, StartAt};
+use proto::{ChannelId, SourceStatus, StartAt};
 use sn_core::Origin;
 use sn_core::http::text_error;
-use sn_core::hub::{Cursor, CursorEnd};
+use sn_core::hub::{Cursor, CursorEnd, CursorEvent};
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::Edge;
 use crate::hls::{Segmenter, SegmenterConfig};
-use crate::ts_viewer::open_error;
+use crate::ts_viewer::{ended, open_error};
 
 const OPEN_WAIT: Duration = Duration::from_secs(8);
 
@@ -62,6 +62,9 @@ async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel
     // Start far enough back to list a full window at once.
     let backlog_ms = (s.hls_segment_seconds * 1000.0) as u32 * (s.hls_window as u32 + 1);
     let hub = lease.hub().clone();
+    if hub.status().source == SourceStatus::Ended {
+        return Err(ended(channel));
+    }
     let mut map = edge.hls.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(c) = map.get(channel) {
         c.touch();
@@ -106,10 +109,14 @@ async fn segment_loop(edge: &Edge, channel: &ChannelId, state: &HlsChannel, mut 
             ev = cursor.next(&mut batch, 64) => ev,
         };
         match ev {
-            Ok(_) => {
+            Ok(ev) => {
                 let mut seg = state.segmenter.lock().unwrap_or_else(|e| e.into_inner());
                 for c in batch.drain(..) {
                     seg.push(&c);
+                }
+                if ev == CursorEvent::Source(SourceStatus::Ended) {
+                    info!(%channel, "broadcast ended: HLS playlist closed");
+                    seg.end();
                 }
                 let n = seg.segments();
                 drop(seg);

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerReport, ToEdge, Trouble, Welcome};
-use proto::{ChannelId, DetMap, TokenBucket};
+use proto::{ChannelId, DetMap, SourceStatus, TokenBucket};
 
 use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
 use crate::tree::Feed;
@@ -183,6 +183,8 @@ pub struct Service {
     /// When the channel key last changed: bad-chunk reports right after are the rotation's
     /// chunks in flight, not forgeries.
     key_changed: Option<Instant>,
+    /// The broadcast ended after this seq (inner None: it never had a chunk); clients are told.
+    ended: Option<Option<u64>>,
 }
 
 impl Service {
@@ -191,6 +193,7 @@ impl Service {
             bans: bans::Bans::new(cfg.ban_reports, cfg.ban_for),
             accounting: Default::default(),
             key_changed: None,
+            ended: None,
             admission: Admission::new(cfg.admission.clone()),
             cfg,
             clients: DetMap::default(),
@@ -431,6 +434,9 @@ impl Service {
             channel_key: self.cfg.channel_key,
         };
         self.out.push(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
+        if let Some(last_seq) = self.ended {
+            self.out.push(Output::Send { conn, msg: FromEdge::Ended { last_seq } });
+        }
         let mesh: Vec<(PeerId, SocketAddr)> = self
             .admission
             .tracker_mut()
@@ -572,6 +578,23 @@ impl Service {
         }
         for c in self.clients.values() {
             self.out.push(Output::Send { conn: c.conn, msg: FromEdge::ChannelKey { key } });
+        }
+    }
+
+    /// The channel's source as the edge's hub sees it: when the broadcast ends (its publisher did
+    /// not come back), every client is told how far it went, so it plays that much and leaves.
+    pub fn set_source(&mut self, source: SourceStatus, last_seq: Option<u64>) {
+        if source != SourceStatus::Ended {
+            self.ended = None;
+            return;
+        }
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some(last_seq);
+        tracing::info!(channel = %self.cfg.channel, clients = self.clients.len(), "broadcast ended; telling the clients");
+        for c in self.clients.values() {
+            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Ended { last_seq } });
         }
     }
 

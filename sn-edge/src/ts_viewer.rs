@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use proto::{ChannelId, Chunk, StartAt};
+use proto::{ChannelId, Chunk, SourceStatus, StartAt};
 use sn_core::http::text_error;
 use sn_core::hub::{Cursor, CursorEnd, CursorEvent};
 use sn_core::{OpenError, Origin};
@@ -26,6 +26,11 @@ use crate::Edge;
 const VIEWER_QUEUE: usize = 32;
 const BATCH: usize = 64;
 const OPEN_WAIT: Duration = Duration::from_secs(8);
+
+/// The answer for a channel whose broadcaster left for good (see `reconnect_grace_seconds`).
+pub(crate) fn ended(channel: &ChannelId) -> Response {
+    text_error(StatusCode::NOT_FOUND, format!("the broadcast on channel {channel} has ended; it is not live"))
+}
 
 pub(crate) fn open_error(channel: &ChannelId, e: OpenError) -> Response {
     match e {
@@ -47,7 +52,8 @@ pub(crate) async fn first_chunks(
         loop {
             match cursor.next(out, BATCH).await {
                 Ok(CursorEvent::Chunks) => return Ok(()),
-                Ok(CursorEvent::SourceLive(_)) => continue,
+                Ok(CursorEvent::Source(SourceStatus::Ended)) => return Err(None),
+                Ok(CursorEvent::Source(_)) => continue,
                 Err(CursorEnd::Lagged { .. }) => {
                     cursor.skip_to_latest_keyframe();
                 }
@@ -75,9 +81,14 @@ pub async fn serve(edge: Arc<Edge>, channel: ChannelId) -> Response {
         }
     };
     let hub = lease.hub().clone();
+    if hub.status().source == SourceStatus::Ended {
+        outcome("ended");
+        return ended(&channel);
+    }
     // A live source: start at the newest keyframe already held (instant start). Otherwise wait
     // for fresh content rather than replaying whatever the ring still holds.
-    let mut cursor = if hub.status().source_live { hub.cursor(StartAt::Live) } else { hub.cursor_at_next_keyframe() };
+    let mut cursor =
+        if hub.status().source.is_live() { hub.cursor(StartAt::Live) } else { hub.cursor_at_next_keyframe() };
     let mut batch = Vec::with_capacity(BATCH);
     match first_chunks(&mut cursor, &mut batch, Edge::secs(edge.settings().wait_for_live_seconds)).await {
         Ok(()) => {}
@@ -197,6 +208,7 @@ async fn pump(edge: Arc<Edge>, channel: ChannelId, mut cursor: Cursor, mut batch
             ev = cursor.next(&mut batch, BATCH) => ev,
         };
         match ev {
+            Ok(CursorEvent::Source(SourceStatus::Ended)) => break "broadcast_ended",
             Ok(_) => {}
             Err(CursorEnd::Lagged { .. }) => {
                 m.viewer_skips.with_label_values(&[ch]).inc();

@@ -132,7 +132,16 @@ pub async fn tcp_peer(
     edge: &livesky::launch::RunningNode,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> livesky::peer_cmd::Player {
-    let channel = proto::ChannelId::new("demo").expect("channel");
+    tcp_peer_on(edge, "demo", cancel).await
+}
+
+/// As [`tcp_peer`], on `channel`.
+pub async fn tcp_peer_on(
+    edge: &livesky::launch::RunningNode,
+    channel: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> livesky::peer_cmd::Player {
+    let channel = proto::ChannelId::new(channel).expect("channel");
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let net = livesky_peer::driver::Net {
         edge: edge.client.expect("the edge has a client port"),

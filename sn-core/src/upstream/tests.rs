@@ -32,8 +32,8 @@ fn subscribes_to_the_preferred_parent_first_with_a_backlog() {
     let (a, cand, start) = expect_connect(&mut u);
     assert_eq!(cand, node("core-a"));
     assert_eq!(start, StartAt::Backlog { ms: 15_000 });
-    u.handle(t0 + 5 * MS, Input::Accepted { attempt: a, source_live: true });
-    assert_eq!(drain(&mut u), [Action::SourceLive(true), Action::Active { candidate: node("core-a") }]);
+    u.handle(t0 + 5 * MS, Input::Accepted { attempt: a, source: SourceStatus::Live });
+    assert_eq!(drain(&mut u), [Action::Source(SourceStatus::Live), Action::Active { candidate: node("core-a") }]);
     for seq in 100..110 {
         assert_eq!(u.on_chunk(t0 + 10 * MS, a, seq), Verdict::Accept);
     }
@@ -46,7 +46,7 @@ fn parent_loss_resumes_at_the_next_seq_on_the_next_candidate() {
     let mut u = core(&["core-a", "core-b"]);
     u.start(t0);
     let (a, _, _) = expect_connect(&mut u);
-    u.handle(t0, Input::Accepted { attempt: a, source_live: true });
+    u.handle(t0, Input::Accepted { attempt: a, source: SourceStatus::Live });
     for seq in 0..42 {
         u.on_chunk(t0, a, seq);
     }
@@ -56,7 +56,7 @@ fn parent_loss_resumes_at_the_next_seq_on_the_next_candidate() {
     assert_eq!(u.stats().failovers, 1);
     // Late chunks from the dead link are ignored.
     assert_eq!(u.on_chunk(t0 + 101 * MS, a, 42), Verdict::Stale);
-    u.handle(t0 + 110 * MS, Input::Accepted { attempt: b, source_live: true });
+    u.handle(t0 + 110 * MS, Input::Accepted { attempt: b, source: SourceStatus::Live });
     // A parent that replays what we already have is deduplicated.
     assert_eq!(u.on_chunk(t0 + 120 * MS, b, 41), Verdict::Duplicate);
     assert_eq!(u.on_chunk(t0 + 120 * MS, b, 42), Verdict::Accept);
@@ -70,7 +70,7 @@ fn a_stall_while_the_source_is_live_fails_over_after_one_second() {
     let mut u = core(&["core-a", "core-b"]);
     u.start(t0);
     let (a, _, _) = expect_connect(&mut u);
-    u.handle(t0, Input::Accepted { attempt: a, source_live: true });
+    u.handle(t0, Input::Accepted { attempt: a, source: SourceStatus::Live });
     u.on_chunk(t0 + 200 * MS, a, 7);
     drain(&mut u);
     u.handle(t0 + 900 * MS, Input::Alive { attempt: a });
@@ -90,7 +90,7 @@ fn a_quiet_source_is_not_a_stall_but_a_silent_link_is_dead() {
     let mut u = core(&["core-a", "core-b"]);
     u.start(t0);
     let (a, _, _) = expect_connect(&mut u);
-    u.handle(t0, Input::Accepted { attempt: a, source_live: false });
+    u.handle(t0, Input::Accepted { attempt: a, source: SourceStatus::Idle });
     drain(&mut u);
     for i in 1..=10 {
         u.handle(t0 + i * 900 * MS, Input::Alive { attempt: a });
@@ -99,8 +99,8 @@ fn a_quiet_source_is_not_a_stall_but_a_silent_link_is_dead() {
     assert!(drain(&mut u).is_empty(), "keepalives over a quiet source keep the link");
     // The source comes back: the stall clock starts now, not at the last chunk long ago.
     let back = t0 + 9_500 * MS;
-    u.handle(back, Input::SourceState { attempt: a, live: true });
-    assert_eq!(drain(&mut u), [Action::SourceLive(true)]);
+    u.handle(back, Input::SourceState { attempt: a, source: SourceStatus::Live });
+    assert_eq!(drain(&mut u), [Action::Source(SourceStatus::Live)]);
     u.handle_timeout(back + 999 * MS);
     assert!(drain(&mut u).is_empty());
     // No chunk follows within a second of the source coming back: a stall.
@@ -185,7 +185,7 @@ fn whole_failover_on_a_fake_network_has_no_gap_and_no_duplicate() {
                     // Parents hold the whole stream in their ring: a backlog starts at seq 0.
                     _ => 0,
                 };
-                u.handle(now + 2 * MS, Input::Accepted { attempt, source_live: true });
+                u.handle(now + 2 * MS, Input::Accepted { attempt, source: SourceStatus::Live });
                 // Parent B lags a little behind A and replays two chunks on resume.
                 let from = if parent == 1 { from.saturating_sub(2) } else { from };
                 link = Some((attempt, parent, from));
