@@ -290,11 +290,17 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     };
     eprintln!();
     let ended = ended.context("peer task")??;
-    eprintln!("left: {ended:?}");
     match ended {
         Ended::Refused(r) => bail!("the edge refused: {r}"),
         Ended::EdgeLost => bail!("lost the edge"),
-        _ => Ok(()),
+        Ended::BroadcastEnded => {
+            eprintln!("the broadcast ended (its broadcaster did not come back); played to its end");
+            Ok(())
+        }
+        other => {
+            eprintln!("left: {other:?}");
+            Ok(())
+        }
     }
 }
 

@@ -95,14 +95,30 @@ struct Live {
     stream_key: String,
 }
 
-async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result<(), RtmpIngestError> {
+/// One RTMP connection. Every way [`serve`] ends a live publish counts it; an error that ends the
+/// connection mid-broadcast counts it here as `error` (after its last chunk is flushed).
+async fn session(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<(), RtmpIngestError> {
+    let mut live = None;
+    let res = serve(node, stream, peer, &mut live).await;
+    if let (Some(l), Err(e)) = (live.take(), &res) {
+        info!(channel = %l.publisher.channel(), %peer, error = %e, "RTMP publisher's connection failed");
+        l.publisher.finish("error");
+    }
+    res
+}
+
+async fn serve(
+    node: &Node,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    live: &mut Option<Live>,
+) -> Result<(), RtmpIngestError> {
     let mut buf = vec![0u8; 64 * 1024];
     let leftover = timeout(SETUP_TIMEOUT, handshake(&mut stream, &mut buf))
         .await
         .map_err(|_| RtmpIngestError::Handshake(format!("not done within {SETUP_TIMEOUT:?}")))??;
     let (mut rtmp, first) =
         ServerSession::new(ServerSessionConfig::new()).map_err(|e| RtmpIngestError::Session(e.to_string()))?;
-    let mut live: Option<Live> = None;
     let mut out = Vec::new();
     let mut pending = first;
     let mut input = leftover;
@@ -117,7 +133,7 @@ async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result
                 match r {
                     ServerSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
                     ServerSessionResult::RaisedEvent(e) => {
-                        pending.extend(on_event(node, &mut rtmp, &mut live, e, peer)?);
+                        pending.extend(on_event(node, &mut rtmp, live, e, peer)?);
                     }
                     ServerSessionResult::UnhandleableMessageReceived(_) => {}
                 }
@@ -133,17 +149,19 @@ async fn session(node: &Node, mut stream: TcpStream, peer: SocketAddr) -> Result
             let fed = l.publisher.feed(&l.ts);
             l.ts.clear();
             if let Err(e) = fed {
-                l.publisher.count_error(&e);
-                l.publisher.count_session("error");
+                if let Some(l) = live.take() {
+                    l.publisher.count_error(&e);
+                    l.publisher.count_session("error");
+                }
                 return Err(e.into());
             }
         }
-        let wait = match &live {
+        let wait = match live {
             Some(_) => IDLE_TIMEOUT,
             None => setup_deadline.saturating_duration_since(tokio::time::Instant::now()),
         };
         let read = async {
-            match &live {
+            match live {
                 Some(l) => tokio::select! {
                     _ = l.publisher.taken_over() => None,
                     r = timeout(wait, stream.read(&mut buf)) => Some(r),

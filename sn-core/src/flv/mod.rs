@@ -118,9 +118,6 @@ pub struct RemuxStats {
     /// Frames no decoder could use: before their sequence header, or (video) inter frames before the
     /// first keyframe after a sequence header.
     pub dropped_before_config: u64,
-    /// Last video/audio DTS in ms (for A/V drift).
-    pub last_video_ms: Option<u32>,
-    pub last_audio_ms: Option<u32>,
 }
 
 /// What an AVC sequence header says that the remuxer needs.
@@ -274,7 +271,6 @@ impl FlvToTs {
         self.awaiting_keyframe = false;
         self.stats.video_frames += 1;
         self.stats.keyframes += u64::from(keyframe);
-        self.stats.last_video_ms = Some(ts);
         let dts = ms_to_90k(i64::from(ts));
         let pts = ms_to_90k(i64::from(ts) + i64::from(cts));
         self.emit(Frame::Video { dts, pts, keyframe, au }, ts, out);
@@ -296,7 +292,6 @@ impl FlvToTs {
         adts.extend_from_slice(&adts_header(config, data.len()));
         adts.extend_from_slice(data);
         self.stats.audio_frames += 1;
-        self.stats.last_audio_ms = Some(ts);
         self.emit(Frame::Audio { pts: ms_to_90k(i64::from(ts)), adts }, ts, out);
         Ok(())
     }

@@ -153,7 +153,6 @@ fn synthetic_stream_goes_through_resync_and_chunker() {
     let s = m.stats();
     assert_eq!((s.video_frames, s.keyframes, s.dropped_before_config), (75, 3, 0));
     assert!(s.audio_frames > 120);
-    assert_eq!(s.last_video_ms, Some(74 * 40));
 }
 
 #[test]
