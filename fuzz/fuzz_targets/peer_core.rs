@@ -65,6 +65,13 @@ fuzz_target!(|data: &[u8]| {
             drain(&mut core, &mut links, &mut played);
             continue;
         }
+        if *pick == 0xfe {
+            // The broadcast ends somewhere around what the peer holds.
+            core.handle(now, Input::FromEdge(FromEdge::Ended { last_seq: Some(u64::from(*len)) }));
+            let _ = core.broadcast_played_out();
+            drain(&mut core, &mut links, &mut played);
+            continue;
+        }
         let link = links[usize::from(*pick) % links.len()];
         if let Ok(msg) = PeerLink::decode_body(Bytes::copy_from_slice(body)) {
             core.handle(now, Input::FromPeer(link, msg));

@@ -297,15 +297,19 @@ impl Admission {
         }
     }
 
-    /// Ages out silent clients and lets the trees heal; returns the clients dropped.
-    pub fn tick(&mut self, now: Instant) -> Vec<PeerId> {
+    /// The clients the next [`Admission::tick`] at `now` ages out (silent too long).
+    pub fn expiring(&self, now: Instant) -> Vec<PeerId> {
         let timeout = self.cfg.session_timeout;
-        let gone: Vec<PeerId> = self
-            .last_seen
+        self.last_seen
             .iter()
             .filter(|(_, s)| now.saturating_duration_since(s.at) > timeout)
             .map(|(&id, _)| id)
-            .collect();
+            .collect()
+    }
+
+    /// Ages out silent clients and lets the trees heal; returns the clients dropped.
+    pub fn tick(&mut self, now: Instant) -> Vec<PeerId> {
+        let gone = self.expiring(now);
         for &id in &gone {
             self.forget(id);
             self.stats.aged_out += 1;

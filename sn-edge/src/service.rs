@@ -256,6 +256,7 @@ impl Service {
             }
             Input::Disconnected { conn } => {
                 if let Some(Some(peer)) = self.conns.remove(&conn) {
+                    self.vanished(now, peer);
                     self.forget(peer);
                 }
             }
@@ -265,6 +266,9 @@ impl Service {
 
     /// Once a second or so: age out silent clients, heal trees.
     pub fn tick(&mut self, now: Instant) {
+        for peer in self.admission.expiring(now) {
+            self.vanished(now, peer);
+        }
         for peer in self.admission.tick(now) {
             if let Some(c) = self.drop_client(peer) {
                 self.conns.remove(&c.conn);
@@ -417,7 +421,7 @@ impl Service {
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
-        self.accounting.join(peer);
+        self.accounting.join(peer, now);
         *self.identities.entry(identity.clone()).or_default() += 1;
         self.clients
             .insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
@@ -505,7 +509,7 @@ impl Service {
                 }
             }
             ToEdge::Report(mut r) => {
-                match self.accounting.report(peer, &r) {
+                match self.accounting.report(peer, &r, now) {
                     accounting::Verdict::Counted => {}
                     verdict => {
                         if let accounting::Verdict::Flagged { earlier } = verdict {
@@ -618,6 +622,22 @@ impl Service {
         if let Some(c) = self.clients.get(&to) {
             self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Introduce { peer } });
         }
+    }
+
+    /// A client gone without a last report (its connection dropped, or it fell silent): its
+    /// parents are excused what it never confirmed.
+    fn vanished(&mut self, now: Instant, peer: PeerId) {
+        let mut fed_by: Vec<(PeerId, u64)> = Vec::new();
+        for feed in self.admission.tracker().feeds(peer).unwrap_or_default() {
+            if let Feed::Peer(p) = *feed {
+                match fed_by.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, n)) => *n += 1,
+                    None => fed_by.push((p, 1)),
+                }
+            }
+        }
+        let sub_rate = u64::from(self.cfg.admission.media_kbps) * 125 / u64::from(self.cfg.admission.substreams.max(1));
+        self.accounting.vanished(peer, now, &fed_by, sub_rate);
     }
 
     fn forget(&mut self, peer: PeerId) {
