@@ -297,7 +297,7 @@ impl Admission {
         }
     }
 
-    /// The clients the next [`Admission::tick`] at `now` ages out (silent too long).
+    /// The clients silent too long at `now`, for [`Admission::age_out`].
     pub fn expiring(&self, now: Instant) -> Vec<PeerId> {
         let timeout = self.cfg.session_timeout;
         self.last_seen
@@ -307,14 +307,21 @@ impl Admission {
             .collect()
     }
 
-    /// Ages out silent clients and lets the trees heal; returns the clients dropped.
-    pub fn tick(&mut self, now: Instant) -> Vec<PeerId> {
-        let gone = self.expiring(now);
-        for &id in &gone {
-            self.forget(id);
-            self.stats.aged_out += 1;
+    /// Drops `gone` (see [`Admission::expiring`]) and lets the trees heal.
+    pub fn age_out(&mut self, gone: &[PeerId]) {
+        for &id in gone {
+            if self.forget(id) {
+                self.stats.aged_out += 1;
+            }
         }
         self.tracker.tick();
+    }
+
+    /// Ages out silent clients and lets the trees heal; returns the clients dropped.
+    #[cfg(test)]
+    pub fn tick(&mut self, now: Instant) -> Vec<PeerId> {
+        let gone = self.expiring(now);
+        self.age_out(&gone);
         gone
     }
 

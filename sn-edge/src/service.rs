@@ -266,10 +266,13 @@ impl Service {
 
     /// Once a second or so: age out silent clients, heal trees.
     pub fn tick(&mut self, now: Instant) {
-        for peer in self.admission.expiring(now) {
+        let gone = self.admission.expiring(now);
+        for &peer in &gone {
+            // Before they leave the trees: their feeds tell whom to excuse.
             self.vanished(now, peer);
         }
-        for peer in self.admission.tick(now) {
+        self.admission.age_out(&gone);
+        for peer in gone {
             if let Some(c) = self.drop_client(peer) {
                 self.conns.remove(&c.conn);
                 self.out.push(Output::Close { conn: c.conn });
