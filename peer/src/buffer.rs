@@ -225,15 +225,35 @@ impl PlayBuffer {
             }
             expect = seq.wrapping_sub(1);
         }
-        let Some((k, ts)) = start else { return false };
-        if newest_ts.saturating_sub(ts) < need {
-            return false;
-        }
+        let start = start.filter(|&(_, ts)| newest_ts.saturating_sub(ts) >= need);
+        let Some((k, ts)) = start.or_else(|| self.oldest_run_start(need)) else { return false };
         self.next = Some(k);
         self.state = State::Playing { clock_at: now, clock_ts: ts };
         self.started_at = Some(now);
         self.chunks.retain(|s, _| s >= k);
         true
+    }
+
+    /// Where to start when no run reaches the newest chunk with enough in it: a substream that
+    /// lags the others keeps holes just behind the newest chunk, and a peer waiting for a whole run
+    /// there never started (seen in CI, holding 25 s). Once the run from the oldest chunk held
+    /// holds twice the start threshold: its latest keyframe with the threshold after it.
+    fn oldest_run_start(&self, need: u64) -> Option<(u64, u64)> {
+        let (first, c) = self.chunks.first()?;
+        let first_ts = c.header.media_ts;
+        let (mut seq, mut end_ts) = (first, first_ts);
+        let mut keyframes = Vec::new();
+        while let Some(c) = self.chunks.get(seq) {
+            if c.header.is_keyframe() {
+                keyframes.push((seq, c.header.media_ts));
+            }
+            end_ts = c.header.media_ts;
+            seq += 1;
+        }
+        if end_ts.saturating_sub(first_ts) < 2 * need {
+            return None;
+        }
+        keyframes.into_iter().rev().find(|&(_, ts)| end_ts.saturating_sub(ts) >= need)
     }
 
     /// When `poll_play` next has something to do.
@@ -382,5 +402,29 @@ mod tests {
         b.evict();
         let oldest = b.from(0).next().unwrap().seq();
         assert!((445..=451).contains(&oldest), "kept 2 s behind playback at 500: oldest {oldest}");
+    }
+
+    /// A substream whose parent runs 1.6 s behind the others leaves holes just behind the newest
+    /// chunk at every moment: no run reaching it ever holds a keyframe and 2 s after it.
+    #[test]
+    fn a_lagging_substream_does_not_keep_playback_from_starting() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        let mut started_with = None;
+        for s in 0..400u64 {
+            if s % 4 != 3 {
+                b.insert(chunk(s));
+            }
+            if let Some(late) = s.checked_sub(40).filter(|l| l % 4 == 3) {
+                b.insert(chunk(late));
+            }
+            let out = played(&mut b, t0);
+            if started_with.is_none() && !out.is_empty() {
+                started_with = Some((s, out[0]));
+            }
+        }
+        let (at, first) = started_with.expect("playback started");
+        assert_eq!(first % 50, 0, "at a keyframe");
+        assert!(at < 160, "once 4 s are held from the oldest chunk, not later: started when {at} had arrived");
     }
 }
