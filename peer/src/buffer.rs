@@ -237,7 +237,8 @@ impl PlayBuffer {
     /// Where to start when no run reaches the newest chunk with enough in it: a substream that
     /// lags the others keeps holes just behind the newest chunk, and a peer waiting for a whole run
     /// there never started (seen in CI, holding 25 s). Once the run from the oldest chunk held
-    /// holds twice the start threshold: its latest keyframe with the threshold after it.
+    /// holds a whole buffer (so a start burst still arriving never takes this path): that run's
+    /// latest keyframe with the start threshold after it.
     fn oldest_run_start(&self, need: u64) -> Option<(u64, u64)> {
         let (first, c) = self.chunks.first()?;
         let first_ts = c.header.media_ts;
@@ -250,7 +251,7 @@ impl PlayBuffer {
             end_ts = c.header.media_ts;
             seq += 1;
         }
-        if end_ts.saturating_sub(first_ts) < 2 * need {
+        if end_ts.saturating_sub(first_ts) < u64::from(self.cfg.buffer_ms) * 90 {
             return None;
         }
         keyframes.into_iter().rev().find(|&(_, ts)| end_ts.saturating_sub(ts) >= need)
@@ -411,7 +412,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = PlayBuffer::new(BufferConfig::default());
         let mut started_with = None;
-        for s in 0..400u64 {
+        for s in 0..600u64 {
             if s % 4 != 3 {
                 b.insert(chunk(s));
             }
@@ -425,6 +426,6 @@ mod tests {
         }
         let (at, first) = started_with.expect("playback started");
         assert_eq!(first % 50, 0, "at a keyframe");
-        assert!(at < 160, "once 4 s are held from the oldest chunk, not later: started when {at} had arrived");
+        assert!(at < 430, "once 15 s are held from the oldest chunk, not later: started when {at} had arrived");
     }
 }
