@@ -15,6 +15,7 @@ use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerL
 use proto::{ChannelId, ChannelVerifier, Chunk, DetMap, SubstreamId, TokenBucket};
 
 use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
+use crate::burst::BurstWatch;
 use crate::repair::{Repair, RepairConfig, RepairStats, buffer_map};
 
 pub type LinkId = u64;
@@ -249,8 +250,7 @@ pub struct PeerCore {
     old_verifier: Option<(ChannelVerifier, Instant)>,
     /// Time of the input being handled (for timestamps deep in the call tree).
     last_now: Instant,
-    welcomed_at: Instant,
-    last_edge_chunk: Instant,
+    burst: BurstWatch,
     repair: Repair,
     /// Outgoing mesh links, by link.
     mesh: DetMap<LinkId, PeerId>,
@@ -298,8 +298,7 @@ impl PeerCore {
             verifier: None,
             old_verifier: None,
             last_now: now,
-            welcomed_at: now,
-            last_edge_chunk: now,
+            burst: BurstWatch::new(now),
             repair: Repair::new(cfg.repair.clone()),
             mesh: DetMap::default(),
             next_map: now,
@@ -419,7 +418,7 @@ impl PeerCore {
         self.cfg.listen = listen;
         self.phase = Phase::Joining;
         self.joined_at = now;
-        self.welcomed_at = now;
+        self.burst.welcomed(now);
         self.out.push_back(Output::ToEdge(ToEdge::Join(self.join_msg())));
     }
 
@@ -682,7 +681,7 @@ impl PeerCore {
                 // The timeline is the first join's; a re-join does not restart it.
                 let login = now.saturating_duration_since(self.joined_at);
                 self.stats.timeline.login_reply.get_or_insert(login);
-                self.welcomed_at = now;
+                self.burst.welcomed(now);
                 let k = w.substreams.clamp(1, 64);
                 self.phase = Phase::Joined { id: w.peer, k };
                 self.push = w.push;
@@ -708,8 +707,8 @@ impl PeerCore {
             }
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
             FromEdge::Chunk(c) => {
-                self.last_edge_chunk = now;
                 if self.authentic(&c) {
+                    self.burst.chunk(now, c.header.media_ts);
                     self.stats.bytes_from_edge += c.payload.len() as u64;
                     self.on_chunk(c);
                 }
@@ -771,35 +770,31 @@ impl PeerCore {
     /// Tells parent `id` which substreams we want from it now, or lets it go.
     fn subscribe(&mut self, id: PeerId) {
         let Some(p) = self.parents.get(&id) else { return };
-        let link = p.link;
-        if p.mask == 0 {
+        let (link, mask, up) = (p.link, p.mask, p.up);
+        if mask == 0 {
             self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
             self.close(link);
             self.parents.remove(&id);
             self.link_parent.remove(&link);
             return;
         }
-        if !p.up || !self.may_subscribe() {
+        if !up || !self.may_subscribe() {
             if let Some(p) = self.parents.get_mut(&id) {
                 p.pending = true;
             }
             return;
         }
         let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
-        self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: p.mask, from_seq } });
+        self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: mask, from_seq } });
         if let Some(p) = self.parents.get_mut(&id) {
             p.pending = false;
         }
     }
 
-    /// Parents are asked for chunks once playback runs, or once the edge's start burst is over
-    /// (or never came): subscribing earlier would put live chunks ahead of the burst, and playback
-    /// would start at the live edge with a thin buffer instead of the burst's full one.
-    fn may_subscribe(&self) -> bool {
-        let quiet = Duration::from_millis(300);
-        self.buffer.started_at().is_some()
-            || (self.last_now.saturating_duration_since(self.welcomed_at) >= quiet
-                && self.last_now.saturating_duration_since(self.last_edge_chunk) >= quiet)
+    /// Parents are asked for chunks once playback runs, or once the edge's start burst is over,
+    /// never came, or trickles too slowly to be worth waiting for (see [`BurstWatch`]).
+    fn may_subscribe(&mut self) -> bool {
+        self.buffer.started_at().is_some() || self.burst.over(self.last_now)
     }
 
     /// Sends subscriptions held back while the burst was flowing.
@@ -1294,6 +1289,48 @@ mod tests {
             upload_slots: 0,
             channel_key: None,
         })
+    }
+
+    /// When a P2P peer whose edge bursts `per_100ms` chunks every 100 ms asks its parent for
+    /// chunks (ms after the welcome).
+    fn subscribed_after(per_100ms: u64) -> Option<u64> {
+        let t0 = Instant::now();
+        let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+        let FromEdge::Welcome(mut w) = welcome(1) else { return None };
+        w.push = false;
+        p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        for s in 0..4 {
+            p.handle(t0, Input::FromEdge(FromEdge::Feed { substream: s, feed: FeedTo::Peer { id: 2, addr } }));
+        }
+        let link = std::iter::from_fn(|| p.poll_output()).find_map(|o| match o {
+            Output::Connect { link, .. } => Some(link),
+            _ => None,
+        })?;
+        p.handle(t0, Input::LinkUp(link));
+        // The burst starts 8 s back from seq 1000 and lasts 3 s.
+        for step in 0..60u64 {
+            let now = t0 + Duration::from_millis(100 * step);
+            if step < 30 {
+                for i in 0..per_100ms {
+                    p.handle(now, Input::FromEdge(FromEdge::Chunk(chunk(800 + step * per_100ms + i))));
+                }
+            }
+            p.handle_timeout(now);
+            if sent_on(&mut p, link).iter().any(|o| matches!(o, Output::Send { msg: PeerLink::Subscribe { .. }, .. })) {
+                return Some(step * 100);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn parents_wait_for_a_fast_start_burst_but_not_for_a_trickle() {
+        // Ten chunks per 100 ms is ten times real time: wait for it until playback starts on it
+        // (a keyframe and 2 s after it, at 500 ms), not for the first chunks.
+        assert_eq!(subscribed_after(10), Some(500));
+        // One per 100 ms brings 40 % of real time: after a second it is not worth waiting for.
+        assert_eq!(subscribed_after(1), Some(1_000));
     }
 
     /// Runs `p` from `from` to `to` in 10 ms steps; the seqs played and the messages for the edge.

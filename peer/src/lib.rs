@@ -6,6 +6,7 @@
 //! the viewer's local output ([`output`]).
 
 pub mod buffer;
+mod burst;
 pub mod core;
 pub mod driver;
 pub mod introduce;

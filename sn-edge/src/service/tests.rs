@@ -1,7 +1,7 @@
 //! The edge service driven together with real peer cores through an in-memory network on fake
 //! time (quinn's `tests/util.rs` pattern): what the edge decides is what the peers experience.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -54,18 +54,20 @@ struct Slot {
     joined: Instant,
 }
 
+/// Ordered maps throughout: which connection's burst takes the edge's budget first decides
+/// startup times, so the order must be the same on every run (a HashMap's once had CI see one).
 struct Net {
     t0: Instant,
     now: Instant,
     service: Service,
     peers: Vec<Slot>,
     source: Vec<Chunk>,
-    masks: HashMap<ConnId, u64>,
-    burst: HashMap<ConnId, VecDeque<u64>>,
+    masks: BTreeMap<ConnId, u64>,
+    burst: BTreeMap<ConnId, VecDeque<u64>>,
     budget: TokenBucket,
     capacity_bps: f64,
     edge_bytes: u64,
-    links: HashMap<(usize, LinkId), (usize, LinkId)>,
+    links: BTreeMap<(usize, LinkId), (usize, LinkId)>,
     next_accept: LinkId,
     stages: Vec<Stage>,
     /// Fraction of chunks lost on peer links, and the RNG that decides.
@@ -101,12 +103,12 @@ impl Net {
             service: Service::new(cfg),
             peers: Vec::new(),
             source: Vec::new(),
-            masks: HashMap::new(),
-            burst: HashMap::new(),
+            masks: BTreeMap::new(),
+            burst: BTreeMap::new(),
             budget: TokenBucket::new(capacity_bps, capacity_bps),
             capacity_bps,
             edge_bytes: 0,
-            links: HashMap::new(),
+            links: BTreeMap::new(),
             next_accept: 1,
             stages: Vec::new(),
             loss: 0.0,
