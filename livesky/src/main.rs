@@ -18,6 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// connectivity checks racing the answer (normal without trickle ICE) would flood the terminal;
 /// hickory-server logs every DNS query at info, which a GSLB under load cannot afford.
 const DEFAULT_LOG: &str = "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error,hickory_server=warn";
+/// The simulator runs hundreds of edges' real cores in one process: their info lines (a parent
+/// made a leaf, say) are events of the model, not of this process, and would bury the progress bar.
+const SIM_LOG: &str = "warn";
 use livesky::launch::Cluster;
 
 #[derive(Parser)]
@@ -157,8 +160,9 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let default_log = if matches!(cli.cmd, Cmd::Sim(_)) { SIM_LOG } else { DEFAULT_LOG };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
