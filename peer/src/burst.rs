@@ -15,18 +15,17 @@ const JUDGE_AFTER: Duration = Duration::from_secs(1);
 pub struct BurstWatch {
     welcomed_at: Instant,
     last_chunk: Instant,
-    /// Arrival of the first edge chunk since the welcome.
-    first_at: Option<Instant>,
-    /// The media time span (90 kHz) of the edge's chunks since: a burst reaches back from the
-    /// live edge, so its first chunk need not be its oldest.
-    span: Option<(u64, u64)>,
+    /// Since the first edge chunk after the welcome: its arrival, and the media time span (90 kHz,
+    /// lowest and highest) of the edge's chunks since — a burst reaches back from the live edge,
+    /// so its first chunk need not be its oldest.
+    seen: Option<(Instant, u64, u64)>,
     /// Set once the burst was judged too slow, so the verdict does not flip back.
     too_slow: bool,
 }
 
 impl BurstWatch {
     pub fn new(now: Instant) -> Self {
-        Self { welcomed_at: now, last_chunk: now, first_at: None, span: None, too_slow: false }
+        Self { welcomed_at: now, last_chunk: now, seen: None, too_slow: false }
     }
 
     /// A (re-)welcome: a new edge's burst starts.
@@ -37,8 +36,7 @@ impl BurstWatch {
     /// A chunk from the edge, with its media timestamp (90 kHz).
     pub fn chunk(&mut self, now: Instant, media_ts: u64) {
         self.last_chunk = now;
-        self.first_at.get_or_insert(now);
-        let (lo, hi) = self.span.get_or_insert((media_ts, media_ts));
+        let (_, lo, hi) = self.seen.get_or_insert((now, media_ts, media_ts));
         *lo = (*lo).min(media_ts);
         *hi = (*hi).max(media_ts);
     }
@@ -51,7 +49,7 @@ impl BurstWatch {
         {
             return true;
         }
-        if let (Some(at), Some((lo, hi))) = (self.first_at, self.span) {
+        if let Some((at, lo, hi)) = self.seen {
             let watched = now.saturating_duration_since(at);
             let media = Duration::from_micros((hi - lo) * 100 / 9);
             self.too_slow |= watched >= JUDGE_AFTER && media < watched;
