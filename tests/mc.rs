@@ -79,6 +79,7 @@ impl Mc {
             api_token: Some(TOKEN.into()),
             db: dir.join("mc.sqlite"),
             sn_keys: keys.iter().map(|(n, k)| (id(n), k.public_hex())).collect(),
+            limits: Default::default(),
         };
         let server = McServer::start(settings.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         Mc { server, settings, dir, keys }

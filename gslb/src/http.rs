@@ -12,7 +12,6 @@ use axum::routing::get;
 use hickory_proto::rr::{LowerName, Name};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tracing::warn;
 
 use crate::choose::{Ask, Policy, Want, client_key, load};
 use crate::server::Shared;
@@ -23,11 +22,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .route("/metrics", get(metrics))
         .route("/edges", get(edges))
         .route("/{channel}", get(redirect))
-        .with_state(shared)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        warn!(error = %e, "GSLB HTTP server stopped with an error");
-    }
+        .with_state(shared.clone());
+    let limits = &shared.settings.limits;
+    let limiter = sn_core::httpd::http_limiter(limits, shared.metrics.conns.clone());
+    sn_core::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}).await;
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,8 @@ pub struct GslbMetrics {
     pub geo_prefixes: IntGaugeVec,
     pub geo_reloads: IntCounterVec,
     pub redirects: IntCounterVec,
+    /// Refused and open connections of the HTTP fallback.
+    pub conns: sn_core::limits::ConnMetrics,
 }
 
 impl GslbMetrics {
@@ -44,6 +46,7 @@ impl GslbMetrics {
             geo_prefixes: int_gauge(r, "gslb_geo_prefixes", "Prefixes in the loaded database", &[]),
             geo_reloads: counter(r, "gslb_geo_reloads_total", "Prefix database loads, by result", &["result"]),
             redirects: counter(r, "gslb_http_redirects_total", "HTTP fallback answers, by result", &["result"]),
+            conns: sn_core::limits::ConnMetrics::register(r),
             registry,
         }
     }

@@ -63,6 +63,9 @@ pub struct GslbSettings {
     /// Rate assumed for channels the MC does not list (N*c = capacity / rate).
     #[serde(default = "default_bitrate")]
     pub default_bitrate_kbps: u32,
+    /// Timeouts and connection caps of the HTTP fallback (`[gslb.limits]`; the `http_*` keys apply).
+    #[serde(default)]
+    pub limits: sn_core::limits::Limits,
 }
 
 fn default_ttl() -> u32 {
@@ -118,6 +121,7 @@ impl GslbSettings {
             ns_addrs: Vec::new(),
             trusted_proxies: Vec::new(),
             default_bitrate_kbps: default_bitrate(),
+            limits: Default::default(),
         }
     }
 
@@ -144,6 +148,9 @@ impl GslbSettings {
         }
         if self.default_bitrate_kbps == 0 {
             return Err(invalid("default_bitrate_kbps", "must be at least 1"));
+        }
+        if let Err((key, why)) = self.limits.check() {
+            return Err(invalid(&format!("limits.{key}"), &why));
         }
         Ok(())
     }

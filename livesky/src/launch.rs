@@ -186,6 +186,7 @@ pub async fn start_local_mc(
         api_token: Some(token.clone()),
         db: state_dir.join("mc.sqlite"),
         sn_keys,
+        limits: Default::default(),
     };
     let mc = livesky_mgmt_center::McServer::start(settings).await?;
     let link = McLink {

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tracing::warn;
 
 use crate::server::McServer;
 
@@ -40,10 +39,10 @@ pub fn router(mc: McServer) -> Router {
 
 pub(crate) async fn serve(mc: McServer, listener: TcpListener) {
     let token = mc.shared_cancel();
-    let serve = axum::serve(listener, router(mc)).with_graceful_shutdown(token.cancelled_owned());
-    if let Err(e) = serve.await {
-        warn!(error = %e, "MC HTTP server stopped with an error");
-    }
+    let limits = &mc.shared.settings.limits;
+    let limiter = sn_core::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
+    let header_timeout = limits.http_header_timeout();
+    sn_core::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}).await;
 }
 
 async fn members(State(mc): State<McServer>) -> Response {

@@ -18,6 +18,8 @@ pub struct McMetrics {
     pub pushes: IntCounterVec,
     pub push_bytes: IntCounterVec,
     pub report_rows: IntCounter,
+    /// Refused and open connections of the HTTP API and the control port.
+    pub conns: sn_core::limits::ConnMetrics,
 }
 
 fn one<T: prometheus::core::Collector + Clone + 'static>(reg: &Registry, m: T) -> T {
@@ -56,6 +58,7 @@ impl McMetrics {
                 IntCounter::with_opts(Opts::new("mc_report_rows_total", "Report rows stored (each once)"))
                     .expect("static metric definition"),
             ),
+            conns: sn_core::limits::ConnMetrics::register(r),
             registry,
         }
     }

@@ -51,6 +51,9 @@ pub struct McSettings {
     /// Public key (64 hex digits) of every SN allowed to register, by node id.
     #[serde(default)]
     pub sn_keys: BTreeMap<NodeId, String>,
+    /// Timeouts and connection caps of the HTTP API (`[mc.limits]`; the `http_*` keys apply).
+    #[serde(default)]
+    pub limits: sn_core::limits::Limits,
 }
 
 fn default_db() -> PathBuf {
@@ -87,6 +90,9 @@ impl McSettings {
         proto::NodeKey::from_hex_seed(&self.key).map_err(|e| invalid("mc.key".into(), e.to_string()))?;
         for (id, k) in &self.sn_keys {
             proto::check_public_key(k).map_err(|e| invalid(format!("mc.sn_keys.{id}"), e.to_string()))?;
+        }
+        if let Err((key, why)) = self.limits.check() {
+            return Err(invalid(format!("mc.limits.{key}"), why));
         }
         if self.heartbeat_ms == 0 {
             return Err(invalid("mc.heartbeat_ms".into(), "must be at least 1".into()));

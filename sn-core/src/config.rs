@@ -163,6 +163,9 @@ pub struct NodeConfig {
     /// Broadcaster ingest listeners (Tier 0).
     #[serde(default)]
     pub ingest: IngestSettings,
+    /// Timeouts and connection caps of the node's listeners.
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
 }
 
 /// Where broadcasters connect with RTMP and SRT; HTTP push is always on the node's HTTP port.
@@ -430,6 +433,9 @@ impl Topology {
             }
             if e.hls_window < 2 || e.hls_window > 100 {
                 return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));
+            }
+            if let Err((field, why)) = n.limits.check() {
+                return err(key(&format!("limits.{field}")), why);
             }
             if n.ring_seconds < 5 || n.ring_seconds > 600 {
                 return err(key("ring_seconds"), format!("{} is outside 5..=600", n.ring_seconds));

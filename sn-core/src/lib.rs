@@ -10,6 +10,8 @@ pub mod chunker;
 pub mod config;
 pub mod flv;
 pub mod http;
+pub mod httpd;
+pub mod limits;
 pub mod hub;
 mod link;
 pub mod looper;

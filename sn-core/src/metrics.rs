@@ -18,6 +18,10 @@ pub struct Metrics {
     pub ingest_av_drift: GaugeVec,
     /// Publish attempts turned away (wrong key, unknown channel, channel busy), by protocol.
     pub ingest_refused: IntCounterVec,
+    /// Ingest connections ended for protocol faults: malformed input, a library panic, timeouts.
+    pub ingest_protocol_errors: IntCounterVec,
+    /// Refused and open connections of every listener.
+    pub conns: crate::limits::ConnMetrics,
     pub broadcasts_ended: IntCounterVec,
     pub srt_port_restarts: IntCounterVec,
     pub source_live: IntGaugeVec,
@@ -131,6 +135,13 @@ impl Metrics {
                 "Publish attempts refused (unknown channel, stream key, busy)",
                 &["protocol"],
             ),
+            ingest_protocol_errors: counter(
+                r,
+                "ingest_protocol_errors_total",
+                "Ingest connections ended for a protocol fault (kind: malformed, panic, bad_message, timeout)",
+                &["protocol", "kind"],
+            ),
+            conns: crate::limits::ConnMetrics::register(r),
             srt_port_restarts: counter(
                 r,
                 "ingest_srt_port_restarts_total",

@@ -425,18 +425,16 @@ impl Node {
             Role::Edge => self.0.cfg.edge.viewer_send_buffer_kb * 1024,
             Role::Core => 0,
         };
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+        let tune = move |tcp: &tokio::net::TcpStream| {
             let _ = tcp.set_nodelay(true);
             if sndbuf > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(sndbuf);
+                let _ = socket2::SockRef::from(tcp).set_send_buffer_size(sndbuf);
             }
-        });
-        self.spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server stopped with an error");
-            }
-        });
+        };
+        let limits = &self.0.cfg.limits;
+        let limiter = crate::httpd::http_limiter(limits, self.0.metrics.conns.clone());
+        let header_timeout = limits.http_header_timeout();
+        self.spawn(crate::httpd::serve(listener, router, limiter, header_timeout, token, tune));
     }
 
     pub fn hubs(&self) -> Vec<Arc<ChannelHub>> {

@@ -3,39 +3,43 @@
 //! handshake and message layer are rml_rtmp's; each published FLV tag is remuxed to MPEG-TS
 //! ([`crate::flv`]) and fed to the channel's [`Publisher`], so everything after ingest is the same
 //! as for an HTTP push. One connection is one task: a broken or hostile client ends only itself.
+//! Bytes reach rml_rtmp only through [`guard`] (message sizes, AMF nesting, the shapes that crash
+//! it) inside the sans-IO [`session`], which also turns any panic of the library into the end of
+//! that one session; per-address caps and a short handshake timeout keep idle sockets from
+//! taking every slot.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::sessions::ServerSessionEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::flv::{FlvError, FlvToTs};
+use crate::limits::ConnLimiter;
 use crate::node::Node;
 use crate::source::{Publisher, resolve_push};
 use crate::ts::TsError;
 
+pub mod craft;
+pub mod guard;
+pub mod session;
+
+pub use session::{RtmpSession, RtmpSessionError};
+
 /// The RTMP application publishers connect to.
 pub const APP: &str = "live";
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// A client that has not finished the handshake and its publish request by then is dropped.
+/// A client that has not sent its publish request this long after connecting is dropped.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A publisher that sends nothing for this long is gone (encoders send many packets a second).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RtmpIngestError {
-    #[error("RTMP handshake failed: {0}")]
-    Handshake(String),
-    #[error("bad RTMP message: {0}")]
-    Session(String),
+    #[error("RTMP handshake not done within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error(transparent)]
+    Session(#[from] RtmpSessionError),
     #[error("{0}")]
     Refused(String),
     #[error("unusable media: {0}")]
@@ -48,18 +52,28 @@ pub enum RtmpIngestError {
     Idle(Duration),
 }
 
-/// Accepts RTMP publishers until the node stops.
+impl RtmpIngestError {
+    /// What `livesky_ingest_protocol_errors_total{protocol="rtmp",kind}` calls it, for the
+    /// errors that are the client's fault at the protocol level.
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            RtmpIngestError::HandshakeTimeout(_) | RtmpIngestError::Idle(_) => Some("timeout"),
+            RtmpIngestError::Session(RtmpSessionError::Guard(_)) => Some("malformed"),
+            RtmpIngestError::Session(RtmpSessionError::Panicked(_)) => Some("panic"),
+            RtmpIngestError::Session(_) => Some("bad_message"),
+            _ => None,
+        }
+    }
+}
+
+/// Accepts RTMP publishers until the node stops. Connections beyond `rtmp_max_connections`,
+/// or `rtmp_max_per_ip` from one address, are closed at once.
 pub async fn run_rtmp_listener(node: Node, listener: TcpListener) {
     info!(node = %node.id(), addr = ?listener.local_addr().ok(), "RTMP ingest listening (rtmp://HOST:PORT/{APP}/CHANNEL)");
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = node.config().limits.clone();
+    let slots = ConnLimiter::new("rtmp", limits.rtmp_max_connections, limits.rtmp_max_per_ip)
+        .with_metrics(node.metrics().conns.clone());
     loop {
-        let permit = tokio::select! {
-            _ = node.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = node.cancelled() => return,
             r = listener.accept() => match r {
@@ -71,6 +85,7 @@ pub async fn run_rtmp_listener(node: Node, listener: TcpListener) {
                 }
             },
         };
+        let Ok(permit) = slots.try_acquire(peer.ip()) else { continue };
         let _ = stream.set_nodelay(true);
         let node2 = node.clone();
         node.spawn(async move {
@@ -79,7 +94,12 @@ pub async fn run_rtmp_listener(node: Node, listener: TcpListener) {
                 _ = node2.cancelled() => {}
                 r = session(&node2, stream, peer) => match r {
                     Ok(()) => debug!(%peer, "RTMP connection closed"),
-                    Err(e) => warn!(%peer, error = %e, "RTMP connection ended"),
+                    Err(e) => {
+                        if let Some(kind) = e.kind() {
+                            node2.metrics().ingest_protocol_errors.with_label_values(&["rtmp", kind]).inc();
+                        }
+                        warn!(%peer, error = %e, "RTMP connection ended");
+                    }
                 },
             }
         });
@@ -113,35 +133,20 @@ async fn serve(
     peer: SocketAddr,
     live: &mut Option<Live>,
 ) -> Result<(), RtmpIngestError> {
+    let limits = &node.config().limits;
+    let (handshake_within, idle) = (limits.rtmp_handshake_timeout(), limits.ingest_idle_timeout());
     let mut buf = vec![0u8; 64 * 1024];
-    let leftover = timeout(SETUP_TIMEOUT, handshake(&mut stream, &mut buf))
-        .await
-        .map_err(|_| RtmpIngestError::Handshake(format!("not done within {SETUP_TIMEOUT:?}")))??;
-    let (mut rtmp, first) =
-        ServerSession::new(ServerSessionConfig::new()).map_err(|e| RtmpIngestError::Session(e.to_string()))?;
-    let mut out = Vec::new();
-    let mut pending = first;
-    let mut input = leftover;
-    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let mut rtmp = RtmpSession::new();
+    let start = tokio::time::Instant::now();
     loop {
-        if !input.is_empty() {
-            pending.extend(rtmp.handle_input(&input).map_err(|e| RtmpIngestError::Session(e.to_string()))?);
-        }
-        // Results can raise more results (an accepted request answers with packets).
-        while !pending.is_empty() {
-            for r in std::mem::take(&mut pending) {
-                match r {
-                    ServerSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                    ServerSessionResult::RaisedEvent(e) => {
-                        pending.extend(on_event(node, &mut rtmp, live, e, peer)?);
-                    }
-                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
-                }
+        // Flush what the session has to say, act on its events, feed the channel.
+        loop {
+            let out = rtmp.take_transmit();
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
             }
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
+            let Some(e) = rtmp.poll_event() else { break };
+            on_event(node, &mut rtmp, live, e, peer)?;
         }
         if let Some(l) = live.as_mut()
             && !l.ts.is_empty()
@@ -157,8 +162,9 @@ async fn serve(
             }
         }
         let wait = match live {
-            Some(_) => IDLE_TIMEOUT,
-            None => setup_deadline.saturating_duration_since(tokio::time::Instant::now()),
+            Some(_) => idle,
+            None if rtmp.is_open() => (start + SETUP_TIMEOUT).saturating_duration_since(tokio::time::Instant::now()),
+            None => (start + handshake_within).saturating_duration_since(tokio::time::Instant::now()),
         };
         let read = async {
             match live {
@@ -181,8 +187,12 @@ async fn serve(
             Err(_) => {
                 if let Some(l) = live.take() {
                     l.publisher.finish("aborted");
+                    return Err(RtmpIngestError::Idle(wait));
                 }
-                return Err(RtmpIngestError::Idle(wait));
+                if !rtmp.is_open() {
+                    return Err(RtmpIngestError::HandshakeTimeout(handshake_within));
+                }
+                return Err(RtmpIngestError::Refused(format!("no publish request within {SETUP_TIMEOUT:?}")));
             }
         };
         if n == 0 {
@@ -192,40 +202,21 @@ async fn serve(
             }
             return Ok(());
         }
-        input = buf[..n].to_vec();
-    }
-}
-
-/// Runs the server side of the handshake; returns the bytes that followed it.
-async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, RtmpIngestError> {
-    let mut hs = Handshake::new(PeerType::Server);
-    loop {
-        let n = stream.read(buf).await?;
-        if n == 0 {
-            return Err(RtmpIngestError::Handshake("the client closed the connection".into()));
-        }
-        match hs.process_bytes(&buf[..n]).map_err(|e| RtmpIngestError::Handshake(format!("{e:?}")))? {
-            HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                stream.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
+        rtmp.handle_input(&buf[..n])?;
     }
 }
 
 fn on_event(
     node: &Node,
-    rtmp: &mut ServerSession,
+    rtmp: &mut RtmpSession,
     live: &mut Option<Live>,
     e: ServerSessionEvent,
     peer: SocketAddr,
-) -> Result<Vec<ServerSessionResult>, RtmpIngestError> {
-    let session_err = |e: rml_rtmp::sessions::ServerSessionError| RtmpIngestError::Session(e.to_string());
+) -> Result<(), RtmpIngestError> {
     match e {
         ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
             if app_name.trim_end_matches('/') == APP {
-                rtmp.accept_request(request_id).map_err(session_err)
+                Ok(rtmp.accept_request(request_id)?)
             } else {
                 let why = format!("unknown RTMP application `{app_name}`: publish to rtmp://HOST:PORT/{APP}/CHANNEL");
                 let _ = rtmp.reject_request(request_id, "NetConnection.Connect.Rejected", &why);
@@ -242,7 +233,7 @@ fn on_event(
                 Ok(publisher) => {
                     info!(channel = %publisher.channel(), %peer, "broadcaster connected (RTMP)");
                     *live = Some(Live { publisher, remux: FlvToTs::new(), ts: Vec::new(), stream_key });
-                    rtmp.accept_request(request_id).map_err(session_err)
+                    Ok(rtmp.accept_request(request_id)?)
                 }
                 Err(why) => {
                     node.metrics().ingest_refused.with_label_values(&["rtmp"]).inc();
@@ -255,22 +246,22 @@ fn on_event(
             if let Some(l) = live.as_mut().filter(|l| l.stream_key == stream_key) {
                 l.remux.video(timestamp.value, &data, &mut l.ts)?;
             }
-            Ok(Vec::new())
+            Ok(())
         }
         ServerSessionEvent::AudioDataReceived { stream_key, data, timestamp, .. } => {
             if let Some(l) = live.as_mut().filter(|l| l.stream_key == stream_key) {
                 l.remux.audio(timestamp.value, &data, &mut l.ts)?;
             }
-            Ok(Vec::new())
+            Ok(())
         }
         ServerSessionEvent::PublishStreamFinished { .. } => {
             if let Some(l) = live.take() {
                 info!(channel = %l.publisher.channel(), %peer, "RTMP publisher finished");
                 l.publisher.finish("ok");
             }
-            Ok(Vec::new())
+            Ok(())
         }
-        _ => Ok(Vec::new()),
+        _ => Ok(()),
     }
 }
 

@@ -79,6 +79,7 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
         api_token: None,
         db: dir.join(format!("mc-{n}.sqlite")),
         sn_keys,
+        limits: Default::default(),
     };
     let mc = McServer::start(settings).await?;
     let cancel = CancellationToken::new();
