@@ -244,8 +244,9 @@ async fn garbage_on_the_rtmp_port_harms_no_channel() {
     });
     // Garbage before, in and after the handshake, an HTTP request, and connections that say nothing.
     let mut silent = Vec::new();
+    // Each from an address of its own: one address gets `rtmp_max_per_ip` (4) connections.
     for i in 0..40u8 {
-        let mut s = tokio::net::TcpStream::connect(rtmp).await.expect("connect");
+        let mut s = connect_from(&format!("127.0.1.{}", i + 1), rtmp).await.expect("connect");
         match i % 4 {
             0 => drop(s.write_all(&[i; 4096]).await),
             1 => drop(s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await),

@@ -126,6 +126,7 @@ async fn ingest(
     };
     info!(%channel, "broadcaster connected (HTTP push)");
     let mut stream = body.into_data_stream();
+    let idle = node.config().limits.ingest_idle_timeout();
     loop {
         let next = tokio::select! {
             _ = node.cancelled() => {
@@ -137,7 +138,18 @@ async fn ingest(
                 publisher.count_session("taken_over");
                 return text_error(StatusCode::CONFLICT, format!("another publisher took channel {channel} over"));
             }
-            n = stream.next() => n,
+            n = tokio::time::timeout(idle, stream.next()) => match n {
+                Ok(n) => n,
+                Err(_) => {
+                    warn!(%channel, ?idle, "broadcaster sent nothing; the channel is free again");
+                    node.metrics().ingest_protocol_errors.with_label_values(&["http", "timeout"]).inc();
+                    publisher.finish("aborted");
+                    return text_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("no data for {idle:?}: the upload is closed and channel {channel} is free"),
+                    );
+                }
+            },
         };
         match next {
             None => break,

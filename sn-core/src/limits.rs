@@ -94,6 +94,19 @@ impl Limits {
     }
 }
 
+/// TCP keepalive on a long-lived connection (a broadcaster's feed, an SN link): a peer that
+/// vanished without a FIN (power cut, NAT timeout) is noticed in about 30 s even while we only
+/// read.
+pub fn keepalive(stream: &tokio::net::TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 /// The metric families every role registers for its listeners.
 #[derive(Clone)]
 pub struct ConnMetrics {

@@ -427,6 +427,8 @@ impl Node {
         };
         let tune = move |tcp: &tokio::net::TcpStream| {
             let _ = tcp.set_nodelay(true);
+            // Broadcasters' pushes and viewers' streams are long-lived: notice dead peers.
+            crate::limits::keepalive(tcp);
             if sndbuf > 0 {
                 let _ = socket2::SockRef::from(tcp).set_send_buffer_size(sndbuf);
             }

@@ -345,13 +345,23 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
         let node = node.clone();
         let channel = channel.clone();
         let stop = stop.clone();
+        crate::limits::keepalive(&stream);
+        let idle = node.config().limits.ingest_idle_timeout();
         node.clone().spawn(async move {
             info!(%channel, %peer, "TCP broadcaster connected");
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = stream.read(&mut buf) => r,
+                    r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
+                        Ok(r) => r,
+                        Err(_) => {
+                            warn!(%channel, %peer, ?idle, "TCP broadcaster sent nothing; the channel is free again");
+                            node.metrics().ingest_protocol_errors.with_label_values(&["tcp", "timeout"]).inc();
+                            publisher.finish("aborted");
+                            return;
+                        }
+                    },
                 };
                 match n {
                     Ok(0) => break,

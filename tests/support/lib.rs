@@ -341,3 +341,28 @@ pub fn require_ffmpeg() -> bool {
     eprintln!("ffmpeg not installed: skipping the player checks");
     false
 }
+
+/// A TCP connection to `to` from loopback address `from` (e.g. `127.0.0.9`): tests play several
+/// hosts, as the per-address caps see them.
+pub async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let ip: std::net::IpAddr = from.parse().map_err(std::io::Error::other)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await.map_err(std::io::Error::other)?
+}
+
+/// Reads until the peer closes the connection (true) or `limit` passes (false); what it sent
+/// meanwhile is returned too.
+pub async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> (bool, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (false, got),
+        }
+    }
+}

@@ -15,11 +15,14 @@ impl ClientHandshake {
         (ClientHandshake(hs), c0c1)
     }
 
-    /// Feeds the server's bytes; `Some(C2 and what followed)` once the handshake is complete.
-    pub fn server_bytes(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    /// Feeds the server's bytes; once the handshake is complete, `Some((C2, the server's bytes
+    /// that followed its handshake))`.
+    pub fn server_bytes(&mut self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         match self.0.process_bytes(bytes).ok()? {
             HandshakeProcessResult::InProgress { .. } => None,
-            HandshakeProcessResult::Completed { response_bytes, .. } => Some(response_bytes),
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                Some((response_bytes, remaining_bytes))
+            }
         }
     }
 }

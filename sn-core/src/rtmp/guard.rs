@@ -35,7 +35,9 @@ pub enum GuardError {
     TooLarge { type_id: u8, len: u32, max: u32 },
     #[error("chunk stream {csid} continues a message it never started")]
     NoPreviousHeader { csid: u32 },
-    #[error("a chunk of stream {csid} (format {fmt}) arrived while a message on stream {open} was half read; interleaved messages are not supported")]
+    #[error(
+        "a chunk of stream {csid} (format {fmt}) arrived while a message on stream {open} was half read; interleaved messages are not supported"
+    )]
     Interleaved { csid: u32, fmt: u8, open: u32 },
     #[error("extended timestamp {0:#x} is below the 24-bit field it extends")]
     BadExtendedTimestamp(u32),
@@ -178,7 +180,11 @@ impl ChunkGuard {
         }
         let got = self.partial.as_ref().map_or(0, |p| p.got);
         if got == 0 && header.len > max_len(header.type_id) {
-            return Err(GuardError::TooLarge { type_id: header.type_id, len: header.len, max: max_len(header.type_id) });
+            return Err(GuardError::TooLarge {
+                type_id: header.type_id,
+                len: header.len,
+                max: max_len(header.type_id),
+            });
         }
         // rml_rtmp's rule for a chunk's payload length.
         let payload_len =

@@ -86,8 +86,8 @@ impl RtmpSession {
         match &mut self.stage {
             Stage::Failed => Err(RtmpSessionError::Failed),
             Stage::Handshake(hs) => {
-                let done = guarded(|| hs.process_bytes(bytes))?
-                    .map_err(|e| RtmpSessionError::Handshake(format!("{e:?}")))?;
+                let done =
+                    guarded(|| hs.process_bytes(bytes))?.map_err(|e| RtmpSessionError::Handshake(format!("{e:?}")))?;
                 match done {
                     HandshakeProcessResult::InProgress { response_bytes } => {
                         self.transmit.extend_from_slice(&response_bytes);
@@ -108,8 +108,8 @@ impl RtmpSession {
                     return Ok(());
                 }
                 guard.feed(bytes)?;
-                let results = guarded(|| rtmp.handle_input(bytes))?
-                    .map_err(|e| RtmpSessionError::Session(e.to_string()))?;
+                let results =
+                    guarded(|| rtmp.handle_input(bytes))?.map_err(|e| RtmpSessionError::Session(e.to_string()))?;
                 self.results(results);
                 Ok(())
             }

@@ -17,7 +17,7 @@ fn open_session() -> RtmpSession {
     let mut s = RtmpSession::new();
     let (mut client, c0c1) = craft::ClientHandshake::start();
     s.handle_input(&c0c1).expect("C0+C1 accepted");
-    let c2 = client.server_bytes(&s.take_transmit()).expect("S0+S1+S2 complete the client's side");
+    let (c2, _) = client.server_bytes(&s.take_transmit()).expect("S0+S1+S2 complete the client's side");
     s.handle_input(&c2).expect("C2 accepted");
     assert!(s.is_open());
     s
@@ -27,7 +27,9 @@ fn open_session() -> RtmpSession {
 fn a_real_connect_passes_and_raises_the_request() {
     let mut s = open_session();
     s.handle_input(&craft::connect("live")).expect("connect accepted");
-    assert!(matches!(s.poll_event(), Some(ServerSessionEvent::ConnectionRequested { ref app_name, .. }) if app_name == "live"));
+    assert!(
+        matches!(s.poll_event(), Some(ServerSessionEvent::ConnectionRequested { ref app_name, .. }) if app_name == "live")
+    );
 }
 
 #[test]
