@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use livesky_tests::{demo_with_mc, get, get_text, wait_until};
+use livesky_tests::{demo_with_mc, get, get_text, get_with_bearer, wait_until};
 
 async fn json(url: &str) -> serde_json::Value {
     let (status, body) = get_text(url).await;
@@ -153,7 +153,7 @@ async fn operator_actions_need_the_token_drain_moves_peers_and_offline_stops_a_c
         async move { livesky_tests::get(&url).await.status() == 404 }
     })
     .await;
-    let (_, doc) = get_text(&format!("{base}/config/edge2")).await;
+    let (_, doc) = get_with_bearer(&format!("{base}/config/edge2"), &token).await;
     assert!(!doc.contains("id=\"demo\""), "{doc}");
     assert!(json(&format!("{base}/api/sns")).await["offline"] == serde_json::json!(["demo"]));
     assert_eq!(post(&format!("{base}/api/channels/demo/online"), Some(&token)).await, 200);

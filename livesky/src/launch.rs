@@ -339,7 +339,8 @@ impl Cluster {
             let (rtmp, srt) = (listeners.rtmp_addr(), listeners.srt_addr());
             let tcp_ingest =
                 listeners.tcp_ingest.iter().filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a))).collect();
-            let spec = NodeSpec { config, sources, book: book.clone(), clips: clips.clone() };
+            let catalog = topology.channels.iter().map(|c| c.id.clone()).collect();
+            let spec = NodeSpec { config, sources, catalog, book: book.clone(), clips: clips.clone() };
             let node = Node::start(spec, listeners).await?;
             let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone(), &topology.channels));
             let client = match &edge {

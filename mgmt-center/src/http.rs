@@ -105,12 +105,18 @@ async fn config(State(mc): State<McServer>) -> Response {
     .into_response()
 }
 
-async fn node_config(State(mc): State<McServer>, Path(node): Path<String>) -> Response {
+/// A node's config snapshot, for operators: behind the API token, and with every secret
+/// redacted (the SN itself gets them over its authenticated control link, never over HTTP).
+async fn node_config(State(mc): State<McServer>, Path(node): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refuse_action(&mc, &headers) {
+        mc.shared.metrics.api_refused.with_label_values(&["config"]).inc();
+        return refused;
+    }
     let Ok(id) = proto::NodeId::new(&node) else {
         return (StatusCode::BAD_REQUEST, "not a node id\n").into_response();
     };
     match mc.shared.state().store.snapshot_for(&id) {
-        Some(doc) => ([(header::CONTENT_TYPE, "application/xml")], doc.to_xml()).into_response(),
+        Some(doc) => ([(header::CONTENT_TYPE, "application/xml")], doc.redacted().to_xml()).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no node `{node}` in the topology\n")).into_response(),
     }
 }

@@ -13,6 +13,8 @@ pub struct McMetrics {
     pub sn_config_version: IntGaugeVec,
     pub registrations: IntCounter,
     pub refused: IntCounterVec,
+    /// API requests refused for a missing or wrong bearer token, by endpoint.
+    pub api_refused: IntCounterVec,
     pub deaths: IntCounter,
     pub reloads: IntCounterVec,
     pub pushes: IntCounterVec,
@@ -45,6 +47,12 @@ impl McMetrics {
                     .expect("static metric definition"),
             ),
             refused: counter(r, "mc_refused_total", "SN connections refused, by reason", &["reason"]),
+            api_refused: counter(
+                r,
+                "mc_api_refused_total",
+                "API requests refused for a missing or wrong bearer token, by endpoint",
+                &["endpoint"],
+            ),
             deaths: one(
                 r,
                 IntCounter::with_opts(Opts::new("mc_deaths_total", "SNs declared dead after three silent heartbeats"))

@@ -17,6 +17,7 @@ impl Node {
             info!(node = %me, "listen addresses in the pushed config take effect at the next restart");
         }
         self.set_candidates(cfg.node.parents.clone(), cfg.node.peers.clone());
+        self.set_catalog(cfg.channels.keys().cloned());
         self.metrics().config_version.with_label_values::<&str>(&[]).set(cfg.version as i64);
         let wanted: Vec<_> = cfg.channels.values().filter(|c| c.origin.as_ref() == Some(&me)).collect();
         for src in self.sources() {

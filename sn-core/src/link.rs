@@ -291,6 +291,12 @@ async fn serve_child(node: Node, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let channel = sub.channel.clone();
+    if !node.knows(&channel) {
+        node.count_unknown_channel("sn");
+        let reason = format!("channel {channel} is not in this CDN's topology");
+        let _ = framed.send(SnMessage::SubscribeErr { channel, code: RefuseCode::NotFound, reason }).await;
+        return;
+    }
     let outcome = child_session(&node, &mut framed, &hello, sub).await;
     let label = match &outcome {
         Ok(()) => "ended",

@@ -501,9 +501,32 @@ pub struct ConfigXml {
     pub removed: Vec<RemoveChannel>,
 }
 
+/// What secrets are replaced with when a document is shown to people.
+pub const REDACTED: &str = "(redacted)";
+
 impl ConfigXml {
     pub fn to_xml(&self) -> String {
         quick_xml::se::to_string(self).unwrap_or_else(|e| format!("<!-- {e} -->"))
+    }
+
+    /// The document with every secret replaced by [`REDACTED`] (stream keys, channel signing
+    /// seeds, SRT passphrases): for operators' eyes. Secrets travel only on the SN control link.
+    pub fn redacted(&self) -> ConfigXml {
+        let hide = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some(REDACTED.to_string());
+            }
+        };
+        let mut doc = self.clone();
+        for c in &mut doc.channels {
+            hide(&mut c.stream_key);
+            hide(&mut c.signing_key);
+            hide(&mut c.passphrase);
+        }
+        if let Some(n) = doc.node.as_mut() {
+            hide(&mut n.ingest.srt_passphrase);
+        }
+        doc
     }
 }
 
@@ -541,6 +564,9 @@ impl SnConfig {
                 if c.origin.as_ref() != Some(id) {
                     c.stream_key = None;
                     c.signing_key = None;
+                    if let SourceConfig::SrtCall { passphrase, .. } = &mut c.source {
+                        *passphrase = None;
+                    }
                 }
                 (c.id.clone(), c)
             })

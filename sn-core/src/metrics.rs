@@ -22,6 +22,8 @@ pub struct Metrics {
     pub ingest_protocol_errors: IntCounterVec,
     /// Refused and open connections of every listener.
     pub conns: crate::limits::ConnMetrics,
+    /// Requests for channel names not in the topology (never a per-name series).
+    pub unknown_channels: IntCounterVec,
     pub broadcasts_ended: IntCounterVec,
     pub srt_port_restarts: IntCounterVec,
     pub source_live: IntGaugeVec,
@@ -142,6 +144,12 @@ impl Metrics {
                 &["protocol", "kind"],
             ),
             conns: crate::limits::ConnMetrics::register(r),
+            unknown_channels: counter(
+                r,
+                "unknown_channel_requests_total",
+                "Requests for channels not in the topology, refused before anything opened (via: http, clients, sn)",
+                &["via"],
+            ),
             srt_port_restarts: counter(
                 r,
                 "ingest_srt_port_restarts_total",

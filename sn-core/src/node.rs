@@ -141,6 +141,8 @@ pub struct NodeSpec {
     pub config: NodeConfig,
     /// Channels whose source runs on this node.
     pub sources: Vec<ChannelConfig>,
+    /// Every channel of the CDN: the only names the node opens anything for.
+    pub catalog: Vec<ChannelId>,
     pub book: Arc<AddressBook>,
     /// Clips for `builtin:NAME` loop sources.
     pub clips: Arc<HashMap<String, Bytes>>,
@@ -170,6 +172,9 @@ pub struct Inner {
     /// Parent and same-tier peer candidates: from the file, then as the MC pushes them.
     candidates: RwLock<(Vec<NodeId>, Vec<NodeId>)>,
     hubs: Mutex<HashMap<ChannelId, Entry>>,
+    /// The channels of the topology (then of the MC's pushes). A name not in it opens nothing
+    /// upstream and labels no metric: random names would otherwise grow both without bound.
+    catalog: RwLock<std::collections::HashSet<ChannelId>>,
     mc: Mutex<Option<crate::mc_client::McClient>>,
     http: Mutex<Option<TcpListener>>,
     http_addr: Option<SocketAddr>,
@@ -225,6 +230,7 @@ impl Node {
             clips: spec.clips,
             candidates,
             hubs: Mutex::new(HashMap::new()),
+            catalog: RwLock::new(spec.catalog.into_iter().collect()),
             mc: Mutex::new(None),
             http: Mutex::new(Some(listeners.http)),
             http_addr,
@@ -288,6 +294,21 @@ impl Node {
     pub fn hello(&self) -> Hello {
         crate::link::hello_for(&self.0.cfg.id, self.0.cfg.tier)
     }
+    /// Whether `channel` is one of the CDN's channels (topology, then the MC's config).
+    pub fn knows(&self, channel: &ChannelId) -> bool {
+        self.0.catalog.read().unwrap_or_else(|e| e.into_inner()).contains(channel)
+    }
+
+    /// Replaces the channel catalog (the MC pushed a config).
+    pub(crate) fn set_catalog(&self, channels: impl Iterator<Item = ChannelId>) {
+        *self.0.catalog.write().unwrap_or_else(|e| e.into_inner()) = channels.collect();
+    }
+
+    /// Counts a request for a channel not in the catalog (`via`: http, clients, sn).
+    pub fn count_unknown_channel(&self, via: &str) {
+        self.0.metrics.unknown_channels.with_label_values(&[via]).inc();
+    }
+
     pub fn source(&self, channel: &ChannelId) -> Option<Arc<SourceChannel>> {
         self.0.sources.read().unwrap_or_else(|e| e.into_inner()).get(channel).cloned()
     }
@@ -466,6 +487,9 @@ impl Node {
     }
 
     fn hub_for(&self, channel: &ChannelId, start: StartAt, origin: &Origin) -> Result<Arc<ChannelHub>, OpenError> {
+        if !self.knows(channel) {
+            return Err(OpenError::NotFound);
+        }
         let mut hubs = self.0.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = hubs.get(channel)
             && !matches!(e.hub.status().state, HubState::NotFound | HubState::Closed)

@@ -366,6 +366,11 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
         _ => return,
     };
     let channel = join.channel.clone();
+    if !edge.node.knows(&channel) {
+        edge.node.count_unknown_channel("clients");
+        let _ = framed.send(FromEdge::Refused { reason: format!("no channel {channel} on this CDN") }).await;
+        return;
+    }
     match edge.admit_viewer(&channel, &join.token) {
         Ok(Some(_)) => {}
         // An open channel checks no token: one the client made up must not become the identity

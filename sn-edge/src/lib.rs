@@ -291,6 +291,10 @@ impl ViewerQuery {
 /// viewer may watch it.
 fn legacy_channel(edge: &Edge, name: &str, hls: bool, token: &str) -> Result<ChannelId, Response> {
     let channel = channel_from(name)?;
+    if !edge.node.knows(&channel) {
+        edge.node.count_unknown_channel("http");
+        return Err(text_error(StatusCode::NOT_FOUND, format!("no channel {channel} on this CDN")));
+    }
     if let Err(e) = edge.admit_viewer(&channel, token) {
         return Err(text_error(StatusCode::FORBIDDEN, format!("channel {channel}: {e}")));
     }

@@ -200,6 +200,23 @@ pub async fn p2p_status(edge: &livesky::launch::RunningNode) -> serde_json::Valu
     v["channels"][0].clone()
 }
 
+/// GET with `Authorization: Bearer TOKEN`: status and body text.
+pub async fn get_with_bearer(url: &str, token: &str) -> (u16, String) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .expect("valid request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("GET {url} got no answer in 20 s"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 pub async fn get_text(url: &str) -> (u16, String) {
     let (s, b) = get_all(url).await;
     (s, String::from_utf8_lossy(&b).into_owned())

