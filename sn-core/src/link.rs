@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::hub::{ChannelHub, CursorEnd, CursorEvent, HubState};
+use crate::limits::ConnLimiter;
 use crate::node::{Node, OpenError, Origin};
 use crate::upstream::{Action, AttemptId, Input, Upstream, Verdict};
 
@@ -236,13 +237,22 @@ async fn send_all<const N: usize>(
 
 /// Accepts child SNs until the node stops.
 pub(crate) async fn serve_children(node: Node, listener: TcpListener) {
+    // Children are a handful of SNs; the cap only keeps strangers from piling up sockets.
+    let slots =
+        ConnLimiter::new("sn", 4096, node.config().limits.sn_max_per_ip).with_metrics(node.metrics().conns.clone());
     loop {
         tokio::select! {
             _ = node.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let Ok(permit) = slots.try_acquire(peer.ip()) else { continue };
                     let _ = stream.set_nodelay(true);
-                    node.spawn(serve_child(node.clone(), stream, peer));
+                    crate::limits::keepalive(&stream);
+                    let node2 = node.clone();
+                    node.spawn(async move {
+                        let _permit = permit;
+                        serve_child(node2, stream, peer).await;
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "accepting SN connection failed");

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Edge;
@@ -50,8 +51,15 @@ impl Default for ChannelInfo {
     }
 }
 
+/// The service's handle on one connection: its queue, and a switch that closes it even when the
+/// queue is full (a client that does not read must not keep a socket the trees forgot).
+struct ConnOut {
+    tx: mpsc::Sender<ConnCmd>,
+    kill: CancellationToken,
+}
+
 enum ServiceIn {
-    Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: mpsc::Sender<ConnCmd> },
+    Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: ConnOut },
     Input(Input),
     Reconfigure(AdmissionConfig),
     Drain(bool),
@@ -196,7 +204,7 @@ async fn run_service(
     mut rx: mpsc::Receiver<ServiceIn>,
 ) {
     let channel = service.channel().clone();
-    let mut conns: HashMap<ConnId, mpsc::Sender<ConnCmd>> = HashMap::new();
+    let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_report = Instant::now() + Duration::from_secs(60);
     let mut refocus_at_report = 0;
@@ -264,8 +272,10 @@ async fn run_service(
                 let (conn, cmd) = match out {
                     Output::Send { conn, msg } => (conn, ConnCmd::Send(msg)),
                     Output::Close { conn } => {
-                        if let Some(tx) = conns.remove(&conn) {
-                            let _ = tx.try_send(ConnCmd::Close);
+                        if let Some(c) = conns.remove(&conn)
+                            && c.tx.try_send(ConnCmd::Close).is_err()
+                        {
+                            c.kill.cancel();
                         }
                         continue;
                     }
@@ -273,8 +283,8 @@ async fn run_service(
                         (conn, ConnCmd::Serve { mask, burst_ms, backfill })
                     }
                 };
-                if let Some(tx) = conns.get(&conn)
-                    && tx.try_send(cmd).is_err()
+                if let Some(c) = conns.get(&conn)
+                    && c.tx.try_send(cmd).is_err()
                 {
                     dead.push(conn);
                 }
@@ -283,16 +293,17 @@ async fn run_service(
                 break;
             }
             for conn in dead {
-                warn!(%channel, conn, "client is not taking its control messages; dropping it");
-                if let Some(tx) = conns.remove(&conn) {
-                    let _ = tx.try_send(ConnCmd::Close);
+                warn!(%channel, conn, "client is not taking its control messages; closing its connection");
+                edge.metrics.clients_dropped.with_label_values(&["queue_full"]).inc();
+                if let Some(c) = conns.remove(&conn) {
+                    c.kill.cancel();
                 }
                 service.handle(now_std(), Input::Disconnected { conn });
             }
         }
     }
-    for (_, tx) in conns.drain() {
-        let _ = tx.try_send(ConnCmd::Close);
+    for (_, c) in conns.drain() {
+        c.kill.cancel();
     }
     let mut map = edge.clients.map.lock().unwrap_or_else(|e| e.into_inner());
     if map.get(&channel).is_some_and(|h| h.inbox.same_channel(&handle.inbox)) {
@@ -322,6 +333,10 @@ fn report(edge: &Edge, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats, 
 /// Accepts LiveSky clients until the node stops.
 pub fn start(edge: Arc<Edge>, listener: TcpListener) {
     let node = edge.node.clone();
+    let limits = &node.config().limits;
+    let max = edge.settings().admission.max_clients.saturating_add(64);
+    let slots = sn_core::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
+        .with_metrics(node.metrics().conns.clone());
     node.spawn(async move {
         loop {
             let (stream, from) = tokio::select! {
@@ -335,8 +350,13 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
                     }
                 },
             };
+            let Ok(permit) = slots.try_acquire(from.ip()) else { continue };
             let _ = stream.set_nodelay(true);
-            edge.node.spawn(serve_client(edge.clone(), stream, from));
+            let edge2 = edge.clone();
+            edge.node.spawn(async move {
+                let _permit = permit;
+                serve_client(edge2, stream, from).await;
+            });
         }
     });
 }
@@ -391,7 +411,9 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
     };
     let conn = edge.clients.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
-    if svc.inbox.send(ServiceIn::Joined { conn, from, join, out: tx }).await.is_err() {
+    let kill = CancellationToken::new();
+    let out = ConnOut { tx, kill: kill.clone() };
+    if svc.inbox.send(ServiceIn::Joined { conn, from, join, out }).await.is_err() {
         return;
     }
     let mut feeding = Feeding { mask: 0, cursor: None, burst: None };
@@ -401,6 +423,7 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
         let burst_at = burst_ready_at(&svc, &feeding);
         tokio::select! {
             _ = edge.node.cancelled() => break "shutdown",
+            _ = kill.cancelled() => break "closed by edge (queue full)",
             msg = framed.next() => match msg {
                 Some(Ok(m)) => {
                     if svc.inbox.send(ServiceIn::Input(Input::Message { conn, msg: m })).await.is_err() {

@@ -29,6 +29,9 @@ pub struct EdgeMetrics {
     pub peer_bytes: IntGaugeVec,
     pub client_bytes: IntCounterVec,
     pub stun_requests: IntCounterVec,
+    /// What clients said that the edge did not take (issue 20's attacks, counted).
+    pub refused_claims: IntGaugeVec,
+    pub clients_dropped: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -116,6 +119,18 @@ impl EdgeMetrics {
                 &["channel", "kind"],
             ),
             stun_requests: counter(r, "stun_requests_total", "STUN datagrams by outcome", &["outcome"]),
+            refused_claims: int_gauge(
+                r,
+                "edge_refused_claims",
+                "Client messages refused or cut since start (what: signal, bad_chunk_report, confirmation, report_clamped)",
+                &["channel", "what"],
+            ),
+            clients_dropped: counter(
+                r,
+                "edge_clients_dropped_total",
+                "LiveSky client connections the edge closed itself (reason: queue_full)",
+                &["reason"],
+            ),
         }
     }
 
@@ -152,5 +167,14 @@ impl EdgeMetrics {
         self.signals.with_label_values(&[ch]).set(st.signals_relayed as i64);
         self.edge_substreams.with_label_values(&[ch]).set(snap.tree.edge_substreams as i64);
         self.peer_bytes.with_label_values(&[ch]).set(st.reported.bytes_from_peers as i64);
+        let refused = [
+            ("signal", st.signals_refused),
+            ("bad_chunk_report", st.bad_chunk_refused),
+            ("confirmation", st.confirmations_refused),
+            ("report_clamped", st.reports_clamped),
+        ];
+        for (what, v) in refused {
+            self.refused_claims.with_label_values(&[ch, what]).set(v as i64);
+        }
     }
 }

@@ -105,6 +105,14 @@ pub struct ServiceStats {
     pub redirected: u64,
     pub parent_troubles: u64,
     pub signals_relayed: u64,
+    /// Signals not relayed: too large, too many, or to a peer the sender was never introduced to.
+    pub signals_refused: u64,
+    /// Reports with a field beyond what their interval could hold (clamped before summing).
+    pub reports_clamped: u64,
+    /// Upload confirmations naming a sender the receiver was never introduced to (not credited).
+    pub confirmations_refused: u64,
+    /// Bad-chunk reports about a peer the reporter was never introduced to (ignored).
+    pub bad_chunk_refused: u64,
     /// Reports of chunks that failed their signature check.
     pub bad_chunk_reports: u64,
     /// Clients banned for forwarding such chunks, and joins refused while banned.
@@ -148,9 +156,20 @@ struct Client {
     natted: bool,
     /// Its startup delay is counted (clients repeat it in every report).
     startup_counted: bool,
-    /// What a ban holds on to (see [`bans::identity`]).
+    /// What a ban holds on to (see [`bans::identity`]), and its key for counting reporters.
     identity: String,
+    identity_key: u64,
+    /// The client's last report (or its join), on the edge's clock: bounds the next one.
+    last_report: Instant,
+    /// Signalling the client may send (its trickled ICE candidates come in bursts).
+    signals: TokenBucket,
 }
+
+/// Largest signalling payload relayed (an SDP offer with candidates is a few kB).
+pub const MAX_SIGNAL_BYTES: usize = 8 * 1024;
+/// Signals a client may send per second, and in a burst.
+const SIGNALS_PER_SEC: f64 = 50.0;
+const SIGNAL_BURST: f64 = 200.0;
 
 /// Bad-chunk reports are set aside this long after a key rotation.
 const KEY_GRACE: Duration = Duration::from_secs(15);
@@ -180,6 +199,7 @@ pub struct Service {
     draining: bool,
     bans: bans::Bans,
     accounting: accounting::Accounting,
+    links: links::Links,
     /// When the channel key last changed: bad-chunk reports right after are the rotation's
     /// chunks in flight, not forgeries.
     key_changed: Option<Instant>,
@@ -192,6 +212,7 @@ impl Service {
         Self {
             bans: bans::Bans::new(cfg.ban_reports, cfg.ban_for),
             accounting: Default::default(),
+            links: Default::default(),
             key_changed: None,
             ended: None,
             admission: Admission::new(cfg.admission.clone()),
@@ -426,8 +447,21 @@ impl Service {
         self.stats.natted_clients += u64::from(natted);
         self.accounting.join(peer, now);
         *self.identities.entry(identity.clone()).or_default() += 1;
-        self.clients
-            .insert(peer, Client { conn, listen: join.listen, mask: 0, natted, startup_counted: false, identity });
+        // Other peers are told to reach it at the address it connects from: a made-up listen
+        // address would send them to someone else's host.
+        let listen = join.listen.map(|l| SocketAddr::new(from.ip(), l.port()));
+        let client = Client {
+            conn,
+            listen,
+            mask: 0,
+            natted,
+            startup_counted: false,
+            identity_key: links::identity_key(&identity),
+            identity,
+            last_report: now,
+            signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
+        };
+        self.clients.insert(peer, client);
         let push = self.admission.tracker().is_push(peer);
         let welcome = Welcome {
             peer,
@@ -506,12 +540,20 @@ impl Service {
                 self.admission.tracker_mut().reparent(peer, substream);
             }
             ToEdge::Signal { to, kind, payload } => {
-                if let Some(c) = self.clients.get(&to) {
-                    self.stats.signals_relayed += 1;
-                    self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
+                let allowed = payload.len() <= MAX_SIGNAL_BYTES
+                    && self.links.linked(peer, to)
+                    && self.clients.get_mut(&peer).is_some_and(|c| c.signals.try_take(now, 1.0));
+                match self.clients.get(&to) {
+                    Some(c) if allowed => {
+                        self.stats.signals_relayed += 1;
+                        self.out
+                            .push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
+                    }
+                    _ => self.stats.signals_refused += 1,
                 }
             }
             ToEdge::Report(mut r) => {
+                self.sanitize_report(now, peer, &mut r);
                 match self.accounting.report(peer, &r, now) {
                     accounting::Verdict::Counted => {}
                     verdict => {
@@ -527,7 +569,7 @@ impl Service {
                 }
                 if let Some(c) = self.clients.get_mut(&peer) {
                     if c.natted {
-                        self.stats.natted_bytes_up += r.bytes_up;
+                        self.stats.natted_bytes_up = self.stats.natted_bytes_up.saturating_add(r.bytes_up);
                     }
                     if let Some(ms) = r.startup_ms
                         && !c.startup_counted
@@ -544,12 +586,19 @@ impl Service {
                 // A client forwarded a chunk that failed its signature check: it never feeds anyone
                 // again (its children re-parented when they dropped it), and once enough distinct
                 // clients say so it is banned.
+                // Only a peer the edge put in touch with the sender can have had chunks from it;
+                // reporters are counted by identity, so one client with many connections is one.
                 let rotating = self.key_changed.is_some_and(|t| now.saturating_duration_since(t) < KEY_GRACE);
+                if !self.links.linked(peer, from) {
+                    self.stats.bad_chunk_refused += 1;
+                    return;
+                }
+                let reporter = self.clients.get(&peer).map_or(peer, |c| c.identity_key);
                 if self.clients.contains_key(&from) && !rotating {
                     self.stats.bad_chunk_reports += 1;
                     tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
                     self.admission.mark_unreachable(from);
-                    if self.bans.report(peer, from) {
+                    if self.bans.report(reporter, from) {
                         self.ban(now, from);
                     }
                 }
@@ -558,14 +607,35 @@ impl Service {
         }
     }
 
+    /// Clamps a report to what its interval could hold (on the edge's clock), and keeps only
+    /// confirmations of senders the client was introduced to.
+    fn sanitize_report(&mut self, now: Instant, peer: PeerId, r: &mut PeerReport) {
+        let Some(c) = self.clients.get_mut(&peer) else { return };
+        let seen = now.saturating_duration_since(c.last_report);
+        c.last_report = now;
+        let bounds = sanitize::Bounds {
+            media_kbps: self.cfg.admission.media_kbps,
+            upload_cap_factor: self.cfg.admission.upload_cap_factor,
+            max_burst_ms: self.cfg.max_burst_ms,
+        };
+        if sanitize::clamp(r, seen, bounds) {
+            self.stats.reports_clamped += 1;
+            tracing::debug!(channel = %self.cfg.channel, peer, "report beyond what its interval holds; clamped");
+        }
+        let before = r.from_peers.len();
+        let links = &self.links;
+        r.from_peers.retain(|(sender, _)| links.linked(peer, *sender));
+        self.stats.confirmations_refused += (before - r.from_peers.len()) as u64;
+    }
+
     fn add_report(&mut self, r: PeerReport) {
         let t = &mut self.stats.reported;
-        t.played_ms += u64::from(r.played_ms);
-        t.stalled_ms += u64::from(r.stalled_ms);
-        t.stalls += u64::from(r.stalls);
-        t.bytes_from_edge += r.bytes_from_edge;
-        t.bytes_from_peers += r.bytes_from_peers;
-        t.bytes_up += r.bytes_up;
+        t.played_ms = t.played_ms.saturating_add(u64::from(r.played_ms));
+        t.stalled_ms = t.stalled_ms.saturating_add(u64::from(r.stalled_ms));
+        t.stalls = t.stalls.saturating_add(u64::from(r.stalls));
+        t.bytes_from_edge = t.bytes_from_edge.saturating_add(r.bytes_from_edge);
+        t.bytes_from_peers = t.bytes_from_peers.saturating_add(r.bytes_from_peers);
+        t.bytes_up = t.bytes_up.saturating_add(r.bytes_up);
         t.reports += 1;
         t.stalled_reports += u64::from(r.stalls > 0);
     }
@@ -623,6 +693,7 @@ impl Service {
     /// Tells `to` that `peer` was sent to it.
     fn introduce(&mut self, peer: PeerId, to: PeerId) {
         if let Some(c) = self.clients.get(&to) {
+            self.links.link(peer, to);
             self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Introduce { peer } });
         }
     }
@@ -654,6 +725,7 @@ impl Service {
         self.accounting.forget(peer);
         self.unreachable.forget(peer);
         self.silent.forget(peer);
+        self.links.forget(peer);
         let c = self.clients.remove(&peer)?;
         self.stats.natted_clients -= u64::from(c.natted);
         if let Some(n) = self.identities.get_mut(&c.identity) {
@@ -704,4 +776,6 @@ mod tests;
 
 mod accounting;
 mod bans;
+mod links;
 mod reporters;
+mod sanitize;

@@ -23,8 +23,9 @@ impl Bans {
         Self { reports: Reporters::default(), until: HashMap::new(), need: need.max(1), length }
     }
 
-    /// `reporter` says `sender` forwarded a bad chunk; true when that makes enough reporters.
-    pub fn report(&mut self, reporter: PeerId, sender: PeerId) -> bool {
+    /// A client of identity `reporter` (its [`super::links::identity_key`]) says `sender`
+    /// forwarded a bad chunk; true when that makes enough distinct identities.
+    pub fn report(&mut self, reporter: u64, sender: PeerId) -> bool {
         self.reports.add(sender, reporter).0 >= self.need
     }
 
