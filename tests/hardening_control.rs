@@ -132,3 +132,97 @@ async fn random_channel_names_open_nothing_and_grow_no_metrics() {
     assert!(viewer.await.expect("viewer") > 200_000, "the real viewer kept playing");
     cluster.shutdown().await;
 }
+
+/// A stranger's attempt at an SN port: handshake as `claimed` signing with `key` (or zeros),
+/// then subscribe to `channel`. What the parent answered.
+async fn subscribe_as(
+    addr: std::net::SocketAddr,
+    claimed: &str,
+    tier: u8,
+    key: Option<&proto::NodeKey>,
+    parent: &str,
+    channel: &str,
+) -> proto::SnMessage {
+    use futures_util::{SinkExt, StreamExt};
+    use proto::{Hello, LinkSide, NodeId, SnCodec, SnMessage, StartAt, Subscribe};
+    let stream = connect_from("127.0.10.1", addr).await.expect("connect");
+    let mut f = tokio_util::codec::Framed::new(stream, SnCodec::default());
+    let me = NodeId::new(claimed).expect("id");
+    let nonce = [9u8; 32];
+    f.send(SnMessage::Hello(Hello { version: proto::PROTOCOL_VERSION, node: me.clone(), tier, nonce }))
+        .await
+        .expect("hello");
+    let their = match tokio::time::timeout(Duration::from_secs(5), f.next()).await {
+        Ok(Some(Ok(SnMessage::Challenge { nonce, .. }))) => nonce,
+        other => panic!("expected a challenge: {other:?}"),
+    };
+    let parent = NodeId::new(parent).expect("id");
+    let proof = key.map_or([0u8; 64], |k| k.sign(&proto::link_proof(LinkSide::Child, &me, &parent, &their, &nonce)));
+    let sub =
+        Subscribe { channel: proto::ChannelId::new(channel).expect("channel"), start: StartAt::Live, path: vec![] };
+    f.send(SnMessage::Auth { proof }).await.expect("auth");
+    f.send(SnMessage::Subscribe(sub)).await.expect("subscribe");
+    match tokio::time::timeout(Duration::from_secs(8), f.next()).await {
+        Ok(Some(Ok(m))) => m,
+        other => panic!("no answer to the subscription: {other:?}"),
+    }
+}
+
+/// Issue 20, finding 4: SN links were unauthenticated: any host reaching an SN port sent
+/// `Hello` and subscribed to any channel (Tier 0 and core SN ports streamed a `require_token`
+/// channel the edge refused). Now each side proves its identity with the key the MC (here, the
+/// cluster) knows, and a parent takes only the children the topology names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sn_ports_stream_only_to_the_children_the_topology_names() {
+    let topo = [
+        "[[channel]]\nid = \"paid\"\nrequire_token = true\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n\
+         [[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n"
+            .to_string(),
+        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
+    ]
+    .concat();
+    let mut topology = sn_core::Topology::parse(&topo, "test").expect("topology");
+    livesky::launch::ephemeral_ports(&mut topology);
+    let keys: std::collections::HashMap<_, _> = topology
+        .nodes
+        .iter()
+        .map(|n| (n.id.clone(), std::sync::Arc::new(proto::NodeKey::generate().expect("key").0)))
+        .collect();
+    let edge_key = keys.get(&proto::NodeId::new("edge").expect("id")).cloned().expect("edge key");
+    let ids = livesky::launch::Identities::Given(keys);
+    let cluster = livesky::launch::Cluster::start_with_keys(topology, None, None, ids).await.expect("cluster");
+    let (tier0, core, edge) =
+        (cluster.get("tier0").expect("t0"), cluster.get("core").expect("core"), cluster.get("edge").expect("edge"));
+    let (code, _) = get_text(&edge.url("/live/paid.ts")).await;
+    assert_eq!(code, 403, "the edge wants a token");
+    let (t0_sn, core_sn) = (tier0.sn.expect("sn"), core.sn.expect("sn"));
+    let mut refusals = Vec::new();
+    // Claiming to be the edge without its key; a node nobody knows; the real edge's key, but at
+    // Tier 0, which the topology does not name as its parent.
+    refusals.push(subscribe_as(core_sn, "edge", 2, None, "core", "paid").await);
+    refusals
+        .push(subscribe_as(t0_sn, "edge", 2, Some(&proto::NodeKey::generate().expect("k").0), "tier0", "paid").await);
+    refusals.push(subscribe_as(t0_sn, "mallory", 1, None, "tier0", "paid").await);
+    refusals.push(subscribe_as(t0_sn, "edge", 2, Some(&edge_key), "tier0", "paid").await);
+    for (i, r) in refusals.iter().enumerate() {
+        assert!(
+            matches!(r, proto::SnMessage::SubscribeErr { code: proto::RefuseCode::Forbidden, .. }),
+            "attempt {i}: {r:?}"
+        );
+    }
+    // The real edge, with its key, at its real parent: served.
+    let ok = subscribe_as(core_sn, "edge", 2, Some(&edge_key), "core", "demo").await;
+    assert!(matches!(ok, proto::SnMessage::SubscribeOk { .. }), "{ok:?}");
+    let reasons = [("core", "bad_proof", core), ("tier0", "bad_proof", tier0), ("tier0", "no_key", tier0)];
+    for (node, reason, n) in reasons {
+        let v = metric(&n.url("/metrics"), "livesky_sn_link_refused_total", &[&format!("reason=\"{reason}\"")]).await;
+        assert!(v >= 1.0, "{node}: {reason} counted");
+    }
+    assert!(metric(&tier0.url("/metrics"), "livesky_sn_link_refused_total", &["not_in_topology"]).await >= 1.0);
+    // Viewers of the edge never noticed.
+    let got = read_stream(get(&edge.url("/live/demo.ts")).await, 100_000, Duration::from_secs(5)).await;
+    assert!(got.len() >= 100_000);
+    cluster.shutdown().await;
+}

@@ -137,6 +137,8 @@ fn member(node: &str) -> Member {
         sn: (node == "t0").then(|| "127.0.0.1:7".parse().unwrap_or_else(|e| panic!("{e}"))),
         clients: None,
         capacity_kbps: 1000,
+        key: None,
+        upstream: String::new(),
     }
 }
 

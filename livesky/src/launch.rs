@@ -199,6 +199,40 @@ pub async fn start_local_mc(
     Ok((mc, link, token))
 }
 
+/// How a cluster's nodes prove who they are on SN links.
+pub enum Identities {
+    /// A fresh key per node, all known to each other (one process: tests, benchmarks).
+    Fresh,
+    /// These keys (the others' public keys come from the MC or the topology's `identity_key`).
+    Given(HashMap<NodeId, Arc<NodeKey>>),
+    /// Development only: links neither prove nor check identities.
+    Insecure,
+}
+
+impl Identities {
+    fn keys(self, topo: &Topology) -> Result<Option<HashMap<NodeId, Arc<NodeKey>>>, NodeError> {
+        match self {
+            Identities::Insecure => {
+                tracing::warn!("--insecure-dev: SN links are not authenticated; never run a deployment like this");
+                Ok(None)
+            }
+            Identities::Given(k) => Ok(Some(k)),
+            Identities::Fresh => {
+                let mut keys = HashMap::new();
+                for n in &topo.nodes {
+                    let (key, _) = NodeKey::generate().map_err(|e| key_error(&n.id, e))?;
+                    keys.insert(n.id.clone(), Arc::new(key));
+                }
+                Ok(Some(keys))
+            }
+        }
+    }
+}
+
+fn key_error(id: &NodeId, e: proto::SignatureError) -> NodeError {
+    NodeError::Identity { node: id.clone(), message: e.to_string() }
+}
+
 /// Registers `node` with the MC and applies every config it pushes (None: no key for it).
 fn follow_mc(
     link: &McLink,
@@ -221,6 +255,8 @@ fn follow_mc(
         sn,
         clients,
         capacity_kbps: if cfg.role == Role::Edge { cfg.edge.admission.capacity_kbps } else { 0 },
+        key: None,
+        upstream: String::new(),
     };
     let hubs = node.clone();
     let spool_dir = link.spool_dir.join(cfg.id.as_str());
@@ -303,19 +339,39 @@ fn follow_mc(
 }
 
 impl Cluster {
-    /// Starts the nodes named in `only` (all when `None`) in one process.
+    /// Starts the nodes named in `only` (all when `None`) in one process, each with a fresh
+    /// identity key that the others know.
     pub async fn start(topology: Topology, only: Option<&[NodeId]>) -> Result<Cluster, NodeError> {
-        Self::start_with_mc(topology, only, None).await
+        Self::start_with_keys(topology, only, None, Identities::Fresh).await
     }
 
-    /// As [`Cluster::start`]; each node also registers with the management center and follows
-    /// the configuration it pushes.
+    /// As [`Cluster::start`]; each node also registers with the management center (with the
+    /// link's keys, which are also its SN-link identities) and follows the configuration it
+    /// pushes. Without a link, fresh keys as in [`Cluster::start`].
     pub async fn start_with_mc(
         topology: Topology,
         only: Option<&[NodeId]>,
         mc: Option<McLink>,
     ) -> Result<Cluster, NodeError> {
+        let ids = match &mc {
+            Some(link) => Identities::Given(link.keys.clone()),
+            None => Identities::Fresh,
+        };
+        Self::start_with_keys(topology, only, mc, ids).await
+    }
+
+    /// As [`Cluster::start_with_mc`], with the nodes' identity keys given.
+    pub async fn start_with_keys(
+        topology: Topology,
+        only: Option<&[NodeId]>,
+        mc: Option<McLink>,
+        identities: Identities,
+    ) -> Result<Cluster, NodeError> {
         let book = AddressBook::from_topology(&topology);
+        let keys = identities.keys(&topology)?;
+        for (id, key) in keys.iter().flatten() {
+            book.set_key(id.clone(), proto::NodePublicKey::from_bytes(&key.public()).map_err(|e| key_error(id, e))?);
+        }
         let mut chosen: Vec<&NodeConfig> =
             topology.nodes.iter().filter(|n| only.is_none_or(|ids| ids.contains(&n.id))).collect();
         chosen.sort_by_key(|n| n.tier);
@@ -340,7 +396,14 @@ impl Cluster {
             let tcp_ingest =
                 listeners.tcp_ingest.iter().filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a))).collect();
             let catalog = topology.channels.iter().map(|c| c.id.clone()).collect();
-            let spec = NodeSpec { config, sources, catalog, book: book.clone(), clips: clips.clone() };
+            let identity = match &keys {
+                Some(k) => Some(k.get(&config.id).cloned().ok_or_else(|| NodeError::Identity {
+                    node: config.id.clone(),
+                    message: "no identity key for this node (give it --key-file)".into(),
+                })?),
+                None => None,
+            };
+            let spec = NodeSpec { config, sources, catalog, identity, book: book.clone(), clips: clips.clone() };
             let node = Node::start(spec, listeners).await?;
             let edge = (node.config().role == Role::Edge).then(|| Edge::new(node.clone(), &topology.channels));
             let client = match &edge {

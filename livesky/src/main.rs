@@ -89,14 +89,18 @@ struct NodeArgs {
     #[arg(long)]
     node: Option<NodeId>,
     /// Register with the management center at this address (host:port of its control port).
-    #[arg(long, requires = "key_file")]
+    #[arg(long)]
     mc: Option<std::net::SocketAddr>,
     /// File holding this node's identity seed (64 hex digits; `livesky mc keygen` makes one).
     #[arg(long)]
     key_file: Option<PathBuf>,
-    /// The MC's public key (hex), so the node cannot be fed config by an impostor.
+    /// The MC's public key (hex): the node talks to no other MC (required with --mc).
     #[arg(long)]
     mc_public_key: Option<String>,
+    /// Development only: run without the MC's pinned key or this node's identity key (SN links
+    /// unauthenticated) and accept the example keys. Never in a deployment.
+    #[arg(long)]
+    insecure_dev: bool,
     /// Where reports wait until the MC has them (a directory per node is made inside).
     #[arg(long, default_value = "livesky-spool")]
     spool_dir: PathBuf,
@@ -130,14 +134,39 @@ fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::p
 async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let topo = Topology::load(&args.config)?;
     let id = pick_node(&topo, args.node.as_ref(), role, &args.config)?;
-    let mc = match (args.mc, &args.key_file) {
-        (Some(addr), Some(path)) => {
+    let key = match &args.key_file {
+        Some(path) => {
             let seed = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-            let key = proto::NodeKey::from_hex_seed(&seed).with_context(|| format!("key file {}", path.display()))?;
-            if let Some(k) = &args.mc_public_key {
-                proto::check_public_key(k).context("--mc-public-key")?;
+            if !args.insecure_dev && sn_core::config::is_example_secret(&seed) {
+                bail!(
+                    "{} is one of the published example keys: make this node its own with `livesky mc keygen` \
+                     (or pass --insecure-dev for a development setup)",
+                    path.display()
+                );
             }
-            let keys = std::collections::HashMap::from([(id.clone(), std::sync::Arc::new(key))]);
+            Some(std::sync::Arc::new(
+                proto::NodeKey::from_hex_seed(&seed).with_context(|| format!("key file {}", path.display()))?,
+            ))
+        }
+        None if args.insecure_dev => None,
+        None => bail!(
+            "node `{id}` needs its identity key to prove itself on SN links and to the MC: pass --key-file \
+             (`livesky mc keygen` makes one), or --insecure-dev for a development setup"
+        ),
+    };
+    let mc = match (args.mc, &key) {
+        (Some(addr), Some(key)) => {
+            match &args.mc_public_key {
+                Some(k) => proto::check_public_key(k).context("--mc-public-key")?,
+                None if args.insecure_dev => {
+                    tracing::warn!("--insecure-dev: this node will trust any management center at {addr}")
+                }
+                None => bail!(
+                    "--mc needs --mc-public-key (the MC's public key, `livesky mc keygen` printed it): without it \
+                     the node would take its config and peers' keys from anyone at {addr}"
+                ),
+            }
+            let keys = std::collections::HashMap::from([(id.clone(), key.clone())]);
             Some(livesky::launch::McLink {
                 addr,
                 mc_public_key: args.mc_public_key.clone(),
@@ -148,7 +177,11 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let cluster = Cluster::start_with_mc(topo, Some(std::slice::from_ref(&id)), mc).await?;
+    let identities = match key {
+        Some(k) => livesky::launch::Identities::Given(std::collections::HashMap::from([(id.clone(), k)])),
+        None => livesky::launch::Identities::Insecure,
+    };
+    let cluster = Cluster::start_with_keys(topo, Some(std::slice::from_ref(&id)), mc, identities).await?;
     if let Some(n) = cluster.get(id.as_str()) {
         tracing::info!(node = %id, http = %n.http, sn = ?n.sn, "running; Ctrl-C stops");
     }

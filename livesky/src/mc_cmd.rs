@@ -17,6 +17,9 @@ pub enum McCmd {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Development only: accept the published example key and api_token of configs/mc.toml.
+        #[arg(long)]
+        insecure_dev: bool,
     },
     /// Make a running MC re-read its topology file now (it also watches the file).
     Reload {
@@ -51,8 +54,18 @@ pub enum McCmd {
 
 pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
     match cmd {
-        McCmd::Run { config } => {
+        McCmd::Run { config, insecure_dev } => {
             let settings = McSettings::load(&config)?;
+            let examples = [("mc.key", Some(&settings.key)), ("mc.api_token", settings.api_token.as_ref())];
+            for (key, value) in examples {
+                if !insecure_dev && value.is_some_and(|v| sn_core::config::is_example_secret(v)) {
+                    bail!(
+                        "{}: `{key}` is the published example: make your own (`livesky mc keygen` for the key, \
+                         any long random string for the token), or pass --insecure-dev for a development setup",
+                        config.display()
+                    );
+                }
+            }
             let mc = McServer::start(settings).await.context("starting the management center")?;
             println!("management center: control {} · API http://{}", mc.control_addr, mc.http_addr);
             println!("public key (pin it on the SNs with --mc-public-key): {}", mc.public_key());

@@ -130,6 +130,21 @@ impl Registry {
         self.members.values().map(|e| &e.member)
     }
 
+    /// Sets every member's `upstream` to `upstream_of(id)` (after a topology change); true if
+    /// any changed (the membership version moves on, and SNs should get it whole).
+    pub fn restamp(&mut self, upstream_of: impl Fn(&NodeId) -> String) -> bool {
+        let mut changed = false;
+        for (id, e) in self.members.iter_mut() {
+            let up = upstream_of(id);
+            if e.member.upstream != up {
+                e.member.upstream = up;
+                changed = true;
+            }
+        }
+        self.version += u64::from(changed);
+        changed
+    }
+
     pub fn full(&self) -> Members {
         Members { version: self.version, full: true, members: self.members().cloned().collect(), gone: Vec::new() }
     }
@@ -148,6 +163,8 @@ mod tests {
             sn: None,
             clients: None,
             capacity_kbps: 0,
+            key: None,
+            upstream: String::new(),
         }
     }
 

@@ -292,7 +292,18 @@ fn apply(shared: &Shared, st: &mut State) -> u64 {
     shared.metrics.refresh(st);
     info!(version = v, "config changed; pushing to the SNs");
     let _ = shared.notices.send(Notice::Config);
+    let topo = st.store.topology();
+    if st.registry.restamp(|id| upstream_of(&topo, id)) {
+        let _ = shared.notices.send(Notice::Members(st.registry.full()));
+    }
     v
+}
+
+/// The nodes `id` may subscribe to (parents and same-tier peers), as a member's `upstream`.
+fn upstream_of(topo: &Topology, id: &proto::NodeId) -> String {
+    topo.node(id)
+        .map(|n| n.parents.iter().chain(&n.peers).map(|p| p.as_str()).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 async fn watcher(shared: Arc<Shared>) {
@@ -416,7 +427,11 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
     let mut notices = shared.notices.subscribe();
     let (members, first_doc) = {
         let mut st = shared.state();
-        let change = st.registry.alive(Instant::now(), alive.member.clone(), session);
+        // What the other SNs learn of it comes from the MC's own books, not from what it said.
+        let mut member = alive.member.clone();
+        member.key = shared.settings.sn_keys.get(&id).cloned();
+        member.upstream = upstream_of(&st.store.topology(), &id);
+        let change = st.registry.alive(Instant::now(), member, session);
         shared.publish(&mut st, &change);
         (st.registry.full(), st.store.doc_for(&id, alive.have_version))
     };

@@ -140,7 +140,9 @@ mod tests {
         let mut signed = sample_chunk(7, 5);
         signed.signature = Some(std::sync::Arc::new([3; 64]));
         vec![
-            SnMessage::Hello(Hello { version: 1, node: NodeId::new("edge-1").unwrap(), tier: 2 }),
+            SnMessage::Hello(Hello { version: 1, node: NodeId::new("edge-1").unwrap(), tier: 2, nonce: [7; 32] }),
+            SnMessage::Challenge { nonce: [1; 32], proof: [2; 64] },
+            SnMessage::Auth { proof: [3; 64] },
             SnMessage::Subscribe(Subscribe { channel: ch.clone(), start: StartAt::Live, path: vec![] }),
             SnMessage::Subscribe(Subscribe {
                 channel: ch.clone(),

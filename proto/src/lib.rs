@@ -18,10 +18,14 @@ mod wire;
 
 pub use chunk::{Chunk, ChunkFlags, ChunkHeader, MAX_CHUNK_PAYLOAD, SubstreamId, TS_PACKET_LEN};
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, FrameCodec, SnCodec, WireMessage};
-pub use message::{Hello, PROTOCOL_VERSION, RefuseCode, SnMessage, SourceStatus, StartAt, Subscribe};
+pub use message::{
+    Hello, LinkSide, PROTOCOL_VERSION, RefuseCode, SnMessage, SourceStatus, StartAt, Subscribe, link_proof,
+};
 pub use name::{ChannelId, NameError, NodeId};
 pub use rate::TokenBucket;
-pub use sign::{ChannelSigner, ChannelVerifier, NodeKey, SignatureError, check_public_key, verify_node_signature};
+pub use sign::{
+    ChannelSigner, ChannelVerifier, NodeKey, NodePublicKey, SignatureError, check_public_key, verify_node_signature,
+};
 pub use wire::WireError;
 
 /// A hash map whose iteration order is the same in every process (FxHash: no per-process keys).

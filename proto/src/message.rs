@@ -1,7 +1,10 @@
 //! Messages between service nodes (SN↔SN). One TCP connection carries one channel subscription:
-//! the child sends `Hello` then `Subscribe`; the parent answers `Hello`, then `SubscribeOk` (or
+//! the child sends `Hello` (with a fresh nonce); the parent answers `Challenge` (its own nonce and
+//! its signature over both, proving it is the node the child dialled); the child sends `Auth` (its
+//! signature, proving who it is) and `Subscribe`; the parent answers `SubscribeOk` (or
 //! `SubscribeErr`) and pushes `Chunk`s. Both sides send `Keepalive` when idle so a silent but open
-//! link can be told from a quiet source.
+//! link can be told from a quiet source. Signatures are made with the nodes' identity keys (the
+//! ones the management center knows) over [`link_proof`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -10,8 +13,8 @@ use crate::codec::WireMessage;
 use crate::name::{ChannelId, NodeId};
 use crate::wire::{Reader, WireError, put_opt_key, put_short_str, put_text};
 
-/// 2: source state became idle/live/ended (was a live flag).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 2: source state became idle/live/ended (was a live flag). 3: links are authenticated.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Longest subscription path accepted; tier counts are small, a longer path is a loop or garbage.
 pub const MAX_PATH: usize = 16;
 
@@ -20,6 +23,35 @@ pub struct Hello {
     pub version: u16,
     pub node: NodeId,
     pub tier: u8,
+    /// The child's challenge for the parent.
+    pub nonce: [u8; 32],
+}
+
+/// Which side of a link signs a [`link_proof`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkSide {
+    Parent,
+    Child,
+}
+
+/// What a node signs to prove its identity on an SN link: its side, its id, the other's id, the
+/// other's nonce, then its own. Binding both ids and both nonces makes a proof useless on any
+/// other link, in either direction.
+pub fn link_proof(
+    side: LinkSide,
+    signer: &NodeId,
+    other: &NodeId,
+    their_nonce: &[u8; 32],
+    my_nonce: &[u8; 32],
+) -> Vec<u8> {
+    let side = match side {
+        LinkSide::Parent => "parent",
+        LinkSide::Child => "child",
+    };
+    let mut m = format!("livesky-sn-link\0{side}\0{signer}\0{other}\0").into_bytes();
+    m.extend_from_slice(their_nonce);
+    m.extend_from_slice(my_nonce);
+    m
 }
 
 /// Where a new subscription starts.
@@ -122,6 +154,15 @@ impl RefuseCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnMessage {
     Hello(Hello),
+    /// Parent → child, answering `Hello`: the parent's nonce and its proof.
+    Challenge {
+        nonce: [u8; 32],
+        proof: [u8; 64],
+    },
+    /// Child → parent: the child's proof over the parent's nonce.
+    Auth {
+        proof: [u8; 64],
+    },
     Subscribe(Subscribe),
     /// `verify_key`: the channel's Ed25519 public key, handed down the tree from Tier 0.
     SubscribeOk {
@@ -152,12 +193,16 @@ mod tag {
     pub const CHUNK: u8 = 5;
     pub const SOURCE_STATE: u8 = 6;
     pub const KEEPALIVE: u8 = 7;
+    pub const CHALLENGE: u8 = 8;
+    pub const AUTH: u8 = 9;
 }
 
 impl WireMessage for SnMessage {
     fn kind(&self) -> &'static str {
         match self {
             SnMessage::Hello(_) => "hello",
+            SnMessage::Challenge { .. } => "challenge",
+            SnMessage::Auth { .. } => "auth",
             SnMessage::Subscribe(_) => "subscribe",
             SnMessage::SubscribeOk { .. } => "subscribe-ok",
             SnMessage::SubscribeErr { .. } => "subscribe-err",
@@ -174,6 +219,16 @@ impl WireMessage for SnMessage {
                 out.put_u16(h.version);
                 put_short_str(out, h.node.as_str());
                 out.put_u8(h.tier);
+                out.put_slice(&h.nonce);
+            }
+            SnMessage::Challenge { nonce, proof } => {
+                out.put_u8(tag::CHALLENGE);
+                out.put_slice(nonce);
+                out.put_slice(proof);
+            }
+            SnMessage::Auth { proof } => {
+                out.put_u8(tag::AUTH);
+                out.put_slice(proof);
             }
             SnMessage::Subscribe(s) => {
                 out.put_u8(tag::SUBSCRIBE);
@@ -224,9 +279,14 @@ impl WireMessage for SnMessage {
         let mut r = Reader::new(body);
         let t = r.u8("message type")?;
         let msg = match t {
-            tag::HELLO => {
-                SnMessage::Hello(Hello { version: r.u16("protocol version")?, node: r.node()?, tier: r.u8("tier")? })
-            }
+            tag::HELLO => SnMessage::Hello(Hello {
+                version: r.u16("protocol version")?,
+                node: r.node()?,
+                tier: r.u8("tier")?,
+                nonce: r.array::<32>("nonce")?,
+            }),
+            tag::CHALLENGE => SnMessage::Challenge { nonce: r.array::<32>("nonce")?, proof: r.array::<64>("proof")? },
+            tag::AUTH => SnMessage::Auth { proof: r.array::<64>("proof")? },
             tag::SUBSCRIBE => {
                 let channel = r.channel()?;
                 let start = match r.u8("start mode")? {

@@ -121,7 +121,36 @@ impl NodeKey {
     }
     /// Signature over `msg`, as hex.
     pub fn sign_hex(&self, msg: &[u8]) -> String {
-        to_hex(&self.key.sign(msg).to_bytes())
+        to_hex(&self.sign(msg))
+    }
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+    pub fn public(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+    /// The seed, for code that must derive other keys from it (the MC's TLS certificate).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+}
+
+/// An identity's public half: checks [`NodeKey::sign`] signatures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePublicKey(VerifyingKey);
+
+impl NodePublicKey {
+    pub fn from_hex(hex: &str) -> Result<Self, SignatureError> {
+        Self::from_bytes(&parse_hex32(hex)?)
+    }
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, SignatureError> {
+        VerifyingKey::from_bytes(bytes).map(Self).map_err(|e| SignatureError::BadKey(e.to_string()))
+    }
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+    pub fn verify(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
+        self.0.verify(msg, &Signature::from_bytes(signature)).map_err(|_| SignatureError::BadSignature)
     }
 }
 

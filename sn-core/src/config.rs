@@ -10,6 +10,25 @@ use std::path::Path;
 use proto::{ChannelId, NodeId};
 use serde::{Deserialize, Serialize};
 
+/// The identity seeds shipped in `configs/` (the demo's four nodes, and the management center's
+/// in `configs/mc.toml`). They are public: a deployment that loads one protects nothing, so the
+/// binaries refuse them outside `--insecure-dev`.
+pub const EXAMPLE_SEEDS: [&str; 5] = [
+    include_str!("../../configs/keys/tier0.key").trim_ascii(),
+    include_str!("../../configs/keys/core1.key").trim_ascii(),
+    include_str!("../../configs/keys/edge1.key").trim_ascii(),
+    include_str!("../../configs/keys/edge2.key").trim_ascii(),
+    "2e9fcc86959034d07096e79c674408abf634435406b63e2b1444fa68c0f40d4d",
+];
+/// The API token of the example `configs/mc.toml`.
+pub const EXAMPLE_API_TOKEN: &str = "change-me";
+
+/// Whether `secret` is one of the published examples ([`EXAMPLE_SEEDS`], [`EXAMPLE_API_TOKEN`]).
+pub fn is_example_secret(secret: &str) -> bool {
+    let s = secret.trim();
+    s == EXAMPLE_API_TOKEN || EXAMPLE_SEEDS.contains(&s)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -166,6 +185,10 @@ pub struct NodeConfig {
     /// Timeouts and connection caps of the node's listeners.
     #[serde(default)]
     pub limits: crate::limits::Limits,
+    /// The node's identity public key (64 hex digits), for SN links between nodes that run
+    /// without a management center (the MC hands out the keys it knows otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
 }
 
 /// Where broadcasters connect with RTMP and SRT; HTTP push is always on the node's HTTP port.
@@ -434,6 +457,11 @@ impl Topology {
             if e.hls_window < 2 || e.hls_window > 100 {
                 return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));
             }
+            if let Some(k) = &n.identity_key
+                && let Err(e) = proto::check_public_key(k)
+            {
+                return err(key("identity_key"), e.to_string());
+            }
             if let Err((field, why)) = n.limits.check() {
                 return err(key(&format!("limits.{field}")), why);
             }
@@ -553,6 +581,14 @@ mod tests {
 
     fn invalid(text: &str) -> String {
         Topology::parse(text, "bad.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_secrets_are_the_ones_in_configs() {
+        let mc = include_str!("../../configs/mc.toml");
+        assert!(mc.contains(&format!("key = \"{}\"", EXAMPLE_SEEDS[4])));
+        assert!(mc.contains(&format!("api_token = \"{EXAMPLE_API_TOKEN}\"")));
+        assert!(is_example_secret(EXAMPLE_SEEDS[0]) && !is_example_secret(&"ab".repeat(32)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! duplicate ([`upstream`], sans-IO); the tokio drivers around these cores stay thin.
 
 mod apply;
+pub mod book;
 pub mod chunker;
 pub mod config;
 pub mod flv;

@@ -1,13 +1,16 @@
 //! SN↔SN links: the child side (one task per connection attempt, fed into the upstream core by a
 //! per-channel driver) and the parent side (one task per subscribed child, reading the ring through
-//! a cursor). Policy lives in [`crate::upstream`]; this file only moves messages.
+//! a cursor). Policy lives in [`crate::upstream`]; this file moves messages and runs the link's
+//! mutual authentication (each side signs the other's nonce with its identity key, checked
+//! against the key the [`crate::book::AddressBook`] holds; a parent takes only children the
+//! topology names).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proto::{Chunk, Hello, NodeId, PROTOCOL_VERSION, RefuseCode, SnCodec, SnMessage, Subscribe, WireMessage};
+use proto::{Chunk, Hello, LinkSide, NodeId, PROTOCOL_VERSION, RefuseCode, SnCodec, SnMessage, Subscribe, WireMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, interval, timeout};
@@ -61,7 +64,7 @@ pub(crate) async fn run_upstream(
                     let (n, tx) = (node.clone(), tx.clone());
                     node.spawn(async move {
                         let addr = n.resolve(&candidate).await;
-                        run_link(n.hello(), attempt, candidate, addr, sub, tx, token).await;
+                        run_link(&n, attempt, candidate, addr, sub, tx, token).await;
                     });
                 }
                 Action::Close { attempt, reason } => {
@@ -137,7 +140,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// One connection attempt to a parent: handshake, then pass everything to the driver.
 async fn run_link(
-    hello: Hello,
+    node: &Node,
     attempt: AttemptId,
     parent: NodeId,
     addr: Option<SocketAddr>,
@@ -166,10 +169,18 @@ async fn run_link(
         }
     };
     let _ = stream.set_nodelay(true);
+    crate::limits::keepalive(&stream);
     let mut framed = Framed::new(stream, SnCodec::default());
     let channel = sub.channel.clone();
-    if let Err(e) = send_all(&mut framed, [SnMessage::Hello(hello), SnMessage::Subscribe(sub)]).await {
-        let _ = tx.send(input(Input::ConnectFailed { attempt, reason: e.to_string() })).await;
+    let handshake = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = timeout(HANDSHAKE_TIMEOUT, prove_to_parent(node, &parent, &mut framed, sub)) => {
+            r.unwrap_or_else(|_| Err(format!("parent {parent} did not answer the handshake")))
+        }
+    };
+    if let Err(reason) = handshake {
+        warn!(node = %node.id(), %parent, %reason, "SN link handshake failed");
+        let _ = tx.send(input(Input::ConnectFailed { attempt, reason })).await;
         return;
     }
     let mut ka = interval(KEEPALIVE);
@@ -225,6 +236,49 @@ async fn run_link(
     }
 }
 
+/// The child's side of the handshake: Hello, check the parent's Challenge, then Auth and Subscribe.
+async fn prove_to_parent(
+    node: &Node,
+    parent: &NodeId,
+    framed: &mut Framed<TcpStream, SnCodec>,
+    sub: Subscribe,
+) -> Result<(), String> {
+    let me = node.id().clone();
+    let my_nonce = nonce()?;
+    let hello = Hello { version: PROTOCOL_VERSION, node: me.clone(), tier: node.config().tier, nonce: my_nonce };
+    framed.send(SnMessage::Hello(hello)).await.map_err(|e| e.to_string())?;
+    let (their_nonce, proof) = match framed.next().await {
+        Some(Ok(SnMessage::Challenge { nonce, proof })) => (nonce, proof),
+        Some(Ok(SnMessage::SubscribeErr { reason, .. })) => return Err(format!("parent {parent} refused: {reason}")),
+        Some(Ok(other)) => return Err(format!("parent {parent} answered {} to hello", other.kind())),
+        Some(Err(e)) => return Err(format!("bad data from parent {parent}: {e}")),
+        None => return Err(format!("parent {parent} closed the connection during the handshake")),
+    };
+    let mut answer = [0u8; 64];
+    if let Some(key) = node.identity() {
+        let Some(theirs) = node.book().key(parent) else {
+            node.metrics().sn_link_refused.with_label_values(&["no_key"]).inc();
+            return Err(format!(
+                "no identity key known for parent {parent} (the MC's membership or the topology's identity_key)"
+            ));
+        };
+        let signed = proto::link_proof(LinkSide::Parent, parent, &me, &my_nonce, &their_nonce);
+        if theirs.verify(&signed, &proof).is_err() {
+            node.metrics().sn_link_refused.with_label_values(&["bad_proof"]).inc();
+            return Err(format!("the node at {parent}'s address failed to prove it is {parent}"));
+        }
+        answer = key.sign(&proto::link_proof(LinkSide::Child, &me, parent, &their_nonce, &my_nonce));
+    }
+    send_all(framed, [SnMessage::Auth { proof: answer }, SnMessage::Subscribe(sub)]).await.map_err(|e| e.to_string())
+}
+
+/// A fresh nonce for a handshake.
+fn nonce() -> Result<[u8; 32], String> {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).map_err(|e| format!("no randomness for a nonce: {e}"))?;
+    Ok(n)
+}
+
 async fn send_all<const N: usize>(
     framed: &mut Framed<TcpStream, SnCodec>,
     msgs: [SnMessage; N],
@@ -263,40 +317,23 @@ pub(crate) async fn serve_children(node: Node, listener: TcpListener) {
     }
 }
 
-async fn recv_handshake(framed: &mut Framed<TcpStream, SnCodec>) -> Result<SnMessage, String> {
-    match timeout(HANDSHAKE_TIMEOUT, framed.next()).await {
-        Ok(Some(Ok(m))) => Ok(m),
-        Ok(Some(Err(e))) => Err(e.to_string()),
-        Ok(None) => Err("closed during handshake".into()),
-        Err(_) => Err("handshake timed out".into()),
-    }
-}
-
 async fn serve_child(node: Node, stream: TcpStream, peer: SocketAddr) {
     let mut framed = Framed::new(stream, SnCodec::default());
-    let hello = match recv_handshake(&mut framed).await {
-        Ok(SnMessage::Hello(h)) if h.version == PROTOCOL_VERSION => h,
-        Ok(SnMessage::Hello(h)) => {
-            warn!(%peer, version = h.version, "child speaks another protocol version");
+    let (hello, sub) = match timeout(HANDSHAKE_TIMEOUT, child_handshake(&node, &mut framed)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(Refusal::Silent(why))) => {
+            debug!(%peer, %why, "child handshake failed");
             return;
         }
-        Ok(other) => {
-            warn!(%peer, got = other.kind(), "child did not start with hello");
+        Ok(Err(Refusal::Tell { channel, label, reason })) => {
+            node.metrics().sn_link_refused.with_label_values(&[label]).inc();
+            warn!(%peer, %channel, %reason, "refusing an SN link");
+            let _ = framed.send(SnMessage::SubscribeErr { channel, code: RefuseCode::Forbidden, reason }).await;
             return;
         }
-        Err(e) => {
-            debug!(%peer, error = %e, "child handshake failed");
-            return;
-        }
-    };
-    let sub = match recv_handshake(&mut framed).await {
-        Ok(SnMessage::Subscribe(s)) => s,
-        Ok(other) => {
-            warn!(%peer, child = %hello.node, got = other.kind(), "expected subscribe");
-            return;
-        }
-        Err(e) => {
-            debug!(%peer, error = %e, "child handshake failed");
+        Err(_) => {
+            node.metrics().sn_link_refused.with_label_values(&["timeout"]).inc();
+            debug!(%peer, "child handshake timed out");
             return;
         }
     };
@@ -317,6 +354,60 @@ async fn serve_child(node: Node, stream: TcpStream, peer: SocketAddr) {
         info!(%peer, child = %hello.node, %channel, ?code, %reason, "refusing child subscription");
         let _ = framed.send(SnMessage::SubscribeErr { channel, code, reason }).await;
     }
+}
+
+/// Why a child's handshake ended: quietly (garbage, a closed socket) or with a refusal it is
+/// told about.
+enum Refusal {
+    Silent(String),
+    Tell { channel: proto::ChannelId, label: &'static str, reason: String },
+}
+
+/// The parent's side of the handshake: Hello, Challenge, then the child's Auth and Subscribe,
+/// checked against the child's key and the topology.
+async fn child_handshake(node: &Node, framed: &mut Framed<TcpStream, SnCodec>) -> Result<(Hello, Subscribe), Refusal> {
+    let silent = |s: String| Refusal::Silent(s);
+    let hello = match framed.next().await {
+        Some(Ok(SnMessage::Hello(h))) if h.version == PROTOCOL_VERSION => h,
+        Some(Ok(SnMessage::Hello(h))) => return Err(silent(format!("child speaks protocol {}", h.version))),
+        Some(Ok(other)) => return Err(silent(format!("child did not start with hello but {}", other.kind()))),
+        Some(Err(e)) => return Err(silent(e.to_string())),
+        None => return Err(silent("closed during handshake".into())),
+    };
+    let me = node.id().clone();
+    let my_nonce = nonce().map_err(silent)?;
+    let proof = node
+        .identity()
+        .map_or([0u8; 64], |k| k.sign(&proto::link_proof(LinkSide::Parent, &me, &hello.node, &hello.nonce, &my_nonce)));
+    framed.send(SnMessage::Challenge { nonce: my_nonce, proof }).await.map_err(|e| silent(e.to_string()))?;
+    let mut next = async || match framed.next().await {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(silent(e.to_string())),
+        None => Err(silent("closed during handshake".into())),
+    };
+    let auth = match next().await? {
+        SnMessage::Auth { proof } => proof,
+        other => return Err(silent(format!("expected auth, got {}", other.kind()))),
+    };
+    let sub = match next().await? {
+        SnMessage::Subscribe(s) => s,
+        other => return Err(silent(format!("expected subscribe, got {}", other.kind()))),
+    };
+    let child = &hello.node;
+    let refuse = |label, reason| Err(Refusal::Tell { channel: sub.channel.clone(), label, reason });
+    if node.identity().is_some() {
+        let Some(key) = node.book().key(child) else {
+            return refuse("no_key", format!("{me} knows no identity key for node {child}"));
+        };
+        let signed = proto::link_proof(LinkSide::Child, child, &me, &my_nonce, &hello.nonce);
+        if key.verify(&signed, &auth).is_err() {
+            return refuse("bad_proof", format!("the connecting node failed to prove it is {child}"));
+        }
+    }
+    if !node.book().may_subscribe(child, &me) {
+        return refuse("not_in_topology", format!("the topology does not name {me} as a parent or peer of {child}"));
+    }
+    Ok((hello, sub))
 }
 
 fn refuse_label(code: RefuseCode) -> &'static str {
@@ -427,9 +518,4 @@ async fn child_session(
     m.children.with_label_values(&label).dec();
     drop(lease);
     Ok(())
-}
-
-/// Used by the node to name itself in handshakes.
-pub(crate) fn hello_for(id: &NodeId, tier: u8) -> Hello {
-    Hello { version: PROTOCOL_VERSION, node: id.clone(), tier }
 }

@@ -137,6 +137,13 @@ pub struct Member {
     pub clients: Option<SocketAddr>,
     #[serde(rename = "@capacity-kbps", default)]
     pub capacity_kbps: u64,
+    /// Its identity public key as the MC knows it (the MC sets it; what an SN says is ignored).
+    #[serde(rename = "@key", default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The nodes the topology lets it subscribe to (parents and same-tier peers), space-separated
+    /// (set by the MC): a parent takes only such children.
+    #[serde(rename = "@upstream", default, skip_serializing_if = "String::is_empty")]
+    pub upstream: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

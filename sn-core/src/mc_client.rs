@@ -279,6 +279,14 @@ fn on_members(sinks: &Sinks, m: Members) {
             if let Some(a) = member.sn {
                 sinks.book.set(member.id.clone(), a);
             }
+            // The keys and topology links the MC vouches for: SN links are checked against them.
+            if let Some(key) = member.key.as_deref().and_then(|k| proto::NodePublicKey::from_hex(k).ok()) {
+                sinks.book.set_key(member.id.clone(), key);
+            }
+            if !member.upstream.is_empty() {
+                let upstream = member.upstream.split_ascii_whitespace().filter_map(|n| NodeId::new(n).ok()).collect();
+                sinks.book.set_upstream(member.id.clone(), upstream);
+            }
             map.insert(member.id.clone(), member);
         }
     });

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub children: IntGaugeVec,
     pub child_sessions: IntCounterVec,
     pub child_bytes: IntCounterVec,
+    /// SN links refused in the handshake (no_key, bad_proof, not_in_topology, timeout).
+    pub sn_link_refused: IntCounterVec,
     pub ring_chunks: IntGaugeVec,
     pub ring_bytes: IntGaugeVec,
     pub ring_span: GaugeVec,
@@ -181,6 +183,12 @@ impl Metrics {
                 &["channel", "outcome"],
             ),
             child_bytes: counter(r, "child_bytes_total", "Chunk payload bytes sent to downstream SNs", ch),
+            sn_link_refused: counter(
+                r,
+                "sn_link_refused_total",
+                "SN links refused in the handshake (no_key, bad_proof, not_in_topology, timeout)",
+                &["reason"],
+            ),
             ring_chunks: int_gauge(r, "ring_chunks", "Chunks held in the ring buffer", ch),
             ring_bytes: int_gauge(r, "ring_bytes", "Payload bytes held in the ring buffer", ch),
             ring_span: gauge(r, "ring_span_seconds", "Media time held in the ring buffer", ch),

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::{ChannelId, ChannelSigner, Hello, NodeId, StartAt};
+use proto::{ChannelId, ChannelSigner, NodeId, StartAt};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{ChannelConfig, NodeConfig, Role, SourceConfig, Topology};
+use crate::config::{ChannelConfig, NodeConfig, Role, SourceConfig};
 use crate::hub::{ChannelHub, HubState, Lease};
 use crate::looper::Looper;
 use crate::metrics::Metrics;
@@ -29,6 +29,8 @@ pub enum NodeError {
     Source { channel: ChannelId, message: String },
     #[error("SRT ingest of node {node}: {source}")]
     Srt { node: NodeId, source: crate::srt::SrtIngestError },
+    #[error("identity of node {node}: {message}")]
+    Identity { node: NodeId, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,33 +54,7 @@ pub enum Origin {
     },
 }
 
-/// Where nodes listen for SN links. Filled from the topology file today; the management center
-/// will feed it later.
-#[derive(Debug, Default)]
-pub struct AddressBook {
-    map: RwLock<HashMap<NodeId, SocketAddr>>,
-}
-
-impl AddressBook {
-    pub fn from_topology(t: &Topology) -> Arc<AddressBook> {
-        let book = AddressBook::default();
-        for n in &t.nodes {
-            if let Some(a) = n.sn_listen {
-                book.set(n.id.clone(), a);
-            }
-        }
-        Arc::new(book)
-    }
-    pub fn set(&self, id: NodeId, addr: SocketAddr) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, addr);
-    }
-    pub fn remove(&self, id: &NodeId) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
-    }
-    pub fn get(&self, id: &NodeId) -> Option<SocketAddr> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).copied()
-    }
-}
+pub use crate::book::AddressBook;
 
 /// A node's sockets, bound before it starts so that port 0 can be resolved first.
 pub struct NodeListeners {
@@ -143,6 +119,9 @@ pub struct NodeSpec {
     pub sources: Vec<ChannelConfig>,
     /// Every channel of the CDN: the only names the node opens anything for.
     pub catalog: Vec<ChannelId>,
+    /// The node's identity key: it proves who the node is on SN links and checks the other
+    /// side's proof. None only in insecure development mode (links unauthenticated).
+    pub identity: Option<Arc<proto::NodeKey>>,
     pub book: Arc<AddressBook>,
     /// Clips for `builtin:NAME` loop sources.
     pub clips: Arc<HashMap<String, Bytes>>,
@@ -165,6 +144,7 @@ pub struct Inner {
     cfg: NodeConfig,
     metrics: Metrics,
     book: Arc<AddressBook>,
+    identity: Option<Arc<proto::NodeKey>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     sources: RwLock<HashMap<ChannelId, Arc<SourceChannel>>>,
@@ -224,6 +204,7 @@ impl Node {
             cfg,
             metrics,
             book: spec.book,
+            identity: spec.identity,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             sources: RwLock::new(HashMap::new()),
@@ -291,8 +272,9 @@ impl Node {
     pub fn sn_addr(&self) -> Option<SocketAddr> {
         self.0.sn_addr
     }
-    pub fn hello(&self) -> Hello {
-        crate::link::hello_for(&self.0.cfg.id, self.0.cfg.tier)
+    /// The node's identity key (None: insecure development mode).
+    pub fn identity(&self) -> Option<&proto::NodeKey> {
+        self.0.identity.as_deref()
     }
     /// Whether `channel` is one of the CDN's channels (topology, then the MC's config).
     pub fn knows(&self, channel: &ChannelId) -> bool {

@@ -92,6 +92,8 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
             sn: None,
             clients: None,
             capacity_kbps: 0,
+            key: None,
+            upstream: String::new(),
         };
         let cfg = McClientConfig {
             mc: mc.control_addr,

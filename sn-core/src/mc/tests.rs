@@ -54,6 +54,8 @@ fn every_message_survives_the_wire() {
         sn: None,
         clients: Some("127.0.0.1:7600".parse().unwrap_or_else(|e| panic!("{e}"))),
         capacity_kbps: 200_000,
+        key: None,
+        upstream: String::new(),
     };
     let cfg = SnConfig::derive(&topo(TOPO), &id("edge1"), 3).unwrap_or_else(|| panic!("edge1"));
     let msgs = [
