@@ -226,3 +226,45 @@ async fn sn_ports_stream_only_to_the_children_the_topology_names() {
     assert!(got.len() >= 100_000);
     cluster.shutdown().await;
 }
+
+/// Issue 20, finding 12 (and 13's last line): the SN↔MC link was plaintext, carrying keys and
+/// configs, and the MC parsed up to 8 MiB of XML from anyone before checking a signature. Now it
+/// speaks TLS 1.3 with the MC's identity key (an SN pins it), and until an SN has proved its
+/// identity its frames may be 16 KiB at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mc_control_link_is_private_and_strangers_get_small_frames() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    let (mc, cluster, path, _) = demo_with_mc_token("mclink").await;
+    let control = mc.control_addr;
+    // In plaintext, nothing: no challenge in the clear, and the connection is dropped.
+    let mut plain = connect_from("127.0.11.1", control).await.expect("connect");
+    plain.write_all(b"<alive id=\"tier0\"/>").await.expect("write");
+    let (closed, said) = closed_within(&mut plain, Duration::from_secs(6)).await;
+    assert!(closed, "the MC closed a plaintext link");
+    assert!(!String::from_utf8_lossy(&said).contains("challenge"), "the MC spoke in the clear: {said:?}");
+    // Inside TLS, before registering: a 1 MiB frame is refused without being parsed.
+    let pinned = proto::NodePublicKey::from_hex(&mc.public_key()).ok();
+    let stream = connect_from("127.0.11.2", control).await.expect("connect");
+    let mut link = sn_core::mc_tls::connect(stream, pinned).await.expect("TLS with the pinned MC");
+    let first = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(sn_core::mc::McMessage::Challenge(_))))), "{first:?}");
+    let big = sn_core::mc::McMessage::Refused(sn_core::mc::Refused { reason: "x".repeat(1 << 20) });
+    let _ = link.send(big).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
+    assert!(
+        matches!(answer, Ok(Some(Ok(sn_core::mc::McMessage::Refused(_)))) | Ok(None) | Ok(Some(Err(_)))),
+        "{answer:?}"
+    );
+    let metrics = format!("http://{}/metrics", mc.http_addr);
+    assert!(metric(&metrics, "livesky_mc_refused_total", &["tls"]).await >= 1.0);
+    assert!(metric(&metrics, "livesky_mc_refused_total", &["protocol"]).await >= 1.0);
+    // The real SNs are registered and playing on.
+    assert_eq!(mc.members().len(), 4);
+    let edge = cluster.get("edge1").expect("edge1");
+    let got = read_stream(get(&edge.url("/live/demo.ts")).await, 50_000, Duration::from_secs(5)).await;
+    assert!(got.len() >= 50_000);
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}

@@ -15,7 +15,6 @@ use sn_core::AddressBook;
 use sn_core::mc::{self, Alive, McMessage, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const TOPOLOGY: &str = r#"
@@ -144,13 +143,15 @@ fn member(node: &str) -> Member {
 
 /// A hand-driven control link, to see exactly what the MC sends.
 struct Raw {
-    link: Framed<TcpStream, mc::McCodec>,
+    link: mc::McLink,
 }
 
 impl Raw {
     async fn register(mc: &Mc, node: &str, key: &NodeKey, have_version: u64) -> (Raw, McMessage) {
         let stream = TcpStream::connect(mc.server.control_addr).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut raw = Raw { link: Framed::new(stream, mc::mc_codec()) };
+        let pinned = proto::NodePublicKey::from_hex(&mc.server.public_key()).ok();
+        let link = sn_core::mc_tls::connect(stream, pinned).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut raw = Raw { link };
         let McMessage::Challenge(c) = raw.recv().await else { panic!("no challenge") };
         let alive = Alive {
             member: member(node),

@@ -143,13 +143,14 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
     let parent_addr = listener.local_addr().expect("addr");
     let signer = proto::ChannelSigner::from_seed([5; 32]);
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<u32>(4);
+    // The parent proves it is t0 with t0's key, as the edge expects.
+    let t0_key = std::sync::Arc::new(proto::NodeKey::from_seed([6; 32]));
+    let parent_key = t0_key.clone();
     let parent = tokio::spawn(async move {
         for session in 0u32.. {
             let Ok((stream, _)) = listener.accept().await else { return };
             let mut framed = Framed::new(stream, SnCodec::default());
-            let (Some(Ok(SnMessage::Hello(_))), Some(Ok(SnMessage::Subscribe(sub)))) =
-                (framed.next().await, framed.next().await)
-            else {
+            let Some(sub) = livesky_tests::accept_child(&mut framed, "t0", &parent_key).await else {
                 continue;
             };
             let ok = SnMessage::SubscribeOk {
@@ -182,7 +183,12 @@ async fn an_edge_drops_a_parent_that_sends_a_forged_chunk_and_never_passes_it_on
     );
     let topo = sn_core::Topology::parse(&topology, "test").expect("topology");
     let only = [proto::NodeId::new("edge").expect("id")];
-    let cluster = livesky::launch::Cluster::start(topo, Some(&only)).await.expect("edge starts");
+    let keys = std::collections::HashMap::from([
+        (proto::NodeId::new("t0").expect("id"), t0_key),
+        (proto::NodeId::new("edge").expect("id"), std::sync::Arc::new(proto::NodeKey::from_seed([7; 32]))),
+    ]);
+    let ids = livesky::launch::Identities::Given(keys);
+    let cluster = livesky::launch::Cluster::start_with_keys(topo, Some(&only), None, ids).await.expect("edge starts");
     let edge = cluster.get("edge").expect("edge");
     // A viewer makes the edge subscribe.
     let viewer = tokio::spawn(livesky_tests::read_stream(

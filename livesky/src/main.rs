@@ -191,7 +191,19 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors reach the user as one message (the whole chain of causes), not as a backtrace: these
+/// machines set RUST_BACKTRACE=1, and `anyhow` would print one for "address already in use".
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_log = if matches!(cli.cmd, Cmd::Sim(_)) { SIM_LOG } else { DEFAULT_LOG };
     tracing_subscriber::fmt()

@@ -107,27 +107,40 @@ id = "tier0"
 tier = 0
 sn_listen = "127.0.0.1:{t0_sn}"
 http_listen = "127.0.0.1:{t0_http}"
+identity_key = "{k0}"
 [[node]]
 id = "core1"
 tier = 1
 sn_listen = "127.0.0.1:{c1_sn}"
 http_listen = "127.0.0.1:{c1_http}"
 parents = ["tier0"]
+identity_key = "{k1}"
 [[node]]
 id = "edge1"
 tier = 2
 role = "edge"
 http_listen = "127.0.0.1:{e1_http}"
 parents = ["core1"]
-"#
+identity_key = "{k2}"
+"#,
+        k0 = key(1).public_hex(),
+        k1 = key(2).public_hex(),
+        k2 = key(3).public_hex(),
     );
     let cfg = dir.join("topology.toml");
     std::fs::write(&cfg, topo).unwrap();
     let cfg = cfg.to_str().unwrap();
+    // Each node proves itself with its own key; the others' public keys are in the topology.
+    let key_file = |i: u8| {
+        let path = dir.join(format!("node{i}.key"));
+        std::fs::write(&path, proto::sign::to_hex(&[i; 32])).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (f0, f1, f2) = (key_file(1), key_file(2), key_file(3));
     let mut procs = [
-        spawn(&["sn", "--config", cfg, "--node", "tier0"]),
-        spawn(&["sn", "--config", cfg, "--node", "core1"]),
-        spawn(&["edge", "--config", cfg, "--node", "edge1"]),
+        spawn(&["sn", "--config", cfg, "--node", "tier0", "--key-file", &f0]),
+        spawn(&["sn", "--config", cfg, "--node", "core1", "--key-file", &f1]),
+        spawn(&["edge", "--config", cfg, "--node", "edge1", "--key-file", &f2]),
     ];
     let edge = format!("127.0.0.1:{e1_http}");
     let body = wait_for(Duration::from_secs(20), "the edge to serve the stream", || {
@@ -162,6 +175,10 @@ fn demo_writes_endpoints_and_stops_on_ctrl_c() {
     }
     interrupt_and_wait(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn key(i: u8) -> proto::NodeKey {
+    proto::NodeKey::from_seed([i; 32])
 }
 
 fn run_expect_failure(args: &[&str]) -> String {
@@ -201,8 +218,26 @@ peers = ["edge2"]"#,
     let port = taken.local_addr().unwrap().port();
     let clash = dir.join("clash.toml");
     std::fs::write(&clash, base.replace("127.0.0.1:7480", &format!("127.0.0.1:{port}"))).unwrap();
-    let err = run_expect_failure(&["sn", "--config", clash.to_str().unwrap(), "--node", "tier0"]);
+    let err = run_expect_failure(&["sn", "--config", clash.to_str().unwrap(), "--node", "tier0", "--insecure-dev"]);
     assert!(err.contains(&port.to_string()) && err.contains("in use"), "{err}");
+    assert!(!err.contains("backtrace"), "users get the message, not a backtrace: {err}");
+    // Issue 20: no identity key, the published example key, an MC without its pinned key.
+    let good = good.to_str().unwrap();
+    let err = run_expect_failure(&["sn", "--config", good, "--node", "tier0"]);
+    assert!(err.contains("--key-file") && err.contains("--insecure-dev"), "{err}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/keys/tier0.key");
+    let example = example.to_str().unwrap();
+    let err = run_expect_failure(&["sn", "--config", good, "--node", "tier0", "--key-file", example]);
+    assert!(err.contains("example"), "{err}");
+    let mine = dir.join("mine.key");
+    std::fs::write(&mine, proto::sign::to_hex(&[5; 32])).unwrap();
+    let mine = mine.to_str().unwrap();
+    let err =
+        run_expect_failure(&["sn", "--config", good, "--node", "tier0", "--key-file", mine, "--mc", "127.0.0.1:9"]);
+    assert!(err.contains("--mc-public-key"), "{err}");
+    let mc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/mc.toml");
+    let err = run_expect_failure(&["mc", "run", "--config", mc.to_str().unwrap()]);
+    assert!(err.contains("mc.key") && err.contains("example"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

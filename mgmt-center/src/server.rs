@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use proto::{NodeId, NodeKey, WireMessage};
 use sn_core::Topology;
 use sn_core::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -68,9 +68,24 @@ pub(crate) struct Shared {
     sessions: AtomicU64,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// When a refusal was last logged, and the refusals since: a flood of strangers must not
+    /// flood the log.
+    refusals: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Shared {
+    /// Counts a refused SN link and logs it, at most once per 10 s with the count since.
+    fn refusal_log(&self, from: SocketAddr, label: &'static str, reason: String) {
+        self.metrics.refused.with_label_values(&[label]).inc();
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.1 += 1;
+        let now = Instant::now();
+        if r.0.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            warn!(%from, %reason, refused = r.1, "SN refused (count since the last such line)");
+            *r = (Some(now), 0);
+        }
+    }
+
     pub fn public_hex(&self) -> &str {
         &self.public_hex
     }
@@ -157,6 +172,7 @@ impl McServer {
             overview: tokio::sync::watch::channel(crate::noc::Overview::default()).0,
             metrics,
             sessions: AtomicU64::new(0),
+            refusals: Mutex::new((None, 0)),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -357,6 +373,16 @@ async fn sweeper(shared: Arc<Shared>) {
 }
 
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    let tls = match sn_core::mc_tls::acceptor(&shared.key) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up TLS for SN control links; none will be served");
+            return;
+        }
+    };
+    let limits = &shared.settings.limits;
+    let slots = sn_core::limits::ConnLimiter::new("control", limits.http_max_connections, limits.http_max_per_ip)
+        .with_metrics(shared.metrics.conns.clone());
     loop {
         let (stream, from) = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -369,8 +395,18 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
                 }
             },
         };
+        let Ok(permit) = slots.try_acquire(from.ip()) else { continue };
         let _ = stream.set_nodelay(true);
-        shared.tasks.spawn(serve_sn(shared.clone(), stream, from));
+        sn_core::limits::keepalive(&stream);
+        let (shared2, tls) = (shared.clone(), tls.clone());
+        shared.tasks.spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(REGISTER_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_sn(shared2, Box::new(stream), from).await,
+                Ok(Err(e)) => shared2.refusal_log(from, "tls", format!("TLS handshake failed: {e}")),
+                Err(_) => shared2.refusal_log(from, "tls", "no TLS handshake in time".into()),
+            }
+        });
     }
 }
 
@@ -401,8 +437,9 @@ async fn send(link: &mut Link, msg: McMessage) -> bool {
     }
 }
 
-async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
-    let mut link = Framed::new(stream, mc::mc_codec());
+async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn mc::LinkIo>, from: SocketAddr) {
+    // Small frames until the SN has proved who it is.
+    let mut link = Framed::new(stream, mc::McCodec::with_decode_limit(mc::MC_UNREGISTERED_FRAME));
     let Some(challenge) = mc::nonce() else {
         warn!(%from, "no randomness for a challenge; closing the link");
         return;
@@ -436,6 +473,7 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
         (st.registry.full(), st.store.doc_for(&id, alive.have_version))
     };
     shared.metrics.registrations.inc();
+    link.codec_mut().set_decode_limit(mc::MC_MAX_FRAME);
     info!(node = %id, %from, have = alive.have_version, "SN registered");
     let welcome = Welcome {
         heartbeat_ms: shared.settings.heartbeat_ms,
@@ -490,8 +528,7 @@ async fn serve_sn(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
 }
 
 async fn refuse(shared: &Shared, link: &mut Link, from: SocketAddr, label: &'static str, reason: String) {
-    warn!(%from, %reason, "SN refused");
-    shared.metrics.refused.with_label_values(&[label]).inc();
+    shared.refusal_log(from, label, reason.clone());
     let _ = send(link, McMessage::Refused(Refused { reason })).await;
 }
 

@@ -90,8 +90,12 @@ pub enum Input {
     LinkUp(LinkId),
     /// An outgoing link could not be made.
     LinkFailed(LinkId),
-    /// A peer connected to us (a would-be child).
-    LinkAccepted(LinkId),
+    /// A peer connected to us (a would-be child). `peer`: who it is, when the transport knows
+    /// (WebRTC: the edge relayed its offer, naming the sender); its `Hello` must agree.
+    LinkAccepted {
+        link: LinkId,
+        peer: Option<PeerId>,
+    },
     FromPeer(LinkId, PeerLink),
     LinkClosed(LinkId),
 }
@@ -141,6 +145,8 @@ pub struct PeerStats {
     pub bytes_from_peers: u64,
     pub bytes_up: u64,
     pub up_dropped: u64,
+    /// Links closed because the peer's Hello named another peer than the edge's signalling did.
+    pub impostors: u64,
     pub startup: Option<Duration>,
     pub parents: usize,
     pub children: usize,
@@ -207,8 +213,12 @@ struct Child {
     pending: Option<(u64, u64)>,
 }
 
-/// Chunks queued behind the upload limiter, at most.
+/// Chunks queued behind the upload limiter, at most (live and repairs; and catch-up, apart).
 const UP_QUEUE: usize = 1024;
+const CATCHUP_QUEUE: usize = 4096;
+/// Repair requests answered per link and second, and in a burst.
+const REPAIRS_PER_SEC: f64 = 50.0;
+const REPAIR_BURST: f64 = 100.0;
 /// How long chunks signed with the previous channel key still pass after a rotation.
 const KEY_GRACE: Duration = Duration::from_secs(30);
 /// How long a peer that asked for our buffer maps gets them; it asks again (after half of this)
@@ -254,6 +264,8 @@ pub struct PeerCore {
     repair: Repair,
     /// Outgoing mesh links, by link.
     mesh: DetMap<LinkId, PeerId>,
+    /// Repair requests each link may still make.
+    repair_budget: DetMap<LinkId, TokenBucket>,
     next_map: Instant,
     /// Links that asked for our buffer maps ([`PeerLink::WantMaps`]), and until when.
     map_wanted: DetMap<LinkId, Instant>,
@@ -301,6 +313,7 @@ impl PeerCore {
             burst: BurstWatch::new(now),
             repair: Repair::new(cfg.repair.clone()),
             mesh: DetMap::default(),
+            repair_budget: DetMap::default(),
             next_map: now,
             map_wanted: DetMap::default(),
             maps_asked: None,
@@ -502,8 +515,8 @@ impl PeerCore {
                     self.parent_gone(link, Trouble::Lost);
                 }
             }
-            Input::LinkAccepted(link) => {
-                let child = Child { mask: 0, from_seq: 0, peer: None, trusted: false, accepted_at: now, pending: None };
+            Input::LinkAccepted { link, peer } => {
+                let child = Child { mask: 0, from_seq: 0, peer, trusted: false, accepted_at: now, pending: None };
                 self.children.insert(link, child);
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
@@ -578,6 +591,7 @@ impl PeerCore {
     /// are never reused).
     fn close(&mut self, link: LinkId) {
         self.repair.link_gone(link);
+        self.repair_budget.remove(&link);
         self.out.push_back(Output::Close { link });
     }
 
@@ -838,10 +852,18 @@ impl PeerCore {
                 if !self.is_open(link) {
                     return;
                 }
-                match self.buffer.get(seq).cloned() {
+                // Repairs are a favour with a budget per link: a neighbour asking faster is told
+                // NotHave and asks elsewhere.
+                let budget = self
+                    .repair_budget
+                    .entry(link)
+                    .or_insert_with(|| TokenBucket::new(REPAIRS_PER_SEC, REPAIR_BURST))
+                    .try_take(now, 1.0);
+                match self.buffer.get(seq).filter(|_| budget).cloned() {
                     Some(c) => {
                         self.repair.count_served();
                         self.up_queue.push_back((link, c));
+                        self.trim_up_queue();
                         self.drain_up(now);
                     }
                     None => self.out.push_back(Output::Send { link, msg: PeerLink::NotHave { seq } }),
@@ -933,7 +955,14 @@ impl PeerCore {
                 self.children.remove(&link);
                 self.close(link);
             }
-            PeerLink::Hello { peer, .. } if child.peer.is_none() => {
+            // A peer is who the edge says it is: a Hello naming another (to borrow its
+            // introduction) ends the link.
+            PeerLink::Hello { peer, .. } if child.peer.is_some_and(|p| p != peer) => {
+                self.stats.impostors += 1;
+                self.children.remove(&link);
+                self.close(link);
+            }
+            PeerLink::Hello { peer, .. } if !child.trusted => {
                 child.peer = Some(peer);
                 if self.introduced.knows(peer, now) {
                     self.trust_child(now, link);
@@ -996,6 +1025,10 @@ impl PeerCore {
             .collect();
         self.catchup_queue.retain(|(l, _)| *l != link);
         self.catchup_queue.extend(backlog.into_iter().map(|c| (link, c)));
+        while self.catchup_queue.len() > CATCHUP_QUEUE {
+            self.catchup_queue.pop_front();
+            self.stats.up_dropped += 1;
+        }
         self.drain_up(now);
     }
 
@@ -1214,7 +1247,7 @@ mod tests {
         let now = Instant::now();
         let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
         let mut p = PeerCore::new(PeerConfig::new(channel), now);
-        p.handle(now, Input::LinkAccepted(7));
+        p.handle(now, Input::LinkAccepted { link: 7, peer: None });
         p.handle(now, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
         p.handle(now, Input::FromPeer(7, hello(3)));
         p.handle(now, Input::FromPeer(7, map()));
@@ -1241,13 +1274,44 @@ mod tests {
             .collect()
     }
 
+    /// Issue 20, finding 13: a peer's id was its own Hello's word, so a stranger could borrow
+    /// another's introduction; and repair requests queued without bound.
+    #[test]
+    fn a_hello_must_name_the_signalled_peer_and_repairs_have_a_budget() {
+        let t0 = Instant::now();
+        let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = PeerCore::new(PeerConfig::new(channel), t0);
+        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
+        // The edge relayed this link's offer from peer 66; its Hello claims 44.
+        p.handle(t0, Input::LinkAccepted { link: 7, peer: Some(66) });
+        p.handle(t0, Input::FromPeer(7, hello(44)));
+        assert_eq!(sent_on(&mut p, 7), [Output::Close { link: 7 }]);
+        assert_eq!(p.stats().impostors, 1);
+        // 44 itself, asking 300 times for chunks we hold: a burst is served, the rest get NotHave.
+        p.handle(t0, Input::FromEdge(welcome(1)));
+        for seq in 0..10 {
+            p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+        }
+        p.handle(t0, Input::LinkAccepted { link: 8, peer: Some(44) });
+        p.handle(t0, Input::FromPeer(8, hello(44)));
+        for i in 0..300 {
+            p.handle(t0, Input::FromPeer(8, PeerLink::Request { seq: i % 10 }));
+        }
+        let not_have = sent_on(&mut p, 8)
+            .iter()
+            .filter(|o| matches!(o, Output::Send { msg: PeerLink::NotHave { .. }, .. }))
+            .count();
+        assert_eq!(not_have, 300 - REPAIR_BURST as usize, "beyond the burst, NotHave");
+        assert!(p.up_queue.len() <= UP_QUEUE);
+    }
+
     #[test]
     fn a_peer_the_edge_did_not_introduce_gets_nothing_and_is_cut_off() {
         let t0 = Instant::now();
         let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
         let mut p = PeerCore::new(PeerConfig::new(channel), t0);
         // A stranger connects, says hello, subscribes and asks for a chunk: no answer at all.
-        p.handle(t0, Input::LinkAccepted(7));
+        p.handle(t0, Input::LinkAccepted { link: 7, peer: None });
         for m in [hello(66), PeerLink::Subscribe { substreams: 0b1111, from_seq: 0 }, PeerLink::Request { seq: 5 }] {
             p.handle(t0, Input::FromPeer(7, m));
         }
@@ -1255,7 +1319,7 @@ mod tests {
         assert_eq!(sent_on(&mut p, 7), []);
         assert_eq!(p.stats().repair.maps_held, 0, "its map is not taken either");
         // An introduced one (its introduction trailing its hello) is answered.
-        p.handle(t0, Input::LinkAccepted(8));
+        p.handle(t0, Input::LinkAccepted { link: 8, peer: None });
         p.handle(t0, Input::FromPeer(8, hello(44)));
         p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
         p.handle(t0, Input::FromPeer(8, PeerLink::Request { seq: 5 }));
@@ -1408,12 +1472,12 @@ mod tests {
             p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
         }
         for (link, peer) in [(7, 3), (8, 4)] {
-            p.handle(t0, Input::LinkAccepted(link));
+            p.handle(t0, Input::LinkAccepted { link, peer: None });
             p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer }));
             p.handle(t0, Input::FromPeer(link, hello(peer)));
         }
         // A stranger's ask is ignored.
-        p.handle(t0, Input::LinkAccepted(9));
+        p.handle(t0, Input::LinkAccepted { link: 9, peer: None });
         p.handle(t0, Input::FromPeer(9, PeerLink::WantMaps));
         // Maps sent to links 7, 8 and 9 since the last look.
         let maps = |p: &mut PeerCore| {
@@ -1451,7 +1515,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
         p.handle(t0, Input::FromEdge(welcome(1)));
-        p.handle(t0, Input::LinkAccepted(7));
+        p.handle(t0, Input::LinkAccepted { link: 7, peer: None });
         p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
         p.handle(t0, Input::FromPeer(7, hello(3)));
         for seq in (0..100).filter(|&s| s != 60) {

@@ -133,6 +133,8 @@ struct WebRtc {
     events: mpsc::Sender<LinkEvent>,
     answering: Arc<Semaphore>,
     next_accepted: LinkId,
+    /// Who each accepted link's offer came from, as the edge relayed it: the link's identity.
+    offered_by: HashMap<LinkId, u64>,
 }
 
 impl WebRtc {
@@ -182,6 +184,8 @@ impl WebRtc {
                 };
                 let link = self.next_accepted;
                 self.next_accepted += 1;
+                self.offered_by.retain(|l, _| *l + 1024 > link);
+                self.offered_by.insert(link, from);
                 let (ev_tx, cancel, events) = (ev_tx.clone(), cancel.clone(), self.events.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -265,6 +269,7 @@ pub async fn run_with(
             events: rtc_tx,
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             next_accepted: 1,
+            offered_by: HashMap::new(),
         });
     }
     let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
@@ -432,7 +437,8 @@ pub async fn run_with(
             }
             Some(Ev::Accepted(link, tx)) => {
                 links.insert(link, tx);
-                core.handle(now(), Input::LinkAccepted(link));
+                let peer = webrtc.as_mut().and_then(|w| w.offered_by.remove(&link));
+                core.handle(now(), Input::LinkAccepted { link, peer });
             }
             Some(Ev::FromPeer(link, m)) => core.handle(now(), Input::FromPeer(link, m)),
             Some(Ev::LinkClosed(link)) => {

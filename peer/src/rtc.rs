@@ -245,6 +245,14 @@ impl Reassembly {
     }
 }
 
+/// Sends one frame's pieces; an error leaves the frame half sent, so the link must close.
+async fn send_frame(dc: &dyn DataChannel, frame: Bytes) -> Result<(), ()> {
+    for piece in pieces(frame) {
+        dc.send(piece).await.map_err(drop)?;
+    }
+    Ok(())
+}
+
 async fn run_link(
     dc: Arc<dyn DataChannel>,
     pc: Arc<dyn PeerConnection>,
@@ -293,11 +301,15 @@ async fn run_link(
                 Some(msg) => {
                     let mut body = BytesMut::new();
                     msg.encode_body(&mut body);
-                    for piece in pieces(body.freeze()) {
-                        // A full send buffer drops the frame: the child repairs or asks its edge.
-                        if dc.send(piece).await.is_err() {
-                            break;
-                        }
+                    // Whole frames or none: a frame the send buffer has no room for is dropped
+                    // (the child repairs or asks its edge); one cut off half way would glue its
+                    // head to the next frame at the other end.
+                    let backlog = dc.outstanding_bytes().await.unwrap_or(0);
+                    if backlog + body.len() > SEND_BUFFER_LIMIT {
+                        continue;
+                    }
+                    if send_frame(&*dc, body.freeze()).await.is_err() {
+                        break;
                     }
                 }
                 None => break,

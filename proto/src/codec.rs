@@ -56,6 +56,12 @@ impl<In, Out> FrameCodec<In, Out> {
     pub fn with_decode_limit(max_decode: usize) -> Self {
         Self { max_frame: max_decode, max_encode: DEFAULT_MAX_FRAME, _types: PhantomData }
     }
+
+    /// Changes the largest frame read from now on (a link trusted after a handshake may get
+    /// larger frames than a stranger).
+    pub fn set_decode_limit(&mut self, max_decode: usize) {
+        self.max_frame = max_decode;
+    }
 }
 
 impl<In, Out> Default for FrameCodec<In, Out> {

@@ -486,7 +486,7 @@ impl<'a> Domain<'a> {
                         self.next_accept += 1;
                         net.slots[i as usize].links.push((link, j, acc));
                         net.slots[j as usize].links.push((acc, i, link));
-                        net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted(acc))));
+                        net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkAccepted { link: acc, peer: None })));
                         net.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::LinkUp(link))));
                     }
                     // NAT traversal fails after ICE gives up.

@@ -42,3 +42,4 @@ pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
 pub mod mc;
 pub mod mc_api;
 pub mod mc_client;
+pub mod mc_tls;

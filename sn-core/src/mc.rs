@@ -40,8 +40,16 @@ pub fn mc_codec() -> McCodec {
     McCodec::new(MC_MAX_FRAME)
 }
 
+/// A control link's byte stream: TLS over TCP ([`crate::mc_tls`]).
+pub trait LinkIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> LinkIo for T {}
+
 /// One end of a control link (the MC's or an SN's).
-pub type McLink = tokio_util::codec::Framed<tokio::net::TcpStream, McCodec>;
+pub type McLink = tokio_util::codec::Framed<Box<dyn LinkIo>, McCodec>;
+
+/// Frames read from an SN before it has proved its identity: an `alive` is a few hundred bytes,
+/// so a stranger cannot make the MC parse megabytes of XML.
+pub const MC_UNREGISTERED_FRAME: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {

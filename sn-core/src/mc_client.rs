@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use proto::{NodeId, NodeKey, WireMessage};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -179,7 +178,19 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
         .map_err(|_| SessionError::Connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(SessionError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let mut link = Framed::new(stream, mc::mc_codec());
+    crate::limits::keepalive(&stream);
+    let pinned = match &cfg.mc_public_key {
+        Some(k) => {
+            Some(proto::NodePublicKey::from_hex(k).map_err(|e| SessionError::Link(format!("mc public key: {e}")))?)
+        }
+        None => None,
+    };
+    let mut link = match tokio::time::timeout(Duration::from_secs(5), crate::mc_tls::connect(stream, pinned)).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(crate::mc_tls::ConnectError::NotTheMc(_))) => return Err(SessionError::BadMc),
+        Ok(Err(e)) => return Err(SessionError::Link(e.to_string())),
+        Err(_) => return Err(SessionError::Link("TLS handshake took longer than 5 s".into())),
+    };
     let id = cfg.member.id.clone();
     let challenge = match next(&mut link, Duration::from_secs(5)).await? {
         McMessage::Challenge(c) => c.nonce,

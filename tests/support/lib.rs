@@ -383,3 +383,25 @@ pub async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> (b
         }
     }
 }
+
+/// A test parent SN's side of the link handshake as node `me` with `key`: takes the child's
+/// Hello, proves itself, takes Auth (unchecked: tests stand in for a parent, not a gatekeeper)
+/// and returns the child's Subscribe.
+pub async fn accept_child(
+    framed: &mut tokio_util::codec::Framed<tokio::net::TcpStream, proto::SnCodec>,
+    me: &str,
+    key: &proto::NodeKey,
+) -> Option<proto::Subscribe> {
+    use futures_util::{SinkExt, StreamExt};
+    use proto::SnMessage;
+    let Some(Ok(SnMessage::Hello(hello))) = framed.next().await else { return None };
+    let me = proto::NodeId::new(me).ok()?;
+    let nonce = [3u8; 32];
+    let proof = key.sign(&proto::link_proof(proto::LinkSide::Parent, &me, &hello.node, &hello.nonce, &nonce));
+    framed.send(SnMessage::Challenge { nonce, proof }).await.ok()?;
+    let Some(Ok(SnMessage::Auth { .. })) = framed.next().await else { return None };
+    match framed.next().await {
+        Some(Ok(SnMessage::Subscribe(s))) => Some(s),
+        _ => None,
+    }
+}

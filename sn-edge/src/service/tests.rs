@@ -244,7 +244,7 @@ impl Net {
                 self.next_accept += 1;
                 self.links.insert((i, link), (j, acc));
                 self.links.insert((j, acc), (i, link));
-                self.peers[j].core.handle(now, PeerInput::LinkAccepted(acc));
+                self.peers[j].core.handle(now, PeerInput::LinkAccepted { link: acc, peer: None });
                 self.peers[i].core.handle(now, PeerInput::LinkUp(link));
             }
             PeerOutput::Send { link, msg } => {
