@@ -30,6 +30,16 @@ type Raw = Framed<tokio::net::TcpStream, PeerControlCodec>;
 
 /// A hand-driven client from `from`, joined: its peer id and the neighbours it was given.
 async fn raw_join(edge: SocketAddr, from: &str, listen: bool) -> (Raw, PeerId, Vec<PeerId>) {
+    let (raw, me, neighbours) = raw_join_as(edge, from, listen.then_some(None)).await;
+    (raw, me, neighbours.into_iter().map(|(p, _)| p).collect())
+}
+
+/// As [`raw_join`]; `listen`: none, its own address (`Some(None)`) or one it claims.
+async fn raw_join_as(
+    edge: SocketAddr,
+    from: &str,
+    listen: Option<Option<SocketAddr>>,
+) -> (Raw, PeerId, Vec<(PeerId, SocketAddr)>) {
     let stream = connect_from(from, edge).await.expect("connect");
     let local = stream.local_addr().expect("local address");
     let mut raw = Framed::new(stream, PeerControlCodec::default());
@@ -38,7 +48,7 @@ async fn raw_join(edge: SocketAddr, from: &str, listen: bool) -> (Raw, PeerId, V
         channel: ChannelId::new("demo").expect("channel"),
         token: String::new(),
         upload_kbps: 750,
-        listen: listen.then_some(local),
+        listen: listen.map(|l| l.unwrap_or(local)),
         buffer_ms: 3000,
         redirects: 0,
     };
@@ -47,7 +57,7 @@ async fn raw_join(edge: SocketAddr, from: &str, listen: bool) -> (Raw, PeerId, V
     while me.is_none() || neighbours.is_none() {
         match tokio::time::timeout(Duration::from_secs(5), raw.next()).await {
             Ok(Some(Ok(FromEdge::Welcome(w)))) => me = Some(w.peer),
-            Ok(Some(Ok(FromEdge::Neighbours(n)))) => neighbours = Some(n.into_iter().map(|(p, _)| p).collect()),
+            Ok(Some(Ok(FromEdge::Neighbours(n)))) => neighbours = Some(n),
             Ok(Some(Ok(_))) => {}
             other => panic!("joining from {from}: {other:?}"),
         }
@@ -222,5 +232,20 @@ async fn a_signalling_flood_is_cut_and_a_stuck_connection_is_closed() {
     assert!(closed, "the edge closed the stuck client's socket");
     playing_on(&player, "after the stuck client was closed").await;
     cancel.cancel();
+    cluster.shutdown().await;
+}
+
+/// Issue 20, finding 13: `Join.listen` was taken at face value, so a client could have the edge
+/// send every other peer to a victim's address. Others now get the address it connects from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_listen_address_is_never_handed_to_others() {
+    let cluster = start(&topology()).await;
+    let edge = cluster.get("edge").expect("edge");
+    let client = edge.client.expect("client port");
+    let victim: SocketAddr = "10.9.9.9:4321".parse().expect("addr");
+    let (_liar, liar_id, _) = raw_join_as(client, "127.0.12.1", Some(Some(victim))).await;
+    let (_other, _, seen) = raw_join_as(client, "127.0.12.2", Some(None)).await;
+    let told = seen.iter().find(|(p, _)| *p == liar_id).map(|(_, a)| *a).expect("the liar is a neighbour");
+    assert_eq!(told, "127.0.12.1:4321".parse::<SocketAddr>().expect("addr"), "others get the address it connects from");
     cluster.shutdown().await;
 }

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(9))));
     core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(5, "10.0.0.5:4000".parse().expect("addr"))])));
     core.handle(now, Input::FromEdge(FromEdge::Feed { substream: 0, feed: FeedTo::Peer { id: 6, addr: "10.0.0.6:4000".parse().expect("addr") } }));
-    core.handle(now, Input::LinkAccepted(100));
+    core.handle(now, Input::LinkAccepted { link: 100, peer: None });
     let mut links = vec![100];
     let mut played = Vec::new();
     let drain = |core: &mut PeerCore, links: &mut Vec<u64>, played: &mut Vec<_>| {

@@ -589,6 +589,14 @@ mod tests {
         assert!(mc.contains(&format!("key = \"{}\"", EXAMPLE_SEEDS[4])));
         assert!(mc.contains(&format!("api_token = \"{EXAMPLE_API_TOKEN}\"")));
         assert!(is_example_secret(EXAMPLE_SEEDS[0]) && !is_example_secret(&"ab".repeat(32)));
+        // The demo topology's identity keys are the public halves of the example seeds.
+        let demo = Topology::parse(include_str!("../../configs/demo.toml"), "demo.toml").unwrap();
+        for (i, id) in ["tier0", "core1", "edge1", "edge2"].into_iter().enumerate() {
+            let node = demo.node(&NodeId::new(id).unwrap()).unwrap();
+            let public = proto::NodeKey::from_hex_seed(EXAMPLE_SEEDS[i]).unwrap().public_hex();
+            assert_eq!(node.identity_key.as_deref(), Some(public.as_str()), "{id}");
+            assert!(mc.contains(&format!("{id} = \"{public}\"")), "mc.toml's sn_keys.{id}");
+        }
     }
 
     #[test]

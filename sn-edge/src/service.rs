@@ -9,57 +9,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerReport, ToEdge, Trouble, Welcome};
+use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, ToEdge, Trouble, Welcome};
 use proto::{ChannelId, DetMap, SourceStatus, TokenBucket};
 
 use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
 use crate::tree::Feed;
 
 pub type ConnId = u64;
-
-#[derive(Debug, Clone)]
-pub struct ServiceConfig {
-    pub channel: ChannelId,
-    pub admission: AdmissionConfig,
-    /// Longest start burst the edge sends (a client asking for a bigger buffer gets this much).
-    pub max_burst_ms: u32,
-    /// Other edges' client addresses for redirects (the GSLB/MC will provide these later).
-    pub siblings: Vec<String>,
-    /// Joins per second allowed from one IP address, and the burst allowed.
-    pub joins_per_ip_per_sec: f64,
-    pub join_burst_per_ip: f64,
-    pub stun: Option<SocketAddr>,
-    /// Reports needed from distinct children before a parent is taken as unreachable.
-    pub unreachable_reports: usize,
-    /// Children that must find a parent silent (it took them but sent nothing) before it is
-    /// made a leaf: LiveSky §6's peers that deny service. Merely late parents are only left.
-    pub silent_reports: usize,
-    /// The channel's public key, handed to clients so they can check every chunk.
-    pub channel_key: Option<[u8; 32]>,
-    /// Distinct clients that must report a sender's bad chunks before it is banned, and for how
-    /// long.
-    pub ban_reports: usize,
-    pub ban_for: Duration,
-}
-
-impl ServiceConfig {
-    pub fn new(channel: ChannelId, admission: AdmissionConfig) -> Self {
-        Self {
-            channel,
-            admission,
-            max_burst_ms: 15_000,
-            siblings: Vec::new(),
-            joins_per_ip_per_sec: 5.0,
-            join_burst_per_ip: 20.0,
-            stun: None,
-            unreachable_reports: 2,
-            silent_reports: 3,
-            channel_key: None,
-            ban_reports: 2,
-            ban_for: Duration::from_secs(600),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -96,56 +52,6 @@ pub enum Output {
         burst_ms: Option<u32>,
         backfill: u64,
     },
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ServiceStats {
-    pub refused_rate: u64,
-    pub refused_other: u64,
-    pub redirected: u64,
-    pub parent_troubles: u64,
-    pub signals_relayed: u64,
-    /// Signals not relayed: too large, too many, or to a peer the sender was never introduced to.
-    pub signals_refused: u64,
-    /// Reports with a field beyond what their interval could hold (clamped before summing).
-    pub reports_clamped: u64,
-    /// Upload confirmations naming a sender the receiver was never introduced to (not credited).
-    pub confirmations_refused: u64,
-    /// Bad-chunk reports about a peer the reporter was never introduced to (ignored).
-    pub bad_chunk_refused: u64,
-    /// Reports of chunks that failed their signature check.
-    pub bad_chunk_reports: u64,
-    /// Clients banned for forwarding such chunks, and joins refused while banned.
-    pub bans: u64,
-    pub refused_banned: u64,
-    /// Clients whose upload claims outran what their receivers confirmed, and the claimed bytes
-    /// left out of `reported.bytes_up` for it.
-    pub inflated_clients: u64,
-    pub excluded_bytes_up: u64,
-    /// Joins carrying a token client id that is already connected (a cloned install or a
-    /// shared token).
-    pub duplicate_identities: u64,
-    /// Parents made leaves because several children found them late.
-    pub demoted: u64,
-    /// Sums of the clients' reports.
-    pub reported: ReportTotals,
-    /// Clients now connected from behind a NAT.
-    pub natted_clients: u64,
-    /// Upload reported by NAT-ed clients (the paper's Fig. 13 question: do they contribute?).
-    pub natted_bytes_up: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReportTotals {
-    pub played_ms: u64,
-    pub stalled_ms: u64,
-    pub stalls: u64,
-    pub bytes_from_edge: u64,
-    pub bytes_from_peers: u64,
-    pub bytes_up: u64,
-    pub reports: u64,
-    /// Reports (one per client and interval) that had a stall: Q2 = 1 − this / reports.
-    pub stalled_reports: u64,
 }
 
 struct Client {
@@ -607,39 +513,6 @@ impl Service {
         }
     }
 
-    /// Clamps a report to what its interval could hold (on the edge's clock), and keeps only
-    /// confirmations of senders the client was introduced to.
-    fn sanitize_report(&mut self, now: Instant, peer: PeerId, r: &mut PeerReport) {
-        let Some(c) = self.clients.get_mut(&peer) else { return };
-        let seen = now.saturating_duration_since(c.last_report);
-        c.last_report = now;
-        let bounds = sanitize::Bounds {
-            media_kbps: self.cfg.admission.media_kbps,
-            upload_cap_factor: self.cfg.admission.upload_cap_factor,
-            max_burst_ms: self.cfg.max_burst_ms,
-        };
-        if sanitize::clamp(r, seen, bounds) {
-            self.stats.reports_clamped += 1;
-            tracing::debug!(channel = %self.cfg.channel, peer, "report beyond what its interval holds; clamped");
-        }
-        let before = r.from_peers.len();
-        let links = &self.links;
-        r.from_peers.retain(|(sender, _)| links.linked(peer, *sender));
-        self.stats.confirmations_refused += (before - r.from_peers.len()) as u64;
-    }
-
-    fn add_report(&mut self, r: PeerReport) {
-        let t = &mut self.stats.reported;
-        t.played_ms = t.played_ms.saturating_add(u64::from(r.played_ms));
-        t.stalled_ms = t.stalled_ms.saturating_add(u64::from(r.stalled_ms));
-        t.stalls = t.stalls.saturating_add(u64::from(r.stalls));
-        t.bytes_from_edge = t.bytes_from_edge.saturating_add(r.bytes_from_edge);
-        t.bytes_from_peers = t.bytes_from_peers.saturating_add(r.bytes_from_peers);
-        t.bytes_up = t.bytes_up.saturating_add(r.bytes_up);
-        t.reports += 1;
-        t.stalled_reports += u64::from(r.stalls > 0);
-    }
-
     /// The channel's key as the edge now holds it (Tier 0 re-keyed by config push): clients
     /// check chunks against it from now on, and new clients get it in their welcome.
     pub fn set_channel_key(&mut self, now: Instant, key: Option<[u8; 32]>) {
@@ -776,6 +649,12 @@ mod tests;
 
 mod accounting;
 mod bans;
+mod config;
 mod links;
 mod reporters;
 mod sanitize;
+mod stats;
+
+pub use config::ServiceConfig;
+
+pub use stats::{ReportTotals, ServiceStats};

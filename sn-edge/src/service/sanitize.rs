@@ -5,9 +5,11 @@
 //! `bytes_from_edge` and showed `stalls_per_min: 21818280424.9` on the NOC; now the worst a
 //! client can do is report an implausible-but-bounded interval, and the edge counts it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use proto::peer::PeerReport;
+use proto::peer::{PeerId, PeerReport};
+
+use super::Service;
 
 /// Longest interval believed in one report (clients report every minute or faster).
 pub(super) const MAX_INTERVAL_MS: u32 = 600_000;
@@ -59,6 +61,41 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> bool {
     }
     r.startup_ms = r.startup_ms.map(|s| s.min(MAX_STARTUP_MS));
     *r != before
+}
+
+impl Service {
+    /// Clamps a report to what its interval could hold (on the edge's clock), and keeps only
+    /// confirmations of senders the client was introduced to.
+    pub(super) fn sanitize_report(&mut self, now: Instant, peer: PeerId, r: &mut PeerReport) {
+        let Some(c) = self.clients.get_mut(&peer) else { return };
+        let seen = now.saturating_duration_since(c.last_report);
+        c.last_report = now;
+        let bounds = Bounds {
+            media_kbps: self.cfg.admission.media_kbps,
+            upload_cap_factor: self.cfg.admission.upload_cap_factor,
+            max_burst_ms: self.cfg.max_burst_ms,
+        };
+        if clamp(r, seen, bounds) {
+            self.stats.reports_clamped += 1;
+            tracing::debug!(channel = %self.cfg.channel, peer, "report beyond what its interval holds; clamped");
+        }
+        let before = r.from_peers.len();
+        let links = &self.links;
+        r.from_peers.retain(|(sender, _)| links.linked(peer, *sender));
+        self.stats.confirmations_refused += (before - r.from_peers.len()) as u64;
+    }
+
+    pub(super) fn add_report(&mut self, r: PeerReport) {
+        let t = &mut self.stats.reported;
+        t.played_ms = t.played_ms.saturating_add(u64::from(r.played_ms));
+        t.stalled_ms = t.stalled_ms.saturating_add(u64::from(r.stalled_ms));
+        t.stalls = t.stalls.saturating_add(u64::from(r.stalls));
+        t.bytes_from_edge = t.bytes_from_edge.saturating_add(r.bytes_from_edge);
+        t.bytes_from_peers = t.bytes_from_peers.saturating_add(r.bytes_from_peers);
+        t.bytes_up = t.bytes_up.saturating_add(r.bytes_up);
+        t.reports += 1;
+        t.stalled_reports += u64::from(r.stalls > 0);
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,52 @@
+//! What a channel's client service counts: admissions, refusals, and the sums of its clients'
+//! reports (Q1, Q2, P2P share and the NAT-ed contribution are computed from these).
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub refused_rate: u64,
+    pub refused_other: u64,
+    pub redirected: u64,
+    pub parent_troubles: u64,
+    pub signals_relayed: u64,
+    /// Signals not relayed: too large, too many, or to a peer the sender was never introduced to.
+    pub signals_refused: u64,
+    /// Reports with a field beyond what their interval could hold (clamped before summing).
+    pub reports_clamped: u64,
+    /// Upload confirmations naming a sender the receiver was never introduced to (not credited).
+    pub confirmations_refused: u64,
+    /// Bad-chunk reports about a peer the reporter was never introduced to (ignored).
+    pub bad_chunk_refused: u64,
+    /// Reports of chunks that failed their signature check.
+    pub bad_chunk_reports: u64,
+    /// Clients banned for forwarding such chunks, and joins refused while banned.
+    pub bans: u64,
+    pub refused_banned: u64,
+    /// Clients whose upload claims outran what their receivers confirmed, and the claimed bytes
+    /// left out of `reported.bytes_up` for it.
+    pub inflated_clients: u64,
+    pub excluded_bytes_up: u64,
+    /// Joins carrying a token client id that is already connected (a cloned install or a
+    /// shared token).
+    pub duplicate_identities: u64,
+    /// Parents made leaves because several children found them late.
+    pub demoted: u64,
+    /// Sums of the clients' reports.
+    pub reported: ReportTotals,
+    /// Clients now connected from behind a NAT.
+    pub natted_clients: u64,
+    /// Upload reported by NAT-ed clients (the paper's Fig. 13 question: do they contribute?).
+    pub natted_bytes_up: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportTotals {
+    pub played_ms: u64,
+    pub stalled_ms: u64,
+    pub stalls: u64,
+    pub bytes_from_edge: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_up: u64,
+    pub reports: u64,
+    /// Reports (one per client and interval) that had a stall: Q2 = 1 − this / reports.
+    pub stalled_reports: u64,
+}
