@@ -151,12 +151,6 @@ async fn rtmp_publish(from: &str, rtmp: SocketAddr, stream: &str) -> Result<TcpS
     }
 }
 
-fn command(values: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut p = Vec::new();
-    values(&mut p);
-    craft::message(3, 20, 0, 0, &p, 128)
-}
-
 /// Issue 20, finding 1: one RTMP message used to abort the whole process (AMF0 nested ~20,000
 /// deep overflowed the stack in rml_amf0; a shortened second header and a one-value command
 /// panicked in rml_rtmp). Now each ends its own connection, counted, and nothing else notices.
@@ -175,7 +169,7 @@ async fn hostile_rtmp_messages_end_only_their_own_connection() {
     let attacks: Vec<(&str, Vec<u8>)> = vec![
         (
             "AMF0 strict arrays 20,000 deep (100 KB), before connect",
-            command(|p| {
+            craft::command(|p| {
                 amf0::string(p, "connect");
                 amf0::number(p, 1.0);
                 amf0::nested_arrays(p, 20_000);
@@ -183,14 +177,14 @@ async fn hostile_rtmp_messages_end_only_their_own_connection() {
         ),
         (
             "AMF0 strict arrays 13,000 deep (64 KB)",
-            command(|p| {
+            craft::command(|p| {
                 amf0::string(p, "connect");
                 amf0::number(p, 1.0);
                 amf0::nested_arrays(p, 13_000);
             }),
         ),
         ("a second type-0 header shortening a half-read message", half_then_shorter),
-        ("an AMF command with one value", command(|p| amf0::string(p, "connect"))),
+        ("an AMF command with one value", craft::command(|p| amf0::string(p, "connect"))),
     ];
     for (i, (what, bytes)) in attacks.iter().enumerate() {
         let mut s = rtmp_handshake(&format!("127.0.3.{}", i + 1), rtmp).await;

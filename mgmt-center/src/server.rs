@@ -383,19 +383,8 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
     let limits = &shared.settings.limits;
     let slots = sn_core::limits::ConnLimiter::new("control", limits.http_max_connections, limits.http_max_per_ip)
         .with_metrics(shared.metrics.conns.clone());
-    loop {
-        let (stream, from) = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "accepting an SN control link failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.try_acquire(from.ip()) else { continue };
+    while let Some((stream, from, permit)) = sn_core::limits::accept_capped(&listener, &slots, &shared.cancel).await {
+        let Ok(permit) = permit else { continue };
         let _ = stream.set_nodelay(true);
         sn_core::limits::keepalive(&stream);
         let (shared2, tls) = (shared.clone(), tls.clone());

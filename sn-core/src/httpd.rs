@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::limits::{ConnLimiter, Limits, Refusal};
 
@@ -54,20 +54,8 @@ pub async fn serve(
 ) {
     let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
     let conns = TaskTracker::new();
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors, most likely: the caps should keep us from here.
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let permit = match limiter.try_acquire(peer.ip()) {
+    while let Some((mut stream, peer, permit)) = crate::limits::accept_capped(&listener, &limiter, &cancel).await {
+        let permit = match permit {
             Ok(p) => p,
             Err(r) => {
                 // Best effort and without waiting: a refused client must not hold us up.

@@ -265,6 +265,31 @@ impl ConnLimiter {
     }
 }
 
+/// The next connection on `listener` with its place under `limiter` (or why it has none: the
+/// caller closes it, after a word where the protocol has one); None once `cancel` fires. Accept
+/// errors (out of descriptors, most likely) are logged and retried after 100 ms.
+pub async fn accept_capped(
+    listener: &tokio::net::TcpListener,
+    limiter: &ConnLimiter,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, Result<ConnPermit, Refusal>)> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let permit = limiter.try_acquire(peer.ip());
+                    return Some((stream, peer, permit));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = limiter.listener, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

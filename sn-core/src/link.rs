@@ -294,26 +294,16 @@ pub(crate) async fn serve_children(node: Node, listener: TcpListener) {
     // Children are a handful of SNs; the cap only keeps strangers from piling up sockets.
     let slots =
         ConnLimiter::new("sn", 4096, node.config().limits.sn_max_per_ip).with_metrics(node.metrics().conns.clone());
-    loop {
-        tokio::select! {
-            _ = node.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = slots.try_acquire(peer.ip()) else { continue };
-                    let _ = stream.set_nodelay(true);
-                    crate::limits::keepalive(&stream);
-                    let node2 = node.clone();
-                    node.spawn(async move {
-                        let _permit = permit;
-                        serve_child(node2, stream, peer).await;
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "accepting SN connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+    let cancel = node.cancel_token();
+    while let Some((stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &cancel).await {
+        let Ok(permit) = permit else { continue };
+        let _ = stream.set_nodelay(true);
+        crate::limits::keepalive(&stream);
+        let node2 = node.clone();
+        node.spawn(async move {
+            let _permit = permit;
+            serve_child(node2, stream, peer).await;
+        });
     }
 }
 

@@ -73,19 +73,9 @@ pub async fn run_rtmp_listener(node: Node, listener: TcpListener) {
     let limits = node.config().limits.clone();
     let slots = ConnLimiter::new("rtmp", limits.rtmp_max_connections, limits.rtmp_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = node.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "RTMP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.try_acquire(peer.ip()) else { continue };
+    let cancel = node.cancel_token();
+    while let Some((stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &cancel).await {
+        let Ok(permit) = permit else { continue };
         let _ = stream.set_nodelay(true);
         let node2 = node.clone();
         node.spawn(async move {

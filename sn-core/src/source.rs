@@ -323,18 +323,10 @@ pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper,
 /// Raw MPEG-TS over TCP: one broadcaster connection at a time.
 pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: TcpListener, stop: CancellationToken) {
     info!(%channel, addr = ?listener.local_addr().ok(), "raw TCP ingest listening");
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(%channel, error = %e, "accepting TCP ingest failed");
-                    sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    // One publisher at a time; the cap only keeps strangers from piling up sockets.
+    let slots = crate::limits::ConnLimiter::new("tcp_ingest", 16, 4).with_metrics(node.metrics().conns.clone());
+    while let Some((mut stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &stop).await {
+        let Ok(permit) = permit else { continue };
         let mut publisher = match Publisher::claim(&node, &channel, "tcp") {
             Ok(p) => p,
             Err(e) => {
@@ -348,6 +340,7 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
         crate::limits::keepalive(&stream);
         let idle = node.config().limits.ingest_idle_timeout();
         node.clone().spawn(async move {
+            let _permit = permit;
             info!(%channel, %peer, "TCP broadcaster connected");
             let mut buf = vec![0u8; 64 * 1024];
             loop {

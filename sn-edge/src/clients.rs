@@ -338,19 +338,9 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
     let slots = sn_core::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
     node.spawn(async move {
-        loop {
-            let (stream, from) = tokio::select! {
-                _ = edge.node.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "accepting a client failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = slots.try_acquire(from.ip()) else { continue };
+        let cancel = edge.node.cancel_token();
+        while let Some((stream, from, permit)) = sn_core::limits::accept_capped(&listener, &slots, &cancel).await {
+            let Ok(permit) = permit else { continue };
             let _ = stream.set_nodelay(true);
             let edge2 = edge.clone();
             edge.node.spawn(async move {

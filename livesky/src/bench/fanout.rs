@@ -167,7 +167,11 @@ async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<
             1,
             Role::Edge,
             &["tier0"],
-            &format!("[node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}"),
+            // Every client runs on this host: no per-address cap applies.
+            &format!(
+                "limits = {{ http_max_per_ip = 1000000, http_max_connections = 1000000 }}\n\
+                 [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}"
+            ),
         ),
     );
     let (child, v) = spawn_demo(dir, &topo).await?;

@@ -40,7 +40,8 @@ const SPEED: f64 = 2.5;
 const DECLARED_KBPS: u32 = 1250;
 
 fn topology() -> String {
-    let edge = "[node.edge]\nclient_listen = \"127.0.0.1:0\"\n[node.edge.admission]\nn1c = 4\ncapacity_kbps = 12500\n\
+    // Every peer runs on this host: no per-address cap applies.
+    let edge = "limits = { clients_max_per_ip = 1000000, http_max_per_ip = 1000000 }\n[node.edge]\nclient_listen = \"127.0.0.1:0\"\n[node.edge.admission]\nn1c = 4\ncapacity_kbps = 12500\n\
                 k_prime = 4\nupload_cap_factor = 2.5\njoins_per_ip_per_sec = 1000.0\njoin_burst_per_ip = 1000.0";
     format!(
         "[[channel]]\nid = \"demo\"\nbitrate_kbps = {DECLARED_KBPS}\nsubstreams = 4\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {SPEED} }}\n{}{}",

@@ -82,11 +82,19 @@ pub mod amf0 {
     }
 }
 
-/// The `connect` command to application `app` (AMF0 command, type 20, on chunk stream 3).
-pub fn connect(app: &str) -> Vec<u8> {
+/// An AMF0 command message (type 20, chunk stream 3, 128-byte chunks) whose payload `values`
+/// writes.
+pub fn command(values: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut p = Vec::new();
-    amf0::string(&mut p, "connect");
-    amf0::number(&mut p, 1.0);
-    amf0::object(&mut p, &[("app", app), ("type", "nonprivate")]);
+    values(&mut p);
     message(3, 20, 0, 0, &p, 128)
+}
+
+/// The `connect` command to application `app`.
+pub fn connect(app: &str) -> Vec<u8> {
+    command(|p| {
+        amf0::string(p, "connect");
+        amf0::number(p, 1.0);
+        amf0::object(p, &[("app", app), ("type", "nonprivate")]);
+    })
 }

@@ -4,14 +4,6 @@ use crate::rtmp::session::{RtmpSession, RtmpSessionError};
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 use rml_rtmp::sessions::ServerSessionEvent;
 
-fn command(values: &[&dyn Fn(&mut Vec<u8>)]) -> Vec<u8> {
-    let mut p = Vec::new();
-    for v in values {
-        v(&mut p);
-    }
-    craft::message(3, 20, 0, 0, &p, 128)
-}
-
 /// A session past its handshake, as a real client drives it.
 fn open_session() -> RtmpSession {
     let mut s = RtmpSession::new();
@@ -65,7 +57,7 @@ fn amf_nested_20000_deep_is_refused_before_the_library_sees_it() {
 #[test]
 fn a_command_with_one_value_is_refused() {
     let mut s = open_session();
-    let e = s.handle_input(&command(&[&|p| amf0::string(p, "connect")])).unwrap_err();
+    let e = s.handle_input(&craft::command(|p| amf0::string(p, "connect"))).unwrap_err();
     assert!(matches!(e, RtmpSessionError::Guard(GuardError::ShortCommand(1))), "{e}");
     // The "AMF3" command type with its leading zero counts the same way.
     let mut g = ChunkGuard::new();
