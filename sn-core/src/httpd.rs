@@ -67,8 +67,13 @@ pub async fn serve(
             }
         };
         tune(&stream);
-        let svc = match make.call(peer).await {
-            Ok(s) => TowerToHyperService::new(s),
+        // axum's make-service is always ready; asking keeps to the tower contract all the same.
+        let ready = std::future::poll_fn(|cx| Service::<SocketAddr>::poll_ready(&mut make, cx)).await;
+        let svc = match ready.map(|()| make.call(peer)) {
+            Ok(fut) => match fut.await {
+                Ok(s) => TowerToHyperService::new(s),
+                Err(never) => match never {},
+            },
             Err(never) => match never {},
         };
         let (cancel, limiter) = (cancel.clone(), limiter.clone());
