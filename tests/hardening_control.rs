@@ -246,14 +246,14 @@ async fn the_mc_control_link_is_private_and_strangers_get_small_frames() {
     // Inside TLS, before registering: a 1 MiB frame is refused without being parsed.
     let pinned = proto::NodePublicKey::from_hex(&mc.public_key()).ok();
     let stream = connect_from("127.0.11.2", control).await.expect("connect");
-    let mut link = sn_core::mc_tls::connect(stream, pinned).await.expect("TLS with the pinned MC");
+    let mut link = livesky_net::mc_tls::connect(stream, pinned).await.expect("TLS with the pinned MC");
     let first = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
-    assert!(matches!(first, Ok(Some(Ok(sn_core::mc::McMessage::Challenge(_))))), "{first:?}");
-    let big = sn_core::mc::McMessage::Refused(sn_core::mc::Refused { reason: "x".repeat(1 << 20) });
+    assert!(matches!(first, Ok(Some(Ok(proto::mc::McMessage::Challenge(_))))), "{first:?}");
+    let big = proto::mc::McMessage::Refused(proto::mc::Refused { reason: "x".repeat(1 << 20) });
     let _ = link.send(big).await;
     let answer = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
     assert!(
-        matches!(answer, Ok(Some(Ok(sn_core::mc::McMessage::Refused(_)))) | Ok(None) | Ok(Some(Err(_)))),
+        matches!(answer, Ok(Some(Ok(proto::mc::McMessage::Refused(_)))) | Ok(None) | Ok(Some(Err(_)))),
         "{answer:?}"
     );
     let metrics = format!("http://{}/metrics", mc.http_addr);

@@ -10,9 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use livesky::launch::write_atomic;
 use livesky_mgmt_center::{McServer, McSettings};
 use livesky_tests::{get_text, post, wait_until};
+use proto::mc::{self, Alive, McMessage, Member};
 use proto::{NodeId, NodeKey};
 use sn_core::AddressBook;
-use sn_core::mc::{self, Alive, McMessage, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,7 @@ impl Mc {
             key: self.keys[node].clone(),
             mc_public_key: Some(self.server.public_key()),
             member: member(node),
-            load: Arc::new(|| sn_core::mc::Heartbeat { users: 3, ..Default::default() }),
+            load: Arc::new(|| proto::mc::Heartbeat { users: 3, ..Default::default() }),
             spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone())
@@ -143,14 +143,14 @@ fn member(node: &str) -> Member {
 
 /// A hand-driven control link, to see exactly what the MC sends.
 struct Raw {
-    link: mc::McLink,
+    link: livesky_net::mclink::McLink,
 }
 
 impl Raw {
     async fn register(mc: &Mc, node: &str, key: &NodeKey, have_version: u64) -> (Raw, McMessage) {
         let stream = TcpStream::connect(mc.server.control_addr).await.unwrap_or_else(|e| panic!("{e}"));
         let pinned = proto::NodePublicKey::from_hex(&mc.server.public_key()).ok();
-        let link = sn_core::mc_tls::connect(stream, pinned).await.unwrap_or_else(|e| panic!("{e}"));
+        let link = livesky_net::mc_tls::connect(stream, pinned).await.unwrap_or_else(|e| panic!("{e}"));
         let mut raw = Raw { link };
         let McMessage::Challenge(c) = raw.recv().await else { panic!("no challenge") };
         let alive = Alive {
@@ -247,7 +247,7 @@ async fn strangers_and_wrong_keys_are_refused() {
         key: mc.keys["t0"].clone(),
         mc_public_key: Some(NodeKey::from_seed([5; 32]).public_hex()),
         member: member("t0"),
-        load: Arc::new(sn_core::mc::Heartbeat::default),
+        load: Arc::new(proto::mc::Heartbeat::default),
         spool: None,
     };
     let c = mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());

@@ -65,7 +65,7 @@ pub struct GslbSettings {
     pub default_bitrate_kbps: u32,
     /// Timeouts and connection caps of the HTTP fallback (`[gslb.limits]`; the `http_*` keys apply).
     #[serde(default)]
-    pub limits: sn_core::limits::Limits,
+    pub limits: livesky_net::limits::Limits,
 }
 
 fn default_ttl() -> u32 {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use proto::mc::{Heartbeat, Member};
 use proto::{ChannelId, NodeId, NodeKey};
 use serde::Serialize;
-use sn_core::mc::{Heartbeat, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
 use sn_edge::Edge;
@@ -284,7 +284,7 @@ fn follow_mc(
                 };
                 Heartbeat {
                     users,
-                    failovers: sn_core::metrics::total(&hubs.metrics().relay_failovers),
+                    failovers: livesky_net::metrics::total(&hubs.metrics().relay_failovers),
                     // Channels in stage 4 (past N*c/S): their new clients go to other edges, so
                     // the GSLB should stop sending them here.
                     full: live

@@ -137,7 +137,7 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let key = match &args.key_file {
         Some(path) => {
             let seed = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-            if !args.insecure_dev && sn_core::config::is_example_secret(&seed) {
+            if !args.insecure_dev && proto::config::is_example_secret(&seed) {
                 bail!(
                     "{} is one of the published example keys: make this node its own with `livesky mc keygen` \
                      (or pass --insecure-dev for a development setup)",

@@ -58,7 +58,7 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
             let settings = McSettings::load(&config)?;
             let examples = [("mc.key", Some(&settings.key)), ("mc.api_token", settings.api_token.as_ref())];
             for (key, value) in examples {
-                if !insecure_dev && value.is_some_and(|v| sn_core::config::is_example_secret(v)) {
+                if !insecure_dev && value.is_some_and(|v| proto::config::is_example_secret(v)) {
                     bail!(
                         "{}: `{key}` is the published example: make your own (`livesky mc keygen` for the key, \
                          any long random string for the token), or pass --insecure-dev for a development setup",

@@ -76,8 +76,8 @@ async fn channel_action(
 
 /// GET `http://{addr}{path}` as JSON, within 2 s.
 async fn node_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let client = sn_core::http::json_client();
-    sn_core::http::get_json(&client, &format!("http://{addr}{path}"), Duration::from_secs(2)).await
+    let client = livesky_net::http::json_client();
+    livesky_net::http::get_json(&client, &format!("http://{addr}{path}"), Duration::from_secs(2)).await
 }
 
 fn not_found(what: String) -> Response {
@@ -224,7 +224,7 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
             list.push(SnView {
                 id: n.id.to_string(),
                 tier: n.tier,
-                role: if n.role == sn_core::Role::Edge { "edge" } else { "core" }.into(),
+                role: if n.role == proto::config::Role::Edge { "edge" } else { "core" }.into(),
                 users: 0,
                 capacity_kbps: 0,
                 load: None,

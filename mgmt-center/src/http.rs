@@ -40,9 +40,9 @@ pub fn router(mc: McServer) -> Router {
 pub(crate) async fn serve(mc: McServer, listener: TcpListener) {
     let token = mc.shared_cancel();
     let limits = &mc.shared.settings.limits;
-    let limiter = sn_core::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
+    let limiter = livesky_net::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
     let header_timeout = limits.http_header_timeout();
-    sn_core::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}).await;
+    livesky_net::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}).await;
 }
 
 async fn members(State(mc): State<McServer>) -> Response {
@@ -67,7 +67,7 @@ async fn members(State(mc): State<McServer>) -> Response {
 
 /// The GSLB's feed: live edges with their place (from the topology) and load (from heartbeats).
 async fn edges(State(mc): State<McServer>) -> Response {
-    use sn_core::mc_api::{ChannelRate, EdgeView, EdgesView, advertised};
+    use proto::mc_api::{ChannelRate, EdgeView, EdgesView, advertised};
     let st = mc.shared.state();
     let topo = st.store.topology();
     let edges = st
@@ -126,7 +126,7 @@ pub(crate) fn refuse_action(mc: &McServer, headers: &HeaderMap) -> Option<Respon
     let Some(want) = mc.shared.settings.api_token.as_deref() else {
         return Some((StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response());
     };
-    let got = sn_core::http::bearer(headers);
+    let got = livesky_net::http::bearer(headers);
     // Compared without an early exit, so timing does not reveal how much matched.
     let same = got.is_some_and(|g| {
         g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -1,7 +1,7 @@
 //! The MC's Prometheus metrics (`livesky_mc_…`).
 
+use livesky_net::metrics::{counter, int_gauge};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sn_core::metrics::{counter, int_gauge};
 
 use crate::registry::Change;
 use crate::server::State;
@@ -21,7 +21,7 @@ pub struct McMetrics {
     pub push_bytes: IntCounterVec,
     pub report_rows: IntCounter,
     /// Refused and open connections of the HTTP API and the control port.
-    pub conns: sn_core::limits::ConnMetrics,
+    pub conns: livesky_net::limits::ConnMetrics,
 }
 
 fn one<T: prometheus::core::Collector + Clone + 'static>(reg: &Registry, m: T) -> T {
@@ -66,7 +66,7 @@ impl McMetrics {
                 IntCounter::with_opts(Opts::new("mc_report_rows_total", "Report rows stored (each once)"))
                     .expect("static metric definition"),
             ),
-            conns: sn_core::limits::ConnMetrics::register(r),
+            conns: livesky_net::limits::ConnMetrics::register(r),
             registry,
         }
     }
@@ -90,7 +90,7 @@ impl McMetrics {
     }
 
     pub fn render(&self) -> String {
-        sn_core::metrics::render(&self.registry)
+        livesky_net::metrics::render(&self.registry)
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::NodeId;
+use proto::mc::ReportRow;
 use serde::Serialize;
-use sn_core::mc::ReportRow;
 
 /// Rates are measured over this much of the latest samples.
 pub const WINDOW: Duration = Duration::from_secs(10);

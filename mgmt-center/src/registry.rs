@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::NodeId;
-use sn_core::mc::{Gone, Heartbeat, Member, Members};
+use proto::mc::{Gone, Heartbeat, Member, Members};
 
 /// Heartbeat intervals of silence after which an SN is dead.
 pub const MISSED_HEARTBEATS: u32 = 3;

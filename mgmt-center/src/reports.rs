@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use proto::NodeId;
+use proto::mc::ReportXml;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use sn_core::mc::ReportXml;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -252,7 +252,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sn_core::mc::ReportRow;
+    use proto::mc::ReportRow;
 
     fn report(start_ms: u64, cdn: u64) -> ReportXml {
         ReportXml {

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use proto::config::Topology;
+use proto::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
 use proto::{NodeId, NodeKey, WireMessage};
-use sn_core::Topology;
-use sn_core::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::codec::Framed;
@@ -117,7 +117,7 @@ pub enum McError {
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Topology(#[from] sn_core::config::ConfigError),
+    Topology(#[from] proto::config::ConfigError),
     #[error("MC key: {0}")]
     Key(#[from] proto::SignatureError),
     #[error(transparent)]
@@ -204,8 +204,12 @@ impl McServer {
     /// or ends the drain.
     pub fn set_drained(&self, id: &str, on: bool) -> Result<(), String> {
         let mut st = self.shared.state();
-        let node =
-            st.raw.nodes.iter().find(|n| n.id.as_str() == id && n.role == sn_core::Role::Edge).map(|n| n.id.clone());
+        let node = st
+            .raw
+            .nodes
+            .iter()
+            .find(|n| n.id.as_str() == id && n.role == proto::config::Role::Edge)
+            .map(|n| n.id.clone());
         let Some(node) = node else { return Err(format!("no edge `{id}` in the topology")) };
         let changed = if on { st.drained.insert(node.clone()) } else { st.drained.remove(&node) };
         if changed {
@@ -373,7 +377,7 @@ async fn sweeper(shared: Arc<Shared>) {
 }
 
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
-    let tls = match sn_core::mc_tls::acceptor(&shared.key) {
+    let tls = match livesky_net::mc_tls::acceptor(&shared.key) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot set up TLS for SN control links; none will be served");
@@ -381,12 +385,13 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
         }
     };
     let limits = &shared.settings.limits;
-    let slots = sn_core::limits::ConnLimiter::new("control", limits.http_max_connections, limits.http_max_per_ip)
+    let slots = livesky_net::limits::ConnLimiter::new("control", limits.http_max_connections, limits.http_max_per_ip)
         .with_metrics(shared.metrics.conns.clone());
-    while let Some((stream, from, permit)) = sn_core::limits::accept_capped(&listener, &slots, &shared.cancel).await {
+    while let Some((stream, from, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &shared.cancel).await
+    {
         let Ok(permit) = permit else { continue };
         let _ = stream.set_nodelay(true);
-        sn_core::limits::keepalive(&stream);
+        livesky_net::limits::keepalive(&stream);
         let (shared2, tls) = (shared.clone(), tls.clone());
         shared.tasks.spawn(async move {
             let _permit = permit;
@@ -414,10 +419,10 @@ fn check(shared: &Shared, alive: &Alive, challenge: &str) -> Result<(), (&'stati
     Ok(())
 }
 
-type Link = mc::McLink;
+type Link = livesky_net::mclink::McLink;
 
 async fn send(link: &mut Link, msg: McMessage) -> bool {
-    match mc::send(link, msg).await {
+    match livesky_net::mclink::send(link, msg).await {
         Ok(()) => true,
         Err(e) => {
             debug!(error = %e, "closing an SN control link");
@@ -426,7 +431,7 @@ async fn send(link: &mut Link, msg: McMessage) -> bool {
     }
 }
 
-async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn mc::LinkIo>, from: SocketAddr) {
+async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn livesky_net::mclink::LinkIo>, from: SocketAddr) {
     // Small frames until the SN has proved who it is.
     let mut link = Framed::new(stream, mc::McCodec::with_decode_limit(mc::MC_UNREGISTERED_FRAME));
     let Some(challenge) = mc::nonce() else {

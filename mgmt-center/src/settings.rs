@@ -53,7 +53,7 @@ pub struct McSettings {
     pub sn_keys: BTreeMap<NodeId, String>,
     /// Timeouts and connection caps of the HTTP API (`[mc.limits]`; the `http_*` keys apply).
     #[serde(default)]
-    pub limits: sn_core::limits::Limits,
+    pub limits: livesky_net::limits::Limits,
 }
 
 fn default_db() -> PathBuf {

@@ -14,6 +14,8 @@ use proto::ChannelId;
 use serde_json::json;
 use tracing::{info, warn};
 
+use livesky_net::http::{bearer, text_error};
+
 use crate::hub::HubState;
 use crate::node::Node;
 use crate::source::{ClaimError, Publisher};
@@ -24,13 +26,6 @@ pub fn base_router(node: Node) -> Router {
         .route("/status", get(status))
         .route("/ingest/{channel}", post(ingest).put(ingest).layer(DefaultBodyLimit::disable()))
         .with_state(node)
-}
-
-/// A plain-text error with the status it deserves.
-pub fn text_error(code: StatusCode, msg: impl Into<String>) -> Response {
-    let mut msg = msg.into();
-    msg.push('\n');
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
@@ -91,11 +86,6 @@ fn presented_key<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap)
         return Some(k);
     }
     bearer(headers)
-}
-
-/// The token of an `Authorization: Bearer …` header, if there is one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
 async fn ingest(
@@ -172,34 +162,4 @@ async fn ingest(
     info!(%channel, bytes, chunks, "broadcaster finished");
     publisher.finish("ok");
     text_error(StatusCode::OK, format!("ok: {bytes} bytes, {chunks} chunks on channel {channel}"))
-}
-
-/// The plain-HTTP client the control plane polls with (pooled: keep one per poller).
-pub type JsonClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
-
-pub fn json_client() -> JsonClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
-
-/// GET `url` and parse its body as JSON, all within `within`; the error says which step failed.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    client: &JsonClient,
-    url: &str,
-    within: std::time::Duration,
-) -> Result<T, String> {
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let work = async {
-        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("not the JSON expected: {e}"))
-    };
-    tokio::time::timeout(within, work).await.map_err(|_| format!("no answer within {within:?}"))?
 }

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::hub::{ChannelHub, CursorEnd, CursorEvent, HubState};
-use crate::limits::ConnLimiter;
 use crate::node::{Node, OpenError, Origin};
 use crate::upstream::{Action, AttemptId, Input, Upstream, Verdict};
+use livesky_net::limits::ConnLimiter;
 
 const KEEPALIVE: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +169,7 @@ async fn run_link(
         }
     };
     let _ = stream.set_nodelay(true);
-    crate::limits::keepalive(&stream);
+    livesky_net::limits::keepalive(&stream);
     let mut framed = Framed::new(stream, SnCodec::default());
     let channel = sub.channel.clone();
     let handshake = tokio::select! {
@@ -295,10 +295,10 @@ pub(crate) async fn serve_children(node: Node, listener: TcpListener) {
     let slots =
         ConnLimiter::new("sn", 4096, node.config().limits.sn_max_per_ip).with_metrics(node.metrics().conns.clone());
     let cancel = node.cancel_token();
-    while let Some((stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &cancel).await {
+    while let Some((stream, peer, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &cancel).await {
         let Ok(permit) = permit else { continue };
         let _ = stream.set_nodelay(true);
-        crate::limits::keepalive(&stream);
+        livesky_net::limits::keepalive(&stream);
         let node2 = node.clone();
         node.spawn(async move {
             let _permit = permit;

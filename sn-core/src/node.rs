@@ -14,12 +14,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{ChannelConfig, NodeConfig, Role, SourceConfig};
 use crate::hub::{ChannelHub, HubState, Lease};
 use crate::looper::Looper;
 use crate::metrics::Metrics;
 use crate::ring::RingConfig;
 use crate::upstream::{Upstream, UpstreamConfig};
+use proto::config::{ChannelConfig, NodeConfig, Role, SourceConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -431,15 +431,15 @@ impl Node {
         let tune = move |tcp: &tokio::net::TcpStream| {
             let _ = tcp.set_nodelay(true);
             // Broadcasters' pushes and viewers' streams are long-lived: notice dead peers.
-            crate::limits::keepalive(tcp);
+            livesky_net::limits::keepalive(tcp);
             if sndbuf > 0 {
                 let _ = socket2::SockRef::from(tcp).set_send_buffer_size(sndbuf);
             }
         };
         let limits = &self.0.cfg.limits;
-        let limiter = crate::httpd::http_limiter(limits, self.0.metrics.conns.clone());
+        let limiter = livesky_net::httpd::http_limiter(limits, self.0.metrics.conns.clone());
         let header_timeout = limits.http_header_timeout();
-        self.spawn(crate::httpd::serve(listener, router, limiter, header_timeout, token, tune));
+        self.spawn(livesky_net::httpd::serve(listener, router, limiter, header_timeout, token, tune));
     }
 
     pub fn hubs(&self) -> Vec<Arc<ChannelHub>> {

@@ -18,10 +18,10 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::flv::{FlvError, FlvToTs};
-use crate::limits::ConnLimiter;
 use crate::node::Node;
 use crate::source::{Publisher, resolve_push};
 use crate::ts::TsError;
+use livesky_net::limits::ConnLimiter;
 
 pub mod craft;
 pub mod guard;
@@ -74,7 +74,7 @@ pub async fn run_rtmp_listener(node: Node, listener: TcpListener) {
     let slots = ConnLimiter::new("rtmp", limits.rtmp_max_connections, limits.rtmp_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
     let cancel = node.cancel_token();
-    while let Some((stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &cancel).await {
+    while let Some((stream, peer, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &cancel).await {
         let Ok(permit) = permit else { continue };
         let _ = stream.set_nodelay(true);
         let node2 = node.clone();

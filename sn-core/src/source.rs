@@ -59,7 +59,7 @@ pub fn resolve_push(node: &Node, name: &str, key: Option<&str>) -> Result<Channe
         // Every push channel is compared, so timing does not tell which key nearly matched.
         let mut found = None;
         for src in node.sources() {
-            let push = src.cfg.source == crate::config::SourceConfig::Push;
+            let push = src.cfg.source == proto::config::SourceConfig::Push;
             if push && src.cfg.stream_key.as_deref().is_some_and(|k| same_key(name, k)) {
                 found = Some(src.hub.id.clone());
             }
@@ -74,7 +74,7 @@ pub fn resolve_push(node: &Node, name: &str, key: Option<&str>) -> Result<Channe
 /// Checks that `channel` takes pushes here and that `key` is its stream key (if it has one).
 pub fn check_push(node: &Node, channel: &ChannelId, key: Option<&str>) -> Result<(), PushRefusal> {
     let src = node.source(channel).ok_or_else(|| PushRefusal::NotHere(channel.clone()))?;
-    if src.cfg.source != crate::config::SourceConfig::Push {
+    if src.cfg.source != proto::config::SourceConfig::Push {
         return Err(PushRefusal::NotPush(channel.clone()));
     }
     match (&src.cfg.stream_key, key) {
@@ -120,7 +120,7 @@ impl Publisher {
     /// `protocol`: how the broadcast arrives (`rtmp`, `srt`, `http`…), shown to operators.
     pub fn claim(node: &Node, channel: &ChannelId, protocol: &'static str) -> Result<Publisher, ClaimError> {
         let src = node.source(channel).ok_or_else(|| ClaimError::NotHere(channel.clone()))?;
-        let pushed = src.cfg.source == crate::config::SourceConfig::Push;
+        let pushed = src.cfg.source == proto::config::SourceConfig::Push;
         let take_over = node.config().ingest.takeover;
         let Some((session, kicked)) = src.hub.claim_publisher(take_over) else {
             return Err(ClaimError::Busy(channel.clone()));
@@ -324,8 +324,8 @@ pub(crate) async fn run_loop(node: Node, channel: ChannelId, mut looper: Looper,
 pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: TcpListener, stop: CancellationToken) {
     info!(%channel, addr = ?listener.local_addr().ok(), "raw TCP ingest listening");
     // One publisher at a time; the cap only keeps strangers from piling up sockets.
-    let slots = crate::limits::ConnLimiter::new("tcp_ingest", 16, 4).with_metrics(node.metrics().conns.clone());
-    while let Some((mut stream, peer, permit)) = crate::limits::accept_capped(&listener, &slots, &stop).await {
+    let slots = livesky_net::limits::ConnLimiter::new("tcp_ingest", 16, 4).with_metrics(node.metrics().conns.clone());
+    while let Some((mut stream, peer, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &stop).await {
         let Ok(permit) = permit else { continue };
         let mut publisher = match Publisher::claim(&node, &channel, "tcp") {
             Ok(p) => p,
@@ -337,7 +337,7 @@ pub(crate) async fn run_tcp_ingest(node: Node, channel: ChannelId, listener: Tcp
         let node = node.clone();
         let channel = channel.clone();
         let stop = stop.clone();
-        crate::limits::keepalive(&stream);
+        livesky_net::limits::keepalive(&stream);
         let idle = node.config().limits.ingest_idle_timeout();
         node.clone().spawn(async move {
             let _permit = permit;

@@ -465,7 +465,7 @@ mod tests {
             passphrase: Some("0123456789".into()),
         };
         assert_eq!(c.source, want);
-        let xml = crate::mc::XmlChannel::from(c);
+        let xml = proto::mc::XmlChannel::from(c);
         assert_eq!(crate::ChannelConfig::try_from(xml).unwrap(), *c);
     }
 

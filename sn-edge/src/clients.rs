@@ -335,11 +335,11 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
     let node = edge.node.clone();
     let limits = &node.config().limits;
     let max = edge.settings().admission.max_clients.saturating_add(64);
-    let slots = sn_core::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
+    let slots = livesky_net::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
     node.spawn(async move {
         let cancel = edge.node.cancel_token();
-        while let Some((stream, from, permit)) = sn_core::limits::accept_capped(&listener, &slots, &cancel).await {
+        while let Some((stream, from, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &cancel).await {
             let Ok(permit) = permit else { continue };
             let _ = stream.set_nodelay(true);
             let edge2 = edge.clone();

@@ -28,9 +28,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use livesky_net::http::text_error;
 use proto::ChannelId;
 use sn_core::Node;
-use sn_core::http::{base_router, text_error};
+use sn_core::http::base_router;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -200,8 +201,8 @@ fn channel_table<'a>(
             let info = clients::ChannelInfo {
                 bitrate_kbps: c.bitrate_kbps,
                 substreams: c.substreams,
-                ts: c.legacy.contains(&sn_core::config::LegacyFormat::Ts),
-                hls: c.legacy.contains(&sn_core::config::LegacyFormat::Hls),
+                ts: c.legacy.contains(&proto::config::LegacyFormat::Ts),
+                hls: c.legacy.contains(&proto::config::LegacyFormat::Hls),
             };
             (c.id.clone(), info)
         })
@@ -287,7 +288,7 @@ struct ViewerQuery {
 
 impl ViewerQuery {
     fn token<'a>(&'a self, headers: &'a axum::http::HeaderMap) -> &'a str {
-        self.token.as_deref().or_else(|| sn_core::http::bearer(headers)).unwrap_or("")
+        self.token.as_deref().or_else(|| livesky_net::http::bearer(headers)).unwrap_or("")
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
-use sn_core::mc::{ReportRow, ReportXml};
+use proto::mc::{ReportRow, ReportXml};
 use sn_core::mc_client::McClient;
 use tracing::warn;
 

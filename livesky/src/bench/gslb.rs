@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use livesky_gslb::geo::GeoDb;
-use sn_core::mc_api::{ChannelRate, EdgeView, EdgesView};
+use proto::mc_api::{ChannelRate, EdgeView, EdgesView};
 use tokio::process::{Child, Command};
 
 use super::fanout::{cpu_seconds, which};

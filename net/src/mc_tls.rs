@@ -79,10 +79,10 @@ pub enum ConnectError {
 pub async fn connect(
     stream: tokio::net::TcpStream,
     pinned: Option<NodePublicKey>,
-) -> Result<crate::mc::McLink, ConnectError> {
+) -> Result<crate::mclink::McLink, ConnectError> {
     let name = server_name()?;
     match connector(pinned)?.connect(name, stream).await {
-        Ok(tls) => Ok(tokio_util::codec::Framed::new(Box::new(tls), crate::mc::mc_codec())),
+        Ok(tls) => Ok(tokio_util::codec::Framed::new(Box::new(tls), proto::mc::mc_codec())),
         Err(e) if e.to_string().contains("pinned") => Err(ConnectError::NotTheMc(e.to_string())),
         Err(e) => Err(ConnectError::Handshake(e)),
     }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use proto::{ChannelId, NodeId};
+use crate::{ChannelId, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The identity seeds shipped in `configs/` (the demo's four nodes, and the management center's
@@ -458,7 +458,7 @@ impl Topology {
                 return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));
             }
             if let Some(k) = &n.identity_key
-                && let Err(e) = proto::check_public_key(k)
+                && let Err(e) = crate::check_public_key(k)
             {
                 return err(key("identity_key"), e.to_string());
             }
@@ -507,12 +507,12 @@ impl Topology {
                 return err(key("substreams"), format!("{} is outside 1..=64", c.substreams));
             }
             if let Some(k) = &c.signing_key
-                && let Err(e) = proto::ChannelSigner::from_hex_seed(k)
+                && let Err(e) = crate::ChannelSigner::from_hex_seed(k)
             {
                 return err(key("signing_key"), e.to_string());
             }
             if let Some(k) = &c.token_key
-                && let Err(e) = proto::check_public_key(k)
+                && let Err(e) = crate::check_public_key(k)
             {
                 return err(key("token_key"), e.to_string());
             }
@@ -593,7 +593,7 @@ mod tests {
         let demo = Topology::parse(include_str!("../../configs/demo.toml"), "demo.toml").unwrap();
         for (i, id) in ["tier0", "core1", "edge1", "edge2"].into_iter().enumerate() {
             let node = demo.node(&NodeId::new(id).unwrap()).unwrap();
-            let public = proto::NodeKey::from_hex_seed(EXAMPLE_SEEDS[i]).unwrap().public_hex();
+            let public = crate::NodeKey::from_hex_seed(EXAMPLE_SEEDS[i]).unwrap().public_hex();
             assert_eq!(node.identity_key.as_deref(), Some(public.as_str()), "{id}");
             assert!(mc.contains(&format!("{id} = \"{public}\"")), "mc.toml's sn_keys.{id}");
         }

@@ -22,9 +22,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::codec::FrameCodec;
+use crate::{ChannelId, NodeId, WireError, WireMessage};
 use bytes::{BufMut, Bytes, BytesMut};
-use proto::codec::FrameCodec;
-use proto::{ChannelId, NodeId, WireError, WireMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ChannelConfig, LegacyFormat, NodeConfig, SourceConfig, Topology};
@@ -40,33 +40,9 @@ pub fn mc_codec() -> McCodec {
     McCodec::new(MC_MAX_FRAME)
 }
 
-/// A control link's byte stream: TLS over TCP ([`crate::mc_tls`]).
-pub trait LinkIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> LinkIo for T {}
-
-/// One end of a control link (the MC's or an SN's).
-pub type McLink = tokio_util::codec::Framed<Box<dyn LinkIo>, McCodec>;
-
 /// Frames read from an SN before it has proved its identity: an `alive` is a few hundred bytes,
 /// so a stranger cannot make the MC parse megabytes of XML.
 pub const MC_UNREGISTERED_FRAME: usize = 16 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("control link write failed: {0}")]
-    Link(#[from] proto::CodecError),
-    #[error("control link write took longer than 10 s")]
-    Timeout,
-}
-
-/// Writes one message; a peer that does not take it within 10 s counts as gone.
-pub async fn send(link: &mut McLink, m: McMessage) -> Result<(), SendError> {
-    use futures_util::SinkExt;
-    match tokio::time::timeout(std::time::Duration::from_secs(10), link.send(m)).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(SendError::Timeout),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -309,7 +285,7 @@ pub struct ReportAck {
 pub fn nonce() -> Option<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).ok()?;
-    Some(proto::sign::to_hex(&b))
+    Some(crate::sign::to_hex(&b))
 }
 
 /// What an SN signs: the MC's nonce bound to the SN's id.
