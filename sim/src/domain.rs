@@ -5,11 +5,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use livesky_edge_core::service::{ConnId, Input as EdgeInput};
 use livesky_peer::buffer::BufferConfig;
 use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats};
 use proto::DetMap;
 use proto::peer::{FromEdge, PeerId, PeerLink, ToEdge};
-use sn_edge::service::{ConnId, Input as EdgeInput};
 
 use crate::edge::{SimEdge, Stream, channel};
 use crate::engine::{Clock, Micros, Queue, Rng, SECOND};

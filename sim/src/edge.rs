@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use livesky_edge_core::admission::AdmissionConfig;
+use livesky_edge_core::model::{ModelParams, Stage};
+use livesky_edge_core::service::{Output as EdgeOutput, Service, ServiceConfig};
 use livesky_peer::core::Input as PeerInput;
 use proto::peer::FromEdge;
 use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
-use sn_edge::admission::AdmissionConfig;
-use sn_edge::model::{ModelParams, Stage};
-use sn_edge::service::{Output as EdgeOutput, Service, ServiceConfig};
 
 use crate::domain::{EdgeSpec, Ev, MinuteRow, Net};
 use crate::engine::Micros;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sn_edge::model::{ModelParams, Thresholds, scaling_factor, scaling_factor_with_churn};
+use livesky_edge_core::model::{ModelParams, Thresholds, scaling_factor, scaling_factor_with_churn};
 
 use crate::domain::{MinuteRow, Session};
 use crate::report;

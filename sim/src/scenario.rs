@@ -289,7 +289,7 @@ impl Scenario {
 
     /// N*c: streams an edge can serve (bandwidth / media rate).
     pub fn nc_star(&self) -> u32 {
-        sn_edge::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)
+        livesky_edge_core::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)
     }
 
     pub fn edge_count(&self) -> usize {

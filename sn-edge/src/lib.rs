@@ -7,15 +7,11 @@
 // `Response` is irrelevant on this path.
 #![allow(clippy::result_large_err)]
 
-pub mod admission;
 pub mod clients;
 pub mod hls;
 pub mod hls_http;
 mod metrics;
-pub mod model;
 pub mod report;
-pub mod service;
-pub mod tree;
 pub mod ts_viewer;
 pub mod viewers;
 
@@ -36,6 +32,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+pub use livesky_edge_core::{admission, model, service, tree};
 pub use metrics::EdgeMetrics;
 
 /// Shared state of one edge: legacy viewers (HTTP) and LiveSky clients (the client port).
