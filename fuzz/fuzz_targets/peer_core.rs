@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use livesky_peer::core::{Input, Output, PeerConfig, PeerCore};
+use livesky_peer_core::core::{Input, Output, PeerConfig, PeerCore};
 use proto::peer::{FeedTo, FromEdge, PeerLink, Welcome};
 use proto::{ChannelId, ChannelSigner, WireMessage};
 

@@ -282,6 +282,7 @@ pub struct ReportAck {
 
 /// A fresh challenge: 16 random bytes as hex. None if the OS has no randomness to give, in which
 /// case the caller must not go on (a predictable challenge lets a recorded answer be replayed).
+#[cfg(feature = "rand")]
 pub fn nonce() -> Option<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).ok()?;
@@ -641,5 +642,5 @@ impl SnConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "codec"))]
 mod tests;

@@ -6,8 +6,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use livesky_edge_core::service::{ConnId, Input as EdgeInput};
-use livesky_peer::buffer::BufferConfig;
-use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats};
+use livesky_peer_core::buffer::BufferConfig;
+use livesky_peer_core::core::{
+    Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats,
+};
 use proto::DetMap;
 use proto::peer::{FromEdge, PeerId, PeerLink, ToEdge};
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use livesky_edge_core::admission::AdmissionConfig;
 use livesky_edge_core::model::{ModelParams, Stage};
 use livesky_edge_core::service::{Output as EdgeOutput, Service, ServiceConfig};
-use livesky_peer::core::Input as PeerInput;
+use livesky_peer_core::core::Input as PeerInput;
 use proto::peer::FromEdge;
 use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore};
+use livesky_peer_core::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore};
 use proto::peer::{FromEdge, ToEdge};
 use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
 
