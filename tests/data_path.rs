@@ -11,9 +11,9 @@ fn peered_cores() -> String {
     let linger = "linger_seconds = 1";
     [
         "[[channel]]\nid = \"t\"\nsource = { kind = \"push\" }\n".to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("core-a", 1, Role::Core, &["tier0"], &format!("peers = [\"core-b\"]\n{linger}")),
-        loopback_node("core-b", 1, Role::Core, &["tier0"], &format!("peers = [\"core-a\"]\n{linger}")),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
+        loopback_node("core-a", 1, Role::Relay, &["tier0"], &format!("peers = [\"core-b\"]\n{linger}")),
+        loopback_node("core-b", 1, Role::Relay, &["tier0"], &format!("peers = [\"core-a\"]\n{linger}")),
         loopback_node("edge", 2, Role::Edge, &["core-a", "core-b"], linger),
     ]
     .concat()

@@ -25,7 +25,7 @@ fn secret_topology() -> String {
         loopback_node(
             "tier0",
             0,
-            sn_core::Role::Core,
+            sn_core::Role::Relay,
             &[],
             "ingest = { srt_listen = \"127.0.0.1:0\", srt_passphrase = \"node-srt-passphrase\" }",
         ),
@@ -78,8 +78,8 @@ async fn the_mc_never_shows_secrets_and_wants_its_token_for_configs() {
 async fn random_channel_names_open_nothing_and_grow_no_metrics() {
     let topo = [
         "[[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n".to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
-        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Relay, &["tier0"], ""),
         loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
     ]
     .concat();
@@ -184,8 +184,8 @@ async fn sn_ports_stream_only_to_the_children_the_topology_names() {
         "[[channel]]\nid = \"paid\"\nrequire_token = true\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n\
          [[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n"
             .to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
-        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Relay, &["tier0"], ""),
         loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
     ]
     .concat();

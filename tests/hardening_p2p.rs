@@ -20,7 +20,7 @@ fn topology() -> String {
     [
         "[[channel]]\nid = \"demo\"\nbitrate_kbps = 500\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n"
             .to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node("edge", 1, Role::Edge, &["tier0"], edge_extra),
     ]
     .concat()

@@ -131,7 +131,7 @@ fn member(node: &str) -> Member {
     Member {
         id: id(node),
         tier: if node == "t0" { 0 } else { 1 },
-        role: if node == "t0" { "core" } else { "edge" }.into(),
+        role: if node == "t0" { proto::config::Role::Relay } else { proto::config::Role::Edge },
         http: "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")),
         sn: (node == "t0").then(|| "127.0.0.1:7".parse().unwrap_or_else(|e| panic!("{e}"))),
         clients: None,

@@ -74,7 +74,7 @@ pub fn builtin_clips() -> Arc<HashMap<String, Bytes>> {
 pub fn loopback_node(id: &str, tier: u8, role: Role, parents: &[&str], extra: &str) -> String {
     let (role, sn) = match role {
         Role::Edge => ("role = \"edge\"\n", ""),
-        Role::Core => ("", "sn_listen = \"127.0.0.1:0\"\n"),
+        Role::Relay => ("", "sn_listen = \"127.0.0.1:0\"\n"),
     };
     let parents = parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
     format!(
@@ -250,7 +250,7 @@ fn follow_mc(
     let member = Member {
         id: cfg.id.clone(),
         tier: cfg.tier,
-        role: if cfg.role == Role::Edge { "edge" } else { "core" }.into(),
+        role: cfg.role,
         http,
         sn,
         clients,
@@ -462,7 +462,7 @@ impl Cluster {
             .map(|n| NodeEndpoint {
                 id: n.id().to_string(),
                 tier: n.config().tier,
-                role: if n.config().role == Role::Edge { "edge" } else { "core" },
+                role: n.config().role.as_str(),
                 http: n.url(""),
                 metrics: n.url("/metrics"),
                 sn: n.sn.map(|a| a.to_string()),

@@ -222,7 +222,7 @@ fn run() -> anyhow::Result<()> {
                 demo::run(opts).await
             }
             Cmd::Mc(cmd) => livesky::mc_cmd::run(cmd).await,
-            Cmd::Sn(args) => run_node(args, Role::Core).await,
+            Cmd::Sn(args) => run_node(args, Role::Relay).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
             Cmd::Swarm(args) => livesky::swarm::run(args).await,

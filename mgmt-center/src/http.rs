@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use proto::config::Role;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -53,7 +54,7 @@ async fn members(State(mc): State<McServer>) -> Response {
         .map(|m| MemberView {
             id: m.id.to_string(),
             tier: m.tier,
-            role: m.role.clone(),
+            role: m.role.as_str().to_string(),
             http: m.http.to_string(),
             sn: m.sn.map(|a| a.to_string()),
             clients: m.clients.map(|a| a.to_string()),
@@ -73,7 +74,7 @@ async fn edges(State(mc): State<McServer>) -> Response {
     let edges = st
         .registry
         .loads()
-        .filter(|(m, _)| m.role == "edge" && !st.drained.contains(&m.id))
+        .filter(|(m, _)| m.role == Role::Edge && !st.drained.contains(&m.id))
         .map(|(m, load)| {
             let cfg = topo.nodes.iter().find(|n| n.id == m.id).map(|n| &n.edge);
             let listening: Vec<std::net::SocketAddr> = m.clients.into_iter().chain([m.http]).collect();

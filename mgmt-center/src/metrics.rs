@@ -2,6 +2,7 @@
 
 use livesky_net::metrics::{counter, int_gauge};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use proto::config::Role;
 
 use crate::registry::Change;
 use crate::server::State;
@@ -74,9 +75,9 @@ impl McMetrics {
     /// Gauges that follow the registry and the store.
     pub(crate) fn refresh(&self, st: &State) {
         self.config_version.set(st.store.version() as i64);
-        for role in ["core", "edge"] {
+        for role in [Role::Relay, Role::Edge] {
             self.members
-                .with_label_values(&[role])
+                .with_label_values(&[role.as_str()])
                 .set(st.registry.members().filter(|m| m.role == role).count() as i64);
         }
     }

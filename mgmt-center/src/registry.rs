@@ -158,7 +158,7 @@ mod tests {
         Member {
             id: NodeId::new(id).unwrap_or_else(|e| panic!("{e}")),
             tier: 1,
-            role: "core".into(),
+            role: proto::config::Role::Relay,
             http: "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}")),
             sn: None,
             clients: None,

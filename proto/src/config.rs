@@ -142,11 +142,23 @@ fn default_speed() -> f64 {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Tier 0 or a core tier: relays to other SNs.
+    /// Tier 0 or a middle tier: relays to other SNs (`role = "relay"`; the older name `core` is
+    /// still read).
     #[default]
-    Core,
+    #[serde(alias = "core")]
+    Relay,
     /// The last tier: serves viewers; never relays to other SNs.
     Edge,
+}
+
+impl Role {
+    /// The role's name in configs, metrics labels and the MC's views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Relay => "relay",
+            Role::Edge => "edge",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -420,7 +432,7 @@ impl Topology {
                 Role::Edge if n.parents.is_empty() => {
                     return err(key("parents"), "an edge needs at least one parent".into());
                 }
-                Role::Core if n.sn_listen.is_none() => {
+                Role::Relay if n.sn_listen.is_none() => {
                     return err(key("sn_listen"), "core nodes need an SN listener address".into());
                 }
                 _ => {}
@@ -497,7 +509,7 @@ impl Topology {
                 );
             };
             match by_id.get(origin) {
-                Some(o) if o.role == Role::Core && o.parents.is_empty() => {}
+                Some(o) if o.role == Role::Relay && o.parents.is_empty() => {}
                 Some(_) => {
                     return err(key("origin"), format!("`{origin}` must be a core node without parents (Tier 0)"));
                 }

@@ -109,9 +109,8 @@ pub struct Member {
     pub id: NodeId,
     #[serde(rename = "@tier")]
     pub tier: u8,
-    /// `core` or `edge`.
     #[serde(rename = "@role")]
-    pub role: String,
+    pub role: crate::config::Role,
     #[serde(rename = "@http")]
     pub http: SocketAddr,
     #[serde(rename = "@sn", default, skip_serializing_if = "Option::is_none")]

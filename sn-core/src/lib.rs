@@ -8,23 +8,19 @@
 mod apply;
 pub mod book;
 pub mod chunker;
-pub mod flv;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 mod link;
-pub mod looper;
 pub mod metrics;
 pub mod node;
 pub mod psi;
 pub mod ring;
-pub mod rtmp;
-pub mod source;
 pub mod spool;
-pub mod srt;
-mod srt_guard;
 pub mod ts;
 pub mod upstream;
 
+pub use ingest::{flv, looper, rtmp, source, srt};
 pub use node::{AddressBook, Node, NodeError, NodeListeners, NodeSpec, OpenError, Origin};
 pub use proto::config::{AdmissionSettings, ChannelConfig, EdgeSettings, NodeConfig, Role, SourceConfig, Topology};
 

@@ -31,7 +31,7 @@ pub async fn start(topology: &str) -> Cluster {
 pub fn tier0_and_edge(channels: &str, tier0_extra: &str) -> String {
     [
         channels.to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], tier0_extra),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], tier0_extra),
         loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], ""),
     ]
     .concat()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use livesky_mgmt_center::{McServer, McSettings};
+use proto::config::Role;
 use proto::mc::Member;
 use proto::{NodeId, NodeKey};
 use sn_core::AddressBook;
@@ -87,7 +88,7 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
         let member = Member {
             id: id(i)?,
             tier: u8::from(i > 0),
-            role: if i == 0 { "core" } else { "edge" }.into(),
+            role: if i == 0 { Role::Relay } else { Role::Edge },
             http: any,
             sn: None,
             clients: None,

@@ -49,7 +49,7 @@ fn every_message_survives_the_wire() {
     let member = Member {
         id: id("edge1"),
         tier: 2,
-        role: "edge".into(),
+        role: crate::config::Role::Edge,
         http: "127.0.0.1:8081".parse().unwrap_or_else(|e| panic!("{e}")),
         sn: None,
         clients: Some("127.0.0.1:7600".parse().unwrap_or_else(|e| panic!("{e}"))),

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::chunker::{ChunkDraft, Chunker, ChunkerConfig};
 use crate::hub::ChannelHub;
-use crate::looper::Looper;
+use crate::ingest::looper::Looper;
 use crate::node::Node;
 use crate::ts::{Resync, TsError};
 

@@ -155,7 +155,7 @@ mod tests {
     use super::*;
     use crate::chunker::{Chunker, ChunkerConfig};
 
-    const CLIP: &[u8] = include_bytes!("../../livesky/assets/demo.ts");
+    const CLIP: &[u8] = include_bytes!("../../../livesky/assets/demo.ts");
 
     #[test]
     fn demo_clip_is_sixteen_seconds() {

@@ -1,7 +1,7 @@
 //! RTMP ingest on Tier 0, the way OBS and hardware encoders send by default:
 //! `rtmp://HOST:PORT/live` with the stream name `CHANNEL` (or `CHANNEL?key=STREAM_KEY`). The RTMP
 //! handshake and message layer are rml_rtmp's; each published FLV tag is remuxed to MPEG-TS
-//! ([`crate::flv`]) and fed to the channel's [`Publisher`], so everything after ingest is the same
+//! ([`crate::ingest::flv`]) and fed to the channel's [`Publisher`], so everything after ingest is the same
 //! as for an HTTP push. One connection is one task: a broken or hostile client ends only itself.
 //! Bytes reach rml_rtmp only through [`guard`] (message sizes, AMF nesting, the shapes that crash
 //! it) inside the sans-IO [`session`], which also turns any panic of the library into the end of
@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::flv::{FlvError, FlvToTs};
+use crate::ingest::flv::{FlvError, FlvToTs};
+use crate::ingest::source::{Publisher, resolve_push};
 use crate::node::Node;
-use crate::source::{Publisher, resolve_push};
 use crate::ts::TsError;
 use livesky_net::limits::ConnLimiter;
 

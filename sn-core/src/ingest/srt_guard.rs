@@ -2,7 +2,7 @@
 //!
 //! srt-tokio serves a whole port from one task, and srt-protocol panics in it on some handshakes
 //! (an extension block of type 0, 4, 6, 7 or 8; keying material on a port without passphrase
-//! from a caller that announced no key size, which [`crate::srt`] cannot see to refuse): every
+//! from a caller that announced no key size, which [`crate::ingest::srt`] cannot see to refuse): every
 //! broadcast on the port would end. Those packets cannot be screened in Rust, as the library
 //! reads the socket itself, so the kernel drops them first. A broadcaster sending one gets no
 //! answer and times out; ffmpeg, OBS and other libsrt callers use blocks 1, 3 and 5 only, and

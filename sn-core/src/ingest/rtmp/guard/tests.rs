@@ -1,6 +1,6 @@
 use super::*;
-use crate::rtmp::craft::{self, amf0};
-use crate::rtmp::session::{RtmpSession, RtmpSessionError};
+use crate::ingest::rtmp::craft::{self, amf0};
+use crate::ingest::rtmp::session::{RtmpSession, RtmpSessionError};
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 use rml_rtmp::sessions::ServerSessionEvent;
 

@@ -21,8 +21,8 @@ use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::ingest::source::{ClaimError, Publisher, PushRefusal, resolve_push};
 use crate::node::Node;
-use crate::source::{ClaimError, Publisher, PushRefusal, resolve_push};
 use crate::ts::TsError;
 
 /// How long an accepted handshake may take to complete before the channel is released again.
@@ -84,7 +84,7 @@ const MAX_NAME: usize = 512;
 /// What a broadcaster's stream id asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTarget {
-    /// A channel, or a channel's stream key alone (see [`crate::source::resolve_push`]).
+    /// A channel, or a channel's stream key alone (see [`crate::ingest::source::resolve_push`]).
     pub name: String,
     pub key: Option<String>,
 }
@@ -176,7 +176,7 @@ pub async fn bind_srt(listen: SocketAddr, passphrase: Option<String>) -> Result<
     // Best effort: the kernel caps the size at its own limit.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.set_nonblocking(true).map_err(bind_err)?;
-    if let Err(e) = crate::srt_guard::attach(&socket, passphrase.is_some()) {
+    if let Err(e) = crate::ingest::srt_guard::attach(&socket, passphrase.is_some()) {
         warn!(%listen, error = %e, "no SRT handshake filter: a malformed handshake can end every session on the port (it restarts)");
     }
     socket.bind(&listen.into()).map_err(bind_err)?;

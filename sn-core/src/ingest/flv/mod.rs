@@ -1,7 +1,7 @@
 //! FLV → MPEG-TS remuxer for RTMP ingest (sans-IO).
 //!
 //! RTMP publishers (OBS, ffmpeg) send H.264 and AAC as FLV tag bodies, while Tier 0 takes MPEG-TS
-//! ([`crate::source::Publisher::feed`]). [`FlvToTs`] turns each tag body into whole 188-byte packets
+//! ([`crate::ingest::source::Publisher::feed`]). [`FlvToTs`] turns each tag body into whole 188-byte packets
 //! that look like a broadcast encoder's TS (AUD and in-band SPS/PPS per access unit, PAT/PMT before
 //! every keyframe, ADTS audio, PCR), so resync, chunker and everything after it stay unchanged.
 //! Input: tag bodies and their FLV timestamps; output: bytes appended to a buffer; counters in [`stats`].
