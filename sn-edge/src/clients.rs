@@ -1,8 +1,9 @@
-//! The edge's client port (LiveSky clients, TCP) and STUN server (UDP): the thin tokio layer around
-//! [`crate::service::Service`]. One task per channel owns the service; one task per client
-//! connection reads its control messages, writes what the service tells it, and pushes chunks:
-//! the substreams the edge feeds that client (live, counted against the channel's egress budget
-//! but never held back) and its start burst (paced by whatever budget is left).
+//! The edge's client port (LiveSky clients, TCP): the thin tokio layer around the sans-IO
+//! [`crate::service::Service`] and [`crate::feeder::Feeder`]. One task per channel owns both: it
+//! feeds them client messages, the chunks arriving in the ring and their timeouts, and hands what
+//! they decide to each connection's queue (control messages, and the chunks the edge sends that
+//! client: live substreams, start burst, backfill). One task per connection reads its messages
+//! and writes its queue to the socket; a connection whose queue overflows is closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,10 +13,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proto::peer::{EdgeControlCodec, FromEdge, ToEdge};
-use proto::{ChannelId, Chunk, StartAt, SubstreamId, TokenBucket};
+use proto::{ChannelId, Chunk, StartAt};
 use sn_core::Origin;
-use sn_core::hub::{ChannelHub, Cursor, CursorEnd, CursorEvent, Lease};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use sn_core::hub::{ChannelHub, CursorEnd, Lease};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
@@ -24,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::Edge;
 use crate::admission::{AdmissionConfig, Snapshot};
+use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
 use crate::model::ModelParams;
 use crate::service::{ConnId, Input, Output, Service, ServiceConfig, ServiceStats};
 
@@ -32,8 +34,6 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONN_QUEUE: usize = 512;
-/// Chunks of a substream the edge starts feeding that the client may have missed.
-const BACKFILL_CHUNKS: u64 = 50;
 
 /// Bitrate, substream count and legacy formats per channel, from the topology.
 #[derive(Debug, Clone, Copy)]
@@ -67,15 +67,14 @@ enum ServiceIn {
 
 enum ConnCmd {
     Send(FromEdge),
+    /// Chunks the feeder decided to send this client, in order.
+    Chunks(Vec<Chunk>),
     Close,
-    Serve { mask: u64, burst_ms: Option<u32>, backfill: u64 },
 }
 
 #[derive(Clone)]
 struct ServiceHandle {
     inbox: mpsc::Sender<ServiceIn>,
-    hub: Arc<ChannelHub>,
-    budget: Arc<Mutex<TokenBucket>>,
     view: Arc<Mutex<Option<(Snapshot, ServiceStats)>>>,
     /// Startup delays (ms) reported since the edge's last report to the MC.
     startups: Arc<Mutex<Vec<u32>>>,
@@ -178,17 +177,15 @@ async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result<ServiceHan
     cfg.max_burst_ms = s.admission.max_burst_ms;
     cfg.stun = edge.stun_addr();
     cfg.channel_key = lease.hub().verify_key();
-    let bytes_per_sec = s.admission.capacity_kbps as f64 * 125.0;
-    let budget = Arc::new(Mutex::new(TokenBucket::new(bytes_per_sec, bytes_per_sec)));
+    let feeder = Feeder::new(FeederConfig::new(info.substreams, s.admission.capacity_kbps as f64 * 125.0));
     let (inbox, rx) = mpsc::channel(4096);
-    let handle =
-        ServiceHandle { inbox, hub: lease.hub().clone(), budget, view: Arc::default(), startups: Arc::default() };
+    let handle = ServiceHandle { inbox, view: Arc::default(), startups: Arc::default() };
     map.insert(channel.clone(), handle.clone());
     drop(map);
     info!(node = %edge.node.id(), %channel, nc_star = cfg.admission.nc_star, n1c = cfg.admission.n1c, "P2P service started");
     let mut service = Service::new(cfg);
     service.set_draining(edge.clients.draining());
-    edge.node.spawn(run_service(edge.clone(), service, lease, handle.clone(), rx));
+    edge.node.spawn(run_service(edge.clone(), (service, feeder), lease, handle.clone(), rx));
     Ok(handle)
 }
 
@@ -196,14 +193,33 @@ fn now_std() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// The chunks of a hub's ring, as the feeder sees them.
+struct RingView<'a>(&'a sn_core::ring::ChunkRing);
+
+impl RecentChunks for RingView<'_> {
+    fn first_seq(&self) -> Option<u64> {
+        self.0.first_seq()
+    }
+    fn last_seq(&self) -> Option<u64> {
+        self.0.last_seq()
+    }
+    fn meta(&self, seq: u64) -> Option<ChunkMeta> {
+        let c = self.0.get(seq)?;
+        Some(ChunkMeta { media_ts: c.header.media_ts, keyframe: c.header.is_keyframe(), len: c.payload.len() })
+    }
+}
+
 async fn run_service(
     edge: Arc<Edge>,
-    mut service: Service,
+    (mut service, mut feeder): (Service, Feeder),
     lease: Lease,
     handle: ServiceHandle,
     mut rx: mpsc::Receiver<ServiceIn>,
 ) {
     let channel = service.channel().clone();
+    let hub = lease.hub().clone();
+    let mut cursor = hub.cursor_after_newest();
+    let mut batch = Vec::with_capacity(64);
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_report = Instant::now() + Duration::from_secs(60);
@@ -211,6 +227,7 @@ async fn run_service(
     let mut idle_since: Option<Instant> = None;
     let linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
     loop {
+        let feeder_wake = feeder.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = edge.node.cancelled() => break,
             msg = rx.recv() => match msg {
@@ -221,6 +238,7 @@ async fn run_service(
                 Some(ServiceIn::Input(input)) => {
                     if let Input::Disconnected { conn } = &input {
                         conns.remove(conn);
+                        feeder.forget(*conn);
                     }
                     service.handle(now_std(), input);
                 }
@@ -234,6 +252,21 @@ async fn run_service(
                 }
                 None => break,
             },
+            ev = cursor.next(&mut batch, 64) => match ev {
+                Ok(_) => {
+                    let ring = hub.ring();
+                    for c in batch.drain(..) {
+                        feeder.new_chunk(now_std(), c.seq(), &RingView(&ring));
+                    }
+                }
+                Err(CursorEnd::Lagged { .. }) => {
+                    cursor.skip_to_latest_keyframe();
+                }
+                Err(_) => break,
+            },
+            _ = tokio::time::sleep_until(feeder_wake.unwrap_or_else(far_future)), if feeder_wake.is_some() => {
+                feeder.handle_timeout(now_std(), &RingView(&hub.ring()));
+            }
             _ = tick.tick() => {
                 service.tick(now_std());
                 let snap = service.snapshot();
@@ -262,45 +295,10 @@ async fn run_service(
                 }
             }
         }
-        service.set_channel_key(now_std(), lease.hub().verify_key());
-        let status = lease.hub().status();
+        service.set_channel_key(now_std(), hub.verify_key());
+        let status = hub.status();
         service.set_source(status.source, status.last_seq);
-        // Carry out what the service decided; a client too slow to take its messages is dropped.
-        loop {
-            let mut dead = Vec::new();
-            for out in service.drain() {
-                let (conn, cmd) = match out {
-                    Output::Send { conn, msg } => (conn, ConnCmd::Send(msg)),
-                    Output::Close { conn } => {
-                        if let Some(c) = conns.remove(&conn)
-                            && c.tx.try_send(ConnCmd::Close).is_err()
-                        {
-                            c.kill.cancel();
-                        }
-                        continue;
-                    }
-                    Output::Serve { conn, mask, burst_ms, backfill } => {
-                        (conn, ConnCmd::Serve { mask, burst_ms, backfill })
-                    }
-                };
-                if let Some(c) = conns.get(&conn)
-                    && c.tx.try_send(cmd).is_err()
-                {
-                    dead.push(conn);
-                }
-            }
-            if dead.is_empty() {
-                break;
-            }
-            for conn in dead {
-                warn!(%channel, conn, "client is not taking its control messages; closing its connection");
-                edge.metrics.clients_dropped.with_label_values(&["queue_full"]).inc();
-                if let Some(c) = conns.remove(&conn) {
-                    c.kill.cancel();
-                }
-                service.handle(now_std(), Input::Disconnected { conn });
-            }
-        }
+        carry_out(&edge, &channel, &hub, &mut service, &mut feeder, &mut conns);
     }
     for (_, c) in conns.drain() {
         c.kill.cancel();
@@ -312,6 +310,72 @@ async fn run_service(
     drop(map);
     drop(lease);
     info!(%channel, "P2P service stopped");
+}
+
+/// Hands what the service and the feeder decided to the connections; a client whose queue is
+/// full is closed at once (and its service told).
+fn carry_out(
+    edge: &Edge,
+    channel: &ChannelId,
+    hub: &ChannelHub,
+    service: &mut Service,
+    feeder: &mut Feeder,
+    conns: &mut HashMap<ConnId, ConnOut>,
+) {
+    loop {
+        let mut dead = Vec::new();
+        for out in service.drain() {
+            match out {
+                Output::Send { conn, msg } => {
+                    if conns.get(&conn).is_some_and(|c| c.tx.try_send(ConnCmd::Send(msg)).is_err()) {
+                        dead.push(conn);
+                    }
+                }
+                Output::Close { conn } => {
+                    feeder.forget(conn);
+                    if let Some(c) = conns.remove(&conn)
+                        && c.tx.try_send(ConnCmd::Close).is_err()
+                    {
+                        c.kill.cancel();
+                    }
+                }
+                Output::Serve { conn, mask, burst_ms, backfill } => {
+                    feeder.serve(now_std(), conn, mask, burst_ms, backfill, &RingView(&hub.ring()));
+                }
+            }
+        }
+        // The feeder's sends, one batch per connection.
+        let mut chunks: HashMap<ConnId, Vec<Chunk>> = HashMap::new();
+        {
+            let ring = hub.ring();
+            while let Some(send) = feeder.poll_output() {
+                if let Some(c) = ring.get(send.seq) {
+                    edge.metrics
+                        .client_bytes
+                        .with_label_values(&[channel.as_str(), send.kind.as_str()])
+                        .inc_by(send.len as u64);
+                    chunks.entry(send.conn).or_default().push(c.clone());
+                }
+            }
+        }
+        for (conn, batch) in chunks {
+            if conns.get(&conn).is_some_and(|c| c.tx.try_send(ConnCmd::Chunks(batch)).is_err()) {
+                dead.push(conn);
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        for conn in dead {
+            warn!(%channel, conn, "client is not taking what the edge sends it; closing its connection");
+            edge.metrics.clients_dropped.with_label_values(&["queue_full"]).inc();
+            feeder.forget(conn);
+            if let Some(c) = conns.remove(&conn) {
+                c.kill.cancel();
+            }
+            service.handle(now_std(), Input::Disconnected { conn });
+        }
+    }
 }
 
 /// The per-minute summary (logged; the management center will store it).
@@ -352,14 +416,6 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
 }
 
 type ClientFramed = Framed<TcpStream, EdgeControlCodec>;
-
-/// What one client connection pushes: live substreams in `mask`, and a start burst.
-struct Feeding {
-    mask: u64,
-    cursor: Option<Cursor>,
-    /// Next and last seq of the start burst still to send.
-    burst: Option<(u64, u64)>,
-}
 
 async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
     let mut framed = Framed::new(stream, EdgeControlCodec::with_decode_limit(MAX_CLIENT_FRAME));
@@ -406,11 +462,7 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
     if svc.inbox.send(ServiceIn::Joined { conn, from, join, out }).await.is_err() {
         return;
     }
-    let mut feeding = Feeding { mask: 0, cursor: None, burst: None };
-    let mut batch = Vec::with_capacity(64);
-    let k = edge.channel_info(&channel).substreams;
     let end = loop {
-        let burst_at = burst_ready_at(&svc, &feeding);
         tokio::select! {
             _ = edge.node.cancelled() => break "shutdown",
             _ = kill.cancelled() => break "closed by edge (queue full)",
@@ -432,36 +484,16 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
                         break "write failed";
                     }
                 }
+                Some(ConnCmd::Chunks(chunks)) => {
+                    if write(&mut framed, chunks.into_iter().map(FromEdge::Chunk)).await.is_err() {
+                        break "write failed";
+                    }
+                }
                 Some(ConnCmd::Close) | None => {
                     let _ = SinkExt::<FromEdge>::flush(&mut framed).await;
                     break "closed by edge";
                 }
-                Some(ConnCmd::Serve { mask, burst_ms, backfill }) => {
-                    if serve_update(&edge, &svc, &channel, &mut feeding, &mut framed, mask, burst_ms, backfill, k).await.is_err() {
-                        break "write failed";
-                    }
-                }
             },
-            ev = next_live(&mut feeding.cursor, &mut batch) => match ev {
-                Ok(()) => {
-                    let mask = feeding.mask;
-                    let chunks: Vec<Chunk> = batch.drain(..).filter(|c| mask & (1u64 << SubstreamId::of(c.seq(), k).0) != 0).collect();
-                    if send_chunks(&edge, &svc, &channel, &mut framed, chunks, "live").await.is_err() {
-                        break "write failed";
-                    }
-                }
-                Err(CursorEnd::Lagged { .. }) => {
-                    if let Some(c) = feeding.cursor.as_mut() {
-                        c.skip_to_latest_keyframe();
-                    }
-                }
-                Err(_) => break "channel closed",
-            },
-            _ = tokio::time::sleep_until(burst_at.unwrap_or_else(far_future)), if burst_at.is_some() => {
-                if send_burst(&edge, &svc, &channel, &mut feeding, &mut framed).await.is_err() {
-                    break "write failed";
-                }
-            }
         }
     };
     debug!(%from, conn, reason = end, "client connection ended");
@@ -472,19 +504,8 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
-async fn next_live(cursor: &mut Option<Cursor>, batch: &mut Vec<Chunk>) -> Result<(), CursorEnd> {
-    match cursor {
-        Some(c) => loop {
-            match c.next(batch, 64).await? {
-                CursorEvent::Chunks => return Ok(()),
-                CursorEvent::Source(_) => continue,
-            }
-        },
-        None => std::future::pending().await,
-    }
-}
-
-async fn write<const N: usize>(framed: &mut ClientFramed, msgs: [FromEdge; N]) -> Result<(), ()> {
+/// Writes `msgs` and flushes them, within [`WRITE_TIMEOUT`].
+async fn write(framed: &mut ClientFramed, msgs: impl IntoIterator<Item = FromEdge>) -> Result<(), ()> {
     let send = async {
         for m in msgs {
             framed.feed(m).await?;
@@ -495,164 +516,4 @@ async fn write<const N: usize>(framed: &mut ClientFramed, msgs: [FromEdge; N]) -
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
-}
-
-/// Live or backfill chunks: real-time traffic, counted against the budget but never held back.
-async fn send_chunks(
-    edge: &Edge,
-    svc: &ServiceHandle,
-    channel: &ChannelId,
-    framed: &mut ClientFramed,
-    chunks: Vec<Chunk>,
-    kind: &str,
-) -> Result<(), ()> {
-    if chunks.is_empty() {
-        return Ok(());
-    }
-    let bytes: usize = chunks.iter().map(|c| c.payload.len()).sum();
-    svc.budget.lock().unwrap_or_else(|e| e.into_inner()).force_take(now_std(), bytes as f64);
-    edge.metrics.client_bytes.with_label_values(&[channel.as_str(), kind]).inc_by(bytes as u64);
-    let send = async {
-        for c in chunks {
-            framed.feed(FromEdge::Chunk(c)).await?;
-        }
-        SinkExt::<FromEdge>::flush(framed).await
-    };
-    match timeout(WRITE_TIMEOUT, send).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_update(
-    edge: &Edge,
-    svc: &ServiceHandle,
-    channel: &ChannelId,
-    feeding: &mut Feeding,
-    framed: &mut ClientFramed,
-    mask: u64,
-    burst_ms: Option<u32>,
-    backfill: u64,
-    k: u16,
-) -> Result<(), ()> {
-    feeding.mask = mask;
-    if feeding.cursor.is_none() {
-        feeding.cursor = Some(svc.hub.cursor_after_newest());
-    }
-    if let Some(ms) = burst_ms {
-        let ring = svc.hub.ring();
-        feeding.burst = match (ring.keyframe_before(u64::from(ms)), ring.last_seq()) {
-            (Some(start), Some(last)) => Some((start, last)),
-            _ => None,
-        };
-    }
-    if backfill != 0 {
-        let chunks: Vec<Chunk> = {
-            let ring = svc.hub.ring();
-            let last = ring.last_seq().unwrap_or(0);
-            let mut v = Vec::new();
-            ring.read_from(last.saturating_sub(BACKFILL_CHUNKS), BACKFILL_CHUNKS as usize + 1, &mut v);
-            v.retain(|c| backfill & (1u64 << SubstreamId::of(c.seq(), k).0) != 0);
-            v
-        };
-        send_chunks(edge, svc, channel, framed, chunks, "backfill").await?;
-    }
-    Ok(())
-}
-
-/// When the next burst chunk may go under the channel's egress budget.
-fn burst_ready_at(svc: &ServiceHandle, feeding: &Feeding) -> Option<Instant> {
-    let (next, _) = feeding.burst?;
-    let size = svc.hub.ring().get(next).map_or(2048.0, |c| c.payload.len() as f64);
-    let at = svc.budget.lock().unwrap_or_else(|e| e.into_inner()).ready_at(now_std(), size);
-    Some(Instant::from_std(at))
-}
-
-/// Sends burst chunks while the budget has room; the burst is background traffic.
-async fn send_burst(
-    edge: &Edge,
-    svc: &ServiceHandle,
-    channel: &ChannelId,
-    feeding: &mut Feeding,
-    framed: &mut ClientFramed,
-) -> Result<(), ()> {
-    let Some((mut next, last)) = feeding.burst else { return Ok(()) };
-    let mut sent = 0usize;
-    while next <= last && sent < 64 {
-        let chunk = {
-            let ring = svc.hub.ring();
-            match ring.get(next) {
-                Some(c) => c.clone(),
-                None => match ring.first_seq() {
-                    // Evicted meanwhile: continue from what is still held.
-                    Some(f) if f > next => {
-                        next = f;
-                        continue;
-                    }
-                    _ => break,
-                },
-            }
-        };
-        let n = chunk.payload.len();
-        if !svc.budget.lock().unwrap_or_else(|e| e.into_inner()).try_take(now_std(), n as f64) {
-            break;
-        }
-        edge.metrics.client_bytes.with_label_values(&[channel.as_str(), "burst"]).inc_by(n as u64);
-        if timeout(WRITE_TIMEOUT, framed.feed(FromEdge::Chunk(chunk))).await.map_err(|_| ())?.is_err() {
-            return Err(());
-        }
-        next += 1;
-        sent += 1;
-    }
-    feeding.burst = (next <= last).then_some((next, last));
-    match timeout(WRITE_TIMEOUT, SinkExt::<FromEdge>::flush(framed)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// A STUN binding server: answers each binding request with the address it came from.
-pub fn start_stun(edge: Arc<Edge>, socket: UdpSocket) {
-    let node = edge.node.clone();
-    node.spawn(async move {
-        let mut buf = vec![0u8; 1500];
-        loop {
-            let (n, from) = tokio::select! {
-                _ = edge.node.cancelled() => return,
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-            };
-            let outcome = match stun_response(&buf[..n], from) {
-                Some(resp) => {
-                    let _ = socket.send_to(&resp, from).await;
-                    "answered"
-                }
-                None => "ignored",
-            };
-            edge.metrics.stun_requests.with_label_values(&[outcome]).inc();
-        }
-    });
-}
-
-/// The binding success response for a binding request, or None for anything else.
-pub fn stun_response(data: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-    use rtc_stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
-    use rtc_stun::xoraddr::XorMappedAddress;
-    let mut req = Message::new();
-    req.unmarshal_binary(data).ok()?;
-    if req.typ != BINDING_REQUEST {
-        return None;
-    }
-    let mut resp = Message::new();
-    let setters: [Box<dyn Setter>; 4] = [
-        Box::new(req.transaction_id),
-        Box::new(BINDING_SUCCESS),
-        Box::new(XorMappedAddress { ip: from.ip(), port: from.port() }),
-        Box::new(rtc_stun::fingerprint::FINGERPRINT),
-    ];
-    resp.build(&setters).ok()?;
-    Some(resp.raw)
 }

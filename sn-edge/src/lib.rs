@@ -12,6 +12,7 @@ pub mod hls;
 pub mod hls_http;
 mod metrics;
 pub mod report;
+pub mod stun;
 pub mod ts_viewer;
 pub mod viewers;
 
@@ -32,7 +33,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-pub use livesky_edge_core::{admission, model, service, tree};
+pub use livesky_edge_core::{admission, feeder, model, service, tree};
 pub use metrics::EdgeMetrics;
 
 /// Shared state of one edge: legacy viewers (HTTP) and LiveSky clients (the client port).
@@ -161,7 +162,7 @@ impl Edge {
                 source,
             })?;
             *self.stun.lock().unwrap_or_else(|e| e.into_inner()) = sock.local_addr().ok();
-            clients::start_stun(self.clone(), sock);
+            stun::start_stun(self.clone(), sock);
         }
         let Some(addr) = s.client_listen else { return Ok(None) };
         let listener = TcpListener::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {

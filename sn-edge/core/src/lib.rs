@@ -5,6 +5,7 @@
 //! tests all drive these same types.
 
 pub mod admission;
+pub mod feeder;
 pub mod model;
 pub mod service;
 pub mod tree;

@@ -1,16 +1,17 @@
 //! The edge service driven together with real peer cores through an in-memory network on fake
 //! time (quinn's `tests/util.rs` pattern): what the edge decides is what the peers experience.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use livesky_peer_core::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore};
 use proto::peer::{FromEdge, ToEdge};
-use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
+use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader};
 
 use super::*;
+use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
 use crate::model::{ModelParams, Stage};
 
 const CHUNK_BYTES: usize = 10 * 188; // 376 kbit/s at 25 chunks/s, under the declared 400
@@ -45,6 +46,22 @@ fn chunk(seq: u64) -> Chunk {
     c
 }
 
+/// The source's chunks so far, as the edge's ring (it holds them all).
+struct Source<'a>(&'a [Chunk]);
+
+impl RecentChunks for Source<'_> {
+    fn first_seq(&self) -> Option<u64> {
+        (!self.0.is_empty()).then_some(0)
+    }
+    fn last_seq(&self) -> Option<u64> {
+        (self.0.len() as u64).checked_sub(1)
+    }
+    fn meta(&self, seq: u64) -> Option<ChunkMeta> {
+        let c = self.0.get(usize::try_from(seq).ok()?)?;
+        Some(ChunkMeta { media_ts: c.header.media_ts, keyframe: c.header.is_keyframe(), len: c.payload.len() })
+    }
+}
+
 struct Slot {
     core: PeerCore,
     alive: bool,
@@ -62,9 +79,8 @@ struct Net {
     service: Service,
     peers: Vec<Slot>,
     source: Vec<Chunk>,
-    masks: BTreeMap<ConnId, u64>,
-    burst: BTreeMap<ConnId, VecDeque<u64>>,
-    budget: TokenBucket,
+    /// What the edge sends each client itself: the product's feeder.
+    feeder: Feeder,
     capacity_bps: f64,
     edge_bytes: u64,
     links: BTreeMap<(usize, LinkId), (usize, LinkId)>,
@@ -103,9 +119,7 @@ impl Net {
             service: Service::new(cfg),
             peers: Vec::new(),
             source: Vec::new(),
-            masks: BTreeMap::new(),
-            burst: BTreeMap::new(),
-            budget: TokenBucket::new(capacity_bps, capacity_bps),
+            feeder: Feeder::new(FeederConfig::new(K, capacity_bps)),
             capacity_bps,
             edge_bytes: 0,
             links: BTreeMap::new(),
@@ -168,6 +182,14 @@ impl Net {
         self.pump();
     }
 
+    /// Carries out the feeder's sends.
+    fn feed(&mut self) {
+        while let Some(send) = self.feeder.poll_output() {
+            let c = self.source[send.seq as usize].clone();
+            self.edge_send(send.conn, c);
+        }
+    }
+
     fn edge_send(&mut self, conn: ConnId, c: Chunk) {
         let i = conn as usize;
         if !self.peers[i].alive {
@@ -190,25 +212,11 @@ impl Net {
                             self.peers[i].core.handle(self.now, PeerInput::FromEdge(msg));
                         }
                     }
-                    Output::Close { conn } => {
-                        self.masks.remove(&conn);
-                    }
+                    Output::Close { conn } => self.feeder.forget(conn),
                     Output::Serve { conn, mask, burst_ms, backfill } => {
-                        self.masks.insert(conn, mask);
-                        let newest = self.source.len() as u64;
-                        if let Some(ms) = burst_ms {
-                            let back = u64::from(ms) / 40;
-                            let start = newest.saturating_sub(back) / 50 * 50;
-                            self.burst.insert(conn, (start..newest).collect());
-                        }
-                        // Refocus: what the client may have missed of the new substreams, now.
-                        for seq in newest.saturating_sub(50)..newest {
-                            if backfill & (1 << SubstreamId::of(seq, K).0) != 0 {
-                                let c = self.source[seq as usize].clone();
-                                self.budget.force_take(self.now, c.payload.len() as f64);
-                                self.edge_send(conn, c);
-                            }
-                        }
+                        let ring = Source(&self.source);
+                        self.feeder.serve(self.now, conn, mask, burst_ms, backfill, &ring);
+                        self.feed();
                     }
                 }
             }
@@ -278,27 +286,12 @@ impl Net {
             self.now += Duration::from_millis(10);
             let due = (self.now - self.t0).as_millis() as u64 / 40;
             while (self.source.len() as u64) <= due {
-                let c = chunk(self.source.len() as u64);
-                self.source.push(c.clone());
-                let s = SubstreamId::of(c.seq(), K).0;
-                let targets: Vec<ConnId> =
-                    self.masks.iter().filter(|(_, m)| *m & (1 << s) != 0).map(|(&c, _)| c).collect();
-                for conn in targets {
-                    self.budget.force_take(self.now, c.payload.len() as f64);
-                    self.edge_send(conn, c.clone());
-                }
+                let seq = self.source.len() as u64;
+                self.source.push(chunk(seq));
+                self.feeder.new_chunk(self.now, seq, &Source(&self.source));
             }
-            let conns: Vec<ConnId> = self.burst.keys().copied().collect();
-            for conn in conns {
-                while let Some(&seq) = self.burst.get(&conn).and_then(|q| q.front()) {
-                    let c = self.source[seq as usize].clone();
-                    if !self.budget.try_take(self.now, c.payload.len() as f64) {
-                        break;
-                    }
-                    self.burst.get_mut(&conn).map(|q| q.pop_front());
-                    self.edge_send(conn, c);
-                }
-            }
+            self.feeder.handle_timeout(self.now, &Source(&self.source));
+            self.feed();
             if self.now >= next_tick {
                 next_tick = self.now + Duration::from_secs(1);
                 self.service.tick(self.now);
