@@ -299,7 +299,7 @@ impl<'a> Domain<'a> {
                 self.net.q.push(t + u64::from(self.net.sc.stream.chunk_ms) * 1000, Ev::Source);
             }
             Ev::Tick => {
-                self.edge.service.tick(self.net.clock.at(t));
+                self.edge.service.handle_timeout(self.net.clock.at(t));
                 self.edge.outputs(t, &mut self.net, &self.stream);
                 self.net.q.push(t + SECOND, Ev::Tick);
             }

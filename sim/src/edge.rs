@@ -138,7 +138,7 @@ impl SimEdge {
 
     /// Carries out what the service decided.
     pub fn outputs(&mut self, t: Micros, net: &mut Net, stream: &Stream) {
-        for out in self.service.drain() {
+        while let Some(out) = self.service.poll_output() {
             match out {
                 EdgeOutput::Send { conn, msg } => {
                     let i = conn as u32;
@@ -158,6 +158,8 @@ impl SimEdge {
                     self.feeder.serve(now, conn, mask, burst_ms, backfill, stream);
                     self.send_out(t, net, stream);
                 }
+                // The simulator keeps its own minute rows; an idle edge stays (clients come).
+                EdgeOutput::Report(_) | EdgeOutput::Idle => {}
             }
         }
     }

@@ -27,7 +27,7 @@ use crate::Edge;
 use crate::admission::{AdmissionConfig, Snapshot};
 use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
 use crate::model::ModelParams;
-use crate::service::{ConnId, Input, Output, Service, ServiceConfig, ServiceStats};
+use crate::service::{ConnId, Input, Output, PeriodReport, Service, ServiceConfig, ServiceStats};
 
 /// Control frames from clients are small (joins, reports, signalling).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
@@ -61,8 +61,6 @@ struct ConnOut {
 enum ServiceIn {
     Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: ConnOut },
     Input(Input),
-    Reconfigure(AdmissionConfig),
-    Drain(bool),
 }
 
 enum ConnCmd {
@@ -103,7 +101,7 @@ impl Services {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (channel, h) in map.iter() {
             let cfg = admission_config(edge, edge.channel_info(channel));
-            if h.inbox.try_send(ServiceIn::Reconfigure(cfg)).is_err() {
+            if h.inbox.try_send(ServiceIn::Input(Input::Reconfigure(cfg))).is_err() {
                 tracing::warn!(%channel, "client service busy or gone: admission update not delivered");
             }
         }
@@ -114,7 +112,7 @@ impl Services {
         self.draining.store(on, std::sync::atomic::Ordering::Release);
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (channel, h) in map.iter() {
-            if h.inbox.try_send(ServiceIn::Drain(on)).is_err() {
+            if h.inbox.try_send(ServiceIn::Input(Input::Drain(on))).is_err() {
                 tracing::warn!(%channel, "client service busy or gone: drain not delivered");
             }
         }
@@ -183,8 +181,9 @@ async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result<ServiceHan
     map.insert(channel.clone(), handle.clone());
     drop(map);
     info!(node = %edge.node.id(), %channel, nc_star = cfg.admission.nc_star, n1c = cfg.admission.n1c, "P2P service started");
+    cfg.linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
     let mut service = Service::new(cfg);
-    service.set_draining(edge.clients.draining());
+    service.handle(now_std(), Input::Drain(edge.clients.draining()));
     edge.node.spawn(run_service(edge.clone(), (service, feeder), lease, handle.clone(), rx));
     Ok(handle)
 }
@@ -221,13 +220,9 @@ async fn run_service(
     let mut cursor = hub.cursor_after_newest();
     let mut batch = Vec::with_capacity(64);
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut next_report = Instant::now() + Duration::from_secs(60);
-    let mut refocus_at_report = 0;
-    let mut idle_since: Option<Instant> = None;
-    let linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
     loop {
         let feeder_wake = feeder.poll_timeout().map(Instant::from_std);
+        let service_wake = service.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = edge.node.cancelled() => break,
             msg = rx.recv() => match msg {
@@ -236,19 +231,18 @@ async fn run_service(
                     service.handle(now_std(), Input::Joined { conn, from, join });
                 }
                 Some(ServiceIn::Input(input)) => {
-                    if let Input::Disconnected { conn } = &input {
-                        conns.remove(conn);
-                        feeder.forget(*conn);
+                    match &input {
+                        Input::Disconnected { conn } => {
+                            conns.remove(conn);
+                            feeder.forget(*conn);
+                        }
+                        Input::Drain(on) => tracing::info!(node = %edge.node.id(), %channel, on, "drain"),
+                        Input::Reconfigure(cfg) => {
+                            tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, "admission parameters updated");
+                        }
+                        _ => {}
                     }
                     service.handle(now_std(), input);
-                }
-                Some(ServiceIn::Drain(on)) => {
-                    tracing::info!(node = %edge.node.id(), %channel, on, "drain");
-                    service.set_draining(on);
-                }
-                Some(ServiceIn::Reconfigure(cfg)) => {
-                    tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, "admission parameters updated");
-                    service.reconfigure(cfg);
                 }
                 None => break,
             },
@@ -267,11 +261,11 @@ async fn run_service(
             _ = tokio::time::sleep_until(feeder_wake.unwrap_or_else(far_future)), if feeder_wake.is_some() => {
                 feeder.handle_timeout(now_std(), &RingView(&hub.ring()));
             }
-            _ = tick.tick() => {
-                service.tick(now_std());
-                let snap = service.snapshot();
-                edge.metrics.observe_service(&channel, &snap, &service.stats());
-                *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, service.stats()));
+            _ = tokio::time::sleep_until(service_wake.unwrap_or_else(far_future)), if service_wake.is_some() => {
+                service.handle_timeout(now_std());
+                let (snap, stats) = (service.snapshot(), service.stats());
+                edge.metrics.observe_service(&channel, &snap, &stats);
+                *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, stats));
                 let fresh = service.take_startups();
                 if !fresh.is_empty() {
                     let mut kept = handle.startups.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,25 +274,15 @@ async fn run_service(
                         kept.extend(fresh);
                     }
                 }
-                if Instant::now() >= next_report {
-                    next_report += Duration::from_secs(60);
-                    report(&edge, &channel, &snap, &service.stats(), snap.tree.refocus_total - refocus_at_report);
-                    refocus_at_report = snap.tree.refocus_total;
-                }
-                if conns.is_empty() {
-                    let since = *idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= linger {
-                        break;
-                    }
-                } else {
-                    idle_since = None;
-                }
             }
         }
-        service.set_channel_key(now_std(), hub.verify_key());
+        let now = now_std();
+        service.handle(now, Input::ChannelKey(hub.verify_key()));
         let status = hub.status();
-        service.set_source(status.source, status.last_seq);
-        carry_out(&edge, &channel, &hub, &mut service, &mut feeder, &mut conns);
+        service.handle(now, Input::Source { status: status.source, last_seq: status.last_seq });
+        if carry_out(&edge, &channel, &hub, &mut service, &mut feeder, &mut conns) == Carried::Idle {
+            break;
+        }
     }
     for (_, c) in conns.drain() {
         c.kill.cancel();
@@ -321,10 +305,11 @@ fn carry_out(
     service: &mut Service,
     feeder: &mut Feeder,
     conns: &mut HashMap<ConnId, ConnOut>,
-) {
+) -> Carried {
+    let mut carried = Carried::Done;
     loop {
         let mut dead = Vec::new();
-        for out in service.drain() {
+        while let Some(out) = service.poll_output() {
             match out {
                 Output::Send { conn, msg } => {
                     if conns.get(&conn).is_some_and(|c| c.tx.try_send(ConnCmd::Send(msg)).is_err()) {
@@ -342,6 +327,8 @@ fn carry_out(
                 Output::Serve { conn, mask, burst_ms, backfill } => {
                     feeder.serve(now_std(), conn, mask, burst_ms, backfill, &RingView(&hub.ring()));
                 }
+                Output::Report(r) => report(edge, channel, &r),
+                Output::Idle => carried = Carried::Idle,
             }
         }
         // The feeder's sends, one batch per connection.
@@ -364,7 +351,7 @@ fn carry_out(
             }
         }
         if dead.is_empty() {
-            return;
+            return carried;
         }
         for conn in dead {
             warn!(%channel, conn, "client is not taking what the edge sends it; closing its connection");
@@ -378,8 +365,16 @@ fn carry_out(
     }
 }
 
-/// The per-minute summary (logged; the management center will store it).
-fn report(edge: &Edge, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats, refocus_last_minute: u64) {
+/// Whether the service said it is idle (no client for its linger): the task then stops.
+#[derive(PartialEq)]
+enum Carried {
+    Done,
+    Idle,
+}
+
+/// The period's summary in the log (the MC stores the edge's per-minute rows: [`crate::report`]).
+fn report(edge: &Edge, channel: &ChannelId, r: &PeriodReport) {
+    let (snap, st, refocus_last_minute) = (&r.snapshot, &r.stats, r.refocus);
     let r = &st.reported;
     let delivered = r.bytes_from_edge + r.bytes_from_peers;
     let p2p_share = if delivered == 0 { 0.0 } else { r.bytes_from_peers as f64 / delivered as f64 };

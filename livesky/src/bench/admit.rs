@@ -80,7 +80,7 @@ pub fn admit(args: AdmitArgs) -> anyhow::Result<()> {
                 }
                 let (t, input) = join_input(conn, t0);
                 svc.handle(t, input);
-                svc.drain();
+                while svc.poll_output().is_some() {}
                 conn += 1;
             }
             let secs = window_start.elapsed().as_secs_f64();
@@ -112,7 +112,7 @@ fn churn_rate(svc: &mut Service, conn: &mut u64, t0: Instant) -> String {
         leaver += 1;
         let (t, input) = join_input(*conn, t0);
         svc.handle(t, input);
-        svc.drain();
+        while svc.poll_output().is_some() {}
         *conn += 1;
         pairs += 1;
     }

@@ -4,6 +4,12 @@
 //! driver which substreams the edge itself must push to each client (push peers: all; refocused
 //! peers: the orphaned ones), re-parents on trouble reports, relays WebRTC signalling between its
 //! clients, limits joins per source address, and ages out clients that went silent.
+//!
+//! Like every core of the project it has four doors, called in this order by whoever drives it
+//! (the edge's tokio task, the simulator, the tests): [`Service::handle`] for each input as it
+//! happens (client messages and what the edge learns: drains, new admission parameters, full
+//! siblings, the channel's key and source state); [`Service::handle_timeout`] when
+//! [`Service::poll_timeout`] says; after either, [`Service::poll_output`] until it is empty.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +23,7 @@ use crate::tree::Feed;
 
 pub type ConnId = u64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Input {
     /// A client connection whose first message was this Join.
     Joined {
@@ -32,9 +38,25 @@ pub enum Input {
     Disconnected {
         conn: ConnId,
     },
+    /// An operator drained the edge (every client goes to a sibling), or ended the drain.
+    Drain(bool),
+    /// New admission parameters (the MC pushed them).
+    Reconfigure(AdmissionConfig),
+    /// What the control plane last said of a sibling: a full one gets no redirects.
+    SiblingFull {
+        sibling: String,
+        full: bool,
+    },
+    /// The channel's key as the edge now holds it (Tier 0 re-keyed).
+    ChannelKey(Option<[u8; 32]>),
+    /// The channel's source as the edge's hub sees it, and the last seq it had.
+    Source {
+        status: SourceStatus,
+        last_seq: Option<u64>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Send {
         conn: ConnId,
@@ -52,7 +74,23 @@ pub enum Output {
         burst_ms: Option<u32>,
         backfill: u64,
     },
+    /// The period's summary (every `report_every`), for the log and the MC's report.
+    Report(Box<PeriodReport>),
+    /// No client for `linger`: the driver may stop the service.
+    Idle,
 }
+
+/// What [`Output::Report`] carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodReport {
+    pub snapshot: Snapshot,
+    pub stats: ServiceStats,
+    /// Substreams the edge fed to rescue clients during the period.
+    pub refocus: u64,
+}
+
+/// How often the service's chores (ageing out, healing trees) run.
+const TICK: Duration = Duration::from_secs(1);
 
 struct Client {
     conn: ConnId,
@@ -96,7 +134,12 @@ pub struct Service {
     next_sibling: usize,
     /// Siblings last reported full (stage 4 or at their client limit): no redirects to them.
     full_siblings: std::collections::HashSet<String>,
-    out: Vec<Output>,
+    out: std::collections::VecDeque<Output>,
+    /// When the chores, the period's report and the idle check are next due.
+    next_tick: Option<Instant>,
+    next_report: Option<Instant>,
+    refocus_at_report: u64,
+    idle_since: Option<Instant>,
     stats: ServiceStats,
     /// Startup delays (ms) reported since [`Service::take_startups`].
     startups: Vec<u32>,
@@ -131,7 +174,11 @@ impl Service {
             identities: HashMap::new(),
             next_sibling: 0,
             full_siblings: Default::default(),
-            out: Vec::new(),
+            out: Default::default(),
+            next_tick: None,
+            next_report: None,
+            refocus_at_report: 0,
+            idle_since: None,
             startups: Vec::new(),
             stats: ServiceStats::default(),
             last_prune: None,
@@ -144,7 +191,7 @@ impl Service {
     }
 
     /// See [`Admission::reconfigure`].
-    pub fn reconfigure(&mut self, admission: AdmissionConfig) {
+    fn reconfigure(&mut self, admission: AdmissionConfig) {
         self.admission.reconfigure(admission);
     }
 
@@ -165,17 +212,34 @@ impl Service {
         &self.admission
     }
 
-    pub fn drain(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
+    /// The next thing to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Service::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle_end = self.idle_since.map(|t| t + self.cfg.linger);
+        [self.next_tick, self.next_report, idle_end].into_iter().flatten().min()
+    }
+
+    /// The first time the service hears of time, its timers start.
+    fn start_clock(&mut self, now: Instant) {
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + TICK);
+            self.next_report = Some(now + self.cfg.report_every);
+            self.idle_since = Some(now);
+        }
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
+        self.start_clock(now);
         match input {
             Input::Joined { conn, from, join } => self.join(now, conn, from, join),
             Input::Message { conn, msg } => {
                 let Some(Some(peer)) = self.conns.get(&conn).copied() else {
                     // Anything before a successful join is a protocol error.
-                    self.out.push(Output::Close { conn });
+                    self.out.push_back(Output::Close { conn });
                     return;
                 };
                 self.admission.heard(now, peer);
@@ -187,12 +251,42 @@ impl Service {
                     self.forget(peer);
                 }
             }
+            Input::Drain(on) => self.set_draining(on),
+            Input::Reconfigure(cfg) => self.reconfigure(cfg),
+            Input::SiblingFull { sibling, full } => self.set_sibling_full(&sibling, full),
+            Input::ChannelKey(key) => self.set_channel_key(now, key),
+            Input::Source { status, last_seq } => self.set_source(status, last_seq),
         }
+        self.idle_since = match (self.conns.is_empty(), self.idle_since) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
+        };
         self.apply_changes();
     }
 
+    /// Runs what is due: the chores every second, the period's report, the idle check.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.start_clock(now);
+        if self.next_tick.is_some_and(|t| t <= now) {
+            self.next_tick = Some(now + TICK);
+            self.tick(now);
+        }
+        if let Some(t) = self.next_report.filter(|&t| t <= now) {
+            self.next_report = Some(t + self.cfg.report_every);
+            let snapshot = self.snapshot();
+            let refocus = snapshot.tree.refocus_total - self.refocus_at_report;
+            self.refocus_at_report = snapshot.tree.refocus_total;
+            self.out.push_back(Output::Report(Box::new(PeriodReport { snapshot, stats: self.stats, refocus })));
+        }
+        if self.idle_since.is_some_and(|t| t + self.cfg.linger <= now) {
+            self.idle_since = None;
+            self.out.push_back(Output::Idle);
+        }
+    }
+
     /// Once a second or so: age out silent clients, heal trees.
-    pub fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant) {
         let gone = self.admission.expiring(now);
         for &peer in &gone {
             // Before they leave the trees: their feeds tell whom to excuse.
@@ -202,7 +296,7 @@ impl Service {
         for peer in gone {
             if let Some(c) = self.drop_client(peer) {
                 self.conns.remove(&c.conn);
-                self.out.push(Output::Close { conn: c.conn });
+                self.out.push_back(Output::Close { conn: c.conn });
             }
         }
         if self.last_prune.is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60)) {
@@ -217,7 +311,7 @@ impl Service {
     /// Starts or ends a drain. Draining sends every client, present and arriving, to a sibling
     /// (or refuses it when there is none): the edge can then be stopped without a viewer
     /// noticing more than a reconnect.
-    pub fn set_draining(&mut self, on: bool) {
+    fn set_draining(&mut self, on: bool) {
         self.draining = on;
         if !on {
             return;
@@ -237,8 +331,8 @@ impl Service {
             Some(to) => {
                 self.stats.redirected += 1;
                 let reason = "edge is draining; use a sibling".to_string();
-                self.out.push(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
-                self.out.push(Output::Close { conn });
+                self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+                self.out.push_back(Output::Close { conn });
             }
             None => self.refuse(conn, "edge is draining and knows no other edge; retry later".into()),
         }
@@ -246,13 +340,13 @@ impl Service {
 
     fn refuse(&mut self, conn: ConnId, reason: String) {
         self.stats.refused_other += 1;
-        self.out.push(Output::Send { conn, msg: FromEdge::Refused { reason } });
-        self.out.push(Output::Close { conn });
+        self.out.push_back(Output::Send { conn, msg: FromEdge::Refused { reason } });
+        self.out.push_back(Output::Close { conn });
     }
 
     /// What the control plane (MC/GSLB, or the simulator standing in for them) last said about a
     /// sibling: a full one gets no redirects until it is reported free again.
-    pub fn set_sibling_full(&mut self, sibling: &str, full: bool) {
+    fn set_sibling_full(&mut self, sibling: &str, full: bool) {
         if full {
             // Reported again and again while it stays full: no allocation for a known one.
             if !self.full_siblings.contains(sibling) {
@@ -321,11 +415,11 @@ impl Service {
         let bucket = self.join_limits.entry(from.ip()).or_insert_with(|| TokenBucket::new(rate, burst));
         if !bucket.try_take(now, 1.0) {
             self.stats.refused_rate += 1;
-            self.out.push(Output::Send {
+            self.out.push_back(Output::Send {
                 conn,
                 msg: FromEdge::Refused { reason: "too many joins from your address; retry in a few seconds".into() },
             });
-            self.out.push(Output::Close { conn });
+            self.out.push_back(Output::Close { conn });
             return;
         }
         // A client another edge already sent here stays (in the trees, past N*c if need be):
@@ -340,8 +434,8 @@ impl Service {
                     Some(to) => {
                         self.stats.redirected += 1;
                         let reason = format!("edge is in stage {:?}; use a sibling", self.admission.snapshot().stage);
-                        self.out.push(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
-                        self.out.push(Output::Close { conn });
+                        self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+                        self.out.push_back(Output::Close { conn });
                     }
                     None => self.refuse(conn, "edge is full and knows no other edge; retry later".into()),
                 }
@@ -380,9 +474,9 @@ impl Service {
             upload_slots: self.admission.tracker().slots(peer).map_or(0, |(_, s)| s),
             channel_key: self.cfg.channel_key,
         };
-        self.out.push(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
+        self.out.push_back(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
         if let Some(last_seq) = self.ended {
-            self.out.push(Output::Send { conn, msg: FromEdge::Ended { last_seq } });
+            self.out.push_back(Output::Send { conn, msg: FromEdge::Ended { last_seq } });
         }
         let mesh: Vec<(PeerId, SocketAddr)> = self
             .admission
@@ -395,14 +489,14 @@ impl Service {
         for (p, _) in &mesh {
             self.introduce(peer, *p);
         }
-        self.out.push(Output::Send { conn, msg: FromEdge::Neighbours(mesh) });
+        self.out.push_back(Output::Send { conn, msg: FromEdge::Neighbours(mesh) });
         // The start burst: the client's buffer (capped), from a keyframe, every substream.
         let burst = join.buffer_ms.clamp(1_000, self.cfg.max_burst_ms);
         let mask = self.edge_mask(peer);
         if let Some(c) = self.clients.get_mut(&peer) {
             c.mask = mask;
         }
-        self.out.push(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0 });
+        self.out.push_back(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0 });
     }
 
     fn edge_mask(&self, peer: PeerId) -> u64 {
@@ -419,7 +513,7 @@ impl Service {
             ToEdge::Leave => {
                 self.conns.remove(&conn);
                 self.forget(peer);
-                self.out.push(Output::Close { conn });
+                self.out.push_back(Output::Close { conn });
             }
             ToEdge::ParentTrouble { substream, parent, trouble } => {
                 self.stats.parent_troubles += 1;
@@ -452,8 +546,10 @@ impl Service {
                 match self.clients.get(&to) {
                     Some(c) if allowed => {
                         self.stats.signals_relayed += 1;
-                        self.out
-                            .push(Output::Send { conn: c.conn, msg: FromEdge::Signal { from: peer, kind, payload } });
+                        self.out.push_back(Output::Send {
+                            conn: c.conn,
+                            msg: FromEdge::Signal { from: peer, kind, payload },
+                        });
                     }
                     _ => self.stats.signals_refused += 1,
                 }
@@ -515,7 +611,7 @@ impl Service {
 
     /// The channel's key as the edge now holds it (Tier 0 re-keyed by config push): clients
     /// check chunks against it from now on, and new clients get it in their welcome.
-    pub fn set_channel_key(&mut self, now: Instant, key: Option<[u8; 32]>) {
+    fn set_channel_key(&mut self, now: Instant, key: Option<[u8; 32]>) {
         if key == self.cfg.channel_key {
             return;
         }
@@ -527,13 +623,13 @@ impl Service {
             tracing::info!(channel = %self.cfg.channel, "channel key rotated; telling the clients");
         }
         for c in self.clients.values() {
-            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::ChannelKey { key } });
+            self.out.push_back(Output::Send { conn: c.conn, msg: FromEdge::ChannelKey { key } });
         }
     }
 
     /// The channel's source as the edge's hub sees it: when the broadcast ends (its publisher did
     /// not come back), every client is told how far it went, so it plays that much and leaves.
-    pub fn set_source(&mut self, source: SourceStatus, last_seq: Option<u64>) {
+    fn set_source(&mut self, source: SourceStatus, last_seq: Option<u64>) {
         if source != SourceStatus::Ended {
             self.ended = None;
             return;
@@ -544,7 +640,7 @@ impl Service {
         self.ended = Some(last_seq);
         tracing::info!(channel = %self.cfg.channel, clients = self.clients.len(), "broadcast ended; telling the clients");
         for c in self.clients.values() {
-            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Ended { last_seq } });
+            self.out.push_back(Output::Send { conn: c.conn, msg: FromEdge::Ended { last_seq } });
         }
     }
 
@@ -554,11 +650,11 @@ impl Service {
         tracing::warn!(channel = %self.cfg.channel, peer, %identity, "client banned: its chunks failed the signature check");
         self.bans.ban(identity, now);
         self.stats.bans += 1;
-        self.out.push(Output::Send {
+        self.out.push_back(Output::Send {
             conn,
             msg: FromEdge::Refused { reason: "banned: forwarded chunks that failed the signature check".into() },
         });
-        self.out.push(Output::Close { conn });
+        self.out.push_back(Output::Close { conn });
         self.conns.remove(&conn);
         self.forget(peer);
     }
@@ -567,7 +663,7 @@ impl Service {
     fn introduce(&mut self, peer: PeerId, to: PeerId) {
         if let Some(c) = self.clients.get(&to) {
             self.links.link(peer, to);
-            self.out.push(Output::Send { conn: c.conn, msg: FromEdge::Introduce { peer } });
+            self.out.push_back(Output::Send { conn: c.conn, msg: FromEdge::Introduce { peer } });
         }
     }
 
@@ -627,7 +723,7 @@ impl Service {
                     None => FeedTo::Nobody,
                 },
             };
-            self.out.push(Output::Send { conn, msg: FromEdge::Feed { substream: ch.substream, feed } });
+            self.out.push_back(Output::Send { conn, msg: FromEdge::Feed { substream: ch.substream, feed } });
             if !touched.contains(&ch.client) {
                 touched.push(ch.client);
             }
@@ -638,7 +734,7 @@ impl Service {
             if c.mask != mask {
                 let backfill = mask & !c.mask;
                 c.mask = mask;
-                self.out.push(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill });
+                self.out.push_back(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill });
             }
         }
     }

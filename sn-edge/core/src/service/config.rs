@@ -31,6 +31,10 @@ pub struct ServiceConfig {
     /// long.
     pub ban_reports: usize,
     pub ban_for: Duration,
+    /// How often the service sums up a period ([`super::Output::Report`]).
+    pub report_every: Duration,
+    /// How long the service stays without clients before it says it is idle.
+    pub linger: Duration,
 }
 
 impl ServiceConfig {
@@ -48,6 +52,8 @@ impl ServiceConfig {
             channel_key: None,
             ban_reports: 2,
             ban_for: Duration::from_secs(600),
+            report_every: Duration::from_secs(60),
+            linger: Duration::from_secs(30),
         }
     }
 }

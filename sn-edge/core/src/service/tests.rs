@@ -46,6 +46,11 @@ fn chunk(seq: u64) -> Chunk {
     c
 }
 
+/// Everything the service has to say now.
+fn drain(s: &mut Service) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
 /// The source's chunks so far, as the edge's ring (it holds them all).
 struct Source<'a>(&'a [Chunk]);
 
@@ -203,7 +208,7 @@ impl Net {
     fn pump(&mut self) {
         loop {
             let mut moved = false;
-            for out in self.service.drain() {
+            for out in drain(&mut self.service) {
                 moved = true;
                 match out {
                     Output::Send { conn, msg } => {
@@ -218,6 +223,7 @@ impl Net {
                         self.feeder.serve(self.now, conn, mask, burst_ms, backfill, &ring);
                         self.feed();
                     }
+                    Output::Report(_) | Output::Idle => {}
                 }
             }
             for i in 0..self.peers.len() {
@@ -294,7 +300,7 @@ impl Net {
             self.feed();
             if self.now >= next_tick {
                 next_tick = self.now + Duration::from_secs(1);
-                self.service.tick(self.now);
+                self.service.handle_timeout(self.now);
             }
             for i in 0..self.peers.len() {
                 if self.peers[i].alive && self.peers[i].core.poll_timeout(self.now).is_some_and(|t| t <= self.now) {
@@ -420,18 +426,18 @@ fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
     for conn in 0..25 {
         s.handle(t0, Input::Joined { conn, from, join: join("live") });
     }
-    let out = s.drain();
+    let out = drain(&mut s);
     let refused = out.iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Refused { .. }, .. })).count();
     assert_eq!(refused, 5, "burst of 20 joins per address");
     assert_eq!(s.snapshot().p0, 20);
     s.handle(t0, Input::Joined { conn: 99, from: "192.0.2.10:1".parse().unwrap(), join: join("other") });
     assert!(
-        s.drain()
+        drain(&mut s)
             .iter()
             .any(|o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("other")))
     );
     s.handle(t0, Input::Message { conn: 500, msg: ToEdge::Heartbeat });
-    assert_eq!(s.drain(), [Output::Close { conn: 500 }]);
+    assert_eq!(drain(&mut s), [Output::Close { conn: 500 }]);
 }
 
 #[test]
@@ -452,8 +458,7 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
         let listen = if conn % 2 == 0 { Some(SocketAddr::from(([10, 0, 0, conn as u8], 9000))) } else { Some(public) };
         s.handle(t0, Input::Joined { conn, from: public, join: join_msg(listen, 0) });
     }
-    let redirects: Vec<String> = s
-        .drain()
+    let redirects: Vec<String> = drain(&mut s)
         .into_iter()
         .filter_map(|o| match o {
             Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
@@ -490,19 +495,19 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     // client (in its trees) rather than bounce it around.
     let join_next = |s: &mut Service, conn, redirects| {
         s.handle(t0, Input::Joined { conn, from: public, join: join_msg(Some(public), redirects) });
-        s.drain().into_iter().find_map(|o| match o {
+        drain(s).into_iter().find_map(|o| match o {
             Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
             Output::Send { msg: FromEdge::Welcome(_), .. } => Some("welcome".into()),
             _ => None,
         })
     };
     assert_eq!(join_next(&mut s, 9, 0).as_deref(), Some("welcome"), "client 0 left: room for one");
-    s.set_sibling_full("198.51.100.2:7600", true);
+    s.handle(t0, Input::SiblingFull { sibling: "198.51.100.2:7600".into(), full: true });
     assert_eq!(join_next(&mut s, 10, 0).as_deref(), Some("198.51.100.1:7600"));
     assert_eq!(join_next(&mut s, 11, 0).as_deref(), Some("198.51.100.1:7600"));
-    s.set_sibling_full("198.51.100.1:7600", true);
+    s.handle(t0, Input::SiblingFull { sibling: "198.51.100.1:7600".into(), full: true });
     assert_eq!(join_next(&mut s, 12, 0).as_deref(), Some("welcome"));
-    s.set_sibling_full("198.51.100.2:7600", false);
+    s.handle(t0, Input::SiblingFull { sibling: "198.51.100.2:7600".into(), full: false });
     assert_eq!(join_next(&mut s, 13, 0).as_deref(), Some("198.51.100.2:7600"));
     // A client another edge already sent here is kept, though a sibling has room: no ping-pong.
     assert_eq!(join_next(&mut s, 14, 1).as_deref(), Some("welcome"));
@@ -525,10 +530,10 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
         };
         s.handle(t0, Input::Joined { conn, from, join });
     }
-    s.drain();
+    drain(&mut s);
     let offer = ToEdge::Signal { to: 2, kind: proto::peer::SignalKind::Offer, payload: "v=0".into() };
     s.handle(t0, Input::Message { conn: 0, msg: offer });
-    let relayed = s.drain();
+    let relayed = drain(&mut s);
     assert_eq!(
         relayed,
         [Output::Send {
@@ -544,7 +549,7 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
             msg: ToEdge::Signal { to: 99, kind: proto::peer::SignalKind::Answer, payload: String::new() },
         },
     );
-    assert!(s.drain().is_empty());
+    assert!(drain(&mut s).is_empty());
     assert_eq!(s.stats().signals_relayed, 1);
 }
 
@@ -557,7 +562,7 @@ fn signals_go_only_to_introduced_peers_small_and_rate_limited() {
     let t0 = Instant::now();
     // A stranger first (no listen address: nobody is sent to it), then two neighbours.
     s.handle(t0, Input::Joined { conn: 7, from: ip(77), join: join_msg(None, 0) });
-    s.drain();
+    drain(&mut s);
     let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
     let [a, b] = [ids[0], ids[1]];
     let signal =
@@ -565,15 +570,15 @@ fn signals_go_only_to_introduced_peers_small_and_rate_limited() {
     // conn 0 is the first of `clients_at`, whose conn numbers restart at 0.
     s.handle(t0, Input::Message { conn: 7, msg: signal(a, 10) });
     s.handle(t0, Input::Message { conn: 0, msg: signal(b, MAX_SIGNAL_BYTES + 1) });
-    assert!(s.drain().is_empty(), "a stranger's and an oversized signal are dropped");
+    assert!(drain(&mut s).is_empty(), "a stranger's and an oversized signal are dropped");
     for _ in 0..300 {
         s.handle(t0, Input::Message { conn: 0, msg: signal(b, 100) });
     }
-    let relayed = s.drain().len();
+    let relayed = drain(&mut s).len();
     assert_eq!(relayed, SIGNAL_BURST as usize, "a burst, then nothing until the bucket refills");
     assert_eq!(s.stats().signals_refused, 2 + 300 - relayed as u64);
     s.handle(t0 + Duration::from_secs(1), Input::Message { conn: 0, msg: signal(b, 100) });
-    assert_eq!(s.drain().len(), 1, "refilled");
+    assert_eq!(drain(&mut s).len(), 1, "refilled");
 }
 
 #[test]
@@ -686,7 +691,7 @@ fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
     for conn in 0..3u64 {
         s.handle(t0, Input::Joined { conn, from: from(conn as u8), join: join_msg(Some(from(conn as u8)), 0) });
     }
-    let welcomed = s.drain().iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })).count();
+    let welcomed = drain(&mut s).iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })).count();
     assert_eq!(welcomed, 3);
     let redirected = |out: Vec<Output>| {
         let mut conns: Vec<u64> = out
@@ -699,19 +704,19 @@ fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
         conns.sort_unstable();
         conns
     };
-    s.set_draining(true);
-    assert_eq!(redirected(s.drain()), [0, 1, 2], "every client present is moved");
+    s.handle(t0, Input::Drain(true));
+    assert_eq!(redirected(drain(&mut s)), [0, 1, 2], "every client present is moved");
     s.handle(t0, Input::Joined { conn: 7, from: from(7), join: join_msg(Some(from(7)), 0) });
-    assert_eq!(redirected(s.drain()), [7], "and every one arriving");
-    s.set_draining(false);
+    assert_eq!(redirected(drain(&mut s)), [7], "and every one arriving");
+    s.handle(t0, Input::Drain(false));
     s.handle(t0, Input::Joined { conn: 8, from: from(8), join: join_msg(Some(from(8)), 0) });
-    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { conn: 8, msg: FromEdge::Welcome(_) })));
+    assert!(drain(&mut s).iter().any(|o| matches!(o, Output::Send { conn: 8, msg: FromEdge::Welcome(_) })));
     // Without a sibling a drained edge refuses, with the reason.
     let mut lone = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
-    lone.set_draining(true);
+    lone.handle(t0, Input::Drain(true));
     lone.handle(t0, Input::Joined { conn: 1, from: from(1), join: join_msg(Some(from(1)), 0) });
     assert!(
-        lone.drain().iter().any(
+        drain(&mut lone).iter().any(
             |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("draining"))
         )
     );
@@ -723,7 +728,7 @@ fn clients_at(s: &mut Service, t0: Instant, addrs: &[SocketAddr]) -> Vec<u64> {
     let mut peer_of = Vec::new();
     for (conn, &from) in addrs.iter().enumerate() {
         s.handle(t0, Input::Joined { conn: conn as u64, from, join: join_msg(Some(from), 0) });
-        let welcome = s.drain().into_iter().find_map(|o| match o {
+        let welcome = drain(s).into_iter().find_map(|o| match o {
             Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.peer),
             _ => None,
         });
@@ -743,7 +748,7 @@ fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
     let peer_of = clients_at(&mut s, t0, &[ip(1), ip(2), ip(3), ip(4)]);
     let report = |s: &mut Service, reporter: u64, sender: usize| {
         s.handle(t0, Input::Message { conn: reporter, msg: ToEdge::BadChunk { from: peer_of[sender], seq: 7 } });
-        s.drain()
+        drain(s)
     };
     let closed = |out: &[Output], conn: u64| out.iter().any(|o| *o == Output::Close { conn });
     // Client 3 lies about client 1 (twice): client 1 stops feeding others but stays.
@@ -760,14 +765,17 @@ fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
     // Rejoining from its address is refused until the ban runs out; others join.
     let t1 = t0 + Duration::from_secs(60);
     s.handle(t1, Input::Joined { conn: 10, from: ip(1), join: join_msg(None, 0) });
-    assert!(s.drain().iter().any(
+    assert!(drain(&mut s).iter().any(
         |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("banned for 540 s"))
     ));
     s.handle(t1, Input::Joined { conn: 11, from: ip(9), join: join_msg(None, 0) });
-    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
+    assert!(drain(&mut s).iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
     let t2 = t0 + Duration::from_secs(601);
     s.handle(t2, Input::Joined { conn: 12, from: ip(1), join: join_msg(None, 0) });
-    assert!(s.drain().iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })), "the ban ran out");
+    assert!(
+        drain(&mut s).iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })),
+        "the ban ran out"
+    );
     assert_eq!(s.stats().refused_banned, 1);
 }
 
@@ -782,17 +790,17 @@ fn strangers_and_one_identity_on_many_connections_ban_nobody() {
     for conn in [3u64, 4] {
         s.handle(t0, Input::Joined { conn, from: ip(conn as u8 + 10), join: join_msg(None, 0) });
     }
-    s.drain();
+    drain(&mut s);
     let victim = clients_at(&mut s, t0, &[ip(1)])[0];
     for conn in [1u64, 2] {
         let from = SocketAddr::from(([198, 51, 100, 7], 6000 + conn as u16));
         s.handle(t0, Input::Joined { conn, from, join: join_msg(Some(from), 0) });
     }
-    s.drain();
+    drain(&mut s);
     for conn in 1..=4 {
         s.handle(t0, Input::Message { conn, msg: ToEdge::BadChunk { from: victim, seq: 7 } });
     }
-    let out = s.drain();
+    let out = drain(&mut s);
     assert!(!out.iter().any(|o| *o == Output::Close { conn: 0 }), "the victim stays: {out:?}");
     let st = s.stats();
     assert_eq!((st.bans, st.bad_chunk_reports, st.bad_chunk_refused), (0, 2, 2), "{st:?}");
@@ -831,7 +839,7 @@ fn only_introduced_receivers_confirm_and_only_what_an_interval_holds() {
     let t0 = Instant::now();
     // A sybil with no listen address, before client 0: never introduced to it.
     s.handle(t0, Input::Joined { conn: 5, from: ip(50), join: join_msg(None, 0) });
-    s.drain();
+    drain(&mut s);
     let ids = clients_at(&mut s, t0, &[ip(1)]);
     let claim = |up: u64| proto::peer::PeerReport { interval_ms: 60_000, bytes_up: up, ..Default::default() };
     let vouch =
