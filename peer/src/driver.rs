@@ -312,7 +312,7 @@ pub async fn run_with(
 
     let core = match slot {
         Some(core) if !core.is_done() => {
-            core.rejoin(Instant::now().into_std(), cfg.redirects, cfg.listen);
+            core.handle(Instant::now().into_std(), Input::Rejoin { redirects: cfg.redirects, listen: cfg.listen });
             core
         }
         _ => slot.insert(PeerCore::new(cfg, Instant::now().into_std())),
@@ -377,8 +377,8 @@ pub async fn run_with(
             match e {
                 Ended::Left => {}
                 // Kept for the next edge (the caller may also just drop it).
-                Ended::EdgeLost | Ended::Redirected(_) => core.detach(),
-                Ended::Refused(_) | Ended::BroadcastEnded => core.leave(),
+                Ended::EdgeLost | Ended::Redirected(_) => core.handle(Instant::now().into_std(), Input::Detach),
+                Ended::Refused(_) | Ended::BroadcastEnded => core.handle(Instant::now().into_std(), Input::Leave),
             }
             play_only(core, &play);
             let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
@@ -386,15 +386,13 @@ pub async fn run_with(
             stats.send_replace(core.stats());
             return Ok(e);
         }
-        let wake = core
-            .poll_timeout(Instant::now().into_std())
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake =
+            core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let wake = outro_until.map_or(wake, |t| wake.min(t));
         let now = || Instant::now().into_std();
         let e = tokio::select! {
             _ = cancel.cancelled() => {
-                core.leave();
+                core.handle(now(), Input::Leave);
                 ended = Some(Ended::Left);
                 continue;
             }
@@ -476,10 +474,8 @@ pub async fn coast<F: std::future::Future>(
     tokio::pin!(work);
     let Some(core) = slot.as_mut() else { return work.await };
     loop {
-        let wake = core
-            .poll_timeout(Instant::now().into_std())
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake =
+            core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             r = &mut work => return r,
             _ = tokio::time::sleep_until(wake) => {

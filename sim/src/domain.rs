@@ -407,7 +407,7 @@ impl<'a> Domain<'a> {
             }
             self.net.q.push(t + dead, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         } else {
-            self.with_peer(t, i, |core, _| core.leave());
+            self.with_peer(t, i, |core, now| core.handle(now, PeerInput::Leave));
             let d = self.net.edge_delay(i);
             self.net.q.push(t + d + 1, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         }
@@ -455,11 +455,10 @@ impl<'a> Domain<'a> {
             let Some(out) = self.net.slots[i as usize].core.as_mut().and_then(|c| c.poll_output()) else { break };
             self.peer_output(t, i, out);
         }
-        let now = self.net.clock.at(t);
         let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.as_ref() else { return };
         // At least 1 ms ahead: a core asking to be woken "now" again cannot stall virtual time.
-        if let Some(at) = core.poll_timeout(now).map(|x| self.net.clock.micros_of(x).max(t + 1_000))
+        if let Some(at) = core.poll_timeout().map(|x| self.net.clock.micros_of(x).max(t + 1_000))
             && slot.timer.is_none_or(|s| at < s)
         {
             slot.timer = Some(at);

@@ -77,8 +77,11 @@ fn the_baselines_behave_as_their_names_say() {
     // The edge only seeds a few clients; the rest pull, start later and less often.
     assert!(m.users_on_cdn < 0.1, "{m:?}");
     assert!(m.p2p_share > 0.0, "{m:?}");
-    assert!(m.startup_p50_ms > h.startup_p50_ms, "{m:?} vs {h:?}");
-    assert!(m.started_under_15s < h.started_under_15s, "{m:?} vs {h:?}");
+    // Startup percentiles count the clients that started: the mesh's are mostly its seeds, which
+    // get the edge's burst as hybrid clients do (the same feeder since issue 21), so its median
+    // is no better; what tells is how few of its clients start at all.
+    assert!(m.startup_p50_ms >= h.startup_p50_ms, "{m:?} vs {h:?}");
+    assert!(m.started_under_15s < h.started_under_15s / 2.0, "{m:?} vs {h:?}");
 }
 
 #[test]

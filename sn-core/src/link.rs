@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::hub::{ChannelHub, CursorEnd, CursorEvent, HubState};
 use crate::node::{Node, OpenError, Origin};
-use crate::upstream::{Action, AttemptId, Input, Upstream, Verdict};
+use crate::upstream::{AttemptId, Input, Output, Upstream, Verdict};
 use livesky_net::limits::ConnLimiter;
 
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -54,9 +54,9 @@ pub(crate) async fn run_upstream(
     let mut last_stats = core.stats();
     core.start(now());
     loop {
-        while let Some(action) = core.poll_action() {
+        while let Some(action) = core.poll_output() {
             match action {
-                Action::Connect { attempt, candidate, start } => {
+                Output::Connect { attempt, candidate, start } => {
                     let token = cancel.child_token();
                     links.push((attempt, token.clone()));
                     let sub = Subscribe { channel: channel.clone(), start, path: path.clone() };
@@ -67,7 +67,7 @@ pub(crate) async fn run_upstream(
                         run_link(&n, attempt, candidate, addr, sub, tx, token).await;
                     });
                 }
-                Action::Close { attempt, reason } => {
+                Output::Close { attempt, reason } => {
                     debug!(%channel, ?attempt, ?reason, "closing upstream link");
                     links.retain(|(a, t)| {
                         if *a == attempt {
@@ -76,17 +76,17 @@ pub(crate) async fn run_upstream(
                         *a != attempt
                     });
                 }
-                Action::Active { candidate } => {
+                Output::Active { candidate } => {
                     info!(node = %node.id(), %channel, parent = %candidate, next_seq = ?core.next_seq(), "upstream subscription active");
                     hub.set_state(HubState::Ready);
                 }
-                Action::NotFound => {
+                Output::NotFound => {
                     info!(node = %node.id(), %channel, "no parent knows this channel");
                     hub.set_state(HubState::NotFound);
                     node.forget(&hub);
                     return;
                 }
-                Action::Source(source) => hub.set_source(source),
+                Output::Source(source) => hub.set_source(source),
             }
         }
         let stats = core.stats();

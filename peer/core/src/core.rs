@@ -98,6 +98,17 @@ pub enum Input {
     },
     FromPeer(LinkId, PeerLink),
     LinkClosed(LinkId),
+    /// The viewer leaves: the edge and every linked peer are told.
+    Leave,
+    /// The edge is lost (or sent us elsewhere): let go of it and every peer link, keeping the
+    /// buffer, the playout clock, the channel key and the counts not yet reported, so playback
+    /// goes on while the player finds another edge.
+    Detach,
+    /// Join an(other) edge after a detach; `listen` is where this peer now accepts children.
+    Rejoin {
+        redirects: u8,
+        listen: Option<SocketAddr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,10 +386,12 @@ impl PeerCore {
         self.out.pop_front()
     }
 
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    /// When [`PeerCore::handle_timeout`] is next due (as of the last input or timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Done {
             return None;
         }
+        let now = self.last_now;
         let mut t = self.next_heartbeat.min(self.next_report).min(self.next_map).min(now + self.cfg.tick);
         if let Some(d) = self.buffer.next_deadline(now) {
             t = t.min(d);
@@ -390,7 +403,7 @@ impl PeerCore {
     }
 
     /// Leaves cleanly: the edge and every linked peer are told.
-    pub fn leave(&mut self) {
+    fn leave(&mut self) {
         if self.phase == Phase::Done {
             return;
         }
@@ -406,7 +419,7 @@ impl PeerCore {
     /// Lets go of the edge and every peer link, keeping the buffer, the playout clock, the
     /// channel key and the counts not yet reported: playback goes on from the buffer while the
     /// player finds another edge, and [`PeerCore::rejoin`] picks up from there.
-    pub fn detach(&mut self) {
+    fn detach(&mut self) {
         if matches!(self.phase, Phase::Done | Phase::Detached) {
             return;
         }
@@ -422,7 +435,7 @@ impl PeerCore {
     /// Joins an(other) edge after [`PeerCore::detach`]: the first output is the Join. The buffer
     /// keeps playing, and chunks the new edge bursts that are already held count as duplicates.
     /// `listen` is where this peer now accepts children.
-    pub fn rejoin(&mut self, now: Instant, redirects: u8, listen: Option<SocketAddr>) {
+    fn rejoin(&mut self, now: Instant, redirects: u8, listen: Option<SocketAddr>) {
         if self.phase == Phase::Done {
             return;
         }
@@ -467,6 +480,16 @@ impl PeerCore {
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) {
+        // The player's own decisions come whatever the phase.
+        match input {
+            Input::Leave => return self.leave(),
+            Input::Detach => return self.detach(),
+            Input::Rejoin { redirects, listen } => {
+                self.last_now = now;
+                return self.rejoin(now, redirects, listen);
+            }
+            _ => {}
+        }
         // Detached, whatever still trickles in belongs to the edge and links let go.
         if matches!(self.phase, Phase::Done | Phase::Detached) {
             return;
@@ -520,6 +543,7 @@ impl PeerCore {
                 self.children.insert(link, child);
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
+            Input::Leave | Input::Detach | Input::Rejoin { .. } => {}
         }
         if chunk {
             self.play(now);
@@ -1440,7 +1464,7 @@ mod tests {
         assert!(between.len() >= 30, "{} chunks played without an edge", between.len());
         assert!(to_edge.is_empty(), "{to_edge:?}");
         played.extend(between);
-        p.rejoin(t2, 0, None);
+        p.handle(t2, Input::Rejoin { redirects: 0, listen: None });
         assert!(matches!(p.poll_output(), Some(Output::ToEdge(ToEdge::Join(_)))));
         p.handle(t2, Input::FromEdge(welcome(9)));
         // The new edge's burst overlaps what is held: duplicates, not a restart.
@@ -1457,7 +1481,7 @@ mod tests {
         assert!(reports[0].played_ms >= 2_400, "the report holds the time played between edges too: {:?}", reports[0]);
         // Leaving, the time played since that report is reported too.
         let (_, _) = run(&mut p, t2 + Duration::from_secs(2), t2 + Duration::from_millis(2_500));
-        p.leave();
+        p.handle(p.last_now, Input::Leave);
         let last: Vec<ToEdge> = std::iter::from_fn(|| p.poll_output())
             .filter_map(|o| if let Output::ToEdge(m) = o { Some(m) } else { None })
             .collect();

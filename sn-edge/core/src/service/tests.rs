@@ -303,7 +303,7 @@ impl Net {
                 self.service.handle_timeout(self.now);
             }
             for i in 0..self.peers.len() {
-                if self.peers[i].alive && self.peers[i].core.poll_timeout(self.now).is_some_and(|t| t <= self.now) {
+                if self.peers[i].alive && self.peers[i].core.poll_timeout().is_some_and(|t| t <= self.now) {
                     self.peers[i].core.handle_timeout(self.now);
                 }
             }
