@@ -109,15 +109,10 @@ enum Ev {
     Signal(ToEdge),
 }
 
-/// Links are numbered by the core (outgoing, from 2^32) and here (accepted, below 2^32).
-fn is_outgoing(link: LinkId) -> bool {
-    link >= 1 << 32
-}
-
 impl From<LinkEvent> for Ev {
     fn from(e: LinkEvent) -> Ev {
         match e {
-            LinkEvent::Open { link, tx, close } if is_outgoing(link) => Ev::LinkUp(link, LinkHandle { tx, close }),
+            LinkEvent::Open { link, tx, close } if link.is_outgoing() => Ev::LinkUp(link, LinkHandle { tx, close }),
             LinkEvent::Open { link, tx, close } => Ev::Accepted(link, LinkHandle { tx, close }),
             LinkEvent::Message { link, msg } => Ev::FromPeer(link, msg),
             LinkEvent::Closed { link } => Ev::LinkClosed(link),
@@ -132,7 +127,7 @@ struct WebRtc {
     rtc: Option<Arc<Rtc>>,
     events: mpsc::Sender<LinkEvent>,
     answering: Arc<Semaphore>,
-    next_accepted: LinkId,
+    next_accepted: u64,
     /// Who each accepted link's offer came from, as the edge relayed it: the link's identity.
     offered_by: HashMap<LinkId, u64>,
 }
@@ -159,7 +154,7 @@ impl WebRtc {
                     let _ = ev_tx.send(Ev::Signal(ToEdge::Signal { to: peer, kind: SignalKind::Offer, payload })).await;
                 }
                 Err(e) => {
-                    debug!(error = %e, link, "cannot offer a link");
+                    debug!(error = %e, %link, "cannot offer a link");
                     rtc.abandon(link).await;
                     let _ = ev_tx.send(Ev::LinkFailed(link)).await;
                 }
@@ -182,9 +177,9 @@ impl WebRtc {
                     warn!(from, "too many offers at once; ignoring one");
                     return;
                 };
-                let link = self.next_accepted;
+                let link = LinkId::In(self.next_accepted);
                 self.next_accepted += 1;
-                self.offered_by.retain(|l, _| *l + 1024 > link);
+                self.offered_by.retain(|l, _| l.number() + 1024 > link.number());
                 self.offered_by.insert(link, from);
                 let (ev_tx, cancel, events) = (ev_tx.clone(), cancel.clone(), self.events.clone());
                 tokio::spawn(async move {
@@ -429,7 +424,7 @@ pub async fn run_with(
                 if let Some(w) = &webrtc {
                     w.link_gone(link);
                 }
-                if is_outgoing(link) {
+                if link.is_outgoing() {
                     core.handle(now(), Input::LinkFailed(link));
                 }
             }
@@ -490,7 +485,7 @@ pub async fn coast<F: std::future::Future>(
 /// Children connect here over TCP.
 fn spawn_acceptor(listener: TcpListener, ev_tx: mpsc::Sender<Ev>, local: CancellationToken) {
     tokio::spawn(async move {
-        let mut next: LinkId = 1;
+        let mut next: u64 = 1;
         loop {
             let (s, _) = tokio::select! {
                 _ = local.cancelled() => return,
@@ -499,7 +494,7 @@ fn spawn_acceptor(listener: TcpListener, ev_tx: mpsc::Sender<Ev>, local: Cancell
                     Err(_) => continue,
                 },
             };
-            let link = next;
+            let link = LinkId::In(next);
             next += 1;
             let tx = spawn_link(link, s, ev_tx.clone(), local.clone());
             if ev_tx.send(Ev::Accepted(link, tx)).await.is_err() {

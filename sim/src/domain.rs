@@ -198,7 +198,8 @@ pub(crate) struct Domain<'a> {
     pub(crate) edge: SimEdge,
     stream: Stream,
     ids: DetMap<PeerId, u32>,
-    next_accept: LinkId,
+    /// The number of the next link a simulated peer accepts.
+    next_accept: u64,
     /// Clients redirected to siblings, for the group to hand over.
     moved: Vec<Transfer>,
     out: DomainResult,
@@ -483,7 +484,7 @@ impl<'a> Domain<'a> {
                     Some(j) if net.slots[j as usize].client.reachable => {
                         // Offer, answer and ICE checks through the edge: about three one-way trips.
                         let d = 3 * net.peer_delay(i, j) + 2 * net.edge_delay(i);
-                        let acc = self.next_accept;
+                        let acc = LinkId::In(self.next_accept);
                         self.next_accept += 1;
                         net.slots[i as usize].links.push((link, j, acc));
                         net.slots[j as usize].links.push((acc, i, link));

@@ -229,6 +229,7 @@ async fn run_service(
                 Some(ServiceIn::Joined { conn, from, join, out }) => {
                     conns.insert(conn, out);
                     service.handle(now_std(), Input::Joined { conn, from, join });
+                    publish_view(&edge, &channel, &service, &handle);
                 }
                 Some(ServiceIn::Input(input)) => {
                     match &input {
@@ -263,9 +264,7 @@ async fn run_service(
             }
             _ = tokio::time::sleep_until(service_wake.unwrap_or_else(far_future)), if service_wake.is_some() => {
                 service.handle_timeout(now_std());
-                let (snap, stats) = (service.snapshot(), service.stats());
-                edge.metrics.observe_service(&channel, &snap, &stats);
-                *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, stats));
+                publish_view(&edge, &channel, &service, &handle);
                 let fresh = service.take_startups();
                 if !fresh.is_empty() {
                     let mut kept = handle.startups.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,6 +293,13 @@ async fn run_service(
     drop(map);
     drop(lease);
     info!(%channel, "P2P service stopped");
+}
+
+/// The service's state for `/p2p`, the dashboard and the metrics.
+fn publish_view(edge: &Edge, channel: &ChannelId, service: &Service, handle: &ServiceHandle) {
+    let (snap, stats) = (service.snapshot(), service.stats());
+    edge.metrics.observe_service(channel, &snap, &stats);
+    *handle.view.lock().unwrap_or_else(|e| e.into_inner()) = Some((snap, stats));
 }
 
 /// Hands what the service and the feeder decided to the connections; a client whose queue is

@@ -18,7 +18,35 @@ use crate::buffer::{BufferConfig, PlayBuffer, PlayStats};
 use crate::burst::BurstWatch;
 use crate::repair::{Repair, RepairConfig, RepairStats, buffer_map};
 
-pub type LinkId = u64;
+/// A peer link as the core knows it: one it opened (`Out`, numbered by the core) or one a peer
+/// opened to it (`In`, numbered by whoever accepts connections: the driver, the simulator).
+/// Ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkId {
+    Out(u64),
+    In(u64),
+}
+
+impl LinkId {
+    pub fn is_outgoing(self) -> bool {
+        matches!(self, LinkId::Out(_))
+    }
+    /// The number within its kind (signalling tokens, logs).
+    pub fn number(self) -> u64 {
+        match self {
+            LinkId::Out(n) | LinkId::In(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for LinkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkId::Out(n) => write!(f, "out-{n}"),
+            LinkId::In(n) => write!(f, "in-{n}"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -262,7 +290,8 @@ pub struct PeerCore {
     /// When the upload cap lets the head of the queues go (set while they wait on it).
     up_ready: Option<Instant>,
     out: VecDeque<Output>,
-    next_link: LinkId,
+    /// The number of the next link this core opens.
+    next_link: u64,
     joined_at: Instant,
     push: bool,
     verifier: Option<ChannelVerifier>,
@@ -314,8 +343,7 @@ impl PeerCore {
             catchup_queue: VecDeque::new(),
             up_ready: None,
             out: VecDeque::new(),
-            // Outgoing link ids live above 2^32; the driver numbers accepted links below it.
-            next_link: 1 << 32,
+            next_link: 0,
             joined_at: now,
             push: false,
             verifier: None,
@@ -585,7 +613,7 @@ impl PeerCore {
             if Some(id) == me || self.mesh.values().any(|&p| p == id) {
                 continue;
             }
-            let link = self.next_link;
+            let link = LinkId::Out(self.next_link);
             self.next_link += 1;
             self.mesh.insert(link, id);
             self.out.push_back(Output::Connect { link, peer: id, addr });
@@ -794,7 +822,7 @@ impl PeerCore {
             let out = &mut self.out;
             let link_parent = &mut self.link_parent;
             let p = self.parents.entry(id).or_insert_with(|| {
-                let link = *next_link;
+                let link = LinkId::Out(*next_link);
                 *next_link += 1;
                 link_parent.insert(link, id);
                 out.push_back(Output::Connect { link, peer: id, addr });
@@ -1271,16 +1299,16 @@ mod tests {
         let now = Instant::now();
         let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
         let mut p = PeerCore::new(PeerConfig::new(channel), now);
-        p.handle(now, Input::LinkAccepted { link: 7, peer: None });
+        p.handle(now, Input::LinkAccepted { link: LinkId::In(7), peer: None });
         p.handle(now, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
-        p.handle(now, Input::FromPeer(7, hello(3)));
-        p.handle(now, Input::FromPeer(7, map()));
+        p.handle(now, Input::FromPeer(LinkId::In(7), hello(3)));
+        p.handle(now, Input::FromPeer(LinkId::In(7), map()));
         assert_eq!(p.stats().repair.maps_held, 1);
-        p.handle(now, Input::LinkClosed(7));
+        p.handle(now, Input::LinkClosed(LinkId::In(7)));
         assert_eq!(p.stats().repair.maps_held, 0);
         // Sent before the neighbour saw the close: links are never reused, so it would stay.
-        p.handle(now, Input::FromPeer(7, map()));
-        p.handle(now, Input::FromPeer(8, map()));
+        p.handle(now, Input::FromPeer(LinkId::In(7), map()));
+        p.handle(now, Input::FromPeer(LinkId::In(8), map()));
         assert_eq!(p.stats().repair.maps_held, 0);
     }
 
@@ -1307,21 +1335,21 @@ mod tests {
         let mut p = PeerCore::new(PeerConfig::new(channel), t0);
         p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
         // The edge relayed this link's offer from peer 66; its Hello claims 44.
-        p.handle(t0, Input::LinkAccepted { link: 7, peer: Some(66) });
-        p.handle(t0, Input::FromPeer(7, hello(44)));
-        assert_eq!(sent_on(&mut p, 7), [Output::Close { link: 7 }]);
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: Some(66) });
+        p.handle(t0, Input::FromPeer(LinkId::In(7), hello(44)));
+        assert_eq!(sent_on(&mut p, LinkId::In(7)), [Output::Close { link: LinkId::In(7) }]);
         assert_eq!(p.stats().impostors, 1);
         // 44 itself, asking 300 times for chunks we hold: a burst is served, the rest get NotHave.
         p.handle(t0, Input::FromEdge(welcome(1)));
         for seq in 0..10 {
             p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
         }
-        p.handle(t0, Input::LinkAccepted { link: 8, peer: Some(44) });
-        p.handle(t0, Input::FromPeer(8, hello(44)));
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(8), peer: Some(44) });
+        p.handle(t0, Input::FromPeer(LinkId::In(8), hello(44)));
         for i in 0..300 {
-            p.handle(t0, Input::FromPeer(8, PeerLink::Request { seq: i % 10 }));
+            p.handle(t0, Input::FromPeer(LinkId::In(8), PeerLink::Request { seq: i % 10 }));
         }
-        let not_have = sent_on(&mut p, 8)
+        let not_have = sent_on(&mut p, LinkId::In(8))
             .iter()
             .filter(|o| matches!(o, Output::Send { msg: PeerLink::NotHave { .. }, .. }))
             .count();
@@ -1335,23 +1363,26 @@ mod tests {
         let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
         let mut p = PeerCore::new(PeerConfig::new(channel), t0);
         // A stranger connects, says hello, subscribes and asks for a chunk: no answer at all.
-        p.handle(t0, Input::LinkAccepted { link: 7, peer: None });
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
         for m in [hello(66), PeerLink::Subscribe { substreams: 0b1111, from_seq: 0 }, PeerLink::Request { seq: 5 }] {
-            p.handle(t0, Input::FromPeer(7, m));
+            p.handle(t0, Input::FromPeer(LinkId::In(7), m));
         }
-        p.handle(t0, Input::FromPeer(7, map()));
-        assert_eq!(sent_on(&mut p, 7), []);
+        p.handle(t0, Input::FromPeer(LinkId::In(7), map()));
+        assert_eq!(sent_on(&mut p, LinkId::In(7)), []);
         assert_eq!(p.stats().repair.maps_held, 0, "its map is not taken either");
         // An introduced one (its introduction trailing its hello) is answered.
-        p.handle(t0, Input::LinkAccepted { link: 8, peer: None });
-        p.handle(t0, Input::FromPeer(8, hello(44)));
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(8), peer: None });
+        p.handle(t0, Input::FromPeer(LinkId::In(8), hello(44)));
         p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
-        p.handle(t0, Input::FromPeer(8, PeerLink::Request { seq: 5 }));
-        assert_eq!(sent_on(&mut p, 8), [Output::Send { link: 8, msg: PeerLink::NotHave { seq: 5 } }]);
+        p.handle(t0, Input::FromPeer(LinkId::In(8), PeerLink::Request { seq: 5 }));
+        assert_eq!(
+            sent_on(&mut p, LinkId::In(8)),
+            [Output::Send { link: LinkId::In(8), msg: PeerLink::NotHave { seq: 5 } }]
+        );
         // The stranger is cut off once the wait for an introduction is over.
         p.handle_timeout(t0 + crate::introduce::WAIT);
-        assert_eq!(sent_on(&mut p, 7), [Output::Close { link: 7 }]);
-        assert!(sent_on(&mut p, 8).is_empty());
+        assert_eq!(sent_on(&mut p, LinkId::In(7)), [Output::Close { link: LinkId::In(7) }]);
+        assert!(sent_on(&mut p, LinkId::In(8)).is_empty());
         assert_eq!(p.stats().strangers, 1);
     }
     fn chunk(seq: u64) -> Chunk {
@@ -1495,19 +1526,19 @@ mod tests {
         for seq in 0..10 {
             p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
         }
-        for (link, peer) in [(7, 3), (8, 4)] {
+        for (link, peer) in [(LinkId::In(7), 3), (LinkId::In(8), 4)] {
             p.handle(t0, Input::LinkAccepted { link, peer: None });
             p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer }));
             p.handle(t0, Input::FromPeer(link, hello(peer)));
         }
         // A stranger's ask is ignored.
-        p.handle(t0, Input::LinkAccepted { link: 9, peer: None });
-        p.handle(t0, Input::FromPeer(9, PeerLink::WantMaps));
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(9), peer: None });
+        p.handle(t0, Input::FromPeer(LinkId::In(9), PeerLink::WantMaps));
         // Maps sent to links 7, 8 and 9 since the last look.
         let maps = |p: &mut PeerCore| {
             let mut n = [0usize; 3];
             for o in std::iter::from_fn(|| p.poll_output()) {
-                if let Output::Send { link: l @ 7..=9, msg: PeerLink::BufferMap { .. } } = o {
+                if let Output::Send { link: LinkId::In(l @ 7..=9), msg: PeerLink::BufferMap { .. } } = o {
                     n[(l - 7) as usize] += 1;
                 }
             }
@@ -1518,7 +1549,7 @@ mod tests {
         assert_eq!(maps(&mut p), [0, 0, 0]);
         // Link 7 asks: a map at once, then one per interval while the lease lasts; 8 gets none.
         let t1 = t0 + Duration::from_secs(3);
-        p.handle(t1, Input::FromPeer(7, PeerLink::WantMaps));
+        p.handle(t1, Input::FromPeer(LinkId::In(7), PeerLink::WantMaps));
         assert_eq!(maps(&mut p), [1, 0, 0], "the first map answers the ask");
         let mut to_7 = 1;
         let mut t = t1;
@@ -1539,22 +1570,25 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
         p.handle(t0, Input::FromEdge(welcome(1)));
-        p.handle(t0, Input::LinkAccepted { link: 7, peer: None });
+        p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
         p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
-        p.handle(t0, Input::FromPeer(7, hello(3)));
+        p.handle(t0, Input::FromPeer(LinkId::In(7), hello(3)));
         for seq in (0..100).filter(|&s| s != 60) {
             p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
         }
         // Playback reaches the hole's repair window: the neighbour is asked for its map, once.
         let t1 = t0 + Duration::from_secs(1);
         p.handle_timeout(t1);
-        assert_eq!(sent_on(&mut p, 7), [Output::Send { link: 7, msg: PeerLink::WantMaps }]);
+        assert_eq!(sent_on(&mut p, LinkId::In(7)), [Output::Send { link: LinkId::In(7), msg: PeerLink::WantMaps }]);
         p.handle_timeout(t1 + Duration::from_millis(200));
-        assert_eq!(sent_on(&mut p, 7), [], "asked again before half a lease");
+        assert_eq!(sent_on(&mut p, LinkId::In(7)), [], "asked again before half a lease");
         // Its map shows the chunk: the request goes at once, not at the next tick.
         let t2 = t1 + Duration::from_millis(250);
         let bits = buffer_map(0, 256, 0..120);
-        p.handle(t2, Input::FromPeer(7, PeerLink::BufferMap { first_seq: 0, bits }));
-        assert_eq!(sent_on(&mut p, 7), [Output::Send { link: 7, msg: PeerLink::Request { seq: 60 } }]);
+        p.handle(t2, Input::FromPeer(LinkId::In(7), PeerLink::BufferMap { first_seq: 0, bits }));
+        assert_eq!(
+            sent_on(&mut p, LinkId::In(7)),
+            [Output::Send { link: LinkId::In(7), msg: PeerLink::Request { seq: 60 } }]
+        );
     }
 }

@@ -194,25 +194,25 @@ mod tests {
     fn asks_a_holder_once_spreads_load_and_retries_elsewhere() {
         let t0 = Instant::now();
         let mut r = Repair::new(RepairConfig::default());
-        r.on_map(1, 100, map_of(100, &[105, 106, 107]));
-        r.on_map(2, 100, map_of(100, &[105, 106]));
+        r.on_map(LinkId::In(1), 100, map_of(100, &[105, 106, 107]));
+        r.on_map(LinkId::In(2), 100, map_of(100, &[105, 106]));
         let mut out = Vec::new();
         r.plan(t0, &[105, 106, 107, 108], &mut out);
         // 108 nobody has; 105 and 106 go to different neighbours; 107 only link 1 has.
         out.sort();
-        assert_eq!(out, [(1, 105), (1, 107), (2, 106)]);
+        assert_eq!(out, [(LinkId::In(1), 105), (LinkId::In(1), 107), (LinkId::In(2), 106)]);
         out.clear();
         r.plan(t0 + Duration::from_millis(100), &[105, 106, 107], &mut out);
         assert!(out.is_empty(), "no duplicate requests while in flight");
         // Link 2 does not have 106 after all; link 1 times out on 105.
-        r.on_not_have(2, 106);
+        r.on_not_have(LinkId::In(2), 106);
         r.plan(t0 + Duration::from_millis(800), &[105, 106, 107], &mut out);
         out.sort();
-        assert_eq!(out, [(1, 106), (2, 105)], "retried with the other neighbour");
+        assert_eq!(out, [(LinkId::In(1), 106), (LinkId::In(2), 105)], "retried with the other neighbour");
         assert_eq!(r.stats().timeouts, 2, "105 and 107 timed out");
-        assert!(r.on_chunk(2, 105), "the answer is taken");
-        assert!(!r.on_chunk(2, 105), "a second copy is not");
-        assert!(!r.on_chunk(3, 106), "unrequested chunks are not taken");
+        assert!(r.on_chunk(LinkId::In(2), 105), "the answer is taken");
+        assert!(!r.on_chunk(LinkId::In(2), 105), "a second copy is not");
+        assert!(!r.on_chunk(LinkId::In(3), 106), "unrequested chunks are not taken");
     }
 
     #[test]

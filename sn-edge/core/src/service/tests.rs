@@ -89,7 +89,7 @@ struct Net {
     capacity_bps: f64,
     edge_bytes: u64,
     links: BTreeMap<(usize, LinkId), (usize, LinkId)>,
-    next_accept: LinkId,
+    next_accept: u64,
     stages: Vec<Stage>,
     /// Fraction of chunks lost on peer links, and the RNG that decides.
     loss: f64,
@@ -254,7 +254,7 @@ impl Net {
                     self.peers[i].core.handle(now, PeerInput::LinkFailed(link));
                     return;
                 }
-                let acc = self.next_accept;
+                let acc = LinkId::In(self.next_accept);
                 self.next_accept += 1;
                 self.links.insert((i, link), (j, acc));
                 self.links.insert((j, acc), (i, link));
