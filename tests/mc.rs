@@ -226,7 +226,7 @@ async fn sns_register_see_each_other_and_the_dead_are_removed() {
     let closed = tokio::time::timeout(LIMIT, async { while let Some(Ok(_)) = raw.link.next().await {} }).await;
     assert!(closed.is_ok(), "the MC keeps a dead SN's link open");
     let (_, m) = get_text(&mc.url("/metrics")).await;
-    assert!(m.contains("livesky_mc_members{role=\"core\"} 1"), "{m}");
+    assert!(m.contains("livesky_mc_members{role=\"relay\"} 1"), "{m}");
     cancel.cancel();
 }
 

@@ -24,8 +24,6 @@ use crate::rtc::{LinkEvent, Rtc};
 /// Most peer-link frames accepted (a chunk plus its header).
 const MAX_LINK_FRAME: usize = proto::DEFAULT_MAX_FRAME;
 const LINK_QUEUE: usize = 512;
-/// Beyond the buffered time, how long a peer waits for the last chunks of an ended broadcast.
-const OUTRO_SLACK: Duration = Duration::from_secs(3);
 /// Offers answered at once: a flood of offers must not make us build connections without end.
 const MAX_ANSWERING: usize = 16;
 
@@ -267,10 +265,13 @@ pub async fn run_with(
             offered_by: HashMap::new(),
         });
     }
-    let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
+    let (edge_sink, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
     let local = cancel.child_token();
     // An aborted driver (a crashed player) still closes its links and the edge connection.
     let _close_all = local.clone().drop_guard();
+    // Messages for the edge go through a queue to a writer task: a slow edge must not stall
+    // the loop that plays (it is told the edge is lost when the queue overflows).
+    let (edge_q, edge_writer) = spawn_edge_writer(edge_sink, ev_tx.clone());
 
     // Edge → events.
     {
@@ -314,17 +315,13 @@ pub async fn run_with(
     };
     let mut links: HashMap<LinkId, LinkHandle> = HashMap::new();
     let mut ended: Option<Ended> = None;
-    // After the edge says the broadcast ended: when to stop waiting for its last chunks.
-    let mut outro_until: Option<Instant> = None;
     let mut last_stats = Instant::now();
+    let now = || Instant::now().into_std();
     loop {
+        let mut edge_stuck = false;
         while let Some(out) = core.poll_output() {
             match out {
-                Output::ToEdge(m) => {
-                    if timeout(Duration::from_secs(10), edge_tx.send(m)).await.map_or(true, |r| r.is_err()) {
-                        ended.get_or_insert(Ended::EdgeLost);
-                    }
-                }
+                Output::ToEdge(m) => edge_stuck |= edge_q.try_send(m).is_err(),
                 Output::Connect { link, peer, addr } => match &webrtc {
                     Some(w) => w.connect(link, peer, &ev_tx, &local),
                     None => connect_tcp(link, addr, ev_tx.clone(), local.clone()),
@@ -349,11 +346,8 @@ pub async fn run_with(
                         Event::Redirected(to) => ended = Some(Ended::Redirected(to)),
                         Event::Refused(r) => ended = Some(Ended::Refused(r)),
                         Event::EdgeLost => ended = Some(Ended::EdgeLost),
-                        Event::BroadcastEnded => {
-                            info!("the broadcast ended; playing what is left of it");
-                            let buffered = Duration::from_millis(core.stats().buffered_ms);
-                            outro_until = Some(Instant::now() + buffered + OUTRO_SLACK);
-                        }
+                        Event::BroadcastEnded => info!("the broadcast ended; playing what is left of it"),
+                        Event::PlayedOut => ended = Some(Ended::BroadcastEnded),
                         Event::Started { startup } => debug!(?startup, "playback started"),
                         Event::Welcomed { peer, push } => debug!(peer, push, "joined"),
                         Event::Stalled => debug!("stall"),
@@ -365,26 +359,23 @@ pub async fn run_with(
             last_stats = Instant::now();
             stats.send_replace(core.stats());
         }
-        if outro_until.is_some_and(|t| core.broadcast_played_out() || Instant::now() >= t) {
-            ended.get_or_insert(Ended::BroadcastEnded);
+        if edge_stuck {
+            warn!("the edge is not taking our messages; treating it as lost");
+            core.handle(now(), Input::EdgeClosed);
+            continue;
         }
+        // The core has detached (edge lost, redirected) or left (refused, played out, cancelled):
+        // what it still says goes to the edge, then the links and the edge connection close.
         if let Some(e) = ended.take() {
-            match e {
-                Ended::Left => {}
-                // Kept for the next edge (the caller may also just drop it).
-                Ended::EdgeLost | Ended::Redirected(_) => core.handle(Instant::now().into_std(), Input::Detach),
-                Ended::Refused(_) | Ended::BroadcastEnded => core.handle(Instant::now().into_std(), Input::Leave),
-            }
             play_only(core, &play);
-            let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
+            drop(edge_q);
+            let _ = timeout(Duration::from_secs(2), edge_writer).await;
             local.cancel();
             stats.send_replace(core.stats());
             return Ok(e);
         }
         let wake =
             core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        let wake = outro_until.map_or(wake, |t| wake.min(t));
-        let now = || Instant::now().into_std();
         let e = tokio::select! {
             _ = cancel.cancelled() => {
                 core.handle(now(), Input::Leave);
@@ -412,8 +403,9 @@ pub async fn run_with(
             }
             Some(Ev::EdgeClosed) | None => core.handle(now(), Input::EdgeClosed),
             Some(Ev::Signal(m)) => {
-                if timeout(Duration::from_secs(10), edge_tx.send(m)).await.map_or(true, |r| r.is_err()) {
-                    ended.get_or_insert(Ended::EdgeLost);
+                if edge_q.try_send(m).is_err() {
+                    warn!("the edge is not taking our messages; treating it as lost");
+                    core.handle(now(), Input::EdgeClosed);
                 }
             }
             Some(Ev::LinkUp(link, tx)) => {
@@ -441,6 +433,34 @@ pub async fn run_with(
             }
         }
     }
+}
+
+/// Messages queued for the edge, at most (a join, reports, signalling: small).
+const EDGE_QUEUE: usize = 1024;
+
+/// Writes what the driver queues to the edge; a write that fails or takes 10 s ends the
+/// connection (the driver hears `EdgeClosed`). Ends, after flushing, when the queue is dropped.
+fn spawn_edge_writer(
+    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, PeerControlCodec>, ToEdge>,
+    ev_tx: mpsc::Sender<Ev>,
+) -> (mpsc::Sender<ToEdge>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ToEdge>(EDGE_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let write = async {
+                sink.feed(m).await?;
+                while let Ok(more) = rx.try_recv() {
+                    sink.feed(more).await?;
+                }
+                SinkExt::<ToEdge>::flush(&mut sink).await
+            };
+            if timeout(Duration::from_secs(10), write).await.map_or(true, |r| r.is_err()) {
+                let _ = ev_tx.send(Ev::EdgeClosed).await;
+                return;
+            }
+        }
+    });
+    (tx, task)
 }
 
 fn forward(play: &Option<mpsc::Sender<Chunk>>, c: Chunk) {

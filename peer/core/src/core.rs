@@ -152,9 +152,15 @@ pub enum Event {
     Redirected(String),
     Refused(String),
     EdgeLost,
-    /// The edge said the broadcast is over; see [`PeerCore::broadcast_played_out`].
+    /// The edge said the broadcast is over: the core plays what is left of it, then leaves.
     BroadcastEnded,
+    /// After [`Event::BroadcastEnded`]: everything up to the broadcast's last chunk was played
+    /// (or the buffer ran out), and the core has left.
+    PlayedOut,
 }
+
+/// After the broadcast ended, how long past the buffered media the core waits for its last chunks.
+const OUTRO_SLACK: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -318,6 +324,8 @@ pub struct PeerCore {
     last_report_at: Instant,
     /// The edge said the broadcast is over, after this seq (inner None: it never had a chunk).
     broadcast_end: Option<Option<u64>>,
+    /// When, after the broadcast ended, to stop waiting for its last chunks.
+    outro_until: Option<Instant>,
 }
 
 impl PeerCore {
@@ -362,6 +370,7 @@ impl PeerCore {
             next_report: now + cfg.report_interval,
             last_report_at: now,
             broadcast_end: None,
+            outro_until: None,
             cfg,
         };
         core.out.push_back(Output::ToEdge(ToEdge::Join(core.join_msg())));
@@ -427,7 +436,19 @@ impl PeerCore {
         if let Some(r) = self.up_ready {
             t = t.min(r);
         }
+        if let Some(o) = self.outro_until {
+            t = t.min(o);
+        }
         Some(t)
+    }
+
+    /// After the broadcast ended: once its last chunk is played (or the wait is over), leave.
+    fn check_outro(&mut self, now: Instant) {
+        if self.outro_until.is_some_and(|t| self.broadcast_played_out() || now >= t) {
+            self.outro_until = None;
+            self.leave();
+            self.out.push_back(Output::Event(Event::PlayedOut));
+        }
     }
 
     /// Leaves cleanly: the edge and every linked peer are told.
@@ -575,6 +596,7 @@ impl PeerCore {
         }
         if chunk {
             self.play(now);
+            self.check_outro(now);
         }
         self.flush_pending_subscriptions();
     }
@@ -587,6 +609,10 @@ impl PeerCore {
         self.flush_pending_subscriptions();
         self.drain_up(now);
         self.play(now);
+        self.check_outro(now);
+        if self.phase == Phase::Done {
+            return;
+        }
         self.buffer.evict();
         let slack = self.cfg.tick;
         if due(&mut self.next_heartbeat, now, self.cfg.heartbeat, slack) && matches!(self.phase, Phase::Joined { .. }) {
@@ -769,6 +795,8 @@ impl PeerCore {
             }
             FromEdge::Ended { last_seq } => {
                 self.broadcast_end = Some(last_seq);
+                let buffered = Duration::from_millis(self.stats().buffered_ms);
+                self.outro_until = Some(now + buffered + OUTRO_SLACK);
                 self.out.push_back(Output::Event(Event::BroadcastEnded));
             }
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
