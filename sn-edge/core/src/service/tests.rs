@@ -141,7 +141,7 @@ impl Net {
     }
 
     fn add_peer_with(&mut self, upload_kbps: u32, tamper: bool) -> usize {
-        self.add_peer_cfg(upload_kbps, |c| c.tamper = tamper)
+        self.add_peer_cfg(upload_kbps, |c| c.faults.tamper = tamper)
     }
 
     fn add_peer_cfg(&mut self, upload_kbps: u32, fault: impl FnOnce(&mut PeerConfig)) -> usize {
@@ -889,7 +889,7 @@ fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
     // The second push peer accepts children and sends them nothing.
     let denier = 1;
     for i in 0..14 {
-        net.add_peer_cfg(1_000, |c| c.deny = i == denier);
+        net.add_peer_cfg(1_000, |c| c.faults.deny = i == denier);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(30));
