@@ -619,10 +619,4 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
     }
 }
 
-pub(crate) fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn unix_now_s() -> u64 {
-    unix_now_ms() / 1000
-}
+pub(crate) use livesky_net::clock::{unix_ms as unix_now_ms, unix_s as unix_now_s};

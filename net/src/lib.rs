@@ -4,6 +4,7 @@
 //! the identities ([`mc_tls`], [`mclink`]), Prometheus helpers ([`metrics`]) and the JSON client
 //! the control plane polls with ([`http`]). No decisions live here: only sockets.
 
+pub mod clock;
 pub mod http;
 pub mod httpd;
 pub mod limits;

@@ -6,6 +6,7 @@
 //! the viewer's local output ([`output`]).
 
 pub mod driver;
+mod links;
 pub mod output;
 pub mod rtc;
 

@@ -33,8 +33,8 @@ pub fn is_example_secret(secret: &str) -> bool {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("config file {path} is not valid TOML for a LiveSky topology: {message}")]
-    Parse { path: String, message: String },
+    #[error("config file {path} is not a valid {what}: {message}")]
+    Parse { path: String, what: &'static str, message: String },
     #[error("config file {path}: `{key}`: {message}")]
     Invalid { path: String, key: String, message: String },
 }
@@ -261,7 +261,7 @@ pub struct EdgeSettings {
     /// STUN binding server (UDP) that helps clients learn their public address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stun_listen: Option<SocketAddr>,
-    /// Other edges' client ports (`host:port`) for redirects, until the GSLB/MC provide them.
+    /// Other edges' client ports (`host:port`) where a full or draining edge redirects clients.
     pub siblings: Vec<String>,
     /// Where the edge is, for the GSLB: the same names as in its prefix database.
     pub region: String,
@@ -359,17 +359,30 @@ fn default_backlog_ms() -> u32 {
     15_000
 }
 
+/// The text of settings file `path`; the error names the file.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+}
+
+/// Parses the TOML of a settings file (`origin` names it and `what` says what it should hold, in
+/// errors). Every role's settings load through here and [`read_file`].
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    what: &'static str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), what, message: e.to_string() })
+}
+
 impl Topology {
     pub fn load(path: &Path) -> Result<Topology, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        Self::parse(&text, &shown)
+        Self::parse(&read_file(path)?, &shown)
     }
 
     /// Parses and validates; `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Topology, ConfigError> {
-        let topo: Topology = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let topo: Topology = parse_toml(text, origin, "LiveSky topology (TOML)")?;
         topo.validate(origin)?;
         Ok(topo)
     }
@@ -629,6 +642,6 @@ mod tests {
         ));
         assert!(e.contains("colour"), "unknown keys are refused: {e}");
         let e = invalid("this is = not toml [");
-        assert!(e.contains("not valid TOML"), "{e}");
+        assert!(e.contains("not a valid LiveSky topology (TOML)"), "{e}");
     }
 }

@@ -9,6 +9,7 @@
 //! ([`mc`], [`mc_api`]) are defined here too, so every role reads them without pulling in another's
 //! network stack.
 
+pub mod backoff;
 pub mod chunk;
 pub mod codec;
 pub mod config;
@@ -18,7 +19,9 @@ pub mod mc_api;
 pub mod message;
 pub mod name;
 pub mod peer;
+pub mod quality;
 pub mod rate;
+pub mod rng;
 pub mod sign;
 pub mod token;
 mod wire;

@@ -104,18 +104,20 @@ pub struct Edges {
 }
 
 impl Default for Edges {
+    /// The admission parameters default to a real edge's (the paper's deployment).
     fn default() -> Self {
+        let a = proto::config::AdmissionSettings::default();
         Self {
             districts: 8,
             isps: 2,
             per_district_isp: 25,
-            capacity_mbps: 200,
-            n1c: 100,
-            k_prime: 2,
-            alpha: 1.5,
-            lambda: 0.036,
-            mu: 0.024,
-            upload_cap_factor: 1.5,
+            capacity_mbps: (a.capacity_kbps / 1000) as u32,
+            n1c: a.n1c,
+            k_prime: a.k_prime,
+            alpha: a.alpha,
+            lambda: a.lambda,
+            mu: a.mu,
+            upload_cap_factor: a.upload_cap_factor,
             same_isp_share: 0.8,
             district_weights: Vec::new(),
             skew: 0.8,

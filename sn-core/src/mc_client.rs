@@ -125,8 +125,7 @@ pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationTo
 }
 
 async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
-    let min = Duration::from_millis(250);
-    let mut backoff = min;
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -134,13 +133,13 @@ async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
         };
         // A link that got as far as registering starts the backoff over.
         if sinks.registered.send_replace(false) {
-            backoff = min;
+            backoff.reset();
         }
         match result {
             Ok(()) => return,
             Err(SessionError::Refused(reason)) => {
                 error!(node = %cfg.member.id, mc = %cfg.mc, %reason, "the management center refused this SN");
-                backoff = Duration::from_secs(5);
+                backoff.hold_off();
             }
             Err(e) => {
                 warn!(node = %cfg.member.id, mc = %cfg.mc, error = %e, "management center link down; running on the last config");
@@ -148,9 +147,8 @@ async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -140,14 +140,14 @@ pub struct Upstream {
     /// Candidates tried in the current round, and how many of them said NotFound.
     tried: usize,
     not_found: usize,
-    backoff: Duration,
+    backoff: proto::backoff::Backoff,
     actions: VecDeque<Output>,
     stats: UpstreamStats,
 }
 
 impl Upstream {
     pub fn new(cfg: UpstreamConfig, candidates: Vec<NodeId>) -> Self {
-        let backoff = cfg.backoff_min;
+        let backoff = proto::backoff::Backoff::new(cfg.backoff_min, cfg.backoff_max);
         Self {
             cfg,
             candidates,
@@ -257,7 +257,7 @@ impl Upstream {
                 self.state = State::Active { attempt, cand, last_chunk: now, last_msg: now, source_live };
                 self.tried = 0;
                 self.not_found = 0;
-                self.backoff = self.cfg.backoff_min;
+                self.backoff.reset();
                 // Source state first: whoever wakes on Active must already see it.
                 self.actions.push_back(Output::Source(source));
                 self.actions.push_back(Output::Active { candidate: self.candidates[cand].clone() });
@@ -346,8 +346,7 @@ impl Upstream {
                 self.actions.push_back(Output::NotFound);
                 return;
             }
-            let until = now + self.backoff;
-            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+            let until = now + self.backoff.next_delay();
             self.state = State::Backoff { until };
             return;
         }

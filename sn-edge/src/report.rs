@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use proto::mc::{ReportRow, ReportXml};
@@ -112,9 +112,7 @@ pub fn live(edge: &Edge) -> Vec<ReportRow> {
     totals(edge).iter().map(|(ch, t)| ReportRow { leaves: 0, ..row(ch, &zero, t) }).collect()
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use livesky_net::clock::unix_ms as wall_ms;
 
 /// Reports every `every` (a minute in production) until the node stops.
 pub fn spawn_reporter(edge: Arc<Edge>, client: McClient, every: Duration) {

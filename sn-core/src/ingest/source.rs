@@ -3,7 +3,7 @@
 //! channel at a time; a broken feed ends only its own session.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -90,9 +90,7 @@ fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use livesky_net::clock::unix_ms as wall_ms;
 
 /// One broadcaster session on a channel.
 pub struct Publisher {
@@ -388,7 +386,7 @@ pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String, stop: 
         }
     };
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -397,16 +395,15 @@ pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String, stop: 
         match result {
             Ok(bytes) if bytes > 0 => {
                 info!(%channel, %url, bytes, "origin stream ended; reconnecting");
-                backoff = Duration::from_millis(500);
+                backoff.reset();
             }
             Ok(_) => info!(%channel, %url, "origin sent nothing; retrying"),
-            Err(e) => warn!(%channel, %url, error = %e, retry_in = ?backoff, "origin pull failed"),
+            Err(e) => warn!(%channel, %url, error = %e, retry_in = ?backoff.peek(), "origin pull failed"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = sleep(backoff) => {}
+            _ = sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -214,12 +214,12 @@ pub async fn serve_srt(node: Node, bound: BoundSrt, stop: CancellationToken) {
     let BoundSrt { addr, spare, passphrase, listener, incoming } = bound;
     info!(%addr, encrypted = passphrase.is_some(), "SRT ingest listening");
     let mut current = Some((listener, incoming));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let Some((_, incoming)) = current.as_mut() else {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = sleep(backoff) => {}
+                _ = sleep(backoff.next_delay()) => {}
             }
             match start_listener(&spare, addr, &passphrase).await {
                 Ok(l) => {
@@ -227,8 +227,7 @@ pub async fn serve_srt(node: Node, bound: BoundSrt, stop: CancellationToken) {
                     current = Some(l);
                 }
                 Err(e) => {
-                    warn!(%addr, error = %e, "restarting SRT ingest failed");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    warn!(%addr, error = %e, retry_in = ?backoff.peek(), "restarting SRT ingest failed");
                 }
             }
             continue;
@@ -239,7 +238,7 @@ pub async fn serve_srt(node: Node, bound: BoundSrt, stop: CancellationToken) {
         };
         match request {
             Some(request) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 node.spawn(admit(node.clone(), request, passphrase.clone(), stop.clone()));
             }
             None => {
@@ -370,21 +369,20 @@ pub(crate) async fn run_srt_caller(
             return;
         }
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match call_once(&node, &channel, addr, stream_id.as_deref(), &passphrase, &stop).await {
             Ok(bytes) if bytes > 0 => {
                 info!(%channel, %addr, bytes, "SRT encoder stream ended; calling again");
-                backoff = Duration::from_millis(500);
+                backoff.reset();
             }
             Ok(_) => info!(%channel, %addr, "SRT encoder sent nothing; calling again"),
-            Err(e) => warn!(%channel, %addr, error = %e, retry_in = ?backoff, "SRT call failed"),
+            Err(e) => warn!(%channel, %addr, error = %e, retry_in = ?backoff.peek(), "SRT call failed"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = sleep(backoff) => {}
+            _ = sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 

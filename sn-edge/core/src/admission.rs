@@ -43,22 +43,28 @@ pub struct AdmissionConfig {
 }
 
 impl AdmissionConfig {
-    /// The paper's deployment for a 400 kbit/s stream on a 200 Mbit/s edge.
-    pub fn paper() -> Self {
+    /// The controller for a channel of `media_kbps` in `substreams`, from an edge's admission
+    /// settings (the TOML `[node.edge.admission]`, or what the management center pushed).
+    pub fn from_settings(a: &proto::config::AdmissionSettings, media_kbps: u32, substreams: u16) -> Self {
         Self {
-            n1c: 100,
-            nc_star: 500,
-            model: ModelParams::paper(),
-            margin: 1.0,
-            substreams: 4,
-            media_kbps: 400,
-            upload_cap_factor: 1.5,
-            mesh: 8,
-            session_timeout: Duration::from_secs(15),
-            max_clients: 20_000,
-            alpha_from_clients: true,
-            seed: 1,
+            n1c: a.n1c,
+            nc_star: Thresholds::nc_star_for(a.capacity_kbps, media_kbps),
+            model: ModelParams::from(a),
+            margin: a.margin,
+            substreams,
+            media_kbps,
+            upload_cap_factor: a.upload_cap_factor,
+            mesh: a.mesh,
+            session_timeout: Duration::from_secs(a.session_timeout_seconds),
+            max_clients: a.max_clients,
+            alpha_from_clients: a.alpha_from_clients,
+            seed: 0x5eed,
         }
+    }
+
+    /// The paper's deployment (the settings' defaults) for a 400 kbit/s stream in 4 substreams.
+    pub fn paper() -> Self {
+        Self { seed: 1, ..Self::from_settings(&proto::config::AdmissionSettings::default(), 400, 4) }
     }
 }
 

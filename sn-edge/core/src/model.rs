@@ -17,9 +17,16 @@ pub struct ModelParams {
 }
 
 impl ModelParams {
-    /// The paper's deployment: α = 1.5 (the 150 % upload cap), K' = 2, λ = 3.6 %, μ = 2.4 % per minute.
+    /// The paper's deployment, which the admission settings default to: α = 1.5 (the 150 %
+    /// upload cap), K' = 2, λ = 3.6 %, μ = 2.4 % per minute.
     pub fn paper() -> Self {
-        Self { alpha: 1.5, k_prime: 2, lambda: 0.036, mu: 0.024 }
+        Self::from(&proto::config::AdmissionSettings::default())
+    }
+}
+
+impl From<&proto::config::AdmissionSettings> for ModelParams {
+    fn from(a: &proto::config::AdmissionSettings) -> Self {
+        Self { alpha: a.alpha, k_prime: a.k_prime, lambda: a.lambda, mu: a.mu }
     }
 }
 

@@ -104,7 +104,7 @@ pub struct Tracker {
     /// Every client, and the reachable ones: for sampling mesh neighbours.
     all: Pool,
     reachable: Pool,
-    rng: u64,
+    rng: proto::rng::SplitMix64,
     next_interior: u16,
     edge_fed: usize,
     push: usize,
@@ -119,7 +119,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(cfg: TreeConfig) -> Self {
         let k = usize::from(cfg.substreams.max(1));
-        let rng = cfg.seed | 1;
+        let rng = proto::rng::SplitMix64::new(cfg.seed | 1);
         Self {
             pools: (0..k).map(|_| [Pool::default(), Pool::default()]).collect(),
             cfg,
@@ -194,12 +194,7 @@ impl Tracker {
     }
 
     fn next_rand(&mut self) -> u64 {
-        // splitmix64: deterministic for a given seed, no global RNG.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn insert(&mut self, id: PeerId, slots: u16, push: bool) {

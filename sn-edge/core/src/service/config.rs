@@ -14,7 +14,7 @@ pub struct ServiceConfig {
     pub admission: AdmissionConfig,
     /// Longest start burst the edge sends (a client asking for a bigger buffer gets this much).
     pub max_burst_ms: u32,
-    /// Other edges' client addresses for redirects (the GSLB/MC will provide these later).
+    /// Other edges' client addresses for redirects: the edge's `[edge] siblings` setting.
     pub siblings: Vec<String>,
     /// Joins per second allowed from one IP address, and the burst allowed.
     pub joins_per_ip_per_sec: f64,

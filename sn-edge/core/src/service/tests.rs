@@ -93,7 +93,7 @@ struct Net {
     stages: Vec<Stage>,
     /// Fraction of chunks lost on peer links, and the RNG that decides.
     loss: f64,
-    rng: u64,
+    rng: proto::rng::SplitMix64,
     repair: bool,
 }
 
@@ -131,7 +131,7 @@ impl Net {
             next_accept: 1,
             stages: Vec::new(),
             loss: 0.0,
-            rng: 0x1234_5678,
+            rng: proto::rng::SplitMix64::new(0x1234_5678),
             repair: true,
         }
     }
@@ -311,12 +311,9 @@ impl Net {
         }
     }
 
-    /// Whether this peer-link chunk is lost (seeded xorshift).
+    /// Whether this peer-link chunk is lost.
     fn lose(&mut self) -> bool {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng % 10_000) as f64 / 10_000.0 < self.loss
+        self.rng.chance(self.loss)
     }
 
     fn elapsed(&self) -> f64 {

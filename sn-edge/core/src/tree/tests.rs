@@ -170,13 +170,8 @@ fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
 #[test]
 fn random_churn_never_breaks_the_trees() {
     let mut t = tracker(4, 3, 40);
-    let mut rng = 12345u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = proto::rng::SplitMix64::new(12345);
+    let mut next = || rng.next_u64();
     let mut live: Vec<PeerId> = Vec::new();
     for step in 0..3000u64 {
         match next() % 10 {

@@ -238,12 +238,11 @@ fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(10));
-    let mut rng = 99u64;
+    let mut rng = proto::rng::SplitMix64::new(99);
     for _round in 0..6 {
         let alive: Vec<usize> = (0..net.peers.len()).filter(|&i| net.peers[i].alive).collect();
         for _ in 0..3 {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let victim = alive[(rng >> 33) as usize % alive.len()];
+            let victim = alive[rng.below(alive.len() as u64) as usize];
             if net.peers[victim].alive {
                 net.kill(victim);
             }
