@@ -137,7 +137,7 @@ fn member(node: &str) -> Member {
         clients: None,
         capacity_kbps: 1000,
         key: None,
-        upstream: String::new(),
+        upstream: Default::default(),
     }
 }
 

@@ -256,7 +256,7 @@ fn follow_mc(
         clients,
         capacity_kbps: if cfg.role == Role::Edge { cfg.edge.admission.capacity_kbps } else { 0 },
         key: None,
-        upstream: String::new(),
+        upstream: Default::default(),
     };
     let hubs = node.clone();
     let spool_dir = link.spool_dir.join(cfg.id.as_str());
@@ -290,9 +290,8 @@ fn follow_mc(
                     full: live
                         .iter()
                         .filter(|r| r.stage == sn_edge::model::Stage::Four as u8)
-                        .map(|r| r.channel.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                        .filter_map(|r| proto::ChannelId::new(&r.channel).ok())
+                        .collect(),
                     live,
                 }
             })

@@ -215,7 +215,7 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
             capacity_kbps: m.capacity_kbps,
             load: (m.role == Role::Edge && m.capacity_kbps > 0)
                 .then(|| load.users as f64 / (m.capacity_kbps / mean_kbps).max(1) as f64),
-            full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+            full: load.full.iter().map(|c| c.to_string()).collect(),
             config_version: st.store.acked(&m.id),
             failovers: load.failovers,
             alive: true,

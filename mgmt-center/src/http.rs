@@ -87,7 +87,7 @@ async fn edges(State(mc): State<McServer>) -> Response {
                 clients: m.clients,
                 users: load.users,
                 capacity_kbps: m.capacity_kbps,
-                full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+                full: load.full.iter().map(|c| c.to_string()).collect(),
             }
         })
         .collect();

@@ -118,7 +118,7 @@ impl ReportStore {
                     i(row.played_ms),
                     i(row.stalled_ms),
                     row.stage,
-                    row.startups().iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                    row.startup_ms.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
                 ])?;
             }
         }
@@ -266,7 +266,7 @@ mod tests {
                     cdn_bytes: cdn,
                     p2p_bytes: 5,
                     users: 2,
-                    startup_ms: "900 1200 x".into(),
+                    startup_ms: vec![900, 1200].into(),
                     ..ReportRow::default()
                 },
                 ReportRow { channel: "live".into(), cdn_bytes: 1, ..ReportRow::default() },

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use proto::config::Topology;
-use proto::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
+use proto::mc::{self, Alive, Challenge, McMessage, Members, Refused, SpaceList, Welcome};
 use proto::{NodeId, NodeKey, WireMessage};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metrics::McMetrics;
-use crate::registry::{Change, Registry};
+use crate::registry::{Change, Input as RegistryIn, Output as RegistryOut, Registry};
 use crate::reports::{ReportError, ReportStore};
 use crate::settings::McSettings;
 use crate::store::ConfigStore;
@@ -103,12 +103,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, state: &mut State, change: &Change) {
-        if let Change::Left(id) = change {
-            state.noc.forget(id);
+    /// Carries out what the registry decided after an input: membership changes go to every SN
+    /// link, deaths are logged and counted. Returns the connections found stale (they close).
+    fn carry_out(&self, state: &mut State) -> Vec<(NodeId, u64)> {
+        let mut stale = Vec::new();
+        while let Some(out) = state.registry.poll_output() {
+            match out {
+                RegistryOut::Changed { change, version } => {
+                    if let Change::Left(id) = &change {
+                        state.noc.forget(id);
+                    }
+                    let _ = self.notices.send(Notice::Members(change.message(version)));
+                    self.metrics.membership(state, &change);
+                }
+                RegistryOut::Silent(id) => {
+                    warn!(node = %id, "SN silent for three heartbeats: marked dead");
+                    self.metrics.deaths.inc();
+                    let _ = self.notices.send(Notice::Dead(id));
+                }
+                RegistryOut::Stale { id, session } => stale.push((id, session)),
+                RegistryOut::Restamped => {
+                    let _ = self.notices.send(Notice::Members(state.registry.full()));
+                }
+            }
         }
-        let _ = self.notices.send(Notice::Members(change.message(state.registry.version())));
-        self.metrics.membership(state, change);
+        stale
     }
 }
 
@@ -313,17 +332,15 @@ fn apply(shared: &Shared, st: &mut State) -> u64 {
     info!(version = v, "config changed; pushing to the SNs");
     let _ = shared.notices.send(Notice::Config);
     let topo = st.store.topology();
-    if st.registry.restamp(|id| upstream_of(&topo, id)) {
-        let _ = shared.notices.send(Notice::Members(st.registry.full()));
-    }
+    let upstreams = st.registry.members().map(|m| (m.id.clone(), upstream_of(&topo, &m.id))).collect();
+    st.registry.handle(Instant::now(), RegistryIn::Upstreams(upstreams));
+    shared.carry_out(st);
     v
 }
 
 /// The nodes `id` may subscribe to (parents and same-tier peers), as a member's `upstream`.
-fn upstream_of(topo: &Topology, id: &proto::NodeId) -> String {
-    topo.node(id)
-        .map(|n| n.parents.iter().chain(&n.peers).map(|p| p.as_str()).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+fn upstream_of(topo: &Topology, id: &proto::NodeId) -> SpaceList<NodeId> {
+    topo.node(id).map(|n| n.parents.iter().chain(&n.peers).cloned().collect()).unwrap_or_default()
 }
 
 async fn watcher(shared: Arc<Shared>) {
@@ -356,21 +373,18 @@ async fn noc_recorder(shared: Arc<Shared>) {
     }
 }
 
+/// Wakes when the registry's most silent member would die (and at least once a heartbeat
+/// interval, for members registered meanwhile) and lets the registry sweep.
 async fn sweeper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.settings.heartbeat());
     loop {
+        let at_latest = Instant::now() + shared.settings.heartbeat();
+        let wake = shared.state().registry.poll_timeout().map_or(at_latest, |t| t.min(at_latest));
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(wake.into()) => {
                 let mut st = shared.state();
-                for change in st.registry.sweep(Instant::now()) {
-                    if let Change::Left(id) = &change {
-                        warn!(node = %id, "SN silent for three heartbeats: marked dead");
-                        shared.metrics.deaths.inc();
-                        let _ = shared.notices.send(Notice::Dead(id.clone()));
-                    }
-                    shared.publish(&mut st, &change);
-                }
+                st.registry.handle_timeout(Instant::now());
+                shared.carry_out(&mut st);
             }
         }
     }
@@ -462,8 +476,8 @@ async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn livesky_net::mclink::Link
         let mut member = alive.member.clone();
         member.key = shared.settings.sn_keys.get(&id).cloned();
         member.upstream = upstream_of(&st.store.topology(), &id);
-        let change = st.registry.alive(Instant::now(), member, session);
-        shared.publish(&mut st, &change);
+        st.registry.handle(Instant::now(), RegistryIn::Alive { member, session });
+        shared.carry_out(&mut st);
         (st.registry.full(), st.store.doc_for(&id, alive.have_version))
     };
     shared.metrics.registrations.inc();
@@ -515,10 +529,12 @@ async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn livesky_net::mclink::Link
         };
     }
     let mut st = shared.state();
-    if let Some(change) = st.registry.disconnected(&id, session) {
+    let before = st.registry.version();
+    st.registry.handle(Instant::now(), RegistryIn::Disconnected { id: id.clone(), session });
+    if st.registry.version() != before {
         info!(node = %id, "SN left");
-        shared.publish(&mut st, &change);
     }
+    shared.carry_out(&mut st);
 }
 
 async fn refuse(shared: &Shared, link: &mut Link, from: SocketAddr, label: &'static str, reason: String) {
@@ -555,7 +571,8 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             let live = std::mem::take(&mut h.live);
             let now = Instant::now();
             let mut st = shared.state();
-            let current = st.registry.heartbeat(now, id, session, &h);
+            st.registry.handle(now, RegistryIn::Heartbeat { id: id.clone(), session, load: h });
+            let current = shared.carry_out(&mut st).is_empty();
             if current && !live.is_empty() {
                 st.noc.sample(now, id, live);
             }
@@ -585,7 +602,7 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             }
             let (store, node) = (shared.reports.clone(), id.clone());
             let report_id = r.id.clone();
-            let delays: Vec<u32> = r.rows.iter().flat_map(|row| row.startups()).collect();
+            let delays: Vec<u32> = r.rows.iter().flat_map(|row| row.startup_ms.iter().copied()).collect();
             shared.state().noc.startups(Instant::now(), delays);
             let stored = tokio::task::spawn_blocking(move || store.store(&node, &r)).await;
             match stored {

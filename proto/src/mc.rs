@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ChannelConfig, LegacyFormat, NodeConfig, SourceConfig, Topology};
 
+mod list;
+pub use list::SpaceList;
+
 /// Control frames are small; a snapshot of a few thousand channels still fits.
 pub const MC_MAX_FRAME: usize = 8 << 20;
 const XML_TYPE: u8 = b'<';
@@ -123,10 +126,10 @@ pub struct Member {
     /// Its identity public key as the MC knows it (the MC sets it; what an SN says is ignored).
     #[serde(rename = "@key", default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The nodes the topology lets it subscribe to (parents and same-tier peers), space-separated
-    /// (set by the MC): a parent takes only such children.
-    #[serde(rename = "@upstream", default, skip_serializing_if = "String::is_empty")]
-    pub upstream: String,
+    /// The nodes the topology lets it subscribe to (parents and same-tier peers), set by the MC:
+    /// a parent takes only such children.
+    #[serde(rename = "@upstream", default, skip_serializing_if = "SpaceList::is_empty")]
+    pub upstream: SpaceList<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,9 +153,9 @@ pub struct Heartbeat {
     #[serde(rename = "@users", default)]
     pub users: u64,
     /// Channels on which the SN (an edge) sends new clients away: stage 4, past N*c/S. The GSLB
-    /// stops sending it clients for them. Space-separated.
-    #[serde(rename = "@full", default, skip_serializing_if = "String::is_empty")]
-    pub full: String,
+    /// stops sending it clients for them.
+    #[serde(rename = "@full", default, skip_serializing_if = "SpaceList::is_empty")]
+    pub full: SpaceList<ChannelId>,
     /// Upstream failovers since the SN started (all channels).
     #[serde(rename = "@failovers", default)]
     pub failovers: u64,
@@ -258,20 +261,15 @@ pub struct ReportRow {
     /// Adaptive-scaling stage at the end of the period (0: no LiveSky clients).
     #[serde(rename = "@stage")]
     pub stage: u8,
-    /// Startup delays (ms) of LiveSky clients that started in the period, space-separated.
-    #[serde(rename = "@startup-ms", default, skip_serializing_if = "String::is_empty")]
-    pub startup_ms: String,
+    /// Startup delays (ms) of LiveSky clients that started in the period.
+    #[serde(rename = "@startup-ms", default, skip_serializing_if = "SpaceList::is_empty")]
+    pub startup_ms: SpaceList<u32>,
 }
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-impl ReportRow {
-    pub fn startups(&self) -> Vec<u32> {
-        self.startup_ms.split_ascii_whitespace().filter_map(|v| v.parse().ok()).collect()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportAck {

@@ -141,15 +141,15 @@ impl SimEdge {
         while let Some(out) = self.service.poll_output() {
             match out {
                 EdgeOutput::Send { conn, msg } => {
-                    let i = conn as u32;
+                    let i = conn.0 as u32;
                     if net.alive(i) {
                         let d = net.edge_delay(i);
                         net.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(msg))));
                     }
                 }
-                EdgeOutput::Close { conn } => self.forget(conn as u32),
+                EdgeOutput::Close { conn } => self.forget(conn.0 as u32),
                 EdgeOutput::Serve { conn, mask, burst_ms, backfill } => {
-                    if !net.alive(conn as u32) {
+                    if !net.alive(conn.0 as u32) {
                         continue;
                     }
                     // A pure mesh has no start burst: only its seeds hear from the edge.
@@ -172,7 +172,7 @@ impl SimEdge {
     /// Carries out the feeder's sends: each chunk reaches its client after the edge's delay.
     fn send_out(&mut self, t: Micros, net: &mut Net, stream: &Stream) {
         while let Some(send) = self.feeder.poll_output() {
-            let i = send.conn as u32;
+            let i = send.conn.0 as u32;
             let Some(c) = stream.get(send.seq).cloned() else { continue };
             if !net.alive(i) {
                 continue;

@@ -294,8 +294,7 @@ fn on_members(sinks: &Sinks, m: Members) {
                 sinks.book.set_key(member.id.clone(), key);
             }
             if !member.upstream.is_empty() {
-                let upstream = member.upstream.split_ascii_whitespace().filter_map(|n| NodeId::new(n).ok()).collect();
-                sinks.book.set_upstream(member.id.clone(), upstream);
+                sinks.book.set_upstream(member.id.clone(), member.upstream.0.clone());
             }
             map.insert(member.id.clone(), member);
         }

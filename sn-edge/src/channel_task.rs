@@ -338,7 +338,7 @@ fn carry_out(
             return carried;
         }
         for conn in dead {
-            warn!(%channel, conn, "client is not taking what the edge sends it; closing its connection");
+            warn!(%channel, %conn, "client is not taking what the edge sends it; closing its connection");
             edge.metrics.clients_dropped.with_label_values(&["queue_full"]).inc();
             feeder.forget(conn);
             if let Some(c) = conns.remove(&conn) {

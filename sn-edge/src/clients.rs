@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::Edge;
 use crate::EdgeError;
 use crate::channel_task::{CONN_QUEUE, ConnCmd, ConnOut, ServiceIn, service_for};
-use crate::service::Input;
+use crate::service::{ConnId, Input};
 
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,7 +85,7 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
             return;
         }
     };
-    let conn = edge.clients.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = ConnId(edge.clients.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let kill = CancellationToken::new();
     let out = ConnOut { tx, kill: kill.clone() };
@@ -111,13 +111,13 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
             cmd = rx.recv() => match cmd {
                 Some(ConnCmd::Send(m)) => {
                     if let Err(e) = write(&mut framed, [m]).await {
-                        debug!(%from, conn, error = %e, "client write failed");
+                        debug!(%from, %conn, error = %e, "client write failed");
                         break "write failed";
                     }
                 }
                 Some(ConnCmd::Chunks(chunks)) => {
                     if let Err(e) = write(&mut framed, chunks.into_iter().map(FromEdge::Chunk)).await {
-                        debug!(%from, conn, error = %e, "client write failed");
+                        debug!(%from, %conn, error = %e, "client write failed");
                         break "write failed";
                     }
                 }
@@ -128,7 +128,7 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
             },
         }
     };
-    debug!(%from, conn, reason = end, "client connection ended");
+    debug!(%from, %conn, reason = end, "client connection ended");
     let _ = svc.inbox.send(ServiceIn::Input(Input::Disconnected { conn })).await;
 }
 

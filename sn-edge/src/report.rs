@@ -102,7 +102,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         inflated: now.inflated.saturating_sub(before.inflated),
         excluded_up_bytes: now.excluded_up_bytes.saturating_sub(before.excluded_up_bytes),
         stage: now.stage,
-        startup_ms: String::new(),
+        startup_ms: Default::default(),
     }
 }
 
@@ -135,7 +135,7 @@ pub fn spawn_reporter(edge: Arc<Edge>, client: McClient, every: Duration) {
                     let mut r = row(ch, before.get(ch).unwrap_or(&Totals::default()), t);
                     if let Ok(id) = proto::ChannelId::new(ch) {
                         let samples = edge.clients.take_startups(&id);
-                        r.startup_ms = samples.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+                        r.startup_ms = samples.into();
                     }
                     r
                 })

@@ -54,7 +54,7 @@ fn join_input(conn: u64, t: Instant) -> (Instant, Input) {
         buffer_ms: 15_000,
         redirects: 0,
     };
-    (t, Input::Joined { conn, from: addr, join })
+    (t, Input::Joined { conn: conn.into(), from: addr, join })
 }
 
 pub fn admit(args: AdmitArgs) -> anyhow::Result<()> {
@@ -108,7 +108,7 @@ fn churn_rate(svc: &mut Service, conn: &mut u64, t0: Instant) -> String {
     let mut pairs = 0u64;
     let mut leaver = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
-        svc.handle(t0, Input::Disconnected { conn: leaver });
+        svc.handle(t0, Input::Disconnected { conn: leaver.into() });
         leaver += 1;
         let (t, input) = join_input(*conn, t0);
         svc.handle(t, input);

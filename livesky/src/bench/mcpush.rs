@@ -94,7 +94,7 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
             clients: None,
             capacity_kbps: 0,
             key: None,
-            upstream: String::new(),
+            upstream: Default::default(),
         };
         let cfg = McClientConfig {
             mc: mc.control_addr,

@@ -55,7 +55,7 @@ fn every_message_survives_the_wire() {
         clients: Some("127.0.0.1:7600".parse().unwrap_or_else(|e| panic!("{e}"))),
         capacity_kbps: 200_000,
         key: None,
-        upstream: String::new(),
+        upstream: vec![id("core1"), id("core2")].into(),
     };
     let cfg = SnConfig::derive(&topo(TOPO), &id("edge1"), 3).unwrap_or_else(|| panic!("edge1"));
     let msgs = [
@@ -65,7 +65,7 @@ fn every_message_survives_the_wire() {
         McMessage::Refused(Refused { reason: "unknown SN <x> & co".into() }),
         McMessage::Heartbeat(Heartbeat {
             users: 7,
-            full: "demo live".into(),
+            full: ["demo", "live"].iter().map(|c| c.parse().unwrap_or_else(|e| panic!("{e}"))).collect(),
             failovers: 3,
             live: vec![ReportRow {
                 channel: "demo".into(),
@@ -96,6 +96,7 @@ fn every_message_survives_the_wire() {
                 users: 3,
                 cdn_bytes: 1 << 40,
                 stage: 2,
+                startup_ms: vec![900, 1200].into(),
                 ..ReportRow::default()
             }],
         })),
@@ -109,7 +110,8 @@ fn every_message_survives_the_wire() {
 #[test]
 fn garbage_frames_are_errors() {
     let mut codec = mc_codec();
-    for body in [&b"hello"[..], b"<nonsense/>", b"<alive id=\"x\"/>", b"<ack version=\"-1\"/>", b"<\xff\xfe>", b"<"] {
+    for body in [&b"hello"[..], b"<nonsense/>", b"<alive id=\"x\"/>", b"<ack version=\"-1\"/>", b"<\xff\xfe>", b"<",
+        b"<heartbeat users=\"1\" full=\"demo b@d\" failovers=\"0\"/>"] {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
         buf.extend_from_slice(body);

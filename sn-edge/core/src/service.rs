@@ -21,7 +21,34 @@ use proto::{ChannelId, DetMap, SourceStatus, TokenBucket};
 use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
 use crate::tree::Feed;
 
-pub type ConnId = u64;
+/// One LiveSky client connection to the edge, numbered by the driver (never reused while the
+/// edge runs). Not a peer id: a client gets its [`PeerId`] when it is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn{}", self.0)
+    }
+}
+
+impl From<u64> for ConnId {
+    fn from(n: u64) -> Self {
+        ConnId(n)
+    }
+}
+
+impl From<u32> for ConnId {
+    fn from(n: u32) -> Self {
+        ConnId(u64::from(n))
+    }
+}
+
+impl From<usize> for ConnId {
+    fn from(n: usize) -> Self {
+        ConnId(n as u64)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Input {

@@ -49,10 +49,10 @@ fn live_goes_always_bursts_go_with_the_budget_left_earliest_joiner_first() {
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
     // 20 kB a second: a 50-chunk burst takes 2.5 s of budget.
     let mut f = feeder(20_000.0);
-    f.serve(t0, 1, 0b1111, Some(2_000), 0, &ring);
-    f.serve(t0, 2, 0b0001, Some(2_000), 0, &ring);
+    f.serve(t0, ConnId(1), 0b1111, Some(2_000), 0, &ring);
+    f.serve(t0, ConnId(2), 0b0001, Some(2_000), 0, &ring);
     let first = drain(&mut f);
-    assert!(first.iter().all(|s| s.conn == 1 && s.kind == Kind::Burst), "{first:?}");
+    assert!(first.iter().all(|s| s.conn == ConnId(1) && s.kind == Kind::Burst), "{first:?}");
     assert_eq!(first.len(), 20, "a second's budget");
     assert_eq!(first[0].seq, 50);
     let wake = f.poll_timeout().unwrap();
@@ -61,7 +61,7 @@ fn live_goes_always_bursts_go_with_the_budget_left_earliest_joiner_first() {
     ring.last = 101;
     f.new_chunk(t0, 100, &ring);
     let live: Vec<_> = drain(&mut f).into_iter().filter(|s| s.kind == Kind::Live).collect();
-    assert_eq!(live.iter().map(|s| (s.conn, s.seq)).collect::<Vec<_>>(), [(1, 100), (2, 100)]);
+    assert_eq!(live.iter().map(|s| (s.conn, s.seq)).collect::<Vec<_>>(), [(ConnId(1), 100), (ConnId(2), 100)]);
     // Later, the budget refilled: client 1's burst runs out, then client 2's.
     let mut sent = Vec::new();
     for ms in (100..10_000).step_by(100) {
@@ -69,11 +69,11 @@ fn live_goes_always_bursts_go_with_the_budget_left_earliest_joiner_first() {
         sent.extend(drain(&mut f));
     }
     let bursts: Vec<_> = sent.iter().filter(|s| s.kind == Kind::Burst).collect();
-    let one = bursts.iter().filter(|s| s.conn == 1).count();
-    let two = bursts.iter().filter(|s| s.conn == 2).count();
+    let one = bursts.iter().filter(|s| s.conn == ConnId(1)).count();
+    let two = bursts.iter().filter(|s| s.conn == ConnId(2)).count();
     assert_eq!((20 + one, two), (51, 51), "both whole bursts, 50..=100");
-    let first_of_two = bursts.iter().position(|s| s.conn == 2).unwrap();
-    assert!(bursts[..first_of_two].iter().all(|s| s.conn == 1), "client 1's burst first");
+    let first_of_two = bursts.iter().position(|s| s.conn == ConnId(2)).unwrap();
+    assert!(bursts[..first_of_two].iter().all(|s| s.conn == ConnId(1)), "client 1's burst first");
     assert_eq!(f.poll_timeout(), None, "nothing waits on the budget");
 }
 
@@ -82,7 +82,7 @@ fn backfill_resends_the_newest_chunks_of_the_substreams_taken_over() {
     let t0 = Instant::now();
     let ring = Ring { first: 0, last: 100, len: 1000 };
     let mut f = feeder(1.0);
-    f.serve(t0, 7, 0b0100, None, 0b0100, &ring);
+    f.serve(t0, ConnId(7), 0b0100, None, 0b0100, &ring);
     let sent = drain(&mut f);
     assert!(sent.iter().all(|s| s.kind == Kind::Backfill && s.seq % 4 == 2));
     // The last 2 s of media (50 chunks of 40 ms: 50..=100), substream 2.
@@ -95,12 +95,12 @@ fn a_burst_whose_start_was_evicted_goes_on_from_what_is_held_and_forgotten_clien
     let t0 = Instant::now();
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
     let mut f = feeder(5_000.0);
-    f.serve(t0, 1, 0, Some(4_000), 0, &ring);
+    f.serve(t0, ConnId(1), 0, Some(4_000), 0, &ring);
     assert_eq!(drain(&mut f).len(), 5);
     ring.first = 80;
     f.handle_timeout(t0 + Duration::from_secs(1), &ring);
     assert_eq!(drain(&mut f).first().map(|s| s.seq), Some(80));
-    f.forget(1);
+    f.forget(ConnId(1));
     f.handle_timeout(t0 + Duration::from_secs(10), &ring);
     ring.last = 101;
     f.new_chunk(t0 + Duration::from_secs(10), 101, &ring);

@@ -183,7 +183,7 @@ impl Net {
                 self.peers[b.0].core.handle(self.now, PeerInput::LinkClosed(b.1));
             }
         }
-        self.service.handle(self.now, Input::Disconnected { conn: i as ConnId });
+        self.service.handle(self.now, Input::Disconnected { conn: i.into() });
         self.pump();
     }
 
@@ -196,7 +196,7 @@ impl Net {
     }
 
     fn edge_send(&mut self, conn: ConnId, c: Chunk) {
-        let i = conn as usize;
+        let i = conn.0 as usize;
         if !self.peers[i].alive {
             return;
         }
@@ -212,7 +212,7 @@ impl Net {
                 moved = true;
                 match out {
                     Output::Send { conn, msg } => {
-                        let i = conn as usize;
+                        let i = conn.0 as usize;
                         if self.peers[i].alive {
                             self.peers[i].core.handle(self.now, PeerInput::FromEdge(msg));
                         }
@@ -245,9 +245,9 @@ impl Net {
         let now = self.now;
         match out {
             PeerOutput::ToEdge(ToEdge::Join(join)) => {
-                self.service.handle(now, Input::Joined { conn: i as ConnId, from: addr_of(i), join })
+                self.service.handle(now, Input::Joined { conn: i.into(), from: addr_of(i), join })
             }
-            PeerOutput::ToEdge(msg) => self.service.handle(now, Input::Message { conn: i as ConnId, msg }),
+            PeerOutput::ToEdge(msg) => self.service.handle(now, Input::Message { conn: i.into(), msg }),
             PeerOutput::Connect { link, addr, .. } => {
                 let j = usize::from(addr.port() - 10_000);
                 if j >= self.peers.len() || !self.peers[j].alive {

@@ -85,21 +85,21 @@ fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
         buffer_ms: 15_000,
         redirects: 0,
     };
-    for conn in 0..25 {
-        s.handle(t0, Input::Joined { conn, from, join: join("live") });
+    for conn in 0..25u64 {
+        s.handle(t0, Input::Joined { conn: conn.into(), from, join: join("live") });
     }
     let out = drain(&mut s);
     let refused = out.iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Refused { .. }, .. })).count();
     assert_eq!(refused, 5, "burst of 20 joins per address");
     assert_eq!(s.snapshot().p0, 20);
-    s.handle(t0, Input::Joined { conn: 99, from: "192.0.2.10:1".parse().unwrap(), join: join("other") });
+    s.handle(t0, Input::Joined { conn: ConnId(99), from: "192.0.2.10:1".parse().unwrap(), join: join("other") });
     assert!(
         drain(&mut s)
             .iter()
             .any(|o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("other")))
     );
-    s.handle(t0, Input::Message { conn: 500, msg: ToEdge::Heartbeat });
-    assert_eq!(drain(&mut s), [Output::Close { conn: 500 }]);
+    s.handle(t0, Input::Message { conn: ConnId(500), msg: ToEdge::Heartbeat });
+    assert_eq!(drain(&mut s), [Output::Close { conn: ConnId(500) }]);
 }
 
 #[test]
@@ -115,10 +115,10 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     let mut s = Service::new(cfg);
     let t0 = Instant::now();
     let public: SocketAddr = "203.0.113.5:40000".parse().unwrap();
-    for conn in 0..7 {
+    for conn in 0..7u64 {
         // Half the clients report a private address behind a NAT.
         let listen = if conn % 2 == 0 { Some(SocketAddr::from(([10, 0, 0, conn as u8], 9000))) } else { Some(public) };
-        s.handle(t0, Input::Joined { conn, from: public, join: join_msg(listen, 0) });
+        s.handle(t0, Input::Joined { conn: conn.into(), from: public, join: join_msg(listen, 0) });
     }
     let redirects: Vec<String> = drain(&mut s)
         .into_iter()
@@ -134,29 +134,29 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     s.handle(
         t0,
         Input::Message {
-            conn: 0,
+            conn: ConnId(0),
             msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 1000, ..Default::default() }),
         },
     );
     s.handle(
         t0,
-        Input::Message { conn: 1, msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }) },
+        Input::Message { conn: ConnId(1), msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }) },
     );
     assert_eq!(s.stats().natted_bytes_up, 1000);
     // Clients repeat their startup delay in every report; the edge counts it once per client.
-    for (conn, ms) in [(1, 700), (1, 700), (2, 1500)] {
+    for (conn, ms) in [(1u64, 700), (1, 700), (2, 1500)] {
         let r = proto::peer::PeerReport { startup_ms: Some(ms), ..Default::default() };
-        s.handle(t0, Input::Message { conn, msg: ToEdge::Report(r) });
+        s.handle(t0, Input::Message { conn: conn.into(), msg: ToEdge::Report(r) });
     }
     assert_eq!(s.take_startups(), [700, 1500]);
     assert!(s.take_startups().is_empty());
-    s.handle(t0, Input::Disconnected { conn: 0 });
+    s.handle(t0, Input::Disconnected { conn: ConnId(0) });
     assert_eq!(s.stats().natted_clients, 1);
 
     // A sibling reported full gets no more clients; with every sibling full, the edge keeps the
     // client (in its trees) rather than bounce it around.
-    let join_next = |s: &mut Service, conn, redirects| {
-        s.handle(t0, Input::Joined { conn, from: public, join: join_msg(Some(public), redirects) });
+    let join_next = |s: &mut Service, conn: u64, redirects| {
+        s.handle(t0, Input::Joined { conn: conn.into(), from: public, join: join_msg(Some(public), redirects) });
         drain(s).into_iter().find_map(|o| match o {
             Output::Send { msg: FromEdge::Redirect { to, .. }, .. } => Some(to),
             Output::Send { msg: FromEdge::Welcome(_), .. } => Some("welcome".into()),
