@@ -215,7 +215,7 @@ pub async fn run_with(
                         Event::BroadcastEnded => info!("the broadcast ended; playing what is left of it"),
                         Event::PlayedOut => ended = Some(Ended::BroadcastEnded),
                         Event::Started { startup } => debug!(?startup, "playback started"),
-                        Event::Welcomed { peer, push } => debug!(peer, push, "joined"),
+                        Event::Welcomed { peer, push } => debug!(%peer, push, "joined"),
                         Event::Stalled => debug!("stall"),
                     }
                 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proto::peer::{FromEdge, PeerLink, PeerLinkCodec, SignalKind, ToEdge};
+use proto::peer::{FromEdge, PeerId, PeerLink, PeerLinkCodec, SignalKind, ToEdge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
@@ -65,7 +65,7 @@ pub(crate) struct WebRtc {
     answering: Arc<Semaphore>,
     next_accepted: u64,
     /// Who each accepted link's offer came from, as the edge relayed it: the link's identity.
-    offered_by: HashMap<LinkId, u64>,
+    offered_by: HashMap<LinkId, PeerId>,
 }
 
 impl WebRtc {
@@ -81,7 +81,7 @@ impl WebRtc {
     }
 
     /// Who offered accepted link `link` (once: the identity is taken when the link opens).
-    pub(crate) fn offered_by(&mut self, link: LinkId) -> Option<u64> {
+    pub(crate) fn offered_by(&mut self, link: LinkId) -> Option<PeerId> {
         self.offered_by.remove(&link)
     }
 
@@ -94,7 +94,7 @@ impl WebRtc {
     }
 
     /// Offers a link to `peer`; the link fails if no answer opens it in time.
-    pub(crate) fn connect(&self, link: LinkId, peer: u64, ev_tx: &mpsc::Sender<Ev>, cancel: &CancellationToken) {
+    pub(crate) fn connect(&self, link: LinkId, peer: PeerId, ev_tx: &mpsc::Sender<Ev>, cancel: &CancellationToken) {
         let (ev_tx, cancel, events, rtc) = (ev_tx.clone(), cancel.clone(), self.events.clone(), self.rtc.clone());
         tokio::spawn(async move {
             let Some(rtc) = rtc else {
@@ -116,7 +116,7 @@ impl WebRtc {
 
     pub(crate) fn signal(
         &mut self,
-        from: u64,
+        from: PeerId,
         kind: SignalKind,
         payload: String,
         ev_tx: &mpsc::Sender<Ev>,
@@ -126,7 +126,7 @@ impl WebRtc {
         match kind {
             SignalKind::Offer => {
                 let Ok(permit) = self.answering.clone().try_acquire_owned() else {
-                    warn!(from, "too many offers at once; ignoring one");
+                    warn!(%from, "too many offers at once; ignoring one");
                     return;
                 };
                 let link = LinkId::In(self.next_accepted);
@@ -141,14 +141,14 @@ impl WebRtc {
                             let answer = ToEdge::Signal { to: from, kind: SignalKind::Answer, payload };
                             let _ = ev_tx.send(Ev::Signal(answer)).await;
                         }
-                        Err(e) => debug!(error = %e, from, "cannot answer an offer"),
+                        Err(e) => debug!(error = %e, %from, "cannot answer an offer"),
                     }
                 });
             }
             SignalKind::Answer => {
                 tokio::spawn(async move {
                     if let Err(e) = rtc.answered(&payload).await {
-                        debug!(error = %e, from, "unusable answer");
+                        debug!(error = %e, %from, "unusable answer");
                     }
                 });
             }

@@ -270,7 +270,6 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportAck {
     #[serde(rename = "@id")]

@@ -46,14 +46,14 @@ mod tests {
     fn introductions_are_kept_for_a_while_and_bounded() {
         let t0 = Instant::now();
         let mut i = Introductions::default();
-        assert!(!i.knows(7, t0));
-        i.add(7, t0);
-        assert!(i.knows(7, t0 + Duration::from_secs(60)));
-        assert!(!i.knows(7, t0 + KEEP));
+        assert!(!i.knows(PeerId(7), t0));
+        i.add(PeerId(7), t0);
+        assert!(i.knows(PeerId(7), t0 + Duration::from_secs(60)));
+        assert!(!i.knows(PeerId(7), t0 + KEEP));
         for p in 0..(MAX as u64 + 10) {
-            i.add(100 + p, t0 + Duration::from_millis(p));
+            i.add(PeerId(100 + p), t0 + Duration::from_millis(p));
         }
         assert!(i.known.len() <= MAX);
-        assert!(i.knows(100 + MAX as u64 + 9, t0 + Duration::from_secs(1)), "the newest stay");
+        assert!(i.knows(PeerId(100 + MAX as u64 + 9), t0 + Duration::from_secs(1)), "the newest stay");
     }
 }

@@ -110,8 +110,15 @@ fn every_message_survives_the_wire() {
 #[test]
 fn garbage_frames_are_errors() {
     let mut codec = mc_codec();
-    for body in [&b"hello"[..], b"<nonsense/>", b"<alive id=\"x\"/>", b"<ack version=\"-1\"/>", b"<\xff\xfe>", b"<",
-        b"<heartbeat users=\"1\" full=\"demo b@d\" failovers=\"0\"/>"] {
+    for body in [
+        &b"hello"[..],
+        b"<nonsense/>",
+        b"<alive id=\"x\"/>",
+        b"<ack version=\"-1\"/>",
+        b"<\xff\xfe>",
+        b"<",
+        b"<heartbeat users=\"1\" full=\"demo b@d\" failovers=\"0\"/>",
+    ] {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
         buf.extend_from_slice(body);

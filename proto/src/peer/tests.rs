@@ -45,22 +45,22 @@ fn control_messages_round_trip_and_reject_truncation() {
         }),
         ToEdge::Heartbeat,
         ToEdge::Leave,
-        ToEdge::ParentTrouble { substream: 3, parent: 99, trouble: Trouble::Late },
-        ToEdge::Signal { to: 5, kind: SignalKind::Offer, payload: "v=0\r\n…".into() },
+        ToEdge::ParentTrouble { substream: 3, parent: PeerId(99), trouble: Trouble::Late },
+        ToEdge::Signal { to: PeerId(5), kind: SignalKind::Offer, payload: "v=0\r\n…".into() },
         ToEdge::Report(PeerReport {
             interval_ms: 60_000,
             played_ms: 59_000,
             startup_ms: Some(800),
             bytes_up: 1 << 40,
-            from_peers: vec![(7, 1 << 20), (9, 0)],
+            from_peers: vec![(PeerId(7), 1 << 20), (PeerId(9), 0)],
             ..Default::default()
         }),
         ToEdge::Report(PeerReport::default()),
-        ToEdge::BadChunk { from: 4, seq: 77 },
+        ToEdge::BadChunk { from: PeerId(4), seq: 77 },
     ]);
     round_trip(&[
         FromEdge::Welcome(Welcome {
-            peer: 42,
+            peer: PeerId(42),
             channel: ch(),
             substreams: 4,
             media_kbps: 400,
@@ -74,17 +74,17 @@ fn control_messages_round_trip_and_reject_truncation() {
         FromEdge::Refused { reason: "full".into() },
         FromEdge::Feed { substream: 1, feed: FeedTo::Nobody },
         FromEdge::Feed { substream: 2, feed: FeedTo::Edge },
-        FromEdge::Feed { substream: 3, feed: FeedTo::Peer { id: 8, addr: a6 } },
-        FromEdge::Neighbours(vec![(1, a4), (2, a6)]),
+        FromEdge::Feed { substream: 3, feed: FeedTo::Peer { id: PeerId(8), addr: a6 } },
+        FromEdge::Neighbours(vec![(PeerId(1), a4), (PeerId(2), a6)]),
         FromEdge::Chunk(sample_chunk(9, 2)),
-        FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
-        FromEdge::Introduce { peer: 12 },
+        FromEdge::Signal { from: PeerId(3), kind: SignalKind::Candidate, payload: "candidate:1".into() },
+        FromEdge::Introduce { peer: PeerId(12) },
         FromEdge::ChannelKey { key: [7; 32] },
         FromEdge::Ended { last_seq: Some(77) },
         FromEdge::Ended { last_seq: None },
     ]);
     round_trip(&[
-        PeerLink::Hello { version: 1, peer: 7, channel: ch() },
+        PeerLink::Hello { version: 1, peer: PeerId(7), channel: ch() },
         PeerLink::Subscribe { substreams: 0b1010, from_seq: 123 },
         PeerLink::Chunk(sample_chunk(1, 1)),
         PeerLink::BufferMap { first_seq: 1000, bits: Bytes::from_static(&[0xff, 0x0f]) },
@@ -106,7 +106,7 @@ fn oversized_fields_are_refused() {
     body.put_u64(0);
     body.put_u16(5000);
     assert!(matches!(PeerLink::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));
-    let big = ToEdge::Signal { to: 1, kind: SignalKind::Offer, payload: "x".repeat(MAX_CONTROL_TEXT + 1) };
+    let big = ToEdge::Signal { to: PeerId(1), kind: SignalKind::Offer, payload: "x".repeat(MAX_CONTROL_TEXT + 1) };
     let mut body = BytesMut::new();
     big.encode_body(&mut body);
     assert!(matches!(ToEdge::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));

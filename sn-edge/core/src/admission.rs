@@ -135,7 +135,7 @@ impl Admission {
             tracker,
             last_seen: DetMap::default(),
             offered_slots: 0,
-            next_id: 1,
+            next_id: PeerId(1),
             stage3_direct_next: true,
             stats: Default::default(),
         }
@@ -243,7 +243,7 @@ impl Admission {
             }
         };
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = PeerId(self.next_id.0 + 1);
         let admit = if want_direct && direct_room {
             self.tracker.add_push(id, slots);
             Admit::Push(id)
@@ -365,7 +365,7 @@ mod tests {
             }
             let nc = snap.nc;
             match p0 {
-                0..=100 => assert_eq!((admit, nc), (Admit::Push(u64::from(p0)), p0), "stage 1 at {p0}"),
+                0..=100 => assert_eq!((admit, nc), (Admit::Push(PeerId(u64::from(p0))), p0), "stage 1 at {p0}"),
                 101..=200 => {
                     assert!(matches!(admit, Admit::P2p(_)), "stage 2 at {p0}: {admit:?}");
                     assert_eq!(nc, 100);
@@ -437,15 +437,15 @@ mod tests {
         a.drain_changes();
         // Everyone but client 1 keeps talking.
         let later = t0 + Duration::from_secs(10);
-        for id in [2, 3, 4, 5, 6] {
+        for id in [2, 3, 4, 5, 6].map(PeerId) {
             a.heard(later, id);
         }
         assert!(a.tick(later).is_empty());
         let gone = a.tick(t0 + Duration::from_secs(16));
-        assert_eq!(gone, vec![1]);
+        assert_eq!(gone, vec![PeerId(1)]);
         assert_eq!(a.p0(), 5);
         assert_eq!(a.snapshot().stats.aged_out, 1);
-        assert!(a.drain_changes().iter().all(|c| c.client != 1));
+        assert!(a.drain_changes().iter().all(|c| c.client != PeerId(1)));
         assert_eq!(a.snapshot().tree.unfed, 0, "orphans of the silent push peer were re-fed");
     }
 
@@ -509,11 +509,11 @@ mod tests {
             a.join(t0, None, true, false);
         }
         assert!((a.alpha() - 1.5).abs() < 1e-9);
-        for id in 1..=20 {
+        for id in (1..=20).map(PeerId) {
             a.mark_unreachable(id);
         }
         assert!((a.alpha() - 0.75).abs() < 1e-9, "{}", a.alpha());
-        for id in 1..=10 {
+        for id in (1..=10).map(PeerId) {
             a.leave(id);
         }
         assert!((a.alpha() - 1.0).abs() < 1e-9, "20 of 30 offer 1.5: {}", a.alpha());

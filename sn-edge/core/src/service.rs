@@ -439,7 +439,7 @@ impl Service {
     fn ban(&mut self, now: Instant, peer: PeerId) {
         let Some(c) = self.clients.get(&peer) else { return };
         let (conn, identity) = (c.conn, c.identity.clone());
-        tracing::warn!(channel = %self.cfg.channel, peer, %identity, "client banned: its chunks failed the signature check");
+        tracing::warn!(channel = %self.cfg.channel, %peer, %identity, "client banned: its chunks failed the signature check");
         self.bans.ban(identity, now);
         self.stats.bans += 1;
         self.out.push_back(Output::Send {

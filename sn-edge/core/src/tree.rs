@@ -11,7 +11,7 @@
 use proto::DetMap;
 use std::collections::VecDeque;
 
-pub type PeerId = u64;
+pub use proto::peer::PeerId;
 
 /// Who feeds one substream to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ fn a_buffer_map_in_flight_when_its_link_closed_is_not_kept() {
     let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
     let mut p = PeerCore::new(PeerConfig::new(channel), now);
     p.handle(now, Input::LinkAccepted { link: LinkId::In(7), peer: None });
-    p.handle(now, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
+    p.handle(now, Input::FromEdge(FromEdge::Introduce { peer: PeerId(3) }));
     p.handle(now, Input::FromPeer(LinkId::In(7), hello(3)));
     p.handle(now, Input::FromPeer(LinkId::In(7), map()));
     assert_eq!(p.stats().repair.maps_held, 1);
@@ -37,10 +37,10 @@ fn a_buffer_map_in_flight_when_its_link_closed_is_not_kept() {
     assert_eq!(p.stats().repair.maps_held, 0);
 }
 
-fn hello(peer: PeerId) -> PeerLink {
+fn hello(peer: u64) -> PeerLink {
     PeerLink::Hello {
         version: CLIENT_PROTOCOL_VERSION,
-        peer,
+        peer: PeerId(peer),
         channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")),
     }
 }
@@ -58,9 +58,9 @@ fn a_hello_must_name_the_signalled_peer_and_repairs_have_a_budget() {
     let t0 = Instant::now();
     let channel = ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"));
     let mut p = PeerCore::new(PeerConfig::new(channel), t0);
-    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
+    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(44) }));
     // The edge relayed this link's offer from peer 66; its Hello claims 44.
-    p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: Some(66) });
+    p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: Some(PeerId(66)) });
     p.handle(t0, Input::FromPeer(LinkId::In(7), hello(44)));
     assert_eq!(sent_on(&mut p, LinkId::In(7)), [Output::Close { link: LinkId::In(7) }]);
     assert_eq!(p.stats().impostors, 1);
@@ -69,7 +69,7 @@ fn a_hello_must_name_the_signalled_peer_and_repairs_have_a_budget() {
     for seq in 0..10 {
         p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
     }
-    p.handle(t0, Input::LinkAccepted { link: LinkId::In(8), peer: Some(44) });
+    p.handle(t0, Input::LinkAccepted { link: LinkId::In(8), peer: Some(PeerId(44)) });
     p.handle(t0, Input::FromPeer(LinkId::In(8), hello(44)));
     for i in 0..300 {
         p.handle(t0, Input::FromPeer(LinkId::In(8), PeerLink::Request { seq: i % 10 }));
@@ -98,7 +98,7 @@ fn a_peer_the_edge_did_not_introduce_gets_nothing_and_is_cut_off() {
     // An introduced one (its introduction trailing its hello) is answered.
     p.handle(t0, Input::LinkAccepted { link: LinkId::In(8), peer: None });
     p.handle(t0, Input::FromPeer(LinkId::In(8), hello(44)));
-    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 44 }));
+    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(44) }));
     p.handle(t0, Input::FromPeer(LinkId::In(8), PeerLink::Request { seq: 5 }));
     assert_eq!(
         sent_on(&mut p, LinkId::In(8)),
@@ -121,9 +121,9 @@ fn chunk(seq: u64) -> Chunk {
     Chunk { header, payload: bytes::Bytes::from_static(&[0x47; 188]), signature: None }
 }
 
-fn welcome(peer: PeerId) -> FromEdge {
+fn welcome(peer: u64) -> FromEdge {
     FromEdge::Welcome(proto::peer::Welcome {
-        peer,
+        peer: PeerId(peer),
         channel: ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")),
         substreams: 4,
         media_kbps: 400,
@@ -145,7 +145,7 @@ fn subscribed_after(per_100ms: u64) -> Option<u64> {
     p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
     let addr = SocketAddr::from(([127, 0, 0, 1], 9));
     for s in 0..4 {
-        p.handle(t0, Input::FromEdge(FromEdge::Feed { substream: s, feed: FeedTo::Peer { id: 2, addr } }));
+        p.handle(t0, Input::FromEdge(FromEdge::Feed { substream: s, feed: FeedTo::Peer { id: PeerId(2), addr } }));
     }
     let link = std::iter::from_fn(|| p.poll_output()).find_map(|o| match o {
         Output::Connect { link, .. } => Some(link),
@@ -253,7 +253,7 @@ fn buffer_maps_go_only_to_neighbours_that_asked_until_their_lease_runs_out() {
     }
     for (link, peer) in [(LinkId::In(7), 3), (LinkId::In(8), 4)] {
         p.handle(t0, Input::LinkAccepted { link, peer: None });
-        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer }));
+        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(peer) }));
         p.handle(t0, Input::FromPeer(link, hello(peer)));
     }
     // A stranger's ask is ignored.
@@ -296,7 +296,7 @@ fn a_peer_missing_a_chunk_asks_for_maps_and_requests_it_as_soon_as_a_map_shows_i
     let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
     p.handle(t0, Input::FromEdge(welcome(1)));
     p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
-    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: 3 }));
+    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(3) }));
     p.handle(t0, Input::FromPeer(LinkId::In(7), hello(3)));
     for seq in (0..100).filter(|&s| s != 60) {
         p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));

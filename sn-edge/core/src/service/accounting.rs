@@ -132,33 +132,39 @@ mod tests {
     fn claims_backed_by_receivers_count_and_inflated_ones_are_flagged() {
         let t0 = Instant::now();
         let mut a = Accounting::default();
-        for p in 1..=5 {
+        for p in (1..=5).map(PeerId) {
             a.join(p, t0);
         }
         // Peer 1 sends 3 MB a minute to 2 and 3, and says so; they confirm on their own minute.
         for i in 1..=5 {
             let t = t0 + MINUTE * i;
-            assert_eq!(a.report(1, &report(3 << 20, &[]), t), Verdict::Counted);
-            a.report(2, &report(0, &[(1, 2 << 20)]), t + MINUTE / 3);
-            a.report(3, &report(0, &[(1, 1 << 20)]), t + MINUTE / 2);
+            assert_eq!(a.report(PeerId(1), &report(3 << 20, &[]), t), Verdict::Counted);
+            a.report(PeerId(2), &report(0, &[(PeerId(1), 2 << 20)]), t + MINUTE / 3);
+            a.report(PeerId(3), &report(0, &[(PeerId(1), 1 << 20)]), t + MINUTE / 2);
         }
         // Peer 4 feeds 2 with 1 MB a minute but claims 30.
         let mut verdicts = Vec::new();
         for i in 1..=4 {
             let t = t0 + MINUTE * (5 + i);
-            verdicts.push(a.report(4, &report(30 << 20, &[]), t));
-            a.report(2, &report(0, &[(4, 1 << 20)]), t + MINUTE / 3);
+            verdicts.push(a.report(PeerId(4), &report(30 << 20, &[]), t));
+            a.report(PeerId(2), &report(0, &[(PeerId(4), 1 << 20)]), t + MINUTE / 3);
         }
         assert_eq!(verdicts[..2], [Verdict::Counted, Verdict::Counted], "not judged before receivers reported");
         assert_eq!(verdicts[2..], [Verdict::Flagged { earlier: 60 << 20 }, Verdict::Excluded]);
         assert_eq!(a.flagged(), 1);
-        a.report(2, &report(0, &[(99, 1 << 30)]), t0 + MINUTE * 10);
+        a.report(PeerId(2), &report(0, &[(PeerId(99), 1 << 30)]), t0 + MINUTE * 10);
         assert_eq!(a.ledgers.len(), 5, "senders that are not clients get no books");
         // A client cannot confirm its own claims.
         for i in 1..=2 {
-            assert_eq!(a.report(5, &report(30 << 20, &[(5, 30 << 20)]), t0 + MINUTE * (10 + i)), Verdict::Counted);
+            assert_eq!(
+                a.report(PeerId(5), &report(30 << 20, &[(PeerId(5), 30 << 20)]), t0 + MINUTE * (10 + i)),
+                Verdict::Counted
+            );
         }
-        assert!(matches!(a.report(5, &report(0, &[(5, 30 << 20)]), t0 + MINUTE * 13), Verdict::Flagged { .. }));
+        assert!(matches!(
+            a.report(PeerId(5), &report(0, &[(PeerId(5), 30 << 20)]), t0 + MINUTE * 13),
+            Verdict::Flagged { .. }
+        ));
     }
 
     /// The simulator's finding: an honest sender that left (its last report comes early) was
@@ -167,12 +173,12 @@ mod tests {
     fn a_leaving_sender_is_not_judged_before_its_receivers_could_confirm() {
         let t0 = Instant::now();
         let mut a = Accounting::default();
-        a.join(1, t0);
-        a.join(2, t0 + MINUTE / 2);
-        a.report(2, &report(0, &[]), t0 + MINUTE / 2 + MINUTE);
-        assert_eq!(a.report(1, &report(3 << 20, &[]), t0 + MINUTE), Verdict::Counted);
+        a.join(PeerId(1), t0);
+        a.join(PeerId(2), t0 + MINUTE / 2);
+        a.report(PeerId(2), &report(0, &[]), t0 + MINUTE / 2 + MINUTE);
+        assert_eq!(a.report(PeerId(1), &report(3 << 20, &[]), t0 + MINUTE), Verdict::Counted);
         // Leaving 2 s later, before 2's next report confirms the 3 MB.
-        assert_eq!(a.report(1, &report(100_000, &[]), t0 + MINUTE + Duration::from_secs(2)), Verdict::Counted);
+        assert_eq!(a.report(PeerId(1), &report(100_000, &[]), t0 + MINUTE + Duration::from_secs(2)), Verdict::Counted);
     }
 
     /// A child that vanished cannot confirm its last minute: its parent is excused that.
@@ -183,23 +189,23 @@ mod tests {
         let claim = 2 * sub_rate * 60;
         for vanished in [false, true] {
             let mut a = Accounting::default();
-            a.join(1, t0);
-            a.join(2, t0);
-            assert_eq!(a.report(1, &report(claim, &[]), t0 + MINUTE), Verdict::Counted);
+            a.join(PeerId(1), t0);
+            a.join(PeerId(2), t0);
+            assert_eq!(a.report(PeerId(1), &report(claim, &[]), t0 + MINUTE), Verdict::Counted);
             if vanished {
-                a.vanished(2, t0 + MINUTE + MINUTE / 2, &[(1, 2)], sub_rate);
+                a.vanished(PeerId(2), t0 + MINUTE + MINUTE / 2, &[(PeerId(1), 2)], sub_rate);
             }
-            assert_eq!(a.report(1, &report(claim, &[]), t0 + 2 * MINUTE), Verdict::Counted);
-            let verdict = a.report(1, &report(claim, &[]), t0 + 3 * MINUTE);
+            assert_eq!(a.report(PeerId(1), &report(claim, &[]), t0 + 2 * MINUTE), Verdict::Counted);
+            let verdict = a.report(PeerId(1), &report(claim, &[]), t0 + 3 * MINUTE);
             assert_eq!(verdict == Verdict::Counted, vanished, "vanished child: {vanished}");
         }
         // The excuse is bounded by the time the child was there: a liar gains little by it.
         let mut a = Accounting::default();
-        a.join(1, t0);
-        a.join(2, t0);
-        a.report(1, &report(30 << 20, &[]), t0 + MINUTE);
-        a.vanished(2, t0 + MINUTE, &[(1, 2)], sub_rate);
-        a.report(1, &report(0, &[]), t0 + 2 * MINUTE);
-        assert!(matches!(a.report(1, &report(0, &[]), t0 + 3 * MINUTE), Verdict::Flagged { .. }));
+        a.join(PeerId(1), t0);
+        a.join(PeerId(2), t0);
+        a.report(PeerId(1), &report(30 << 20, &[]), t0 + MINUTE);
+        a.vanished(PeerId(2), t0 + MINUTE, &[(PeerId(1), 2)], sub_rate);
+        a.report(PeerId(1), &report(0, &[]), t0 + 2 * MINUTE);
+        assert!(matches!(a.report(PeerId(1), &report(0, &[]), t0 + 3 * MINUTE), Verdict::Flagged { .. }));
     }
 }

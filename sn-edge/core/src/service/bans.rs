@@ -12,7 +12,8 @@ use proto::peer::PeerId;
 use super::reporters::Reporters;
 
 pub(super) struct Bans {
-    reports: Reporters,
+    /// Complaints by reporters' identity keys: one identity reconnecting is still one voice.
+    reports: Reporters<u64>,
     until: HashMap<String, Instant>,
     need: usize,
     length: Duration,
@@ -64,9 +65,9 @@ mod tests {
     fn a_ban_needs_distinct_reporters_and_runs_out() {
         let t0 = Instant::now();
         let mut b = Bans::new(2, Duration::from_secs(600));
-        assert!(!b.report(1, 9));
-        assert!(!b.report(1, 9), "the same reporter twice is one report");
-        assert!(b.report(2, 9));
+        assert!(!b.report(1, PeerId(9)));
+        assert!(!b.report(1, PeerId(9)), "the same reporter twice is one report");
+        assert!(b.report(2, PeerId(9)));
         b.ban(identity("", "192.0.2.9".parse().unwrap()), t0);
         assert_eq!(b.remaining("ip:192.0.2.9", t0 + Duration::from_secs(60)), Some(Duration::from_secs(540)));
         assert_eq!(b.remaining("ip:192.0.2.9", t0 + Duration::from_secs(600)), None);

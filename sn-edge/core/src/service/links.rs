@@ -56,16 +56,16 @@ mod tests {
     #[test]
     fn links_are_mutual_bounded_and_forgotten() {
         let mut l = Links::default();
-        l.link(1, 2);
-        assert!(l.linked(1, 2) && l.linked(2, 1));
-        assert!(!l.linked(1, 3));
-        for p in 10..(10 + MAX_LINKS as u64) {
-            l.link(1, p);
+        l.link(PeerId(1), PeerId(2));
+        assert!(l.linked(PeerId(1), PeerId(2)) && l.linked(PeerId(2), PeerId(1)));
+        assert!(!l.linked(PeerId(1), PeerId(3)));
+        for p in (10..(10 + MAX_LINKS as u64)).map(PeerId) {
+            l.link(PeerId(1), p);
         }
-        assert!(!l.linked(1, 2), "the oldest introduction made room");
-        assert!(l.linked(2, 1), "the other side's list is its own");
-        l.forget(2);
-        assert!(!l.linked(2, 1));
+        assert!(!l.linked(PeerId(1), PeerId(2)), "the oldest introduction made room");
+        assert!(l.linked(PeerId(2), PeerId(1)), "the other side's list is its own");
+        l.forget(PeerId(2));
+        assert!(!l.linked(PeerId(2), PeerId(1)));
         assert_ne!(identity_key("ip:10.0.0.1"), identity_key("ip:10.0.0.2"));
     }
 }

@@ -29,7 +29,7 @@ impl Service {
                 };
                 let (reporters, new) = books.add(parent, peer);
                 if new && trouble == Trouble::Silent && reporters == need {
-                    tracing::info!(channel = %self.cfg.channel, parent, "children get nothing from this parent: made a leaf");
+                    tracing::info!(channel = %self.cfg.channel, %parent, "children get nothing from this parent: made a leaf");
                     self.stats.demoted += 1;
                 }
                 if reporters >= need {
@@ -58,7 +58,7 @@ impl Service {
                     accounting::Verdict::Counted => {}
                     verdict => {
                         if let accounting::Verdict::Flagged { earlier } = verdict {
-                            tracing::warn!(channel = %self.cfg.channel, peer, claimed = earlier + r.bytes_up, "upload claims outrun what receivers confirm; excluded from the figures");
+                            tracing::warn!(channel = %self.cfg.channel, %peer, claimed = earlier + r.bytes_up, "upload claims outrun what receivers confirm; excluded from the figures");
                             self.stats.inflated_clients += 1;
                             self.stats.reported.bytes_up = self.stats.reported.bytes_up.saturating_sub(earlier);
                             self.stats.excluded_bytes_up += earlier;
@@ -93,10 +93,10 @@ impl Service {
                     self.stats.bad_chunk_refused += 1;
                     return;
                 }
-                let reporter = self.clients.get(&peer).map_or(peer, |c| c.identity_key);
+                let reporter = self.clients.get(&peer).map_or(peer.0, |c| c.identity_key);
                 if self.clients.contains_key(&from) && !rotating {
                     self.stats.bad_chunk_reports += 1;
-                    tracing::warn!(channel = %self.cfg.channel, reporter = peer, sender = from, seq, "chunk failed its signature check");
+                    tracing::warn!(channel = %self.cfg.channel, reporter = %peer, sender = %from, seq, "chunk failed its signature check");
                     self.admission.mark_unreachable(from);
                     if self.bans.report(reporter, from) {
                         self.ban(now, from);

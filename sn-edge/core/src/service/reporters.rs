@@ -5,15 +5,20 @@
 use proto::DetMap;
 use proto::peer::PeerId;
 
-#[derive(Default)]
-pub(super) struct Reporters {
-    about: DetMap<PeerId, Vec<PeerId>>,
+pub(super) struct Reporters<R = PeerId> {
+    about: DetMap<PeerId, Vec<R>>,
 }
 
-impl Reporters {
+impl<R> Default for Reporters<R> {
+    fn default() -> Self {
+        Self { about: DetMap::default() }
+    }
+}
+
+impl<R: PartialEq> Reporters<R> {
     /// `reporter` complains about `peer`: how many distinct clients now have, and whether this
     /// one is new (the same client twice is one complaint).
-    pub fn add(&mut self, peer: PeerId, reporter: PeerId) -> (usize, bool) {
+    pub fn add(&mut self, peer: PeerId, reporter: R) -> (usize, bool) {
         let r = self.about.entry(peer).or_default();
         let new = !r.contains(&reporter);
         if new {
@@ -35,11 +40,11 @@ mod tests {
     #[test]
     fn complaints_count_distinct_reporters_and_leave_with_their_subject() {
         let mut r = Reporters::default();
-        assert_eq!(r.add(9, 1), (1, true));
-        assert_eq!(r.add(9, 1), (1, false));
-        assert_eq!(r.add(9, 2), (2, true));
-        assert_eq!(r.add(8, 1), (1, true));
-        r.forget(9);
-        assert_eq!(r.add(9, 3), (1, true));
+        assert_eq!(r.add(PeerId(9), 1), (1, true));
+        assert_eq!(r.add(PeerId(9), 1), (1, false));
+        assert_eq!(r.add(PeerId(9), 2), (2, true));
+        assert_eq!(r.add(PeerId(8), 1), (1, true));
+        r.forget(PeerId(9));
+        assert_eq!(r.add(PeerId(9), 3), (1, true));
     }
 }

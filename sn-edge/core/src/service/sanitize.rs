@@ -77,7 +77,7 @@ impl Service {
         };
         if clamp(r, seen, bounds) {
             self.stats.reports_clamped += 1;
-            tracing::debug!(channel = %self.cfg.channel, peer, "report beyond what its interval holds; clamped");
+            tracing::debug!(channel = %self.cfg.channel, %peer, "report beyond what its interval holds; clamped");
         }
         let before = r.from_peers.len();
         let links = &self.links;
@@ -115,7 +115,7 @@ mod tests {
             bytes_from_peers: 2_000_000,
             bytes_up: 3_000_000,
             startup_ms: Some(800),
-            from_peers: vec![(7, 2_000_000)],
+            from_peers: vec![(PeerId(7), 2_000_000)],
         };
         let honest = r.clone();
         assert!(!clamp(&mut r, Duration::from_millis(60_100), B));
@@ -133,7 +133,7 @@ mod tests {
             bytes_from_peers: u64::MAX,
             bytes_up: 60 << 30,
             startup_ms: Some(u32::MAX - 1),
-            from_peers: vec![(7, u64::MAX)],
+            from_peers: vec![(PeerId(7), u64::MAX)],
         };
         assert!(clamp(&mut r, Duration::from_secs(10), B));
         assert_eq!(r.interval_ms, 12_000, "the edge saw 10 s pass (+2 s slack)");

@@ -58,33 +58,34 @@ fn check_invariants(t: &Tracker) {
 fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
     // K = 4; push peers upload 1.5 × the stream = 6 substream slots; K' = 2.
     let mut t = tracker(4, 2, 10 * 4);
-    for id in 0..10 {
+    for id in (0..10).map(PeerId) {
         t.add_push(id, 6);
     }
-    let placed = (100..200).take_while(|&id| t.add_p2p(id, 6)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
     assert_eq!(placed, 15, "10 push peers × 6 slots / 4 substreams");
     assert!(!t.p2p_room());
     check_invariants(&t);
-    for id in 100..115 {
+    for id in (100..115).map(PeerId) {
         let feeds = t.feeds(id).unwrap();
-        assert!(feeds.iter().all(|f| matches!(f, Feed::Peer(p) if *p < 10)), "{feeds:?}");
+        assert!(feeds.iter().all(|f| matches!(f, Feed::Peer(p) if p.0 < 10)), "{feeds:?}");
         assert!((0..4).all(|s| t.depth(id, s) == 2));
     }
     // A failed placement leaves no trace.
-    assert!(!t.contains(115) && t.stats().clients == 25);
+    assert!(!t.contains(PeerId(115)) && t.stats().clients == 25);
 }
 
 #[test]
 fn deeper_trees_use_p2p_peers_as_parents_and_spread_interior_roles() {
     let mut t = tracker(4, 3, 4 * 4);
-    for id in 0..4 {
+    for id in (0..4).map(PeerId) {
         t.add_push(id, 6);
     }
-    let placed = (100..200).take_while(|&id| t.add_p2p(id, 6)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
     // Depth 2 can hold 6 clients; each of them adds 6 slots for depth 3.
     assert!(placed >= 12, "placed {placed}");
     check_invariants(&t);
-    let level2: Vec<PeerId> = (100..100 + placed as u64).filter(|&id| (0..4).any(|s| t.depth(id, s) == 2)).collect();
+    let level2: Vec<PeerId> =
+        (100..100 + placed as u64).map(PeerId).filter(|&id| (0..4).any(|s| t.depth(id, s) == 2)).collect();
     let forwarding = level2.iter().filter(|&&id| (0..4).any(|s| !t.children(id, s).is_empty())).count();
     assert!(
         forwarding * 10 >= level2.len() * 8,
@@ -110,19 +111,19 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     // Three push peers with 4 slots each feed three P2P clients exactly (K = 4): no spare slot.
     // The edge can feed 10 substreams: 12 for push peers would not fit after a fourth joins.
     let mut t = tracker(4, 2, 3 * 4);
-    for id in 0..3 {
+    for id in (0..3).map(PeerId) {
         t.add_push(id, 4);
     }
-    for id in 100..103 {
+    for id in (100..103).map(PeerId) {
         assert!(t.add_p2p(id, 0));
     }
     assert!(!t.p2p_room());
-    let orphans: usize = (0..4).map(|s| t.children(0, s).len()).sum();
+    let orphans: usize = (0..4).map(|s| t.children(PeerId(0), s).len()).sum();
     assert_eq!(orphans, 4);
     t.cfg.edge_substreams = 10;
     t.drain_changes();
     // Push peer 0 leaves: the edge has room for two of its four orphaned substreams.
-    t.remove(0);
+    t.remove(PeerId(0));
     check_invariants(&t);
     let st = t.stats();
     assert_eq!((st.refocus_total, st.unfed, st.edge_substreams), (2, 2, 10), "{st:?}");
@@ -130,7 +131,7 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     assert_eq!(changes.iter().filter(|c| c.feed == Feed::Edge).count(), 2, "{changes:?}");
     // A new push peer appears: the tick puts everyone back into trees and frees the edge.
     t.cfg.edge_substreams = 12;
-    t.add_push(50, 4);
+    t.add_push(PeerId(50), 4);
     t.tick();
     check_invariants(&t);
     let st = t.stats();
@@ -141,23 +142,23 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
 #[test]
 fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     let mut t = tracker(2, 2, 100);
-    for id in 0..3 {
+    for id in (0..3).map(PeerId) {
         t.add_push(id, 4);
     }
-    assert!(t.add_p2p(10, 0));
-    let Feed::Peer(old) = t.feeds(10).unwrap()[0] else { panic!() };
+    assert!(t.add_p2p(PeerId(10), 0));
+    let Feed::Peer(old) = t.feeds(PeerId(10)).unwrap()[0] else { panic!() };
     // LiveSky §3.2: the edge feeds it until the overlay adapts, then another parent takes over.
-    t.reparent(10, 0);
-    assert_eq!(t.feeds(10).unwrap()[0], Feed::Edge);
+    t.reparent(PeerId(10), 0);
+    assert_eq!(t.feeds(PeerId(10)).unwrap()[0], Feed::Edge);
     assert_eq!(t.stats().refocus_total, 1);
     t.tick();
-    let Feed::Peer(new) = t.feeds(10).unwrap()[0] else { panic!("{:?}", t.feeds(10)) };
+    let Feed::Peer(new) = t.feeds(PeerId(10)).unwrap()[0] else { panic!("{:?}", t.feeds(PeerId(10))) };
     assert_ne!(old, new, "the late parent is not picked again");
     t.mark_unreachable(new);
     check_invariants(&t);
-    assert!(!matches!(t.feeds(10).unwrap()[0], Feed::Peer(p) if p == new));
+    assert!(!matches!(t.feeds(PeerId(10)).unwrap()[0], Feed::Peer(p) if p == new));
     let mut placed = 0;
-    for id in 20..30 {
+    for id in (20..30).map(PeerId) {
         if t.add_p2p(id, 0) {
             placed += 1;
             assert!(t.feeds(id).unwrap().iter().all(|f| *f != Feed::Peer(new)), "unreachable parent chosen");
@@ -176,7 +177,7 @@ fn random_churn_never_breaks_the_trees() {
     for step in 0..3000u64 {
         match next() % 10 {
             0..=4 => {
-                let id = step + 1000;
+                let id = PeerId(step + 1000);
                 let slots = (next() % 9) as u16;
                 if t.stats().push < 6 && next() % 3 == 0 {
                     t.add_push(id, slots);
@@ -211,20 +212,20 @@ fn random_churn_never_breaks_the_trees() {
 #[test]
 fn mesh_neighbours_are_distinct_others_reachable_first() {
     let mut t = tracker(4, 2, 1000);
-    for id in 0..30 {
+    for id in (0..30).map(PeerId) {
         t.add_push(id, 6);
     }
-    for id in 0..10 {
+    for id in (0..10).map(PeerId) {
         t.mark_unreachable(id);
     }
-    let m = t.mesh_for(5);
+    let m = t.mesh_for(PeerId(5));
     assert_eq!(m.len(), 8);
-    assert!(!m.contains(&5));
+    assert!(!m.contains(&PeerId(5)));
     assert_eq!(m.iter().collect::<HashSet<_>>().len(), 8);
-    assert!(m.iter().all(|&o| o >= 10), "reachable first: {m:?}");
+    assert!(m.iter().all(|&o| o.0 >= 10), "reachable first: {m:?}");
     let mut small = tracker(4, 2, 100);
-    for id in 0..4 {
+    for id in (0..4).map(PeerId) {
         small.add_push(id, 6);
     }
-    assert_eq!(small.mesh_for(0).len(), 3, "everyone else when there are fewer than M");
+    assert_eq!(small.mesh_for(PeerId(0)).len(), 3, "everyone else when there are fewer than M");
 }

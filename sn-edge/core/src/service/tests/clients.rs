@@ -21,14 +21,14 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
         s.handle(t0, Input::Joined { conn: conn.into(), from, join });
     }
     drain(&mut s);
-    let offer = ToEdge::Signal { to: 2, kind: proto::peer::SignalKind::Offer, payload: "v=0".into() };
+    let offer = ToEdge::Signal { to: PeerId(2), kind: proto::peer::SignalKind::Offer, payload: "v=0".into() };
     s.handle(t0, Input::Message { conn: ConnId(0), msg: offer });
     let relayed = drain(&mut s);
     assert_eq!(
         relayed,
         [Output::Send {
             conn: ConnId(1),
-            msg: FromEdge::Signal { from: 1, kind: proto::peer::SignalKind::Offer, payload: "v=0".into() }
+            msg: FromEdge::Signal { from: PeerId(1), kind: proto::peer::SignalKind::Offer, payload: "v=0".into() }
         }]
     );
     // To a peer id this edge does not know: dropped, nothing sent anywhere.
@@ -36,7 +36,7 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
         t0,
         Input::Message {
             conn: ConnId(0),
-            msg: ToEdge::Signal { to: 99, kind: proto::peer::SignalKind::Answer, payload: String::new() },
+            msg: ToEdge::Signal { to: PeerId(99), kind: proto::peer::SignalKind::Answer, payload: String::new() },
         },
     );
     assert!(drain(&mut s).is_empty());
@@ -55,8 +55,11 @@ fn signals_go_only_to_introduced_peers_small_and_rate_limited() {
     drain(&mut s);
     let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
     let [a, b] = [ids[0], ids[1]];
-    let signal =
-        |to: u64, len: usize| ToEdge::Signal { to, kind: proto::peer::SignalKind::Candidate, payload: "c".repeat(len) };
+    let signal = |to: PeerId, len: usize| ToEdge::Signal {
+        to,
+        kind: proto::peer::SignalKind::Candidate,
+        payload: "c".repeat(len),
+    };
     // conn 0 is the first of `clients_at`, whose conn numbers restart at 0.
     s.handle(t0, Input::Message { conn: ConnId(7), msg: signal(a, 10) });
     s.handle(t0, Input::Message { conn: ConnId(0), msg: signal(b, MAX_SIGNAL_BYTES + 1) });
@@ -79,7 +82,10 @@ fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
     let t0 = Instant::now();
     let from = |i: u8| SocketAddr::from(([203, 0, 113, i], 4000));
     for conn in 0..3u64 {
-        s.handle(t0, Input::Joined { conn: conn.into(), from: from(conn as u8), join: join_msg(Some(from(conn as u8)), 0) });
+        s.handle(
+            t0,
+            Input::Joined { conn: conn.into(), from: from(conn as u8), join: join_msg(Some(from(conn as u8)), 0) },
+        );
     }
     let welcomed = drain(&mut s).iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })).count();
     assert_eq!(welcomed, 3);
@@ -114,7 +120,7 @@ fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
 
 /// Clients joined from `addrs` (each listening where it connects from, so the edge makes them
 /// mesh neighbours of each other); their peer ids.
-fn clients_at(s: &mut Service, t0: Instant, addrs: &[SocketAddr]) -> Vec<u64> {
+fn clients_at(s: &mut Service, t0: Instant, addrs: &[SocketAddr]) -> Vec<PeerId> {
     let mut peer_of = Vec::new();
     for (conn, &from) in addrs.iter().enumerate() {
         s.handle(t0, Input::Joined { conn: conn.into(), from, join: join_msg(Some(from), 0) });
@@ -201,7 +207,7 @@ fn an_inflated_upload_claim_is_flagged_and_left_out_of_the_figures() {
     let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
     let t0 = Instant::now();
     let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
-    let report = |up: u64, from: Vec<(u64, u64)>| proto::peer::PeerReport {
+    let report = |up: u64, from: Vec<(PeerId, u64)>| proto::peer::PeerReport {
         interval_ms: 60_000,
         bytes_up: up,
         from_peers: from,
@@ -266,9 +272,18 @@ fn a_second_client_with_a_connected_identity_is_noticed() {
     let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
     let t0 = Instant::now();
     let with_token = |token: &str| proto::peer::Join { token: token.into(), ..join_msg(None, 0) };
-    s.handle(t0, Input::Joined { conn: ConnId(1), from: "192.0.2.1:1".parse().unwrap(), join: with_token("9.alice.ff") });
-    s.handle(t0, Input::Joined { conn: ConnId(2), from: "198.51.100.1:1".parse().unwrap(), join: with_token("9.bob.ff") });
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(1), from: "192.0.2.1:1".parse().unwrap(), join: with_token("9.alice.ff") },
+    );
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(2), from: "198.51.100.1:1".parse().unwrap(), join: with_token("9.bob.ff") },
+    );
     assert_eq!(s.stats().duplicate_identities, 0);
-    s.handle(t0, Input::Joined { conn: ConnId(3), from: "203.0.113.1:1".parse().unwrap(), join: with_token("9.alice.ee") });
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(3), from: "203.0.113.1:1".parse().unwrap(), join: with_token("9.alice.ee") },
+    );
     assert_eq!(s.stats().duplicate_identities, 1, "alice on a second machine");
 }

@@ -140,7 +140,10 @@ fn past_stage_four_clients_are_redirected_to_a_sibling_and_nat_is_recorded() {
     );
     s.handle(
         t0,
-        Input::Message { conn: ConnId(1), msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }) },
+        Input::Message {
+            conn: ConnId(1),
+            msg: ToEdge::Report(proto::peer::PeerReport { bytes_up: 5, ..Default::default() }),
+        },
     );
     assert_eq!(s.stats().natted_bytes_up, 1000);
     // Clients repeat their startup delay in every report; the edge counts it once per client.
