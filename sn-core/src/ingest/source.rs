@@ -386,25 +386,8 @@ pub(crate) async fn run_pull(node: Node, channel: ChannelId, url: String, stop: 
         }
     };
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = pull_once(&node, &channel, &client, uri.clone()) => r,
-        };
-        match result {
-            Ok(bytes) if bytes > 0 => {
-                info!(%channel, %url, bytes, "origin stream ended; reconnecting");
-                backoff.reset();
-            }
-            Ok(_) => info!(%channel, %url, "origin sent nothing; retrying"),
-            Err(e) => warn!(%channel, %url, error = %e, retry_in = ?backoff.peek(), "origin pull failed"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = sleep(backoff.next_delay()) => {}
-        }
-    }
+    super::reconnect_forever("origin pull", &channel, &url, &stop, || pull_once(&node, &channel, &client, uri.clone()))
+        .await;
 }
 
 async fn pull_once(

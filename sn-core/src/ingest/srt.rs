@@ -369,21 +369,11 @@ pub(crate) async fn run_srt_caller(
             return;
         }
     };
-    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        match call_once(&node, &channel, addr, stream_id.as_deref(), &passphrase, &stop).await {
-            Ok(bytes) if bytes > 0 => {
-                info!(%channel, %addr, bytes, "SRT encoder stream ended; calling again");
-                backoff.reset();
-            }
-            Ok(_) => info!(%channel, %addr, "SRT encoder sent nothing; calling again"),
-            Err(e) => warn!(%channel, %addr, error = %e, retry_in = ?backoff.peek(), "SRT call failed"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = sleep(backoff.next_delay()) => {}
-        }
-    }
+    let from = addr.to_string();
+    super::reconnect_forever("SRT call", &channel, &from, &stop, || {
+        call_once(&node, &channel, addr, stream_id.as_deref(), &passphrase, &stop)
+    })
+    .await;
 }
 
 async fn call_once(
