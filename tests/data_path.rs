@@ -1,4 +1,4 @@
-//! The CDN data path end to end on loopback: broadcaster → Tier 0 → core tier → edge → viewer.
+//! The CDN data path end to end on loopback: broadcaster → Tier 0 → relay tier → edge → viewer.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use bytes::Bytes;
 use livesky_tests::*;
 use sn_core::Role;
 
-/// Tier 0 → two peered core SNs → one edge that prefers core-a.
+/// Tier 0 → two peered relay SNs → one edge that prefers core-a.
 fn peered_cores() -> String {
     let linger = "linger_seconds = 1";
     [
@@ -48,7 +48,7 @@ async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
     .await;
     let pusher = tokio::spawn(async move { push(&ingest, Bytes::from_static(DEMO_CLIP), PUSH_RATE).await });
 
-    // Kill the core SN serving the edge once about a third of the feed went through it.
+    // Kill the relay SN serving the edge once about a third of the feed went through it.
     let edge_metrics = edge.url("/metrics");
     wait_until(Duration::from_secs(30), "the edge to relay 130 chunks", || {
         let u = edge_metrics.clone();

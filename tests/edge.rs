@@ -7,7 +7,7 @@ use livesky_tests::*;
 use sn_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Tier 0 looping the demo clip at `speed`× → one core SN → two edges (`edge_extra` goes into
+/// Tier 0 looping the demo clip at `speed`× → one relay SN → two edges (`edge_extra` goes into
 /// edge1's `[node.edge]`).
 fn looped(speed: f64, edge_extra: &str) -> String {
     [

@@ -175,7 +175,7 @@ async fn subscribe_as(
 }
 
 /// Issue 20, finding 4: SN links were unauthenticated: any host reaching an SN port sent
-/// `Hello` and subscribed to any channel (Tier 0 and core SN ports streamed a `require_token`
+/// `Hello` and subscribed to any channel (Tier 0 and relay SN ports streamed a `require_token`
 /// channel the edge refused). Now each side proves its identity with the key the MC (here, the
 /// cluster) knows, and a parent takes only the children the topology names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,7 +276,7 @@ fn follow_mc(
             let edge = edge.clone();
             Arc::new(move || {
                 let live = edge.as_ref().map(|e| sn_edge::report::live(e)).unwrap_or_default();
-                // An edge's clients are its viewers and its LiveSky clients (P0); a core SN's,
+                // An edge's clients are its viewers and its LiveSky clients (P0); a relay SN's,
                 // the leases on its channels (children, viewers).
                 let users = match &edge {
                     Some(_) => live.iter().map(|r| r.users).sum(),
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(c1.ip().to_string(), "127.0.0.2");
         assert_eq!(e1.edge.siblings, [c2.to_string()]);
         assert_eq!(e2.edge.siblings, [c1.to_string()]);
-        // Core nodes (all on 127.0.0.1) get ports of their own.
+        // Relay nodes (all on 127.0.0.1) get ports of their own.
         assert_eq!(edge("tier0").http_listen.port(), 0);
         // A second demo in the same process gets other ports.
         let mut again = Topology::parse(crate::DEMO_TOPOLOGY, "demo.toml").unwrap_or_else(|e| panic!("{e}"));

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run Tier 0, a core SN and two edges on 127.0.0.1, looping a bundled clip as channel `demo`
+    /// Run Tier 0, a relay SN and two edges on 127.0.0.1, looping a bundled clip as channel `demo`
     /// and waiting for a broadcaster on channel `live`.
     Demo {
         /// Topology to run instead of the built-in configs/demo.toml.
@@ -60,7 +60,7 @@ enum Cmd {
     /// The management center: SN registry, config push, reports.
     #[command(subcommand)]
     Mc(livesky::mc_cmd::McCmd),
-    /// Run one core service node (Tier 0 or a core tier) from a topology file.
+    /// Run one relay service node (Tier 0 or a relay tier) from a topology file.
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
     Edge(NodeArgs),
@@ -125,7 +125,7 @@ fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::p
     };
     if node.role != role {
         let (is, cmd) =
-            if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a core node", "livesky sn") };
+            if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a relay node", "livesky sn") };
         bail!("node `{}` is {is}; run it with `{cmd}`", node.id);
     }
     Ok(node.id.clone())

@@ -1,4 +1,4 @@
-//! The HTTP server every role runs (edge, Tier 0 and core SNs, MC, GSLB): hyper's HTTP/1
+//! The HTTP server every role runs (edge, Tier 0 and relay SNs, MC, GSLB): hyper's HTTP/1
 //! connection with a header-read timeout, behind a [`ConnLimiter`]. `axum::serve` has neither:
 //! a partial header or an idle keep-alive socket held its connection (and a file descriptor)
 //! forever, and with the descriptors gone a new viewer waited unanswered in the backlog.

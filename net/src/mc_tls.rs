@@ -75,7 +75,7 @@ pub enum ConnectError {
 }
 
 /// An SN's end of a control link over `stream`: TLS 1.3 with the MC holding `pinned`, framed
-/// for [`crate::mc::McMessage`]s.
+/// for [`proto::mc::McMessage`]s.
 pub async fn connect(
     stream: tokio::net::TcpStream,
     pinned: Option<NodePublicKey>,

@@ -176,7 +176,7 @@ pub struct NodeConfig {
     /// Parent candidates in lower tiers, most preferred first.
     #[serde(default)]
     pub parents: Vec<NodeId>,
-    /// Same-tier peers tried after the parents (core tiers only; never between edges).
+    /// Same-tier peers tried after the parents (relay tiers only; never between edges).
     #[serde(default)]
     pub peers: Vec<NodeId>,
     /// Media kept in each channel's ring buffer.
@@ -446,7 +446,7 @@ impl Topology {
                     return err(key("parents"), "an edge needs at least one parent".into());
                 }
                 Role::Relay if n.sn_listen.is_none() => {
-                    return err(key("sn_listen"), "core nodes need an SN listener address".into());
+                    return err(key("sn_listen"), "relay nodes need an SN listener address".into());
                 }
                 _ => {}
             }
@@ -524,7 +524,7 @@ impl Topology {
             match by_id.get(origin) {
                 Some(o) if o.role == Role::Relay && o.parents.is_empty() => {}
                 Some(_) => {
-                    return err(key("origin"), format!("`{origin}` must be a core node without parents (Tier 0)"));
+                    return err(key("origin"), format!("`{origin}` must be a relay node without parents (Tier 0)"));
                 }
                 None => return err(key("origin"), format!("unknown node `{origin}`")),
             }

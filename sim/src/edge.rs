@@ -20,7 +20,7 @@ pub(crate) fn channel() -> ChannelId {
     ChannelId::new("cpc").unwrap_or_else(|_| unreachable!("a valid literal channel name"))
 }
 
-/// The live stream as every edge of a group gets it from its core SN: a ring of recent chunks.
+/// The live stream as every edge of a group gets it from its relay SN: a ring of recent chunks.
 pub(crate) struct Stream {
     ring: VecDeque<Chunk>,
     next_seq: u64,

@@ -8,11 +8,9 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    // The cause is in the message, not chained, so it is printed once.
-    #[error("cannot read scenario {path}: {err}")]
-    Read { path: String, err: std::io::Error },
-    #[error("scenario {path}: {err}")]
-    Parse { path: String, err: Box<toml::de::Error> },
+    /// Unreadable, or not a scenario's TOML: worded as every settings file's errors are.
+    #[error(transparent)]
+    File(#[from] proto::config::ConfigError),
     #[error("scenario {path}: `{key}` {problem}")]
     Invalid { path: String, key: &'static str, problem: String },
 }
@@ -210,13 +208,11 @@ fn d_abrupt() -> f64 {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| ScenarioError::Read { path: p.clone(), err })?;
-        Self::parse(&text, &p)
+        Self::parse(&proto::config::read_file(path)?, &p)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: path.into(), err: Box::new(e) })?;
+        let s: Scenario = proto::config::parse_toml(text, path, "simulator scenario (TOML)")?;
         s.validate(path)?;
         Ok(s)
     }

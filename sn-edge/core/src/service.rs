@@ -132,7 +132,7 @@ struct Client {
     identity_key: u64,
     /// The client's last report (or its join), on the edge's clock: bounds the next one.
     last_report: Instant,
-    /// Signalling the client may send (its trickled ICE candidates come in bursts).
+    /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }
 

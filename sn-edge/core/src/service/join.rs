@@ -56,7 +56,9 @@ impl Service {
         // A client another edge already sent here stays (in the trees, past N*c if need be):
         // when the whole group is full, bouncing it on only delays its start.
         let sibling_available = join.redirects == 0 && self.sibling_available();
-        let upload = (join.upload_kbps > 0).then_some(join.upload_kbps).or(Some(0));
+        // What the client offers, 0 included (no children); `None` (the cap) is for callers that
+        // cannot ask.
+        let upload = Some(join.upload_kbps);
         let reachable = join.listen.is_some();
         let peer = match self.admission.join(now, upload, reachable, sibling_available) {
             Admit::Push(p) | Admit::P2p(p) => p,
