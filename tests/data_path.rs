@@ -1,4 +1,4 @@
-//! The CDN data path end to end on loopback: broadcaster → Tier 0 → core tier → edge → viewer.
+//! The CDN data path end to end on loopback: broadcaster → Tier 0 → relay tier → edge → viewer.
 
 use std::time::Duration;
 
@@ -6,14 +6,14 @@ use bytes::Bytes;
 use livesky_tests::*;
 use sn_core::Role;
 
-/// Tier 0 → two peered core SNs → one edge that prefers core-a.
+/// Tier 0 → two peered relay SNs → one edge that prefers core-a.
 fn peered_cores() -> String {
     let linger = "linger_seconds = 1";
     [
         "[[channel]]\nid = \"t\"\nsource = { kind = \"push\" }\n".to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("core-a", 1, Role::Core, &["tier0"], &format!("peers = [\"core-b\"]\n{linger}")),
-        loopback_node("core-b", 1, Role::Core, &["tier0"], &format!("peers = [\"core-a\"]\n{linger}")),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
+        loopback_node("core-a", 1, Role::Relay, &["tier0"], &format!("peers = [\"core-b\"]\n{linger}")),
+        loopback_node("core-b", 1, Role::Relay, &["tier0"], &format!("peers = [\"core-a\"]\n{linger}")),
         loopback_node("edge", 2, Role::Edge, &["core-a", "core-b"], linger),
     ]
     .concat()
@@ -48,7 +48,7 @@ async fn every_chunk_arrives_once_in_order_through_a_core_failover() {
     .await;
     let pusher = tokio::spawn(async move { push(&ingest, Bytes::from_static(DEMO_CLIP), PUSH_RATE).await });
 
-    // Kill the core SN serving the edge once about a third of the feed went through it.
+    // Kill the relay SN serving the edge once about a third of the feed went through it.
     let edge_metrics = edge.url("/metrics");
     wait_until(Duration::from_secs(30), "the edge to relay 130 chunks", || {
         let u = edge_metrics.clone();

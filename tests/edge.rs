@@ -7,15 +7,15 @@ use livesky_tests::*;
 use sn_core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Tier 0 looping the demo clip at `speed`× → one core SN → two edges (`edge_extra` goes into
+/// Tier 0 looping the demo clip at `speed`× → one relay SN → two edges (`edge_extra` goes into
 /// edge1's `[node.edge]`).
 fn looped(speed: f64, edge_extra: &str) -> String {
     [
         format!(
             "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n"
         ),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
-        loopback_node("core1", 1, Role::Core, &["tier0"], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
+        loopback_node("core1", 1, Role::Relay, &["tier0"], ""),
         loopback_node("edge1", 2, Role::Edge, &["core1"], &format!("[node.edge]\n{edge_extra}")),
         loopback_node("edge2", 2, Role::Edge, &["core1"], ""),
     ]

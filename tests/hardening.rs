@@ -31,7 +31,7 @@ fn topology() -> String {
         loopback_node(
             "tier0",
             0,
-            sn_core::Role::Core,
+            sn_core::Role::Relay,
             &[],
             &format!("ingest = {{ rtmp_listen = \"127.0.0.1:0\" }}\n{limits}"),
         ),

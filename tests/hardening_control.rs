@@ -25,7 +25,7 @@ fn secret_topology() -> String {
         loopback_node(
             "tier0",
             0,
-            sn_core::Role::Core,
+            sn_core::Role::Relay,
             &[],
             "ingest = { srt_listen = \"127.0.0.1:0\", srt_passphrase = \"node-srt-passphrase\" }",
         ),
@@ -78,8 +78,8 @@ async fn the_mc_never_shows_secrets_and_wants_its_token_for_configs() {
 async fn random_channel_names_open_nothing_and_grow_no_metrics() {
     let topo = [
         "[[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n".to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
-        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Relay, &["tier0"], ""),
         loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
     ]
     .concat();
@@ -175,7 +175,7 @@ async fn subscribe_as(
 }
 
 /// Issue 20, finding 4: SN links were unauthenticated: any host reaching an SN port sent
-/// `Hello` and subscribed to any channel (Tier 0 and core SN ports streamed a `require_token`
+/// `Hello` and subscribed to any channel (Tier 0 and relay SN ports streamed a `require_token`
 /// channel the edge refused). Now each side proves its identity with the key the MC (here, the
 /// cluster) knows, and a parent takes only the children the topology names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,8 +184,8 @@ async fn sn_ports_stream_only_to_the_children_the_topology_names() {
         "[[channel]]\nid = \"paid\"\nrequire_token = true\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n\
          [[channel]]\nid = \"demo\"\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n"
             .to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], ""),
-        loopback_node("core", 1, sn_core::Role::Core, &["tier0"], ""),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], ""),
+        loopback_node("core", 1, sn_core::Role::Relay, &["tier0"], ""),
         loopback_node("edge", 2, sn_core::Role::Edge, &["core"], ""),
     ]
     .concat();
@@ -252,14 +252,14 @@ async fn the_mc_control_link_is_private_and_strangers_get_small_frames() {
     // Inside TLS, before registering: a 1 MiB frame is refused without being parsed.
     let pinned = proto::NodePublicKey::from_hex(&mc.public_key()).ok();
     let stream = connect_from("127.0.11.2", control).await.expect("connect");
-    let mut link = sn_core::mc_tls::connect(stream, pinned).await.expect("TLS with the pinned MC");
+    let mut link = livesky_net::mc_tls::connect(stream, pinned).await.expect("TLS with the pinned MC");
     let first = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
-    assert!(matches!(first, Ok(Some(Ok(sn_core::mc::McMessage::Challenge(_))))), "{first:?}");
-    let big = sn_core::mc::McMessage::Refused(sn_core::mc::Refused { reason: "x".repeat(1 << 20) });
+    assert!(matches!(first, Ok(Some(Ok(proto::mc::McMessage::Challenge(_))))), "{first:?}");
+    let big = proto::mc::McMessage::Refused(proto::mc::Refused { reason: "x".repeat(1 << 20) });
     let _ = link.send(big).await;
     let answer = tokio::time::timeout(Duration::from_secs(5), link.next()).await;
     assert!(
-        matches!(answer, Ok(Some(Ok(sn_core::mc::McMessage::Refused(_)))) | Ok(None) | Ok(Some(Err(_)))),
+        matches!(answer, Ok(Some(Ok(proto::mc::McMessage::Refused(_)))) | Ok(None) | Ok(Some(Err(_)))),
         "{answer:?}"
     );
     let metrics = format!("http://{}/metrics", mc.http_addr);

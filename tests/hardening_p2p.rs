@@ -20,7 +20,7 @@ fn topology() -> String {
     [
         "[[channel]]\nid = \"demo\"\nbitrate_kbps = 500\nsource = { kind = \"loop\", path = \"builtin:demo\" }\n"
             .to_string(),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node("edge", 1, Role::Edge, &["tier0"], edge_extra),
     ]
     .concat()
@@ -121,7 +121,7 @@ async fn two_connections_of_one_attacker_cannot_ban_an_honest_peer() {
     // A stranger the edge never introduced to the victim (it joins with nothing to offer and
     // claims a peer id it was never given) is not even heard.
     let (mut c, _, _) = raw_join(client, "127.0.7.2", false).await;
-    c.send(ToEdge::BadChunk { from: victim_id + 1000, seq: 1 }).await.expect("sent");
+    c.send(ToEdge::BadChunk { from: PeerId(victim_id.0 + 1000), seq: 1 }).await.expect("sent");
     wait_until(Duration::from_secs(3), "the stranger's report refused", || async {
         refused(edge, "bad_chunk_report").await >= 1.0
     })
@@ -195,7 +195,7 @@ async fn a_signalling_flood_is_cut_and_a_stuck_connection_is_closed() {
         // Oversized, to a peer id it was never introduced to, and plain floods.
         let msg = match i % 4 {
             0 => signal(victim_id, 12 * 1024),
-            1 => signal(victim_id + 500, 100),
+            1 => signal(PeerId(victim_id.0 + 500), 100),
             _ => signal(victim_id, 1000),
         };
         attacker.feed(msg).await.expect("sent");

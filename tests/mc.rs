@@ -10,9 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use livesky::launch::write_atomic;
 use livesky_mgmt_center::{McServer, McSettings};
 use livesky_tests::{get_text, post, wait_until};
+use proto::mc::{self, Alive, McMessage, Member};
 use proto::{NodeId, NodeKey};
 use sn_core::AddressBook;
-use sn_core::mc::{self, Alive, McMessage, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,7 @@ impl Mc {
             key: self.keys[node].clone(),
             mc_public_key: Some(self.server.public_key()),
             member: member(node),
-            load: Arc::new(|| sn_core::mc::Heartbeat { users: 3, ..Default::default() }),
+            load: Arc::new(|| proto::mc::Heartbeat { users: 3, ..Default::default() }),
             spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone())
@@ -131,26 +131,26 @@ fn member(node: &str) -> Member {
     Member {
         id: id(node),
         tier: if node == "t0" { 0 } else { 1 },
-        role: if node == "t0" { "core" } else { "edge" }.into(),
+        role: if node == "t0" { proto::config::Role::Relay } else { proto::config::Role::Edge },
         http: "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")),
         sn: (node == "t0").then(|| "127.0.0.1:7".parse().unwrap_or_else(|e| panic!("{e}"))),
         clients: None,
         capacity_kbps: 1000,
         key: None,
-        upstream: String::new(),
+        upstream: Default::default(),
     }
 }
 
 /// A hand-driven control link, to see exactly what the MC sends.
 struct Raw {
-    link: mc::McLink,
+    link: livesky_net::mclink::McLink,
 }
 
 impl Raw {
     async fn register(mc: &Mc, node: &str, key: &NodeKey, have_version: u64) -> (Raw, McMessage) {
         let stream = TcpStream::connect(mc.server.control_addr).await.unwrap_or_else(|e| panic!("{e}"));
         let pinned = proto::NodePublicKey::from_hex(&mc.server.public_key()).ok();
-        let link = sn_core::mc_tls::connect(stream, pinned).await.unwrap_or_else(|e| panic!("{e}"));
+        let link = livesky_net::mc_tls::connect(stream, pinned).await.unwrap_or_else(|e| panic!("{e}"));
         let mut raw = Raw { link };
         let McMessage::Challenge(c) = raw.recv().await else { panic!("no challenge") };
         let alive = Alive {
@@ -226,7 +226,7 @@ async fn sns_register_see_each_other_and_the_dead_are_removed() {
     let closed = tokio::time::timeout(LIMIT, async { while let Some(Ok(_)) = raw.link.next().await {} }).await;
     assert!(closed.is_ok(), "the MC keeps a dead SN's link open");
     let (_, m) = get_text(&mc.url("/metrics")).await;
-    assert!(m.contains("livesky_mc_members{role=\"core\"} 1"), "{m}");
+    assert!(m.contains("livesky_mc_members{role=\"relay\"} 1"), "{m}");
     cancel.cancel();
 }
 
@@ -247,7 +247,7 @@ async fn strangers_and_wrong_keys_are_refused() {
         key: mc.keys["t0"].clone(),
         mc_public_key: Some(NodeKey::from_seed([5; 32]).public_hex()),
         member: member("t0"),
-        load: Arc::new(sn_core::mc::Heartbeat::default),
+        load: Arc::new(proto::mc::Heartbeat::default),
         spool: None,
     };
     let c = mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());

@@ -1,5 +1,5 @@
 //! Every role's `/metrics` page is valid Prometheus text: `promtool check metrics` accepts it
-//! (the management center, the GSLB, Tier 0, the core SN, the edges and peer players, all running).
+//! (the management center, the GSLB, Tier 0, the relay SN, the edges and peer players, all running).
 
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ fn topology() -> String {
     );
     [
         format!("[[channel]]\nid = \"demo\"\nbitrate_kbps = {BITRATE_KBPS}\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n"),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node("edge", 1, Role::Edge, &["tier0"], &edge_extra),
     ]
     .concat()
@@ -192,7 +192,7 @@ async fn a_tampering_webrtc_peer_is_reported_dropped_and_never_played() {
     let join = |tamper: bool| {
         let mut cfg = livesky_peer::core::PeerConfig::new(channel.clone());
         cfg.upload_kbps = 1250;
-        cfg.tamper = tamper;
+        cfg.faults.tamper = tamper;
         livesky::swarm::spawn_peer_with(cfg, client_port, Transport::WebRtc, &cancel)
     };
     // Five push peers (N1c = 5), the second flipping bytes in all it forwards; then P2P peers.

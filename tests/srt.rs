@@ -341,7 +341,7 @@ async fn ffmpeg_pushes_over_srt_with_and_without_passphrase() {
 async fn a_broadcast_whose_publisher_does_not_come_back_in_time_ends_for_every_viewer() {
     let topology = [
         CHANNELS.to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], "ingest = { reconnect_grace_seconds = 2 }"),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], "ingest = { reconnect_grace_seconds = 2 }"),
         loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], "edge = { client_listen = \"127.0.0.1:0\" }"),
     ]
     .concat();

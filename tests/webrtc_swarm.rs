@@ -35,7 +35,7 @@ fn topology() -> String {
         format!(
             "[[channel]]\nid = \"demo\"\nbitrate_kbps = {BITRATE_KBPS}\nsubstreams = 4\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n"
         ),
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node("edge", 1, Role::Edge, &["tier0"], &edge_extra),
     ]
     .concat()

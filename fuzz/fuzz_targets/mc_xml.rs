@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use proto::{NodeId, WireMessage};
-use sn_core::mc::{McMessage, SnConfig};
+use proto::mc::{McMessage, SnConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = McMessage::decode_body(Bytes::copy_from_slice(data)) else { return };

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use livesky_peer::core::{Input, Output, PeerConfig, PeerCore};
-use proto::peer::{FeedTo, FromEdge, PeerLink, Welcome};
+use livesky_peer_core::core::{Input, LinkId, Output, PeerConfig, PeerCore};
+use proto::peer::{FeedTo, FromEdge, PeerId, PeerLink, Welcome};
 use proto::{ChannelId, ChannelSigner, WireMessage};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut core = PeerCore::new(PeerConfig::new(channel.clone()), now);
     let welcome = |peer| Welcome {
-        peer,
+        peer: PeerId(peer),
         channel: channel.clone(),
         substreams: 4,
         media_kbps: 500,
@@ -31,12 +31,12 @@ fuzz_target!(|data: &[u8]| {
         channel_key: Some(verifier.to_bytes()),
     };
     core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(9))));
-    core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(5, "10.0.0.5:4000".parse().expect("addr"))])));
-    core.handle(now, Input::FromEdge(FromEdge::Feed { substream: 0, feed: FeedTo::Peer { id: 6, addr: "10.0.0.6:4000".parse().expect("addr") } }));
-    core.handle(now, Input::LinkAccepted { link: 100, peer: None });
-    let mut links = vec![100];
+    core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(PeerId(5), "10.0.0.5:4000".parse().expect("addr"))])));
+    core.handle(now, Input::FromEdge(FromEdge::Feed { substream: 0, feed: FeedTo::Peer { id: PeerId(6), addr: "10.0.0.6:4000".parse().expect("addr") } }));
+    core.handle(now, Input::LinkAccepted { link: LinkId::In(100), peer: None });
+    let mut links = vec![LinkId::In(100)];
     let mut played = Vec::new();
-    let drain = |core: &mut PeerCore, links: &mut Vec<u64>, played: &mut Vec<_>| {
+    let drain = |core: &mut PeerCore, links: &mut Vec<LinkId>, played: &mut Vec<_>| {
         while let Some(o) = core.poll_output() {
             match o {
                 Output::Connect { link, .. } => links.push(link),
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             // The edge is lost; the player finds another and re-joins with the same core.
             core.handle(now, Input::EdgeClosed);
             core.handle_timeout(now);
-            core.rejoin(now, 0, None);
+            core.handle(now, Input::Rejoin { redirects: 0, listen: None });
             core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(10))));
             drain(&mut core, &mut links, &mut played);
             continue;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sn_core::mc_api::EdgesView;
+use proto::mc_api::EdgesView;
 use tracing::{info, warn};
 
 use crate::choose::EdgeInfo;
@@ -36,7 +36,7 @@ pub fn view_of(v: EdgesView) -> View {
 }
 
 pub(crate) async fn poll(shared: Arc<Shared>) {
-    let client = sn_core::http::json_client();
+    let client = livesky_net::http::json_client();
     let url = format!("{}/edges", shared.settings.mc.trim_end_matches('/'));
     let mut tick = tokio::time::interval(shared.settings.poll());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -46,7 +46,7 @@ pub(crate) async fn poll(shared: Arc<Shared>) {
             _ = shared.cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sn_core::http::get_json::<EdgesView>(&client, &url, Duration::from_secs(2)).await {
+        match livesky_net::http::get_json::<EdgesView>(&client, &url, Duration::from_secs(2)).await {
             Ok(v) => {
                 if failing {
                     info!(%url, "the management center answers again");

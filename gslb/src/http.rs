@@ -24,8 +24,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .route("/{channel}", get(redirect))
         .with_state(shared.clone());
     let limits = &shared.settings.limits;
-    let limiter = sn_core::httpd::http_limiter(limits, shared.metrics.conns.clone());
-    sn_core::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}).await;
+    let limiter = livesky_net::httpd::http_limiter(limits, shared.metrics.conns.clone());
+    livesky_net::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}).await;
 }
 
 #[derive(Deserialize)]

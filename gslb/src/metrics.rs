@@ -4,8 +4,8 @@
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use livesky_net::metrics::{counter, gauge, int_gauge};
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Registry};
-use sn_core::metrics::{counter, gauge, int_gauge};
 
 pub struct GslbMetrics {
     pub registry: Registry,
@@ -21,7 +21,7 @@ pub struct GslbMetrics {
     pub geo_reloads: IntCounterVec,
     pub redirects: IntCounterVec,
     /// Refused and open connections of the HTTP fallback.
-    pub conns: sn_core::limits::ConnMetrics,
+    pub conns: livesky_net::limits::ConnMetrics,
 }
 
 impl GslbMetrics {
@@ -46,13 +46,13 @@ impl GslbMetrics {
             geo_prefixes: int_gauge(r, "gslb_geo_prefixes", "Prefixes in the loaded database", &[]),
             geo_reloads: counter(r, "gslb_geo_reloads_total", "Prefix database loads, by result", &["result"]),
             redirects: counter(r, "gslb_http_redirects_total", "HTTP fallback answers, by result", &["result"]),
-            conns: sn_core::limits::ConnMetrics::register(r),
+            conns: livesky_net::limits::ConnMetrics::register(r),
             registry,
         }
     }
 
     pub fn render(&self) -> String {
-        sn_core::metrics::render(&self.registry)
+        livesky_net::metrics::render(&self.registry)
     }
 }
 

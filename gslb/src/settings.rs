@@ -6,15 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path} is not a valid GSLB settings file: {message}")]
-    Parse { path: String, message: String },
-    #[error("{path}: `gslb.{key}`: {message}")]
-    Invalid { path: String, key: String, message: String },
-}
+/// What is wrong with a settings file: the same errors, worded the same, as every role's.
+pub type SettingsError = proto::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +58,7 @@ pub struct GslbSettings {
     pub default_bitrate_kbps: u32,
     /// Timeouts and connection caps of the HTTP fallback (`[gslb.limits]`; the `http_*` keys apply).
     #[serde(default)]
-    pub limits: sn_core::limits::Limits,
+    pub limits: livesky_net::limits::Limits,
 }
 
 fn default_ttl() -> u32 {
@@ -90,10 +83,7 @@ fn default_bitrate() -> u32 {
 impl GslbSettings {
     pub fn load(path: &Path) -> Result<GslbSettings, SettingsError> {
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: shown.clone(), source })?;
-        let file: File =
-            toml::from_str(&text).map_err(|e| SettingsError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let file: File = proto::config::parse_toml(&proto::config::read_file(path)?, &shown, "GSLB settings file")?;
         let mut s = file.gslb;
         if let Some(dir) = path.parent()
             && s.geo.is_relative()
@@ -128,7 +118,7 @@ impl GslbSettings {
     pub fn validate(&self, path: &str) -> Result<(), SettingsError> {
         let invalid = |key: &str, message: &str| SettingsError::Invalid {
             path: path.to_string(),
-            key: key.to_string(),
+            key: format!("gslb.{key}"),
             message: message.to_string(),
         };
         if crate::zone::zone_name(&self.zone).is_err() {

@@ -68,9 +68,7 @@ impl Zone {
         let label = |l: &str| Name::from_ascii(l).and_then(|n| n.append_domain(&origin)).map_err(|e| e.to_string());
         let ns_name = label("ns1")?;
         // Serial: seconds since 2020 at start, so a restarted GSLB never goes back.
-        let serial = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| (d.as_secs().saturating_sub(1_577_836_800)) as u32);
+        let serial = (livesky_net::clock::unix_s().saturating_sub(1_577_836_800) as u32).max(1);
         let soa = SOA::new(ns_name.clone(), label("hostmaster")?, serial, 3600, 600, 86_400, s.ttl);
         Ok(Zone {
             soa: Record::from_rdata(origin.clone(), s.ttl, RData::SOA(soa)),

@@ -1,5 +1,5 @@
 //! `livesky demo`: the whole system in one process with no setup — Tier 0 looping the bundled
-//! clip (channel `demo`) and waiting for a push (channel `live`), a core SN, two edges in two
+//! clip (channel `demo`) and waiting for a push (channel `live`), a relay SN, two edges in two
 //! regions, the management center and the GSLB.
 
 use std::path::PathBuf;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use proto::mc::{Heartbeat, Member};
 use proto::{ChannelId, NodeId, NodeKey};
-use serde::Serialize;
-use sn_core::mc::{Heartbeat, Member};
 use sn_core::mc_client::{self, McClient, McClientConfig};
 use sn_core::{AddressBook, Node, NodeConfig, NodeError, NodeListeners, NodeSpec, Role, SourceConfig, Topology};
 use sn_edge::Edge;
+
+pub use crate::endpoints::{EdgeEndpoint, Endpoints, McEndpoint, NodeEndpoint, PeerEndpoint, write_atomic};
 
 /// How the nodes reach the management center.
 #[derive(Clone)]
@@ -74,7 +75,7 @@ pub fn builtin_clips() -> Arc<HashMap<String, Bytes>> {
 pub fn loopback_node(id: &str, tier: u8, role: Role, parents: &[&str], extra: &str) -> String {
     let (role, sn) = match role {
         Role::Edge => ("role = \"edge\"\n", ""),
-        Role::Core => ("", "sn_listen = \"127.0.0.1:0\"\n"),
+        Role::Relay => ("", "sn_listen = \"127.0.0.1:0\"\n"),
     };
     let parents = parents.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
     format!(
@@ -250,13 +251,13 @@ fn follow_mc(
     let member = Member {
         id: cfg.id.clone(),
         tier: cfg.tier,
-        role: if cfg.role == Role::Edge { "edge" } else { "core" }.into(),
+        role: cfg.role,
         http,
         sn,
         clients,
         capacity_kbps: if cfg.role == Role::Edge { cfg.edge.admission.capacity_kbps } else { 0 },
         key: None,
-        upstream: String::new(),
+        upstream: Default::default(),
     };
     let hubs = node.clone();
     let spool_dir = link.spool_dir.join(cfg.id.as_str());
@@ -276,7 +277,7 @@ fn follow_mc(
             let edge = edge.clone();
             Arc::new(move || {
                 let live = edge.as_ref().map(|e| sn_edge::report::live(e)).unwrap_or_default();
-                // An edge's clients are its viewers and its LiveSky clients (P0); a core SN's,
+                // An edge's clients are its viewers and its LiveSky clients (P0); a relay SN's,
                 // the leases on its channels (children, viewers).
                 let users = match &edge {
                     Some(_) => live.iter().map(|r| r.users).sum(),
@@ -284,15 +285,14 @@ fn follow_mc(
                 };
                 Heartbeat {
                     users,
-                    failovers: sn_core::metrics::total(&hubs.metrics().relay_failovers),
+                    failovers: livesky_net::metrics::total(&hubs.metrics().relay_failovers),
                     // Channels in stage 4 (past N*c/S): their new clients go to other edges, so
                     // the GSLB should stop sending them here.
                     full: live
                         .iter()
                         .filter(|r| r.stage == sn_edge::model::Stage::Four as u8)
-                        .map(|r| r.channel.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                        .filter_map(|r| proto::ChannelId::new(&r.channel).ok())
+                        .collect(),
                     live,
                 }
             })
@@ -462,7 +462,7 @@ impl Cluster {
             .map(|n| NodeEndpoint {
                 id: n.id().to_string(),
                 tier: n.config().tier,
-                role: if n.config().role == Role::Edge { "edge" } else { "core" },
+                role: n.config().role.as_str(),
                 http: n.url(""),
                 metrics: n.url("/metrics"),
                 sn: n.sn.map(|a| a.to_string()),
@@ -496,89 +496,6 @@ impl Cluster {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct EdgeEndpoint {
-    pub id: String,
-    pub http: String,
-    pub metrics: String,
-    /// LiveSky client port (`host:port`), when the edge runs the P2P service.
-    pub clients: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NodeEndpoint {
-    pub id: String,
-    pub tier: u8,
-    pub role: &'static str,
-    pub http: String,
-    pub metrics: String,
-    pub sn: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PeerEndpoint {
-    /// The peer's local output: play `{http}/live.ts`.
-    pub http: String,
-    pub metrics: String,
-}
-
-/// What `--endpoints-file` holds: where to push, where to play, where to scrape.
-#[derive(Debug, Serialize)]
-pub struct Endpoints {
-    /// Base URL for broadcaster pushes: append `/CHANNEL`.
-    pub ingest: Option<String>,
-    /// Raw-TCP MPEG-TS ingest address per channel.
-    pub tcp_ingest: std::collections::BTreeMap<String, String>,
-    /// RTMP ingest: append `/CHANNEL` (and `?key=KEY` when the channel has a stream key).
-    pub rtmp: Option<String>,
-    /// SRT ingest: add `?streamid=CHANNEL` (`CHANNEL?key=KEY` with a stream key).
-    pub srt: Option<String>,
-    pub edges: Vec<EdgeEndpoint>,
-    pub nodes: Vec<NodeEndpoint>,
-    pub channels: Vec<String>,
-    pub play: Vec<String>,
-    /// Peer players started by `livesky demo --peers N`.
-    pub peers: Vec<PeerEndpoint>,
-    /// The management center, when the demo runs one.
-    pub mc: Option<McEndpoint>,
-    /// The GSLB, when the demo runs one.
-    pub gslb: Option<crate::gslb_cmd::GslbEndpoint>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct McEndpoint {
-    /// The HTTP API: `/members`, `/config`, `POST /reload`.
-    pub http: String,
-    pub metrics: String,
-    /// SN control links (`host:port`).
-    pub control: String,
-}
-
-impl McEndpoint {
-    pub fn of(mc: &livesky_mgmt_center::McServer) -> Self {
-        McEndpoint {
-            http: format!("http://{}", mc.http_addr),
-            metrics: format!("http://{}/metrics", mc.http_addr),
-            control: mc.control_addr.to_string(),
-        }
-    }
-}
-
-impl Endpoints {
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(path, &(json + "\n"))
-    }
-}
-
-/// Writes a file through a temp file and a rename, so a reader (or the MC's file watch) never
-/// sees half of it.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,7 +513,7 @@ mod tests {
         assert_eq!(c1.ip().to_string(), "127.0.0.2");
         assert_eq!(e1.edge.siblings, [c2.to_string()]);
         assert_eq!(e2.edge.siblings, [c1.to_string()]);
-        // Core nodes (all on 127.0.0.1) get ports of their own.
+        // Relay nodes (all on 127.0.0.1) get ports of their own.
         assert_eq!(edge("tier0").http_listen.port(), 0);
         // A second demo in the same process gets other ports.
         let mut again = Topology::parse(crate::DEMO_TOPOLOGY, "demo.toml").unwrap_or_else(|e| panic!("{e}"));

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod endpoints;
 pub mod gslb_cmd;
 pub mod launch;
 pub mod mc_cmd;

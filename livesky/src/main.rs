@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run Tier 0, a core SN and two edges on 127.0.0.1, looping a bundled clip as channel `demo`
+    /// Run Tier 0, a relay SN and two edges on 127.0.0.1, looping a bundled clip as channel `demo`
     /// and waiting for a broadcaster on channel `live`.
     Demo {
         /// Topology to run instead of the built-in configs/demo.toml.
@@ -60,7 +60,7 @@ enum Cmd {
     /// The management center: SN registry, config push, reports.
     #[command(subcommand)]
     Mc(livesky::mc_cmd::McCmd),
-    /// Run one core service node (Tier 0 or a core tier) from a topology file.
+    /// Run one relay service node (Tier 0 or a relay tier) from a topology file.
     Sn(NodeArgs),
     /// Run one edge service node from a topology file.
     Edge(NodeArgs),
@@ -125,7 +125,7 @@ fn pick_node(topo: &Topology, wanted: Option<&NodeId>, role: Role, path: &std::p
     };
     if node.role != role {
         let (is, cmd) =
-            if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a core node", "livesky sn") };
+            if node.role == Role::Edge { ("an edge", "livesky edge") } else { ("a relay node", "livesky sn") };
         bail!("node `{}` is {is}; run it with `{cmd}`", node.id);
     }
     Ok(node.id.clone())
@@ -137,7 +137,7 @@ async fn run_node(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let key = match &args.key_file {
         Some(path) => {
             let seed = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-            if !args.insecure_dev && sn_core::config::is_example_secret(&seed) {
+            if !args.insecure_dev && proto::config::is_example_secret(&seed) {
                 bail!(
                     "{} is one of the published example keys: make this node its own with `livesky mc keygen` \
                      (or pass --insecure-dev for a development setup)",
@@ -222,7 +222,7 @@ fn run() -> anyhow::Result<()> {
                 demo::run(opts).await
             }
             Cmd::Mc(cmd) => livesky::mc_cmd::run(cmd).await,
-            Cmd::Sn(args) => run_node(args, Role::Core).await,
+            Cmd::Sn(args) => run_node(args, Role::Relay).await,
             Cmd::Edge(args) => run_node(args, Role::Edge).await,
             Cmd::Bench(cmd) => livesky::bench::run(cmd).await,
             Cmd::Swarm(args) => livesky::swarm::run(args).await,

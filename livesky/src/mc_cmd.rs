@@ -58,7 +58,7 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
             let settings = McSettings::load(&config)?;
             let examples = [("mc.key", Some(&settings.key)), ("mc.api_token", settings.api_token.as_ref())];
             for (key, value) in examples {
-                if !insecure_dev && value.is_some_and(|v| sn_core::config::is_example_secret(v)) {
+                if !insecure_dev && value.is_some_and(|v| proto::config::is_example_secret(v)) {
                     bail!(
                         "{}: `{key}` is the published example: make your own (`livesky mc keygen` for the key, \
                          any long random string for the token), or pass --insecure-dev for a development setup",
@@ -105,8 +105,7 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 bail!("no report database at {}", path.display());
             }
             let store = reports::ReportStore::open(&path)?;
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let now = livesky_net::clock::unix_ms();
             let since = reports::parse_since(&since, now).map_err(anyhow::Error::msg)?;
             if billing {
                 println!("hour_utc,channel,edge,cdn_bytes,p2p_bytes");
@@ -137,11 +136,7 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 "stage"
             );
             for r in store.rows(channel.as_deref(), since)? {
-                let q1 = if r.played_ms + r.stalled_ms > 0 {
-                    format!("{:.4}", r.played_ms as f64 / (r.played_ms + r.stalled_ms) as f64)
-                } else {
-                    "-".into()
-                };
+                let q1 = proto::quality::q1(r.played_ms, r.stalled_ms).map_or("-".to_string(), |q| format!("{q:.4}"));
                 let mut st = r.startups.clone();
                 st.sort_unstable();
                 let p50 = st.get(st.len() / 2).map_or("-".to_string(), |v| format!("{v} ms"));

@@ -118,10 +118,9 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     for (i, m) in members.into_iter().enumerate() {
         let ended = m.task.await.context("peer task")?.map_or_else(|e| e.to_string(), |e| format!("{e:?}"));
         let s = *m.stats.borrow();
-        let tp = s.play.played_ms as f64;
-        let q1 = if tp + s.play.stalled_ms as f64 == 0.0 { 0.0 } else { tp / (tp + s.play.stalled_ms as f64) };
+        let q1 = proto::quality::q1(s.play.played_ms, s.play.stalled_ms).map_or("-".to_string(), |q| format!("{q:.4}"));
         rows.push_str(&format!(
-            "| {i} | {} | {} | {} | {} | {q1:.4} | {} | {} | {} | {} | {ended} |\n",
+            "| {i} | {} | {} | {} | {} | {q1} | {} | {} | {} | {} | {ended} |\n",
             if s.push { "push" } else { "p2p" },
             s.startup.map_or("-".into(), |d| d.as_millis().to_string()),
             s.play.stalls,

@@ -2,6 +2,7 @@
 //! `GET /api/overview` (now and the last 10 minutes), `GET /api/sns` (SNs by tier) and live
 //! updates on `GET /api/events` (server-sent events, every 2 s).
 
+use proto::config::Role;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -76,8 +77,8 @@ async fn channel_action(
 
 /// GET `http://{addr}{path}` as JSON, within 2 s.
 async fn node_json(addr: std::net::SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let client = sn_core::http::json_client();
-    sn_core::http::get_json(&client, &format!("http://{addr}{path}"), Duration::from_secs(2)).await
+    let client = livesky_net::http::json_client();
+    livesky_net::http::get_json(&client, &format!("http://{addr}{path}"), Duration::from_secs(2)).await
 }
 
 fn not_found(what: String) -> Response {
@@ -89,7 +90,10 @@ fn not_found(what: String) -> Response {
 async fn edge_data(mc: &McServer, id: &str) -> Result<serde_json::Value, String> {
     let member = {
         let st = mc.shared.state();
-        st.registry.loads().find(|(m, _)| m.id.as_str() == id && m.role == "edge").map(|(m, l)| (m.clone(), l.users))
+        st.registry
+            .loads()
+            .find(|(m, _)| m.id.as_str() == id && m.role == Role::Edge)
+            .map(|(m, l)| (m.clone(), l.users))
     };
     let Some((m, users)) = member else { return Err(format!("no live edge `{id}`")) };
     let p2p = node_json(m.http, "/p2p").await.unwrap_or_else(|e| serde_json::json!({ "error": e }));
@@ -206,12 +210,12 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
         .map(|(m, load)| SnView {
             id: m.id.to_string(),
             tier: m.tier,
-            role: m.role.clone(),
+            role: m.role.as_str().to_string(),
             users: load.users,
             capacity_kbps: m.capacity_kbps,
-            load: (m.role == "edge" && m.capacity_kbps > 0)
+            load: (m.role == Role::Edge && m.capacity_kbps > 0)
                 .then(|| load.users as f64 / (m.capacity_kbps / mean_kbps).max(1) as f64),
-            full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+            full: load.full.iter().map(|c| c.to_string()).collect(),
             config_version: st.store.acked(&m.id),
             failovers: load.failovers,
             alive: true,
@@ -224,7 +228,7 @@ fn sns_data(mc: &McServer) -> serde_json::Value {
             list.push(SnView {
                 id: n.id.to_string(),
                 tier: n.tier,
-                role: if n.role == sn_core::Role::Edge { "edge" } else { "core" }.into(),
+                role: n.role.as_str().into(),
                 users: 0,
                 capacity_kbps: 0,
                 load: None,

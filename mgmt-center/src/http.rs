@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use proto::config::Role;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -40,9 +41,9 @@ pub fn router(mc: McServer) -> Router {
 pub(crate) async fn serve(mc: McServer, listener: TcpListener) {
     let token = mc.shared_cancel();
     let limits = &mc.shared.settings.limits;
-    let limiter = sn_core::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
+    let limiter = livesky_net::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
     let header_timeout = limits.http_header_timeout();
-    sn_core::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}).await;
+    livesky_net::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}).await;
 }
 
 async fn members(State(mc): State<McServer>) -> Response {
@@ -53,7 +54,7 @@ async fn members(State(mc): State<McServer>) -> Response {
         .map(|m| MemberView {
             id: m.id.to_string(),
             tier: m.tier,
-            role: m.role.clone(),
+            role: m.role.as_str().to_string(),
             http: m.http.to_string(),
             sn: m.sn.map(|a| a.to_string()),
             clients: m.clients.map(|a| a.to_string()),
@@ -67,13 +68,13 @@ async fn members(State(mc): State<McServer>) -> Response {
 
 /// The GSLB's feed: live edges with their place (from the topology) and load (from heartbeats).
 async fn edges(State(mc): State<McServer>) -> Response {
-    use sn_core::mc_api::{ChannelRate, EdgeView, EdgesView, advertised};
+    use proto::mc_api::{ChannelRate, EdgeView, EdgesView, advertised};
     let st = mc.shared.state();
     let topo = st.store.topology();
     let edges = st
         .registry
         .loads()
-        .filter(|(m, _)| m.role == "edge" && !st.drained.contains(&m.id))
+        .filter(|(m, _)| m.role == Role::Edge && !st.drained.contains(&m.id))
         .map(|(m, load)| {
             let cfg = topo.nodes.iter().find(|n| n.id == m.id).map(|n| &n.edge);
             let listening: Vec<std::net::SocketAddr> = m.clients.into_iter().chain([m.http]).collect();
@@ -86,7 +87,7 @@ async fn edges(State(mc): State<McServer>) -> Response {
                 clients: m.clients,
                 users: load.users,
                 capacity_kbps: m.capacity_kbps,
-                full: load.full.split_ascii_whitespace().map(str::to_owned).collect(),
+                full: load.full.iter().map(|c| c.to_string()).collect(),
             }
         })
         .collect();
@@ -126,7 +127,7 @@ pub(crate) fn refuse_action(mc: &McServer, headers: &HeaderMap) -> Option<Respon
     let Some(want) = mc.shared.settings.api_token.as_deref() else {
         return Some((StatusCode::FORBIDDEN, "no api_token is configured: actions are disabled\n").into_response());
     };
-    let got = sn_core::http::bearer(headers);
+    let got = livesky_net::http::bearer(headers);
     // Compared without an early exit, so timing does not reveal how much matched.
     let same = got.is_some_and(|g| {
         g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -1,7 +1,8 @@
 //! The MC's Prometheus metrics (`livesky_mc_…`).
 
+use livesky_net::metrics::{counter, int_gauge};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sn_core::metrics::{counter, int_gauge};
+use proto::config::Role;
 
 use crate::registry::Change;
 use crate::server::State;
@@ -21,7 +22,7 @@ pub struct McMetrics {
     pub push_bytes: IntCounterVec,
     pub report_rows: IntCounter,
     /// Refused and open connections of the HTTP API and the control port.
-    pub conns: sn_core::limits::ConnMetrics,
+    pub conns: livesky_net::limits::ConnMetrics,
 }
 
 fn one<T: prometheus::core::Collector + Clone + 'static>(reg: &Registry, m: T) -> T {
@@ -66,7 +67,7 @@ impl McMetrics {
                 IntCounter::with_opts(Opts::new("mc_report_rows_total", "Report rows stored (each once)"))
                     .expect("static metric definition"),
             ),
-            conns: sn_core::limits::ConnMetrics::register(r),
+            conns: livesky_net::limits::ConnMetrics::register(r),
             registry,
         }
     }
@@ -74,9 +75,9 @@ impl McMetrics {
     /// Gauges that follow the registry and the store.
     pub(crate) fn refresh(&self, st: &State) {
         self.config_version.set(st.store.version() as i64);
-        for role in ["core", "edge"] {
+        for role in [Role::Relay, Role::Edge] {
             self.members
-                .with_label_values(&[role])
+                .with_label_values(&[role.as_str()])
                 .set(st.registry.members().filter(|m| m.role == role).count() as i64);
         }
     }
@@ -90,7 +91,7 @@ impl McMetrics {
     }
 
     pub fn render(&self) -> String {
-        sn_core::metrics::render(&self.registry)
+        livesky_net::metrics::render(&self.registry)
     }
 }
 

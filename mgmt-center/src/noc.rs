@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::NodeId;
+use proto::mc::ReportRow;
 use serde::Serialize;
-use sn_core::mc::ReportRow;
 
 /// Rates are measured over this much of the latest samples.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -192,12 +192,12 @@ impl Noc {
         }
         o.cdn_mbps = cdn_bps / 1e6;
         o.p2p_mbps = p2p_bps / 1e6;
-        o.p2p_share = if cdn_bps + p2p_bps > 0.0 { p2p_bps / (cdn_bps + p2p_bps) } else { 0.0 };
+        o.p2p_share = proto::quality::p2p_share(p2p_bps, cdn_bps);
         o.joins_per_min = joins;
         o.leaves_per_min = leaves;
-        o.q2 = (reports > 0).then(|| 1.0 - stalled_reports as f64 / reports as f64);
+        o.q2 = proto::quality::q2(stalled_reports, reports);
         o.stalls_per_min = stalls;
-        o.q1 = (played + stalled > 0).then(|| played as f64 / (played + stalled) as f64);
+        o.q1 = proto::quality::q1(played, stalled);
         o
     }
 

@@ -2,11 +2,11 @@
 //! dropped when their link closes or after three heartbeat intervals of silence. Every change
 //! bumps the membership version; the driver broadcasts the change to the other SNs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::NodeId;
-use sn_core::mc::{Gone, Heartbeat, Member, Members};
+use proto::mc::{Gone, Heartbeat, Member, Members, SpaceList};
 
 /// Heartbeat intervals of silence after which an SN is dead.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -40,69 +40,126 @@ struct Entry {
     load: Heartbeat,
 }
 
+/// What the driver tells the registry (through [`Registry::handle`]).
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// `member` registered on control connection `session`.
+    Alive { member: Member, session: u64 },
+    /// A heartbeat from `id` on `session`.
+    Heartbeat { id: NodeId, session: u64, load: Heartbeat },
+    /// Control connection `session` of `id` closed.
+    Disconnected { id: NodeId, session: u64 },
+    /// The topology changed: each member's `upstream` is now `upstream_of[id]` (missing: none).
+    Upstreams(BTreeMap<NodeId, SpaceList<NodeId>>),
+}
+
+/// What the registry decided (drained with [`Registry::poll_output`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Membership changed: send `change.message(version)` to every SN.
+    Changed { change: Change, version: u64 },
+    /// `id` was silent for [`MISSED_HEARTBEATS`] intervals (a `Changed` removing it follows).
+    Silent(NodeId),
+    /// A heartbeat came on `session`, which no longer registers `id`: close that connection.
+    Stale { id: NodeId, session: u64 },
+    /// Members' upstreams changed: every SN should get the membership whole.
+    Restamped,
+}
+
+/// The membership, as the four doors every sans-IO core of LiveSky-rs has (see
+/// docs/architecture.md): `handle(now, input)`, `handle_timeout(now)`, `poll_output()`,
+/// `poll_timeout()`.
 #[derive(Debug)]
 pub struct Registry {
     heartbeat: Duration,
     members: BTreeMap<NodeId, Entry>,
     version: u64,
+    out: VecDeque<Output>,
 }
 
 impl Registry {
     pub fn new(heartbeat: Duration) -> Self {
-        Self { heartbeat, members: BTreeMap::new(), version: 0 }
+        Self { heartbeat, members: BTreeMap::new(), version: 0, out: VecDeque::new() }
     }
 
     pub fn version(&self) -> u64 {
         self.version
     }
 
-    pub fn alive(&mut self, now: Instant, member: Member, session: u64) -> Change {
-        self.version += 1;
-        let id = member.id.clone();
-        self.members.insert(id, Entry { member: member.clone(), last_seen: now, session, load: Heartbeat::default() });
-        Change::Joined(member)
-    }
-
-    /// False if `id` is not (or no longer) registered through `session`: the link should close.
-    pub fn heartbeat(&mut self, now: Instant, id: &NodeId, session: u64, load: &Heartbeat) -> bool {
-        match self.members.get_mut(id) {
-            Some(e) if e.session == session => {
-                e.last_seen = now;
-                if e.load != *load {
-                    e.load = load.clone();
-                }
-                true
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Alive { member, session } => {
+                let id = member.id.clone();
+                self.members
+                    .insert(id, Entry { member: member.clone(), last_seen: now, session, load: Heartbeat::default() });
+                self.changed(Change::Joined(member));
             }
-            _ => false,
+            Input::Heartbeat { id, session, load } => match self.members.get_mut(&id) {
+                Some(e) if e.session == session => {
+                    e.last_seen = now;
+                    if e.load != load {
+                        e.load = load;
+                    }
+                }
+                _ => self.out.push_back(Output::Stale { id, session }),
+            },
+            Input::Disconnected { id, session } => {
+                if self.members.get(&id).is_some_and(|e| e.session == session) {
+                    self.members.remove(&id);
+                    self.changed(Change::Left(id));
+                }
+            }
+            Input::Upstreams(upstream_of) => {
+                let mut changed = false;
+                for (id, e) in self.members.iter_mut() {
+                    let up = upstream_of.get(id).cloned().unwrap_or_default();
+                    if e.member.upstream != up {
+                        e.member.upstream = up;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    self.version += 1;
+                    self.out.push_back(Output::Restamped);
+                }
+            }
         }
     }
 
-    /// The connection `session` of `id` closed.
-    pub fn disconnected(&mut self, id: &NodeId, session: u64) -> Option<Change> {
-        if self.members.get(id).is_some_and(|e| e.session == session) {
-            self.members.remove(id);
-            self.version += 1;
-            return Some(Change::Left(id.clone()));
-        }
-        None
-    }
-
-    /// SNs silent for [`MISSED_HEARTBEATS`] intervals, removed.
-    pub fn sweep(&mut self, now: Instant) -> Vec<Change> {
-        let limit = self.heartbeat * MISSED_HEARTBEATS;
+    /// Removes the SNs silent for more than [`MISSED_HEARTBEATS`] intervals.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limit = self.silence();
         let dead: Vec<NodeId> = self
             .members
             .iter()
             .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > limit)
             .map(|(id, _)| id.clone())
             .collect();
-        dead.into_iter()
-            .map(|id| {
-                self.members.remove(&id);
-                self.version += 1;
-                Change::Left(id)
-            })
-            .collect()
+        for id in dead {
+            self.members.remove(&id);
+            self.out.push_back(Output::Silent(id.clone()));
+            self.changed(Change::Left(id));
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the most silent member dies if it stays silent.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let oldest = self.members.values().map(|e| e.last_seen).min()?;
+        Some(oldest + self.silence() + Duration::from_millis(1))
+    }
+
+    /// How long a member may stay silent.
+    pub fn silence(&self) -> Duration {
+        self.heartbeat * MISSED_HEARTBEATS
+    }
+
+    fn changed(&mut self, change: Change) {
+        self.version += 1;
+        self.out.push_back(Output::Changed { change, version: self.version });
     }
 
     pub fn get(&self, id: &NodeId) -> Option<&Member> {
@@ -130,21 +187,6 @@ impl Registry {
         self.members.values().map(|e| &e.member)
     }
 
-    /// Sets every member's `upstream` to `upstream_of(id)` (after a topology change); true if
-    /// any changed (the membership version moves on, and SNs should get it whole).
-    pub fn restamp(&mut self, upstream_of: impl Fn(&NodeId) -> String) -> bool {
-        let mut changed = false;
-        for (id, e) in self.members.iter_mut() {
-            let up = upstream_of(id);
-            if e.member.upstream != up {
-                e.member.upstream = up;
-                changed = true;
-            }
-        }
-        self.version += u64::from(changed);
-        changed
-    }
-
     pub fn full(&self) -> Members {
         Members { version: self.version, full: true, members: self.members().cloned().collect(), gone: Vec::new() }
     }
@@ -158,14 +200,22 @@ mod tests {
         Member {
             id: NodeId::new(id).unwrap_or_else(|e| panic!("{e}")),
             tier: 1,
-            role: "core".into(),
+            role: proto::config::Role::Relay,
             http: "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}")),
             sn: None,
             clients: None,
             capacity_kbps: 0,
             key: None,
-            upstream: String::new(),
+            upstream: SpaceList::default(),
         }
+    }
+
+    fn drain(r: &mut Registry) -> Vec<Output> {
+        std::iter::from_fn(|| r.poll_output()).collect()
+    }
+
+    fn left(id: &str, version: u64) -> Output {
+        Output::Changed { change: Change::Left(member(id).id), version }
     }
 
     #[test]
@@ -173,31 +223,58 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut r = Registry::new(s);
-        r.alive(t0, member("a"), 1);
-        r.alive(t0, member("b"), 2);
+        r.handle(t0, Input::Alive { member: member("a"), session: 1 });
+        r.handle(t0, Input::Alive { member: member("b"), session: 2 });
         assert_eq!(r.version(), 2);
+        assert_eq!(drain(&mut r).len(), 2);
         for i in 1..=5 {
-            assert!(r.heartbeat(t0 + s * i, &member("a").id, 1, &Heartbeat { users: 10, ..Heartbeat::default() }));
+            let load = Heartbeat { users: 10, ..Heartbeat::default() };
+            r.handle(t0 + s * i, Input::Heartbeat { id: member("a").id, session: 1, load });
         }
-        assert!(r.sweep(t0 + s * 3).is_empty(), "exactly three intervals is not yet dead");
-        assert_eq!(r.sweep(t0 + s * 3 + Duration::from_millis(1)), [Change::Left(member("b").id)]);
+        assert_eq!(r.poll_timeout(), Some(t0 + s * 3 + Duration::from_millis(1)), "b is the most silent");
+        r.handle_timeout(t0 + s * 3);
+        assert!(drain(&mut r).is_empty(), "exactly three intervals is not yet dead");
+        r.handle_timeout(t0 + s * 3 + Duration::from_millis(1));
+        assert_eq!(drain(&mut r), [Output::Silent(member("b").id), left("b", 3)]);
         assert_eq!(r.full().members, [member("a")]);
         assert_eq!(r.users(&member("a").id), Some(10));
-        assert_eq!(r.version(), 3);
-        assert_eq!(r.sweep(t0 + s * 9), [Change::Left(member("a").id)]);
-        assert!(r.is_empty());
+        assert_eq!(r.poll_timeout(), Some(t0 + s * 8 + Duration::from_millis(1)));
+        r.handle_timeout(t0 + s * 9);
+        assert_eq!(drain(&mut r), [Output::Silent(member("a").id), left("a", 4)]);
+        assert!(r.is_empty() && r.poll_timeout().is_none());
     }
 
     #[test]
     fn a_stale_connection_cannot_remove_or_feed_a_re_registered_member() {
         let t0 = Instant::now();
         let mut r = Registry::new(Duration::from_secs(1));
-        r.alive(t0, member("a"), 1);
-        r.alive(t0, member("a"), 2);
-        assert!(!r.heartbeat(t0, &member("a").id, 1, &Heartbeat::default()));
-        assert_eq!(r.disconnected(&member("a").id, 1), None);
+        r.handle(t0, Input::Alive { member: member("a"), session: 1 });
+        r.handle(t0, Input::Alive { member: member("a"), session: 2 });
+        drain(&mut r);
+        r.handle(t0, Input::Heartbeat { id: member("a").id, session: 1, load: Heartbeat::default() });
+        assert_eq!(drain(&mut r), [Output::Stale { id: member("a").id, session: 1 }]);
+        r.handle(t0, Input::Disconnected { id: member("a").id, session: 1 });
+        assert!(drain(&mut r).is_empty());
         assert_eq!(r.len(), 1);
-        assert_eq!(r.disconnected(&member("a").id, 2), Some(Change::Left(member("a").id)));
-        assert_eq!(r.disconnected(&member("a").id, 2), None);
+        r.handle(t0, Input::Disconnected { id: member("a").id, session: 2 });
+        assert_eq!(drain(&mut r), [left("a", 3)]);
+        r.handle(t0, Input::Disconnected { id: member("a").id, session: 2 });
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn new_upstreams_restamp_members_once() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(1));
+        r.handle(t0, Input::Alive { member: member("a"), session: 1 });
+        drain(&mut r);
+        let t0_id = NodeId::new("t0").unwrap_or_else(|e| panic!("{e}"));
+        let ups: BTreeMap<NodeId, SpaceList<NodeId>> = [(member("a").id, vec![t0_id.clone()].into())].into();
+        r.handle(t0, Input::Upstreams(ups.clone()));
+        assert_eq!(drain(&mut r), [Output::Restamped]);
+        assert_eq!(r.get(&member("a").id).map(|m| m.upstream.0.clone()), Some(vec![t0_id]));
+        r.handle(t0, Input::Upstreams(ups));
+        assert!(drain(&mut r).is_empty(), "nothing changed: no new version");
+        assert_eq!(r.version(), 2);
     }
 }

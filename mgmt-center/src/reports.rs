@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use proto::NodeId;
+use proto::mc::ReportXml;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use sn_core::mc::ReportXml;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -118,7 +118,7 @@ impl ReportStore {
                     i(row.played_ms),
                     i(row.stalled_ms),
                     row.stage,
-                    row.startups().iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                    row.startup_ms.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
                 ])?;
             }
         }
@@ -252,7 +252,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sn_core::mc::ReportRow;
+    use proto::mc::ReportRow;
 
     fn report(start_ms: u64, cdn: u64) -> ReportXml {
         ReportXml {
@@ -266,7 +266,7 @@ mod tests {
                     cdn_bytes: cdn,
                     p2p_bytes: 5,
                     users: 2,
-                    startup_ms: "900 1200 x".into(),
+                    startup_ms: vec![900, 1200].into(),
                     ..ReportRow::default()
                 },
                 ReportRow { channel: "live".into(), cdn_bytes: 1, ..ReportRow::default() },

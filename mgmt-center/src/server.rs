@@ -1,25 +1,23 @@
-//! The MC's tokio driver: SN control links (challenge, registration, heartbeats, membership and
-//! config pushes, acks), the death sweeper, the topology file watcher and hot reload. The
-//! decisions live in [`crate::registry`] and [`crate::store`].
+//! The MC's tokio driver: shared state, the death sweeper, the topology file watcher, hot reload
+//! and operator actions; the SN control links are in [`crate::sn_links`]. The decisions live in
+//! [`crate::registry`] and [`crate::store`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use proto::{NodeId, NodeKey, WireMessage};
-use sn_core::Topology;
-use sn_core::mc::{self, Alive, Challenge, McMessage, Members, Refused, Welcome};
+use proto::config::Topology;
+use proto::mc::{Members, SpaceList};
+use proto::{NodeId, NodeKey};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::McMetrics;
-use crate::registry::{Change, Registry};
+use crate::registry::{Change, Input as RegistryIn, Output as RegistryOut, Registry};
 use crate::reports::{ReportError, ReportStore};
 use crate::settings::McSettings;
 use crate::store::ConfigStore;
@@ -27,10 +25,10 @@ use crate::store::ConfigStore;
 const VERSION_KEY: &str = "config_version";
 
 /// How long a new connection has to register.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
-enum Notice {
+pub(crate) enum Notice {
     Members(Members),
     /// A new config version is out.
     Config,
@@ -57,17 +55,17 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub settings: McSettings,
     pub reports: Arc<ReportStore>,
-    key: NodeKey,
+    pub(crate) key: NodeKey,
     /// The key's public half: the issuer of viewer tokens.
     public_hex: String,
     state: Mutex<State>,
-    notices: broadcast::Sender<Notice>,
+    pub(crate) notices: broadcast::Sender<Notice>,
     /// The NOC overview, renewed every 2 s (dashboards' live updates).
     pub overview: tokio::sync::watch::Sender<crate::noc::Overview>,
     pub metrics: McMetrics,
-    sessions: AtomicU64,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) sessions: AtomicU64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
     /// When a refusal was last logged, and the refusals since: a flood of strangers must not
     /// flood the log.
     refusals: Mutex<(Option<Instant>, u64)>,
@@ -75,7 +73,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Counts a refused SN link and logs it, at most once per 10 s with the count since.
-    fn refusal_log(&self, from: SocketAddr, label: &'static str, reason: String) {
+    pub(crate) fn refusal_log(&self, from: SocketAddr, label: &'static str, reason: String) {
         self.metrics.refused.with_label_values(&[label]).inc();
         let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
         r.1 += 1;
@@ -103,12 +101,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, state: &mut State, change: &Change) {
-        if let Change::Left(id) = change {
-            state.noc.forget(id);
+    /// Carries out what the registry decided after an input: membership changes go to every SN
+    /// link, deaths are logged and counted. Returns the connections found stale (they close).
+    pub(crate) fn carry_out(&self, state: &mut State) -> Vec<(NodeId, u64)> {
+        let mut stale = Vec::new();
+        while let Some(out) = state.registry.poll_output() {
+            match out {
+                RegistryOut::Changed { change, version } => {
+                    if let Change::Left(id) = &change {
+                        state.noc.forget(id);
+                    }
+                    let _ = self.notices.send(Notice::Members(change.message(version)));
+                    self.metrics.membership(state, &change);
+                }
+                RegistryOut::Silent(id) => {
+                    warn!(node = %id, "SN silent for three heartbeats: marked dead");
+                    self.metrics.deaths.inc();
+                    let _ = self.notices.send(Notice::Dead(id));
+                }
+                RegistryOut::Stale { id, session } => stale.push((id, session)),
+                RegistryOut::Restamped => {
+                    let _ = self.notices.send(Notice::Members(state.registry.full()));
+                }
+            }
         }
-        let _ = self.notices.send(Notice::Members(change.message(state.registry.version())));
-        self.metrics.membership(state, change);
+        stale
     }
 }
 
@@ -117,7 +134,7 @@ pub enum McError {
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Topology(#[from] sn_core::config::ConfigError),
+    Topology(#[from] proto::config::ConfigError),
     #[error("MC key: {0}")]
     Key(#[from] proto::SignatureError),
     #[error(transparent)]
@@ -177,7 +194,7 @@ impl McServer {
             tasks: TaskTracker::new(),
         });
         let mc = McServer { shared: shared.clone(), control_addr, http_addr };
-        shared.tasks.spawn(accept(shared.clone(), control));
+        shared.tasks.spawn(crate::sn_links::accept(shared.clone(), control));
         shared.tasks.spawn(sweeper(shared.clone()));
         shared.tasks.spawn(watcher(shared.clone()));
         shared.tasks.spawn(noc_recorder(shared.clone()));
@@ -204,8 +221,12 @@ impl McServer {
     /// or ends the drain.
     pub fn set_drained(&self, id: &str, on: bool) -> Result<(), String> {
         let mut st = self.shared.state();
-        let node =
-            st.raw.nodes.iter().find(|n| n.id.as_str() == id && n.role == sn_core::Role::Edge).map(|n| n.id.clone());
+        let node = st
+            .raw
+            .nodes
+            .iter()
+            .find(|n| n.id.as_str() == id && n.role == proto::config::Role::Edge)
+            .map(|n| n.id.clone());
         let Some(node) = node else { return Err(format!("no edge `{id}` in the topology")) };
         let changed = if on { st.drained.insert(node.clone()) } else { st.drained.remove(&node) };
         if changed {
@@ -309,17 +330,15 @@ fn apply(shared: &Shared, st: &mut State) -> u64 {
     info!(version = v, "config changed; pushing to the SNs");
     let _ = shared.notices.send(Notice::Config);
     let topo = st.store.topology();
-    if st.registry.restamp(|id| upstream_of(&topo, id)) {
-        let _ = shared.notices.send(Notice::Members(st.registry.full()));
-    }
+    let upstreams = st.registry.members().map(|m| (m.id.clone(), upstream_of(&topo, &m.id))).collect();
+    st.registry.handle(Instant::now(), RegistryIn::Upstreams(upstreams));
+    shared.carry_out(st);
     v
 }
 
 /// The nodes `id` may subscribe to (parents and same-tier peers), as a member's `upstream`.
-fn upstream_of(topo: &Topology, id: &proto::NodeId) -> String {
-    topo.node(id)
-        .map(|n| n.parents.iter().chain(&n.peers).map(|p| p.as_str()).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+pub(crate) fn upstream_of(topo: &Topology, id: &proto::NodeId) -> SpaceList<NodeId> {
+    topo.node(id).map(|n| n.parents.iter().chain(&n.peers).cloned().collect()).unwrap_or_default()
 }
 
 async fn watcher(shared: Arc<Shared>) {
@@ -352,272 +371,21 @@ async fn noc_recorder(shared: Arc<Shared>) {
     }
 }
 
+/// Wakes when the registry's most silent member would die (and at least once a heartbeat
+/// interval, for members registered meanwhile) and lets the registry sweep.
 async fn sweeper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.settings.heartbeat());
     loop {
+        let at_latest = Instant::now() + shared.settings.heartbeat();
+        let wake = shared.state().registry.poll_timeout().map_or(at_latest, |t| t.min(at_latest));
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(wake.into()) => {
                 let mut st = shared.state();
-                for change in st.registry.sweep(Instant::now()) {
-                    if let Change::Left(id) = &change {
-                        warn!(node = %id, "SN silent for three heartbeats: marked dead");
-                        shared.metrics.deaths.inc();
-                        let _ = shared.notices.send(Notice::Dead(id.clone()));
-                    }
-                    shared.publish(&mut st, &change);
-                }
+                st.registry.handle_timeout(Instant::now());
+                shared.carry_out(&mut st);
             }
         }
     }
 }
 
-async fn accept(shared: Arc<Shared>, listener: TcpListener) {
-    let tls = match sn_core::mc_tls::acceptor(&shared.key) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot set up TLS for SN control links; none will be served");
-            return;
-        }
-    };
-    let limits = &shared.settings.limits;
-    let slots = sn_core::limits::ConnLimiter::new("control", limits.http_max_connections, limits.http_max_per_ip)
-        .with_metrics(shared.metrics.conns.clone());
-    while let Some((stream, from, permit)) = sn_core::limits::accept_capped(&listener, &slots, &shared.cancel).await {
-        let Ok(permit) = permit else { continue };
-        let _ = stream.set_nodelay(true);
-        sn_core::limits::keepalive(&stream);
-        let (shared2, tls) = (shared.clone(), tls.clone());
-        shared.tasks.spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(REGISTER_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => serve_sn(shared2, Box::new(stream), from).await,
-                Ok(Err(e)) => shared2.refusal_log(from, "tls", format!("TLS handshake failed: {e}")),
-                Err(_) => shared2.refusal_log(from, "tls", "no TLS handshake in time".into()),
-            }
-        });
-    }
-}
-
-/// Why `alive` is refused, if it is.
-fn check(shared: &Shared, alive: &Alive, challenge: &str) -> Result<(), (&'static str, String)> {
-    let id = &alive.member.id;
-    let Some(public) = shared.settings.sn_keys.get(id) else {
-        return Err(("unknown_node", format!("no key is configured for SN `{id}` (mc.sn_keys)")));
-    };
-    if proto::verify_node_signature(public, &mc::alive_proof(id, challenge), &alive.signature).is_err() {
-        return Err(("bad_signature", format!("SN `{id}` did not prove it holds its key")));
-    }
-    if shared.state().store.topology().node(id).is_none() {
-        return Err(("unknown_node", format!("SN `{id}` is not in the topology")));
-    }
-    Ok(())
-}
-
-type Link = mc::McLink;
-
-async fn send(link: &mut Link, msg: McMessage) -> bool {
-    match mc::send(link, msg).await {
-        Ok(()) => true,
-        Err(e) => {
-            debug!(error = %e, "closing an SN control link");
-            false
-        }
-    }
-}
-
-async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn mc::LinkIo>, from: SocketAddr) {
-    // Small frames until the SN has proved who it is.
-    let mut link = Framed::new(stream, mc::McCodec::with_decode_limit(mc::MC_UNREGISTERED_FRAME));
-    let Some(challenge) = mc::nonce() else {
-        warn!(%from, "no randomness for a challenge; closing the link");
-        return;
-    };
-    if !send(&mut link, McMessage::Challenge(Challenge { nonce: challenge.clone() })).await {
-        return;
-    }
-    let alive = match tokio::time::timeout(REGISTER_TIMEOUT, link.next()).await {
-        Ok(Some(Ok(McMessage::Alive(a)))) => a,
-        Ok(Some(Ok(other))) => {
-            return refuse(&shared, &mut link, from, "protocol", format!("expected alive, got {}", other.kind())).await;
-        }
-        Ok(Some(Err(e))) => return refuse(&shared, &mut link, from, "protocol", e.to_string()).await,
-        Ok(None) | Err(_) => return,
-    };
-    if let Err((label, reason)) = check(&shared, &alive, &challenge) {
-        return refuse(&shared, &mut link, from, label, reason).await;
-    }
-    let id = alive.member.id.clone();
-    let session = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
-    // Subscribed before registering: no change after our snapshot is missed.
-    let mut notices = shared.notices.subscribe();
-    let (members, first_doc) = {
-        let mut st = shared.state();
-        // What the other SNs learn of it comes from the MC's own books, not from what it said.
-        let mut member = alive.member.clone();
-        member.key = shared.settings.sn_keys.get(&id).cloned();
-        member.upstream = upstream_of(&st.store.topology(), &id);
-        let change = st.registry.alive(Instant::now(), member, session);
-        shared.publish(&mut st, &change);
-        (st.registry.full(), st.store.doc_for(&id, alive.have_version))
-    };
-    shared.metrics.registrations.inc();
-    link.codec_mut().set_decode_limit(mc::MC_MAX_FRAME);
-    info!(node = %id, %from, have = alive.have_version, "SN registered");
-    let welcome = Welcome {
-        heartbeat_ms: shared.settings.heartbeat_ms,
-        signature: shared.key.sign_hex(&mc::welcome_proof(&id, &alive.nonce)),
-    };
-    let mut sent = alive.have_version;
-    let drained = shared.state().drained.contains(&id);
-    let mut ok =
-        send(&mut link, McMessage::Welcome(welcome)).await && send(&mut link, McMessage::Members(members)).await;
-    if drained {
-        ok = ok && send(&mut link, McMessage::Drain(mc::Drain { on: true })).await;
-    }
-    if let Some(doc) = first_doc {
-        sent = doc.version;
-        ok = ok && push(&shared, &mut link, doc).await;
-    }
-    let silence = shared.settings.heartbeat() * crate::registry::MISSED_HEARTBEATS;
-    while ok {
-        ok = tokio::select! {
-            _ = shared.cancel.cancelled() => false,
-            msg = tokio::time::timeout(silence, link.next()) => match msg {
-                Ok(Some(Ok(m))) => on_message(&shared, &mut link, &id, session, &mut sent, m).await,
-                Ok(Some(Err(e))) => {
-                    warn!(node = %id, error = %e, "bad frame on an SN control link; closing it");
-                    false
-                }
-                Ok(None) => false,
-                Err(_) => {
-                    warn!(node = %id, "SN control link silent for three heartbeats; closing it");
-                    false
-                }
-            },
-            n = notices.recv() => match n {
-                Ok(Notice::Members(m)) => send(&mut link, McMessage::Members(m)).await,
-                Ok(Notice::Config) => resend(&shared, &mut link, &id, &mut sent).await,
-                Ok(Notice::Dead(dead)) => dead != id,
-                Ok(Notice::Drain(edge, on)) if edge == id => send(&mut link, McMessage::Drain(mc::Drain { on })).await,
-                Ok(Notice::Drain(..)) => true,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let full = shared.state().registry.full();
-                    send(&mut link, McMessage::Members(full)).await && resend(&shared, &mut link, &id, &mut sent).await
-                }
-                Err(broadcast::error::RecvError::Closed) => false,
-            },
-        };
-    }
-    let mut st = shared.state();
-    if let Some(change) = st.registry.disconnected(&id, session) {
-        info!(node = %id, "SN left");
-        shared.publish(&mut st, &change);
-    }
-}
-
-async fn refuse(shared: &Shared, link: &mut Link, from: SocketAddr, label: &'static str, reason: String) {
-    shared.refusal_log(from, label, reason.clone());
-    let _ = send(link, McMessage::Refused(Refused { reason })).await;
-}
-
-async fn push(shared: &Shared, link: &mut Link, doc: mc::ConfigXml) -> bool {
-    let kind = if doc.base.is_some() { "update" } else { "snapshot" };
-    shared.metrics.pushes.with_label_values(&[kind]).inc();
-    let bytes = doc.to_xml().len() as u64;
-    shared.metrics.push_bytes.with_label_values(&[kind]).inc_by(bytes);
-    send(link, McMessage::Config(Box::new(doc))).await
-}
-
-/// Sends what the SN lacks since the version last sent to it (in order on one link, so an
-/// update on top of an unacknowledged one is fine; if it fails there, the SN asks to resync).
-async fn resend(shared: &Shared, link: &mut Link, id: &NodeId, sent: &mut u64) -> bool {
-    let view = shared.state().store.view(*sent);
-    match view.doc_for(id, *sent) {
-        Some(doc) => {
-            *sent = doc.version;
-            push(shared, link, doc).await
-        }
-        None => true,
-    }
-}
-
-async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64, sent: &mut u64, m: McMessage) -> bool {
-    match m {
-        McMessage::Heartbeat(mut h) => {
-            // The running totals go to the NOC only: the registry keeps the rest, and would
-            // otherwise copy the rows on every heartbeat (they change every time).
-            let live = std::mem::take(&mut h.live);
-            let now = Instant::now();
-            let mut st = shared.state();
-            let current = st.registry.heartbeat(now, id, session, &h);
-            if current && !live.is_empty() {
-                st.noc.sample(now, id, live);
-            }
-            current
-        }
-        McMessage::Ack(a) => {
-            shared.state().store.ack(id, a.version);
-            shared.metrics.sn_config_version.with_label_values(&[id.as_str()]).set(a.version as i64);
-            debug!(node = %id, version = a.version, "config acknowledged");
-            true
-        }
-        McMessage::Resync(r) => {
-            warn!(node = %id, have = r.have_version, reason = %r.reason, "SN asks for a snapshot");
-            let doc = shared.state().store.snapshot_for(id);
-            match doc {
-                Some(doc) => {
-                    *sent = doc.version;
-                    push(shared, link, doc).await
-                }
-                None => false,
-            }
-        }
-        McMessage::Report(r) => {
-            if r.node != *id {
-                warn!(node = %id, claimed = %r.node, "report for another SN; closing the link");
-                return false;
-            }
-            let (store, node) = (shared.reports.clone(), id.clone());
-            let report_id = r.id.clone();
-            let delays: Vec<u32> = r.rows.iter().flat_map(|row| row.startups()).collect();
-            shared.state().noc.startups(Instant::now(), delays);
-            let stored = tokio::task::spawn_blocking(move || store.store(&node, &r)).await;
-            match stored {
-                Ok(Ok(added)) => {
-                    shared.metrics.report_rows.inc_by(added as u64);
-                    send(link, McMessage::ReportAck(mc::ReportAck { id: report_id })).await
-                }
-                // Not acknowledged: the SN keeps it and sends it again on its next link.
-                Ok(Err(e)) => {
-                    warn!(node = %id, error = %e, "cannot store a report; closing the link so it is resent");
-                    false
-                }
-                Err(e) => {
-                    warn!(node = %id, error = %e, "report store task failed");
-                    false
-                }
-            }
-        }
-        McMessage::Lookup(l) => {
-            let reply = {
-                let st = shared.state();
-                let members = st.registry.get(&l.id).cloned().into_iter().collect();
-                Members { version: st.registry.version(), full: false, members, gone: Vec::new() }
-            };
-            send(link, McMessage::Members(reply)).await
-        }
-        other => {
-            warn!(node = %id, kind = other.kind(), "unexpected message from an SN; closing its link");
-            false
-        }
-    }
-}
-
-pub(crate) fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn unix_now_s() -> u64 {
-    unix_now_ms() / 1000
-}
+pub(crate) use livesky_net::clock::{unix_ms as unix_now_ms, unix_s as unix_now_s};

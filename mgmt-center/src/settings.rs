@@ -9,15 +9,8 @@ use std::time::Duration;
 use proto::NodeId;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path} is not a valid MC settings file: {message}")]
-    Parse { path: String, message: String },
-    #[error("{path}: `{key}`: {message}")]
-    Invalid { path: String, key: String, message: String },
-}
+/// What is wrong with a settings file: the same errors, worded the same, as every role's.
+pub type SettingsError = proto::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +46,7 @@ pub struct McSettings {
     pub sn_keys: BTreeMap<NodeId, String>,
     /// Timeouts and connection caps of the HTTP API (`[mc.limits]`; the `http_*` keys apply).
     #[serde(default)]
-    pub limits: sn_core::limits::Limits,
+    pub limits: livesky_net::limits::Limits,
 }
 
 fn default_db() -> PathBuf {
@@ -69,10 +62,7 @@ fn default_watch_ms() -> u64 {
 impl McSettings {
     pub fn load(path: &Path) -> Result<McSettings, SettingsError> {
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: shown.clone(), source })?;
-        let file: File =
-            toml::from_str(&text).map_err(|e| SettingsError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let file: File = proto::config::parse_toml(&proto::config::read_file(path)?, &shown, "MC settings file")?;
         let mut s = file.mc;
         if let Some(dir) = path.parent() {
             for p in [&mut s.topology, &mut s.db] {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use proto::NodeId;
-use sn_core::Topology;
-use sn_core::mc::{ConfigXml, SnConfig};
+use proto::config::Topology;
+use proto::mc::{ConfigXml, SnConfig};
 
 /// Versions kept for updates; an SN further behind gets a snapshot.
 pub const HISTORY: usize = 32;

@@ -5,8 +5,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use proto::config::Topology;
 use serde::Deserialize;
-use sn_core::Topology;
 
 use crate::server::McServer;
 

@@ -4,30 +4,22 @@
 //! channel (the local HTTP output, or a test); stats are published on a watch channel.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proto::Chunk;
-use proto::peer::{FromEdge, PeerControlCodec, PeerLink, PeerLinkCodec, SignalKind, ToEdge};
+use proto::peer::{FromEdge, PeerControlCodec, ToEdge};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::core::{Event, Input, LinkId, Output, PeerConfig, PeerCore, PeerStats};
-use crate::rtc::{LinkEvent, Rtc};
-
-/// Most peer-link frames accepted (a chunk plus its header).
-const MAX_LINK_FRAME: usize = proto::DEFAULT_MAX_FRAME;
-const LINK_QUEUE: usize = 512;
-/// Beyond the buffered time, how long a peer waits for the last chunks of an ended broadcast.
-const OUTRO_SLACK: Duration = Duration::from_secs(3);
-/// Offers answered at once: a flood of offers must not make us build connections without end.
-const MAX_ANSWERING: usize = 16;
+use crate::links::{Ev, LinkHandle, WebRtc, connect_tcp, spawn_acceptor};
+use crate::rtc::LinkEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -91,132 +83,6 @@ pub enum Ended {
     BroadcastEnded,
 }
 
-/// The writer queue of a link, and the token that closes it (and so its socket).
-struct LinkHandle {
-    tx: mpsc::Sender<PeerLink>,
-    close: CancellationToken,
-}
-
-enum Ev {
-    Edge(FromEdge),
-    EdgeClosed,
-    LinkUp(LinkId, LinkHandle),
-    LinkFailed(LinkId),
-    Accepted(LinkId, LinkHandle),
-    FromPeer(LinkId, PeerLink),
-    LinkClosed(LinkId),
-    /// A signalling message for the edge to relay.
-    Signal(ToEdge),
-}
-
-/// Links are numbered by the core (outgoing, from 2^32) and here (accepted, below 2^32).
-fn is_outgoing(link: LinkId) -> bool {
-    link >= 1 << 32
-}
-
-impl From<LinkEvent> for Ev {
-    fn from(e: LinkEvent) -> Ev {
-        match e {
-            LinkEvent::Open { link, tx, close } if is_outgoing(link) => Ev::LinkUp(link, LinkHandle { tx, close }),
-            LinkEvent::Open { link, tx, close } => Ev::Accepted(link, LinkHandle { tx, close }),
-            LinkEvent::Message { link, msg } => Ev::FromPeer(link, msg),
-            LinkEvent::Closed { link } => Ev::LinkClosed(link),
-            LinkEvent::Failed { link } => Ev::LinkFailed(link),
-        }
-    }
-}
-
-/// The WebRTC side of the driver: links are made by signalling through the edge.
-struct WebRtc {
-    bind_ip: IpAddr,
-    rtc: Option<Arc<Rtc>>,
-    events: mpsc::Sender<LinkEvent>,
-    answering: Arc<Semaphore>,
-    next_accepted: LinkId,
-    /// Who each accepted link's offer came from, as the edge relayed it: the link's identity.
-    offered_by: HashMap<LinkId, u64>,
-}
-
-impl WebRtc {
-    /// The edge's welcome names its STUN server: links can be made from now on.
-    fn welcome(&mut self, stun: Option<SocketAddr>) {
-        match Rtc::new(stun, self.bind_ip) {
-            Ok(rtc) => self.rtc = Some(Arc::new(rtc)),
-            Err(e) => warn!(error = %e, "WebRTC unavailable: this peer takes everything from its edge"),
-        }
-    }
-
-    /// Offers a link to `peer`; the link fails if no answer opens it in time.
-    fn connect(&self, link: LinkId, peer: u64, ev_tx: &mpsc::Sender<Ev>, cancel: &CancellationToken) {
-        let (ev_tx, cancel, events, rtc) = (ev_tx.clone(), cancel.clone(), self.events.clone(), self.rtc.clone());
-        tokio::spawn(async move {
-            let Some(rtc) = rtc else {
-                let _ = ev_tx.send(Ev::LinkFailed(link)).await;
-                return;
-            };
-            match rtc.offer(link, events, cancel).await {
-                Ok(payload) => {
-                    let _ = ev_tx.send(Ev::Signal(ToEdge::Signal { to: peer, kind: SignalKind::Offer, payload })).await;
-                }
-                Err(e) => {
-                    debug!(error = %e, link, "cannot offer a link");
-                    rtc.abandon(link).await;
-                    let _ = ev_tx.send(Ev::LinkFailed(link)).await;
-                }
-            }
-        });
-    }
-
-    fn signal(
-        &mut self,
-        from: u64,
-        kind: SignalKind,
-        payload: String,
-        ev_tx: &mpsc::Sender<Ev>,
-        cancel: &CancellationToken,
-    ) {
-        let Some(rtc) = self.rtc.clone() else { return };
-        match kind {
-            SignalKind::Offer => {
-                let Ok(permit) = self.answering.clone().try_acquire_owned() else {
-                    warn!(from, "too many offers at once; ignoring one");
-                    return;
-                };
-                let link = self.next_accepted;
-                self.next_accepted += 1;
-                self.offered_by.retain(|l, _| *l + 1024 > link);
-                self.offered_by.insert(link, from);
-                let (ev_tx, cancel, events) = (ev_tx.clone(), cancel.clone(), self.events.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match rtc.answer(&payload, link, events, cancel).await {
-                        Ok(payload) => {
-                            let answer = ToEdge::Signal { to: from, kind: SignalKind::Answer, payload };
-                            let _ = ev_tx.send(Ev::Signal(answer)).await;
-                        }
-                        Err(e) => debug!(error = %e, from, "cannot answer an offer"),
-                    }
-                });
-            }
-            SignalKind::Answer => {
-                tokio::spawn(async move {
-                    if let Err(e) = rtc.answered(&payload).await {
-                        debug!(error = %e, from, "unusable answer");
-                    }
-                });
-            }
-            // Gathering completes before an offer or answer is sent: candidates travel inside.
-            SignalKind::Candidate => {}
-        }
-    }
-
-    fn link_gone(&self, link: LinkId) {
-        if let Some(rtc) = self.rtc.clone() {
-            tokio::spawn(async move { rtc.abandon(link).await });
-        }
-    }
-}
-
 /// Runs one peer until it is cancelled, redirected, refused, or loses its edge.
 ///
 /// `play`: receives the stream in order.
@@ -263,19 +129,15 @@ pub async fn run_with(
             ip => ip,
         };
         cfg.listen = Some(SocketAddr::new(bind_ip, 0));
-        webrtc = Some(WebRtc {
-            bind_ip,
-            rtc: None,
-            events: rtc_tx,
-            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
-            next_accepted: 1,
-            offered_by: HashMap::new(),
-        });
+        webrtc = Some(WebRtc::new(bind_ip, rtc_tx));
     }
-    let (mut edge_tx, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
+    let (edge_sink, mut edge_rx) = Framed::new(stream, PeerControlCodec::default()).split();
     let local = cancel.child_token();
     // An aborted driver (a crashed player) still closes its links and the edge connection.
     let _close_all = local.clone().drop_guard();
+    // Messages for the edge go through a queue to a writer task: a slow edge must not stall
+    // the loop that plays (it is told the edge is lost when the queue overflows).
+    let (edge_q, edge_writer) = spawn_edge_writer(edge_sink, ev_tx.clone());
 
     // Edge → events.
     {
@@ -312,24 +174,20 @@ pub async fn run_with(
 
     let core = match slot {
         Some(core) if !core.is_done() => {
-            core.rejoin(Instant::now().into_std(), cfg.redirects, cfg.listen);
+            core.handle(Instant::now().into_std(), Input::Rejoin { redirects: cfg.redirects, listen: cfg.listen });
             core
         }
         _ => slot.insert(PeerCore::new(cfg, Instant::now().into_std())),
     };
     let mut links: HashMap<LinkId, LinkHandle> = HashMap::new();
     let mut ended: Option<Ended> = None;
-    // After the edge says the broadcast ended: when to stop waiting for its last chunks.
-    let mut outro_until: Option<Instant> = None;
     let mut last_stats = Instant::now();
+    let now = || Instant::now().into_std();
     loop {
+        let mut edge_stuck = false;
         while let Some(out) = core.poll_output() {
             match out {
-                Output::ToEdge(m) => {
-                    if timeout(Duration::from_secs(10), edge_tx.send(m)).await.map_or(true, |r| r.is_err()) {
-                        ended.get_or_insert(Ended::EdgeLost);
-                    }
-                }
+                Output::ToEdge(m) => edge_stuck |= edge_q.try_send(m).is_err(),
                 Output::Connect { link, peer, addr } => match &webrtc {
                     Some(w) => w.connect(link, peer, &ev_tx, &local),
                     None => connect_tcp(link, addr, ev_tx.clone(), local.clone()),
@@ -354,13 +212,10 @@ pub async fn run_with(
                         Event::Redirected(to) => ended = Some(Ended::Redirected(to)),
                         Event::Refused(r) => ended = Some(Ended::Refused(r)),
                         Event::EdgeLost => ended = Some(Ended::EdgeLost),
-                        Event::BroadcastEnded => {
-                            info!("the broadcast ended; playing what is left of it");
-                            let buffered = Duration::from_millis(core.stats().buffered_ms);
-                            outro_until = Some(Instant::now() + buffered + OUTRO_SLACK);
-                        }
+                        Event::BroadcastEnded => info!("the broadcast ended; playing what is left of it"),
+                        Event::PlayedOut => ended = Some(Ended::BroadcastEnded),
                         Event::Started { startup } => debug!(?startup, "playback started"),
-                        Event::Welcomed { peer, push } => debug!(peer, push, "joined"),
+                        Event::Welcomed { peer, push } => debug!(%peer, push, "joined"),
                         Event::Stalled => debug!("stall"),
                     }
                 }
@@ -370,31 +225,26 @@ pub async fn run_with(
             last_stats = Instant::now();
             stats.send_replace(core.stats());
         }
-        if outro_until.is_some_and(|t| core.broadcast_played_out() || Instant::now() >= t) {
-            ended.get_or_insert(Ended::BroadcastEnded);
+        if edge_stuck {
+            warn!("the edge is not taking our messages; treating it as lost");
+            core.handle(now(), Input::EdgeClosed);
+            continue;
         }
+        // The core has detached (edge lost, redirected) or left (refused, played out, cancelled):
+        // what it still says goes to the edge, then the links and the edge connection close.
         if let Some(e) = ended.take() {
-            match e {
-                Ended::Left => {}
-                // Kept for the next edge (the caller may also just drop it).
-                Ended::EdgeLost | Ended::Redirected(_) => core.detach(),
-                Ended::Refused(_) | Ended::BroadcastEnded => core.leave(),
-            }
             play_only(core, &play);
-            let _ = SinkExt::<ToEdge>::flush(&mut edge_tx).await;
+            drop(edge_q);
+            let _ = timeout(Duration::from_secs(2), edge_writer).await;
             local.cancel();
             stats.send_replace(core.stats());
             return Ok(e);
         }
-        let wake = core
-            .poll_timeout(Instant::now().into_std())
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        let wake = outro_until.map_or(wake, |t| wake.min(t));
-        let now = || Instant::now().into_std();
+        let wake =
+            core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let e = tokio::select! {
             _ = cancel.cancelled() => {
-                core.leave();
+                core.handle(now(), Input::Leave);
                 ended = Some(Ended::Left);
                 continue;
             }
@@ -419,8 +269,9 @@ pub async fn run_with(
             }
             Some(Ev::EdgeClosed) | None => core.handle(now(), Input::EdgeClosed),
             Some(Ev::Signal(m)) => {
-                if timeout(Duration::from_secs(10), edge_tx.send(m)).await.map_or(true, |r| r.is_err()) {
-                    ended.get_or_insert(Ended::EdgeLost);
+                if edge_q.try_send(m).is_err() {
+                    warn!("the edge is not taking our messages; treating it as lost");
+                    core.handle(now(), Input::EdgeClosed);
                 }
             }
             Some(Ev::LinkUp(link, tx)) => {
@@ -431,13 +282,13 @@ pub async fn run_with(
                 if let Some(w) = &webrtc {
                     w.link_gone(link);
                 }
-                if is_outgoing(link) {
+                if link.is_outgoing() {
                     core.handle(now(), Input::LinkFailed(link));
                 }
             }
             Some(Ev::Accepted(link, tx)) => {
                 links.insert(link, tx);
-                let peer = webrtc.as_mut().and_then(|w| w.offered_by.remove(&link));
+                let peer = webrtc.as_mut().and_then(|w| w.offered_by(link));
                 core.handle(now(), Input::LinkAccepted { link, peer });
             }
             Some(Ev::FromPeer(link, m)) => core.handle(now(), Input::FromPeer(link, m)),
@@ -448,6 +299,34 @@ pub async fn run_with(
             }
         }
     }
+}
+
+/// Messages queued for the edge, at most (a join, reports, signalling: small).
+const EDGE_QUEUE: usize = 1024;
+
+/// Writes what the driver queues to the edge; a write that fails or takes 10 s ends the
+/// connection (the driver hears `EdgeClosed`). Ends, after flushing, when the queue is dropped.
+fn spawn_edge_writer(
+    mut sink: futures_util::stream::SplitSink<Framed<TcpStream, PeerControlCodec>, ToEdge>,
+    ev_tx: mpsc::Sender<Ev>,
+) -> (mpsc::Sender<ToEdge>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ToEdge>(EDGE_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let write = async {
+                sink.feed(m).await?;
+                while let Ok(more) = rx.try_recv() {
+                    sink.feed(more).await?;
+                }
+                SinkExt::<ToEdge>::flush(&mut sink).await
+            };
+            if timeout(Duration::from_secs(10), write).await.map_or(true, |r| r.is_err()) {
+                let _ = ev_tx.send(Ev::EdgeClosed).await;
+                return;
+            }
+        }
+    });
+    (tx, task)
 }
 
 fn forward(play: &Option<mpsc::Sender<Chunk>>, c: Chunk) {
@@ -476,10 +355,8 @@ pub async fn coast<F: std::future::Future>(
     tokio::pin!(work);
     let Some(core) = slot.as_mut() else { return work.await };
     loop {
-        let wake = core
-            .poll_timeout(Instant::now().into_std())
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake =
+            core.poll_timeout().map(Instant::from_std).unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             r = &mut work => return r,
             _ = tokio::time::sleep_until(wake) => {
@@ -489,82 +366,4 @@ pub async fn coast<F: std::future::Future>(
             }
         }
     }
-}
-
-/// Children connect here over TCP.
-fn spawn_acceptor(listener: TcpListener, ev_tx: mpsc::Sender<Ev>, local: CancellationToken) {
-    tokio::spawn(async move {
-        let mut next: LinkId = 1;
-        loop {
-            let (s, _) = tokio::select! {
-                _ = local.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-            };
-            let link = next;
-            next += 1;
-            let tx = spawn_link(link, s, ev_tx.clone(), local.clone());
-            if ev_tx.send(Ev::Accepted(link, tx)).await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
-fn connect_tcp(link: LinkId, addr: SocketAddr, ev_tx: mpsc::Sender<Ev>, local: CancellationToken) {
-    tokio::spawn(async move {
-        match timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let tx = spawn_link(link, s, ev_tx.clone(), local);
-                let _ = ev_tx.send(Ev::LinkUp(link, tx)).await;
-            }
-            _ => {
-                let _ = ev_tx.send(Ev::LinkFailed(link)).await;
-            }
-        }
-    });
-}
-
-/// Reader and writer tasks of one peer link.
-fn spawn_link(link: LinkId, stream: TcpStream, ev_tx: mpsc::Sender<Ev>, parent: CancellationToken) -> LinkHandle {
-    let cancel = parent.child_token();
-    let close = cancel.clone();
-    let _ = stream.set_nodelay(true);
-    let (mut sink, mut src) = Framed::new(stream, PeerLinkCodec::new(MAX_LINK_FRAME)).split();
-    let (tx, mut rx) = mpsc::channel::<PeerLink>(LINK_QUEUE);
-    let writer_cancel = cancel.clone();
-    tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                _ = writer_cancel.cancelled() => return,
-                m = rx.recv() => m,
-            };
-            let Some(msg) = msg else { return };
-            if timeout(Duration::from_secs(10), sink.send(msg)).await.map_or(true, |r| r.is_err()) {
-                return;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                _ = cancel.cancelled() => return,
-                m = src.next() => m,
-            };
-            match msg {
-                Some(Ok(m)) => {
-                    if ev_tx.send(Ev::FromPeer(link, m)).await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    let _ = ev_tx.send(Ev::LinkClosed(link)).await;
-                    return;
-                }
-            }
-        }
-    });
-    LinkHandle { tx, close }
 }

@@ -5,12 +5,9 @@
 //! edge; WebRTC data channels between peers ([`rtc`]), or TCP where hosts accept connections) and
 //! the viewer's local output ([`output`]).
 
-pub mod buffer;
-mod burst;
-pub mod core;
 pub mod driver;
-pub mod introduce;
+mod links;
 pub mod output;
-pub mod repair;
 pub mod rtc;
-mod seqmap;
+
+pub use livesky_peer_core::{buffer, core, introduce, repair};

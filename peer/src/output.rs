@@ -224,8 +224,7 @@ pub fn status_line(now: &PeerStats, before: &PeerStats, over: Duration) -> Strin
     let down =
         (now.bytes_from_edge + now.bytes_from_peers).saturating_sub(before.bytes_from_edge + before.bytes_from_peers);
     let up = now.bytes_up.saturating_sub(before.bytes_up);
-    let total = now.bytes_from_edge + now.bytes_from_peers;
-    let share = if total == 0 { 0.0 } else { 100.0 * now.bytes_from_peers as f64 / total as f64 };
+    let share = 100.0 * proto::quality::p2p_share(now.bytes_from_peers as f64, now.bytes_from_edge as f64);
     format!(
         "buffer {:>5.1} s | P2P {share:>5.1} % | down {:>5.0} kbit/s | up {:>5.0} kbit/s | parents {} | children {} | stalls {}",
         now.buffered_ms as f64 / 1000.0,

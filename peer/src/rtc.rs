@@ -104,6 +104,7 @@ pub struct Rtc {
     runtime: Arc<dyn Runtime>,
     ice: Vec<RTCIceServer>,
     bind_ip: IpAddr,
+    /// Offers waiting for their answer, by the offering link's number (the signalling token).
     pending: Mutex<HashMap<u64, Arc<dyn PeerConnection>>>,
 }
 
@@ -152,8 +153,8 @@ impl Rtc {
         pc.set_local_description(offer).await.map_err(err)?;
         let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered_rx.cancelled()).await;
         let desc = pc.local_description().await.ok_or_else(|| RtcError::WebRtc("no local description".into()))?;
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(link, pc);
-        Ok(format!("{link}\n{}", desc.sdp))
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(link.number(), pc);
+        Ok(format!("{}\n{}", link.number(), desc.sdp))
     }
 
     /// Child side: the parent's answer to our offer.
@@ -202,7 +203,7 @@ impl Rtc {
 
     /// Forgets an offer that will never be answered.
     pub async fn abandon(&self, link: LinkId) {
-        let pc = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&link);
+        let pc = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&link.number());
         if let Some(pc) = pc {
             let _ = pc.close().await;
         }

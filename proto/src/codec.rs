@@ -7,8 +7,7 @@
 
 use std::marker::PhantomData;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use bytes::{Bytes, BytesMut};
 
 use crate::chunk::MAX_CHUNK_PAYLOAD;
 use crate::message::SnMessage;
@@ -82,64 +81,76 @@ impl<In, Out> std::fmt::Debug for FrameCodec<In, Out> {
     }
 }
 
-impl<In: WireMessage, Out> Decoder for FrameCodec<In, Out> {
-    type Item = In;
-    type Error = CodecError;
+/// tokio-util's traits, for the IO crates (the sans-IO cores build without tokio).
+#[cfg(feature = "codec")]
+mod tokio_codec {
+    use bytes::{Buf, BufMut, BytesMut};
+    use tokio_util::codec::{Decoder, Encoder};
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        if src.len() < 4 {
-            return Ok(None);
+    use super::{CodecError, FrameCodec, WireMessage};
+    use crate::wire::WireError;
+
+    impl<In: WireMessage, Out> Decoder for FrameCodec<In, Out> {
+        type Item = In;
+        type Error = CodecError;
+
+        fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+            if src.len() < 4 {
+                return Ok(None);
+            }
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            if len > self.max_frame {
+                return Err(WireError::TooLarge { len, max: self.max_frame }.into());
+            }
+            if len == 0 {
+                return Err(WireError::Truncated { what: "message type" }.into());
+            }
+            if src.len() < 4 + len {
+                // Grow only up to what this (already bounded) frame needs.
+                src.reserve(4 + len - src.len());
+                return Ok(None);
+            }
+            src.advance(4);
+            let body = src.split_to(len).freeze();
+            Ok(Some(In::decode_body(body)?))
         }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_frame {
-            return Err(WireError::TooLarge { len, max: self.max_frame }.into());
+    }
+
+    impl<In, Out: WireMessage> Encoder<Out> for FrameCodec<In, Out> {
+        type Error = CodecError;
+
+        fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+            self.encode(&msg, dst)
         }
-        if len == 0 {
-            return Err(WireError::Truncated { what: "message type" }.into());
+    }
+
+    impl<In, Out: WireMessage> Encoder<&Out> for FrameCodec<In, Out> {
+        type Error = CodecError;
+
+        fn encode(&mut self, msg: &Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+            let start = dst.len();
+            dst.put_u32(0);
+            msg.encode_body(dst);
+            let len = dst.len() - start - 4;
+            if len > self.max_encode {
+                dst.truncate(start);
+                return Err(WireError::TooLarge { len, max: self.max_encode }.into());
+            }
+            dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            Ok(())
         }
-        if src.len() < 4 + len {
-            // Grow only up to what this (already bounded) frame needs.
-            src.reserve(4 + len - src.len());
-            return Ok(None);
-        }
-        src.advance(4);
-        let body = src.split_to(len).freeze();
-        Ok(Some(In::decode_body(body)?))
     }
 }
 
-impl<In, Out: WireMessage> Encoder<Out> for FrameCodec<In, Out> {
-    type Error = CodecError;
-
-    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode(&msg, dst)
-    }
-}
-
-impl<In, Out: WireMessage> Encoder<&Out> for FrameCodec<In, Out> {
-    type Error = CodecError;
-
-    fn encode(&mut self, msg: &Out, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let start = dst.len();
-        dst.put_u32(0);
-        msg.encode_body(dst);
-        let len = dst.len() - start - 4;
-        if len > self.max_encode {
-            dst.truncate(start);
-            return Err(WireError::TooLarge { len, max: self.max_encode }.into());
-        }
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "codec"))]
 mod tests {
     use super::*;
     use crate::WireMessage;
     use crate::chunk::tests::sample_chunk;
     use crate::message::{Hello, RefuseCode, SourceStatus, StartAt, Subscribe};
     use crate::name::{ChannelId, NodeId};
+    use bytes::BufMut;
+    use tokio_util::codec::{Decoder, Encoder};
 
     fn all_messages() -> Vec<SnMessage> {
         let ch = ChannelId::new("news").unwrap();

@@ -5,13 +5,23 @@
 //! `s` of a channel is every chunk with `seq % K == s` (LiveSky §2.3). Service nodes talk to each other
 //! with [`SnMessage`] frames through [`SnCodec`], whose decoder checks every length before allocating.
 //! Tier 0 signs chunks with the channel's Ed25519 key ([`sign`]) so downstream parts can reject tampering.
+//! The operators' files ([`config`], [`limits`]) and the management center's documents and feeds
+//! ([`mc`], [`mc_api`]) are defined here too, so every role reads them without pulling in another's
+//! network stack.
 
+pub mod backoff;
 pub mod chunk;
 pub mod codec;
+pub mod config;
+pub mod limits;
+pub mod mc;
+pub mod mc_api;
 pub mod message;
 pub mod name;
 pub mod peer;
+pub mod quality;
 pub mod rate;
+pub mod rng;
 pub mod sign;
 pub mod token;
 mod wire;

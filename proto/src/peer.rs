@@ -24,8 +24,21 @@ pub const MAX_NEIGHBOURS: usize = 64;
 /// Largest buffer map: 8,192 chunks (over 5 minutes at 25 frames/s).
 pub const MAX_BUFFER_MAP: usize = 1024;
 
-/// Peer ids are assigned by the edge, unique per edge and channel.
-pub type PeerId = u64;
+/// A peer's id, assigned by the edge, unique per edge and channel (a u64 on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<u64> for PeerId {
+    fn from(n: u64) -> Self {
+        PeerId(n)
+    }
+}
 
 /// Peer side of a control link.
 pub type PeerControlCodec = FrameCodec<FromEdge, ToEdge>;
@@ -287,12 +300,12 @@ impl WireMessage for ToEdge {
             ToEdge::ParentTrouble { substream, parent, trouble } => {
                 out.put_u8(4);
                 out.put_u16(*substream);
-                out.put_u64(*parent);
+                out.put_u64(parent.0);
                 out.put_u8(trouble_u8(*trouble));
             }
             ToEdge::Signal { to, kind, payload } => {
                 out.put_u8(5);
-                out.put_u64(*to);
+                out.put_u64(to.0);
                 out.put_u8(signal_u8(*kind));
                 put_text(out, payload);
             }
@@ -313,13 +326,13 @@ impl WireMessage for ToEdge {
                 let senders = &r.from_peers[..r.from_peers.len().min(MAX_REPORTED_SENDERS)];
                 out.put_u8(senders.len() as u8);
                 for (peer, bytes) in senders {
-                    out.put_u64(*peer);
+                    out.put_u64(peer.0);
                     out.put_u64(*bytes);
                 }
             }
             ToEdge::BadChunk { from, seq } => {
                 out.put_u8(7);
-                out.put_u64(*from);
+                out.put_u64(from.0);
                 out.put_u64(*seq);
             }
         }
@@ -341,11 +354,11 @@ impl WireMessage for ToEdge {
             3 => ToEdge::Leave,
             4 => ToEdge::ParentTrouble {
                 substream: r.u16("substream")?,
-                parent: r.u64("parent")?,
+                parent: PeerId(r.u64("parent")?),
                 trouble: trouble_from(r.u8("trouble")?)?,
             },
             5 => ToEdge::Signal {
-                to: r.u64("signal target")?,
+                to: PeerId(r.u64("signal target")?),
                 kind: signal_from(r.u8("signal kind")?)?,
                 payload: bounded_text(&mut r, "signal payload")?,
             },
@@ -362,10 +375,9 @@ impl WireMessage for ToEdge {
                 if n > MAX_REPORTED_SENDERS {
                     return Err(WireError::TooMany { what: "report senders", len: n, max: MAX_REPORTED_SENDERS });
                 }
-                let from_peers =
-                    (0..n)
-                        .map(|_| Ok((r.u64("sender")?, r.u64("bytes from sender")?)))
-                        .collect::<Result<_, WireError>>()?;
+                let from_peers = (0..n)
+                    .map(|_| Ok((PeerId(r.u64("sender")?), r.u64("bytes from sender")?)))
+                    .collect::<Result<_, WireError>>()?;
                 ToEdge::Report(PeerReport {
                     from_peers,
                     interval_ms: u[0],
@@ -378,7 +390,7 @@ impl WireMessage for ToEdge {
                     bytes_up: b[2],
                 })
             }
-            7 => ToEdge::BadChunk { from: r.u64("sender")?, seq: r.u64("seq")? },
+            7 => ToEdge::BadChunk { from: PeerId(r.u64("sender")?), seq: r.u64("seq")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;
@@ -406,7 +418,7 @@ impl WireMessage for FromEdge {
         match self {
             FromEdge::Introduce { peer } => {
                 out.put_u8(8);
-                out.put_u64(*peer);
+                out.put_u64(peer.0);
             }
             FromEdge::ChannelKey { key } => {
                 out.put_u8(9);
@@ -418,7 +430,7 @@ impl WireMessage for FromEdge {
             }
             FromEdge::Welcome(w) => {
                 out.put_u8(1);
-                out.put_u64(w.peer);
+                out.put_u64(w.peer.0);
                 put_short_str(out, w.channel.as_str());
                 out.put_u16(w.substreams);
                 out.put_u32(w.media_kbps);
@@ -445,7 +457,7 @@ impl WireMessage for FromEdge {
                     FeedTo::Edge => out.put_u8(1),
                     FeedTo::Peer { id, addr } => {
                         out.put_u8(2);
-                        out.put_u64(*id);
+                        out.put_u64(id.0);
                         put_addr(out, addr);
                     }
                 }
@@ -455,7 +467,7 @@ impl WireMessage for FromEdge {
                 let list = &list[..list.len().min(MAX_NEIGHBOURS)];
                 out.put_u8(list.len() as u8);
                 for (id, addr) in list {
-                    out.put_u64(*id);
+                    out.put_u64(id.0);
                     put_addr(out, addr);
                 }
             }
@@ -465,7 +477,7 @@ impl WireMessage for FromEdge {
             }
             FromEdge::Signal { from, kind, payload } => {
                 out.put_u8(7);
-                out.put_u64(*from);
+                out.put_u64(from.0);
                 out.put_u8(signal_u8(*kind));
                 put_text(out, payload);
             }
@@ -476,7 +488,7 @@ impl WireMessage for FromEdge {
         let mut r = Reader::new(body);
         let msg = match r.u8("message type")? {
             1 => FromEdge::Welcome(Welcome {
-                peer: r.u64("peer id")?,
+                peer: PeerId(r.u64("peer id")?),
                 channel: r.channel()?,
                 substreams: r.u16("substreams")?,
                 media_kbps: r.u32("media kbit/s")?,
@@ -496,7 +508,7 @@ impl WireMessage for FromEdge {
                 feed: match r.u8("feed kind")? {
                     0 => FeedTo::Nobody,
                     1 => FeedTo::Edge,
-                    2 => FeedTo::Peer { id: r.u64("parent id")?, addr: r.addr("parent address")? },
+                    2 => FeedTo::Peer { id: PeerId(r.u64("parent id")?), addr: r.addr("parent address")? },
                     v => return Err(WireError::UnknownValue { what: "feed kind", value: v.into() }),
                 },
             },
@@ -506,17 +518,17 @@ impl WireMessage for FromEdge {
                     return Err(WireError::TooMany { what: "neighbours", len: n, max: MAX_NEIGHBOURS });
                 }
                 let list = (0..n)
-                    .map(|_| Ok((r.u64("neighbour id")?, r.addr("neighbour address")?)))
+                    .map(|_| Ok((PeerId(r.u64("neighbour id")?), r.addr("neighbour address")?)))
                     .collect::<Result<_, WireError>>()?;
                 FromEdge::Neighbours(list)
             }
             6 => FromEdge::Chunk(Chunk::decode_from(&mut r)?),
             7 => FromEdge::Signal {
-                from: r.u64("signal source")?,
+                from: PeerId(r.u64("signal source")?),
                 kind: signal_from(r.u8("signal kind")?)?,
                 payload: bounded_text(&mut r, "signal payload")?,
             },
-            8 => FromEdge::Introduce { peer: r.u64("introduced peer")? },
+            8 => FromEdge::Introduce { peer: PeerId(r.u64("introduced peer")?) },
             9 => FromEdge::ChannelKey { key: r.array::<32>("channel key")? },
             10 => FromEdge::Ended { last_seq: r.opt_u64("last seq")? },
             t => return Err(WireError::UnknownType(t)),
@@ -545,7 +557,7 @@ impl WireMessage for PeerLink {
             PeerLink::Hello { version, peer, channel } => {
                 out.put_u8(1);
                 out.put_u16(*version);
-                out.put_u64(*peer);
+                out.put_u64(peer.0);
                 put_short_str(out, channel.as_str());
             }
             PeerLink::Subscribe { substreams, from_seq } => {
@@ -580,9 +592,11 @@ impl WireMessage for PeerLink {
     fn decode_body(body: Bytes) -> Result<PeerLink, WireError> {
         let mut r = Reader::new(body);
         let msg = match r.u8("message type")? {
-            1 => {
-                PeerLink::Hello { version: r.u16("protocol version")?, peer: r.u64("peer id")?, channel: r.channel()? }
-            }
+            1 => PeerLink::Hello {
+                version: r.u16("protocol version")?,
+                peer: PeerId(r.u64("peer id")?),
+                channel: r.channel()?,
+            },
             2 => PeerLink::Subscribe { substreams: r.u64("substream mask")?, from_seq: r.u64("from seq")? },
             3 => PeerLink::Chunk(Chunk::decode_from(&mut r)?),
             4 => {
@@ -605,123 +619,4 @@ impl WireMessage for PeerLink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::chunk::tests::sample_chunk;
-
-    fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug>(msgs: &[M]) {
-        for m in msgs {
-            let mut body = BytesMut::new();
-            m.encode_body(&mut body);
-            let body = body.freeze();
-            assert_eq!(&M::decode_body(body.clone()).unwrap(), m);
-            for cut in 0..body.len() {
-                assert!(M::decode_body(body.slice(..cut)).is_err(), "{} cut at {cut}", m.kind());
-            }
-            let mut longer = BytesMut::from(&body[..]);
-            longer.put_u8(0);
-            assert!(M::decode_body(longer.freeze()).is_err(), "{} with trailing byte", m.kind());
-        }
-    }
-
-    fn ch() -> ChannelId {
-        ChannelId::new("live").unwrap()
-    }
-
-    #[test]
-    fn control_messages_round_trip_and_reject_truncation() {
-        let a4: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        let a6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
-        round_trip(&[
-            ToEdge::Join(Join {
-                version: 1,
-                channel: ch(),
-                token: "tok".into(),
-                upload_kbps: 600,
-                listen: Some(a4),
-                buffer_ms: 15_000,
-                redirects: 3,
-            }),
-            ToEdge::Join(Join {
-                version: 1,
-                channel: ch(),
-                token: String::new(),
-                upload_kbps: 0,
-                listen: None,
-                buffer_ms: 3_000,
-                redirects: 0,
-            }),
-            ToEdge::Heartbeat,
-            ToEdge::Leave,
-            ToEdge::ParentTrouble { substream: 3, parent: 99, trouble: Trouble::Late },
-            ToEdge::Signal { to: 5, kind: SignalKind::Offer, payload: "v=0\r\n…".into() },
-            ToEdge::Report(PeerReport {
-                interval_ms: 60_000,
-                played_ms: 59_000,
-                startup_ms: Some(800),
-                bytes_up: 1 << 40,
-                from_peers: vec![(7, 1 << 20), (9, 0)],
-                ..Default::default()
-            }),
-            ToEdge::Report(PeerReport::default()),
-            ToEdge::BadChunk { from: 4, seq: 77 },
-        ]);
-        round_trip(&[
-            FromEdge::Welcome(Welcome {
-                peer: 42,
-                channel: ch(),
-                substreams: 4,
-                media_kbps: 400,
-                push: true,
-                public_addr: Some(a6),
-                stun: Some(a4),
-                upload_slots: 6,
-                channel_key: Some([5; 32]),
-            }),
-            FromEdge::Redirect { to: "127.0.0.1:9000".into(), reason: "stage 4".into() },
-            FromEdge::Refused { reason: "full".into() },
-            FromEdge::Feed { substream: 1, feed: FeedTo::Nobody },
-            FromEdge::Feed { substream: 2, feed: FeedTo::Edge },
-            FromEdge::Feed { substream: 3, feed: FeedTo::Peer { id: 8, addr: a6 } },
-            FromEdge::Neighbours(vec![(1, a4), (2, a6)]),
-            FromEdge::Chunk(sample_chunk(9, 2)),
-            FromEdge::Signal { from: 3, kind: SignalKind::Candidate, payload: "candidate:1".into() },
-            FromEdge::Introduce { peer: 12 },
-            FromEdge::ChannelKey { key: [7; 32] },
-            FromEdge::Ended { last_seq: Some(77) },
-            FromEdge::Ended { last_seq: None },
-        ]);
-        round_trip(&[
-            PeerLink::Hello { version: 1, peer: 7, channel: ch() },
-            PeerLink::Subscribe { substreams: 0b1010, from_seq: 123 },
-            PeerLink::Chunk(sample_chunk(1, 1)),
-            PeerLink::BufferMap { first_seq: 1000, bits: Bytes::from_static(&[0xff, 0x0f]) },
-            PeerLink::Request { seq: 5 },
-            PeerLink::NotHave { seq: 5 },
-            PeerLink::Bye,
-            PeerLink::WantMaps,
-        ]);
-    }
-
-    #[test]
-    fn oversized_fields_are_refused() {
-        let mut body = BytesMut::new();
-        body.put_u8(5);
-        body.put_u8(200); // 200 neighbours claimed
-        assert!(matches!(FromEdge::decode_body(body.freeze()), Err(WireError::TooMany { .. })));
-        let mut body = BytesMut::new();
-        body.put_u8(4);
-        body.put_u64(0);
-        body.put_u16(5000);
-        assert!(matches!(PeerLink::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));
-        let big = ToEdge::Signal { to: 1, kind: SignalKind::Offer, payload: "x".repeat(MAX_CONTROL_TEXT + 1) };
-        let mut body = BytesMut::new();
-        big.encode_body(&mut body);
-        assert!(matches!(ToEdge::decode_body(body.freeze()), Err(WireError::TooLarge { .. })));
-        let mut body = BytesMut::new();
-        body.put_u8(4);
-        body.put_u16(0);
-        body.put_u8(9);
-        assert!(FromEdge::decode_body(body.freeze()).is_err(), "unknown feed kind");
-    }
-}
+mod tests;

@@ -111,6 +111,7 @@ impl NodeKey {
         Self { key: SigningKey::from_bytes(&seed) }
     }
     /// A new random key, and its seed as hex (for `keygen`).
+    #[cfg(feature = "rand")]
     pub fn generate() -> Result<(Self, String), SignatureError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| SignatureError::BadKey(format!("no randomness: {e}")))?;

@@ -5,11 +5,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use livesky_peer::buffer::BufferConfig;
-use livesky_peer::core::{Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats};
+use livesky_edge_core::service::{ConnId, Input as EdgeInput};
+use livesky_peer_core::buffer::BufferConfig;
+use livesky_peer_core::core::{
+    Event, Input as PeerInput, LinkId, Output as PeerOutput, PeerConfig, PeerCore, PeerStats,
+};
 use proto::DetMap;
 use proto::peer::{FromEdge, PeerId, PeerLink, ToEdge};
-use sn_edge::service::{ConnId, Input as EdgeInput};
 
 use crate::edge::{SimEdge, Stream, channel};
 use crate::engine::{Clock, Micros, Queue, Rng, SECOND};
@@ -196,7 +198,8 @@ pub(crate) struct Domain<'a> {
     pub(crate) edge: SimEdge,
     stream: Stream,
     ids: DetMap<PeerId, u32>,
-    next_accept: LinkId,
+    /// The number of the next link a simulated peer accepts.
+    next_accept: u64,
     /// Clients redirected to siblings, for the group to hand over.
     moved: Vec<Transfer>,
     out: DomainResult,
@@ -297,7 +300,7 @@ impl<'a> Domain<'a> {
                 self.net.q.push(t + u64::from(self.net.sc.stream.chunk_ms) * 1000, Ev::Source);
             }
             Ev::Tick => {
-                self.edge.service.tick(self.net.clock.at(t));
+                self.edge.service.handle_timeout(self.net.clock.at(t));
                 self.edge.outputs(t, &mut self.net, &self.stream);
                 self.net.q.push(t + SECOND, Ev::Tick);
             }
@@ -405,7 +408,7 @@ impl<'a> Domain<'a> {
             }
             self.net.q.push(t + dead, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         } else {
-            self.with_peer(t, i, |core, _| core.leave());
+            self.with_peer(t, i, |core, now| core.handle(now, PeerInput::Leave));
             let d = self.net.edge_delay(i);
             self.net.q.push(t + d + 1, Ev::ToEdge(i, Box::new(ToEdgeEv::Gone)));
         }
@@ -453,11 +456,10 @@ impl<'a> Domain<'a> {
             let Some(out) = self.net.slots[i as usize].core.as_mut().and_then(|c| c.poll_output()) else { break };
             self.peer_output(t, i, out);
         }
-        let now = self.net.clock.at(t);
         let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.as_ref() else { return };
         // At least 1 ms ahead: a core asking to be woken "now" again cannot stall virtual time.
-        if let Some(at) = core.poll_timeout(now).map(|x| self.net.clock.micros_of(x).max(t + 1_000))
+        if let Some(at) = core.poll_timeout().map(|x| self.net.clock.micros_of(x).max(t + 1_000))
             && slot.timer.is_none_or(|s| at < s)
         {
             slot.timer = Some(at);
@@ -482,7 +484,7 @@ impl<'a> Domain<'a> {
                     Some(j) if net.slots[j as usize].client.reachable => {
                         // Offer, answer and ICE checks through the edge: about three one-way trips.
                         let d = 3 * net.peer_delay(i, j) + 2 * net.edge_delay(i);
-                        let acc = self.next_accept;
+                        let acc = LinkId::In(self.next_accept);
                         self.next_accept += 1;
                         net.slots[i as usize].links.push((link, j, acc));
                         net.slots[j as usize].links.push((acc, i, link));

@@ -1,15 +1,16 @@
 //! One simulated edge: the real client service (admission, tracker, trees, signalling), what it
 //! pushes to whom, start bursts within its egress budget, and its per-minute report row.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use livesky_peer::core::Input as PeerInput;
+use livesky_edge_core::admission::AdmissionConfig;
+use livesky_edge_core::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
+use livesky_edge_core::model::{ModelParams, Stage};
+use livesky_edge_core::service::{ConnId, Output as EdgeOutput, Service, ServiceConfig};
+use livesky_peer_core::core::Input as PeerInput;
 use proto::peer::FromEdge;
-use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader, SubstreamId, TokenBucket};
-use sn_edge::admission::AdmissionConfig;
-use sn_edge::model::{ModelParams, Stage};
-use sn_edge::service::{Output as EdgeOutput, Service, ServiceConfig};
+use proto::{ChannelId, Chunk, ChunkFlags, ChunkHeader};
 
 use crate::domain::{EdgeSpec, Ev, MinuteRow, Net};
 use crate::engine::Micros;
@@ -19,7 +20,7 @@ pub(crate) fn channel() -> ChannelId {
     ChannelId::new("cpc").unwrap_or_else(|_| unreachable!("a valid literal channel name"))
 }
 
-/// The live stream as every edge of a group gets it from its core SN: a ring of recent chunks.
+/// The live stream as every edge of a group gets it from its relay SN: a ring of recent chunks.
 pub(crate) struct Stream {
     ring: VecDeque<Chunk>,
     next_seq: u64,
@@ -66,12 +67,25 @@ impl Stream {
     }
 }
 
+impl RecentChunks for Stream {
+    fn first_seq(&self) -> Option<u64> {
+        self.ring.front().map(Chunk::seq)
+    }
+    fn last_seq(&self) -> Option<u64> {
+        self.ring.back().map(Chunk::seq)
+    }
+    fn meta(&self, seq: u64) -> Option<ChunkMeta> {
+        let c = self.get(seq)?;
+        Some(ChunkMeta { media_ts: c.header.media_ts, keyframe: c.header.is_keyframe(), len: c.payload.len() })
+    }
+}
+
 pub(crate) struct SimEdge {
     pub spec: EdgeSpec,
     pub service: Service,
-    masks: BTreeMap<u32, u64>,
-    bursts: BTreeMap<u32, VecDeque<u64>>,
-    budget: TokenBucket,
+    /// What the edge sends each client itself: the product's feeder (start bursts, backfill,
+    /// the egress budget).
+    feeder: Feeder,
     pub row: MinuteRow,
 }
 
@@ -113,9 +127,7 @@ impl SimEdge {
             row: MinuteRow { edge: spec.index, ..Default::default() },
             spec,
             service: Service::new(cfg),
-            masks: BTreeMap::new(),
-            bursts: BTreeMap::new(),
-            budget: TokenBucket::new(capacity, capacity),
+            feeder: Feeder::new(FeederConfig::new(sc.stream.substreams, capacity)),
         }
     }
 
@@ -126,91 +138,58 @@ impl SimEdge {
 
     /// Carries out what the service decided.
     pub fn outputs(&mut self, t: Micros, net: &mut Net, stream: &Stream) {
-        for out in self.service.drain() {
+        while let Some(out) = self.service.poll_output() {
             match out {
                 EdgeOutput::Send { conn, msg } => {
-                    let i = conn as u32;
+                    let i = conn.0 as u32;
                     if net.alive(i) {
                         let d = net.edge_delay(i);
                         net.q.push(t + d, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(msg))));
                     }
                 }
-                EdgeOutput::Close { conn } => self.forget(conn as u32),
+                EdgeOutput::Close { conn } => self.forget(conn.0 as u32),
                 EdgeOutput::Serve { conn, mask, burst_ms, backfill } => {
-                    let i = conn as u32;
-                    if !net.alive(i) {
+                    if !net.alive(conn.0 as u32) {
                         continue;
                     }
-                    self.masks.insert(i, mask);
-                    let sc = net.sc;
-                    let k = sc.stream.substreams;
                     // A pure mesh has no start burst: only its seeds hear from the edge.
-                    let burst_ms = burst_ms.filter(|_| sc.mode != Mode::Mesh || mask != 0);
-                    if let Some(ms) = burst_ms {
-                        let back = u64::from(ms / sc.stream.chunk_ms);
-                        let first = stream.next_seq.saturating_sub(back);
-                        let kf = u64::from(sc.stream.keyframe_every);
-                        let start = first.div_ceil(kf) * kf;
-                        self.bursts.insert(i, (start..stream.next_seq).collect());
-                    }
-                    if backfill != 0 {
-                        // What the client may have missed of substreams it now takes from the edge.
-                        let from = stream.next_seq.saturating_sub(u64::from(k) * 2);
-                        let missed = stream
-                            .ring
-                            .iter()
-                            .filter(|c| c.seq() >= from && backfill & (1 << SubstreamId::of(c.seq(), k).0) != 0);
-                        for c in missed {
-                            self.send(t, net, i, c.clone(), true);
-                        }
-                    }
+                    let burst_ms = burst_ms.filter(|_| net.sc.mode != Mode::Mesh || mask != 0);
+                    let now = net.clock.at(t);
+                    self.feeder.serve(now, conn, mask, burst_ms, backfill, stream);
+                    self.send_out(t, net, stream);
                 }
+                // The simulator keeps its own minute rows; an idle edge stays (clients come).
+                EdgeOutput::Report(_) | EdgeOutput::Idle => {}
             }
         }
     }
 
     /// Client `i` is gone from this edge.
     pub fn forget(&mut self, i: u32) {
-        self.masks.remove(&i);
-        self.bursts.remove(&i);
+        self.feeder.forget(ConnId::from(i));
     }
 
-    /// Sends a chunk to client `i`: live pushes always (the admission keeps them within
-    /// capacity), bursts only with budget left.
-    fn send(&mut self, t: Micros, net: &mut Net, i: u32, c: Chunk, force: bool) -> bool {
-        let len = c.payload.len() as f64;
-        let now = net.clock.at(t);
-        if force {
-            self.budget.force_take(now, len);
-        } else if !self.budget.try_take(now, len) {
-            return false;
-        }
-        self.row.cdn_bytes += c.payload.len() as u64;
-        let at = net.arrival(t + net.edge_delay(i), i, c.payload.len());
-        net.q.push(at, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
-        true
-    }
-
-    /// A new chunk from the core: pushed to every client fed this substream, then start bursts
-    /// as far as the budget goes.
-    pub fn fan_out(&mut self, t: Micros, net: &mut Net, stream: &Stream, c: &Chunk) {
-        let bit = 1u64 << SubstreamId::of(c.seq(), net.sc.stream.substreams).0;
-        let targets: Vec<u32> = self.masks.iter().filter(|(_, m)| *m & bit != 0).map(|(&i, _)| i).collect();
-        for i in targets {
-            self.send(t, net, i, c.clone(), true);
-        }
-        let waiting: Vec<u32> = self.bursts.keys().copied().collect();
-        'clients: for i in waiting {
-            while let Some(&seq) = self.bursts.get(&i).and_then(|q| q.front()) {
-                if let Some(c) = stream.get(seq).cloned()
-                    && !self.send(t, net, i, c, false)
-                {
-                    break 'clients;
-                }
-                self.bursts.get_mut(&i).map(|q| q.pop_front());
+    /// Carries out the feeder's sends: each chunk reaches its client after the edge's delay.
+    fn send_out(&mut self, t: Micros, net: &mut Net, stream: &Stream) {
+        while let Some(send) = self.feeder.poll_output() {
+            let i = send.conn.0 as u32;
+            let Some(c) = stream.get(send.seq).cloned() else { continue };
+            if !net.alive(i) {
+                continue;
             }
-            self.bursts.remove(&i);
+            self.row.cdn_bytes += send.len as u64;
+            let at = net.arrival(t + net.edge_delay(i), i, send.len);
+            net.q.push(at, Ev::ToPeer(i, Box::new(PeerInput::FromEdge(FromEdge::Chunk(c)))));
         }
+    }
+
+    /// A new chunk from the core: pushed to every client fed its substream, then start bursts
+    /// as far as the budget goes (the simulator's clock steps a chunk at a time).
+    pub fn fan_out(&mut self, t: Micros, net: &mut Net, stream: &Stream, c: &Chunk) {
+        let now = net.clock.at(t);
+        self.feeder.new_chunk(now, c.seq(), stream);
+        self.feeder.handle_timeout(now, stream);
+        self.send_out(t, net, stream);
     }
 
     /// Closes the minute ending at `minute`: the row with the edge's stage, P0 and Nc.

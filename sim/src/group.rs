@@ -6,6 +6,7 @@
 use crate::domain::{Domain, DomainResult, EdgeSpec, Transfer};
 use crate::engine::{Clock, Micros, SECOND};
 use crate::scenario::Scenario;
+use livesky_edge_core::service::Input as EdgeInput;
 
 /// How far edges run ahead of each other: a redirected client reaches its sibling up to this
 /// much later than the round trip alone would take (1 s on average, about what resolving and
@@ -38,8 +39,10 @@ pub fn run(sc: &Scenario, specs: Vec<EdgeSpec>, clock: Clock, mut progress: impl
         }
         let full: Vec<bool> = edges.iter().map(|d| d.edge.full()).collect();
         for d in &mut edges {
+            let now = clock.at(t);
             for (name, f) in names.iter().zip(&full) {
-                d.edge.service.set_sibling_full(name, *f);
+                let input = EdgeInput::SiblingFull { sibling: name.clone(), full: *f };
+                d.edge.service.handle(now, input);
             }
         }
         t = (t + STEP).min(end);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sn_edge::model::{ModelParams, Thresholds, scaling_factor, scaling_factor_with_churn};
+use livesky_edge_core::model::{ModelParams, Thresholds, scaling_factor, scaling_factor_with_churn};
 
 use crate::domain::{MinuteRow, Session};
 use crate::report;
@@ -290,7 +290,7 @@ pub fn write_all(
             let rows = minutes.iter().filter(|r| r.edge == ed);
             let (p, c, peak) =
                 rows.fold((0u64, 0u64, 0u32), |(p, c, m), r| (p + r.p2p_bytes, c + r.cdn_bytes, m.max(r.p0)));
-            (peak, if p + c == 0 { 0.0 } else { p as f64 / (p + c) as f64 })
+            (peak, proto::quality::p2p_share(p as f64, c as f64))
         })
         .collect();
     per.sort_by_key(|x| x.0);

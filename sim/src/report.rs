@@ -47,6 +47,10 @@ fn share(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
+fn p2p_share(p2p: u64, cdn: u64) -> f64 {
+    proto::quality::p2p_share(p2p as f64, cdn as f64)
+}
+
 /// A minute's bytes as Gbit/s.
 fn gbps(bytes: u64) -> f64 {
     bytes as f64 * 8.0 / 60.0 / 1e9
@@ -66,14 +70,14 @@ pub fn per_minute(minutes: &[MinuteRow]) -> Vec<MinuteRow> {
 pub fn session_q1(sessions: &[Session]) -> Vec<f64> {
     sessions
         .iter()
-        .filter(|s| s.watched_s >= 60.0 && s.played_ms + s.stalled_ms > 0)
-        .map(|s| s.played_ms as f64 / (s.played_ms + s.stalled_ms) as f64)
+        .filter(|s| s.watched_s >= 60.0)
+        .filter_map(|s| proto::quality::q1(s.played_ms, s.stalled_ms))
         .collect()
 }
 
 /// Q2 = 1 − NB/NT of every edge-minute with clients.
 pub fn minute_q2(minutes: &[MinuteRow]) -> Vec<f64> {
-    minutes.iter().filter(|r| r.active > 0).map(|r| 1.0 - f64::from(r.stalled_clients) / f64::from(r.active)).collect()
+    minutes.iter().filter_map(|r| proto::quality::q2(u64::from(r.stalled_clients), u64::from(r.active))).collect()
 }
 
 pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> Summary {
@@ -108,9 +112,9 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
         q1_worst: quantile(&mut q1, 0.0),
         q2_median: quantile(&mut q2, 0.5),
         q2_worst: quantile(&mut q2, 0.0),
-        p2p_share: share(p2p, p2p + cdn),
+        p2p_share: p2p_share(p2p, cdn),
         hotspot_edge: hotspot,
-        hotspot_p2p_share: share(hp, hp + hc),
+        hotspot_p2p_share: p2p_share(hp, hc),
         natted_upload_share: share(nat_up, up),
         silent_clients: share(silent as u64, judged.len() as u64),
         redirected: share(sessions.iter().filter(|s| s.redirects > 0).count() as u64, sessions.len() as u64),

@@ -8,11 +8,9 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    // The cause is in the message, not chained, so it is printed once.
-    #[error("cannot read scenario {path}: {err}")]
-    Read { path: String, err: std::io::Error },
-    #[error("scenario {path}: {err}")]
-    Parse { path: String, err: Box<toml::de::Error> },
+    /// Unreadable, or not a scenario's TOML: worded as every settings file's errors are.
+    #[error(transparent)]
+    File(#[from] proto::config::ConfigError),
     #[error("scenario {path}: `{key}` {problem}")]
     Invalid { path: String, key: &'static str, problem: String },
 }
@@ -104,18 +102,20 @@ pub struct Edges {
 }
 
 impl Default for Edges {
+    /// The admission parameters default to a real edge's (the paper's deployment).
     fn default() -> Self {
+        let a = proto::config::AdmissionSettings::default();
         Self {
             districts: 8,
             isps: 2,
             per_district_isp: 25,
-            capacity_mbps: 200,
-            n1c: 100,
-            k_prime: 2,
-            alpha: 1.5,
-            lambda: 0.036,
-            mu: 0.024,
-            upload_cap_factor: 1.5,
+            capacity_mbps: (a.capacity_kbps / 1000) as u32,
+            n1c: a.n1c,
+            k_prime: a.k_prime,
+            alpha: a.alpha,
+            lambda: a.lambda,
+            mu: a.mu,
+            upload_cap_factor: a.upload_cap_factor,
             same_isp_share: 0.8,
             district_weights: Vec::new(),
             skew: 0.8,
@@ -208,13 +208,11 @@ fn d_abrupt() -> f64 {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| ScenarioError::Read { path: p.clone(), err })?;
-        Self::parse(&text, &p)
+        Self::parse(&proto::config::read_file(path)?, &p)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse { path: path.into(), err: Box::new(e) })?;
+        let s: Scenario = proto::config::parse_toml(text, path, "simulator scenario (TOML)")?;
         s.validate(path)?;
         Ok(s)
     }
@@ -289,7 +287,7 @@ impl Scenario {
 
     /// N*c: streams an edge can serve (bandwidth / media rate).
     pub fn nc_star(&self) -> u32 {
-        sn_edge::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)
+        livesky_edge_core::model::Thresholds::nc_star_for(u64::from(self.edges.capacity_mbps) * 1000, self.stream.kbps)
     }
 
     pub fn edge_count(&self) -> usize {

@@ -53,9 +53,11 @@ fn a_small_flash_crowd_is_served_mostly_by_peers_without_stalls() {
     assert!(s.q1_median > 0.99, "{s:?}");
     // The hotspot is past N1c: peers carry part of its stream.
     assert!(s.hotspot_p2p_share > 0.2, "{s:?}");
-    // Edges never push more than their capacity (16 Mbit/s = 120 MB a minute, plus bursts' budget).
+    // Edges never push more than their capacity (16 Mbit/s = 120 MB a minute), plus the second's
+    // budget bursts may borrow and the backfills (2 s of a substream the edge takes over, sent at
+    // once as the real edge does: the simulator runs its feeder since issue 21).
     for r in &out.minutes {
-        assert!(r.cdn_bytes <= 16 * 125_000 * 61, "edge {} minute {}: {} bytes", r.edge, r.minute, r.cdn_bytes);
+        assert!(r.cdn_bytes <= 16 * 125_000 * 62, "edge {} minute {}: {} bytes", r.edge, r.minute, r.cdn_bytes);
     }
 }
 
@@ -77,8 +79,11 @@ fn the_baselines_behave_as_their_names_say() {
     // The edge only seeds a few clients; the rest pull, start later and less often.
     assert!(m.users_on_cdn < 0.1, "{m:?}");
     assert!(m.p2p_share > 0.0, "{m:?}");
-    assert!(m.startup_p50_ms > h.startup_p50_ms, "{m:?} vs {h:?}");
-    assert!(m.started_under_15s < h.started_under_15s, "{m:?} vs {h:?}");
+    // Startup percentiles count the clients that started: the mesh's are mostly its seeds, which
+    // get the edge's burst as hybrid clients do (the same feeder since issue 21), so its median
+    // is no better; what tells is how few of its clients start at all.
+    assert!(m.startup_p50_ms >= h.startup_p50_ms, "{m:?} vs {h:?}");
+    assert!(m.started_under_15s < h.started_under_15s / 2.0, "{m:?} vs {h:?}");
 }
 
 #[test]

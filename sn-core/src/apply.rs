@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::mc::SnConfig;
 use crate::node::{Node, SourceChannel};
+use proto::mc::SnConfig;
 
 impl Node {
     /// Brings the node in line with `cfg` (already validated and applied as a whole).

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use proto::{NodeId, NodePublicKey};
 
-use crate::config::Topology;
+use proto::config::Topology;
 
 #[derive(Debug, Default, Clone)]
 struct NodeInfo {

@@ -1,36 +1,27 @@
 //! The node's HTTP surface shared by every role: `/metrics`, `/status`, and on Tier 0 the
-//! broadcaster push endpoint `PUT|POST /ingest/{channel}` (chunked MPEG-TS, as ffmpeg sends it).
+//! broadcaster push endpoint (`PUT|POST /ingest/{channel}`, [`crate::ingest::http_push`]).
 
-use std::collections::HashMap;
-
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
-use proto::ChannelId;
 use serde_json::json;
-use tracing::{info, warn};
 
 use crate::hub::HubState;
 use crate::node::Node;
-use crate::source::{ClaimError, Publisher};
 
 pub fn base_router(node: Node) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/ingest/{channel}", post(ingest).put(ingest).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/ingest/{channel}",
+            post(crate::ingest::http_push::ingest)
+                .put(crate::ingest::http_push::ingest)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .with_state(node)
-}
-
-/// A plain-text error with the status it deserves.
-pub fn text_error(code: StatusCode, msg: impl Into<String>) -> Response {
-    let mut msg = msg.into();
-    msg.push('\n');
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
@@ -81,125 +72,4 @@ async fn status(State(node): State<Node>) -> Json<serde_json::Value> {
         "role": format!("{:?}", cfg.role).to_lowercase(),
         "channels": channels,
     }))
-}
-
-fn presented_key<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
-    if let Some(k) = query.get("key") {
-        return Some(k);
-    }
-    if let Some(k) = headers.get("x-stream-key").and_then(|v| v.to_str().ok()) {
-        return Some(k);
-    }
-    bearer(headers)
-}
-
-/// The token of an `Authorization: Bearer …` header, if there is one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-}
-
-async fn ingest(
-    State(node): State<Node>,
-    Path(channel): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let channel = match ChannelId::new(&channel) {
-        Ok(c) => c,
-        Err(e) => return text_error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    if let Err(refusal) = crate::source::check_push(&node, &channel, presented_key(&query, &headers)) {
-        use crate::source::PushRefusal as R;
-        let status = match refusal {
-            R::NotHere(_) | R::Unknown => StatusCode::NOT_FOUND,
-            R::NotPush(_) => StatusCode::CONFLICT,
-            R::KeyMissing(_) => StatusCode::UNAUTHORIZED,
-            R::KeyWrong(_) => StatusCode::FORBIDDEN,
-        };
-        return text_error(status, refusal.to_string());
-    }
-    let mut publisher = match Publisher::claim(&node, &channel, "http") {
-        Ok(p) => p,
-        Err(e @ ClaimError::Busy(_)) => return text_error(StatusCode::CONFLICT, e.to_string()),
-        Err(e @ ClaimError::NotHere(_)) => return text_error(StatusCode::NOT_FOUND, e.to_string()),
-    };
-    info!(%channel, "broadcaster connected (HTTP push)");
-    let mut stream = body.into_data_stream();
-    let idle = node.config().limits.ingest_idle_timeout();
-    loop {
-        let next = tokio::select! {
-            _ = node.cancelled() => {
-                publisher.count_session("shutdown");
-                return text_error(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down");
-            }
-            _ = publisher.taken_over() => {
-                info!(%channel, "broadcaster cut off: another publisher took the channel over");
-                publisher.count_session("taken_over");
-                return text_error(StatusCode::CONFLICT, format!("another publisher took channel {channel} over"));
-            }
-            n = tokio::time::timeout(idle, stream.next()) => match n {
-                Ok(n) => n,
-                Err(_) => {
-                    warn!(%channel, ?idle, "broadcaster sent nothing; the channel is free again");
-                    node.metrics().ingest_protocol_errors.with_label_values(&["http", "timeout"]).inc();
-                    publisher.finish("aborted");
-                    return text_error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!("no data for {idle:?}: the upload is closed and channel {channel} is free"),
-                    );
-                }
-            },
-        };
-        match next {
-            None => break,
-            Some(Ok(data)) => {
-                if let Err(e) = publisher.feed(&data) {
-                    warn!(%channel, error = %e, "rejecting broadcaster feed");
-                    publisher.count_error(&e);
-                    publisher.count_session("error");
-                    return text_error(StatusCode::BAD_REQUEST, format!("channel {channel}: {e}"));
-                }
-            }
-            Some(Err(e)) => {
-                info!(%channel, error = %e, bytes = publisher.bytes, "broadcaster connection ended abruptly");
-                publisher.finish("aborted");
-                return text_error(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"));
-            }
-        }
-    }
-    let (bytes, chunks) = (publisher.bytes, publisher.chunks);
-    info!(%channel, bytes, chunks, "broadcaster finished");
-    publisher.finish("ok");
-    text_error(StatusCode::OK, format!("ok: {bytes} bytes, {chunks} chunks on channel {channel}"))
-}
-
-/// The plain-HTTP client the control plane polls with (pooled: keep one per poller).
-pub type JsonClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
-
-pub fn json_client() -> JsonClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
-
-/// GET `url` and parse its body as JSON, all within `within`; the error says which step failed.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
-    client: &JsonClient,
-    url: &str,
-    within: std::time::Duration,
-) -> Result<T, String> {
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let work = async {
-        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("not the JSON expected: {e}"))
-    };
-    tokio::time::timeout(within, work).await.map_err(|_| format!("no answer within {within:?}"))?
 }

@@ -8,28 +8,21 @@
 mod apply;
 pub mod book;
 pub mod chunker;
-pub mod config;
-pub mod flv;
 pub mod http;
-pub mod httpd;
 pub mod hub;
-pub mod limits;
+pub mod ingest;
 mod link;
-pub mod looper;
 pub mod metrics;
 pub mod node;
 pub mod psi;
 pub mod ring;
-pub mod rtmp;
-pub mod source;
 pub mod spool;
-pub mod srt;
-mod srt_guard;
 pub mod ts;
 pub mod upstream;
 
-pub use config::{AdmissionSettings, ChannelConfig, EdgeSettings, NodeConfig, Role, SourceConfig, Topology};
+pub use ingest::{flv, looper, rtmp, source, srt};
 pub use node::{AddressBook, Node, NodeError, NodeListeners, NodeSpec, OpenError, Origin};
+pub use proto::config::{AdmissionSettings, ChannelConfig, EdgeSettings, NodeConfig, Role, SourceConfig, Topology};
 
 /// Splits a whole in-memory TS file into packets (used for clips and tests).
 pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
@@ -39,7 +32,4 @@ pub fn resync_all(data: &[u8]) -> Result<Vec<ts::Packet>, ts::TsError> {
     r.finish(|p| out.push(*p));
     Ok(out)
 }
-pub mod mc;
-pub mod mc_api;
 pub mod mc_client;
-pub mod mc_tls;

@@ -16,9 +16,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::mc::{self, Ack, Alive, DocError, Heartbeat, McMessage, Member, Members, ReportXml, Resync, SnConfig};
 use crate::node::AddressBook;
 use crate::spool::Spool;
+use proto::mc::{self, Ack, Alive, DocError, Heartbeat, McMessage, Member, Members, ReportXml, Resync, SnConfig};
 
 #[derive(Clone)]
 pub struct McClientConfig {
@@ -125,8 +125,7 @@ pub fn spawn(cfg: McClientConfig, book: Arc<AddressBook>, cancel: CancellationTo
 }
 
 async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
-    let min = Duration::from_millis(250);
-    let mut backoff = min;
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -134,13 +133,13 @@ async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
         };
         // A link that got as far as registering starts the backoff over.
         if sinks.registered.send_replace(false) {
-            backoff = min;
+            backoff.reset();
         }
         match result {
             Ok(()) => return,
             Err(SessionError::Refused(reason)) => {
                 error!(node = %cfg.member.id, mc = %cfg.mc, %reason, "the management center refused this SN");
-                backoff = Duration::from_secs(5);
+                backoff.hold_off();
             }
             Err(e) => {
                 warn!(node = %cfg.member.id, mc = %cfg.mc, error = %e, "management center link down; running on the last config");
@@ -148,13 +147,12 @@ async fn run(cfg: McClientConfig, sinks: Sinks, cancel: CancellationToken) {
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-type Link = mc::McLink;
+type Link = livesky_net::mclink::McLink;
 
 async fn next(link: &mut Link, within: Duration) -> Result<McMessage, SessionError> {
     match tokio::time::timeout(within, link.next()).await {
@@ -166,8 +164,8 @@ async fn next(link: &mut Link, within: Duration) -> Result<McMessage, SessionErr
 }
 
 async fn send(link: &mut Link, m: McMessage) -> Result<(), SessionError> {
-    mc::send(link, m).await.map_err(|e| match e {
-        mc::SendError::Timeout => SessionError::Silent,
+    livesky_net::mclink::send(link, m).await.map_err(|e| match e {
+        livesky_net::mclink::SendError::Timeout => SessionError::Silent,
         other => SessionError::Link(other.to_string()),
     })
 }
@@ -178,19 +176,20 @@ async fn session(cfg: &McClientConfig, sinks: &Sinks, cancel: &CancellationToken
         .map_err(|_| SessionError::Connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(SessionError::Connect)?;
     let _ = stream.set_nodelay(true);
-    crate::limits::keepalive(&stream);
+    livesky_net::limits::keepalive(&stream);
     let pinned = match &cfg.mc_public_key {
         Some(k) => {
             Some(proto::NodePublicKey::from_hex(k).map_err(|e| SessionError::Link(format!("mc public key: {e}")))?)
         }
         None => None,
     };
-    let mut link = match tokio::time::timeout(Duration::from_secs(5), crate::mc_tls::connect(stream, pinned)).await {
-        Ok(Ok(link)) => link,
-        Ok(Err(crate::mc_tls::ConnectError::NotTheMc(_))) => return Err(SessionError::BadMc),
-        Ok(Err(e)) => return Err(SessionError::Link(e.to_string())),
-        Err(_) => return Err(SessionError::Link("TLS handshake took longer than 5 s".into())),
-    };
+    let mut link =
+        match tokio::time::timeout(Duration::from_secs(5), livesky_net::mc_tls::connect(stream, pinned)).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(livesky_net::mc_tls::ConnectError::NotTheMc(_))) => return Err(SessionError::BadMc),
+            Ok(Err(e)) => return Err(SessionError::Link(e.to_string())),
+            Err(_) => return Err(SessionError::Link("TLS handshake took longer than 5 s".into())),
+        };
     let id = cfg.member.id.clone();
     let challenge = match next(&mut link, Duration::from_secs(5)).await? {
         McMessage::Challenge(c) => c.nonce,
@@ -295,8 +294,7 @@ fn on_members(sinks: &Sinks, m: Members) {
                 sinks.book.set_key(member.id.clone(), key);
             }
             if !member.upstream.is_empty() {
-                let upstream = member.upstream.split_ascii_whitespace().filter_map(|n| NodeId::new(n).ok()).collect();
-                sinks.book.set_upstream(member.id.clone(), upstream);
+                sinks.book.set_upstream(member.id.clone(), member.upstream.0.clone());
             }
             map.insert(member.id.clone(), member);
         }

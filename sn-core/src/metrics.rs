@@ -1,7 +1,10 @@
 //! Prometheus metrics of one node. Each node owns a registry (several nodes may share a process in
 //! the demo and in tests); roles built on top (the edge) register their own families on it.
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use livesky_net::metrics::{counter, gauge, int_gauge, render};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Registry};
+
+pub use livesky_net::metrics::{total, total_for};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -21,7 +24,7 @@ pub struct Metrics {
     /// Ingest connections ended for protocol faults: malformed input, a library panic, timeouts.
     pub ingest_protocol_errors: IntCounterVec,
     /// Refused and open connections of every listener.
-    pub conns: crate::limits::ConnMetrics,
+    pub conns: livesky_net::limits::ConnMetrics,
     /// Requests for channel names not in the topology (never a per-name series).
     pub unknown_channels: IntCounterVec,
     pub broadcasts_ended: IntCounterVec,
@@ -43,57 +46,6 @@ pub struct Metrics {
     pub channel_users: IntGaugeVec,
     /// Version of the config the management center pushed last (0: running on its file).
     pub config_version: IntGaugeVec,
-}
-
-pub fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    reg.register(Box::new(c.clone())).expect("metric registered once per registry");
-    c
-}
-
-pub fn int_gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    reg.register(Box::new(g.clone())).expect("metric registered once per registry");
-    g
-}
-
-pub fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    reg.register(Box::new(g.clone())).expect("metric registered once per registry");
-    g
-}
-
-/// Sum of every series of a counter or gauge family.
-pub fn total(metric: &impl prometheus::core::Collector) -> u64 {
-    let mut sum = 0.0;
-    for family in metric.collect() {
-        for m in family.get_metric() {
-            sum += m.get_counter().get_value() + m.get_gauge().get_value();
-        }
-    }
-    sum.max(0.0) as u64
-}
-
-/// Sum of the series of a counter family whose `channel` label is `channel`.
-pub fn total_for(metric: &IntCounterVec, channel: &str) -> u64 {
-    let mut sum = 0;
-    for family in prometheus::core::Collector::collect(metric) {
-        for m in family.get_metric() {
-            if m.get_label().iter().any(|l| l.name() == "channel" && l.value() == channel) {
-                sum += m.get_counter().get_value() as u64;
-            }
-        }
-    }
-    sum
-}
-
-/// The text exposition of everything in `reg`.
-pub fn render(reg: &Registry) -> String {
-    let mut buf = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&reg.gather(), &mut buf) {
-        tracing::error!(error = %e, "encoding metrics failed");
-    }
-    String::from_utf8(buf).unwrap_or_default()
 }
 
 impl Metrics {
@@ -145,7 +97,7 @@ impl Metrics {
                 "Ingest connections ended for a protocol fault (kind: malformed, panic, bad_message, timeout)",
                 &["protocol", "kind"],
             ),
-            conns: crate::limits::ConnMetrics::register(r),
+            conns: livesky_net::limits::ConnMetrics::register(r),
             unknown_channels: counter(
                 r,
                 "unknown_channel_requests_total",

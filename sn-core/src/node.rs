@@ -14,12 +14,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{ChannelConfig, NodeConfig, Role, SourceConfig};
 use crate::hub::{ChannelHub, HubState, Lease};
-use crate::looper::Looper;
+use crate::ingest::looper::Looper;
 use crate::metrics::Metrics;
 use crate::ring::RingConfig;
 use crate::upstream::{Upstream, UpstreamConfig};
+use proto::config::{ChannelConfig, NodeConfig, Role, SourceConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -28,7 +28,7 @@ pub enum NodeError {
     #[error("channel {channel}: {message}")]
     Source { channel: ChannelId, message: String },
     #[error("SRT ingest of node {node}: {source}")]
-    Srt { node: NodeId, source: crate::srt::SrtIngestError },
+    Srt { node: NodeId, source: crate::ingest::srt::SrtIngestError },
     #[error("identity of node {node}: {message}")]
     Identity { node: NodeId, message: String },
 }
@@ -64,7 +64,7 @@ pub struct NodeListeners {
     /// RTMP ingest (`[node.ingest] rtmp_listen`).
     pub rtmp: Option<TcpListener>,
     /// SRT ingest, listener mode (`[node.ingest] srt_listen`).
-    pub srt: Option<crate::srt::BoundSrt>,
+    pub srt: Option<crate::ingest::srt::BoundSrt>,
 }
 
 async fn bind(what: String, addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -90,7 +90,7 @@ impl NodeListeners {
         };
         let srt = match cfg.ingest.srt_listen {
             Some(a) => Some(
-                crate::srt::bind_srt(a, cfg.ingest.srt_passphrase.clone())
+                crate::ingest::srt::bind_srt(a, cfg.ingest.srt_passphrase.clone())
                     .await
                     .map_err(|source| NodeError::Srt { node: cfg.id.clone(), source })?,
             ),
@@ -109,7 +109,7 @@ impl NodeListeners {
         self.rtmp.as_ref().and_then(|l| l.local_addr().ok())
     }
     pub fn srt_addr(&self) -> Option<SocketAddr> {
-        self.srt.as_ref().map(crate::srt::BoundSrt::local_addr)
+        self.srt.as_ref().map(crate::ingest::srt::BoundSrt::local_addr)
     }
 }
 
@@ -193,7 +193,7 @@ impl Node {
     pub async fn start(spec: NodeSpec, listeners: NodeListeners) -> Result<Node, NodeError> {
         let cfg = spec.config;
         let role = match cfg.role {
-            Role::Core => "core",
+            Role::Relay => "relay",
             Role::Edge => "edge",
         };
         let metrics = Metrics::new(cfg.id.as_str(), cfg.tier, role);
@@ -221,10 +221,10 @@ impl Node {
             node.spawn(crate::link::serve_children(node.clone(), l));
         }
         if let Some(l) = listeners.rtmp {
-            node.spawn(crate::rtmp::run_rtmp_listener(node.clone(), l));
+            node.spawn(crate::ingest::rtmp::run_rtmp_listener(node.clone(), l));
         }
         if let Some(bound) = listeners.srt {
-            node.spawn(crate::srt::serve_srt(node.clone(), bound, node.cancel_token()));
+            node.spawn(crate::ingest::srt::serve_srt(node.clone(), bound, node.cancel_token()));
         }
         let mut tcp: HashMap<ChannelId, TcpListener> = listeners.tcp_ingest.into_iter().collect();
         for c in spec.sources {
@@ -348,17 +348,18 @@ impl Node {
             }
         }
         if let Some((looper, speed)) = looper {
-            self.spawn(crate::source::run_loop(self.clone(), id.clone(), looper, speed, stop.clone()));
+            self.spawn(crate::ingest::source::run_loop(self.clone(), id.clone(), looper, speed, stop.clone()));
         }
         if let Some(l) = tcp {
-            self.spawn(crate::source::run_tcp_ingest(self.clone(), id.clone(), l, stop.clone()));
+            self.spawn(crate::ingest::source::run_tcp_ingest(self.clone(), id.clone(), l, stop.clone()));
         }
         if let Some((addr, stream_id, passphrase)) = srt_call {
-            let call = crate::srt::run_srt_caller(self.clone(), id.clone(), addr, stream_id, passphrase, stop.clone());
+            let call =
+                crate::ingest::srt::run_srt_caller(self.clone(), id.clone(), addr, stream_id, passphrase, stop.clone());
             self.spawn(call);
         }
         if let Some(url) = url {
-            self.spawn(crate::source::run_pull(self.clone(), id, url, stop));
+            self.spawn(crate::ingest::source::run_pull(self.clone(), id, url, stop));
         }
         Ok(())
     }
@@ -426,20 +427,20 @@ impl Node {
         let token = self.0.cancel.clone();
         let sndbuf = match self.0.cfg.role {
             Role::Edge => self.0.cfg.edge.viewer_send_buffer_kb * 1024,
-            Role::Core => 0,
+            Role::Relay => 0,
         };
         let tune = move |tcp: &tokio::net::TcpStream| {
             let _ = tcp.set_nodelay(true);
             // Broadcasters' pushes and viewers' streams are long-lived: notice dead peers.
-            crate::limits::keepalive(tcp);
+            livesky_net::limits::keepalive(tcp);
             if sndbuf > 0 {
                 let _ = socket2::SockRef::from(tcp).set_send_buffer_size(sndbuf);
             }
         };
         let limits = &self.0.cfg.limits;
-        let limiter = crate::httpd::http_limiter(limits, self.0.metrics.conns.clone());
+        let limiter = livesky_net::httpd::http_limiter(limits, self.0.metrics.conns.clone());
         let header_timeout = limits.http_header_timeout();
-        self.spawn(crate::httpd::serve(listener, router, limiter, header_timeout, token, tune));
+        self.spawn(livesky_net::httpd::serve(listener, router, limiter, header_timeout, token, tune));
     }
 
     pub fn hubs(&self) -> Vec<Arc<ChannelHub>> {

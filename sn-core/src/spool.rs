@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::mc::ReportXml;
+use proto::mc::ReportXml;
 
 #[derive(Debug, Clone)]
 pub struct Spool {

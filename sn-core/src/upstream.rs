@@ -6,8 +6,9 @@
 //! resumes from the seq after the last one it accepted, so downstream sees no gap and no
 //! duplicate. After a full round of failures it backs off and starts again at the preferred parent.
 //!
-//! Two doors, str0m-style: [`Upstream::handle`] / [`Upstream::on_chunk`] take inputs with the time,
-//! [`Upstream::poll_action`] yields what the driver must do, [`Upstream::poll_timeout`] says when
+//! The four doors every core has (docs/architecture.md): [`Upstream::handle`] takes inputs with the
+//! time (and [`Upstream::on_chunk`], on the hot path, answers at once whether to keep a chunk),
+//! [`Upstream::poll_output`] yields what the driver must do, [`Upstream::poll_timeout`] says when
 //! to call [`Upstream::handle_timeout`]. No sockets, clocks or tasks inside.
 
 use std::collections::VecDeque;
@@ -76,7 +77,7 @@ pub enum Input {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Output {
     /// Open a link to `candidate` and subscribe from `start`.
     Connect { attempt: AttemptId, candidate: NodeId, start: StartAt },
     /// Drop this link (failover, or the channel is no longer wanted).
@@ -139,14 +140,14 @@ pub struct Upstream {
     /// Candidates tried in the current round, and how many of them said NotFound.
     tried: usize,
     not_found: usize,
-    backoff: Duration,
-    actions: VecDeque<Action>,
+    backoff: proto::backoff::Backoff,
+    actions: VecDeque<Output>,
     stats: UpstreamStats,
 }
 
 impl Upstream {
     pub fn new(cfg: UpstreamConfig, candidates: Vec<NodeId>) -> Self {
-        let backoff = cfg.backoff_min;
+        let backoff = proto::backoff::Backoff::new(cfg.backoff_min, cfg.backoff_max);
         Self {
             cfg,
             candidates,
@@ -199,7 +200,7 @@ impl Upstream {
         self.state = State::Idle;
     }
 
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub fn poll_output(&mut self) -> Option<Output> {
         self.actions.pop_front()
     }
 
@@ -256,10 +257,10 @@ impl Upstream {
                 self.state = State::Active { attempt, cand, last_chunk: now, last_msg: now, source_live };
                 self.tried = 0;
                 self.not_found = 0;
-                self.backoff = self.cfg.backoff_min;
+                self.backoff.reset();
                 // Source state first: whoever wakes on Active must already see it.
-                self.actions.push_back(Action::Source(source));
-                self.actions.push_back(Action::Active { candidate: self.candidates[cand].clone() });
+                self.actions.push_back(Output::Source(source));
+                self.actions.push_back(Output::Active { candidate: self.candidates[cand].clone() });
             }
             Input::SourceState { source, .. } => {
                 let live = source.is_live();
@@ -270,7 +271,7 @@ impl Upstream {
                     }
                     *source_live = live;
                     *last_msg = now;
-                    self.actions.push_back(Action::Source(source));
+                    self.actions.push_back(Output::Source(source));
                 }
             }
             Input::Alive { .. } => {
@@ -324,7 +325,7 @@ impl Upstream {
 
     fn close_current(&mut self, reason: FailReason) {
         if let State::Connecting { attempt, .. } | State::Active { attempt, .. } = self.state {
-            self.actions.push_back(Action::Close { attempt, reason });
+            self.actions.push_back(Output::Close { attempt, reason });
         }
     }
 
@@ -342,11 +343,10 @@ impl Upstream {
         if self.tried >= self.candidates.len() {
             if self.not_found == self.candidates.len() {
                 self.state = State::NotFound;
-                self.actions.push_back(Action::NotFound);
+                self.actions.push_back(Output::NotFound);
                 return;
             }
-            let until = now + self.backoff;
-            self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
+            let until = now + self.backoff.next_delay();
             self.state = State::Backoff { until };
             return;
         }
@@ -356,7 +356,7 @@ impl Upstream {
     fn connect(&mut self, now: Instant, cand: usize) {
         let Some(candidate) = self.candidates.get(cand).cloned() else {
             self.state = State::NotFound;
-            self.actions.push_back(Action::NotFound);
+            self.actions.push_back(Output::NotFound);
             return;
         };
         let attempt = AttemptId(self.next_attempt);
@@ -364,7 +364,7 @@ impl Upstream {
         self.stats.attempts += 1;
         let start = self.next_seq.map_or(self.cfg.initial_start, StartAt::Seq);
         self.state = State::Connecting { attempt, cand, since: now };
-        self.actions.push_back(Action::Connect { attempt, candidate, start });
+        self.actions.push_back(Output::Connect { attempt, candidate, start });
     }
 }
 

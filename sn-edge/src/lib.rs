@@ -1,21 +1,23 @@
-//! The edge SN (LiveSky §2.2): an SN in the last tier that serves viewers. Today it serves legacy
-//! clients — continuous HTTP-TS from a keyframe ([`ts_viewer`]) and live HLS ([`hls`],
-//! [`hls_http`]) — from the node's shared ring, with no per-viewer copies and bounded memory per
-//! viewer. The tracker, seed and admission-controller roles come with the peer protocol.
+//! The edge SN (LiveSky §2.2): a relay node in the last tier that serves viewers. Legacy clients
+//! get continuous HTTP-TS from a keyframe ([`ts_viewer`]) and live HLS ([`hls`], [`hls_http`])
+//! from the node's shared ring, with no per-viewer copies and bounded memory per viewer. LiveSky
+//! clients connect to the client port ([`clients`]), where one task per channel
+//! ([`channel_task`]) drives the sans-IO tracker, seed and admission controller of
+//! `livesky-edge-core` ([`service`], [`feeder`]); [`stun`] answers their address probes and
+//! [`report`] sends the per-minute rows to the management center.
 
 // Handlers return `Result<_, Response>` so an error is answered where it is found; the size of
 // `Response` is irrelevant on this path.
 #![allow(clippy::result_large_err)]
 
-pub mod admission;
+pub mod channel_task;
 pub mod clients;
+mod error;
 pub mod hls;
 pub mod hls_http;
 mod metrics;
-pub mod model;
 pub mod report;
-pub mod service;
-pub mod tree;
+pub mod stun;
 pub mod ts_viewer;
 pub mod viewers;
 
@@ -28,13 +30,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
+use livesky_net::http::text_error;
 use proto::ChannelId;
 use sn_core::Node;
-use sn_core::http::{base_router, text_error};
+use sn_core::http::base_router;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+pub use error::EdgeError;
+pub use livesky_edge_core::{admission, feeder, model, service, tree};
 pub use metrics::EdgeMetrics;
 
 /// Shared state of one edge: legacy viewers (HTTP) and LiveSky clients (the client port).
@@ -42,8 +47,8 @@ pub struct Edge {
     pub node: Node,
     pub metrics: EdgeMetrics,
     hls: Mutex<HashMap<ChannelId, Arc<hls_http::HlsChannel>>>,
-    clients: clients::Services,
-    channels: std::sync::RwLock<HashMap<ChannelId, clients::ChannelInfo>>,
+    clients: channel_task::Services,
+    channels: std::sync::RwLock<HashMap<ChannelId, channel_task::ChannelInfo>>,
     /// Who may watch each channel (open, or token holders).
     viewers: std::sync::RwLock<HashMap<ChannelId, viewers::ViewerPolicy>>,
     /// Admission parameters: from the file, then as the management center pushes them.
@@ -82,7 +87,7 @@ impl Edge {
             node,
             metrics,
             hls: Mutex::new(HashMap::new()),
-            clients: clients::Services::default(),
+            clients: channel_task::Services::default(),
             channels,
             viewers,
             stun: Mutex::new(None),
@@ -91,7 +96,7 @@ impl Edge {
     }
 
     /// Bitrate and substreams of a channel (defaults when the topology does not list it).
-    pub fn channel_info(&self, channel: &ChannelId) -> clients::ChannelInfo {
+    pub fn channel_info(&self, channel: &ChannelId) -> channel_task::ChannelInfo {
         let table = self.channels.read().unwrap_or_else(|e| e.into_inner());
         table.get(channel).copied().unwrap_or_default()
     }
@@ -163,7 +168,7 @@ impl Edge {
                 source,
             })?;
             *self.stun.lock().unwrap_or_else(|e| e.into_inner()) = sock.local_addr().ok();
-            clients::start_stun(self.clone(), sock);
+            stun::start_stun(self.clone(), sock);
         }
         let Some(addr) = s.client_listen else { return Ok(None) };
         let listener = TcpListener::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
@@ -194,14 +199,14 @@ fn viewer_table<'a>(
 
 fn channel_table<'a>(
     channels: impl Iterator<Item = &'a sn_core::ChannelConfig>,
-) -> HashMap<ChannelId, clients::ChannelInfo> {
+) -> HashMap<ChannelId, channel_task::ChannelInfo> {
     channels
         .map(|c| {
-            let info = clients::ChannelInfo {
+            let info = channel_task::ChannelInfo {
                 bitrate_kbps: c.bitrate_kbps,
                 substreams: c.substreams,
-                ts: c.legacy.contains(&sn_core::config::LegacyFormat::Ts),
-                hls: c.legacy.contains(&sn_core::config::LegacyFormat::Hls),
+                ts: c.legacy.contains(&proto::config::LegacyFormat::Ts),
+                hls: c.legacy.contains(&proto::config::LegacyFormat::Hls),
             };
             (c.id.clone(), info)
         })
@@ -287,7 +292,7 @@ struct ViewerQuery {
 
 impl ViewerQuery {
     fn token<'a>(&'a self, headers: &'a axum::http::HeaderMap) -> &'a str {
-        self.token.as_deref().or_else(|| sn_core::http::bearer(headers)).unwrap_or("")
+        self.token.as_deref().or_else(|| livesky_net::http::bearer(headers)).unwrap_or("")
     }
 }
 

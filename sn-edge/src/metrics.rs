@@ -1,8 +1,8 @@
 //! Metrics of an edge's viewers and LiveSky clients, registered on the node's registry.
 
+use livesky_net::metrics::{counter, gauge, int_gauge};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Registry};
 use proto::ChannelId;
-use sn_core::metrics::{counter, gauge, int_gauge};
 
 use crate::admission::Snapshot;
 use crate::service::ServiceStats;

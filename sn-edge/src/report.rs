@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::core::Collector;
-use sn_core::mc::{ReportRow, ReportXml};
+use proto::mc::{ReportRow, ReportXml};
 use sn_core::mc_client::McClient;
 use tracing::warn;
 
@@ -102,7 +102,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         inflated: now.inflated.saturating_sub(before.inflated),
         excluded_up_bytes: now.excluded_up_bytes.saturating_sub(before.excluded_up_bytes),
         stage: now.stage,
-        startup_ms: String::new(),
+        startup_ms: Default::default(),
     }
 }
 
@@ -112,9 +112,7 @@ pub fn live(edge: &Edge) -> Vec<ReportRow> {
     totals(edge).iter().map(|(ch, t)| ReportRow { leaves: 0, ..row(ch, &zero, t) }).collect()
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use livesky_net::clock::unix_ms as wall_ms;
 
 /// Reports every `every` (a minute in production) until the node stops.
 pub fn spawn_reporter(edge: Arc<Edge>, client: McClient, every: Duration) {
@@ -137,7 +135,7 @@ pub fn spawn_reporter(edge: Arc<Edge>, client: McClient, every: Duration) {
                     let mut r = row(ch, before.get(ch).unwrap_or(&Totals::default()), t);
                     if let Ok(id) = proto::ChannelId::new(ch) {
                         let samples = edge.clients.take_startups(&id);
-                        r.startup_ms = samples.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+                        r.startup_ms = samples.into();
                     }
                     r
                 })

@@ -31,9 +31,7 @@ impl ViewerPolicy {
     }
 }
 
-pub fn unix_now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub use livesky_net::clock::unix_s as unix_now_s;
 
 #[cfg(test)]
 mod tests {

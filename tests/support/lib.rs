@@ -31,7 +31,7 @@ pub async fn start(topology: &str) -> Cluster {
 pub fn tier0_and_edge(channels: &str, tier0_extra: &str) -> String {
     [
         channels.to_string(),
-        loopback_node("tier0", 0, sn_core::Role::Core, &[], tier0_extra),
+        loopback_node("tier0", 0, sn_core::Role::Relay, &[], tier0_extra),
         loopback_node("edge", 1, sn_core::Role::Edge, &["tier0"], ""),
     ]
     .concat()
@@ -101,8 +101,7 @@ pub async fn assert_no_report_lost(path: &std::path::Path, nodes: &[&str]) -> Ve
     let rows = || -> Vec<_> {
         store.rows(None, 0).expect("rows").into_iter().filter(|r| nodes.contains(&r.node.as_str())).collect()
     };
-    let unix_ms =
-        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let unix_ms = livesky_net::clock::unix_ms;
     let asked = unix_ms();
     let pending = |node: &str| std::fs::read_dir(dir.join("spool").join(node)).map(|d| d.count()).unwrap_or(0);
     wait_until(Duration::from_secs(20), "every report up to now delivered", || async {

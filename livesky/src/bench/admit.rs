@@ -54,7 +54,7 @@ fn join_input(conn: u64, t: Instant) -> (Instant, Input) {
         buffer_ms: 15_000,
         redirects: 0,
     };
-    (t, Input::Joined { conn, from: addr, join })
+    (t, Input::Joined { conn: conn.into(), from: addr, join })
 }
 
 pub fn admit(args: AdmitArgs) -> anyhow::Result<()> {
@@ -80,7 +80,7 @@ pub fn admit(args: AdmitArgs) -> anyhow::Result<()> {
                 }
                 let (t, input) = join_input(conn, t0);
                 svc.handle(t, input);
-                svc.drain();
+                while svc.poll_output().is_some() {}
                 conn += 1;
             }
             let secs = window_start.elapsed().as_secs_f64();
@@ -108,11 +108,11 @@ fn churn_rate(svc: &mut Service, conn: &mut u64, t0: Instant) -> String {
     let mut pairs = 0u64;
     let mut leaver = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
-        svc.handle(t0, Input::Disconnected { conn: leaver });
+        svc.handle(t0, Input::Disconnected { conn: leaver.into() });
         leaver += 1;
         let (t, input) = join_input(*conn, t0);
         svc.handle(t, input);
-        svc.drain();
+        while svc.poll_output().is_some() {}
         *conn += 1;
         pairs += 1;
     }

@@ -161,7 +161,7 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
 async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
     let topo = format!(
         "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n{}{}",
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node(
             "edge1",
             1,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use livesky_gslb::geo::GeoDb;
-use sn_core::mc_api::{ChannelRate, EdgeView, EdgesView};
+use proto::mc_api::{ChannelRate, EdgeView, EdgesView};
 use tokio::process::{Child, Command};
 
 use super::fanout::{cpu_seconds, which};
@@ -30,32 +30,20 @@ pub struct GslbBenchArgs {
     pub out: Option<PathBuf>,
 }
 
-/// xorshift64*: a fixed, seeded workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// `n` prefixes, 90 % IPv4 (/12 to /24, nesting often) and 10 % IPv6 (/32 to /48), in 8 regions
 /// and 2 ISPs.
 fn geo_csv(n: usize) -> String {
-    let mut r = Rng(0x9e0_5eed);
+    let mut r = proto::rng::SplitMix64::new(0x9e0_5eed);
     let mut out = String::with_capacity(n * 32);
     for i in 0..n {
-        let (region, isp) = (r.next() % 8, if r.next().is_multiple_of(2) { "tel" } else { "uni" });
+        let (region, isp) = (r.next_u64() % 8, if r.next_u64().is_multiple_of(2) { "tel" } else { "uni" });
         if i % 10 == 9 {
-            let len = 32 + (r.next() % 17) as u32;
-            let net = (u128::from(r.next()) << 64 | u128::from(r.next())) & (u128::MAX << (128 - len));
+            let len = 32 + (r.next_u64() % 17) as u32;
+            let net = (u128::from(r.next_u64()) << 64 | u128::from(r.next_u64())) & (u128::MAX << (128 - len));
             out.push_str(&format!("{}/{len},r{region},{isp}\n", std::net::Ipv6Addr::from(net)));
         } else {
-            let len = 12 + (r.next() % 13) as u32;
-            let net = (r.next() as u32) & (u32::MAX << (32 - len));
+            let len = 12 + (r.next_u64() % 13) as u32;
+            let net = (r.next_u64() as u32) & (u32::MAX << (32 - len));
             out.push_str(&format!("{}/{len},r{region},{isp}\n", std::net::Ipv4Addr::from(net)));
         }
     }
@@ -75,13 +63,13 @@ fn bench_geo(path: &Path, prefixes: usize) -> anyhow::Result<GeoRow> {
     let t0 = Instant::now();
     let db = GeoDb::load(path)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut r = Rng(42);
+    let mut r = proto::rng::SplitMix64::new(42);
     let addrs: Vec<std::net::IpAddr> = (0..1_000_000)
         .map(|i| {
             if i % 10 == 9 {
-                std::net::IpAddr::V6(((u128::from(r.next()) << 64) | u128::from(r.next())).into())
+                std::net::IpAddr::V6(((u128::from(r.next_u64()) << 64) | u128::from(r.next_u64())).into())
             } else {
-                std::net::IpAddr::from((r.next() as u32).to_be_bytes())
+                std::net::IpAddr::from((r.next_u64() as u32).to_be_bytes())
             }
         })
         .collect();

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use livesky_mgmt_center::{McServer, McSettings};
+use proto::config::Role;
+use proto::mc::Member;
 use proto::{NodeId, NodeKey};
 use sn_core::AddressBook;
-use sn_core::mc::Member;
 use sn_core::mc_client::{self, McClientConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -87,20 +88,20 @@ async fn measure(n: usize, args: &McPushArgs, dir: &std::path::Path) -> anyhow::
         let member = Member {
             id: id(i)?,
             tier: u8::from(i > 0),
-            role: if i == 0 { "core" } else { "edge" }.into(),
+            role: if i == 0 { Role::Relay } else { Role::Edge },
             http: any,
             sn: None,
             clients: None,
             capacity_kbps: 0,
             key: None,
-            upstream: String::new(),
+            upstream: Default::default(),
         };
         let cfg = McClientConfig {
             mc: mc.control_addr,
             key,
             mc_public_key: Some(mc.public_key()),
             member,
-            load: Arc::new(sn_core::mc::Heartbeat::default),
+            load: Arc::new(proto::mc::Heartbeat::default),
             spool: None,
         };
         mc_client::spawn(cfg, Arc::new(AddressBook::default()), cancel.clone());
@@ -148,8 +149,8 @@ fn doc_sizes(channels: usize) -> anyhow::Result<(usize, usize)> {
     let before = sn_core::Topology::parse(&topology(2, channels, 500), "bench")?;
     let after = sn_core::Topology::parse(&topology(2, channels, 800), "bench")?;
     let edge = NodeId::new("sn1")?;
-    let old = sn_core::mc::SnConfig::derive(&before, &edge, 1).context("edge in topology")?;
-    let new = sn_core::mc::SnConfig::derive(&after, &edge, 2).context("edge in topology")?;
+    let old = proto::mc::SnConfig::derive(&before, &edge, 1).context("edge in topology")?;
+    let new = proto::mc::SnConfig::derive(&after, &edge, 2).context("edge in topology")?;
     Ok((new.diff_from(&old).to_xml().len(), new.snapshot().to_xml().len()))
 }
 

@@ -45,7 +45,7 @@ fn topology() -> String {
                 k_prime = 4\nupload_cap_factor = 2.5\njoins_per_ip_per_sec = 1000.0\njoin_burst_per_ip = 1000.0";
     format!(
         "[[channel]]\nid = \"demo\"\nbitrate_kbps = {DECLARED_KBPS}\nsubstreams = 4\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {SPEED} }}\n{}{}",
-        loopback_node("tier0", 0, Role::Core, &[], ""),
+        loopback_node("tier0", 0, Role::Relay, &[], ""),
         loopback_node("edge", 1, Role::Edge, &["tier0"], edge),
     )
 }

@@ -9,14 +9,14 @@ fn core(cands: &[&str]) -> Upstream {
     Upstream::new(cfg, cands.iter().map(|c| node(c)).collect())
 }
 
-fn drain(u: &mut Upstream) -> Vec<Action> {
-    std::iter::from_fn(|| u.poll_action()).collect()
+fn drain(u: &mut Upstream) -> Vec<Output> {
+    std::iter::from_fn(|| u.poll_output()).collect()
 }
 
 fn expect_connect(u: &mut Upstream) -> (AttemptId, NodeId, StartAt) {
     let acts = drain(u);
     let found = acts.iter().find_map(|a| match a {
-        Action::Connect { attempt, candidate, start } => Some((*attempt, candidate.clone(), *start)),
+        Output::Connect { attempt, candidate, start } => Some((*attempt, candidate.clone(), *start)),
         _ => None,
     });
     found.unwrap_or_else(|| panic!("no connect in {acts:?}"))
@@ -33,7 +33,7 @@ fn subscribes_to_the_preferred_parent_first_with_a_backlog() {
     assert_eq!(cand, node("core-a"));
     assert_eq!(start, StartAt::Backlog { ms: 15_000 });
     u.handle(t0 + 5 * MS, Input::Accepted { attempt: a, source: SourceStatus::Live });
-    assert_eq!(drain(&mut u), [Action::Source(SourceStatus::Live), Action::Active { candidate: node("core-a") }]);
+    assert_eq!(drain(&mut u), [Output::Source(SourceStatus::Live), Output::Active { candidate: node("core-a") }]);
     for seq in 100..110 {
         assert_eq!(u.on_chunk(t0 + 10 * MS, a, seq), Verdict::Accept);
     }
@@ -79,8 +79,8 @@ fn a_stall_while_the_source_is_live_fails_over_after_one_second() {
     assert!(drain(&mut u).is_empty(), "not yet stalled");
     u.handle_timeout(t0 + 1200 * MS);
     let acts = drain(&mut u);
-    assert!(acts.contains(&Action::Close { attempt: a, reason: FailReason::Stalled }), "{acts:?}");
-    assert!(acts.iter().any(|x| matches!(x, Action::Connect { start: StartAt::Seq(8), .. })));
+    assert!(acts.contains(&Output::Close { attempt: a, reason: FailReason::Stalled }), "{acts:?}");
+    assert!(acts.iter().any(|x| matches!(x, Output::Connect { start: StartAt::Seq(8), .. })));
     assert_eq!(u.stats().stalls, 1);
 }
 
@@ -100,12 +100,12 @@ fn a_quiet_source_is_not_a_stall_but_a_silent_link_is_dead() {
     // The source comes back: the stall clock starts now, not at the last chunk long ago.
     let back = t0 + 9_500 * MS;
     u.handle(back, Input::SourceState { attempt: a, source: SourceStatus::Live });
-    assert_eq!(drain(&mut u), [Action::Source(SourceStatus::Live)]);
+    assert_eq!(drain(&mut u), [Output::Source(SourceStatus::Live)]);
     u.handle_timeout(back + 999 * MS);
     assert!(drain(&mut u).is_empty());
     // No chunk follows within a second of the source coming back: a stall.
     u.handle_timeout(back + 1000 * MS);
-    assert!(drain(&mut u).iter().any(|x| matches!(x, Action::Close { reason: FailReason::Stalled, .. })));
+    assert!(drain(&mut u).iter().any(|x| matches!(x, Output::Close { reason: FailReason::Stalled, .. })));
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn unknown_everywhere_is_not_found_and_restartable() {
     let (b, cand, _) = expect_connect(&mut u);
     assert_eq!(cand, node("core-b"));
     u.handle(t0, Input::Refused { attempt: b, code: RefuseCode::NotFound, reason: "no such channel".into() });
-    assert!(drain(&mut u).contains(&Action::NotFound));
+    assert!(drain(&mut u).contains(&Output::NotFound));
     assert!(u.is_not_found());
     assert_eq!(u.poll_timeout(), None);
     u.start(t0 + 10 * MS);
@@ -155,8 +155,8 @@ fn connect_timeout_moves_on() {
     let (a, _, _) = expect_connect(&mut u);
     u.handle_timeout(t0 + Duration::from_secs(3));
     let acts = drain(&mut u);
-    assert!(acts.contains(&Action::Close { attempt: a, reason: FailReason::ConnectTimeout }));
-    assert!(acts.iter().any(|x| matches!(x, Action::Connect { candidate, .. } if *candidate == node("core-b"))));
+    assert!(acts.contains(&Output::Close { attempt: a, reason: FailReason::ConnectTimeout }));
+    assert!(acts.iter().any(|x| matches!(x, Output::Connect { candidate, .. } if *candidate == node("core-b"))));
 }
 
 /// Two parents relaying the same numbered stream through a fake network with latency; parent A
@@ -173,8 +173,8 @@ fn whole_failover_on_a_fake_network_has_no_gap_and_no_duplicate() {
     let mut now = t0;
     let source_seq = |t: Instant| (t - t0).as_millis() as u64 / 40; // 25 chunks/s
     while now < t0 + Duration::from_secs(6) {
-        while let Some(act) = u.poll_action() {
-            if let Action::Connect { attempt, candidate, start } = act {
+        while let Some(act) = u.poll_output() {
+            if let Output::Connect { attempt, candidate, start } = act {
                 let parent = if candidate == node("core-a") { 0 } else { 1 };
                 if parent == 0 && now >= a_dies_at {
                     u.handle(now, Input::ConnectFailed { attempt, reason: "dead".into() });

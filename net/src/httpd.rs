@@ -1,0 +1,105 @@
+//! The HTTP server every role runs (edge, Tier 0 and relay SNs, MC, GSLB): hyper's HTTP/1
+//! connection with a header-read timeout, behind a [`ConnLimiter`]. `axum::serve` has neither:
+//! a partial header or an idle keep-alive socket held its connection (and a file descriptor)
+//! forever, and with the descriptors gone a new viewer waited unanswered in the backlog.
+//!
+//! - A connection must send a whole request header within `http_header_timeout_seconds` of
+//!   connecting or of its previous response (hyper starts the timer whenever it waits for a
+//!   head): slow headers and idle keep-alive connections are both closed. A response in flight
+//!   (an HTTP-TS viewer's stream) is not affected.
+//! - Past the global or per-address cap a connection gets `503` with `Retry-After` and is closed.
+//! - On shutdown each connection finishes its response in flight (at most [`DRAIN`]) and closes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+use tracing::debug;
+
+use crate::limits::{ConnLimiter, Limits, Refusal};
+
+/// How long connections get to finish after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What a refused connection is told before it is closed.
+fn refusal_response(r: Refusal) -> String {
+    let body = format!("{r}; retry shortly\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 5\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The limiter for a role's HTTP listener, from its `limits`.
+pub fn http_limiter(limits: &Limits, metrics: crate::limits::ConnMetrics) -> ConnLimiter {
+    ConnLimiter::new("http", limits.http_max_connections, limits.http_max_per_ip).with_metrics(metrics)
+}
+
+/// Serves `router` on `listener` until `cancel`; `tune` sees each accepted socket (send buffer,
+/// nodelay). Handlers get the client's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limiter: ConnLimiter,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+    tune: impl Fn(&TcpStream) + Send + 'static,
+) {
+    let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
+    let conns = TaskTracker::new();
+    while let Some((mut stream, peer, permit)) = crate::limits::accept_capped(&listener, &limiter, &cancel).await {
+        let permit = match permit {
+            Ok(p) => p,
+            Err(r) => {
+                // Best effort and without waiting: a refused client must not hold us up.
+                let _ = stream.try_write(refusal_response(r).as_bytes());
+                conns.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), stream.shutdown()).await;
+                });
+                continue;
+            }
+        };
+        tune(&stream);
+        // axum's make-service is always ready; asking keeps to the tower contract all the same.
+        let ready = std::future::poll_fn(|cx| Service::<SocketAddr>::poll_ready(&mut make, cx)).await;
+        let svc = match ready.map(|()| make.call(peer)) {
+            Ok(fut) => match fut.await {
+                Ok(s) => TowerToHyperService::new(s),
+                Err(never) => match never {},
+            },
+            Err(never) => match never {},
+        };
+        let (cancel, limiter) = (cancel.clone(), limiter.clone());
+        conns.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    limiter.count("timeout");
+                }
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    conns.close();
+    let _ = tokio::time::timeout(DRAIN + Duration::from_millis(500), conns.wait()).await;
+}

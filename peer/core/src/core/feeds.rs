@@ -1,0 +1,104 @@
+//! Who feeds each substream: the edge or a tree parent (LiveSky §2.3), the subscriptions sent
+//! to parents, and the reports of parents that are lost, late or silent.
+
+use super::*;
+
+impl PeerCore {
+    pub(super) fn on_feed(&mut self, now: Instant, s: u16, feed: FeedTo) {
+        let Phase::Joined { .. } = self.phase else { return };
+        let Some(sub) = self.substreams.get_mut(usize::from(s)) else { return };
+        let old = std::mem::replace(sub, Substream { last_rx_ts: sub.last_rx_ts, ..Substream::new(feed, now) }).feed;
+        if let FeedTo::Peer { id, .. } = old
+            && !matches!(feed, FeedTo::Peer { id: n, .. } if n == id)
+        {
+            if let Some(p) = self.parents.get_mut(&id) {
+                p.mask &= !(1u64 << s);
+            }
+            self.subscribe(id);
+        }
+        if let FeedTo::Peer { id, addr } = feed {
+            let next_link = &mut self.next_link;
+            let out = &mut self.out;
+            let link_parent = &mut self.link_parent;
+            let p = self.parents.entry(id).or_insert_with(|| {
+                let link = LinkId::Out(*next_link);
+                *next_link += 1;
+                link_parent.insert(link, id);
+                out.push_back(Output::Connect { link, peer: id, addr });
+                Parent { link, mask: 0, up: false, pending: false }
+            });
+            p.mask |= 1u64 << s;
+            self.subscribe(id);
+        }
+    }
+
+    /// Tells parent `id` which substreams we want from it now, or lets it go.
+    pub(super) fn subscribe(&mut self, id: PeerId) {
+        let Some(p) = self.parents.get(&id) else { return };
+        let (link, mask, up) = (p.link, p.mask, p.up);
+        if mask == 0 {
+            self.out.push_back(Output::Send { link, msg: PeerLink::Bye });
+            self.close(link);
+            self.parents.remove(&id);
+            self.link_parent.remove(&link);
+            return;
+        }
+        if !up || !self.may_subscribe() {
+            if let Some(p) = self.parents.get_mut(&id) {
+                p.pending = true;
+            }
+            return;
+        }
+        let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
+        self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: mask, from_seq } });
+        if let Some(p) = self.parents.get_mut(&id) {
+            p.pending = false;
+        }
+    }
+
+    /// Parents are asked for chunks once playback runs, or once the edge's start burst is over,
+    /// never came, or trickles too slowly to be worth waiting for (see [`BurstWatch`]).
+    pub(super) fn may_subscribe(&mut self) -> bool {
+        self.buffer.started_at().is_some() || self.burst.over(self.last_now)
+    }
+
+    /// Sends subscriptions held back while the burst was flowing.
+    pub(super) fn flush_pending_subscriptions(&mut self) {
+        if !self.may_subscribe() {
+            return;
+        }
+        let pending: Vec<PeerId> = self.parents.iter().filter(|(_, p)| p.pending && p.up).map(|(&id, _)| id).collect();
+        for id in pending {
+            self.subscribe(id);
+        }
+    }
+
+    pub(super) fn parent_gone(&mut self, link: LinkId, trouble: Trouble) {
+        let Some(pid) = self.link_parent.remove(&link) else { return };
+        let Some(p) = self.parents.remove(&pid) else { return };
+        for s in 0..64u16 {
+            if p.mask & (1u64 << s) != 0 {
+                self.stats.lost_reports += 1;
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s, parent: pid, trouble }));
+            }
+        }
+    }
+
+    /// Reports a parent whose substream falls behind the others.
+    pub(super) fn check_late(&mut self, now: Instant) {
+        let late_90k = u64::from(self.cfg.late_ms) * 90;
+        let (late_ms, newest) = (Duration::from_millis(u64::from(self.cfg.late_ms)), self.newest_ts);
+        for (s, sub) in self.substreams.iter_mut().enumerate() {
+            let FeedTo::Peer { id, .. } = sub.feed else { continue };
+            let settled = now.saturating_duration_since(sub.since) > late_ms;
+            if settled && !sub.late_reported && newest.saturating_sub(sub.last_rx_ts) > late_90k {
+                sub.late_reported = true;
+                self.stats.late_reports += 1;
+                // Late after sending something is a slow parent; nothing at all is one that
+                // denies service (the edge makes it a leaf when several children say so).
+                let trouble = if sub.parent_sent { Trouble::Late } else { Trouble::Silent };
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s as u16, parent: id, trouble }));
+            }
+        }
+    }
+}

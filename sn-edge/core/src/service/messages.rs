@@ -1,0 +1,109 @@
+//! What a joined client says: heartbeats, leaving, parent trouble (re-parenting, and demotion
+//! when several children agree), signalling (only to peers it was introduced to), reports
+//! (clamped, confirmations checked) and bad-chunk reports (bans by distinct identities).
+
+use super::*;
+
+impl Service {
+    pub(super) fn message(&mut self, now: Instant, conn: ConnId, peer: PeerId, msg: ToEdge) {
+        match msg {
+            ToEdge::Heartbeat => {}
+            ToEdge::Leave => {
+                self.conns.remove(&conn);
+                self.forget(peer);
+                self.out.push_back(Output::Close { conn });
+            }
+            ToEdge::ParentTrouble { substream, parent, trouble } => {
+                self.stats.parent_troubles += 1;
+                let current = self.admission.tracker().feeds(peer).and_then(|f| f.get(usize::from(substream)).copied());
+                if current != Some(Feed::Peer(parent)) {
+                    return; // stale: the client was moved already
+                }
+                let (books, need) = match trouble {
+                    Trouble::Unreachable => (&mut self.unreachable, self.cfg.unreachable_reports),
+                    Trouble::Silent => (&mut self.silent, self.cfg.silent_reports),
+                    Trouble::Late | Trouble::Lost => {
+                        self.admission.tracker_mut().reparent(peer, substream);
+                        return;
+                    }
+                };
+                let (reporters, new) = books.add(parent, peer);
+                if new && trouble == Trouble::Silent && reporters == need {
+                    tracing::info!(channel = %self.cfg.channel, %parent, "children get nothing from this parent: made a leaf");
+                    self.stats.demoted += 1;
+                }
+                if reporters >= need {
+                    self.admission.mark_unreachable(parent);
+                }
+                self.admission.tracker_mut().reparent(peer, substream);
+            }
+            ToEdge::Signal { to, kind, payload } => {
+                let allowed = payload.len() <= MAX_SIGNAL_BYTES
+                    && self.links.linked(peer, to)
+                    && self.clients.get_mut(&peer).is_some_and(|c| c.signals.try_take(now, 1.0));
+                match self.clients.get(&to) {
+                    Some(c) if allowed => {
+                        self.stats.signals_relayed += 1;
+                        self.out.push_back(Output::Send {
+                            conn: c.conn,
+                            msg: FromEdge::Signal { from: peer, kind, payload },
+                        });
+                    }
+                    _ => self.stats.signals_refused += 1,
+                }
+            }
+            ToEdge::Report(mut r) => {
+                self.sanitize_report(now, peer, &mut r);
+                match self.accounting.report(peer, &r, now) {
+                    accounting::Verdict::Counted => {}
+                    verdict => {
+                        if let accounting::Verdict::Flagged { earlier } = verdict {
+                            tracing::warn!(channel = %self.cfg.channel, %peer, claimed = earlier + r.bytes_up, "upload claims outrun what receivers confirm; excluded from the figures");
+                            self.stats.inflated_clients += 1;
+                            self.stats.reported.bytes_up = self.stats.reported.bytes_up.saturating_sub(earlier);
+                            self.stats.excluded_bytes_up += earlier;
+                        }
+                        self.stats.excluded_bytes_up += r.bytes_up;
+                        r.bytes_up = 0;
+                    }
+                }
+                if let Some(c) = self.clients.get_mut(&peer) {
+                    if c.natted {
+                        self.stats.natted_bytes_up = self.stats.natted_bytes_up.saturating_add(r.bytes_up);
+                    }
+                    if let Some(ms) = r.startup_ms
+                        && !c.startup_counted
+                    {
+                        c.startup_counted = true;
+                        if self.startups.len() < MAX_STARTUPS {
+                            self.startups.push(ms);
+                        }
+                    }
+                }
+                self.add_report(r);
+            }
+            ToEdge::BadChunk { from, seq } => {
+                // A client forwarded a chunk that failed its signature check: it never feeds anyone
+                // again (its children re-parented when they dropped it), and once enough distinct
+                // clients say so it is banned.
+                // Only a peer the edge put in touch with the sender can have had chunks from it;
+                // reporters are counted by identity, so one client with many connections is one.
+                let rotating = self.key_changed.is_some_and(|t| now.saturating_duration_since(t) < KEY_GRACE);
+                if !self.links.linked(peer, from) {
+                    self.stats.bad_chunk_refused += 1;
+                    return;
+                }
+                let reporter = self.clients.get(&peer).map_or(peer.0, |c| c.identity_key);
+                if self.clients.contains_key(&from) && !rotating {
+                    self.stats.bad_chunk_reports += 1;
+                    tracing::warn!(channel = %self.cfg.channel, reporter = %peer, sender = %from, seq, "chunk failed its signature check");
+                    self.admission.mark_unreachable(from);
+                    if self.bans.report(reporter, from) {
+                        self.ban(now, from);
+                    }
+                }
+            }
+            ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
+        }
+    }
+}

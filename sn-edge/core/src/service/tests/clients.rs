@@ -1,0 +1,289 @@
+//! The service's rules for what clients say and do: signalling, drains, bans, accounting and
+//! identities, each with the attack it stops.
+
+use super::*;
+
+#[test]
+fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    for conn in 0..2u64 {
+        let from = SocketAddr::from(([192, 0, 2, conn as u8 + 1], 5000));
+        let join = proto::peer::Join {
+            version: proto::peer::CLIENT_PROTOCOL_VERSION,
+            channel: channel(),
+            token: String::new(),
+            upload_kbps: 600,
+            listen: Some(from),
+            buffer_ms: 15_000,
+            redirects: 0,
+        };
+        s.handle(t0, Input::Joined { conn: conn.into(), from, join });
+    }
+    drain(&mut s);
+    let offer = ToEdge::Signal { to: PeerId(2), kind: proto::peer::SignalKind::Offer, payload: "v=0".into() };
+    s.handle(t0, Input::Message { conn: ConnId(0), msg: offer });
+    let relayed = drain(&mut s);
+    assert_eq!(
+        relayed,
+        [Output::Send {
+            conn: ConnId(1),
+            msg: FromEdge::Signal { from: PeerId(1), kind: proto::peer::SignalKind::Offer, payload: "v=0".into() }
+        }]
+    );
+    // To a peer id this edge does not know: dropped, nothing sent anywhere.
+    s.handle(
+        t0,
+        Input::Message {
+            conn: ConnId(0),
+            msg: ToEdge::Signal { to: PeerId(99), kind: proto::peer::SignalKind::Answer, payload: String::new() },
+        },
+    );
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().signals_relayed, 1);
+}
+
+/// Issue 20, finding 11: signals went to any peer id without limit; flooding a victim's queue
+/// got it dropped from the trees. Now a client signals only peers it was introduced to, nothing
+/// oversized, and no faster than the rate allows.
+#[test]
+fn signals_go_only_to_introduced_peers_small_and_rate_limited() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    // A stranger first (no listen address: nobody is sent to it), then two neighbours.
+    s.handle(t0, Input::Joined { conn: ConnId(7), from: ip(77), join: join_msg(None, 0) });
+    drain(&mut s);
+    let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
+    let [a, b] = [ids[0], ids[1]];
+    let signal = |to: PeerId, len: usize| ToEdge::Signal {
+        to,
+        kind: proto::peer::SignalKind::Candidate,
+        payload: "c".repeat(len),
+    };
+    // conn 0 is the first of `clients_at`, whose conn numbers restart at 0.
+    s.handle(t0, Input::Message { conn: ConnId(7), msg: signal(a, 10) });
+    s.handle(t0, Input::Message { conn: ConnId(0), msg: signal(b, MAX_SIGNAL_BYTES + 1) });
+    assert!(drain(&mut s).is_empty(), "a stranger's and an oversized signal are dropped");
+    for _ in 0..300 {
+        s.handle(t0, Input::Message { conn: ConnId(0), msg: signal(b, 100) });
+    }
+    let relayed = drain(&mut s).len();
+    assert_eq!(relayed, SIGNAL_BURST as usize, "a burst, then nothing until the bucket refills");
+    assert_eq!(s.stats().signals_refused, 2 + 300 - relayed as u64);
+    s.handle(t0 + Duration::from_secs(1), Input::Message { conn: ConnId(0), msg: signal(b, 100) });
+    assert_eq!(drain(&mut s).len(), 1, "refilled");
+}
+
+#[test]
+fn a_drained_edge_sends_every_client_present_and_arriving_to_a_sibling() {
+    let mut cfg = ServiceConfig::new(channel(), AdmissionConfig::paper());
+    cfg.siblings = vec!["198.51.100.2:7600".into()];
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    let from = |i: u8| SocketAddr::from(([203, 0, 113, i], 4000));
+    for conn in 0..3u64 {
+        s.handle(
+            t0,
+            Input::Joined { conn: conn.into(), from: from(conn as u8), join: join_msg(Some(from(conn as u8)), 0) },
+        );
+    }
+    let welcomed = drain(&mut s).iter().filter(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })).count();
+    assert_eq!(welcomed, 3);
+    let redirected = |out: Vec<Output>| {
+        let mut conns: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, msg: FromEdge::Redirect { to, .. } } if to == "198.51.100.2:7600" => Some(conn.0),
+                _ => None,
+            })
+            .collect();
+        conns.sort_unstable();
+        conns
+    };
+    s.handle(t0, Input::Drain(true));
+    assert_eq!(redirected(drain(&mut s)), [0, 1, 2], "every client present is moved");
+    s.handle(t0, Input::Joined { conn: ConnId(7), from: from(7), join: join_msg(Some(from(7)), 0) });
+    assert_eq!(redirected(drain(&mut s)), [7], "and every one arriving");
+    s.handle(t0, Input::Drain(false));
+    s.handle(t0, Input::Joined { conn: ConnId(8), from: from(8), join: join_msg(Some(from(8)), 0) });
+    assert!(drain(&mut s).iter().any(|o| matches!(o, Output::Send { conn: ConnId(8), msg: FromEdge::Welcome(_) })));
+    // Without a sibling a drained edge refuses, with the reason.
+    let mut lone = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    lone.handle(t0, Input::Drain(true));
+    lone.handle(t0, Input::Joined { conn: ConnId(1), from: from(1), join: join_msg(Some(from(1)), 0) });
+    assert!(
+        drain(&mut lone).iter().any(
+            |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("draining"))
+        )
+    );
+}
+
+/// Clients joined from `addrs` (each listening where it connects from, so the edge makes them
+/// mesh neighbours of each other); their peer ids.
+fn clients_at(s: &mut Service, t0: Instant, addrs: &[SocketAddr]) -> Vec<PeerId> {
+    let mut peer_of = Vec::new();
+    for (conn, &from) in addrs.iter().enumerate() {
+        s.handle(t0, Input::Joined { conn: conn.into(), from, join: join_msg(Some(from), 0) });
+        let welcome = drain(s).into_iter().find_map(|o| match o {
+            Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.peer),
+            _ => None,
+        });
+        peer_of.push(welcome.unwrap_or_else(|| panic!("client {conn} welcomed")));
+    }
+    peer_of
+}
+
+fn ip(i: u8) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, i], 5000))
+}
+
+#[test]
+fn a_sender_reported_by_two_clients_is_banned_and_one_liar_bans_nobody() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let peer_of = clients_at(&mut s, t0, &[ip(1), ip(2), ip(3), ip(4)]);
+    let report = |s: &mut Service, reporter: u64, sender: usize| {
+        s.handle(t0, Input::Message { conn: reporter.into(), msg: ToEdge::BadChunk { from: peer_of[sender], seq: 7 } });
+        drain(s)
+    };
+    let closed = |out: &[Output], conn: u64| out.iter().any(|o| *o == Output::Close { conn: ConnId(conn) });
+    // Client 3 lies about client 1 (twice): client 1 stops feeding others but stays.
+    assert!(!closed(&report(&mut s, 3, 1), 1));
+    assert!(!closed(&report(&mut s, 3, 1), 1), "one reporter, however often, is one report");
+    // Clients 1 and 2 both report client 0: banned, told why, disconnected.
+    assert!(!closed(&report(&mut s, 1, 0), 0));
+    let out = report(&mut s, 2, 0);
+    assert!(closed(&out, 0), "{out:?}");
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Send { conn: ConnId(0), msg: FromEdge::Refused { reason } } if reason.contains("banned"))
+    ));
+    assert_eq!((s.stats().bans, s.snapshot().p0), (1, 3));
+    // Rejoining from its address is refused until the ban runs out; others join.
+    let t1 = t0 + Duration::from_secs(60);
+    s.handle(t1, Input::Joined { conn: ConnId(10), from: ip(1), join: join_msg(None, 0) });
+    assert!(drain(&mut s).iter().any(
+        |o| matches!(o, Output::Send { msg: FromEdge::Refused { reason }, .. } if reason.contains("banned for 540 s"))
+    ));
+    s.handle(t1, Input::Joined { conn: ConnId(11), from: ip(9), join: join_msg(None, 0) });
+    assert!(drain(&mut s).iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })));
+    let t2 = t0 + Duration::from_secs(601);
+    s.handle(t2, Input::Joined { conn: ConnId(12), from: ip(1), join: join_msg(None, 0) });
+    assert!(
+        drain(&mut s).iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })),
+        "the ban ran out"
+    );
+    assert_eq!(s.stats().refused_banned, 1);
+}
+
+/// Issue 20, finding 3: an attacker with two connections got an honest peer banned. A report
+/// counts only from a peer introduced to the accused, and reporters count by identity.
+#[test]
+fn strangers_and_one_identity_on_many_connections_ban_nobody() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    // Two strangers without a listen address (nobody is ever sent to them), then the victim,
+    // then two attacker connections from one address, introduced to it as mesh neighbours.
+    for conn in [3u64, 4] {
+        s.handle(t0, Input::Joined { conn: conn.into(), from: ip(conn as u8 + 10), join: join_msg(None, 0) });
+    }
+    drain(&mut s);
+    let victim = clients_at(&mut s, t0, &[ip(1)])[0];
+    for conn in [1u64, 2] {
+        let from = SocketAddr::from(([198, 51, 100, 7], 6000 + conn as u16));
+        s.handle(t0, Input::Joined { conn: conn.into(), from, join: join_msg(Some(from), 0) });
+    }
+    drain(&mut s);
+    for conn in 1..=4u64 {
+        s.handle(t0, Input::Message { conn: conn.into(), msg: ToEdge::BadChunk { from: victim, seq: 7 } });
+    }
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|o| *o == Output::Close { conn: ConnId(0) }), "the victim stays: {out:?}");
+    let st = s.stats();
+    assert_eq!((st.bans, st.bad_chunk_reports, st.bad_chunk_refused), (0, 2, 2), "{st:?}");
+}
+
+#[test]
+fn an_inflated_upload_claim_is_flagged_and_left_out_of_the_figures() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
+    let report = |up: u64, from: Vec<(PeerId, u64)>| proto::peer::PeerReport {
+        interval_ms: 60_000,
+        bytes_up: up,
+        from_peers: from,
+        ..Default::default()
+    };
+    // Client 0 feeds client 1 about 1 MB a minute and claims 8 (a minute at twice its upload
+    // cap, about 10 MB, is the most a report may claim at all); client 1 confirms what it got.
+    for minute in 1..=3 {
+        let t = t0 + Duration::from_secs(60 * minute);
+        s.handle(t, Input::Message { conn: ConnId(0), msg: ToEdge::Report(report(8 << 20, vec![])) });
+        s.handle(t, Input::Message { conn: ConnId(1), msg: ToEdge::Report(report(0, vec![(ids[0], 1 << 20)])) });
+    }
+    let st = s.stats();
+    assert_eq!(st.inflated_clients, 1);
+    assert_eq!(st.reported.bytes_up, 0, "none of its claims count");
+    assert_eq!(st.excluded_bytes_up, 24 << 20);
+}
+
+/// Issue 20, finding 10: confirmations came from anyone about anyone, so a sybil vouched for
+/// 60 GiB. Now only a receiver introduced to the sender confirms, and only what a report
+/// interval can hold.
+#[test]
+fn only_introduced_receivers_confirm_and_only_what_an_interval_holds() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    // A sybil with no listen address, before client 0: never introduced to it.
+    s.handle(t0, Input::Joined { conn: ConnId(5), from: ip(50), join: join_msg(None, 0) });
+    drain(&mut s);
+    let ids = clients_at(&mut s, t0, &[ip(1)]);
+    let claim = |up: u64| proto::peer::PeerReport { interval_ms: 60_000, bytes_up: up, ..Default::default() };
+    let vouch =
+        proto::peer::PeerReport { interval_ms: 60_000, from_peers: vec![(ids[0], 60 << 30)], ..Default::default() };
+    for minute in 1..=3 {
+        let t = t0 + Duration::from_secs(60 * minute);
+        s.handle(t, Input::Message { conn: ConnId(0), msg: ToEdge::Report(claim(5 << 20)) });
+        s.handle(t, Input::Message { conn: ConnId(5), msg: ToEdge::Report(vouch.clone()) });
+    }
+    let st = s.stats();
+    assert_eq!(st.confirmations_refused, 3);
+    assert_eq!(st.inflated_clients, 1, "the sybil's word is worth nothing: {st:?}");
+    // Wrapped counters are cut to what a minute holds.
+    s.handle(
+        t0 + Duration::from_secs(240),
+        Input::Message {
+            conn: ConnId(5),
+            msg: ToEdge::Report(proto::peer::PeerReport {
+                interval_ms: u32::MAX,
+                played_ms: 60_000,
+                stalls: u32::MAX,
+                bytes_from_edge: u64::MAX - 5,
+                ..Default::default()
+            }),
+        },
+    );
+    let st = s.stats();
+    assert_eq!(st.reports_clamped, 4, "the three 60 GiB vouches and this one");
+    assert!(st.reported.stalls <= 62_000 / 1000 + 1 && st.reported.bytes_from_edge < 1 << 30, "{:?}", st.reported);
+}
+
+#[test]
+fn a_second_client_with_a_connected_identity_is_noticed() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let with_token = |token: &str| proto::peer::Join { token: token.into(), ..join_msg(None, 0) };
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(1), from: "192.0.2.1:1".parse().unwrap(), join: with_token("9.alice.ff") },
+    );
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(2), from: "198.51.100.1:1".parse().unwrap(), join: with_token("9.bob.ff") },
+    );
+    assert_eq!(s.stats().duplicate_identities, 0);
+    s.handle(
+        t0,
+        Input::Joined { conn: ConnId(3), from: "203.0.113.1:1".parse().unwrap(), join: with_token("9.alice.ee") },
+    );
+    assert_eq!(s.stats().duplicate_identities, 1, "alice on a second machine");
+}

@@ -1,0 +1,231 @@
+use std::collections::HashSet;
+
+use super::*;
+
+fn tracker(k: u16, k_prime: u8, edge_substreams: usize) -> Tracker {
+    Tracker::new(TreeConfig { substreams: k, k_prime, mesh: 8, edge_substreams, seed: 7 })
+}
+
+/// Every structural promise of the tracker, checked from scratch.
+fn check_invariants(t: &Tracker) {
+    let k = t.cfg.substreams;
+    let mut edge_fed = 0;
+    for (&id, c) in &t.clients {
+        let mut children_total = 0;
+        for s in 0..k {
+            let si = usize::from(s);
+            // Depth follows the feed and stays within K'; walking up reaches the edge (no cycle).
+            let expect = match c.feed[si] {
+                Feed::None => 0,
+                Feed::Edge => {
+                    edge_fed += 1;
+                    1
+                }
+                Feed::Peer(p) => {
+                    let pc = &t.clients[&p];
+                    assert!(pc.children[si].contains(&id), "{p} lists {id} as child in {s}");
+                    assert!(pc.reachable, "unreachable {p} feeds {id}");
+                    pc.depth[si] + 1
+                }
+            };
+            assert_eq!(c.depth[si], expect, "depth of {id} in {s}");
+            assert!(c.depth[si] <= t.cfg.k_prime, "depth {} > K'", c.depth[si]);
+            let mut seen = HashSet::new();
+            let mut cur = id;
+            while let Feed::Peer(p) = t.clients[&cur].feed[si] {
+                assert!(seen.insert(cur), "cycle through {cur} in substream {s}");
+                cur = p;
+            }
+            for &ch in &c.children[si] {
+                assert_eq!(t.clients[&ch].feed[si], Feed::Peer(id));
+            }
+            children_total += c.children[si].len();
+        }
+        assert_eq!(usize::from(c.used), children_total, "slots used by {id}");
+        assert!(c.used <= c.slots, "{id} over its upload budget");
+    }
+    assert_eq!(t.edge_fed, edge_fed);
+    // The incremental counters agree with a recount.
+    let st = t.stats();
+    assert_eq!(st.push, t.clients.values().filter(|c| c.push).count());
+    assert_eq!(
+        st.unfed,
+        t.clients.values().map(|c| c.feed.iter().filter(|f| **f == Feed::None).count()).sum::<usize>()
+    );
+}
+
+#[test]
+fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
+    // K = 4; push peers upload 1.5 × the stream = 6 substream slots; K' = 2.
+    let mut t = tracker(4, 2, 10 * 4);
+    for id in (0..10).map(PeerId) {
+        t.add_push(id, 6);
+    }
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
+    assert_eq!(placed, 15, "10 push peers × 6 slots / 4 substreams");
+    assert!(!t.p2p_room());
+    check_invariants(&t);
+    for id in (100..115).map(PeerId) {
+        let feeds = t.feeds(id).unwrap();
+        assert!(feeds.iter().all(|f| matches!(f, Feed::Peer(p) if p.0 < 10)), "{feeds:?}");
+        assert!((0..4).all(|s| t.depth(id, s) == 2));
+    }
+    // A failed placement leaves no trace.
+    assert!(!t.contains(PeerId(115)) && t.stats().clients == 25);
+}
+
+#[test]
+fn deeper_trees_use_p2p_peers_as_parents_and_spread_interior_roles() {
+    let mut t = tracker(4, 3, 4 * 4);
+    for id in (0..4).map(PeerId) {
+        t.add_push(id, 6);
+    }
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
+    // Depth 2 can hold 6 clients; each of them adds 6 slots for depth 3.
+    assert!(placed >= 12, "placed {placed}");
+    check_invariants(&t);
+    let level2: Vec<PeerId> =
+        (100..100 + placed as u64).map(PeerId).filter(|&id| (0..4).any(|s| t.depth(id, s) == 2)).collect();
+    let forwarding = level2.iter().filter(|&&id| (0..4).any(|s| !t.children(id, s).is_empty())).count();
+    assert!(
+        forwarding * 10 >= level2.len() * 8,
+        "forwarding spread over depth-2 clients: {forwarding}/{}",
+        level2.len()
+    );
+    // Interior preference: most of what P2P peers forward is their interior substream.
+    let (mut interior_edges, mut all_edges) = (0, 0);
+    for &id in &level2 {
+        for s in 0..4 {
+            let n = t.children(id, s).len();
+            all_edges += n;
+            if s == t.clients[&id].interior {
+                interior_edges += n;
+            }
+        }
+    }
+    assert!(interior_edges * 2 > all_edges, "{interior_edges} of {all_edges} forwarded substreams are interior");
+}
+
+#[test]
+fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
+    // Three push peers with 4 slots each feed three P2P clients exactly (K = 4): no spare slot.
+    // The edge can feed 10 substreams: 12 for push peers would not fit after a fourth joins.
+    let mut t = tracker(4, 2, 3 * 4);
+    for id in (0..3).map(PeerId) {
+        t.add_push(id, 4);
+    }
+    for id in (100..103).map(PeerId) {
+        assert!(t.add_p2p(id, 0));
+    }
+    assert!(!t.p2p_room());
+    let orphans: usize = (0..4).map(|s| t.children(PeerId(0), s).len()).sum();
+    assert_eq!(orphans, 4);
+    t.cfg.edge_substreams = 10;
+    t.drain_changes();
+    // Push peer 0 leaves: the edge has room for two of its four orphaned substreams.
+    t.remove(PeerId(0));
+    check_invariants(&t);
+    let st = t.stats();
+    assert_eq!((st.refocus_total, st.unfed, st.edge_substreams), (2, 2, 10), "{st:?}");
+    let changes = t.drain_changes();
+    assert_eq!(changes.iter().filter(|c| c.feed == Feed::Edge).count(), 2, "{changes:?}");
+    // A new push peer appears: the tick puts everyone back into trees and frees the edge.
+    t.cfg.edge_substreams = 12;
+    t.add_push(PeerId(50), 4);
+    t.tick();
+    check_invariants(&t);
+    let st = t.stats();
+    assert_eq!(st.unfed, 0, "{st:?}");
+    assert_eq!(st.edge_substreams, 3 * 4, "only push peers are fed by the edge again: {st:?}");
+}
+
+#[test]
+fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
+    let mut t = tracker(2, 2, 100);
+    for id in (0..3).map(PeerId) {
+        t.add_push(id, 4);
+    }
+    assert!(t.add_p2p(PeerId(10), 0));
+    let Feed::Peer(old) = t.feeds(PeerId(10)).unwrap()[0] else { panic!() };
+    // LiveSky §3.2: the edge feeds it until the overlay adapts, then another parent takes over.
+    t.reparent(PeerId(10), 0);
+    assert_eq!(t.feeds(PeerId(10)).unwrap()[0], Feed::Edge);
+    assert_eq!(t.stats().refocus_total, 1);
+    t.tick();
+    let Feed::Peer(new) = t.feeds(PeerId(10)).unwrap()[0] else { panic!("{:?}", t.feeds(PeerId(10))) };
+    assert_ne!(old, new, "the late parent is not picked again");
+    t.mark_unreachable(new);
+    check_invariants(&t);
+    assert!(!matches!(t.feeds(PeerId(10)).unwrap()[0], Feed::Peer(p) if p == new));
+    let mut placed = 0;
+    for id in (20..30).map(PeerId) {
+        if t.add_p2p(id, 0) {
+            placed += 1;
+            assert!(t.feeds(id).unwrap().iter().all(|f| *f != Feed::Peer(new)), "unreachable parent chosen");
+        }
+    }
+    assert!(placed >= 2);
+    check_invariants(&t);
+}
+
+#[test]
+fn random_churn_never_breaks_the_trees() {
+    let mut t = tracker(4, 3, 40);
+    let mut rng = proto::rng::SplitMix64::new(12345);
+    let mut next = || rng.next_u64();
+    let mut live: Vec<PeerId> = Vec::new();
+    for step in 0..3000u64 {
+        match next() % 10 {
+            0..=4 => {
+                let id = PeerId(step + 1000);
+                let slots = (next() % 9) as u16;
+                if t.stats().push < 6 && next() % 3 == 0 {
+                    t.add_push(id, slots);
+                    live.push(id);
+                } else if t.add_p2p(id, slots) {
+                    live.push(id);
+                }
+            }
+            5..=7 if !live.is_empty() => {
+                let i = (next() % live.len() as u64) as usize;
+                t.remove(live.swap_remove(i));
+            }
+            8 if !live.is_empty() => {
+                let id = live[(next() % live.len() as u64) as usize];
+                t.reparent(id, (next() % 4) as u16);
+            }
+            9 if !live.is_empty() => {
+                if next() % 4 == 0 {
+                    let id = live[(next() % live.len() as u64) as usize];
+                    t.mark_unreachable(id);
+                } else {
+                    t.tick();
+                }
+            }
+            _ => {}
+        }
+        check_invariants(&t);
+    }
+    assert!(t.stats().reparent_total > 100);
+}
+
+#[test]
+fn mesh_neighbours_are_distinct_others_reachable_first() {
+    let mut t = tracker(4, 2, 1000);
+    for id in (0..30).map(PeerId) {
+        t.add_push(id, 6);
+    }
+    for id in (0..10).map(PeerId) {
+        t.mark_unreachable(id);
+    }
+    let m = t.mesh_for(PeerId(5));
+    assert_eq!(m.len(), 8);
+    assert!(!m.contains(&PeerId(5)));
+    assert_eq!(m.iter().collect::<HashSet<_>>().len(), 8);
+    assert!(m.iter().all(|&o| o.0 >= 10), "reachable first: {m:?}");
+    let mut small = tracker(4, 2, 100);
+    for id in (0..4).map(PeerId) {
+        small.add_push(id, 6);
+    }
+    assert_eq!(small.mesh_for(PeerId(0)).len(), 3, "everyone else when there are fewer than M");
+}
