@@ -122,7 +122,7 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5}",
+                "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5} {:>8} {:>12} {:>15}",
                 "period (UTC)",
                 "edge",
                 "channel",
@@ -133,15 +133,22 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                 "P2P bytes",
                 "stalls",
                 "Q1",
-                "stage"
+                "stage",
+                "starts",
+                "startup p50",
+                "latency p50/95"
             );
             for r in store.rows(channel.as_deref(), since)? {
                 let q1 = proto::quality::q1(r.played_ms, r.stalled_ms).map_or("-".to_string(), |q| format!("{q:.4}"));
                 let mut st = r.startups.clone();
                 st.sort_unstable();
                 let p50 = st.get(st.len() / 2).map_or("-".to_string(), |v| format!("{v} ms"));
+                let latency = r
+                    .latency()
+                    .p50_p95()
+                    .map_or("-".to_string(), |(a, b)| format!("{:.1}/{:.1} s", f64::from(a) / 1e3, f64::from(b) / 1e3));
                 println!(
-                    "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5} {:>8} {:>12}",
+                    "{:<19} {:<10} {:<12} {:>6} {:>6} {:>6} {:>12} {:>12} {:>6} {:>8} {:>5} {:>8} {:>12} {:>15}",
                     reports::utc_time(r.start_ms),
                     r.node,
                     r.channel,
@@ -154,7 +161,8 @@ pub async fn run(cmd: McCmd) -> anyhow::Result<()> {
                     q1,
                     r.stage,
                     st.len(),
-                    p50
+                    p50,
+                    latency
                 );
             }
             Ok(())

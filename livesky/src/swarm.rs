@@ -11,6 +11,7 @@ use anyhow::Context;
 use livesky_peer::core::{PeerConfig, PeerStats};
 use livesky_peer::driver::{self, Ended, Net, Transport};
 use proto::ChannelId;
+use proto::quality::LatencyHistogram;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,17 @@ pub fn spawn_peer_with(cfg: PeerConfig, edge: SocketAddr, transport: Transport, 
     Member { stats, played, task }
 }
 
+fn merged_latency(all: &[PeerStats]) -> LatencyHistogram {
+    all.iter().fold(LatencyHistogram::default(), |mut h, s| {
+        h.merge(&s.latency);
+        h
+    })
+}
+
+fn latency_text(h: &LatencyHistogram) -> String {
+    h.p50_p95().map_or("-".into(), |(a, b)| format!("{:.1}/{:.1} s", f64::from(a) / 1e3, f64::from(b) / 1e3))
+}
+
 fn status(members: &[Member]) -> String {
     let all: Vec<PeerStats> = members.iter().map(|m| *m.stats.borrow()).collect();
     let playing = all.iter().filter(|s| s.startup.is_some()).count();
@@ -82,9 +94,12 @@ fn status(members: &[Member]) -> String {
     let from_edge: u64 = all.iter().map(|s| s.bytes_from_edge).sum();
     let from_peers: u64 = all.iter().map(|s| s.bytes_from_peers).sum();
     let stalls: u64 = all.iter().map(|s| s.play.stalls).sum();
-    let share =
-        if from_edge + from_peers == 0 { 0.0 } else { 100.0 * from_peers as f64 / (from_edge + from_peers) as f64 };
-    format!("{} peers, {playing} playing, {push} push, P2P share {share:.1} %, stalls {stalls}", members.len())
+    let share = 100.0 * proto::quality::p2p_share(from_peers as f64, from_edge as f64);
+    format!(
+        "{} peers, {playing} playing, {push} push, P2P share {share:.1} %, stalls {stalls}, latency p50/p95 {}",
+        members.len(),
+        latency_text(&merged_latency(&all))
+    )
 }
 
 pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
@@ -113,18 +128,19 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     eprintln!();
     cancel.cancel();
     let mut rows = String::from(
-        "| peer | mode | startup (ms) | stalls | stalled (ms) | Q1 | from edge (kB) | from peers (kB) | uploaded (kB) | played (kB) | ended |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| peer | mode | startup (ms) | stalls | stalled (ms) | Q1 | latency p50/p95 | from edge (kB) | from peers (kB) | uploaded (kB) | played (kB) | ended |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, m) in members.into_iter().enumerate() {
         let ended = m.task.await.context("peer task")?.map_or_else(|e| e.to_string(), |e| format!("{e:?}"));
         let s = *m.stats.borrow();
         let q1 = proto::quality::q1(s.play.played_ms, s.play.stalled_ms).map_or("-".to_string(), |q| format!("{q:.4}"));
         rows.push_str(&format!(
-            "| {i} | {} | {} | {} | {} | {q1} | {} | {} | {} | {} | {ended} |\n",
+            "| {i} | {} | {} | {} | {} | {q1} | {} | {} | {} | {} | {} | {ended} |\n",
             if s.push { "push" } else { "p2p" },
             s.startup.map_or("-".into(), |d| d.as_millis().to_string()),
             s.play.stalls,
             s.play.stalled_ms,
+            latency_text(&s.latency),
             s.bytes_from_edge / 1000,
             s.bytes_from_peers / 1000,
             s.bytes_up / 1000,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use proto::NodeId;
 use proto::mc::ReportRow;
+use proto::quality::LatencyHistogram;
 use serde::Serialize;
 
 /// Rates are measured over this much of the latest samples.
@@ -45,6 +46,9 @@ pub struct Overview {
     /// Startup delays reported in the last 10 minutes.
     pub startup_p50_ms: Option<u32>,
     pub startup_p95_ms: Option<u32>,
+    /// Glass-to-glass latency of the chunks LiveSky clients played in the last minute.
+    pub latency_p50_ms: Option<u32>,
+    pub latency_p95_ms: Option<u32>,
     pub edges_reporting: usize,
     /// LiveSky clients flagged for upload claims their receivers do not confirm (since each
     /// edge started), and the claimed bytes left out of the P2P figures.
@@ -60,6 +64,9 @@ pub struct ChannelOnEdge {
     pub cdn_mbps: f64,
     pub p2p_mbps: f64,
     pub stage: u8,
+    /// Glass-to-glass latency on this edge in the last minute.
+    pub latency_p50_ms: Option<u32>,
+    pub latency_p95_ms: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +101,14 @@ fn rate_span(q: &VecDeque<Sample>) -> Option<(&Sample, &Sample, f64)> {
     let last = q.back()?;
     let base = q.iter().rev().find(|(t, _)| last.0.saturating_duration_since(*t) >= WINDOW).or(q.front())?;
     Some((base, last, last.0.saturating_duration_since(base.0).as_secs_f64()))
+}
+
+/// Latency counts of a sample's rows, all channels.
+fn latency_of(rows: &[ReportRow]) -> LatencyHistogram {
+    rows.iter().fold(LatencyHistogram::default(), |mut h, r| {
+        h.merge(&r.latency());
+        h
+    })
 }
 
 fn sums(rows: &[ReportRow]) -> Sums {
@@ -160,6 +175,7 @@ impl Noc {
         (o.startup_p50_ms, o.startup_p95_ms) = self.startup_percentiles(now_at);
         let (mut cdn_bps, mut p2p_bps, mut joins, mut leaves, mut stalls) = (0.0, 0.0, 0.0, 0.0, 0.0);
         let (mut played, mut stalled, mut reports, mut stalled_reports) = (0u64, 0u64, 0u64, 0u64);
+        let mut latency = LatencyHistogram::default();
         for q in self.samples.values() {
             let Some(((_, first), (_, last), secs)) = rate_span(q) else { continue };
             // Q1 and Q2 from the oldest sample kept (clients report once a minute), rates over
@@ -171,6 +187,7 @@ impl Noc {
             // Playing and stalled time come in client reports too (once a minute).
             played += last_sums.played.saturating_sub(oldest.played);
             stalled += last_sums.stalled.saturating_sub(oldest.stalled);
+            latency.merge(&latency_of(last).since(&latency_of(&q[0].1)));
             let now = last_sums;
             o.viewers_livesky += now.livesky;
             o.viewers_legacy += now.users.saturating_sub(now.livesky);
@@ -198,6 +215,7 @@ impl Noc {
         o.q2 = proto::quality::q2(stalled_reports, reports);
         o.stalls_per_min = stalls;
         o.q1 = proto::quality::q1(played, stalled);
+        (o.latency_p50_ms, o.latency_p95_ms) = (latency.quantile_ms(0.5), latency.quantile_ms(0.95));
         o
     }
 
@@ -219,6 +237,8 @@ impl Noc {
             let Some(now) = last.iter().find(|r| r.channel == channel) else { continue };
             let before = first.iter().find(|r| r.channel == channel).cloned().unwrap_or_default();
             let rate = |a: u64, b: u64| if secs > 0.0 { a.saturating_sub(b) as f64 * 8.0 / secs / 1e6 } else { 0.0 };
+            let oldest = q[0].1.iter().find(|r| r.channel == channel).map(ReportRow::latency).unwrap_or_default();
+            let latency = now.latency().since(&oldest);
             out.push(ChannelOnEdge {
                 edge: node.to_string(),
                 users: now.users,
@@ -226,6 +246,8 @@ impl Noc {
                 cdn_mbps: rate(now.cdn_bytes, before.cdn_bytes),
                 p2p_mbps: rate(now.p2p_bytes, before.p2p_bytes),
                 stage: now.stage,
+                latency_p50_ms: latency.quantile_ms(0.5),
+                latency_p95_ms: latency.quantile_ms(0.95),
             });
         }
         out
@@ -344,5 +366,21 @@ mod tests {
         assert_eq!((o.startup_p50_ms, o.startup_p95_ms), (Some(510), Some(950)));
         // Ten minutes later they have aged out.
         assert_eq!(n.overview(t0 + Duration::from_secs(700), 0).startup_p50_ms, None);
+    }
+
+    #[test]
+    fn latency_is_what_was_played_over_the_window_on_every_edge() {
+        let t0 = Instant::now();
+        let mut n = Noc::default();
+        let r = |counts: Vec<u64>| ReportRow { channel: "demo".into(), latency: counts.into(), ..ReportRow::default() };
+        // Edge a played 100 chunks at ≤ 250 ms long ago, then 100 in (1.75, 2] s; edge b 100 in (4, 5] s.
+        n.sample(t0, &id("a"), vec![r(vec![100])]);
+        n.sample(t0, &id("b"), vec![r(vec![])]);
+        n.sample(t0 + Duration::from_secs(10), &id("a"), vec![r(vec![100, 0, 0, 0, 0, 0, 0, 100])]);
+        n.sample(t0 + Duration::from_secs(10), &id("b"), vec![r([vec![0; 12], vec![100]].concat())]);
+        let o = n.overview(t0 + Duration::from_secs(10), 0);
+        assert_eq!((o.latency_p50_ms, o.latency_p95_ms), (Some(2_000), Some(4_900)), "{o:?}");
+        let per_edge: Vec<_> = n.channel("demo").iter().map(|e| e.latency_p50_ms).collect();
+        assert_eq!(per_edge, [Some(1_875), Some(4_500)]);
     }
 }

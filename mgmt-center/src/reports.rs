@@ -34,11 +34,23 @@ CREATE TABLE IF NOT EXISTS reports (
     stalled_ms INTEGER NOT NULL,
     stage INTEGER NOT NULL,
     startup_ms TEXT NOT NULL,
+    latency TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (node, channel, start_ms)
 );
 CREATE INDEX IF NOT EXISTS reports_by_channel ON reports (channel, start_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// Brings a store written by an older MC up to this schema (columns added since are appended
+/// with defaults, so old rows read as "not measured").
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_latency: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('reports') WHERE name = 'latency'")?.exists([])?;
+    if !has_latency {
+        conn.execute_batch("ALTER TABLE reports ADD COLUMN latency TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
+}
 
 /// One stored row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,6 +70,16 @@ pub struct Row {
     pub stage: u8,
     /// Startup delays (ms) of the clients that started in the period.
     pub startups: Vec<u32>,
+    /// Chunks played in the period by glass-to-glass latency bucket
+    /// (`proto::quality::LATENCY_BOUNDS_MS`).
+    pub latency: Vec<u64>,
+}
+
+impl Row {
+    pub fn latency(&self) -> proto::quality::LatencyHistogram {
+        let n = self.latency.len().min(proto::quality::LATENCY_BOUNDS_MS.len());
+        proto::quality::LatencyHistogram::from_counts(&self.latency[..n]).unwrap_or_default()
+    }
 }
 
 /// Bytes per channel per edge per hour, for billing.
@@ -87,6 +109,7 @@ impl ReportStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(ReportStore { conn: Mutex::new(conn) })
     }
 
@@ -101,7 +124,7 @@ impl ReportStore {
         let mut added = 0;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO reports VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT OR IGNORE INTO reports VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for row in &r.rows {
                 added += ins.execute(params![
@@ -119,6 +142,7 @@ impl ReportStore {
                     i(row.stalled_ms),
                     row.stage,
                     row.startup_ms.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                    row.latency.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
                 ])?;
             }
         }
@@ -131,7 +155,7 @@ impl ReportStore {
         let conn = self.conn();
         let mut q = conn.prepare_cached(
             "SELECT node, channel, start_ms, period_ms, users, joins, leaves, cdn_bytes, p2p_bytes, stalls,
-                    played_ms, stalled_ms, stage, startup_ms
+                    played_ms, stalled_ms, stage, startup_ms, latency
              FROM reports WHERE start_ms >= ?1 AND (?2 IS NULL OR channel = ?2)
              ORDER BY start_ms, node, channel",
         )?;
@@ -152,6 +176,7 @@ impl ReportStore {
                 stalled_ms: u(11)?,
                 stage: r.get(12)?,
                 startups: r.get::<_, String>(13)?.split_ascii_whitespace().filter_map(|v| v.parse().ok()).collect(),
+                latency: r.get::<_, String>(14)?.split_ascii_whitespace().filter_map(|v| v.parse().ok()).collect(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -267,6 +292,7 @@ mod tests {
                     p2p_bytes: 5,
                     users: 2,
                     startup_ms: vec![900, 1200].into(),
+                    latency: vec![0, 0, 0, 0, 0, 0, 0, 40].into(),
                     ..ReportRow::default()
                 },
                 ReportRow { channel: "live".into(), cdn_bytes: 1, ..ReportRow::default() },
@@ -293,6 +319,7 @@ mod tests {
             [(3_600_000, 100), (3_660_000, 50)]
         );
         assert_eq!(rows[0].startups, [900, 1200], "garbage samples are dropped");
+        assert_eq!(rows[0].latency().quantile_ms(0.5), Some(1_875), "40 chunks played 1.75–2 s behind live");
         assert_eq!(s.rows(None, 3_660_000).unwrap_or_else(|e| panic!("{e}")).len(), 2);
         let bill = s.billing(0).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -300,6 +327,33 @@ mod tests {
             BillingRow { hour_ms: 3_600_000, channel: "demo".into(), node: "e1".into(), cdn_bytes: 150, p2p_bytes: 10 }
         );
         assert_eq!(s.meta("config_version").unwrap_or_else(|e| panic!("{e}")), Some(7));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_store_from_before_latency_gains_the_column_and_keeps_its_rows() {
+        let path = std::env::temp_dir().join(format!("livesky-reports-old-{}.sqlite", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let old = SCHEMA.replace("    latency TEXT NOT NULL DEFAULT '',\n", "");
+            assert!(!old.contains("latency"));
+            conn.execute_batch(&old).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute(
+                "INSERT INTO reports VALUES ('e1', 'demo', 0, 60000, 1, 1, 0, 10, 20, 0, 1000, 0, 2, '700')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let s = ReportStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let node = NodeId::new("e1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.store(&node, &report(60_000, 5)).unwrap_or_else(|e| panic!("{e}")), 2);
+        let rows = s.rows(Some("demo"), 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].startups.as_slice(), rows[0].latency().total()), (&[700][..], 0), "old row: not measured");
+        assert_eq!(rows[1].latency().total(), 40);
+        drop(s);
+        assert!(ReportStore::open(&path).is_ok(), "migrating twice is harmless");
         let _ = std::fs::remove_file(&path);
     }
 

@@ -179,6 +179,7 @@ pub async fn run_with(
         }
         _ => slot.insert(PeerCore::new(cfg, Instant::now().into_std())),
     };
+    core.handle(Instant::now().into_std(), Input::Clock { unix_ms: livesky_net::clock::unix_ms() });
     let mut links: HashMap<LinkId, LinkHandle> = HashMap::new();
     let mut ended: Option<Ended> = None;
     let mut last_stats = Instant::now();

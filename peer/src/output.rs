@@ -14,8 +14,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use proto::Chunk;
+use proto::quality::LATENCY_BOUNDS_MS;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,7 @@ struct PeerMetrics {
     startup: Gauge,
     buffer: Gauge,
     links: IntGaugeVec,
+    latency: Histogram,
 }
 
 impl PeerMetrics {
@@ -66,7 +70,19 @@ impl PeerMetrics {
             registry.register(Box::new(g)).expect("registered once");
         }
         registry.register(Box::new(links.clone())).expect("registered once");
-        Self { registry, received, sent, stalls, startup, buffer, links }
+        // The core's latency buckets, so each count lands in the bucket it was counted in.
+        let bounds =
+            LATENCY_BOUNDS_MS[..LATENCY_BOUNDS_MS.len() - 1].iter().map(|&ms| f64::from(ms) / 1000.0).collect();
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "latency_seconds",
+                "Glass-to-glass latency of played chunks: playback wall clock − ingest",
+            )
+            .buckets(bounds),
+        )
+        .expect("static");
+        registry.register(Box::new(latency.clone())).expect("registered once");
+        Self { registry, received, sent, stalls, startup, buffer, links, latency }
     }
 }
 
@@ -114,6 +130,15 @@ impl LocalOutput {
         m.buffer.set(s.buffered_ms as f64 / 1000.0);
         m.links.with_label_values(&["parent"]).set(s.parents as i64);
         m.links.with_label_values(&["child"]).set(s.children as i64);
+        // The core counts by bucket; each new count is observed at its bucket's bound (the sum is
+        // an upper estimate). A new session's counts restart at zero.
+        let new = if s.latency.total() >= prev.latency.total() { s.latency.since(&prev.latency) } else { s.latency };
+        for (i, &n) in new.counts.iter().enumerate() {
+            let at = f64::from(LATENCY_BOUNDS_MS[i].min(LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 2])) / 1000.0;
+            for _ in 0..n.min(100_000) {
+                m.latency.observe(at);
+            }
+        }
     }
 
     pub fn stats(&self) -> PeerStats {
@@ -197,6 +222,9 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
     axum::Json(serde_json::json!({
         "startup_ms": s.startup.map(|d| d.as_millis() as u64),
         "buffer_ms": s.buffered_ms,
+        "latency_ms": s.latency_ms,
+        "latency_p50_ms": s.latency.quantile_ms(0.5),
+        "latency_p95_ms": s.latency.quantile_ms(0.95),
         "push": s.push,
         "parents": s.parents,
         "children": s.children,
@@ -218,7 +246,7 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
     }))
 }
 
-/// One-line live status: buffer, P2P share, rates, parents, stalls.
+/// One-line live status: buffer, glass-to-glass latency, P2P share, rates, parents, stalls.
 pub fn status_line(now: &PeerStats, before: &PeerStats, over: Duration) -> String {
     let secs = over.as_secs_f64().max(0.001);
     let down =
@@ -226,8 +254,9 @@ pub fn status_line(now: &PeerStats, before: &PeerStats, over: Duration) -> Strin
     let up = now.bytes_up.saturating_sub(before.bytes_up);
     let share = 100.0 * proto::quality::p2p_share(now.bytes_from_peers as f64, now.bytes_from_edge as f64);
     format!(
-        "buffer {:>5.1} s | P2P {share:>5.1} % | down {:>5.0} kbit/s | up {:>5.0} kbit/s | parents {} | children {} | stalls {}",
+        "buffer {:>5.1} s | latency {} | P2P {share:>5.1} % | down {:>5.0} kbit/s | up {:>5.0} kbit/s | parents {} | children {} | stalls {}",
         now.buffered_ms as f64 / 1000.0,
+        now.latency_ms.map_or_else(|| "  –  ".to_string(), |ms| format!("{:>4.1} s", ms as f64 / 1000.0)),
         down as f64 * 8.0 / 1000.0 / secs,
         up as f64 * 8.0 / 1000.0 / secs,
         now.parents,

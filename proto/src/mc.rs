@@ -264,6 +264,18 @@ pub struct ReportRow {
     /// Startup delays (ms) of LiveSky clients that started in the period.
     #[serde(rename = "@startup-ms", default, skip_serializing_if = "SpaceList::is_empty")]
     pub startup_ms: SpaceList<u32>,
+    /// Chunks LiveSky clients played, by glass-to-glass latency bucket
+    /// ([`crate::quality::LATENCY_BOUNDS_MS`]; trailing empty buckets left off).
+    #[serde(rename = "@latency", default, skip_serializing_if = "SpaceList::is_empty")]
+    pub latency: SpaceList<u64>,
+}
+
+impl ReportRow {
+    /// The row's latency counts as a histogram (extra buckets from a newer sender are dropped).
+    pub fn latency(&self) -> crate::quality::LatencyHistogram {
+        let n = self.latency.0.len().min(crate::quality::LATENCY_BOUNDS_MS.len());
+        crate::quality::LatencyHistogram::from_counts(&self.latency.0[..n]).unwrap_or_default()
+    }
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -13,10 +13,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::chunk::Chunk;
 use crate::codec::{FrameCodec, WireMessage};
 use crate::name::ChannelId;
+use crate::quality::{LATENCY_BOUNDS_MS, LatencyHistogram};
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_opt_u64, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 4;
+pub const CLIENT_PROTOCOL_VERSION: u16 = 5;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -92,6 +93,8 @@ pub struct PeerReport {
     /// Bytes taken from each peer in the interval (at most [`MAX_REPORTED_SENDERS`]): the edge
     /// checks senders' upload claims against them.
     pub from_peers: Vec<(PeerId, u64)>,
+    /// Chunks played in the interval by glass-to-glass latency (protocol 5).
+    pub latency: LatencyHistogram,
 }
 
 /// Senders a report lists at most (the biggest, when a client took from more).
@@ -329,6 +332,11 @@ impl WireMessage for ToEdge {
                     out.put_u64(peer.0);
                     out.put_u64(*bytes);
                 }
+                let latency = r.latency.trimmed();
+                out.put_u8(latency.len() as u8);
+                for &c in latency {
+                    out.put_u32(c.min(u64::from(u32::MAX)) as u32);
+                }
             }
             ToEdge::BadChunk { from, seq } => {
                 out.put_u8(7);
@@ -378,7 +386,16 @@ impl WireMessage for ToEdge {
                 let from_peers = (0..n)
                     .map(|_| Ok((PeerId(r.u64("sender")?), r.u64("bytes from sender")?)))
                     .collect::<Result<_, WireError>>()?;
+                let buckets = usize::from(r.u8("latency bucket count")?);
+                let counts =
+                    (0..buckets).map(|_| r.u32("latency count").map(u64::from)).collect::<Result<Vec<_>, _>>()?;
+                let latency = LatencyHistogram::from_counts(&counts).ok_or(WireError::TooMany {
+                    what: "latency buckets",
+                    len: buckets,
+                    max: LATENCY_BOUNDS_MS.len(),
+                })?;
                 ToEdge::Report(PeerReport {
+                    latency,
                     from_peers,
                     interval_ms: u[0],
                     played_ms: u[1],

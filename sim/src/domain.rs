@@ -90,6 +90,8 @@ pub struct Session {
     pub up_bytes: u64,
     pub from_edge: u64,
     pub from_peers: u64,
+    /// Chunks played by glass-to-glass latency.
+    pub latency: proto::quality::LatencyHistogram,
 }
 
 #[derive(Debug, Default)]
@@ -381,8 +383,11 @@ impl<'a> Domain<'a> {
         cfg.pull_only = sc.mode == Mode::Mesh;
         cfg.redirects = client.redirects;
         let leave_at = client.leave_at.max(t + 1);
+        let mut core = PeerCore::new(cfg, self.net.clock.at(t));
+        // The source stamps chunks with virtual time as their ingest wall clock.
+        core.handle(self.net.clock.at(t), PeerInput::Clock { unix_ms: t / 1000 });
         self.net.slots.push(Slot {
-            core: Some(PeerCore::new(cfg, self.net.clock.at(t))),
+            core: Some(core),
             client,
             core_since: t,
             timer: None,
@@ -441,6 +446,7 @@ impl<'a> Domain<'a> {
             up_bytes: st.bytes_up,
             from_edge: st.bytes_from_edge,
             from_peers: st.bytes_from_peers,
+            latency: st.latency,
         });
     }
 

@@ -21,6 +21,9 @@ pub struct Summary {
     pub started_under_15s: f64,
     pub startup_p50_ms: f64,
     pub startup_p95_ms: f64,
+    /// Glass-to-glass latency of every chunk played, all sessions.
+    pub latency_p50_ms: Option<u32>,
+    pub latency_p95_ms: Option<u32>,
     pub q1_median: f64,
     pub q1_worst: f64,
     pub q2_median: f64,
@@ -95,6 +98,10 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
     let (p2p, cdn) = minutes.iter().fold((0, 0), |(p, c), r| (p + r.p2p_bytes, c + r.cdn_bytes));
     let (nat_up, up) = minutes.iter().fold((0, 0), |(n, u), r| (n + r.natted_up_bytes, u + r.up_bytes));
     let silent = judged.iter().filter(|s| s.up_bytes == 0).count();
+    let latency = sessions.iter().fold(proto::quality::LatencyHistogram::default(), |mut h, s| {
+        h.merge(&s.latency);
+        h
+    });
     let refocus =
         (0..edges).map(|e| minutes.iter().filter(|r| r.edge == e).map(|r| r.refocus).max().unwrap_or(0)).sum();
     Summary {
@@ -108,6 +115,8 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
         started_under_15s: share(started_fast as u64, judged.len() as u64),
         startup_p50_ms: quantile(&mut startups, 0.5),
         startup_p95_ms: quantile(&mut startups, 0.95),
+        latency_p50_ms: latency.quantile_ms(0.5),
+        latency_p95_ms: latency.quantile_ms(0.95),
         q1_median: quantile(&mut q1, 0.5),
         q1_worst: quantile(&mut q1, 0.0),
         q2_median: quantile(&mut q2, 0.5),
@@ -133,6 +142,14 @@ impl Summary {
             ("users served by the CDN at peak", "58.6 %".into(), pct(self.users_on_cdn)),
             ("clients starting in < 15 s", "85 %".into(), pct(self.started_under_15s)),
             ("startup p50 / p95", "—".into(), format!("{:.0} / {:.0} ms", self.startup_p50_ms, self.startup_p95_ms)),
+            (
+                "glass-to-glass latency p50 / p95",
+                "—".into(),
+                match (self.latency_p50_ms, self.latency_p95_ms) {
+                    (Some(a), Some(b)) => format!("{:.1} / {:.1} s", f64::from(a) / 1e3, f64::from(b) / 1e3),
+                    _ => "–".into(),
+                },
+            ),
             ("Q1 median / worst", "0.99 / > 0.95".into(), format!("{:.4} / {:.4}", self.q1_median, self.q1_worst)),
             ("Q2 median / worst", "0.9998 / —".into(), format!("{:.4} / {:.4}", self.q2_median, self.q2_worst)),
             ("P2P share of delivered bytes", "~40 % of users".into(), pct(self.p2p_share)),
@@ -229,12 +246,12 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("sessions.csv"))?);
     writeln!(
         f,
-        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,redirects,natted,reachable,up_bytes,from_edge,from_peers"
+        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,redirects,natted,reachable,up_bytes,from_edge,from_peers,latency_p50_ms,latency_p95_ms"
     )?;
     for s in sessions {
         writeln!(
             f,
-            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.edge,
             s.joined_s,
             s.watched_s,
@@ -248,7 +265,9 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
             u8::from(s.reachable),
             s.up_bytes,
             s.from_edge,
-            s.from_peers
+            s.from_peers,
+            s.latency.quantile_ms(0.5).map_or(String::new(), |v| v.to_string()),
+            s.latency.quantile_ms(0.95).map_or(String::new(), |v| v.to_string())
         )?;
     }
     f.flush()?;

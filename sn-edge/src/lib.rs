@@ -231,6 +231,16 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
         .views()
         .into_iter()
         .map(|(c, snap, st)| {
+            let reported = serde_json::json!({
+                "played_ms": st.reported.played_ms,
+                "stalled_ms": st.reported.stalled_ms,
+                "stalls": st.reported.stalls,
+                "bytes_from_edge": st.reported.bytes_from_edge,
+                "bytes_from_peers": st.reported.bytes_from_peers,
+                "bytes_up": st.reported.bytes_up,
+                "latency_p50_ms": st.reported.latency.quantile_ms(0.5),
+                "latency_p95_ms": st.reported.latency.quantile_ms(0.95),
+            });
             serde_json::json!({
                 "channel": c.as_str(),
                 "stage": snap.stage as u8,
@@ -265,14 +275,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "natted_bytes_up": st.natted_bytes_up,
                 "leaves": snap.stats.leaves,
                 "aged_out": snap.stats.aged_out,
-                "reported": {
-                    "played_ms": st.reported.played_ms,
-                    "stalled_ms": st.reported.stalled_ms,
-                    "stalls": st.reported.stalls,
-                    "bytes_from_edge": st.reported.bytes_from_edge,
-                    "bytes_from_peers": st.reported.bytes_from_peers,
-                    "bytes_up": st.reported.bytes_up,
-                },
+                "reported": reported,
             })
         })
         .collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use proto::mc::{ReportRow, ReportXml};
+use proto::quality::LatencyHistogram;
 use sn_core::mc_client::McClient;
 use tracing::warn;
 
@@ -32,6 +33,7 @@ struct Totals {
     inflated: u64,
     excluded_up_bytes: u64,
     stage: u8,
+    latency: LatencyHistogram,
 }
 
 /// Sum of the series of `metric` whose `channel` label is `channel` (and `outcome` label, if
@@ -79,6 +81,7 @@ fn totals(edge: &Edge) -> BTreeMap<String, Totals> {
         t.inflated = st.inflated_clients;
         t.excluded_up_bytes = st.excluded_bytes_up;
         t.stage = snap.stage as u8;
+        t.latency = st.reported.latency;
     }
     out
 }
@@ -103,6 +106,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         excluded_up_bytes: now.excluded_up_bytes.saturating_sub(before.excluded_up_bytes),
         stage: now.stage,
         startup_ms: Default::default(),
+        latency: now.latency.since(&before.latency).trimmed().to_vec().into(),
     }
 }
 

@@ -46,6 +46,11 @@ pub enum Input {
         redirects: u8,
         listen: Option<SocketAddr>,
     },
+    /// The wall clock at `now`, Unix ms: glass-to-glass latency is wall clock at playback minus
+    /// the chunk's ingest time. The driver sends it at start and now and then (the newest counts).
+    Clock {
+        unix_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +194,8 @@ pub struct PeerCore {
     old_verifier: Option<(ChannelVerifier, Instant)>,
     /// Time of the input being handled (for timestamps deep in the call tree).
     last_now: Instant,
+    /// The wall clock at an instant ([`Input::Clock`]).
+    wall: Option<(Instant, u64)>,
     burst: BurstWatch,
     repair: Repair,
     /// Outgoing mesh links, by link.
@@ -236,6 +243,7 @@ impl PeerCore {
             verifier: None,
             old_verifier: None,
             last_now: now,
+            wall: None,
             burst: BurstWatch::new(now),
             repair: Repair::new(cfg.repair.clone()),
             mesh: DetMap::default(),
@@ -395,6 +403,10 @@ impl PeerCore {
                 self.last_now = now;
                 return self.rejoin(now, redirects, listen);
             }
+            Input::Clock { unix_ms } => {
+                self.wall = Some((now, unix_ms));
+                return;
+            }
             _ => {}
         }
         // Detached, whatever still trickles in belongs to the edge and links let go.
@@ -450,7 +462,7 @@ impl PeerCore {
                 self.children.insert(link, child);
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
-            Input::Leave | Input::Detach | Input::Rejoin { .. } => {}
+            Input::Leave | Input::Detach | Input::Rejoin { .. } | Input::Clock { .. } => {}
         }
         if chunk {
             self.play(now);
@@ -595,7 +607,13 @@ impl PeerCore {
             self.stats.startup = Some(startup);
             self.out.push_back(Output::Event(Event::Started { startup }));
         }
+        let wall_now = self.wall.map(|(at, ms)| ms + now.saturating_duration_since(at).as_millis() as u64);
         for c in due {
+            if let Some(wall) = wall_now {
+                let latency = wall.saturating_sub(c.header.ingest_ms);
+                self.stats.latency.record(latency);
+                self.stats.latency_ms = Some(latency);
+            }
             self.out.push_back(Output::Play(c));
         }
         if self.buffer.stats().stalls > stalls_before {

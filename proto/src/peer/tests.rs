@@ -53,6 +53,7 @@ fn control_messages_round_trip_and_reject_truncation() {
             startup_ms: Some(800),
             bytes_up: 1 << 40,
             from_peers: vec![(PeerId(7), 1 << 20), (PeerId(9), 0)],
+            latency: crate::quality::LatencyHistogram::from_counts(&[0, 3, 1_500]).unwrap_or_default(),
             ..Default::default()
         }),
         ToEdge::Report(PeerReport::default()),

@@ -2,6 +2,7 @@
 //! bytes by source, and bytes per sender the edge checks upload claims against) and its stats.
 
 use super::*;
+use proto::quality::LatencyHistogram;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PeerStats {
@@ -31,6 +32,10 @@ pub struct PeerStats {
     pub links: usize,
     /// The startup timeline of LiveSky §4.2, from the join request.
     pub timeline: Timeline,
+    /// Chunks played, by glass-to-glass latency (once the driver gave the wall clock).
+    pub latency: LatencyHistogram,
+    /// Glass-to-glass latency of the chunk played last, ms.
+    pub latency_ms: Option<u64>,
 }
 
 /// When each startup step happened, measured from the join request.
@@ -71,6 +76,7 @@ impl PeerCore {
             bytes_from_peers: cur.bytes_from_peers - prev.bytes_from_peers,
             bytes_up: cur.bytes_up - prev.bytes_up,
             startup_ms: cur.startup.map(|d| d.as_millis() as u32),
+            latency: cur.latency.since(&prev.latency),
             from_peers: {
                 let mut v: Vec<(PeerId, u64)> = std::mem::take(&mut self.received_from).into_iter().collect();
                 v.sort_by_key(|&(p, b)| (std::cmp::Reverse(b), p));

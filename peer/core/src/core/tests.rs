@@ -316,3 +316,46 @@ fn a_peer_missing_a_chunk_asks_for_maps_and_requests_it_as_soon_as_a_map_shows_i
         [Output::Send { link: LinkId::In(7), msg: PeerLink::Request { seq: 60 } }]
     );
 }
+
+#[test]
+fn glass_to_glass_latency_is_playback_wall_clock_minus_ingest_and_is_reported() {
+    let t0 = Instant::now();
+    let mut cfg = PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")));
+    cfg.report_interval = Duration::from_secs(2);
+    let mut p = PeerCore::new(cfg, t0);
+    // The source ingests a chunk every 40 ms from wall clock W0; at t0 it has just ingested seq 99.
+    const W0: u64 = 1_700_000_000_000;
+    let stamped = |seq: u64| {
+        let mut c = chunk(seq);
+        c.header.ingest_ms = W0 + seq * 40;
+        c
+    };
+    p.handle(t0, Input::FromEdge(welcome(1)));
+    for seq in 0..100 {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(stamped(seq))));
+    }
+    // Without the wall clock nothing is measured.
+    let (played, _) = run(&mut p, t0, t0 + Duration::from_millis(200));
+    assert!(!played.is_empty());
+    assert_eq!((p.stats().latency.total(), p.stats().latency_ms), (0, None));
+    let t1 = t0 + Duration::from_millis(200);
+    p.handle(t1, Input::Clock { unix_ms: W0 + 99 * 40 + 200 });
+    let mut to_edge = Vec::new();
+    let mut t = t1;
+    while t < t1 + Duration::from_millis(2_500) {
+        let next = ((t.saturating_duration_since(t0).as_millis() as u64) / 40) + 100;
+        p.handle(t, Input::FromEdge(FromEdge::Chunk(stamped(next))));
+        let (_, msgs) = run(&mut p, t, t + Duration::from_millis(40));
+        to_edge.extend(msgs);
+        t += Duration::from_millis(40);
+    }
+    // Playback started at seq 0 when seq 99 was live: every chunk plays 3.96 s after its ingest.
+    let s = p.stats();
+    assert_eq!(s.latency_ms, Some(3_960));
+    let (p50, p95) = s.latency.p50_p95().unwrap_or_default();
+    assert!((3_500..=4_000).contains(&p50) && (3_500..=4_000).contains(&p95), "{p50} {p95}");
+    let report = to_edge.iter().find_map(|m| if let ToEdge::Report(r) = m { Some(r) } else { None });
+    let report = report.unwrap_or_else(|| panic!("a report in {to_edge:?}"));
+    assert!(report.latency.total() >= 40, "the report counts what was played since the clock came: {report:?}");
+    assert_eq!(report.latency.total(), report.latency.counts[11], "all in (3.5, 4] s");
+}

@@ -60,6 +60,14 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> bool {
         *bytes = (*bytes).min(down);
     }
     r.startup_ms = r.startup_ms.map(|s| s.min(MAX_STARTUP_MS));
+    // Latency counts are played chunks: no more than 100 a second (60 fps with room to spare).
+    let most = u64::from(interval) / 10 + 1;
+    let total = r.latency.total();
+    if total > most {
+        for c in &mut r.latency.counts {
+            *c = (u128::from(*c) * u128::from(most) / u128::from(total)) as u64;
+        }
+    }
     *r != before
 }
 
@@ -95,6 +103,7 @@ impl Service {
         t.bytes_up = t.bytes_up.saturating_add(r.bytes_up);
         t.reports += 1;
         t.stalled_reports += u64::from(r.stalls > 0);
+        t.latency.merge(&r.latency);
     }
 }
 
@@ -116,6 +125,7 @@ mod tests {
             bytes_up: 3_000_000,
             startup_ms: Some(800),
             from_peers: vec![(PeerId(7), 2_000_000)],
+            latency: proto::quality::LatencyHistogram::from_counts(&[0, 0, 1_400]).unwrap_or_default(),
         };
         let honest = r.clone();
         assert!(!clamp(&mut r, Duration::from_millis(60_100), B));
@@ -134,6 +144,7 @@ mod tests {
             bytes_up: 60 << 30,
             startup_ms: Some(u32::MAX - 1),
             from_peers: vec![(PeerId(7), u64::MAX)],
+            latency: proto::quality::LatencyHistogram::from_counts(&[u64::from(u32::MAX); 2]).unwrap_or_default(),
         };
         assert!(clamp(&mut r, Duration::from_secs(10), B));
         assert_eq!(r.interval_ms, 12_000, "the edge saw 10 s pass (+2 s slack)");
@@ -144,5 +155,7 @@ mod tests {
         assert_eq!(r.from_peers[0].1, r.bytes_from_peers);
         assert!(r.bytes_up < 3 << 20, "{}", r.bytes_up);
         assert_eq!(r.startup_ms, Some(MAX_STARTUP_MS));
+        assert!(r.latency.total() <= 1_201, "12 s hold at most 1,200 chunks: {}", r.latency.total());
+        assert_eq!(r.latency.counts[0], r.latency.counts[1], "cut in proportion");
     }
 }

@@ -49,4 +49,6 @@ pub struct ReportTotals {
     pub reports: u64,
     /// Reports (one per client and interval) that had a stall: Q2 = 1 − this / reports.
     pub stalled_reports: u64,
+    /// Chunks the clients played, by glass-to-glass latency.
+    pub latency: proto::quality::LatencyHistogram,
 }
