@@ -251,7 +251,7 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     cfg.upload_kbps = args.upload_kbps;
     cfg.token = args.token.clone();
     if args.low_latency {
-        cfg.buffer = BufferConfig { buffer_ms: 3_000, start_ms: 1_000, max_stall_ms: 1_500, keep_ms: 5_000 };
+        cfg.buffer = BufferConfig::low_latency(3_000);
         cfg.catchup_ms = 3_000;
         cfg.late_ms = 1_000;
     }

@@ -39,6 +39,7 @@ struct PeerMetrics {
     received: IntCounterVec,
     sent: IntCounter,
     stalls: IntCounter,
+    catchups: IntCounter,
     startup: Gauge,
     buffer: Gauge,
     links: IntGaugeVec,
@@ -55,6 +56,7 @@ impl PeerMetrics {
         let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("static");
         let sent = counter("sent_bytes_total", "Chunk bytes uploaded to children");
         let stalls = counter("stalls_total", "Playback stalls since start");
+        let catchups = counter("catchups_total", "Jumps ahead at a keyframe after falling behind the buffer target");
         let startup = gauge("startup_seconds", "Join request to playback start (NaN until playback starts)");
         startup.set(f64::NAN);
         let buffer = gauge("buffer_seconds", "Media buffered ahead of playback");
@@ -63,6 +65,7 @@ impl PeerMetrics {
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sent.clone()),
             Box::new(stalls.clone()),
+            Box::new(catchups.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
@@ -82,7 +85,7 @@ impl PeerMetrics {
         )
         .expect("static");
         registry.register(Box::new(latency.clone())).expect("registered once");
-        Self { registry, received, sent, stalls, startup, buffer, links, latency }
+        Self { registry, received, sent, stalls, catchups, startup, buffer, links, latency }
     }
 }
 
@@ -126,6 +129,7 @@ impl LocalOutput {
         m.received.with_label_values(&["peer"]).inc_by(grown(s.bytes_from_peers, prev.bytes_from_peers));
         m.sent.inc_by(grown(s.bytes_up, prev.bytes_up));
         m.stalls.inc_by(grown(s.play.stalls, prev.play.stalls));
+        m.catchups.inc_by(grown(s.play.catchups, prev.play.catchups));
         m.startup.set(s.startup.map_or(f64::NAN, |d| d.as_secs_f64()));
         m.buffer.set(s.buffered_ms as f64 / 1000.0);
         m.links.with_label_values(&["parent"]).set(s.parents as i64);
@@ -234,6 +238,8 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
         "stalls": s.play.stalls,
         "stalled_ms": s.play.stalled_ms,
         "played_ms": s.play.played_ms,
+        "catchups": s.play.catchups,
+        "skipped_chunks": s.play.skipped_chunks,
         "timeline_ms": {
             "login_reply": s.timeline.login_reply.map(|d| d.as_millis() as u64),
             "first_data": s.timeline.first_data.map(|d| d.as_millis() as u64),

@@ -183,12 +183,10 @@ impl SimEdge {
         }
     }
 
-    /// A new chunk from the core: pushed to every client fed its substream, then start bursts
-    /// as far as the budget goes (the simulator's clock steps a chunk at a time).
+    /// A new chunk from the core: pushed to every client fed its substream.
     pub fn fan_out(&mut self, t: Micros, net: &mut Net, stream: &Stream, c: &Chunk) {
         let now = net.clock.at(t);
         self.feeder.new_chunk(now, c.seq(), stream);
-        self.feeder.handle_timeout(now, stream);
         self.send_out(t, net, stream);
     }
 

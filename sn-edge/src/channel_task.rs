@@ -199,7 +199,6 @@ async fn run_service(
     let mut batch = Vec::with_capacity(64);
     let mut conns: HashMap<ConnId, ConnOut> = HashMap::new();
     loop {
-        let feeder_wake = feeder.poll_timeout().map(Instant::from_std);
         let service_wake = service.poll_timeout().map(Instant::from_std);
         tokio::select! {
             _ = edge.node.cancelled() => break,
@@ -237,9 +236,6 @@ async fn run_service(
                 }
                 Err(_) => break,
             },
-            _ = tokio::time::sleep_until(feeder_wake.unwrap_or_else(far_future)), if feeder_wake.is_some() => {
-                feeder.handle_timeout(now_std(), &RingView(&hub.ring()));
-            }
             _ = tokio::time::sleep_until(service_wake.unwrap_or_else(far_future)), if service_wake.is_some() => {
                 service.handle_timeout(now_std());
                 publish_view(&edge, &channel, &service, &handle);

@@ -20,11 +20,28 @@ pub struct BufferConfig {
     pub max_stall_ms: u32,
     /// Played media kept for children and neighbours that ask for it.
     pub keep_ms: u32,
+    /// Playback this far behind the newest chunk held (after stalls, say) jumps ahead at the next
+    /// keyframe to about `buffer_ms` behind, rather than drifting further from live (0: never).
+    pub max_lag_ms: u32,
+}
+
+impl BufferConfig {
+    /// Low-latency mode: `target_ms` of buffer, caught up once lagging 2 s beyond it.
+    pub fn low_latency(target_ms: u32) -> Self {
+        let target_ms = target_ms.max(1_000);
+        Self {
+            buffer_ms: target_ms,
+            start_ms: (target_ms / 3).clamp(500, 2_000),
+            max_stall_ms: 1_500,
+            keep_ms: 5_000,
+            max_lag_ms: target_ms + 2_000,
+        }
+    }
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { buffer_ms: 15_000, start_ms: 2_000, max_stall_ms: 3_000, keep_ms: 10_000 }
+        Self { buffer_ms: 15_000, start_ms: 2_000, max_stall_ms: 3_000, keep_ms: 10_000, max_lag_ms: 30_000 }
     }
 }
 
@@ -38,6 +55,8 @@ pub struct PlayStats {
     pub stalled_ms: u64,
     pub duplicates: u64,
     pub skipped_chunks: u64,
+    /// Jumps ahead to get back within the buffer target of live ([`BufferConfig::max_lag_ms`]).
+    pub catchups: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,6 +198,11 @@ impl PlayBuffer {
                 State::Playing { clock_at, clock_ts } => {
                     let position = clock_ts + now.saturating_duration_since(clock_at).as_micros() as u64 * 9 / 100;
                     let Some(next) = self.next else { return };
+                    let due_keyframe =
+                        self.chunks.get(next).is_some_and(|c| c.header.media_ts <= position && c.header.is_keyframe());
+                    if due_keyframe && self.catch_up(now, next) {
+                        continue;
+                    }
                     match self.chunks.get(next) {
                         Some(c) if c.header.media_ts <= position => {
                             let ts = c.header.media_ts;
@@ -231,6 +255,32 @@ impl PlayBuffer {
         self.state = State::Playing { clock_at: now, clock_ts: ts };
         self.started_at = Some(now);
         self.chunks.retain(|s, _| s >= k);
+        true
+    }
+
+    /// At keyframe `at`, about to play: if that is more than `max_lag_ms` behind the newest chunk
+    /// held, jumps to the earliest later keyframe within `buffer_ms` of it (true if it did).
+    fn catch_up(&mut self, now: Instant, at: u64) -> bool {
+        let (Some(at_c), Some((_, newest))) = (self.chunks.get(at), self.chunks.last()) else { return false };
+        let newest_ts = newest.header.media_ts;
+        let lag = newest_ts.saturating_sub(at_c.header.media_ts);
+        if self.cfg.max_lag_ms == 0 || lag <= u64::from(self.cfg.max_lag_ms) * 90 {
+            return false;
+        }
+        let within = u64::from(self.cfg.buffer_ms) * 90;
+        let Some((k, ts)) = self
+            .chunks
+            .range_from(at + 1)
+            .find(|(_, c)| c.header.is_keyframe() && newest_ts.saturating_sub(c.header.media_ts) <= within)
+            .map(|(s, c)| (s, c.header.media_ts))
+        else {
+            return false;
+        };
+        self.stats.skipped_chunks += k - at;
+        self.stats.catchups += 1;
+        self.next = Some(k);
+        self.last_played_ts = ts.saturating_sub(self.frame_90k);
+        self.state = State::Playing { clock_at: now, clock_ts: ts };
         true
     }
 
@@ -392,9 +442,37 @@ mod tests {
     }
 
     #[test]
+    fn playback_that_fell_behind_the_target_catches_up_at_a_keyframe() {
+        let t0 = Instant::now();
+        let cfg = BufferConfig { max_stall_ms: 10_000, ..BufferConfig::low_latency(3_000) };
+        assert_eq!((cfg.start_ms, cfg.max_lag_ms), (1_000, 5_000));
+        let mut b = PlayBuffer::new(cfg);
+        for s in 0..110 {
+            b.insert(chunk(s));
+        }
+        assert_eq!(played(&mut b, t0), [0], "4.36 s behind the newest chunk at most: no catch-up");
+        assert_eq!(played(&mut b, t0 + ms(4_600)).last(), Some(&109));
+        assert!(b.is_stalled(), "110 is missing");
+        for s in 111..=300 {
+            b.insert(chunk(s));
+        }
+        b.insert(chunk(110));
+        assert_eq!(played(&mut b, t0 + ms(8_000)), [110], "resumes where it stalled");
+        assert_eq!(b.stats().catchups, 0);
+        // Keyframe 150 is due 6 s behind 300: jump to the first keyframe within 3 s of it.
+        let next = played(&mut b, t0 + ms(9_600));
+        assert_eq!(next, (111..150).chain([250]).collect::<Vec<_>>());
+        assert_eq!((b.stats().catchups, b.stats().skipped_chunks), (1, 100));
+        // Then on in real time from there, no second jump.
+        assert_eq!(played(&mut b, t0 + ms(10_000)), (251..=260).collect::<Vec<_>>());
+        assert_eq!(b.stats().catchups, 1);
+        assert!(b.buffered_ms() <= 3_000);
+    }
+
+    #[test]
     fn eviction_keeps_recent_history_only() {
         let t0 = Instant::now();
-        let mut b = PlayBuffer::new(BufferConfig { keep_ms: 2_000, ..BufferConfig::default() });
+        let mut b = PlayBuffer::new(BufferConfig { keep_ms: 2_000, max_lag_ms: 0, ..BufferConfig::default() });
         for s in 0..1000 {
             b.insert(chunk(s));
         }

@@ -1,16 +1,21 @@
 //! What the edge itself sends each LiveSky client, sans-IO (LiveSky §2.2, the edge as seed): the
 //! substreams the service gave it (`Output::Serve`'s mask) as chunks arrive — live traffic, always
-//! sent and counted against the edge's egress budget; the start burst from a keyframe — background
-//! traffic, sent with whatever budget is left, earliest joiner first; and the backfill of
-//! substreams the edge has just taken over, which the client may have missed.
+//! sent and counted against the edge's egress budget; the start burst from a keyframe, sent at once;
+//! and the backfill of substreams the edge has just taken over, which the client may have missed.
+//!
+//! The start burst is what a viewer waits for before the first picture, so it is never queued
+//! behind anything: the whole burst the client asked for when the budget can carry it within
+//! [`BURST_WAIT`], else only the newest keyframe run with [`FeederConfig::start_ms`] after it (what
+//! the player needs to start), whatever the budget. Pacing bursts on the budget left over by live
+//! traffic (as an earlier version did) left a joiner on a busy edge waiting seconds for a run that
+//! reached the live chunks it already held.
 //!
 //! The edge's tokio driver, the simulator and the service tests feed it the same inputs, so the
-//! simulated start is the product's start. Call order: [`Feeder::serve`], [`Feeder::new_chunk`],
-//! [`Feeder::forget`] and [`Feeder::handle_timeout`] as things happen, then drain
-//! [`Feeder::poll_output`] and wake at [`Feeder::poll_timeout`].
+//! simulated start is the product's start. Call [`Feeder::serve`], [`Feeder::new_chunk`] and
+//! [`Feeder::forget`] as things happen, then drain [`Feeder::poll_output`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use proto::{SubstreamId, TokenBucket};
 
@@ -41,14 +46,23 @@ pub struct FeederConfig {
     pub egress_bytes_per_sec: f64,
     /// How much of the newest media a backfill resends.
     pub backfill_ms: u32,
+    /// The least media after the keyframe a short start burst begins at: the player's start
+    /// threshold (`peer_core::buffer::BufferConfig::start_ms`).
+    pub start_ms: u32,
 }
+
+/// A whole start burst goes when the budget carries it within this long; else the short one.
+pub const BURST_WAIT: Duration = Duration::from_secs(1);
+
+/// The player's default start threshold.
+pub const DEFAULT_START_MS: u32 = 2_000;
 
 /// A client the edge starts feeding a substream may have missed about this much of it.
 pub const DEFAULT_BACKFILL_MS: u32 = 2_000;
 
 impl FeederConfig {
     pub fn new(substreams: u16, egress_bytes_per_sec: f64) -> Self {
-        Self { substreams, egress_bytes_per_sec, backfill_ms: DEFAULT_BACKFILL_MS }
+        Self { substreams, egress_bytes_per_sec, backfill_ms: DEFAULT_BACKFILL_MS, start_ms: DEFAULT_START_MS }
     }
 }
 
@@ -78,21 +92,12 @@ pub struct Send {
     pub len: usize,
 }
 
-#[derive(Debug, Default)]
-struct Client {
-    mask: u64,
-    /// The start burst still to send: next and last seq.
-    burst: Option<(u64, u64)>,
-}
-
 pub struct Feeder {
     cfg: FeederConfig,
     budget: TokenBucket,
-    /// Ordered: which burst takes the budget first is decided the same way on every run.
-    clients: BTreeMap<ConnId, Client>,
+    /// Each client's substream mask. Ordered: live chunks go out in the same order on every run.
+    clients: BTreeMap<ConnId, u64>,
     out: VecDeque<Send>,
-    /// When the budget lets the next burst chunk go (while a burst waits on it).
-    wake: Option<Instant>,
 }
 
 /// The start of a burst of `ms` of media: the newest keyframe at least that much older than the
@@ -115,7 +120,7 @@ pub fn burst_start(ring: &impl RecentChunks, ms: u32) -> Option<u64> {
 impl Feeder {
     pub fn new(cfg: FeederConfig) -> Self {
         let rate = cfg.egress_bytes_per_sec.max(1.0);
-        Self { cfg, budget: TokenBucket::new(rate, rate), clients: BTreeMap::new(), out: VecDeque::new(), wake: None }
+        Self { cfg, budget: TokenBucket::new(rate, rate), clients: BTreeMap::new(), out: VecDeque::new() }
     }
 
     fn substream_bit(&self, seq: u64) -> u64 {
@@ -134,10 +139,9 @@ impl Feeder {
         backfill: u64,
         ring: &impl RecentChunks,
     ) {
-        let client = self.clients.entry(conn).or_default();
-        client.mask = mask;
+        self.clients.insert(conn, mask);
         if let Some(ms) = burst_ms {
-            client.burst = burst_start(ring, ms).zip(ring.last_seq());
+            self.burst(now, conn, ms, ring);
         }
         if backfill != 0
             && let (Some(first), Some(last)) = (ring.first_seq(), ring.last_seq())
@@ -153,7 +157,23 @@ impl Feeder {
                 self.push(now, conn, seq, Kind::Backfill, m.len);
             }
         }
-        self.pace(now, ring);
+    }
+
+    /// The start burst: `ms` of media from a keyframe if the budget carries it soon enough, else
+    /// the newest run the player can start on.
+    fn burst(&mut self, now: Instant, conn: ConnId, ms: u32, ring: &impl RecentChunks) {
+        let (Some(whole), Some(last)) = (burst_start(ring, ms), ring.last_seq()) else { return };
+        let bytes: usize = (whole..=last).filter_map(|s| ring.meta(s)).map(|m| m.len).sum();
+        let from = if self.budget.ready_at(now, bytes as f64) <= now + BURST_WAIT {
+            whole
+        } else {
+            burst_start(ring, self.cfg.start_ms.min(ms)).map_or(whole, |s| s.max(whole))
+        };
+        for seq in from..=last {
+            if let Some(m) = ring.meta(seq) {
+                self.push(now, conn, seq, Kind::Burst, m.len);
+            }
+        }
     }
 
     /// Chunk `seq` arrived in the ring: every client fed its substream gets it.
@@ -161,11 +181,10 @@ impl Feeder {
         let Some(m) = ring.meta(seq) else { return };
         let bit = self.substream_bit(seq);
         let targets: Vec<ConnId> =
-            self.clients.iter().filter(|(_, c)| c.mask & bit != 0).map(|(&conn, _)| conn).collect();
+            self.clients.iter().filter(|(_, mask)| **mask & bit != 0).map(|(&conn, _)| conn).collect();
         for conn in targets {
             self.push(now, conn, seq, Kind::Live, m.len);
         }
-        self.pace(now, ring);
     }
 
     /// The connection is gone.
@@ -173,53 +192,14 @@ impl Feeder {
         self.clients.remove(&conn);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, ring: &impl RecentChunks) {
-        if self.wake.is_some_and(|w| w <= now) {
-            self.pace(now, ring);
-        }
-    }
-
     pub fn poll_output(&mut self) -> Option<Send> {
         self.out.pop_front()
     }
 
-    /// When the next burst chunk may go.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wake
-    }
-
-    /// Live and backfill traffic: real-time, counted against the budget but never held back.
+    /// Everything the feeder sends is real-time: counted against the budget, never held back.
     fn push(&mut self, now: Instant, conn: ConnId, seq: u64, kind: Kind, len: usize) {
-        if kind != Kind::Burst {
-            self.budget.force_take(now, len as f64);
-        }
+        self.budget.force_take(now, len as f64);
         self.out.push_back(Send { conn, seq, kind, len });
-    }
-
-    /// Start bursts with the budget left, earliest joiner first.
-    fn pace(&mut self, now: Instant, ring: &impl RecentChunks) {
-        self.wake = None;
-        let first_held = ring.first_seq();
-        for (&conn, client) in self.clients.iter_mut() {
-            while let Some((next, last)) = client.burst {
-                if next > last {
-                    client.burst = None;
-                    break;
-                }
-                let Some(m) = ring.meta(next) else {
-                    // Evicted meanwhile: go on from what is still held, or give up.
-                    client.burst = first_held.filter(|&f| f > next && f <= last).map(|f| (f, last));
-                    continue;
-                };
-                if !self.budget.try_take(now, m.len as f64) {
-                    self.wake =
-                        Some(self.budget.ready_at(now, m.len as f64).max(now + std::time::Duration::from_millis(1)));
-                    return;
-                }
-                self.out.push_back(Send { conn, seq: next, kind: Kind::Burst, len: m.len });
-                client.burst = Some((next + 1, last));
-            }
-        }
     }
 }
 

@@ -43,38 +43,50 @@ fn a_burst_starts_at_the_newest_keyframe_old_enough() {
     assert_eq!(burst_start(&ring, 60_000), Some(0));
 }
 
+/// (conn, first seq, last seq, count) of each client's burst, in the order they went out.
+fn bursts(sent: &[Send]) -> Vec<(ConnId, u64, u64, usize)> {
+    let mut out: Vec<(ConnId, u64, u64, usize)> = Vec::new();
+    for s in sent.iter().filter(|s| s.kind == Kind::Burst) {
+        match out.last_mut() {
+            Some(b) if b.0 == s.conn => {
+                assert_eq!(s.seq, b.2 + 1, "a burst goes in seq order, no gap");
+                b.2 = s.seq;
+                b.3 += 1;
+            }
+            _ => out.push((s.conn, s.seq, s.seq, 1)),
+        }
+    }
+    out
+}
+
 #[test]
-fn live_goes_always_bursts_go_with_the_budget_left_earliest_joiner_first() {
+fn a_burst_goes_whole_when_the_budget_carries_it_else_the_newest_start_run_goes_at_once() {
     let t0 = Instant::now();
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
-    // 20 kB a second: a 50-chunk burst takes 2.5 s of budget.
-    let mut f = feeder(20_000.0);
+    // 50 kB a second; 2 s of media (50..=100) is 51 kB, the 1 s start run (75..=100) 26 kB.
+    let mut f = Feeder::new(FeederConfig { start_ms: 1_000, ..FeederConfig::new(4, 50_000.0) });
     f.serve(t0, ConnId(1), 0b1111, Some(2_000), 0, &ring);
     f.serve(t0, ConnId(2), 0b0001, Some(2_000), 0, &ring);
-    let first = drain(&mut f);
-    assert!(first.iter().all(|s| s.conn == ConnId(1) && s.kind == Kind::Burst), "{first:?}");
-    assert_eq!(first.len(), 20, "a second's budget");
-    assert_eq!(first[0].seq, 50);
-    let wake = f.poll_timeout().unwrap();
-    assert!(wake > t0 && wake <= t0 + Duration::from_millis(60));
-    // A new chunk goes to both at once, budget or not.
+    // Asking less than the start run gets the newest keyframe run all the same.
+    f.serve(t0, ConnId(3), 0b0001, Some(40), 0, &ring);
+    let sent = drain(&mut f);
+    assert_eq!(
+        bursts(&sent),
+        [(ConnId(1), 50, 100, 51), (ConnId(2), 75, 100, 26), (ConnId(3), 75, 100, 26)],
+        "the first joiner's whole burst fits the budget within a second, the second's does not: it \
+         gets the newest keyframe run at once, budget or not"
+    );
+    // A new chunk goes to every client fed its substream at once, deep in debt or not.
     ring.last = 101;
     f.new_chunk(t0, 100, &ring);
-    let live: Vec<_> = drain(&mut f).into_iter().filter(|s| s.kind == Kind::Live).collect();
-    assert_eq!(live.iter().map(|s| (s.conn, s.seq)).collect::<Vec<_>>(), [(ConnId(1), 100), (ConnId(2), 100)]);
-    // Later, the budget refilled: client 1's burst runs out, then client 2's.
-    let mut sent = Vec::new();
-    for ms in (100..10_000).step_by(100) {
-        f.handle_timeout(t0 + Duration::from_millis(ms), &ring);
-        sent.extend(drain(&mut f));
-    }
-    let bursts: Vec<_> = sent.iter().filter(|s| s.kind == Kind::Burst).collect();
-    let one = bursts.iter().filter(|s| s.conn == ConnId(1)).count();
-    let two = bursts.iter().filter(|s| s.conn == ConnId(2)).count();
-    assert_eq!((20 + one, two), (51, 51), "both whole bursts, 50..=100");
-    let first_of_two = bursts.iter().position(|s| s.conn == ConnId(2)).unwrap();
-    assert!(bursts[..first_of_two].iter().all(|s| s.conn == ConnId(1)), "client 1's burst first");
-    assert_eq!(f.poll_timeout(), None, "nothing waits on the budget");
+    let live: Vec<_> = drain(&mut f).into_iter().map(|s| (s.conn, s.seq, s.kind)).collect();
+    assert_eq!(live, [(ConnId(1), 100, Kind::Live), (ConnId(2), 100, Kind::Live), (ConnId(3), 100, Kind::Live)]);
+    // In debt by 56 kB (51 + 26 + 26 + 3 against 50), -31 kB at 0.5 s: the 52 kB burst would
+    // take 1.66 s, so the short run again (27 kB); at 1.8 s the bucket holds 7 kB, enough within 1 s.
+    f.serve(t0 + Duration::from_millis(500), ConnId(4), 0, Some(2_000), 0, &ring);
+    f.serve(t0 + Duration::from_millis(1_800), ConnId(5), 0, Some(2_000), 0, &ring);
+    let later = bursts(&drain(&mut f));
+    assert_eq!(later, [(ConnId(4), 75, 101, 27), (ConnId(5), 50, 101, 52)]);
 }
 
 #[test]
@@ -91,18 +103,27 @@ fn backfill_resends_the_newest_chunks_of_the_substreams_taken_over() {
 }
 
 #[test]
-fn a_burst_whose_start_was_evicted_goes_on_from_what_is_held_and_forgotten_clients_get_nothing() {
+fn forgotten_clients_get_nothing_and_an_empty_ring_sends_no_burst() {
     let t0 = Instant::now();
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
     let mut f = feeder(5_000.0);
-    f.serve(t0, ConnId(1), 0, Some(4_000), 0, &ring);
-    assert_eq!(drain(&mut f).len(), 5);
-    ring.first = 80;
-    f.handle_timeout(t0 + Duration::from_secs(1), &ring);
-    assert_eq!(drain(&mut f).first().map(|s| s.seq), Some(80));
+    f.serve(t0, ConnId(1), 0b1111, None, 0, &ring);
     f.forget(ConnId(1));
-    f.handle_timeout(t0 + Duration::from_secs(10), &ring);
     ring.last = 101;
     f.new_chunk(t0 + Duration::from_secs(10), 101, &ring);
+    assert!(drain(&mut f).is_empty());
+    struct Empty;
+    impl RecentChunks for Empty {
+        fn first_seq(&self) -> Option<u64> {
+            None
+        }
+        fn last_seq(&self) -> Option<u64> {
+            None
+        }
+        fn meta(&self, _: u64) -> Option<ChunkMeta> {
+            None
+        }
+    }
+    f.serve(t0, ConnId(2), 0b1111, Some(15_000), 0b1111, &Empty);
     assert!(drain(&mut f).is_empty());
 }

@@ -16,6 +16,8 @@ use crate::model::{ModelParams, Stage};
 
 const CHUNK_BYTES: usize = 10 * 188; // 376 kbit/s at 25 chunks/s, under the declared 400
 const K: u16 = 4;
+/// A keyframe every 50 chunks of 40 ms.
+const GOP_SECS: f64 = 2.0;
 
 fn channel() -> ChannelId {
     ChannelId::new("live").unwrap()
@@ -296,7 +298,6 @@ impl Net {
                 self.source.push(chunk(seq));
                 self.feeder.new_chunk(self.now, seq, &Source(&self.source));
             }
-            self.feeder.handle_timeout(self.now, &Source(&self.source));
             self.feed();
             if self.now >= next_tick {
                 next_tick = self.now + Duration::from_secs(1);
