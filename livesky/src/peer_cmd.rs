@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use livesky_peer::buffer::BufferConfig;
 use livesky_peer::core::{PeerConfig, PeerStats};
 use livesky_peer::driver::{self, Ended, Net, Transport};
 use livesky_peer::output::{LocalOutput, status_line};
 use proto::{ChannelId, Chunk};
 use tokio::io::AsyncWriteExt;
+
+/// The buffer target of `--low-latency`.
+pub const LOW_LATENCY_MS: u32 = 3_000;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +52,7 @@ pub struct PlayArgs {
     /// Launch this player on the local output once playback starts.
     #[arg(long, value_enum)]
     pub player: Option<PlayerApp>,
-    /// A ~3 s buffer instead of 15 s: less delay, less protection against churn.
+    /// A ~3 s buffer instead of 15 s (glass-to-glass ≤ 5 s): less delay, less protection against churn.
     #[arg(long)]
     pub low_latency: bool,
     /// Upload offered to other peers, kbit/s (the edge caps it at 1.5 × the stream rate).
@@ -248,13 +250,11 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
         None => resolve(&host, port).await?,
     };
     let mut cfg = PeerConfig::new(channel.clone());
+    if args.low_latency {
+        cfg = cfg.low_latency(LOW_LATENCY_MS);
+    }
     cfg.upload_kbps = args.upload_kbps;
     cfg.token = args.token.clone();
-    if args.low_latency {
-        cfg.buffer = BufferConfig::low_latency(3_000);
-        cfg.catchup_ms = 3_000;
-        cfg.late_ms = 1_000;
-    }
     let cancel = CancellationToken::new();
     let net = Net { edge, listen: args.listen, transport: args.transport };
     let player = start_player_with(net, channel, cfg, args.http, args.stdout, cancel.clone(), relookup).await?;

@@ -127,26 +127,36 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
     }
     eprintln!();
     cancel.cancel();
+    println!("{}", finish(members).await?);
+    Ok(())
+}
+
+/// Waits for the (cancelled) members to end; their table, one row per peer.
+pub async fn finish(members: Vec<Member>) -> anyhow::Result<String> {
     let mut rows = String::from(
-        "| peer | mode | startup (ms) | stalls | stalled (ms) | Q1 | latency p50/p95 | from edge (kB) | from peers (kB) | uploaded (kB) | played (kB) | ended |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| peer | mode | startup (ms) | stalls | stalled (ms) | catch-ups | Q1 | latency p50/p95 | buffer (ms) | from edge (kB) | from peers (kB) | uploaded (kB) | played (kB) | ended |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, m) in members.into_iter().enumerate() {
-        let ended = m.task.await.context("peer task")?.map_or_else(|e| e.to_string(), |e| format!("{e:?}"));
+        let ended = match tokio::time::timeout(Duration::from_secs(5), m.task).await {
+            Ok(r) => r.context("peer task")?.map_or_else(|e| e.to_string(), |e| format!("{e:?}")),
+            Err(_) => "still running after 5 s".into(),
+        };
         let s = *m.stats.borrow();
         let q1 = proto::quality::q1(s.play.played_ms, s.play.stalled_ms).map_or("-".to_string(), |q| format!("{q:.4}"));
         rows.push_str(&format!(
-            "| {i} | {} | {} | {} | {} | {q1} | {} | {} | {} | {} | {} | {ended} |\n",
+            "| {i} | {} | {} | {} | {} | {} | {q1} | {} | {} | {} | {} | {} | {} | {ended} |\n",
             if s.push { "push" } else { "p2p" },
             s.startup.map_or("-".into(), |d| d.as_millis().to_string()),
             s.play.stalls,
             s.play.stalled_ms,
+            s.play.catchups,
             latency_text(&s.latency),
+            s.buffered_ms,
             s.bytes_from_edge / 1000,
             s.bytes_from_peers / 1000,
             s.bytes_up / 1000,
             m.played.load(Ordering::Relaxed) / 1000,
         ));
     }
-    println!("{rows}");
-    Ok(())
+    Ok(rows)
 }

@@ -3,12 +3,14 @@
 mod admit;
 mod fanout;
 mod gslb;
+mod latency;
 mod mcpush;
 mod peers;
 
 pub use admit::AdmitArgs;
 pub use fanout::FanoutArgs;
 pub use gslb::GslbBenchArgs;
+pub use latency::LatencyArgs;
 pub use mcpush::McPushArgs;
 pub use peers::PeersArgs;
 
@@ -24,6 +26,9 @@ pub enum BenchCmd {
     Gslb(GslbBenchArgs),
     /// CPU and memory per peer player and startup delay, for swarms of 10/50/100 peers.
     Peers(PeersArgs),
+    /// Startup (push and P2P peers) and glass-to-glass latency with the edge at capacity, in
+    /// normal and low-latency mode: 40 WebRTC peers on loopback.
+    Latency(LatencyArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -31,6 +36,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Fanout(a) => fanout::fanout(a).await,
         BenchCmd::Admit(a) => admit::admit(a),
         BenchCmd::Peers(a) => peers::peers(a).await,
+        BenchCmd::Latency(a) => latency::latency(a).await,
         BenchCmd::McPush(a) => mcpush::mc_push(a).await,
         BenchCmd::Gslb(a) => gslb::gslb(a).await,
     }

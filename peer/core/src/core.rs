@@ -169,6 +169,8 @@ pub struct PeerCore {
     /// Per substream: who feeds it and how that is going.
     substreams: Vec<Substream>,
     newest_ts: u64,
+    /// When `newest_ts` last advanced: how far live has moved on since, when nothing arrives.
+    newest_at: Instant,
     parents: DetMap<PeerId, Parent>,
     link_parent: DetMap<LinkId, PeerId>,
     children: DetMap<LinkId, Child>,
@@ -228,6 +230,7 @@ impl PeerCore {
             phase: Phase::Joining,
             substreams: Vec::new(),
             newest_ts: 0,
+            newest_at: now,
             parents: DetMap::default(),
             link_parent: DetMap::default(),
             children: DetMap::default(),
@@ -573,7 +576,10 @@ impl PeerCore {
         if let Some(sub) = self.substreams.get_mut(s) {
             sub.last_rx_ts = sub.last_rx_ts.max(ts);
         }
-        self.newest_ts = self.newest_ts.max(ts);
+        if ts > self.newest_ts {
+            self.newest_ts = ts;
+            self.newest_at = self.last_now;
+        }
         let seq = c.seq();
         self.repair.got(seq);
         if !self.buffer.insert(c.clone()) {

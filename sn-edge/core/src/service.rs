@@ -132,6 +132,11 @@ struct Client {
     identity_key: u64,
     /// The client's last report (or its join), on the edge's clock: bounds the next one.
     last_report: Instant,
+    /// It reported before: only the first report may hold the start burst.
+    reported: bool,
+    /// The client-minute its reports are filling for Q2: reported ms so far, and a stall in it.
+    minute_ms: u32,
+    minute_stalled: bool,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }

@@ -61,7 +61,8 @@ impl PeerConfig {
             listen: None,
             buffer: BufferConfig::default(),
             heartbeat: Duration::from_secs(5),
-            report_interval: Duration::from_secs(60),
+            // Live figures on the NOC: at most ~10 s old (per-minute rows are the edge's).
+            report_interval: Duration::from_secs(10),
             late_ms: 2_000,
             catchup_ms: 15_000,
             repair: RepairConfig::default(),
@@ -73,5 +74,15 @@ impl PeerConfig {
             #[cfg(feature = "faults")]
             faults: Faults::default(),
         }
+    }
+
+    /// Low-latency mode: a `target_ms` buffer (the edge's start burst and the start point follow
+    /// from it), caught up at a keyframe when lagging beyond it, a parent's backlog no deeper
+    /// than the target, and lateness noticed after a second.
+    pub fn low_latency(mut self, target_ms: u32) -> Self {
+        self.buffer = BufferConfig::low_latency(target_ms);
+        self.catchup_ms = self.buffer.buffer_ms;
+        self.late_ms = 1_000;
+        self
     }
 }

@@ -88,10 +88,16 @@ impl PeerCore {
     pub(super) fn check_late(&mut self, now: Instant) {
         let late_90k = u64::from(self.cfg.late_ms) * 90;
         let (late_ms, newest) = (Duration::from_millis(u64::from(self.cfg.late_ms)), self.newest_ts);
+        // Where live is by now: when every parent stays silent, the newest chunk held stops
+        // moving, and measured against it no substream ever looked late (a peer whose parents
+        // never came up sat stalled for minutes). Parents that have sent are measured against
+        // what arrived, so a pause of the source itself does not send every child to the edge.
+        let live = newest + now.saturating_duration_since(self.newest_at).as_micros() as u64 * 9 / 100;
         for (s, sub) in self.substreams.iter_mut().enumerate() {
             let FeedTo::Peer { id, .. } = sub.feed else { continue };
             let settled = now.saturating_duration_since(sub.since) > late_ms;
-            if settled && !sub.late_reported && newest.saturating_sub(sub.last_rx_ts) > late_90k {
+            let expected = if sub.parent_sent { newest } else { live };
+            if settled && !sub.late_reported && expected.saturating_sub(sub.last_rx_ts) > late_90k {
                 sub.late_reported = true;
                 self.stats.late_reports += 1;
                 // Late after sending something is a slow parent; nothing at all is one that

@@ -359,3 +359,32 @@ fn glass_to_glass_latency_is_playback_wall_clock_minus_ingest_and_is_reported() 
     assert!(report.latency.total() >= 40, "the report counts what was played since the clock came: {report:?}");
     assert_eq!(report.latency.total(), report.latency.counts[11], "all in (3.5, 4] s");
 }
+
+/// Seen in `livesky demo --peers 40`: a P2P peer whose parents never came up played its start
+/// burst, then sat stalled for two minutes: with every substream silent the newest chunk held
+/// stopped moving, so none looked late. Now silence is measured against where live has got to.
+#[test]
+fn a_peer_whose_parents_never_send_reports_them_silent_once_live_moves_on() {
+    let t0 = Instant::now();
+    let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+    let FromEdge::Welcome(mut w) = welcome(1) else { unreachable!() };
+    w.push = false;
+    p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+    for s in 0..4 {
+        p.handle(t0, Input::FromEdge(FromEdge::Feed { substream: s, feed: FeedTo::Peer { id: PeerId(2), addr } }));
+    }
+    // The start burst: 4 s of media up to live, every substream; the link never comes up.
+    for seq in 900..=1000 {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    let (_, early) = run(&mut p, t0, t0 + Duration::from_millis(1_900));
+    let silent = |msgs: &[ToEdge]| {
+        msgs.iter()
+            .filter(|m| matches!(m, ToEdge::ParentTrouble { parent: PeerId(2), trouble: Trouble::Silent, .. }))
+            .count()
+    };
+    assert_eq!(silent(&early), 0, "not before late_ms (2 s)");
+    let (_, later) = run(&mut p, t0 + Duration::from_millis(1_900), t0 + Duration::from_secs(4));
+    assert_eq!(silent(&later), 4, "each substream's parent reported once: {later:?}");
+}

@@ -92,6 +92,9 @@ impl Service {
             identity_key: links::identity_key(&identity),
             identity,
             last_report: now,
+            reported: false,
+            minute_ms: 0,
+            minute_stalled: false,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
         };
         self.clients.insert(peer, client);

@@ -80,7 +80,7 @@ impl Service {
                         }
                     }
                 }
-                self.add_report(r);
+                self.add_report(peer, r);
             }
             ToEdge::BadChunk { from, seq } => {
                 // A client forwarded a chunk that failed its signature check: it never feeds anyone

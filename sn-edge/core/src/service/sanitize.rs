@@ -11,7 +11,7 @@ use proto::peer::{PeerId, PeerReport};
 
 use super::Service;
 
-/// Longest interval believed in one report (clients report every minute or faster).
+/// Longest interval believed in one report (clients report every 10 s by default).
 pub(super) const MAX_INTERVAL_MS: u32 = 600_000;
 /// Added to the edge's own clock: the client's timer and the network disagree a little.
 const CLOCK_SLACK_MS: u64 = 2_000;
@@ -28,7 +28,8 @@ pub(super) struct Bounds {
 
 impl Bounds {
     /// Most bytes a client can take in `interval_ms` from one source: four times the stream's
-    /// rate (catch-up after a stall or a move) plus twice the start burst.
+    /// rate (catch-up after a stall or a move) plus twice the start burst (`max_burst_ms` is 0
+    /// after a client's first report: the burst comes once).
     fn down(&self, interval_ms: u64) -> u64 {
         let rate = u64::from(self.media_kbps) * 125;
         rate * interval_ms * 4 / 1000 + rate * u64::from(self.max_burst_ms) * 2 / 1000
@@ -81,8 +82,9 @@ impl Service {
         let bounds = Bounds {
             media_kbps: self.cfg.admission.media_kbps,
             upload_cap_factor: self.cfg.admission.upload_cap_factor,
-            max_burst_ms: self.cfg.max_burst_ms,
+            max_burst_ms: if c.reported { 0 } else { self.cfg.max_burst_ms },
         };
+        c.reported = true;
         if clamp(r, seen, bounds) {
             self.stats.reports_clamped += 1;
             tracing::debug!(channel = %self.cfg.channel, %peer, "report beyond what its interval holds; clamped");
@@ -93,16 +95,25 @@ impl Service {
         self.stats.confirmations_refused += (before - r.from_peers.len()) as u64;
     }
 
-    pub(super) fn add_report(&mut self, r: PeerReport) {
+    pub(super) fn add_report(&mut self, peer: PeerId, r: PeerReport) {
         let t = &mut self.stats.reported;
+        // Q2 per client-minute, whatever the report interval: a minute counts once filled.
+        if let Some(c) = self.clients.get_mut(&peer) {
+            c.minute_ms = c.minute_ms.saturating_add(r.interval_ms);
+            c.minute_stalled |= r.stalls > 0;
+            if c.minute_ms >= 60_000 {
+                t.reports += 1;
+                t.stalled_reports += u64::from(c.minute_stalled);
+                c.minute_ms = (c.minute_ms - 60_000).min(59_999);
+                c.minute_stalled = false;
+            }
+        }
         t.played_ms = t.played_ms.saturating_add(u64::from(r.played_ms));
         t.stalled_ms = t.stalled_ms.saturating_add(u64::from(r.stalled_ms));
         t.stalls = t.stalls.saturating_add(u64::from(r.stalls));
         t.bytes_from_edge = t.bytes_from_edge.saturating_add(r.bytes_from_edge);
         t.bytes_from_peers = t.bytes_from_peers.saturating_add(r.bytes_from_peers);
         t.bytes_up = t.bytes_up.saturating_add(r.bytes_up);
-        t.reports += 1;
-        t.stalled_reports += u64::from(r.stalls > 0);
         t.latency.merge(&r.latency);
     }
 }

@@ -46,8 +46,9 @@ pub struct ReportTotals {
     pub bytes_from_edge: u64,
     pub bytes_from_peers: u64,
     pub bytes_up: u64,
+    /// Client-minutes reported: clients report every few seconds, Q2 is per client and minute.
     pub reports: u64,
-    /// Reports (one per client and interval) that had a stall: Q2 = 1 − this / reports.
+    /// Client-minutes that had a stall: Q2 = 1 − this / reports.
     pub stalled_reports: u64,
     /// Chunks the clients played, by glass-to-glass latency.
     pub latency: proto::quality::LatencyHistogram,

@@ -287,3 +287,41 @@ fn a_second_client_with_a_connected_identity_is_noticed() {
     );
     assert_eq!(s.stats().duplicate_identities, 1, "alice on a second machine");
 }
+
+/// Clients report every ~10 s for live figures; Q2 stays per client and minute (LiveSky §4.4),
+/// and the start burst is allowed in the first report only.
+#[test]
+fn frequent_reports_count_q2_per_client_minute_and_the_burst_once() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    clients_at(&mut s, t0, &[ip(1), ip(2)]);
+    let report = |stalls: u32, from_edge: u64| proto::peer::PeerReport {
+        interval_ms: 10_000,
+        played_ms: 10_000,
+        stalls,
+        bytes_from_edge: from_edge,
+        ..Default::default()
+    };
+    // Two minutes of 10 s reports: client 0 stalls once in its first minute, client 1 never.
+    for i in 1..=12u64 {
+        let t = t0 + Duration::from_secs(10 * i);
+        let stalls = u32::from(i == 3);
+        s.handle(t, Input::Message { conn: ConnId(0), msg: ToEdge::Report(report(stalls, 0)) });
+        s.handle(t, Input::Message { conn: ConnId(1), msg: ToEdge::Report(report(0, 0)) });
+    }
+    let st = s.stats();
+    assert_eq!((st.reported.reports, st.reported.stalled_reports), (4, 1), "four client-minutes, one stalled");
+    assert_eq!(st.reported.played_ms, 240_000);
+    // A third client's first report may hold its start burst (15 s at 400 kbit/s) on top of
+    // 10 s at four times the rate; its next one only the latter.
+    let joined = t0 + Duration::from_secs(120);
+    s.handle(joined, Input::Joined { conn: ConnId(2), from: ip(3), join: join_msg(Some(ip(3)), 0) });
+    drain(&mut s);
+    let asked = 10 << 20;
+    for i in 1..=2u64 {
+        let t = t0 + Duration::from_secs(120 + 10 * i);
+        s.handle(t, Input::Message { conn: ConnId(2), msg: ToEdge::Report(report(0, asked)) });
+    }
+    let (rate, burst) = (400 * 125u64, 2 * 400 * 125 * 15u64);
+    assert_eq!(s.stats().reported.bytes_from_edge, 2 * rate * 10 * 4 + burst);
+}
