@@ -55,10 +55,11 @@ pub enum Mode {
 }
 
 /// The demo channel (~400 kbit/s, declared 500) on an edge whose egress holds 10 clients:
-/// N1c = 4, N*c = 10, as in `configs/demo.toml`.
+/// N1c = 4, N*c = 10, as in `configs/demo.toml`, with trees up to K' = 4 deep: with the paper's
+/// K' = 2 ten push peers' slots hold 15 more peers and the rest wait for a sibling edge.
 fn topology() -> String {
     let edge = "limits = { clients_max_per_ip = 1000000, http_max_per_ip = 1000000 }\n[node.edge]\nclient_listen = \"127.0.0.1:0\"\n[node.edge.admission]\nn1c = 4\ncapacity_kbps = 5000\n\
-                alpha_from_clients = true\njoins_per_ip_per_sec = 1000.0\njoin_burst_per_ip = 1000.0";
+                k_prime = 4\nalpha_from_clients = true\njoins_per_ip_per_sec = 1000.0\njoin_burst_per_ip = 1000.0";
     format!(
         "[[channel]]\nid = \"demo\"\nbitrate_kbps = 500\nsubstreams = 4\nsource = {{ kind = \"loop\", path = \"builtin:demo\" }}\n{}{}",
         loopback_node("tier0", 0, Role::Relay, &[], ""),

@@ -72,6 +72,8 @@ pub struct PlayBuffer {
     state: State,
     next: Option<u64>,
     last_played_ts: u64,
+    /// The furthest media timestamp played (for TP).
+    played_to_ts: u64,
     frame_90k: u64,
     started_at: Option<Instant>,
     stats: PlayStats,
@@ -89,6 +91,7 @@ impl PlayBuffer {
             state: State::Waiting,
             next: None,
             last_played_ts: 0,
+            played_to_ts: 0,
             frame_90k: 3_600,
             started_at: None,
             stats: PlayStats::default(),
@@ -205,15 +208,11 @@ impl PlayBuffer {
                     }
                     match self.chunks.get(next) {
                         Some(c) if c.header.media_ts <= position => {
-                            let ts = c.header.media_ts;
-                            if self.stats.played_chunks > 0 && ts > self.last_played_ts {
-                                let d = ts - self.last_played_ts;
-                                self.stats.played_ms += d / 90;
-                                self.frame_90k = d.min(90_000);
-                            }
+                            let (ts, c) = (c.header.media_ts, c.clone());
+                            out.push(c);
+                            self.count_played(ts);
                             self.last_played_ts = ts;
                             self.stats.played_chunks += 1;
-                            out.push(c.clone());
                             self.next = Some(next + 1);
                         }
                         Some(_) => return,
@@ -258,6 +257,21 @@ impl PlayBuffer {
         true
     }
 
+    /// Media time played (TP) grows with the furthest timestamp played: chunks cut from a
+    /// stream with B-frames come in presentation order only roughly, and counting each step up
+    /// from the chunk before counted the reordered stretches twice (reports claimed more play
+    /// than their interval held). A step back of more than 10 s is a timestamp reset.
+    fn count_played(&mut self, ts: u64) {
+        if self.stats.played_chunks > 0 && ts > self.played_to_ts {
+            let d = ts - self.played_to_ts;
+            self.stats.played_ms += d.min(90_000) / 90;
+            self.frame_90k = d.min(90_000);
+            self.played_to_ts = ts;
+        } else if self.stats.played_chunks == 0 || self.played_to_ts.saturating_sub(ts) > 900_000 {
+            self.played_to_ts = ts;
+        }
+    }
+
     /// At keyframe `at`, about to play: if that is more than `max_lag_ms` behind the newest chunk
     /// held, jumps to the earliest later keyframe within `buffer_ms` of it (true if it did).
     fn catch_up(&mut self, now: Instant, at: u64) -> bool {
@@ -280,6 +294,7 @@ impl PlayBuffer {
         self.stats.catchups += 1;
         self.next = Some(k);
         self.last_played_ts = ts.saturating_sub(self.frame_90k);
+        self.played_to_ts = self.last_played_ts;
         self.state = State::Playing { clock_at: now, clock_ts: ts };
         true
     }
@@ -439,6 +454,24 @@ mod tests {
         let after = played(&mut b, t0 + ms(3700));
         assert_eq!(after.first(), Some(&61));
         assert_eq!(b.stats().skipped_chunks, 1);
+    }
+
+    #[test]
+    fn played_time_counts_media_once_when_timestamps_are_reordered() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        // B-frames: each pair of 40 ms chunks arrives in swapped timestamp order.
+        let ts = |seq: u64| if seq.is_multiple_of(50) { seq * 3600 } else { (seq ^ 1) * 3600 };
+        for s in 0..300u64 {
+            let mut c = chunk(s);
+            c.header.media_ts = ts(s);
+            b.insert(c);
+        }
+        played(&mut b, t0);
+        played(&mut b, t0 + ms(4_000));
+        let st = b.stats();
+        assert!(st.played_chunks >= 99, "{st:?}");
+        assert!((3_900..=4_040).contains(&st.played_ms), "4 s of media played, counted once: {st:?}");
     }
 
     #[test]

@@ -42,9 +42,9 @@ impl Bounds {
     }
 }
 
-/// Clamps `r` in place; true when any field had to be cut. `seen` is the time since the
-/// client's previous report (or its join) on the edge's clock.
-pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> bool {
+/// Clamps `r` in place; the fields that had to be cut (empty for an honest report). `seen` is
+/// the time since the client's previous report (or its join) on the edge's clock.
+pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> Vec<&'static str> {
     let before = r.clone();
     let seen_ms = (seen.as_millis() as u64).saturating_add(CLOCK_SLACK_MS);
     r.interval_ms = r.interval_ms.min(MAX_INTERVAL_MS).min(seen_ms.min(u64::from(u32::MAX)) as u32);
@@ -69,7 +69,21 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> bool {
             *c = (u128::from(*c) * u128::from(most) / u128::from(total)) as u64;
         }
     }
-    *r != before
+    let mut cut = Vec::new();
+    let fields: [(&'static str, bool); 10] = [
+        ("interval_ms", r.interval_ms != before.interval_ms),
+        ("stalled_ms", r.stalled_ms != before.stalled_ms),
+        ("played_ms", r.played_ms != before.played_ms),
+        ("stalls", r.stalls != before.stalls),
+        ("bytes_from_edge", r.bytes_from_edge != before.bytes_from_edge),
+        ("bytes_from_peers", r.bytes_from_peers != before.bytes_from_peers),
+        ("bytes_up", r.bytes_up != before.bytes_up),
+        ("from_peers", r.from_peers != before.from_peers),
+        ("startup_ms", r.startup_ms != before.startup_ms),
+        ("latency", r.latency != before.latency),
+    ];
+    cut.extend(fields.iter().filter(|(_, changed)| *changed).map(|(name, _)| *name));
+    cut
 }
 
 impl Service {
@@ -85,9 +99,10 @@ impl Service {
             max_burst_ms: if c.reported { 0 } else { self.cfg.max_burst_ms },
         };
         c.reported = true;
-        if clamp(r, seen, bounds) {
+        let cut = clamp(r, seen, bounds);
+        if !cut.is_empty() {
             self.stats.reports_clamped += 1;
-            tracing::debug!(channel = %self.cfg.channel, %peer, "report beyond what its interval holds; clamped");
+            tracing::debug!(channel = %self.cfg.channel, %peer, ?cut, "report beyond what its interval holds; clamped");
         }
         let before = r.from_peers.len();
         let links = &self.links;
@@ -139,7 +154,7 @@ mod tests {
             latency: proto::quality::LatencyHistogram::from_counts(&[0, 0, 1_400]).unwrap_or_default(),
         };
         let honest = r.clone();
-        assert!(!clamp(&mut r, Duration::from_millis(60_100), B));
+        assert!(clamp(&mut r, Duration::from_millis(60_100), B).is_empty());
         assert_eq!(r, honest);
     }
 
@@ -157,7 +172,21 @@ mod tests {
             from_peers: vec![(PeerId(7), u64::MAX)],
             latency: proto::quality::LatencyHistogram::from_counts(&[u64::from(u32::MAX); 2]).unwrap_or_default(),
         };
-        assert!(clamp(&mut r, Duration::from_secs(10), B));
+        assert_eq!(
+            clamp(&mut r, Duration::from_secs(10), B),
+            [
+                "interval_ms",
+                "stalled_ms",
+                "played_ms",
+                "stalls",
+                "bytes_from_edge",
+                "bytes_from_peers",
+                "bytes_up",
+                "from_peers",
+                "startup_ms",
+                "latency"
+            ]
+        );
         assert_eq!(r.interval_ms, 12_000, "the edge saw 10 s pass (+2 s slack)");
         assert_eq!((r.stalled_ms, r.played_ms), (12_000, 0));
         assert_eq!(r.stalls, 13);
