@@ -132,3 +132,58 @@ async fn the_dashboard_shows_what_the_api_says_and_screenshots_are_saved() {
     mc.shutdown();
     let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
 }
+
+/// Issue 22: the NOC's P2P share is live. With 10 peers playing, the overview page shows, at any
+/// moment after the first 15 s, a P2P share within 5 points of what the peers themselves count
+/// (bytes from peers over all bytes received, over the last 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noc_p2p_share_follows_what_the_peers_count() {
+    if !livesky_tests::tool_available("chromium", "--version") {
+        assert!(std::env::var_os("CI").is_none(), "CI must install chromium (see .ci/run)");
+        eprintln!("chromium not installed: skipping");
+        return;
+    }
+    let (mc, cluster, path, _) = livesky_tests::demo_with_mc_token("browser-p2p").await;
+    let base = format!("http://{}", mc.http_addr);
+    let edge1 = cluster.get("edge1").expect("edge1");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut peers = Vec::new();
+    for _ in 0..10 {
+        peers.push(livesky_tests::tcp_peer(edge1, &cancel).await);
+        // Under the edge's join limit per address.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The peers' own counts, once a second: (edge bytes, peer bytes) summed.
+    let sum = |peers: &[livesky::peer_cmd::Player]| {
+        peers
+            .iter()
+            .map(|p| *p.stats.borrow())
+            .fold((0u64, 0u64), |(e, p), s| (e + s.bytes_from_edge, p + s.bytes_from_peers))
+    };
+    let mut counts = std::collections::VecDeque::new();
+    let started = tokio::time::Instant::now();
+    let mut checked = Vec::new();
+    while checked.len() < 4 {
+        counts.push_back(sum(&peers));
+        if counts.len() > 11 {
+            counts.pop_front();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if started.elapsed() < Duration::from_secs(15) || !started.elapsed().as_secs().is_multiple_of(5) {
+            continue;
+        }
+        let dom = chromium(&format!("{base}/"), &["--dump-dom".into()]).await;
+        let shown = text_of(&dom, "id=\"p2p-share\"");
+        let page: f64 = shown.trim_end_matches(" %").parse().unwrap_or_else(|e| panic!("P2P share {shown:?}: {e}"));
+        let ((e0, p0), (e1, p1)) = (counts[0], sum(&peers));
+        let own = 100.0 * (p1 - p0) as f64 / ((e1 - e0) + (p1 - p0)).max(1) as f64;
+        eprintln!("at {:?}: NOC {page:.1} %, peers {own:.1} %", started.elapsed());
+        assert!((page - own).abs() <= 5.0, "the NOC shows {page} % P2P, the peers count {own:.1} %");
+        checked.push((page, own));
+    }
+    assert!(checked.iter().any(|(_, own)| *own > 20.0), "P2P actually flowed: {checked:?}");
+    cancel.cancel();
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}

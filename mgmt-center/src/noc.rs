@@ -103,6 +103,13 @@ fn rate_span(q: &VecDeque<Sample>) -> Option<(&Sample, &Sample, f64)> {
     Some((base, last, last.0.saturating_duration_since(base.0).as_secs_f64()))
 }
 
+/// P2P bit/s of `rows`: the clients' latest reports (`p2p_bps`) where the edge sends them, else
+/// the reported bytes' growth over the window (an edge from before the live figure).
+fn live_p2p_bps<'a>(rows: impl Iterator<Item = &'a ReportRow>, from_bytes: f64) -> f64 {
+    let live: u64 = rows.map(|r| r.p2p_bps).sum();
+    if live > 0 { live as f64 } else { from_bytes }
+}
+
 /// Latency counts of a sample's rows, all channels.
 fn latency_of(rows: &[ReportRow]) -> LatencyHistogram {
     rows.iter().fold(LatencyHistogram::default(), |mut h, r| {
@@ -201,7 +208,7 @@ impl Noc {
             // A restarted edge starts its totals again: count nothing rather than a negative.
             let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
             cdn_bps += d(now.cdn, before.cdn) * 8.0 / secs;
-            p2p_bps += d(now.p2p, before.p2p) * 8.0 / secs;
+            p2p_bps += live_p2p_bps(last.iter(), d(now.p2p, before.p2p) * 8.0 / secs);
             joins += d(now.joins, before.joins) * 60.0 / secs;
             // users_now = users_before + joins − leaves.
             leaves += d(before.users + now.joins.saturating_sub(before.joins), now.users) * 60.0 / secs;
@@ -244,7 +251,7 @@ impl Noc {
                 users: now.users,
                 livesky: now.livesky,
                 cdn_mbps: rate(now.cdn_bytes, before.cdn_bytes),
-                p2p_mbps: rate(now.p2p_bytes, before.p2p_bytes),
+                p2p_mbps: live_p2p_bps(std::iter::once(now), rate(now.p2p_bytes, before.p2p_bytes) * 1e6) / 1e6,
                 stage: now.stage,
                 latency_p50_ms: latency.quantile_ms(0.5),
                 latency_p95_ms: latency.quantile_ms(0.95),
@@ -310,6 +317,11 @@ mod tests {
         assert!((o.p2p_mbps - 3.0).abs() < 1e-9);
         assert!((o.p2p_share - 0.6).abs() < 1e-9);
         assert_eq!(o.q1, Some(1900.0 / 2000.0));
+        // An edge that sends the clients' live P2P rate: that, not the lumpy byte totals.
+        n.sample(t0 + 2 * s, &id("a"), vec![ReportRow { p2p_bps: 500_000, ..row("demo", 3, 1, 250_000, 0, 2000, 0) }]);
+        let o = n.overview(t0 + 2 * s, 42);
+        assert!((o.p2p_mbps - 3.5).abs() < 1e-9, "{o:?}");
+        assert_eq!(n.channel("demo").iter().map(|c| c.p2p_mbps).sum::<f64>(), 3.5);
         n.forget(&id("b"));
         assert_eq!(n.overview(t0 + 2 * s, 43).viewers_livesky, 1);
     }

@@ -241,6 +241,10 @@ pub struct ReportRow {
     /// Media bytes LiveSky clients report having received from peers.
     #[serde(rename = "@p2p-bytes")]
     pub p2p_bytes: u64,
+    /// What LiveSky clients receive from peers at the end of the period, bit/s (each client's
+    /// latest report): live where `p2p_bytes` moves in lumps, one per client report.
+    #[serde(rename = "@p2p-bps", default, skip_serializing_if = "is_zero")]
+    pub p2p_bps: u64,
     #[serde(rename = "@stalls")]
     pub stalls: u64,
     #[serde(rename = "@played-ms")]

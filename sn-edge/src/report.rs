@@ -25,6 +25,7 @@ struct Totals {
     joins: u64,
     cdn_bytes: u64,
     p2p_bytes: u64,
+    p2p_bps: u64,
     stalls: u64,
     played_ms: u64,
     stalled_ms: u64,
@@ -73,6 +74,7 @@ fn totals(edge: &Edge) -> BTreeMap<String, Totals> {
         t.livesky = u64::from(snap.p0);
         t.joins += snap.stats.joins;
         t.p2p_bytes = st.reported.bytes_from_peers;
+        t.p2p_bps = st.p2p_bytes_per_sec.saturating_mul(8);
         t.stalls = st.reported.stalls;
         t.played_ms = st.reported.played_ms;
         t.stalled_ms = st.reported.stalled_ms;
@@ -97,6 +99,7 @@ fn row(channel: &str, before: &Totals, now: &Totals) -> ReportRow {
         leaves: (before.users + joins).saturating_sub(now.users),
         cdn_bytes: now.cdn_bytes.saturating_sub(before.cdn_bytes),
         p2p_bytes: now.p2p_bytes.saturating_sub(before.p2p_bytes),
+        p2p_bps: now.p2p_bps,
         stalls: now.stalls.saturating_sub(before.stalls),
         played_ms: now.played_ms.saturating_sub(before.played_ms),
         stalled_ms: now.stalled_ms.saturating_sub(before.stalled_ms),

@@ -137,6 +137,8 @@ struct Client {
     /// The client-minute its reports are filling for Q2: reported ms so far, and a stall in it.
     minute_ms: u32,
     minute_stalled: bool,
+    /// Bytes per second it received from peers over its latest report.
+    p2p_rate: u64,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }
@@ -494,6 +496,7 @@ impl Service {
         self.links.forget(peer);
         let c = self.clients.remove(&peer)?;
         self.stats.natted_clients -= u64::from(c.natted);
+        self.stats.p2p_bytes_per_sec = self.stats.p2p_bytes_per_sec.saturating_sub(c.p2p_rate);
         if let Some(n) = self.identities.get_mut(&c.identity) {
             *n -= 1;
             if *n == 0 {

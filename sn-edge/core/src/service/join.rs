@@ -95,6 +95,7 @@ impl Service {
             reported: false,
             minute_ms: 0,
             minute_stalled: false,
+            p2p_rate: 0,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
         };
         self.clients.insert(peer, client);

@@ -116,6 +116,9 @@ impl Service {
         if let Some(c) = self.clients.get_mut(&peer) {
             c.minute_ms = c.minute_ms.saturating_add(r.interval_ms);
             c.minute_stalled |= r.stalls > 0;
+            let rate = r.bytes_from_peers.saturating_mul(1000) / u64::from(r.interval_ms.max(1));
+            self.stats.p2p_bytes_per_sec = self.stats.p2p_bytes_per_sec.saturating_sub(c.p2p_rate) + rate;
+            c.p2p_rate = rate;
             if c.minute_ms >= 60_000 {
                 t.reports += 1;
                 t.stalled_reports += u64::from(c.minute_stalled);

@@ -36,6 +36,9 @@ pub struct ServiceStats {
     pub natted_clients: u64,
     /// Upload reported by NAT-ed clients (the paper's Fig. 13 question: do they contribute?).
     pub natted_bytes_up: u64,
+    /// What the connected clients receive from peers now, bytes per second: each one's latest
+    /// report. Byte totals arrive in lumps, one per report; this is the NOC's live P2P figure.
+    pub p2p_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -312,14 +312,24 @@ fn frequent_reports_count_q2_per_client_minute_and_the_burst_once() {
     let st = s.stats();
     assert_eq!((st.reported.reports, st.reported.stalled_reports), (4, 1), "four client-minutes, one stalled");
     assert_eq!(st.reported.played_ms, 240_000);
+    // The live P2P rate is each client's latest report, gone with the client.
+    let p2p = |bytes| proto::peer::PeerReport { bytes_from_peers: bytes, ..report(0, 0) };
+    let t = t0 + Duration::from_secs(130);
+    s.handle(t, Input::Message { conn: ConnId(0), msg: ToEdge::Report(p2p(400_000)) });
+    s.handle(t, Input::Message { conn: ConnId(1), msg: ToEdge::Report(p2p(100_000)) });
+    assert_eq!(s.stats().p2p_bytes_per_sec, 50_000);
+    s.handle(t + Duration::from_secs(10), Input::Message { conn: ConnId(0), msg: ToEdge::Report(p2p(200_000)) });
+    assert_eq!(s.stats().p2p_bytes_per_sec, 30_000);
+    s.handle(t, Input::Disconnected { conn: ConnId(1) });
+    assert_eq!(s.stats().p2p_bytes_per_sec, 20_000);
     // A third client's first report may hold its start burst (15 s at 400 kbit/s) on top of
     // 10 s at four times the rate; its next one only the latter.
-    let joined = t0 + Duration::from_secs(120);
+    let joined = t0 + Duration::from_secs(150);
     s.handle(joined, Input::Joined { conn: ConnId(2), from: ip(3), join: join_msg(Some(ip(3)), 0) });
     drain(&mut s);
     let asked = 10 << 20;
     for i in 1..=2u64 {
-        let t = t0 + Duration::from_secs(120 + 10 * i);
+        let t = t0 + Duration::from_secs(150 + 10 * i);
         s.handle(t, Input::Message { conn: ConnId(2), msg: ToEdge::Report(report(0, asked)) });
     }
     let (rate, burst) = (400 * 125u64, 2 * 400 * 125 * 15u64);
