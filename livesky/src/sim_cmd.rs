@@ -31,6 +31,10 @@ pub struct SimArgs {
     /// DIR/cdn and DIR/mesh, and side by side in the summary).
     #[arg(long)]
     pub baselines: bool,
+    /// Players in low-latency mode (a 3 s buffer target, or the scenario's if smaller),
+    /// whatever the scenario says.
+    #[arg(long)]
+    pub low_latency: bool,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -38,6 +42,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut sc = Scenario::load(&args.scenario)?.scaled(args.scale);
     if let Some(seed) = args.seed {
         sc.seed = seed;
+    }
+    if args.low_latency {
+        sc.clients.low_latency = true;
+        sc.clients.buffer_s = sc.clients.buffer_s.min(3);
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     eprintln!(

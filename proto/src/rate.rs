@@ -51,6 +51,22 @@ impl TokenBucket {
         now + Duration::from_secs_f64((n - self.tokens) / self.rate_per_sec)
     }
 
+    /// Takes `n` tokens once the bucket holds them, or once it is full if `n` is more than it
+    /// can ever hold (the rest becomes a debt): a unit larger than the depth still goes, paced.
+    pub fn try_take_oversized(&mut self, now: Instant, n: f64) -> bool {
+        let now_part = n.min(self.depth);
+        if !self.try_take(now, now_part) {
+            return false;
+        }
+        self.tokens -= n - now_part;
+        true
+    }
+
+    /// When [`Self::try_take_oversized`] will take `n`.
+    pub fn ready_at_oversized(&mut self, now: Instant, n: f64) -> Instant {
+        self.ready_at(now, n.min(self.depth))
+    }
+
     pub fn tokens(&mut self, now: Instant) -> f64 {
         self.refill(now);
         self.tokens
@@ -72,5 +88,19 @@ mod tests {
         assert_eq!(b.tokens(t0 + Duration::from_secs(10)), 500.0, "capped at depth");
         b.force_take(t0 + Duration::from_secs(10), 800.0);
         assert_eq!(b.ready_at(t0 + Duration::from_secs(10), 100.0), t0 + Duration::from_millis(10_400));
+    }
+
+    /// A 1 Mbit/s uplink's bucket holds 125 kB; a 4K keyframe chunk (or a simulated second of a
+    /// 3 Mbit/s stream) is bigger: it waited for tokens the bucket can never hold, for ever.
+    #[test]
+    fn a_unit_larger_than_the_depth_goes_once_the_bucket_is_full_and_is_paid_for() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000.0, 500.0);
+        assert!(b.try_take(t0, 200.0));
+        assert!(!b.try_take_oversized(t0, 1500.0), "not full yet");
+        assert_eq!(b.ready_at_oversized(t0, 1500.0), t0 + Duration::from_millis(200));
+        assert!(b.try_take_oversized(t0 + Duration::from_millis(200), 1500.0));
+        // 1000 owed: the next small unit waits a second longer.
+        assert_eq!(b.ready_at(t0 + Duration::from_millis(200), 10.0), t0 + Duration::from_millis(1_210));
     }
 }

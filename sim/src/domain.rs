@@ -369,11 +369,24 @@ impl<'a> Domain<'a> {
         cfg.listen = client.reachable.then(|| addr(i, client.natted));
         let k = u32::from(sc.stream.substreams);
         let chunk = sc.stream.chunk_ms;
-        cfg.buffer = BufferConfig {
-            buffer_ms: sc.clients.buffer_s * 1000,
-            start_ms: (2_000u32).max(2 * chunk),
-            max_stall_ms: (3_000u32).max(3 * chunk),
-            ..BufferConfig::default()
+        let buffer_ms = sc.clients.buffer_s * 1000;
+        cfg.buffer = if sc.clients.low_latency {
+            // As `livesky peer play --low-latency`, with thresholds no finer than a chunk.
+            let ll = BufferConfig::low_latency(buffer_ms);
+            cfg.catchup_ms = ll.buffer_ms;
+            BufferConfig {
+                start_ms: ll.start_ms.max(chunk),
+                max_stall_ms: ll.max_stall_ms.max(2 * chunk),
+                max_lag_ms: ll.max_lag_ms.max(buffer_ms + 2 * chunk),
+                ..ll
+            }
+        } else {
+            BufferConfig {
+                buffer_ms,
+                start_ms: (2_000u32).max(2 * chunk),
+                max_stall_ms: (3_000u32).max(3 * chunk),
+                ..BufferConfig::default()
+            }
         };
         // A substream carries one chunk in K: silence shorter than K chunks is not lateness.
         cfg.late_ms = (2_000u32).max((k + 2) * chunk);

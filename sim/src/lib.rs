@@ -91,7 +91,7 @@ pub fn run(sc: &Scenario, threads: usize, progress: &(dyn Fn(u64, u64) + Sync)) 
         minutes.extend(r.minutes);
         sessions.extend(r.sessions);
     }
-    let summary = report::summarize(specs.len(), &minutes, &sessions);
+    let summary = report::summarize(specs.len(), &minutes, &sessions, sc.upload_ceiling());
     RunOutput { minutes, sessions, summary }
 }
 

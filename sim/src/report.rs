@@ -36,6 +36,8 @@ pub struct Summary {
     /// Clients sent on to a sibling edge at least once.
     pub redirected: f64,
     pub refocus: u64,
+    /// The P2P share the clients' uploads allow ([`crate::scenario::Scenario::upload_ceiling`]).
+    pub upload_ceiling: f64,
 }
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
@@ -83,7 +85,7 @@ pub fn minute_q2(minutes: &[MinuteRow]) -> Vec<f64> {
     minutes.iter().filter_map(|r| proto::quality::q2(u64::from(r.stalled_clients), u64::from(r.active))).collect()
 }
 
-pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> Summary {
+pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session], upload_ceiling: f64) -> Summary {
     let totals = per_minute(minutes);
     let peak = totals.iter().max_by_key(|m| m.p0).cloned().unwrap_or_default();
     // Sessions long enough to have had a chance to start and to be judged.
@@ -128,6 +130,7 @@ pub fn summarize(edges: usize, minutes: &[MinuteRow], sessions: &[Session]) -> S
         silent_clients: share(silent as u64, judged.len() as u64),
         redirected: share(sessions.iter().filter(|s| s.redirects > 0).count() as u64, sessions.len() as u64),
         refocus,
+        upload_ceiling,
     }
 }
 
@@ -153,6 +156,12 @@ impl Summary {
             ("Q1 median / worst", "0.99 / > 0.95".into(), format!("{:.4} / {:.4}", self.q1_median, self.q1_worst)),
             ("Q2 median / worst", "0.9998 / —".into(), format!("{:.4} / {:.4}", self.q2_median, self.q2_worst)),
             ("P2P share of delivered bytes", "~40 % of users".into(), pct(self.p2p_share)),
+            ("upload ceiling (P2P share the uploads allow)", "—".into(), pct(self.upload_ceiling)),
+            (
+                "P2P share achieved / ceiling",
+                "—".into(),
+                if self.upload_ceiling > 0.0 { pct(self.p2p_share / self.upload_ceiling) } else { "–".into() },
+            ),
             (
                 "hotspot edge P2P share",
                 "> 60 %".into(),

@@ -154,6 +154,26 @@ pub struct Clients {
     /// Leave without a word (the paper: < 5 %).
     #[serde(default = "d_abrupt")]
     pub abrupt_share: f64,
+    /// Players in low-latency mode (`livesky peer play --low-latency`): `buffer_s` is the
+    /// target, playback catches up at a keyframe when it falls behind it.
+    #[serde(default)]
+    pub low_latency: bool,
+}
+
+impl Scenario {
+    /// The P2P share the clients' uploads allow at most: what reachable clients can send (each
+    /// capped at `upload_cap_factor` × the stream, as the edges cap it) over what every client
+    /// plays. Unreachable clients accept no links, so they feed nobody.
+    pub fn upload_ceiling(&self) -> f64 {
+        let (stream, c) = (f64::from(self.stream.kbps), &self.clients);
+        let cap = stream * self.edges.upload_cap_factor;
+        let total: f64 = c.upload.iter().map(|u| u.share).sum();
+        if total <= 0.0 || stream <= 0.0 {
+            return 0.0;
+        }
+        let mean: f64 = c.upload.iter().map(|u| u.share / total * f64::from(u.kbps).min(cap)).sum();
+        ((1.0 - c.unreachable_share) * mean / stream).min(1.0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

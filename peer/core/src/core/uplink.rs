@@ -75,9 +75,9 @@ impl PeerCore {
                     queue.pop_front();
                     continue;
                 }
-                if !self.upload.try_take(now, len) {
+                if !self.upload.try_take_oversized(now, len) {
                     // Wake exactly when the cap lets it go (at least 1 ms on: no busy loop).
-                    self.up_ready = Some(self.upload.ready_at(now, len).max(now + Duration::from_millis(1)));
+                    self.up_ready = Some(self.upload.ready_at_oversized(now, len).max(now + Duration::from_millis(1)));
                     return;
                 }
                 let Some((link, c)) = queue.pop_front() else { break };
