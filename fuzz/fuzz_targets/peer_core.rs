@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         stun: None,
         upload_slots: 2,
         channel_key: Some(verifier.to_bytes()),
+        target_latency_ms: None,
     };
     core.handle(now, Input::FromEdge(FromEdge::Welcome(welcome(9))));
     core.handle(now, Input::FromEdge(FromEdge::Neighbours(vec![(PeerId(5), "10.0.0.5:4000".parse().expect("addr"))])));

@@ -226,6 +226,7 @@ async fn status(State(out): State<Arc<LocalOutput>>) -> axum::Json<serde_json::V
     axum::Json(serde_json::json!({
         "startup_ms": s.startup.map(|d| d.as_millis() as u64),
         "buffer_ms": s.buffered_ms,
+        "buffer_target_ms": s.buffer_target_ms,
         "latency_ms": s.latency_ms,
         "latency_p50_ms": s.latency.quantile_ms(0.5),
         "latency_p95_ms": s.latency.quantile_ms(0.95),

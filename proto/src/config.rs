@@ -80,6 +80,11 @@ pub struct ChannelConfig {
     /// center's own, filled in when it pushes the config (tokens from its `POST /api/tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_key: Option<String>,
+    /// Glass-to-glass target for LiveSky players, ms (1,000–60,000): the edge sends a start burst
+    /// no longer than this and tells players, which then run in low-latency mode (a buffer of
+    /// this much, a catch-up at a keyframe when they fall behind it). Absent: each player's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_latency_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -530,6 +535,11 @@ impl Topology {
             }
             if c.substreams == 0 || c.substreams > 64 {
                 return err(key("substreams"), format!("{} is outside 1..=64", c.substreams));
+            }
+            if let Some(ms) = c.target_latency_ms
+                && !(1_000..=60_000).contains(&ms)
+            {
+                return err(key("target_latency_ms"), format!("{ms} is outside 1000..=60000 (ms)"));
             }
             if let Some(k) = &c.signing_key
                 && let Err(e) = crate::ChannelSigner::from_hex_seed(k)

@@ -389,6 +389,8 @@ pub struct XmlChannel {
     pub require_token: bool,
     #[serde(rename = "@token-key", default, skip_serializing_if = "Option::is_none")]
     pub token_key: Option<String>,
+    #[serde(rename = "@target-latency-ms", default, skip_serializing_if = "Option::is_none")]
+    pub target_latency_ms: Option<u32>,
 }
 
 impl From<&ChannelConfig> for XmlChannel {
@@ -433,6 +435,7 @@ impl From<&ChannelConfig> for XmlChannel {
             signing_key: c.signing_key.clone(),
             require_token: c.require_token,
             token_key: c.token_key.clone(),
+            target_latency_ms: c.target_latency_ms,
         }
     }
 }
@@ -476,6 +479,7 @@ impl TryFrom<XmlChannel> for ChannelConfig {
             signing_key: x.signing_key,
             require_token: x.require_token,
             token_key: x.token_key,
+            target_latency_ms: x.target_latency_ms,
         })
     }
 }

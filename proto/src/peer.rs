@@ -17,7 +17,7 @@ use crate::quality::{LATENCY_BOUNDS_MS, LatencyHistogram};
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_opt_u64, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 5;
+pub const CLIENT_PROTOCOL_VERSION: u16 = 6;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -160,6 +160,9 @@ pub struct Welcome {
     /// The channel's Ed25519 public key: every chunk is checked against it before it is played
     /// or forwarded.
     pub channel_key: Option<[u8; 32]>,
+    /// The channel's glass-to-glass target (ms) when the operator set one: a player buffers no
+    /// more than this (low-latency mode), whatever it asked in its join.
+    pub target_latency_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,6 +459,7 @@ impl WireMessage for FromEdge {
                 put_opt_addr(out, &w.stun);
                 out.put_u16(w.upload_slots);
                 put_opt_key(out, &w.channel_key);
+                out.put_u32(w.target_latency_ms.unwrap_or(0));
             }
             FromEdge::Redirect { to, reason } => {
                 out.put_u8(2);
@@ -514,6 +518,7 @@ impl WireMessage for FromEdge {
                 stun: r.opt_addr("stun address")?,
                 upload_slots: r.u16("upload slots")?,
                 channel_key: r.opt_key("channel key")?,
+                target_latency_ms: Some(r.u32("target latency ms")?).filter(|&ms| ms > 0),
             }),
             2 => FromEdge::Redirect {
                 to: bounded_text(&mut r, "redirect target")?,

@@ -34,12 +34,14 @@ pub struct ChannelInfo {
     pub substreams: u16,
     pub ts: bool,
     pub hls: bool,
+    /// The operator's glass-to-glass target for LiveSky players.
+    pub target_latency_ms: Option<u32>,
 }
 
 impl Default for ChannelInfo {
     /// A channel the edge was not told about (relayed on demand): the defaults of the topology.
     fn default() -> Self {
-        ChannelInfo { bitrate_kbps: 400, substreams: 4, ts: true, hls: true }
+        ChannelInfo { bitrate_kbps: 400, substreams: 4, ts: true, hls: true, target_latency_ms: None }
     }
 }
 
@@ -151,6 +153,7 @@ pub(crate) async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result
     cfg.joins_per_ip_per_sec = s.admission.joins_per_ip_per_sec;
     cfg.join_burst_per_ip = s.admission.join_burst_per_ip;
     cfg.max_burst_ms = s.admission.max_burst_ms;
+    cfg.target_latency_ms = info.target_latency_ms;
     cfg.stun = edge.stun_addr();
     cfg.channel_key = lease.hub().verify_key();
     let feeder = Feeder::new(FeederConfig::new(info.substreams, s.admission.capacity_kbps as f64 * 125.0));

@@ -207,6 +207,7 @@ fn channel_table<'a>(
                 substreams: c.substreams,
                 ts: c.legacy.contains(&proto::config::LegacyFormat::Ts),
                 hls: c.legacy.contains(&proto::config::LegacyFormat::Hls),
+                target_latency_ms: c.target_latency_ms,
             };
             (c.id.clone(), info)
         })

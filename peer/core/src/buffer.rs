@@ -102,6 +102,11 @@ impl PlayBuffer {
         self.stats
     }
 
+    /// New settings (the channel's latency target arrived with the edge's welcome).
+    pub fn set_config(&mut self, cfg: BufferConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn started_at(&self) -> Option<Instant> {
         self.started_at
     }

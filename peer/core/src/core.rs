@@ -516,6 +516,11 @@ impl PeerCore {
                 self.phase = Phase::Joined { id: w.peer, k };
                 self.push = w.push;
                 self.verifier = w.channel_key.and_then(|k| ChannelVerifier::from_bytes(&k).ok());
+                // The operator's target for the channel: low-latency mode if it is below ours.
+                if let Some(target) = w.target_latency_ms.filter(|&t| t < self.cfg.buffer.buffer_ms) {
+                    self.cfg = self.cfg.clone().low_latency(target);
+                    self.buffer.set_config(self.cfg.buffer.clone());
+                }
                 let feed = if w.push { FeedTo::Edge } else { FeedTo::Nobody };
                 self.substreams = vec![Substream::new(feed, now); usize::from(k)];
                 self.out.push_back(Output::Event(Event::Welcomed { peer: w.peer, push: w.push }));

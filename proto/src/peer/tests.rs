@@ -70,6 +70,7 @@ fn control_messages_round_trip_and_reject_truncation() {
             stun: Some(a4),
             upload_slots: 6,
             channel_key: Some([5; 32]),
+            target_latency_ms: Some(3_000),
         }),
         FromEdge::Redirect { to: "127.0.0.1:9000".into(), reason: "stage 4".into() },
         FromEdge::Refused { reason: "full".into() },

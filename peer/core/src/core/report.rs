@@ -36,6 +36,8 @@ pub struct PeerStats {
     pub latency: LatencyHistogram,
     /// Glass-to-glass latency of the chunk played last, ms.
     pub latency_ms: Option<u64>,
+    /// The buffer target now (the player's own, or the channel's `target_latency_ms` if lower).
+    pub buffer_target_ms: u32,
 }
 
 /// When each startup step happened, measured from the join request.
@@ -102,6 +104,7 @@ impl PeerCore {
             mesh: self.mesh.len(),
             links: self.link_parent.len() + self.children.len() + self.mesh.len(),
             timeline: Timeline { playback: self.stats.startup, ..self.stats.timeline },
+            buffer_target_ms: self.cfg.buffer.buffer_ms,
             ..self.stats
         }
     }

@@ -132,6 +132,7 @@ fn welcome(peer: u64) -> FromEdge {
         stun: None,
         upload_slots: 0,
         channel_key: None,
+        target_latency_ms: None,
     })
 }
 
@@ -387,4 +388,32 @@ fn a_peer_whose_parents_never_send_reports_them_silent_once_live_moves_on() {
     assert_eq!(silent(&early), 0, "not before late_ms (2 s)");
     let (_, later) = run(&mut p, t0 + Duration::from_millis(1_900), t0 + Duration::from_secs(4));
     assert_eq!(silent(&later), 4, "each substream's parent reported once: {later:?}");
+}
+
+/// The channel's latency target in the welcome puts a player with a bigger buffer in
+/// low-latency mode; a target above its own buffer changes nothing.
+#[test]
+fn a_channel_latency_target_in_the_welcome_sets_low_latency_mode() {
+    let t0 = Instant::now();
+    for (target, expect) in [(Some(3_000), 3_000), (Some(20_000), 15_000), (None, 15_000)] {
+        let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+        let FromEdge::Welcome(mut w) = welcome(1) else { unreachable!() };
+        w.target_latency_ms = target;
+        p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
+        assert_eq!(p.stats().buffer_target_ms, expect, "target {target:?}");
+    }
+    // In low-latency mode a 15 s start burst is caught up on at once.
+    let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+    let FromEdge::Welcome(mut w) = welcome(1) else { unreachable!() };
+    w.target_latency_ms = Some(3_000);
+    p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
+    for seq in 625..=1000 {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    // It starts on the burst's first second (it arrives chunk by chunk), then at the next
+    // keyframe, 14 s behind the newest chunk by then, jumps to the first one within 3 s of it.
+    let (played, _) = run(&mut p, t0, t0 + Duration::from_millis(1_100));
+    assert_eq!(played.first(), Some(&625));
+    assert!(!played.contains(&650) && played.contains(&925), "{played:?}");
+    assert_eq!(p.stats().play.catchups, 1);
 }

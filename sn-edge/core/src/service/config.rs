@@ -14,6 +14,9 @@ pub struct ServiceConfig {
     pub admission: AdmissionConfig,
     /// Longest start burst the edge sends (a client asking for a bigger buffer gets this much).
     pub max_burst_ms: u32,
+    /// The operator's glass-to-glass target for the channel: bursts no longer, and players told
+    /// (in `Welcome`) to buffer no more.
+    pub target_latency_ms: Option<u32>,
     /// Other edges' client addresses for redirects: the edge's `[edge] siblings` setting.
     pub siblings: Vec<String>,
     /// Joins per second allowed from one IP address, and the burst allowed.
@@ -43,6 +46,7 @@ impl ServiceConfig {
             channel,
             admission,
             max_burst_ms: 15_000,
+            target_latency_ms: None,
             siblings: Vec::new(),
             joins_per_ip_per_sec: 5.0,
             join_burst_per_ip: 20.0,

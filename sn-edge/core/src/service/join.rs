@@ -110,6 +110,7 @@ impl Service {
             stun: self.cfg.stun,
             upload_slots: self.admission.tracker().slots(peer).map_or(0, |(_, s)| s),
             channel_key: self.cfg.channel_key,
+            target_latency_ms: self.cfg.target_latency_ms,
         };
         self.out.push_back(Output::Send { conn, msg: FromEdge::Welcome(welcome) });
         if let Some(last_seq) = self.ended {
@@ -128,7 +129,8 @@ impl Service {
         }
         self.out.push_back(Output::Send { conn, msg: FromEdge::Neighbours(mesh) });
         // The start burst: the client's buffer (capped), from a keyframe, every substream.
-        let burst = join.buffer_ms.clamp(1_000, self.cfg.max_burst_ms);
+        let asked = self.cfg.target_latency_ms.map_or(join.buffer_ms, |t| join.buffer_ms.min(t));
+        let burst = asked.clamp(1_000, self.cfg.max_burst_ms);
         let mask = self.edge_mask(peer);
         if let Some(c) = self.clients.get_mut(&peer) {
             c.mask = mask;

@@ -335,3 +335,33 @@ fn frequent_reports_count_q2_per_client_minute_and_the_burst_once() {
     let (rate, burst) = (400 * 125u64, 2 * 400 * 125 * 15u64);
     assert_eq!(s.stats().reported.bytes_from_edge, 2 * rate * 10 * 4 + burst);
 }
+
+/// An operator's `target_latency_ms` for the channel: a client asking a 15 s buffer gets a start
+/// burst of the target, and its welcome names the target so it plays in low-latency mode.
+#[test]
+fn a_channel_latency_target_caps_the_burst_and_goes_in_the_welcome() {
+    let mut cfg = ServiceConfig::new(channel(), AdmissionConfig::paper());
+    cfg.target_latency_ms = Some(3_000);
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    s.handle(t0, Input::Joined { conn: ConnId(0), from: ip(1), join: join_msg(Some(ip(1)), 0) });
+    let out = drain(&mut s);
+    let welcome = out.iter().find_map(|o| match o {
+        Output::Send { msg: FromEdge::Welcome(w), .. } => Some(w.target_latency_ms),
+        _ => None,
+    });
+    assert_eq!(welcome, Some(Some(3_000)));
+    let burst = out.iter().find_map(|o| match o {
+        Output::Serve { burst_ms, .. } => *burst_ms,
+        _ => None,
+    });
+    assert_eq!(burst, Some(3_000), "{out:?}");
+    // Without a target, the client's own buffer (15 s).
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    s.handle(t0, Input::Joined { conn: ConnId(0), from: ip(1), join: join_msg(Some(ip(1)), 0) });
+    let burst = drain(&mut s).into_iter().find_map(|o| match o {
+        Output::Serve { burst_ms, .. } => burst_ms,
+        _ => None,
+    });
+    assert_eq!(burst, Some(15_000));
+}
