@@ -117,6 +117,10 @@ pub enum ToEdge {
         substream: u16,
         parent: PeerId,
         trouble: Trouble,
+        /// The first chunk of the substream the client still needs (from its playback point on):
+        /// if the edge takes the substream over, it resends from there rather than only the last
+        /// seconds — a hole further back had nobody to fill it.
+        missing_from: Option<u64>,
     },
     Signal {
         to: PeerId,
@@ -303,11 +307,12 @@ impl WireMessage for ToEdge {
             }
             ToEdge::Heartbeat => out.put_u8(2),
             ToEdge::Leave => out.put_u8(3),
-            ToEdge::ParentTrouble { substream, parent, trouble } => {
+            ToEdge::ParentTrouble { substream, parent, trouble, missing_from } => {
                 out.put_u8(4);
                 out.put_u16(*substream);
                 out.put_u64(parent.0);
                 out.put_u8(trouble_u8(*trouble));
+                put_opt_u64(out, *missing_from);
             }
             ToEdge::Signal { to, kind, payload } => {
                 out.put_u8(5);
@@ -367,6 +372,7 @@ impl WireMessage for ToEdge {
                 substream: r.u16("substream")?,
                 parent: PeerId(r.u64("parent")?),
                 trouble: trouble_from(r.u8("trouble")?)?,
+                missing_from: r.opt_u64("missing from")?,
             },
             5 => ToEdge::Signal {
                 to: PeerId(r.u64("signal target")?),

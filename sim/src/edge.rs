@@ -148,14 +148,15 @@ impl SimEdge {
                     }
                 }
                 EdgeOutput::Close { conn } => self.forget(conn.0 as u32),
-                EdgeOutput::Serve { conn, mask, burst_ms, backfill } => {
+                EdgeOutput::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
                     if !net.alive(conn.0 as u32) {
                         continue;
                     }
                     // A pure mesh has no start burst: only its seeds hear from the edge.
                     let burst_ms = burst_ms.filter(|_| net.sc.mode != Mode::Mesh || mask != 0);
                     let now = net.clock.at(t);
-                    self.feeder.serve(now, conn, mask, burst_ms, backfill, stream);
+                    let order = livesky_edge_core::feeder::Order { mask, burst_ms, backfill, backfill_from };
+                    self.feeder.serve(now, conn, order, stream);
                     self.send_out(t, net, stream);
                 }
                 // The simulator keeps its own minute rows; an idle edge stays (clients come).

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::Edge;
 use crate::EdgeError;
 use crate::admission::{AdmissionConfig, Snapshot};
-use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
+use crate::feeder::{ChunkMeta, Feeder, FeederConfig, Order, RecentChunks};
 use crate::service::{ConnId, Input, Output, PeriodReport, Service, ServiceConfig, ServiceStats};
 
 /// Messages a connection's queue holds before the edge gives up on a client that does not read.
@@ -307,8 +307,9 @@ fn carry_out(
                         c.kill.cancel();
                     }
                 }
-                Output::Serve { conn, mask, burst_ms, backfill } => {
-                    feeder.serve(now_std(), conn, mask, burst_ms, backfill, &RingView(&hub.ring()));
+                Output::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
+                    let order = Order { mask, burst_ms, backfill, backfill_from };
+                    feeder.serve(now_std(), conn, order, &RingView(&hub.ring()));
                 }
                 Output::Report(r) => report(edge, channel, &r),
                 Output::Idle => carried = Carried::Idle,

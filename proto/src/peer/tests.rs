@@ -45,7 +45,8 @@ fn control_messages_round_trip_and_reject_truncation() {
         }),
         ToEdge::Heartbeat,
         ToEdge::Leave,
-        ToEdge::ParentTrouble { substream: 3, parent: PeerId(99), trouble: Trouble::Late },
+        ToEdge::ParentTrouble { substream: 3, parent: PeerId(99), trouble: Trouble::Late, missing_from: Some(1_234) },
+        ToEdge::ParentTrouble { substream: 0, parent: PeerId(9), trouble: Trouble::Lost, missing_from: None },
         ToEdge::Signal { to: PeerId(5), kind: SignalKind::Offer, payload: "v=0\r\n…".into() },
         ToEdge::Report(PeerReport {
             interval_ms: 60_000,

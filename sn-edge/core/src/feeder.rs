@@ -46,6 +46,8 @@ pub struct FeederConfig {
     pub egress_bytes_per_sec: f64,
     /// How much of the newest media a backfill resends.
     pub backfill_ms: u32,
+    /// How far back a backfill goes at most for a client that said what it misses.
+    pub max_backfill_ms: u32,
     /// The least media after the keyframe a short start burst begins at: the player's start
     /// threshold (`peer_core::buffer::BufferConfig::start_ms`).
     pub start_ms: u32,
@@ -62,7 +64,13 @@ pub const DEFAULT_BACKFILL_MS: u32 = 2_000;
 
 impl FeederConfig {
     pub fn new(substreams: u16, egress_bytes_per_sec: f64) -> Self {
-        Self { substreams, egress_bytes_per_sec, backfill_ms: DEFAULT_BACKFILL_MS, start_ms: DEFAULT_START_MS }
+        Self {
+            substreams,
+            egress_bytes_per_sec,
+            backfill_ms: DEFAULT_BACKFILL_MS,
+            max_backfill_ms: 15_000,
+            start_ms: DEFAULT_START_MS,
+        }
     }
 }
 
@@ -81,6 +89,15 @@ impl Kind {
             Kind::Backfill => "backfill",
         }
     }
+}
+
+/// What the service's `Output::Serve` asks of the feeder for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Order {
+    pub mask: u64,
+    pub burst_ms: Option<u32>,
+    pub backfill: u64,
+    pub backfill_from: Option<u64>,
 }
 
 /// Send chunk `seq` to connection `conn`.
@@ -127,31 +144,28 @@ impl Feeder {
         1u64 << SubstreamId::of(seq, self.cfg.substreams).0
     }
 
-    /// The service's `Output::Serve`: from now on push `mask`'s substreams to `conn`; `burst_ms`
-    /// (at join) sends that much recent media from a keyframe; `backfill` resends what the client
-    /// may have missed of substreams just added.
-    pub fn serve(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        mask: u64,
-        burst_ms: Option<u32>,
-        backfill: u64,
-        ring: &impl RecentChunks,
-    ) {
-        self.clients.insert(conn, mask);
-        if let Some(ms) = burst_ms {
+    /// The service's `Output::Serve`: from now on push `order.mask`'s substreams to `conn`;
+    /// `burst_ms` (at join) sends that much recent media from a keyframe; `backfill` resends what
+    /// the client may have missed of substreams just added: from `backfill_from` (the first chunk
+    /// it said it misses, at most [`FeederConfig::max_backfill_ms`] back), else the last
+    /// [`FeederConfig::backfill_ms`].
+    pub fn serve(&mut self, now: Instant, conn: ConnId, order: Order, ring: &impl RecentChunks) {
+        self.clients.insert(conn, order.mask);
+        if let Some(ms) = order.burst_ms {
             self.burst(now, conn, ms, ring);
         }
-        if backfill != 0
+        if order.backfill != 0
             && let (Some(first), Some(last)) = (ring.first_seq(), ring.last_seq())
             && let Some(newest) = ring.meta(last)
         {
             let since = newest.media_ts.saturating_sub(u64::from(self.cfg.backfill_ms) * 90);
+            let floor = newest.media_ts.saturating_sub(u64::from(self.cfg.max_backfill_ms) * 90);
             let recent =
-                (first..=last).rev().map_while(|s| ring.meta(s).filter(|m| m.media_ts >= since).map(|m| (s, m)));
-            let mut missed: Vec<(u64, ChunkMeta)> =
-                recent.filter(|(s, _)| backfill & self.substream_bit(*s) != 0).collect();
+                (first..=last).rev().map_while(|s| ring.meta(s).filter(|m| m.media_ts >= floor).map(|m| (s, m)));
+            let from = order.backfill_from.unwrap_or(u64::MAX);
+            let mut missed: Vec<(u64, ChunkMeta)> = recent
+                .filter(|(s, m)| (m.media_ts >= since || *s >= from) && order.backfill & self.substream_bit(*s) != 0)
+                .collect();
             missed.reverse();
             for (seq, m) in missed {
                 self.push(now, conn, seq, Kind::Backfill, m.len);

@@ -94,12 +94,13 @@ pub enum Output {
     },
     /// The edge pushes the substreams in `mask` to `conn` from now on. `burst_ms` (at join): first
     /// send that much recent media of every substream from a keyframe. `backfill`: substreams just
-    /// added, whose recent chunks the client may have missed.
+    /// added, whose recent chunks the client may have missed — from `backfill_from` if it said.
     Serve {
         conn: ConnId,
         mask: u64,
         burst_ms: Option<u32>,
         backfill: u64,
+        backfill_from: Option<u64>,
     },
     /// The period's summary (every `report_every`), for the log and the MC's report.
     Report(Box<PeriodReport>),
@@ -139,6 +140,8 @@ struct Client {
     minute_stalled: bool,
     /// Bytes per second it received from peers over its latest report.
     p2p_rate: u64,
+    /// The first chunk it misses of a substream whose parent failed (its `ParentTrouble`).
+    backfill_from: Option<u64>,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }
@@ -531,10 +534,12 @@ impl Service {
         for peer in touched {
             let mask = self.edge_mask(peer);
             let Some(c) = self.clients.get_mut(&peer) else { continue };
+            let backfill_from = c.backfill_from.take();
             if c.mask != mask {
                 let backfill = mask & !c.mask;
                 c.mask = mask;
-                self.out.push_back(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill });
+                let backfill_from = backfill_from.filter(|_| backfill != 0);
+                self.out.push_back(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill, backfill_from });
             }
         }
     }

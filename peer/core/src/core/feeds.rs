@@ -79,9 +79,26 @@ impl PeerCore {
         for s in 0..64u16 {
             if p.mask & (1u64 << s) != 0 {
                 self.stats.lost_reports += 1;
-                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s, parent: pid, trouble }));
+                let missing_from = self.first_missing(s);
+                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble {
+                    substream: s,
+                    parent: pid,
+                    trouble,
+                    missing_from,
+                }));
             }
         }
+    }
+
+    /// The first chunk of substream `s` not held, from the playback point (or the oldest chunk
+    /// held, before playback) up to the newest chunk held.
+    pub(super) fn first_missing(&self, s: u16) -> Option<u64> {
+        let k = u64::from(self.k());
+        let newest = self.buffer.newest_seq()?;
+        let from = self.buffer.next_seq().or_else(|| self.buffer.seqs_from(0).next())?;
+        let first = from + (u64::from(s) + k - from % k) % k;
+        // A buffer spans at most a few thousand chunks; bound the walk all the same.
+        (first..=newest).step_by(k as usize).take(4_096).find(|&seq| !self.buffer.contains(seq))
     }
 
     /// Reports a parent whose substream falls behind the others.
@@ -93,6 +110,7 @@ impl PeerCore {
         // never came up sat stalled for minutes). Parents that have sent are measured against
         // what arrived, so a pause of the source itself does not send every child to the edge.
         let live = newest + now.saturating_duration_since(self.newest_at).as_micros() as u64 * 9 / 100;
+        let mut late = Vec::new();
         for (s, sub) in self.substreams.iter_mut().enumerate() {
             let FeedTo::Peer { id, .. } = sub.feed else { continue };
             let settled = now.saturating_duration_since(sub.since) > late_ms;
@@ -103,8 +121,12 @@ impl PeerCore {
                 // Late after sending something is a slow parent; nothing at all is one that
                 // denies service (the edge makes it a leaf when several children say so).
                 let trouble = if sub.parent_sent { Trouble::Late } else { Trouble::Silent };
-                self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream: s as u16, parent: id, trouble }));
+                late.push((s as u16, id, trouble));
             }
+        }
+        for (substream, parent, trouble) in late {
+            let missing_from = self.first_missing(substream);
+            self.out.push_back(Output::ToEdge(ToEdge::ParentTrouble { substream, parent, trouble, missing_from }));
         }
     }
 }

@@ -29,6 +29,10 @@ fn feeder(bytes_per_sec: f64) -> Feeder {
     Feeder::new(FeederConfig::new(4, bytes_per_sec))
 }
 
+fn order(mask: u64, burst_ms: Option<u32>, backfill: u64) -> Order {
+    Order { mask, burst_ms, backfill, backfill_from: None }
+}
+
 fn drain(f: &mut Feeder) -> Vec<Send> {
     std::iter::from_fn(|| f.poll_output()).collect()
 }
@@ -65,10 +69,10 @@ fn a_burst_goes_whole_when_the_budget_carries_it_else_the_newest_start_run_goes_
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
     // 50 kB a second; 2 s of media (50..=100) is 51 kB, the 1 s start run (75..=100) 26 kB.
     let mut f = Feeder::new(FeederConfig { start_ms: 1_000, ..FeederConfig::new(4, 50_000.0) });
-    f.serve(t0, ConnId(1), 0b1111, Some(2_000), 0, &ring);
-    f.serve(t0, ConnId(2), 0b0001, Some(2_000), 0, &ring);
+    f.serve(t0, ConnId(1), order(0b1111, Some(2_000), 0), &ring);
+    f.serve(t0, ConnId(2), order(0b0001, Some(2_000), 0), &ring);
     // Asking less than the start run gets the newest keyframe run all the same.
-    f.serve(t0, ConnId(3), 0b0001, Some(40), 0, &ring);
+    f.serve(t0, ConnId(3), order(0b0001, Some(40), 0), &ring);
     let sent = drain(&mut f);
     assert_eq!(
         bursts(&sent),
@@ -83,8 +87,8 @@ fn a_burst_goes_whole_when_the_budget_carries_it_else_the_newest_start_run_goes_
     assert_eq!(live, [(ConnId(1), 100, Kind::Live), (ConnId(2), 100, Kind::Live), (ConnId(3), 100, Kind::Live)]);
     // In debt by 56 kB (51 + 26 + 26 + 3 against 50), -31 kB at 0.5 s: the 52 kB burst would
     // take 1.66 s, so the short run again (27 kB); at 1.8 s the bucket holds 7 kB, enough within 1 s.
-    f.serve(t0 + Duration::from_millis(500), ConnId(4), 0, Some(2_000), 0, &ring);
-    f.serve(t0 + Duration::from_millis(1_800), ConnId(5), 0, Some(2_000), 0, &ring);
+    f.serve(t0 + Duration::from_millis(500), ConnId(4), order(0, Some(2_000), 0), &ring);
+    f.serve(t0 + Duration::from_millis(1_800), ConnId(5), order(0, Some(2_000), 0), &ring);
     let later = bursts(&drain(&mut f));
     assert_eq!(later, [(ConnId(4), 75, 101, 27), (ConnId(5), 50, 101, 52)]);
 }
@@ -94,7 +98,7 @@ fn backfill_resends_the_newest_chunks_of_the_substreams_taken_over() {
     let t0 = Instant::now();
     let ring = Ring { first: 0, last: 100, len: 1000 };
     let mut f = feeder(1.0);
-    f.serve(t0, ConnId(7), 0b0100, None, 0b0100, &ring);
+    f.serve(t0, ConnId(7), order(0b0100, None, 0b0100), &ring);
     let sent = drain(&mut f);
     assert!(sent.iter().all(|s| s.kind == Kind::Backfill && s.seq % 4 == 2));
     // The last 2 s of media (50 chunks of 40 ms: 50..=100), substream 2.
@@ -103,11 +107,27 @@ fn backfill_resends_the_newest_chunks_of_the_substreams_taken_over() {
 }
 
 #[test]
+fn a_backfill_resends_from_the_first_chunk_the_client_misses_at_most_15_s_back() {
+    let t0 = Instant::now();
+    let ring = Ring { first: 0, last: 400, len: 1000 };
+    let sent = |from: Option<u64>| {
+        let mut f = feeder(1.0);
+        f.serve(t0, ConnId(7), Order { backfill_from: from, ..order(0b0100, None, 0b0100) }, &ring);
+        let seqs: Vec<u64> = drain(&mut f).iter().map(|s| s.seq).collect();
+        assert!(seqs.iter().all(|s| s % 4 == 2), "{seqs:?}");
+        (seqs.first().copied(), seqs.len())
+    };
+    assert_eq!(sent(None), (Some(350), 13), "the last 2 s");
+    assert_eq!(sent(Some(200)), (Some(202), 50), "from what it misses");
+    assert_eq!(sent(Some(5)), (Some(26), 94), "no more than 15 s back");
+}
+
+#[test]
 fn forgotten_clients_get_nothing_and_an_empty_ring_sends_no_burst() {
     let t0 = Instant::now();
     let mut ring = Ring { first: 0, last: 100, len: 1000 };
     let mut f = feeder(5_000.0);
-    f.serve(t0, ConnId(1), 0b1111, None, 0, &ring);
+    f.serve(t0, ConnId(1), order(0b1111, None, 0), &ring);
     f.forget(ConnId(1));
     ring.last = 101;
     f.new_chunk(t0 + Duration::from_secs(10), 101, &ring);
@@ -124,6 +144,6 @@ fn forgotten_clients_get_nothing_and_an_empty_ring_sends_no_burst() {
             None
         }
     }
-    f.serve(t0, ConnId(2), 0b1111, Some(15_000), 0b1111, &Empty);
+    f.serve(t0, ConnId(2), order(0b1111, Some(15_000), 0b1111), &Empty);
     assert!(drain(&mut f).is_empty());
 }

@@ -96,6 +96,7 @@ impl Service {
             minute_ms: 0,
             minute_stalled: false,
             p2p_rate: 0,
+            backfill_from: None,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
         };
         self.clients.insert(peer, client);
@@ -135,7 +136,7 @@ impl Service {
         if let Some(c) = self.clients.get_mut(&peer) {
             c.mask = mask;
         }
-        self.out.push_back(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0 });
+        self.out.push_back(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0, backfill_from: None });
     }
 
     pub(super) fn edge_mask(&self, peer: PeerId) -> u64 {

@@ -13,11 +13,15 @@ impl Service {
                 self.forget(peer);
                 self.out.push_back(Output::Close { conn });
             }
-            ToEdge::ParentTrouble { substream, parent, trouble } => {
+            ToEdge::ParentTrouble { substream, parent, trouble, missing_from } => {
                 self.stats.parent_troubles += 1;
                 let current = self.admission.tracker().feeds(peer).and_then(|f| f.get(usize::from(substream)).copied());
                 if current != Some(Feed::Peer(parent)) {
                     return; // stale: the client was moved already
+                }
+                // Where a takeover by the edge resends from (checked against the ring by the feeder).
+                if let (Some(seq), Some(c)) = (missing_from, self.clients.get_mut(&peer)) {
+                    c.backfill_from = Some(c.backfill_from.map_or(seq, |b| b.min(seq)));
                 }
                 let (books, need) = match trouble {
                     Trouble::Unreachable => (&mut self.unreachable, self.cfg.unreachable_reports),

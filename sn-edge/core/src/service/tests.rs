@@ -220,9 +220,10 @@ impl Net {
                         }
                     }
                     Output::Close { conn } => self.feeder.forget(conn),
-                    Output::Serve { conn, mask, burst_ms, backfill } => {
+                    Output::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
                         let ring = Source(&self.source);
-                        self.feeder.serve(self.now, conn, mask, burst_ms, backfill, &ring);
+                        let order = crate::feeder::Order { mask, burst_ms, backfill, backfill_from };
+                        self.feeder.serve(self.now, conn, order, &ring);
                         self.feed();
                     }
                     Output::Report(_) | Output::Idle => {}
