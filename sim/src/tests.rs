@@ -116,7 +116,8 @@ upload = [{ share = 1.0, kbps = 200 }]
     let redirected: Vec<&Session> = out.sessions.iter().filter(|s| s.redirects > 0).collect();
     let s = &out.summary;
     eprintln!("{}\n{} redirected", s.markdown("hotspot"), redirected.len());
-    assert!(redirected.len() > 20, "{s:?}");
+    // 18 since the start burst goes at once (fewer clients queue up at the hotspot); 24 before.
+    assert!(redirected.len() > 15, "{s:?}");
     // Each was sent from the hotspot to its sibling, and watched there.
     assert!(redirected.iter().all(|r| r.edge == 1), "{redirected:?}");
     let started = redirected.iter().filter(|r| r.startup_ms.is_some_and(|m| m < 15_000)).count();
