@@ -76,14 +76,14 @@ pub fn spawn_peer_with(cfg: PeerConfig, edge: SocketAddr, transport: Transport, 
     Member { stats, played, task }
 }
 
-fn merged_latency(all: &[PeerStats]) -> LatencyHistogram {
+pub(crate) fn merged_latency(all: &[PeerStats]) -> LatencyHistogram {
     all.iter().fold(LatencyHistogram::default(), |mut h, s| {
         h.merge(&s.latency);
         h
     })
 }
 
-fn latency_text(h: &LatencyHistogram) -> String {
+pub(crate) fn latency_text(h: &LatencyHistogram) -> String {
     h.p50_p95().map_or("-".into(), |(a, b)| format!("{:.1}/{:.1} s", f64::from(a) / 1e3, f64::from(b) / 1e3))
 }
 

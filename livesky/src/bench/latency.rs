@@ -13,7 +13,6 @@ use anyhow::Context;
 use livesky_peer::core::{PeerConfig, PeerStats};
 use livesky_peer::driver::Transport;
 use proto::ChannelId;
-use proto::quality::LatencyHistogram;
 use sn_core::Role;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,7 @@ use super::fanout::{check_fd_limit, spawn_demo};
 use super::peers::percentile;
 use crate::launch::loopback_node;
 use crate::peer_cmd::LOW_LATENCY_MS;
-use crate::swarm::{Member, finish, spawn_peer_with};
+use crate::swarm::{Member, finish, latency_text, merged_latency, spawn_peer_with};
 
 #[derive(clap::Args, Clone)]
 pub struct LatencyArgs {
@@ -79,12 +78,7 @@ fn startups(stats: &[PeerStats], pick: impl Fn(&PeerStats) -> bool) -> String {
 }
 
 fn row(mode: Mode, n: usize, stats: &[PeerStats]) -> String {
-    let latency = stats.iter().fold(LatencyHistogram::default(), |mut h, s| {
-        h.merge(&s.latency);
-        h
-    });
-    let latency =
-        latency.p50_p95().map_or("-".into(), |(a, b)| format!("{:.1} / {:.1}", f64::from(a) / 1e3, f64::from(b) / 1e3));
+    let latency = latency_text(&merged_latency(stats));
     let (edge_b, peer_b) = stats.iter().fold((0u64, 0u64), |(e, p), s| (e + s.bytes_from_edge, p + s.bytes_from_peers));
     let share = 100.0 * proto::quality::p2p_share(peer_b as f64, edge_b as f64);
     let stalls: u64 = stats.iter().map(|s| s.play.stalls).sum();
@@ -106,7 +100,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("livesky-bench-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut table = String::from(
-        "| mode | peers | push peers: startup p50 / p95 ms (n) | P2P peers: startup p50 / p95 ms (n) | glass-to-glass p50 / p95 s | P2P share | stalls after startup | catch-ups |\n|---|---|---|---|---|---|---|---|\n",
+        "| mode | peers | push peers: startup p50 / p95 ms (n) | P2P peers: startup p50 / p95 ms (n) | glass-to-glass p50 / p95 | P2P share | stalls after startup | catch-ups |\n|---|---|---|---|---|---|---|---|\n",
     );
     let channel = ChannelId::new("demo")?;
     for &mode in &args.modes {
