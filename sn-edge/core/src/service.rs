@@ -119,6 +119,9 @@ pub struct PeriodReport {
 
 /// How often the service's chores (ageing out, healing trees) run.
 const TICK: Duration = Duration::from_secs(1);
+/// A client with a substream nobody feeds for this long is sent to a sibling edge: waiting on
+/// here it stalls for good (seen in `livesky demo --peers 40`: one peer, minutes).
+const UNFED_GRACE: Duration = Duration::from_secs(5);
 
 struct Client {
     conn: ConnId,
@@ -142,6 +145,8 @@ struct Client {
     p2p_rate: u64,
     /// The first chunk it misses of a substream whose parent failed (its `ParentTrouble`).
     backfill_from: Option<u64>,
+    /// Since when some substream of it has had no feed (no parent and no edge room).
+    unfed_since: Option<Instant>,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }
@@ -341,6 +346,31 @@ impl Service {
             let full = self.cfg.join_burst_per_ip;
             self.join_limits.retain(|_, b| b.tokens(now) < full);
             self.bans.prune(now);
+        }
+        self.apply_changes();
+        self.send_on_unfed(now);
+    }
+
+    /// Clients some substream of which has had no feed for [`UNFED_GRACE`] go to a sibling, if
+    /// there is one; without one they wait for a parent or for room at the edge.
+    fn send_on_unfed(&mut self, now: Instant) {
+        let mut stuck = Vec::new();
+        for (&peer, c) in self.clients.iter_mut() {
+            let unfed = self.admission.tracker().feeds(peer).is_some_and(|f| f.contains(&Feed::None));
+            c.unfed_since = if unfed { c.unfed_since.or(Some(now)) } else { None };
+            if c.unfed_since.is_some_and(|t| now.saturating_duration_since(t) >= UNFED_GRACE) {
+                stuck.push((peer, c.conn));
+            }
+        }
+        for (peer, conn) in stuck {
+            let Some(to) = self.sibling() else { return };
+            self.stats.redirected += 1;
+            tracing::info!(channel = %self.cfg.channel, %peer, %to, "no parent and no edge room for a client; sent to a sibling");
+            let reason = "no parent and no room at this edge; use a sibling".to_string();
+            self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+            self.out.push_back(Output::Close { conn });
+            self.conns.remove(&conn);
+            self.forget(peer);
         }
         self.apply_changes();
     }

@@ -97,6 +97,7 @@ impl Service {
             minute_stalled: false,
             p2p_rate: 0,
             backfill_from: None,
+            unfed_since: None,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
         };
         self.clients.insert(peer, client);

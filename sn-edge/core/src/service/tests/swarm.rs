@@ -295,3 +295,36 @@ fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
         (0..net.peers.len()).filter(|&i| i != denier && net.peers[i].core.stats().play.stalls > 0).collect();
     assert!(stalled.is_empty(), "mesh repair covers the gap until the move: {stalled:?}");
 }
+
+/// A client that no parent and no edge slot can feed is sent to a sibling after a few seconds
+/// rather than left to stall for good (`livesky demo --peers 40`: one peer, minutes).
+#[test]
+fn a_client_nobody_can_feed_goes_to_a_sibling() {
+    let admission = AdmissionConfig { n1c: 1, nc_star: 1, ..AdmissionConfig::paper() };
+    let mut cfg = ServiceConfig::new(channel(), admission);
+    cfg.siblings = vec!["198.51.100.1:7600".into()];
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    // Both were sent here by another edge already (they stay), and offer no upload: the first
+    // takes the edge's one slot, the second has no parent and no room.
+    for conn in 0..2u64 {
+        let from = SocketAddr::from(([203, 0, 113, conn as u8 + 1], 40000));
+        let join = proto::peer::Join { upload_kbps: 0, ..join_msg(Some(from), 1) };
+        s.handle(t0, Input::Joined { conn: conn.into(), from, join });
+    }
+    drain(&mut s);
+    let mut redirected = Vec::new();
+    for secs in 1..=8u64 {
+        s.handle_timeout(t0 + Duration::from_secs(secs));
+        for o in drain(&mut s) {
+            if let Output::Send { conn, msg: FromEdge::Redirect { to, .. } } = o {
+                redirected.push((secs, conn, to));
+            }
+        }
+    }
+    assert_eq!(redirected.len(), 1, "{redirected:?}");
+    let (secs, conn, to) = &redirected[0];
+    assert_eq!((*conn, to.as_str()), (ConnId(1), "198.51.100.1:7600"));
+    assert!((5..=7).contains(secs), "after the grace, not before: {secs} s");
+    assert_eq!(s.snapshot().p0, 1);
+}
