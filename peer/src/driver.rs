@@ -217,7 +217,7 @@ pub async fn run_with(
                         Event::PlayedOut => ended = Some(Ended::BroadcastEnded),
                         Event::Started { startup } => debug!(?startup, "playback started"),
                         Event::Welcomed { peer, push } => debug!(%peer, push, "joined"),
-                        Event::Stalled => debug!("stall"),
+                        Event::Stalled { seq, feed } => info!(?seq, ?feed, "playback stalled"),
                     }
                 }
             }

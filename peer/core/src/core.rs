@@ -62,7 +62,12 @@ pub enum Event {
     Started {
         startup: Duration,
     },
-    Stalled,
+    /// Playback ran dry waiting for chunk `seq`; `feed`: who was feeding its substream then
+    /// (for the log: a stall under an edge feed and one under a parent have different causes).
+    Stalled {
+        seq: Option<u64>,
+        feed: Option<FeedTo>,
+    },
     Redirected(String),
     Refused(String),
     EdgeLost,
@@ -628,7 +633,11 @@ impl PeerCore {
             self.out.push_back(Output::Play(c));
         }
         if self.buffer.stats().stalls > stalls_before {
-            self.out.push_back(Output::Event(Event::Stalled));
+            let seq = self.buffer.next_seq();
+            let feed = seq
+                .and_then(|s| self.substreams.get(usize::from(SubstreamId::of(s, self.k()).0)))
+                .map(|s| s.feed.clone());
+            self.out.push_back(Output::Event(Event::Stalled { seq, feed }));
         }
     }
 }

@@ -120,8 +120,13 @@ pub struct PeriodReport {
 /// How often the service's chores (ageing out, healing trees) run.
 const TICK: Duration = Duration::from_secs(1);
 /// A client with a substream nobody feeds for this long is sent to a sibling edge: waiting on
-/// here it stalls for good (seen in `livesky demo --peers 40`: one peer, minutes).
-const UNFED_GRACE: Duration = Duration::from_secs(5);
+/// here it stalls for good (seen in `livesky demo --peers 40`: one peer, minutes). Shorter than
+/// a full edge's start burst (a keyframe run and 2 s), so the move happens while it still plays:
+/// with 5 s the last joiner of that demo stalled 2.1 s before it moved.
+const UNFED_GRACE: Duration = Duration::from_secs(1);
+/// A client that edges already passed on this many times stays and waits: two full edges would
+/// otherwise bounce it back and forth until its player gives up.
+const UNFED_MAX_REDIRECTS: u8 = 3;
 
 struct Client {
     conn: ConnId,
@@ -147,6 +152,8 @@ struct Client {
     backfill_from: Option<u64>,
     /// Since when some substream of it has had no feed (no parent and no edge room).
     unfed_since: Option<Instant>,
+    /// How many edges sent it on before it joined here.
+    redirects: u8,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
 }
@@ -358,7 +365,9 @@ impl Service {
         for (&peer, c) in self.clients.iter_mut() {
             let unfed = self.admission.tracker().feeds(peer).is_some_and(|f| f.contains(&Feed::None));
             c.unfed_since = if unfed { c.unfed_since.or(Some(now)) } else { None };
-            if c.unfed_since.is_some_and(|t| now.saturating_duration_since(t) >= UNFED_GRACE) {
+            if c.redirects < UNFED_MAX_REDIRECTS
+                && c.unfed_since.is_some_and(|t| now.saturating_duration_since(t) >= UNFED_GRACE)
+            {
                 stuck.push((peer, c.conn));
             }
         }
@@ -556,6 +565,7 @@ impl Service {
                     None => FeedTo::Nobody,
                 },
             };
+            tracing::debug!(channel = %self.cfg.channel, client = %ch.client, substream = ch.substream, ?feed, "feed");
             self.out.push_back(Output::Send { conn, msg: FromEdge::Feed { substream: ch.substream, feed } });
             if !touched.contains(&ch.client) {
                 touched.push(ch.client);

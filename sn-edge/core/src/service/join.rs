@@ -60,7 +60,9 @@ impl Service {
         // cannot ask.
         let upload = Some(join.upload_kbps);
         let reachable = join.listen.is_some();
-        let peer = match self.admission.join(now, upload, reachable, sibling_available) {
+        let admit = self.admission.join(now, upload, reachable, sibling_available);
+        tracing::debug!(channel = %self.cfg.channel, ?admit, redirects = join.redirects, stage = ?self.admission.snapshot().stage, "join");
+        let peer = match admit {
             Admit::Push(p) | Admit::P2p(p) => p,
             Admit::Redirect => {
                 match self.sibling() {
@@ -98,6 +100,7 @@ impl Service {
             p2p_rate: 0,
             backfill_from: None,
             unfed_since: None,
+            redirects: join.redirects,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
         };
         self.clients.insert(peer, client);

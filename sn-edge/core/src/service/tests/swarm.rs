@@ -296,20 +296,18 @@ fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
     assert!(stalled.is_empty(), "mesh repair covers the gap until the move: {stalled:?}");
 }
 
-/// A client that no parent and no edge slot can feed is sent to a sibling after a few seconds
-/// rather than left to stall for good (`livesky demo --peers 40`: one peer, minutes).
-#[test]
-fn a_client_nobody_can_feed_goes_to_a_sibling() {
+/// Joins two clients that were sent here by other edges `redirects` times and offer no upload
+/// (the first takes the edge's one slot, the second has no parent and no room), runs the chores
+/// for 8 s and returns the redirects sent: (second, conn, to).
+fn unfed_redirects(redirects: u8) -> (Vec<(u64, ConnId, String)>, Service) {
     let admission = AdmissionConfig { n1c: 1, nc_star: 1, ..AdmissionConfig::paper() };
     let mut cfg = ServiceConfig::new(channel(), admission);
     cfg.siblings = vec!["198.51.100.1:7600".into()];
     let mut s = Service::new(cfg);
     let t0 = Instant::now();
-    // Both were sent here by another edge already (they stay), and offer no upload: the first
-    // takes the edge's one slot, the second has no parent and no room.
     for conn in 0..2u64 {
         let from = SocketAddr::from(([203, 0, 113, conn as u8 + 1], 40000));
-        let join = proto::peer::Join { upload_kbps: 0, ..join_msg(Some(from), 1) };
+        let join = proto::peer::Join { upload_kbps: 0, ..join_msg(Some(from), redirects) };
         s.handle(t0, Input::Joined { conn: conn.into(), from, join });
     }
     drain(&mut s);
@@ -322,9 +320,27 @@ fn a_client_nobody_can_feed_goes_to_a_sibling() {
             }
         }
     }
+    (redirected, s)
+}
+
+/// A client that no parent and no edge slot can feed is sent to a sibling within its start burst
+/// rather than left to stall (`livesky demo --peers 40`: one peer, minutes; then 2.1 s with a
+/// 5 s grace).
+#[test]
+fn a_client_nobody_can_feed_goes_to_a_sibling() {
+    let (redirected, s) = unfed_redirects(1);
     assert_eq!(redirected.len(), 1, "{redirected:?}");
     let (secs, conn, to) = &redirected[0];
     assert_eq!((*conn, to.as_str()), (ConnId(1), "198.51.100.1:7600"));
-    assert!((5..=7).contains(secs), "after the grace, not before: {secs} s");
+    assert!((2..=3).contains(secs), "after the grace, before its burst runs out: {secs} s");
     assert_eq!(s.snapshot().p0, 1);
+}
+
+/// Two full edges do not bounce a client between them until its player gives up: after a few
+/// moves it stays and waits for a parent or edge room.
+#[test]
+fn a_client_edges_already_bounced_stays_and_waits() {
+    let (redirected, s) = unfed_redirects(3);
+    assert!(redirected.is_empty(), "{redirected:?}");
+    assert_eq!(s.snapshot().p0, 2);
 }
