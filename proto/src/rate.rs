@@ -67,6 +67,14 @@ impl TokenBucket {
         self.ready_at(now, n.min(self.depth))
     }
 
+    /// New rate and depth from `now` on; what the bucket holds (or owes) stays, within the depth.
+    pub fn set_rate(&mut self, now: Instant, rate_per_sec: f64, depth: f64) {
+        self.refill(now);
+        self.rate_per_sec = rate_per_sec.max(0.0);
+        self.depth = depth.max(0.0);
+        self.tokens = self.tokens.min(self.depth);
+    }
+
     pub fn tokens(&mut self, now: Instant) -> f64 {
         self.refill(now);
         self.tokens
@@ -102,5 +110,15 @@ mod tests {
         assert!(b.try_take_oversized(t0 + Duration::from_millis(200), 1500.0));
         // 1000 owed: the next small unit waits a second longer.
         assert_eq!(b.ready_at(t0 + Duration::from_millis(200), 10.0), t0 + Duration::from_millis(1_210));
+    }
+
+    #[test]
+    fn a_new_rate_applies_from_then_on() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000.0, 1000.0);
+        assert!(b.try_take(t0, 1000.0));
+        b.set_rate(t0, 100.0, 500.0);
+        assert_eq!(b.ready_at(t0, 50.0), t0 + Duration::from_millis(500));
+        assert!((b.tokens(t0 + Duration::from_secs(10)) - 500.0).abs() < 1e-9, "capped at the new depth");
     }
 }

@@ -148,14 +148,13 @@ impl SimEdge {
                     }
                 }
                 EdgeOutput::Close { conn } => self.forget(conn.0 as u32),
-                EdgeOutput::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
+                EdgeOutput::Serve { conn, mut order } => {
                     if !net.alive(conn.0 as u32) {
                         continue;
                     }
                     // A pure mesh has no start burst: only its seeds hear from the edge.
-                    let burst_ms = burst_ms.filter(|_| net.sc.mode != Mode::Mesh || mask != 0);
+                    order.burst_ms = order.burst_ms.filter(|_| net.sc.mode != Mode::Mesh || order.mask != 0);
                     let now = net.clock.at(t);
-                    let order = livesky_edge_core::feeder::Order { mask, burst_ms, backfill, backfill_from };
                     self.feeder.serve(now, conn, order, stream);
                     self.send_out(t, net, stream);
                 }

@@ -21,14 +21,14 @@ use tracing::{info, warn};
 use crate::Edge;
 use crate::EdgeError;
 use crate::admission::{AdmissionConfig, Snapshot};
-use crate::feeder::{ChunkMeta, Feeder, FeederConfig, Order, RecentChunks};
+use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
 use crate::service::{ConnId, Input, Output, PeriodReport, Service, ServiceConfig, ServiceStats};
 
 /// Messages a connection's queue holds before the edge gives up on a client that does not read.
 pub(crate) const CONN_QUEUE: usize = 512;
 
 /// Bitrate, substream count and legacy formats per channel, from the topology.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelInfo {
     pub bitrate_kbps: u32,
     pub substreams: u16,
@@ -94,8 +94,12 @@ impl Services {
     pub(crate) fn reconfigure(&self, edge: &Edge) {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (channel, h) in map.iter() {
-            let cfg = admission_config(edge, edge.channel_info(channel));
-            if h.inbox.try_send(ServiceIn::Input(Input::Reconfigure(cfg))).is_err() {
+            let info = edge.channel_info(channel);
+            let input = Input::Reconfigure {
+                admission: admission_config(edge, info),
+                target_latency_ms: info.target_latency_ms,
+            };
+            if h.inbox.try_send(ServiceIn::Input(input)).is_err() {
                 tracing::warn!(%channel, "client service busy or gone: admission update not delivered");
             }
         }
@@ -218,8 +222,9 @@ async fn run_service(
                             feeder.forget(*conn);
                         }
                         Input::Drain(on) => tracing::info!(node = %edge.node.id(), %channel, on, "drain"),
-                        Input::Reconfigure(cfg) => {
-                            tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, "admission parameters updated");
+                        Input::Reconfigure { admission: cfg, target_latency_ms } => {
+                            feeder.set_egress(now_std(), edge.admission_settings().capacity_kbps as f64 * 125.0);
+                            tracing::info!(node = %edge.node.id(), %channel, n1c = cfg.n1c, nc_star = cfg.nc_star, alpha = cfg.model.alpha, ?target_latency_ms, "admission parameters updated");
                         }
                         _ => {}
                     }
@@ -307,8 +312,7 @@ fn carry_out(
                         c.kill.cancel();
                     }
                 }
-                Output::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
-                    let order = Order { mask, burst_ms, backfill, backfill_from };
+                Output::Serve { conn, order } => {
                     feeder.serve(now_std(), conn, order, &RingView(&hub.ring()));
                 }
                 Output::Report(r) => report(edge, channel, &r),

@@ -102,9 +102,19 @@ impl Edge {
     }
 
     /// The channels as the management center pushed them last.
+    /// Running channels take what changed for them (latency target, bitrate) at once.
     pub fn set_channels<'a>(&self, channels: impl Iterator<Item = &'a sn_core::ChannelConfig> + Clone) {
         *self.viewers.write().unwrap_or_else(|e| e.into_inner()) = viewer_table(channels.clone());
-        *self.channels.write().unwrap_or_else(|e| e.into_inner()) = channel_table(channels);
+        let table = channel_table(channels);
+        let changed = {
+            let mut cur = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *cur != table;
+            *cur = table;
+            changed
+        };
+        if changed {
+            self.clients.reconfigure(self);
+        }
     }
 
     /// Whether a viewer with `token` may watch `channel` now (with the token's claims when the

@@ -636,7 +636,7 @@ impl PeerCore {
             let seq = self.buffer.next_seq();
             let feed = seq
                 .and_then(|s| self.substreams.get(usize::from(SubstreamId::of(s, self.k()).0)))
-                .map(|s| s.feed.clone());
+                .map(|s| s.feed);
             self.out.push_back(Output::Event(Event::Stalled { seq, feed }));
         }
     }

@@ -140,6 +140,13 @@ impl Feeder {
         Self { cfg, budget: TokenBucket::new(rate, rate), clients: BTreeMap::new(), out: VecDeque::new() }
     }
 
+    /// The edge's egress budget changed (the MC pushed a new capacity).
+    pub fn set_egress(&mut self, now: Instant, bytes_per_sec: f64) {
+        let rate = bytes_per_sec.max(1.0);
+        self.cfg.egress_bytes_per_sec = rate;
+        self.budget.set_rate(now, rate, rate);
+    }
+
     fn substream_bit(&self, seq: u64) -> u64 {
         1u64 << SubstreamId::of(seq, self.cfg.substreams).0
     }

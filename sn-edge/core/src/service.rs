@@ -67,8 +67,12 @@ pub enum Input {
     },
     /// An operator drained the edge (every client goes to a sibling), or ended the drain.
     Drain(bool),
-    /// New admission parameters (the MC pushed them).
-    Reconfigure(AdmissionConfig),
+    /// New admission parameters and the channel's latency target (the MC pushed them). Clients
+    /// joining from now on get the new target; playing ones keep theirs until they rejoin.
+    Reconfigure {
+        admission: AdmissionConfig,
+        target_latency_ms: Option<u32>,
+    },
     /// What the control plane last said of a sibling: a full one gets no redirects.
     SiblingFull {
         sibling: String,
@@ -92,15 +96,11 @@ pub enum Output {
     Close {
         conn: ConnId,
     },
-    /// The edge pushes the substreams in `mask` to `conn` from now on. `burst_ms` (at join): first
-    /// send that much recent media of every substream from a keyframe. `backfill`: substreams just
-    /// added, whose recent chunks the client may have missed — from `backfill_from` if it said.
+    /// The edge pushes the substreams in `order.mask` to `conn` from now on (the feeder's
+    /// [`Order`](crate::feeder::Order) says what goes first).
     Serve {
         conn: ConnId,
-        mask: u64,
-        burst_ms: Option<u32>,
-        backfill: u64,
-        backfill_from: Option<u64>,
+        order: crate::feeder::Order,
     },
     /// The period's summary (every `report_every`), for the log and the MC's report.
     Report(Box<PeriodReport>),
@@ -240,10 +240,6 @@ impl Service {
     }
 
     /// See [`Admission::reconfigure`].
-    fn reconfigure(&mut self, admission: AdmissionConfig) {
-        self.admission.reconfigure(admission);
-    }
-
     pub fn snapshot(&self) -> Snapshot {
         self.admission.snapshot()
     }
@@ -301,7 +297,10 @@ impl Service {
                 }
             }
             Input::Drain(on) => self.set_draining(on),
-            Input::Reconfigure(cfg) => self.reconfigure(cfg),
+            Input::Reconfigure { admission, target_latency_ms } => {
+                self.admission.reconfigure(admission);
+                self.cfg.target_latency_ms = target_latency_ms;
+            }
             Input::SiblingFull { sibling, full } => self.set_sibling_full(&sibling, full),
             Input::ChannelKey(key) => self.set_channel_key(now, key),
             Input::Source { status, last_seq } => self.set_source(status, last_seq),
@@ -579,7 +578,8 @@ impl Service {
                 let backfill = mask & !c.mask;
                 c.mask = mask;
                 let backfill_from = backfill_from.filter(|_| backfill != 0);
-                self.out.push_back(Output::Serve { conn: c.conn, mask, burst_ms: None, backfill, backfill_from });
+                let order = crate::feeder::Order { mask, burst_ms: None, backfill, backfill_from };
+                self.out.push_back(Output::Serve { conn: c.conn, order });
             }
         }
     }

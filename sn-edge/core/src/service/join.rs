@@ -140,7 +140,8 @@ impl Service {
         if let Some(c) = self.clients.get_mut(&peer) {
             c.mask = mask;
         }
-        self.out.push_back(Output::Serve { conn, mask, burst_ms: Some(burst), backfill: 0, backfill_from: None });
+        let order = crate::feeder::Order { mask, burst_ms: Some(burst), ..Default::default() };
+        self.out.push_back(Output::Serve { conn, order });
     }
 
     pub(super) fn edge_mask(&self, peer: PeerId) -> u64 {

@@ -220,9 +220,8 @@ impl Net {
                         }
                     }
                     Output::Close { conn } => self.feeder.forget(conn),
-                    Output::Serve { conn, mask, burst_ms, backfill, backfill_from } => {
+                    Output::Serve { conn, order } => {
                         let ring = Source(&self.source);
-                        let order = crate::feeder::Order { mask, burst_ms, backfill, backfill_from };
                         self.feeder.serve(self.now, conn, order, &ring);
                         self.feed();
                     }
