@@ -490,3 +490,50 @@ async fn admission_parameters_edited_in_the_file_reach_a_running_edge() {
     mc.shutdown();
     let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
 }
+
+/// An operator sets the channel's `target_latency_ms` in the file while viewers play: the running
+/// channel takes it, a player joining afterwards plays in low-latency mode with the target as its
+/// buffer, and the one already playing keeps its own (its welcome came before).
+#[tokio::test]
+async fn a_latency_target_edited_in_the_file_reaches_players_joining_a_running_channel() {
+    let (mc, cluster, path) = livesky_tests::demo_with_mc("latency-target").await;
+    let edge = cluster.get("edge1").unwrap_or_else(|| panic!("edge1"));
+    let client = edge.client.unwrap_or_else(|| panic!("edge1 has a client port"));
+    let channel = proto::ChannelId::new("demo").unwrap_or_else(|e| panic!("{e}"));
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let net = livesky_peer::driver::Net { edge: client, listen: any, transport: livesky_peer::driver::Transport::Tcp };
+    let cancel = CancellationToken::new();
+    let play = || {
+        let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+        livesky::peer_cmd::start_player(net, channel.clone(), cfg, any, false, cancel.clone())
+    };
+    let first = play().await.unwrap_or_else(|e| panic!("{e}"));
+    let started = |p: &livesky::peer_cmd::Player| p.stats.borrow().startup.is_some();
+    wait_until(LIMIT, "the first player plays", || async { started(&first) }).await;
+    assert_eq!(first.stats.borrow().buffer_target_ms, 15_000, "no target in the file yet");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let edited = text.replacen("# target_latency_ms = 3000", "target_latency_ms = 3000", 1);
+    assert_ne!(edited, text);
+    write_atomic(&path, &edited).unwrap_or_else(|e| panic!("{e}"));
+    // The push takes well under a second; a player that joins before it arrives keeps 15 s, so
+    // join until one is welcomed with the target (each one a new client of the running channel).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut players = Vec::new();
+    loop {
+        let p = play().await.unwrap_or_else(|e| panic!("{e}"));
+        wait_until(LIMIT, "a new player plays", || async { started(&p) }).await;
+        let target = p.stats.borrow().buffer_target_ms;
+        players.push(p);
+        if target == 3_000 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no player got the 3 s target: {target}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(players.len() <= 3, "the target arrived within a few joins: {}", players.len());
+    assert_eq!(first.stats.borrow().buffer_target_ms, 15_000, "a playing viewer keeps its buffer");
+    cancel.cancel();
+    cluster.shutdown().await;
+    mc.shutdown();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}

@@ -634,9 +634,8 @@ impl PeerCore {
         }
         if self.buffer.stats().stalls > stalls_before {
             let seq = self.buffer.next_seq();
-            let feed = seq
-                .and_then(|s| self.substreams.get(usize::from(SubstreamId::of(s, self.k()).0)))
-                .map(|s| s.feed);
+            let feed =
+                seq.and_then(|s| self.substreams.get(usize::from(SubstreamId::of(s, self.k()).0))).map(|s| s.feed);
             self.out.push_back(Output::Event(Event::Stalled { seq, feed }));
         }
     }
