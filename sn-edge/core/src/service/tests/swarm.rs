@@ -340,7 +340,7 @@ fn a_client_nobody_can_feed_goes_to_a_sibling() {
 /// moves it stays and waits for a parent or edge room.
 #[test]
 fn a_client_edges_already_bounced_stays_and_waits() {
-    let (redirected, s) = unfed_redirects(3);
+    let (redirected, s) = unfed_redirects(2);
     assert!(redirected.is_empty(), "{redirected:?}");
     assert_eq!(s.snapshot().p0, 2);
 }
