@@ -450,19 +450,24 @@ async fn an_sn_can_look_up_another_before_connecting_to_it() {
     cancel.cancel();
 }
 
+/// A LiveSky player (TCP links) of the demo channel on the edge whose client port is `edge`.
+async fn demo_player(edge: std::net::SocketAddr, cancel: &CancellationToken) -> livesky::peer_cmd::Player {
+    let channel = proto::ChannelId::new("demo").unwrap_or_else(|e| panic!("{e}"));
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let net = livesky_peer::driver::Net { edge, listen: any, transport: livesky_peer::driver::Transport::Tcp };
+    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
+    livesky::peer_cmd::start_player(net, channel, cfg, any, false, cancel.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::test]
 async fn admission_parameters_edited_in_the_file_reach_a_running_edge() {
     let (mc, cluster, path) = livesky_tests::demo_with_mc("admission").await;
     let edge = cluster.get("edge1").unwrap_or_else(|| panic!("edge1"));
     let client = edge.client.unwrap_or_else(|| panic!("edge1 has a client port"));
-    let channel = proto::ChannelId::new("demo").unwrap_or_else(|e| panic!("{e}"));
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let net = livesky_peer::driver::Net { edge: client, listen: any, transport: livesky_peer::driver::Transport::Tcp };
     let cancel = CancellationToken::new();
-    let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-    let _player = livesky::peer_cmd::start_player(net, channel, cfg, any, false, cancel.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let _player = demo_player(client, &cancel).await;
     let metrics = edge.url("/metrics");
     let bound = |name: &'static str| {
         let metrics = metrics.clone();
@@ -499,15 +504,9 @@ async fn a_latency_target_edited_in_the_file_reaches_players_joining_a_running_c
     let (mc, cluster, path) = livesky_tests::demo_with_mc("latency-target").await;
     let edge = cluster.get("edge1").unwrap_or_else(|| panic!("edge1"));
     let client = edge.client.unwrap_or_else(|| panic!("edge1 has a client port"));
-    let channel = proto::ChannelId::new("demo").unwrap_or_else(|e| panic!("{e}"));
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let net = livesky_peer::driver::Net { edge: client, listen: any, transport: livesky_peer::driver::Transport::Tcp };
     let cancel = CancellationToken::new();
-    let play = || {
-        let cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-        livesky::peer_cmd::start_player(net, channel.clone(), cfg, any, false, cancel.clone())
-    };
-    let first = play().await.unwrap_or_else(|e| panic!("{e}"));
+    let play = || demo_player(client, &cancel);
+    let first = play().await;
     let started = |p: &livesky::peer_cmd::Player| p.stats.borrow().startup.is_some();
     wait_until(LIMIT, "the first player plays", || async { started(&first) }).await;
     assert_eq!(first.stats.borrow().buffer_target_ms, 15_000, "no target in the file yet");
@@ -520,7 +519,7 @@ async fn a_latency_target_edited_in_the_file_reaches_players_joining_a_running_c
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut players = Vec::new();
     loop {
-        let p = play().await.unwrap_or_else(|e| panic!("{e}"));
+        let p = play().await;
         wait_until(LIMIT, "a new player plays", || async { started(&p) }).await;
         let target = p.stats.borrow().buffer_target_ms;
         players.push(p);
