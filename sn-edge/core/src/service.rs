@@ -241,7 +241,6 @@ impl Service {
         &self.cfg.channel
     }
 
-    /// See [`Admission::reconfigure`].
     pub fn snapshot(&self) -> Snapshot {
         self.admission.snapshot()
     }

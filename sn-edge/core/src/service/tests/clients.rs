@@ -336,8 +336,9 @@ fn frequent_reports_count_q2_per_client_minute_and_the_burst_once() {
     assert_eq!(s.stats().reported.bytes_from_edge, 2 * rate * 10 * 4 + burst);
 }
 
-/// A client (asking a 15 s buffer) joins on `conn`: the target its welcome names, and its start burst.
-fn welcome_target_and_burst(s: &mut Service, now: Instant, conn: u64) -> (Option<u32>, Option<u32>) {
+/// A client (asking a 15 s buffer) joins on `conn`: the target its welcome names (outer `None`:
+/// no welcome), and its start burst.
+fn welcome_target_and_burst(s: &mut Service, now: Instant, conn: u64) -> (Option<Option<u32>>, Option<u32>) {
     let from = SocketAddr::from(([203, 0, 113, conn as u8 + 1], 40000));
     s.handle(now, Input::Joined { conn: ConnId(conn), from, join: join_msg(Some(from), 0) });
     let out = drain(s);
@@ -349,7 +350,7 @@ fn welcome_target_and_burst(s: &mut Service, now: Instant, conn: u64) -> (Option
         Output::Serve { order, .. } => order.burst_ms,
         _ => None,
     });
-    (target.flatten(), burst)
+    (target, burst)
 }
 
 /// An operator's `target_latency_ms` for the channel: a client asking a 15 s buffer gets a start
@@ -359,10 +360,10 @@ fn a_channel_latency_target_caps_the_burst_and_goes_in_the_welcome() {
     let mut cfg = ServiceConfig::new(channel(), AdmissionConfig::paper());
     cfg.target_latency_ms = Some(3_000);
     let t0 = Instant::now();
-    assert_eq!(welcome_target_and_burst(&mut Service::new(cfg), t0, 0), (Some(3_000), Some(3_000)));
+    assert_eq!(welcome_target_and_burst(&mut Service::new(cfg), t0, 0), (Some(Some(3_000)), Some(3_000)));
     // Without a target, the client's own buffer (15 s).
     let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
-    assert_eq!(welcome_target_and_burst(&mut s, t0, 0), (None, Some(15_000)));
+    assert_eq!(welcome_target_and_burst(&mut s, t0, 0), (Some(None), Some(15_000)));
 }
 
 /// The MC pushes a new target to a running channel: clients joining from then on get it, and
@@ -371,10 +372,10 @@ fn a_channel_latency_target_caps_the_burst_and_goes_in_the_welcome() {
 fn a_latency_target_pushed_to_a_running_channel_applies_to_the_next_joins() {
     let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
     let t0 = Instant::now();
-    assert_eq!(welcome_target_and_burst(&mut s, t0, 0), (None, Some(15_000)));
+    assert_eq!(welcome_target_and_burst(&mut s, t0, 0), (Some(None), Some(15_000)));
     let push = |target| Input::Reconfigure { admission: AdmissionConfig::paper(), target_latency_ms: target };
     s.handle(t0, push(Some(4_000)));
-    assert_eq!(welcome_target_and_burst(&mut s, t0, 1), (Some(4_000), Some(4_000)));
+    assert_eq!(welcome_target_and_burst(&mut s, t0, 1), (Some(Some(4_000)), Some(4_000)));
     s.handle(t0, push(None));
-    assert_eq!(welcome_target_and_burst(&mut s, t0, 2), (None, Some(15_000)));
+    assert_eq!(welcome_target_and_burst(&mut s, t0, 2), (Some(None), Some(15_000)));
 }
