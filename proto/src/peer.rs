@@ -16,8 +16,9 @@ use crate::name::ChannelId;
 use crate::quality::{LATENCY_BOUNDS_MS, LatencyHistogram};
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_opt_u64, put_short_str, put_text};
 
-/// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`].
-pub const CLIENT_PROTOCOL_VERSION: u16 = 6;
+/// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`]
+/// (7: reports carry the client's feed delay).
+pub const CLIENT_PROTOCOL_VERSION: u16 = 7;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -95,6 +96,9 @@ pub struct PeerReport {
     pub from_peers: Vec<(PeerId, u64)>,
     /// Chunks played in the interval by glass-to-glass latency (protocol 5).
     pub latency: LatencyHistogram,
+    /// How far behind ingest new media reached the client in the interval (median, ms; protocol
+    /// 7): its feed delay, not its playback latency — what its children would start from.
+    pub delay_ms: Option<u32>,
 }
 
 /// Senders a report lists at most (the biggest, when a client took from more).
@@ -345,6 +349,7 @@ impl WireMessage for ToEdge {
                 for &c in latency {
                     out.put_u32(c.min(u64::from(u32::MAX)) as u32);
                 }
+                out.put_u32(r.delay_ms.map_or(u32::MAX, |v| v.min(u32::MAX - 1)));
             }
             ToEdge::BadChunk { from, seq } => {
                 out.put_u8(7);
@@ -403,8 +408,10 @@ impl WireMessage for ToEdge {
                     len: buckets,
                     max: LATENCY_BOUNDS_MS.len(),
                 })?;
+                let delay = r.u32("feed delay ms")?;
                 ToEdge::Report(PeerReport {
                     latency,
+                    delay_ms: (delay != u32::MAX).then_some(delay),
                     from_peers,
                     interval_ms: u[0],
                     played_ms: u[1],

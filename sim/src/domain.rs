@@ -104,7 +104,7 @@ pub(crate) enum Ev {
     /// A client arrives (`true`), or it is time to look at the arrival rate again (`false`).
     Arrive(bool),
     /// A client redirected here by a sibling.
-    Transferred(Box<Client>),
+    Transferred(Box<Transfer>),
     Depart(u32),
     /// Boxed, like chunks, so the queue moves small events.
     ToEdge(u32, Box<ToEdgeEv>),
@@ -133,20 +133,25 @@ pub(crate) struct Client {
     joined: Micros,
     leave_at: Micros,
     redirects: u8,
+    /// When it began to play, whichever edge it was with then.
+    started: Option<Micros>,
 }
 
-/// A client the edge sent on to sibling `to`, arriving there at `at`.
+/// A client the edge sent on to sibling `to`, arriving there at `at`. Its player goes with it,
+/// as `livesky peer`'s does: the buffer plays on while it rejoins, and what it has counted so far
+/// stays counted.
 pub(crate) struct Transfer {
     pub to: String,
     pub at: Micros,
-    pub client: Box<Client>,
+    pub client: Client,
+    core: PeerCore,
+    /// Its counters when the old edge last folded them into a minute's row.
+    last: PeerStats,
 }
 
 pub(crate) struct Slot {
     core: Option<PeerCore>,
     client: Client,
-    /// When its player joined this edge.
-    core_since: Micros,
     timer: Option<Micros>,
     /// Its open peer links: (its link id, the other peer, the other end's link id). A handful
     /// per peer, searched in place: a group-wide map cost a cache miss on every message.
@@ -204,6 +209,8 @@ pub(crate) struct Domain<'a> {
     next_accept: u64,
     /// Clients redirected to siblings, for the group to hand over.
     moved: Vec<Transfer>,
+    /// Where the client whose outputs are being drained was redirected to.
+    redirected: Option<String>,
     out: DomainResult,
     end: Micros,
 }
@@ -226,6 +233,7 @@ impl<'a> Domain<'a> {
             ids: DetMap::default(),
             next_accept: 1,
             moved: Vec::new(),
+            redirected: None,
             out: DomainResult::default(),
             end: sc.end(),
         };
@@ -248,9 +256,9 @@ impl<'a> Domain<'a> {
         minutes
     }
 
-    /// A client redirected here, arriving at `at`.
-    pub fn accept(&mut self, at: Micros, client: Box<Client>) {
-        self.net.q.push(at, Ev::Transferred(client));
+    /// A client redirected here, arriving at `at` (or later).
+    pub fn accept(&mut self, at: Micros, m: Transfer) {
+        self.net.q.push(at.max(m.at), Ev::Transferred(Box::new(m)));
     }
 
     /// Closes the books at the end of the run.
@@ -271,7 +279,7 @@ impl<'a> Domain<'a> {
                 }
                 self.schedule_arrival(t);
             }
-            Ev::Transferred(client) => self.admit(t, *client),
+            Ev::Transferred(m) => self.rejoin(t, *m),
             Ev::Depart(i) => self.depart(t, i),
             Ev::ToEdge(i, m) => {
                 let conn = ConnId::from(i);
@@ -356,14 +364,25 @@ impl<'a> Domain<'a> {
             joined: t,
             leave_at: t + (watch * 1e6) as Micros + SECOND,
             redirects: 0,
+            started: None,
         };
-        self.admit(t, client);
+        let i = self.net.slots.len() as u32;
+        let core = self.new_core(t, i, &client);
+        self.admit(t, client, core, PeerStats::default());
     }
 
-    /// Client `client`'s player joins this edge now.
-    fn admit(&mut self, t: Micros, client: Client) {
-        let sc = self.net.sc;
+    /// The player of a client redirected here rejoins through this edge.
+    fn rejoin(&mut self, t: Micros, m: Transfer) {
+        let Transfer { client, mut core, last, .. } = m;
         let i = self.net.slots.len() as u32;
+        let listen = client.reachable.then(|| addr(i, client.natted));
+        core.handle(self.net.clock.at(t), PeerInput::Rejoin { redirects: client.redirects, listen });
+        self.admit(t, client, core, last);
+    }
+
+    /// Slot `i`'s player, new.
+    fn new_core(&self, t: Micros, i: u32, client: &Client) -> PeerCore {
+        let sc = self.net.sc;
         let mut cfg = PeerConfig::new(channel());
         cfg.upload_kbps = client.upload_kbps;
         cfg.listen = client.reachable.then(|| addr(i, client.natted));
@@ -395,19 +414,17 @@ impl<'a> Domain<'a> {
         cfg.tick = std::time::Duration::from_millis(u64::from((200u32).max(chunk)));
         cfg.pull_only = sc.mode == Mode::Mesh;
         cfg.redirects = client.redirects;
-        let leave_at = client.leave_at.max(t + 1);
         let mut core = PeerCore::new(cfg, self.net.clock.at(t));
         // The source stamps chunks with virtual time as their ingest wall clock.
         core.handle(self.net.clock.at(t), PeerInput::Clock { unix_ms: t / 1000 });
-        self.net.slots.push(Slot {
-            core: Some(core),
-            client,
-            core_since: t,
-            timer: None,
-            links: Vec::new(),
-            down_free: t,
-            last: PeerStats::default(),
-        });
+        core
+    }
+
+    /// Client `client`, with its player `core`, is this edge's from now on.
+    fn admit(&mut self, t: Micros, client: Client, core: PeerCore, last: PeerStats) {
+        let i = self.net.slots.len() as u32;
+        let leave_at = client.leave_at.max(t + 1);
+        self.net.slots.push(Slot { core: Some(core), client, timer: None, links: Vec::new(), down_free: t, last });
         self.net.q.push(leave_at, Ev::Depart(i));
         self.drain_peer(t, i);
     }
@@ -443,12 +460,11 @@ impl<'a> Domain<'a> {
         slot.last = st;
         self.edge.forget(i);
         let c = &slot.client;
-        let before_core = slot.core_since.saturating_sub(c.joined) / 1000;
         self.out.sessions.push(Session {
             edge: self.edge.spec.index,
             joined_s: c.joined as f64 / 1e6,
             watched_s: t.saturating_sub(c.joined) as f64 / 1e6,
-            startup_ms: st.startup.map(|d| d.as_millis() as u64 + before_core),
+            startup_ms: c.started.map(|s| s.saturating_sub(c.joined) / 1000),
             played_ms: st.play.played_ms,
             stalled_ms: st.play.stalled_ms,
             stalls: st.play.stalls,
@@ -474,6 +490,9 @@ impl<'a> Domain<'a> {
         loop {
             let Some(out) = self.net.slots[i as usize].core.as_mut().and_then(|c| c.poll_output()) else { break };
             self.peer_output(t, i, out);
+        }
+        if let Some(to) = self.redirected.take() {
+            self.hand_over(t, i, to);
         }
         let slot = &mut self.net.slots[i as usize];
         let Some(core) = slot.core.as_ref() else { return };
@@ -536,20 +555,30 @@ impl<'a> Domain<'a> {
                     net.q.push(t + d, Ev::ToPeer(j, Box::new(PeerInput::LinkClosed(l2))));
                 }
             }
-            PeerOutput::Event(Event::Redirected(to)) => {
-                let slot = &mut net.slots[i as usize];
-                if slot.client.redirects < MAX_REDIRECTS {
-                    // The player connects to the sibling (a round trip) and is that edge's now;
-                    // past the limit it gives up and the session ends unplayed, here.
-                    let mut client = Box::new(slot.client.clone());
-                    client.redirects += 1;
-                    slot.core = None;
-                    let at = t + 2 * net.edge_delay(i);
-                    self.moved.push(Transfer { to, at, client });
-                }
+            // Handed over once the core has said all it says on leaving (closing its links).
+            PeerOutput::Event(Event::Redirected(to)) => self.redirected = Some(to),
+            PeerOutput::Event(Event::Started { .. }) => {
+                net.slots[i as usize].client.started.get_or_insert(t);
             }
             PeerOutput::Play(_) | PeerOutput::Event(_) => {}
         }
+    }
+
+    /// Client `i`, redirected to sibling `to`, connects there (a round trip) and is that edge's
+    /// from then on; past the limit its player gives up, and the session ends here when it leaves.
+    fn hand_over(&mut self, t: Micros, i: u32, to: String) {
+        let slot = &mut self.net.slots[i as usize];
+        if slot.client.redirects >= MAX_REDIRECTS {
+            return;
+        }
+        let Some(core) = slot.core.take() else { return };
+        let mut client = slot.client.clone();
+        client.redirects += 1;
+        let last = std::mem::take(&mut slot.last);
+        slot.timer = None;
+        self.edge.forget(i);
+        let at = t + 2 * self.net.edge_delay(i);
+        self.moved.push(Transfer { to, at, client, core, last });
     }
 
     fn minute(&mut self, t: Micros) {

@@ -34,7 +34,7 @@ pub fn run(sc: &Scenario, specs: Vec<EdgeSpec>, clock: Clock, mut progress: impl
         }
         for m in moved.drain(..) {
             if let Some(j) = names.iter().position(|n| *n == m.to) {
-                edges[j].accept(m.at.max(t + 1), m.client);
+                edges[j].accept(t + 1, m);
             }
         }
         let full: Vec<bool> = edges.iter().map(|d| d.edge.full()).collect();

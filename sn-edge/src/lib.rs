@@ -278,6 +278,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "excluded_bytes_up": st.excluded_bytes_up,
                 "duplicate_identities": st.duplicate_identities,
                 "demoted": st.demoted,
+                "fed_for_delay": st.fed_for_delay,
                 "signals_relayed": st.signals_relayed,
                 "signals_refused": st.signals_refused,
                 "bad_chunk_refused": st.bad_chunk_refused,

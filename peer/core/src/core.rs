@@ -592,8 +592,15 @@ impl PeerCore {
         }
         let seq = c.seq();
         self.repair.got(seq);
+        let ingest_ms = c.header.ingest_ms;
         if !self.buffer.insert(c.clone()) {
             return;
+        }
+        // Every substream counts, the slowest too; the start burst (old by design) does not.
+        if self.stats.startup.is_some()
+            && let Some(wall) = self.wall_at(self.last_now)
+        {
+            self.stats.feed_delay.record(wall.saturating_sub(ingest_ms));
         }
         let bit = 1u64 << s;
         let targets: Vec<LinkId> =
@@ -603,6 +610,11 @@ impl PeerCore {
             self.up_queue.push_back((link, c.clone()));
         }
         self.trim_up_queue();
+    }
+
+    /// The wall clock (Unix ms) at `now`, once the driver gave it.
+    fn wall_at(&self, now: Instant) -> Option<u64> {
+        self.wall.map(|(at, ms)| ms + now.saturating_duration_since(at).as_millis() as u64)
     }
 
     fn play(&mut self, now: Instant) {
@@ -623,7 +635,7 @@ impl PeerCore {
             self.stats.startup = Some(startup);
             self.out.push_back(Output::Event(Event::Started { startup }));
         }
-        let wall_now = self.wall.map(|(at, ms)| ms + now.saturating_duration_since(at).as_millis() as u64);
+        let wall_now = self.wall_at(now);
         for c in due {
             if let Some(wall) = wall_now {
                 let latency = wall.saturating_sub(c.header.ingest_ms);

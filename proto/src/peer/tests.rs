@@ -55,6 +55,7 @@ fn control_messages_round_trip_and_reject_truncation() {
             bytes_up: 1 << 40,
             from_peers: vec![(PeerId(7), 1 << 20), (PeerId(9), 0)],
             latency: crate::quality::LatencyHistogram::from_counts(&[0, 3, 1_500]).unwrap_or_default(),
+            delay_ms: Some(1_250),
             ..Default::default()
         }),
         ToEdge::Report(PeerReport::default()),

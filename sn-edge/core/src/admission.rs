@@ -218,6 +218,19 @@ impl Admission {
     /// Decides for a joining client. `reachable` says whether others can connect to it;
     /// `sibling` whether another edge could take it.
     pub fn join(&mut self, now: Instant, reported_kbps: Option<u32>, reachable: bool, sibling: bool) -> Admit {
+        self.join_within(now, reported_kbps, reachable, sibling, None)
+    }
+
+    /// [`Admission::join`] for a client whose parents must receive their feeds within
+    /// `parent_budget_ms` of ingest (its latency target leaves room for one more hop).
+    pub fn join_within(
+        &mut self,
+        now: Instant,
+        reported_kbps: Option<u32>,
+        reachable: bool,
+        sibling: bool,
+        parent_budget_ms: Option<u32>,
+    ) -> Admit {
         self.stats.joins += 1;
         let p0 = self.p0() + 1;
         if self.last_seen.len() >= self.cfg.max_clients {
@@ -244,6 +257,7 @@ impl Admission {
         };
         let id = self.next_id;
         self.next_id = PeerId(self.next_id.0 + 1);
+        self.tracker.set_budget(id, parent_budget_ms);
         let admit = if want_direct && direct_room {
             self.tracker.add_push(id, slots);
             Admit::Push(id)

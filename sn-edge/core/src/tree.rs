@@ -68,6 +68,10 @@ struct Client {
     shun: Vec<Option<PeerId>>,
     depth: Vec<u8>,
     children: Vec<Vec<PeerId>>,
+    /// How far behind ingest its feeds reach it, as it last reported (ms).
+    delay_ms: Option<u32>,
+    /// The most feed delay a parent of its may have (from its latency target), if bounded.
+    budget_ms: Option<u32>,
 }
 
 /// Clients eligible to feed one substream: O(1) insert, remove and random pick.
@@ -114,7 +118,13 @@ pub struct Tracker {
     waiting: Vec<VecDeque<PeerId>>,
     changes: Vec<Change>,
     stats: TreeStats,
+    /// Parent delay budgets of clients about to be added ([`Tracker::set_budget`]).
+    budgets: DetMap<PeerId, u32>,
 }
+
+/// Candidates looked at for a parent within a client's delay budget before any parent will do:
+/// bounds the cost of a pick when most parents are over budget.
+const BUDGET_PROBES: usize = 64;
 
 impl Tracker {
     pub fn new(cfg: TreeConfig) -> Self {
@@ -133,6 +143,7 @@ impl Tracker {
             unfed: 0,
             waiting: (0..k).map(|_| VecDeque::new()).collect(),
             changes: Vec::new(),
+            budgets: DetMap::default(),
             stats: TreeStats::default(),
         }
     }
@@ -212,6 +223,8 @@ impl Tracker {
                 feed: vec![Feed::None; k],
                 shun: vec![None; k],
                 depth: vec![0; k],
+                delay_ms: None,
+                budget_ms: self.budgets.remove(&id),
                 children: vec![Vec::new(); k],
             },
         );
@@ -413,23 +426,77 @@ impl Tracker {
     }
 
     /// An eligible parent for `id` in substream `s`: interior clients first, never `id` itself, one
-    /// of its descendants, or `avoid`.
+    /// of its descendants, or `avoid`. A client with a delay budget gets a parent whose feeds
+    /// reach it within the budget if one is found among a few; else any parent (a late feed the
+    /// mesh repairs beats none), and the edge's admission may take it over when it reports late.
     fn pick_parent(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>) -> Option<PeerId> {
+        let budget = self.clients.get(&id).and_then(|c| c.budget_ms);
+        if let Some(b) = budget
+            && let Some(p) = self.pick_from(id, s, avoid, Some(b))
+        {
+            return Some(p);
+        }
+        self.pick_from(id, s, avoid, None)
+    }
+
+    /// Random start, then a scan (usually O(1), always correct); with a budget, at most
+    /// [`BUDGET_PROBES`] candidates per tier, and only parents known to be within it.
+    fn pick_from(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>, budget: Option<u32>) -> Option<PeerId> {
         for tier in 0..2 {
             let n = self.pools[usize::from(s)][tier].items.len();
             if n == 0 {
                 continue;
             }
-            // A few random probes, then a scan: usually O(1), always correct.
             let start = (self.next_rand() % n as u64) as usize;
-            for i in 0..n {
+            let look = if budget.is_some() { n.min(BUDGET_PROBES) } else { n };
+            for i in 0..look {
                 let p = self.pools[usize::from(s)][tier].items[(start + i) % n];
-                if p != id && Some(p) != avoid && !self.is_ancestor(id, p, s) {
+                let in_budget = budget.is_none_or(|b| {
+                    self.clients.get(&p).is_some_and(|c| match c.delay_ms {
+                        Some(d) => d <= b,
+                        None => c.depth[usize::from(s)] == 1,
+                    })
+                });
+                if in_budget && p != id && Some(p) != avoid && !self.is_ancestor(id, p, s) {
                     return Some(p);
                 }
             }
         }
         None
+    }
+
+    /// The most feed delay a parent of `id` may have, for a client about to be added (its latency
+    /// target leaves room for one more hop and for repair). Parents that have not reported yet
+    /// count as within it only if the edge feeds them this substream.
+    pub fn set_budget(&mut self, id: PeerId, budget_ms: Option<u32>) {
+        match (budget_ms, self.clients.get_mut(&id)) {
+            (_, Some(c)) => c.budget_ms = budget_ms,
+            (Some(b), None) => {
+                self.budgets.insert(id, b);
+            }
+            (None, None) => {
+                self.budgets.remove(&id);
+            }
+        }
+    }
+
+    /// How far behind ingest `id`'s feeds reach it (its report).
+    pub fn set_delay(&mut self, id: PeerId, delay_ms: Option<u32>) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.delay_ms = delay_ms;
+        }
+    }
+
+    /// `id`'s reported feed delay and its parents' budget.
+    pub fn delay(&self, id: PeerId) -> Option<(Option<u32>, Option<u32>)> {
+        self.clients.get(&id).map(|c| (c.delay_ms, c.budget_ms))
+    }
+
+    /// Feeds `id` from the edge, every substream, if the edge has room (it reports its feeds too
+    /// late for its target); whether it is a push peer now.
+    pub fn feed_directly(&mut self, id: PeerId) -> bool {
+        self.promote(id);
+        self.is_push(id)
     }
 
     /// Whether `a` is `b` or an ancestor of `b` in substream `s` (bounded by the depth limit).

@@ -34,6 +34,9 @@ pub struct PeerStats {
     pub timeline: Timeline,
     /// Chunks played, by glass-to-glass latency (once the driver gave the wall clock).
     pub latency: LatencyHistogram,
+    /// Chunks received while playing (first copies) by how far behind ingest they arrived: the
+    /// feed delay the edge's tracker weighs parents by.
+    pub feed_delay: LatencyHistogram,
     /// Glass-to-glass latency of the chunk played last, ms.
     pub latency_ms: Option<u64>,
     /// The buffer target now (the player's own, or the channel's `target_latency_ms` if lower).
@@ -79,6 +82,7 @@ impl PeerCore {
             bytes_up: cur.bytes_up - prev.bytes_up,
             startup_ms: cur.startup.map(|d| d.as_millis() as u32),
             latency: cur.latency.since(&prev.latency),
+            delay_ms: cur.feed_delay.since(&prev.feed_delay).quantile_ms(0.5),
             from_peers: {
                 let mut v: Vec<(PeerId, u64)> = std::mem::take(&mut self.received_from).into_iter().collect();
                 v.sort_by_key(|&(p, b)| (std::cmp::Reverse(b), p));

@@ -359,6 +359,8 @@ fn glass_to_glass_latency_is_playback_wall_clock_minus_ingest_and_is_reported() 
     let report = report.unwrap_or_else(|| panic!("a report in {to_edge:?}"));
     assert!(report.latency.total() >= 40, "the report counts what was played since the clock came: {report:?}");
     assert_eq!(report.latency.total(), report.latency.counts[11], "all in (3.5, 4] s");
+    // New chunks came as they were ingested: the feed delay is near zero however far back it plays.
+    assert!(report.delay_ms.is_some_and(|d| d <= 250), "feed delay {:?}", report.delay_ms);
 }
 
 /// Seen in `livesky demo --peers 40`: a P2P peer whose parents never came up played its start

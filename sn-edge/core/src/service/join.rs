@@ -60,7 +60,7 @@ impl Service {
         // cannot ask.
         let upload = Some(join.upload_kbps);
         let reachable = join.listen.is_some();
-        let admit = self.admission.join(now, upload, reachable, sibling_available);
+        let admit = self.admission.join_within(now, upload, reachable, sibling_available, self.parent_budget(&join));
         tracing::debug!(channel = %self.cfg.channel, ?admit, redirects = join.redirects, stage = ?self.admission.snapshot().stage, "join");
         let peer = match admit {
             Admit::Push(p) | Admit::P2p(p) => p,

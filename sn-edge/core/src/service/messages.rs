@@ -84,6 +84,7 @@ impl Service {
                         }
                     }
                 }
+                self.weigh_delay(peer, r.delay_ms);
                 self.add_report(peer, r);
             }
             ToEdge::BadChunk { from, seq } => {
@@ -110,4 +111,35 @@ impl Service {
             ToEdge::Join(_) => self.refuse(conn, "joined twice on one connection".into()),
         }
     }
+
+    /// A client's reported feed delay goes to the tracker (parents are chosen within their
+    /// children's budgets); a P2P client on a tight target whose feeds reach it later than
+    /// [`LATE_SHARE`] of it is fed by the edge, if the edge has room.
+    fn weigh_delay(&mut self, peer: PeerId, delay_ms: Option<u32>) {
+        let tracker = self.admission.tracker_mut();
+        tracker.set_delay(peer, delay_ms);
+        let Some((Some(delay), Some(budget))) = tracker.delay(peer) else { return };
+        // The budget is half the target.
+        let target = u64::from(budget) * 2;
+        if tracker.is_push(peer) || u64::from(delay) * LATE_SHARE.1 <= target * LATE_SHARE.0 {
+            return;
+        }
+        if tracker.feed_directly(peer) {
+            self.stats.fed_for_delay += 1;
+            tracing::debug!(channel = %self.cfg.channel, %peer, delay, target, "feeds too late for the client's target; the edge feeds it");
+        }
+    }
+
+    /// The most feed delay a new client's parents may have: half its latency target (the
+    /// channel's, or its own buffer if shorter), when that target is tight.
+    pub(super) fn parent_budget(&self, join: &Join) -> Option<u32> {
+        let target = self.cfg.target_latency_ms.map_or(join.buffer_ms, |t| t.min(join.buffer_ms));
+        (target <= BUDGETED_TARGET_MS).then_some(target / 2)
+    }
 }
+
+/// Latency targets up to this get parent delay budgets; above it a tree K' deep delivers in
+/// time anyway, and budgets would only keep new clients from becoming parents.
+const BUDGETED_TARGET_MS: u32 = 6_000;
+/// A client whose feed delay passes this share of its target (3/4) is fed by the edge.
+const LATE_SHARE: (u64, u64) = (3, 4);

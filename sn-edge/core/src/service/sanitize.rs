@@ -17,6 +17,8 @@ pub(super) const MAX_INTERVAL_MS: u32 = 600_000;
 const CLOCK_SLACK_MS: u64 = 2_000;
 /// Longest startup delay believed.
 const MAX_STARTUP_MS: u32 = 600_000;
+/// Largest feed delay believed.
+const MAX_DELAY_MS: u32 = 60_000;
 
 /// What bounds a report: the stream's rate and the largest start burst.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,8 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> Vec<&'stat
         *bytes = (*bytes).min(down);
     }
     r.startup_ms = r.startup_ms.map(|s| s.min(MAX_STARTUP_MS));
+    // A feed a minute late is as late as the tracker needs to know.
+    r.delay_ms = r.delay_ms.map(|d| d.min(MAX_DELAY_MS));
     // Latency counts are played chunks: no more than 100 a second (60 fps with room to spare).
     let most = u64::from(interval) / 10 + 1;
     let total = r.latency.total();
@@ -70,7 +74,7 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> Vec<&'stat
         }
     }
     let mut cut = Vec::new();
-    let fields: [(&'static str, bool); 10] = [
+    let fields: [(&'static str, bool); 11] = [
         ("interval_ms", r.interval_ms != before.interval_ms),
         ("stalled_ms", r.stalled_ms != before.stalled_ms),
         ("played_ms", r.played_ms != before.played_ms),
@@ -81,6 +85,7 @@ pub(super) fn clamp(r: &mut PeerReport, seen: Duration, b: Bounds) -> Vec<&'stat
         ("from_peers", r.from_peers != before.from_peers),
         ("startup_ms", r.startup_ms != before.startup_ms),
         ("latency", r.latency != before.latency),
+        ("delay_ms", r.delay_ms != before.delay_ms),
     ];
     cut.extend(fields.iter().filter(|(_, changed)| *changed).map(|(name, _)| *name));
     cut
@@ -155,6 +160,7 @@ mod tests {
             startup_ms: Some(800),
             from_peers: vec![(PeerId(7), 2_000_000)],
             latency: proto::quality::LatencyHistogram::from_counts(&[0, 0, 1_400]).unwrap_or_default(),
+            delay_ms: Some(900),
         };
         let honest = r.clone();
         assert!(clamp(&mut r, Duration::from_millis(60_100), B).is_empty());
@@ -174,6 +180,7 @@ mod tests {
             startup_ms: Some(u32::MAX - 1),
             from_peers: vec![(PeerId(7), u64::MAX)],
             latency: proto::quality::LatencyHistogram::from_counts(&[u64::from(u32::MAX); 2]).unwrap_or_default(),
+            delay_ms: Some(u32::MAX - 1),
         };
         assert_eq!(
             clamp(&mut r, Duration::from_secs(10), B),
@@ -187,7 +194,8 @@ mod tests {
                 "bytes_up",
                 "from_peers",
                 "startup_ms",
-                "latency"
+                "latency",
+                "delay_ms"
             ]
         );
         assert_eq!(r.interval_ms, 12_000, "the edge saw 10 s pass (+2 s slack)");
@@ -198,6 +206,7 @@ mod tests {
         assert_eq!(r.from_peers[0].1, r.bytes_from_peers);
         assert!(r.bytes_up < 3 << 20, "{}", r.bytes_up);
         assert_eq!(r.startup_ms, Some(MAX_STARTUP_MS));
+        assert_eq!(r.delay_ms, Some(MAX_DELAY_MS));
         assert!(r.latency.total() <= 1_201, "12 s hold at most 1,200 chunks: {}", r.latency.total());
         assert_eq!(r.latency.counts[0], r.latency.counts[1], "cut in proportion");
     }

@@ -30,6 +30,9 @@ pub struct ServiceStats {
     pub duplicate_identities: u64,
     /// Parents made leaves because several children found them late.
     pub demoted: u64,
+    /// P2P clients the edge took over (fed every substream) because their reported feed delay
+    /// left too little of their latency target.
+    pub fed_for_delay: u64,
     /// Sums of the clients' reports.
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.

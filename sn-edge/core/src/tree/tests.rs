@@ -229,3 +229,41 @@ fn mesh_neighbours_are_distinct_others_reachable_first() {
     }
     assert_eq!(small.mesh_for(PeerId(0)).len(), 3, "everyone else when there are fewer than M");
 }
+
+/// Issue 22: a client with a delay budget gets parents whose feeds reach them within it —
+/// edge-fed ones, or ones that reported a small delay — not a late, deep one, while another
+/// client without a budget may have any; with no parent within budget it still gets one.
+#[test]
+fn a_client_with_a_delay_budget_gets_parents_within_it() {
+    let mut t = tracker(1, 4, 2);
+    t.add_push(PeerId(1), 1);
+    // 2 hangs under 1; 3 under 2, and 3 reports its feed 4 s behind ingest.
+    assert!(t.add_p2p(PeerId(2), 8));
+    t.set_delay(PeerId(2), Some(700));
+    assert!(t.add_p2p(PeerId(3), 8));
+    t.set_delay(PeerId(3), Some(4_000));
+    check_invariants(&t);
+    // Every pick for a 1.5 s budget lands on 2 (reported in budget) or 1 (edge-fed), never 3.
+    for id in 10..40 {
+        t.set_budget(PeerId(id), Some(1_500));
+        assert!(t.add_p2p(PeerId(id), 0));
+        let Some(&[Feed::Peer(p)]) = t.feeds(PeerId(id)) else { panic!("{id} has no parent") };
+        assert!(p == PeerId(2) || p == PeerId(1), "{id} under {p}");
+        t.remove(PeerId(id));
+    }
+    // Budgeted clients fill 2; the next still gets a parent, 3: late beats nothing.
+    for id in 40..47 {
+        t.set_budget(PeerId(id), Some(1_500));
+        assert!(t.add_p2p(PeerId(id), 0));
+        assert_eq!(t.feeds(PeerId(id)), Some(&[Feed::Peer(PeerId(2))][..]));
+    }
+    t.set_budget(PeerId(50), Some(1_500));
+    assert!(t.add_p2p(PeerId(50), 0));
+    assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Peer(PeerId(3))][..]));
+    check_invariants(&t);
+    assert_eq!(t.delay(PeerId(50)), Some((None, Some(1_500))));
+    // The edge takes a client over when it has room for all its substreams.
+    assert!(t.feed_directly(PeerId(50)));
+    assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Edge][..]));
+    check_invariants(&t);
+}

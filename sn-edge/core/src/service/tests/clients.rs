@@ -379,3 +379,39 @@ fn a_latency_target_pushed_to_a_running_channel_applies_to_the_next_joins() {
     s.handle(t0, push(None));
     assert_eq!(welcome_target_and_burst(&mut s, t0, 2), (Some(None), Some(15_000)));
 }
+
+/// Issue 22: on a channel with a tight latency target, a P2P client whose feeds reach it later
+/// than 3/4 of the target is fed by the edge while the edge has room; one in time stays P2P.
+#[test]
+fn a_client_whose_feeds_come_too_late_for_the_target_is_fed_by_the_edge() {
+    let admission = AdmissionConfig { n1c: 2, nc_star: 20, ..AdmissionConfig::paper() };
+    let mut cfg = ServiceConfig::new(channel(), admission);
+    cfg.target_latency_ms = Some(3_000);
+    let mut s = Service::new(cfg);
+    let t0 = Instant::now();
+    let ids = clients_at(&mut s, t0, &[ip(1), ip(2), ip(3), ip(4)]);
+    let tracker = s.admission().tracker();
+    let push: Vec<bool> = ids.iter().map(|&p| tracker.is_push(p)).collect();
+    assert_eq!(push, [true, true, false, false], "{:?}", s.snapshot());
+    assert_eq!(tracker.delay(ids[2]), Some((None, Some(1_500))), "half the target for its parents");
+    let report = |delay| {
+        ToEdge::Report(proto::peer::PeerReport { interval_ms: 10_000, delay_ms: Some(delay), ..Default::default() })
+    };
+    let t1 = t0 + Duration::from_secs(10);
+    s.handle(t1, Input::Message { conn: ConnId(2), msg: report(2_000) });
+    s.handle(t1, Input::Message { conn: ConnId(3), msg: report(2_400) });
+    let tracker = s.admission().tracker();
+    assert!(!tracker.is_push(ids[2]), "2 s of a 3 s target leaves room");
+    assert!(tracker.is_push(ids[3]), "2.4 s of a 3 s target does not");
+    assert_eq!(s.stats().fed_for_delay, 1);
+    // It is told: every substream now comes from the edge.
+    let feeds: Vec<_> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: ConnId(3), msg: FromEdge::Feed { substream, feed } } => Some((substream, feed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(feeds.len(), usize::from(K), "{feeds:?}");
+    assert!(feeds.iter().all(|(_, f)| *f == proto::peer::FeedTo::Edge), "{feeds:?}");
+}
