@@ -379,6 +379,9 @@ impl Service {
             self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
             self.out.push_back(Output::Close { conn });
             self.conns.remove(&conn);
+            // Its next report goes to the sibling: what its parents here sent it since its last
+            // one is never confirmed to this edge, so they are excused that much.
+            self.vanished(now, peer);
             self.forget(peer);
         }
         self.apply_changes();
