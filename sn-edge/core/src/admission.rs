@@ -257,22 +257,21 @@ impl Admission {
         };
         let id = self.next_id;
         self.next_id = PeerId(self.next_id.0 + 1);
-        self.tracker.set_budget(id, parent_budget_ms);
         let admit = if want_direct && direct_room {
-            self.tracker.add_push(id, slots);
+            self.tracker.add_push(id, slots, parent_budget_ms);
             Admit::Push(id)
-        } else if self.tracker.add_p2p(id, slots) {
+        } else if self.tracker.add_p2p(id, slots, parent_budget_ms) {
             Admit::P2p(id)
         } else if direct_room {
             // No parent has room yet (e.g. all NAT-ed): serve it directly rather than not at all.
-            self.tracker.add_push(id, slots);
+            self.tracker.add_push(id, slots, parent_budget_ms);
             Admit::Push(id)
         } else if sibling {
             self.stats.redirects += 1;
             return Admit::Redirect;
         } else {
             // Nowhere better to go: join the trees and wait for parents (or refocus room).
-            self.tracker.add_waiting(id, slots);
+            self.tracker.add_waiting(id, slots, parent_budget_ms);
             Admit::P2p(id)
         };
         match admit {

@@ -138,6 +138,9 @@ struct Client {
     natted: bool,
     /// Its startup delay is counted (clients repeat it in every report).
     startup_counted: bool,
+    /// Its latency target when tight ([`Service::tight_target`]): feeds later than 3/4 of it
+    /// make the edge feed it.
+    target_ms: Option<u32>,
     /// What a ban holds on to (see [`bans::identity`]), and its key for counting reporters.
     identity: String,
     identity_key: u64,

@@ -118,8 +118,6 @@ pub struct Tracker {
     waiting: Vec<VecDeque<PeerId>>,
     changes: Vec<Change>,
     stats: TreeStats,
-    /// Parent delay budgets of clients about to be added ([`Tracker::set_budget`]).
-    budgets: DetMap<PeerId, u32>,
 }
 
 /// Candidates looked at for a parent within a client's delay budget before any parent will do:
@@ -143,7 +141,6 @@ impl Tracker {
             unfed: 0,
             waiting: (0..k).map(|_| VecDeque::new()).collect(),
             changes: Vec::new(),
-            budgets: DetMap::default(),
             stats: TreeStats::default(),
         }
     }
@@ -208,7 +205,7 @@ impl Tracker {
         self.rng.next_u64()
     }
 
-    fn insert(&mut self, id: PeerId, slots: u16, push: bool) {
+    fn insert(&mut self, id: PeerId, slots: u16, push: bool, budget_ms: Option<u32>) {
         let k = usize::from(self.k());
         let interior = self.next_interior;
         self.next_interior = (self.next_interior + 1) % self.k();
@@ -224,7 +221,7 @@ impl Tracker {
                 shun: vec![None; k],
                 depth: vec![0; k],
                 delay_ms: None,
-                budget_ms: self.budgets.remove(&id),
+                budget_ms,
                 children: vec![Vec::new(); k],
             },
         );
@@ -246,8 +243,13 @@ impl Tracker {
     }
 
     /// Adds a push peer: the edge feeds it every substream.
-    pub fn add_push(&mut self, id: PeerId, slots: u16) {
-        self.insert(id, slots, true);
+    ///
+    /// `budget_ms`, here and in [`Tracker::add_p2p`] / [`Tracker::add_waiting`], is the most feed
+    /// delay the client's parents may have (its latency target leaves room for one more hop and
+    /// for repair); parents that have not reported yet count as within it only if the edge feeds
+    /// them that substream.
+    pub fn add_push(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) {
+        self.insert(id, slots, true, budget_ms);
         for s in 0..self.k() {
             self.set_feed(id, s, Feed::Edge);
         }
@@ -255,8 +257,8 @@ impl Tracker {
 
     /// Adds a P2P client with a parent for every substream, or changes nothing and returns false
     /// when some substream has no eligible parent.
-    pub fn add_p2p(&mut self, id: PeerId, slots: u16) -> bool {
-        self.insert(id, slots, false);
+    pub fn add_p2p(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) -> bool {
+        self.insert(id, slots, false, budget_ms);
         let mark = self.changes.len();
         for s in 0..self.k() {
             match self.pick_parent(id, s, None) {
@@ -276,8 +278,8 @@ impl Tracker {
 
     /// Adds a P2P client that no parent can take yet: every substream waits for a parent (or for
     /// room at the edge).
-    pub fn add_waiting(&mut self, id: PeerId, slots: u16) {
-        self.insert(id, slots, false);
+    pub fn add_waiting(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) {
+        self.insert(id, slots, false, budget_ms);
         for s in 0..self.k() {
             self.waiting[usize::from(s)].push_back(id);
         }
@@ -465,21 +467,6 @@ impl Tracker {
         None
     }
 
-    /// The most feed delay a parent of `id` may have, for a client about to be added (its latency
-    /// target leaves room for one more hop and for repair). Parents that have not reported yet
-    /// count as within it only if the edge feeds them this substream.
-    pub fn set_budget(&mut self, id: PeerId, budget_ms: Option<u32>) {
-        match (budget_ms, self.clients.get_mut(&id)) {
-            (_, Some(c)) => c.budget_ms = budget_ms,
-            (Some(b), None) => {
-                self.budgets.insert(id, b);
-            }
-            (None, None) => {
-                self.budgets.remove(&id);
-            }
-        }
-    }
-
     /// How far behind ingest `id`'s feeds reach it (its report).
     pub fn set_delay(&mut self, id: PeerId, delay_ms: Option<u32>) {
         if let Some(c) = self.clients.get_mut(&id) {
@@ -487,9 +474,14 @@ impl Tracker {
         }
     }
 
-    /// `id`'s reported feed delay and its parents' budget.
-    pub fn delay(&self, id: PeerId) -> Option<(Option<u32>, Option<u32>)> {
-        self.clients.get(&id).map(|c| (c.delay_ms, c.budget_ms))
+    /// `id`'s reported feed delay.
+    pub fn delay(&self, id: PeerId) -> Option<u32> {
+        self.clients.get(&id).and_then(|c| c.delay_ms)
+    }
+
+    /// The most feed delay `id`'s parents may have ([`Tracker::add_push`]).
+    pub fn budget(&self, id: PeerId) -> Option<u32> {
+        self.clients.get(&id).and_then(|c| c.budget_ms)
     }
 
     /// Feeds `id` from the edge, every substream, if the edge has room (it reports its feeds too

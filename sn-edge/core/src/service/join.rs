@@ -60,7 +60,8 @@ impl Service {
         // cannot ask.
         let upload = Some(join.upload_kbps);
         let reachable = join.listen.is_some();
-        let admit = self.admission.join_within(now, upload, reachable, sibling_available, self.parent_budget(&join));
+        let target_ms = self.tight_target(&join);
+        let admit = self.admission.join_within(now, upload, reachable, sibling_available, target_ms.map(|t| t / 2));
         tracing::debug!(channel = %self.cfg.channel, ?admit, redirects = join.redirects, stage = ?self.admission.snapshot().stage, "join");
         let peer = match admit {
             Admit::Push(p) | Admit::P2p(p) => p,
@@ -91,6 +92,7 @@ impl Service {
             mask: 0,
             natted,
             startup_counted: false,
+            target_ms,
             identity_key: links::identity_key(&identity),
             identity,
             last_report: now,

@@ -116,12 +116,10 @@ impl Service {
     /// children's budgets); a P2P client on a tight target whose feeds reach it later than
     /// [`LATE_SHARE`] of it is fed by the edge, if the edge has room.
     fn weigh_delay(&mut self, peer: PeerId, delay_ms: Option<u32>) {
+        self.admission.tracker_mut().set_delay(peer, delay_ms);
+        let (Some(delay), Some(target)) = (delay_ms, self.clients.get(&peer).and_then(|c| c.target_ms)) else { return };
         let tracker = self.admission.tracker_mut();
-        tracker.set_delay(peer, delay_ms);
-        let Some((Some(delay), Some(budget))) = tracker.delay(peer) else { return };
-        // The budget is half the target.
-        let target = u64::from(budget) * 2;
-        if tracker.is_push(peer) || u64::from(delay) * LATE_SHARE.1 <= target * LATE_SHARE.0 {
+        if tracker.is_push(peer) || u64::from(delay) * LATE_SHARE.1 <= u64::from(target) * LATE_SHARE.0 {
             return;
         }
         if tracker.feed_directly(peer) {
@@ -130,11 +128,11 @@ impl Service {
         }
     }
 
-    /// The most feed delay a new client's parents may have: half its latency target (the
-    /// channel's, or its own buffer if shorter), when that target is tight.
-    pub(super) fn parent_budget(&self, join: &Join) -> Option<u32> {
+    /// A new client's latency target (the channel's, or its own buffer if shorter), when it is
+    /// tight enough to budget: its parents may then be at most half of it behind ingest.
+    pub(super) fn tight_target(&self, join: &Join) -> Option<u32> {
         let target = self.cfg.target_latency_ms.map_or(join.buffer_ms, |t| t.min(join.buffer_ms));
-        (target <= BUDGETED_TARGET_MS).then_some(target / 2)
+        (target <= BUDGETED_TARGET_MS).then_some(target)
     }
 }
 

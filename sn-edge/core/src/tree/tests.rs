@@ -59,9 +59,9 @@ fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
     // K = 4; push peers upload 1.5 × the stream = 6 substream slots; K' = 2.
     let mut t = tracker(4, 2, 10 * 4);
     for id in (0..10).map(PeerId) {
-        t.add_push(id, 6);
+        t.add_push(id, 6, None);
     }
-    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None)).count();
     assert_eq!(placed, 15, "10 push peers × 6 slots / 4 substreams");
     assert!(!t.p2p_room());
     check_invariants(&t);
@@ -78,9 +78,9 @@ fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
 fn deeper_trees_use_p2p_peers_as_parents_and_spread_interior_roles() {
     let mut t = tracker(4, 3, 4 * 4);
     for id in (0..4).map(PeerId) {
-        t.add_push(id, 6);
+        t.add_push(id, 6, None);
     }
-    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None)).count();
     // Depth 2 can hold 6 clients; each of them adds 6 slots for depth 3.
     assert!(placed >= 12, "placed {placed}");
     check_invariants(&t);
@@ -112,10 +112,10 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     // The edge can feed 10 substreams: 12 for push peers would not fit after a fourth joins.
     let mut t = tracker(4, 2, 3 * 4);
     for id in (0..3).map(PeerId) {
-        t.add_push(id, 4);
+        t.add_push(id, 4, None);
     }
     for id in (100..103).map(PeerId) {
-        assert!(t.add_p2p(id, 0));
+        assert!(t.add_p2p(id, 0, None));
     }
     assert!(!t.p2p_room());
     let orphans: usize = (0..4).map(|s| t.children(PeerId(0), s).len()).sum();
@@ -131,7 +131,7 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     assert_eq!(changes.iter().filter(|c| c.feed == Feed::Edge).count(), 2, "{changes:?}");
     // A new push peer appears: the tick puts everyone back into trees and frees the edge.
     t.cfg.edge_substreams = 12;
-    t.add_push(PeerId(50), 4);
+    t.add_push(PeerId(50), 4, None);
     t.tick();
     check_invariants(&t);
     let st = t.stats();
@@ -143,9 +143,9 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
 fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     let mut t = tracker(2, 2, 100);
     for id in (0..3).map(PeerId) {
-        t.add_push(id, 4);
+        t.add_push(id, 4, None);
     }
-    assert!(t.add_p2p(PeerId(10), 0));
+    assert!(t.add_p2p(PeerId(10), 0, None));
     let Feed::Peer(old) = t.feeds(PeerId(10)).unwrap()[0] else { panic!() };
     // LiveSky §3.2: the edge feeds it until the overlay adapts, then another parent takes over.
     t.reparent(PeerId(10), 0);
@@ -159,7 +159,7 @@ fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     assert!(!matches!(t.feeds(PeerId(10)).unwrap()[0], Feed::Peer(p) if p == new));
     let mut placed = 0;
     for id in (20..30).map(PeerId) {
-        if t.add_p2p(id, 0) {
+        if t.add_p2p(id, 0, None) {
             placed += 1;
             assert!(t.feeds(id).unwrap().iter().all(|f| *f != Feed::Peer(new)), "unreachable parent chosen");
         }
@@ -180,9 +180,9 @@ fn random_churn_never_breaks_the_trees() {
                 let id = PeerId(step + 1000);
                 let slots = (next() % 9) as u16;
                 if t.stats().push < 6 && next() % 3 == 0 {
-                    t.add_push(id, slots);
+                    t.add_push(id, slots, None);
                     live.push(id);
-                } else if t.add_p2p(id, slots) {
+                } else if t.add_p2p(id, slots, None) {
                     live.push(id);
                 }
             }
@@ -213,7 +213,7 @@ fn random_churn_never_breaks_the_trees() {
 fn mesh_neighbours_are_distinct_others_reachable_first() {
     let mut t = tracker(4, 2, 1000);
     for id in (0..30).map(PeerId) {
-        t.add_push(id, 6);
+        t.add_push(id, 6, None);
     }
     for id in (0..10).map(PeerId) {
         t.mark_unreachable(id);
@@ -225,7 +225,7 @@ fn mesh_neighbours_are_distinct_others_reachable_first() {
     assert!(m.iter().all(|&o| o.0 >= 10), "reachable first: {m:?}");
     let mut small = tracker(4, 2, 100);
     for id in (0..4).map(PeerId) {
-        small.add_push(id, 6);
+        small.add_push(id, 6, None);
     }
     assert_eq!(small.mesh_for(PeerId(0)).len(), 3, "everyone else when there are fewer than M");
 }
@@ -236,32 +236,29 @@ fn mesh_neighbours_are_distinct_others_reachable_first() {
 #[test]
 fn a_client_with_a_delay_budget_gets_parents_within_it() {
     let mut t = tracker(1, 4, 2);
-    t.add_push(PeerId(1), 1);
+    t.add_push(PeerId(1), 1, None);
     // 2 hangs under 1; 3 under 2, and 3 reports its feed 4 s behind ingest.
-    assert!(t.add_p2p(PeerId(2), 8));
+    assert!(t.add_p2p(PeerId(2), 8, None));
     t.set_delay(PeerId(2), Some(700));
-    assert!(t.add_p2p(PeerId(3), 8));
+    assert!(t.add_p2p(PeerId(3), 8, None));
     t.set_delay(PeerId(3), Some(4_000));
     check_invariants(&t);
     // Every pick for a 1.5 s budget lands on 2 (reported in budget) or 1 (edge-fed), never 3.
     for id in 10..40 {
-        t.set_budget(PeerId(id), Some(1_500));
-        assert!(t.add_p2p(PeerId(id), 0));
+        assert!(t.add_p2p(PeerId(id), 0, Some(1_500)));
         let Some(&[Feed::Peer(p)]) = t.feeds(PeerId(id)) else { panic!("{id} has no parent") };
         assert!(p == PeerId(2) || p == PeerId(1), "{id} under {p}");
         t.remove(PeerId(id));
     }
     // Budgeted clients fill 2; the next still gets a parent, 3: late beats nothing.
     for id in 40..47 {
-        t.set_budget(PeerId(id), Some(1_500));
-        assert!(t.add_p2p(PeerId(id), 0));
+        assert!(t.add_p2p(PeerId(id), 0, Some(1_500)));
         assert_eq!(t.feeds(PeerId(id)), Some(&[Feed::Peer(PeerId(2))][..]));
     }
-    t.set_budget(PeerId(50), Some(1_500));
-    assert!(t.add_p2p(PeerId(50), 0));
+    assert!(t.add_p2p(PeerId(50), 0, Some(1_500)));
     assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Peer(PeerId(3))][..]));
     check_invariants(&t);
-    assert_eq!(t.delay(PeerId(50)), Some((None, Some(1_500))));
+    assert_eq!((t.delay(PeerId(50)), t.budget(PeerId(50))), (None, Some(1_500)), "budgeted, not reported");
     // The edge takes a client over when it has room for all its substreams.
     assert!(t.feed_directly(PeerId(50)));
     assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Edge][..]));

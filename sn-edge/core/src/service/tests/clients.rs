@@ -393,7 +393,7 @@ fn a_client_whose_feeds_come_too_late_for_the_target_is_fed_by_the_edge() {
     let tracker = s.admission().tracker();
     let push: Vec<bool> = ids.iter().map(|&p| tracker.is_push(p)).collect();
     assert_eq!(push, [true, true, false, false], "{:?}", s.snapshot());
-    assert_eq!(tracker.delay(ids[2]), Some((None, Some(1_500))), "half the target for its parents");
+    assert_eq!(tracker.budget(ids[2]), Some(1_500), "half the target for its parents");
     let report = |delay| {
         ToEdge::Report(proto::peer::PeerReport { interval_ms: 10_000, delay_ms: Some(delay), ..Default::default() })
     };
