@@ -351,7 +351,6 @@ impl<'a> Domain<'a> {
         let upload = c.upload[rng.pick(&weights)].kbps;
         let weights: Vec<f64> = c.download.iter().map(|u| u.share).collect();
         let down_kbps = c.download[rng.pick(&weights)].kbps;
-        let cap = (f64::from(sc.stream.kbps) * sc.edges.upload_cap_factor) as u32;
         let watch = rng.exp(c.session_mean_min * 60.0);
         let abrupt = rng.chance(c.abrupt_share);
         let client = Client {
@@ -359,7 +358,11 @@ impl<'a> Domain<'a> {
             natted,
             reachable,
             abrupt,
-            upload_kbps: upload.min(cap).max(1),
+            // The player sends at its line's rate, as `livesky peer` does; the edge caps only the
+            // slots it hands out (`upload_cap_factor`). Capping the line too left every fibre
+            // parent no headroom: its queue grew with each catch-up or repair it served, and the
+            // hot edges of `modern` stalled 40 % of the time.
+            upload_kbps: upload.max(1),
             down_kbps,
             joined: t,
             leave_at: t + (watch * 1e6) as Micros + SECOND,
