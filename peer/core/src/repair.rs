@@ -15,6 +15,9 @@ use crate::core::LinkId;
 pub struct RepairConfig {
     /// How far ahead of playback missing chunks are repaired (0 disables repair).
     pub window_ms: u32,
+    /// A chunk that plays within this and is not held while a later one is, is asked for at
+    /// once: its deadline is too close to wait until every substream has passed it.
+    pub lead_ms: u32,
     /// A request unanswered this long is asked elsewhere.
     pub request_timeout: Duration,
     /// Requests in flight at most.
@@ -23,7 +26,7 @@ pub struct RepairConfig {
 
 impl Default for RepairConfig {
     fn default() -> Self {
-        Self { window_ms: 5_000, request_timeout: Duration::from_millis(700), max_inflight: 64 }
+        Self { window_ms: 5_000, lead_ms: 1_000, request_timeout: Duration::from_millis(700), max_inflight: 64 }
     }
 }
 

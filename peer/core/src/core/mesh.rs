@@ -71,10 +71,14 @@ impl PeerCore {
         if self.repair.config().window_ms == 0 {
             return;
         }
-        // A chunk is missing once every substream has delivered something later (2 rounds).
+        // A chunk is missing once every substream has delivered something later (2 rounds), or,
+        // when it plays within the lead, once any later chunk is here: the deadline comes from
+        // the playback point, not from how coarse the substreams are.
         let settled = newest.saturating_sub(2 * u64::from(self.k()));
-        let window = u64::from(self.repair.config().window_ms) * 90 / self.buffer.frame_90k().max(1);
-        let end = settled.min(next + window);
+        let frame = self.buffer.frame_90k().max(1);
+        let chunks = |ms: u32| u64::from(ms) * 90 / frame;
+        let urgent = (next + chunks(self.repair.config().lead_ms)).min(newest);
+        let end = settled.max(urgent).min(next + chunks(self.repair.config().window_ms));
         let missing: Vec<u64> = (next..end).filter(|&s| !self.buffer.contains(s)).collect();
         if missing.is_empty() {
             return;

@@ -419,3 +419,41 @@ fn a_channel_latency_target_in_the_welcome_sets_low_latency_mode() {
     assert!(!played.contains(&650) && played.contains(&925), "{played:?}");
     assert_eq!(p.stats().play.catchups, 1);
 }
+
+/// A hole just ahead of playback is asked for as soon as a later chunk is here: waiting until
+/// every substream has passed it (two rounds) can be past its deadline when chunks are long.
+#[test]
+fn a_hole_that_plays_within_the_lead_is_asked_for_before_the_substreams_pass_it() {
+    let t0 = Instant::now();
+    let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+    p.handle(t0, Input::FromEdge(welcome(1)));
+    p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
+    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(3) }));
+    p.handle(t0, Input::FromPeer(LinkId::In(7), hello(3)));
+    let bits = buffer_map(0, 256, 0..120);
+    p.handle(t0, Input::FromPeer(LinkId::In(7), PeerLink::BufferMap { first_seq: 0, bits }));
+    // 60 is missing and 61–63 are here: two rounds of four substreams have not passed it.
+    for seq in (0..64).filter(|&s| s != 60) {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    let requests = |p: &mut PeerCore| {
+        sent_on(p, LinkId::In(7))
+            .into_iter()
+            .filter(|o| matches!(o, Output::Send { msg: PeerLink::Request { .. }, .. }))
+            .count()
+    };
+    // Playback starts at 0; 60 plays 2.4 s later, so at 1 s it is not due for the 1 s lead yet.
+    let mut t = t0;
+    while t < t0 + Duration::from_secs(1) {
+        t += Duration::from_millis(100);
+        p.handle_timeout(t);
+        assert_eq!(requests(&mut p), 0, "asked {:?} before the lead", t - t0);
+    }
+    let mut asked = 0;
+    while t < t0 + Duration::from_millis(1_800) {
+        t += Duration::from_millis(100);
+        p.handle_timeout(t);
+        asked += requests(&mut p);
+    }
+    assert_eq!(asked, 1, "asked once when 60 came within the lead");
+}
