@@ -291,14 +291,20 @@ fn buffer_maps_go_only_to_neighbours_that_asked_until_their_lease_runs_out() {
     }
     assert!(to_7 >= 25, "{to_7} maps in a 30 s lease at one per second");
 }
-#[test]
-fn a_peer_missing_a_chunk_asks_for_maps_and_requests_it_as_soon_as_a_map_shows_it() {
-    let t0 = Instant::now();
+/// A push peer with one introduced neighbour, peer 3 on link 7.
+fn with_neighbour(t0: Instant) -> PeerCore {
     let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
     p.handle(t0, Input::FromEdge(welcome(1)));
     p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
     p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(3) }));
     p.handle(t0, Input::FromPeer(LinkId::In(7), hello(3)));
+    p
+}
+
+#[test]
+fn a_peer_missing_a_chunk_asks_for_maps_and_requests_it_as_soon_as_a_map_shows_it() {
+    let t0 = Instant::now();
+    let mut p = with_neighbour(t0);
     for seq in (0..100).filter(|&s| s != 60) {
         p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
     }
@@ -425,11 +431,7 @@ fn a_channel_latency_target_in_the_welcome_sets_low_latency_mode() {
 #[test]
 fn a_hole_that_plays_within_the_lead_is_asked_for_before_the_substreams_pass_it() {
     let t0 = Instant::now();
-    let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
-    p.handle(t0, Input::FromEdge(welcome(1)));
-    p.handle(t0, Input::LinkAccepted { link: LinkId::In(7), peer: None });
-    p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(3) }));
-    p.handle(t0, Input::FromPeer(LinkId::In(7), hello(3)));
+    let mut p = with_neighbour(t0);
     let bits = buffer_map(0, 256, 0..120);
     p.handle(t0, Input::FromPeer(LinkId::In(7), PeerLink::BufferMap { first_seq: 0, bits }));
     // 60 is missing and 61–63 are here: two rounds of four substreams have not passed it.
