@@ -87,6 +87,9 @@ pub struct Session {
     pub redirects: u8,
     pub natted: bool,
     pub reachable: bool,
+    /// Its line: uplink and downlink, kbit/s.
+    pub up_kbps: u32,
+    pub down_kbps: u32,
     pub up_bytes: u64,
     pub from_edge: u64,
     pub from_peers: u64,
@@ -475,6 +478,8 @@ impl<'a> Domain<'a> {
             redirects: c.redirects,
             natted: c.natted,
             reachable: c.reachable,
+            up_kbps: c.upload_kbps,
+            down_kbps: c.down_kbps,
             up_bytes: st.bytes_up,
             from_edge: st.bytes_from_edge,
             from_peers: st.bytes_from_peers,

@@ -255,12 +255,12 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("sessions.csv"))?);
     writeln!(
         f,
-        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,redirects,natted,reachable,up_bytes,from_edge,from_peers,latency_p50_ms,latency_p95_ms"
+        "edge,joined_s,watched_s,startup_ms,played_ms,stalled_ms,stalls,push,redirects,natted,reachable,up_kbps,down_kbps,up_bytes,from_edge,from_peers,latency_p50_ms,latency_p95_ms"
     )?;
     for s in sessions {
         writeln!(
             f,
-            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.edge,
             s.joined_s,
             s.watched_s,
@@ -272,6 +272,8 @@ pub fn write_csvs(dir: &Path, minutes: &[MinuteRow], sessions: &[Session]) -> st
             s.redirects,
             u8::from(s.natted),
             u8::from(s.reachable),
+            s.up_kbps,
+            s.down_kbps,
             s.up_bytes,
             s.from_edge,
             s.from_peers,
