@@ -76,9 +76,8 @@ impl PeerCore {
         // the playback point, not from how coarse the substreams are.
         let settled = newest.saturating_sub(2 * u64::from(self.k()));
         let frame = self.buffer.frame_90k().max(1);
-        let chunks = |ms: u32| u64::from(ms) * 90 / frame;
-        let urgent = (next + chunks(self.repair.config().lead_ms)).min(newest);
-        let end = settled.max(urgent).min(next + chunks(self.repair.config().window_ms));
+        let urgent = (next + chunks_in(self.repair.config().lead_ms, frame)).min(newest);
+        let end = settled.max(urgent).min(next + chunks_in(self.repair.config().window_ms, frame));
         let missing: Vec<u64> = (next..end).filter(|&s| !self.buffer.contains(s)).collect();
         if missing.is_empty() {
             return;
@@ -106,13 +105,18 @@ impl PeerCore {
                 [known.saturating_sub(1), known].into_iter().filter(|&s| !self.buffer.contains(s)).collect();
             return self.ask(now, &missing);
         };
-        let start_back = u64::from(self.cfg.buffer.start_ms) * 90 / frame + 2;
+        let start_back = chunks_in(self.cfg.buffer.start_ms, frame) + 2;
         let next = self.buffer.next_seq().unwrap_or_else(|| known.saturating_sub(start_back));
-        let window = u64::from(self.cfg.buffer.buffer_ms) * 90 / frame;
+        let window = chunks_in(self.cfg.buffer.buffer_ms, frame);
         let missing: Vec<u64> = (next..=known.min(next + window)).filter(|&s| !self.buffer.contains(s)).collect();
         if missing.is_empty() {
             return;
         }
         self.ask(now, &missing);
     }
+}
+
+/// How many chunks of `frame_90k` media each make `ms` (rounded down).
+fn chunks_in(ms: u32, frame_90k: u64) -> u64 {
+    u64::from(ms) * 90 / frame_90k
 }
