@@ -10,4 +10,4 @@ mod links;
 pub mod output;
 pub mod rtc;
 
-pub use livesky_peer_core::{buffer, core, introduce, repair};
+pub use livesky_peer_core::{buffer, core, introduce, pieces, repair};

@@ -4,17 +4,15 @@
 //! Gathering completes before an offer or answer is sent (no trickle), so each side sends one
 //! message. A signal payload is `TOKEN\nSDP`; the token matches an answer to its offer.
 //!
-//! One ordered, reliable data channel per link carries [`PeerLink`] frames. webrtc-rs delivers
-//! messages of at most 16 KiB, and keyframe chunks are larger, so each frame is cut into pieces
-//! with a one-byte header (1 = more follows, 0 = last) and put back together on arrival, bounded
-//! by the frame limit.
+//! One ordered, reliable data channel per link carries [`PeerLink`] frames, cut into pieces
+//! ([`crate::pieces`], shared with the browser's driver).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use proto::WireMessage;
 use proto::peer::PeerLink;
 use tokio::sync::mpsc;
@@ -28,9 +26,8 @@ use webrtc::peer_connection::{
 use webrtc::runtime::{Runtime, default_runtime};
 
 use crate::core::LinkId;
+use crate::pieces::{Reassembly, pieces};
 
-/// Largest data-channel message webrtc-rs delivers.
-const PIECE: usize = 16 * 1024 - 1;
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const SEND_BUFFER_LIMIT: usize = 2 * 1024 * 1024;
@@ -215,40 +212,9 @@ fn split(payload: &str) -> Result<(u64, &str), RtcError> {
     Ok((token.trim().parse().map_err(|_| RtcError::BadSignal)?, sdp))
 }
 
-/// Cuts a frame into data-channel messages.
-fn pieces(frame: Bytes) -> Vec<BytesMut> {
-    let n = frame.len().div_ceil(PIECE).max(1);
-    (0..n)
-        .map(|i| {
-            let part = &frame[i * PIECE..((i + 1) * PIECE).min(frame.len())];
-            let mut m = BytesMut::with_capacity(part.len() + 1);
-            m.put_u8(u8::from(i + 1 < n));
-            m.put_slice(part);
-            m
-        })
-        .collect()
-}
-
-/// Puts frames back together; `None` when the input is malformed or too large.
-#[derive(Default)]
-struct Reassembly {
-    buf: BytesMut,
-}
-
-impl Reassembly {
-    fn push(&mut self, piece: &[u8]) -> Option<Option<Bytes>> {
-        let (&more, data) = piece.split_first()?;
-        if more > 1 || self.buf.len() + data.len() > proto::DEFAULT_MAX_FRAME {
-            return None;
-        }
-        self.buf.extend_from_slice(data);
-        Some((more == 0).then(|| self.buf.split().freeze()))
-    }
-}
-
 /// Sends one frame's pieces; an error leaves the frame half sent, so the link must close.
 async fn send_frame(dc: &dyn DataChannel, frame: Bytes) -> Result<(), ()> {
-    for piece in pieces(frame) {
+    for piece in pieces(&frame) {
         dc.send(piece).await.map_err(drop)?;
     }
     Ok(())
@@ -320,26 +286,4 @@ async fn run_link(
     let _ = events.send(if open { LinkEvent::Closed { link } } else { LinkEvent::Failed { link } }).await;
     let _ = dc.close().await;
     let _ = pc.close().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_survive_cutting_into_pieces() {
-        for len in [0usize, 1, PIECE - 1, PIECE, PIECE + 1, 5 * PIECE + 7] {
-            let frame = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
-            let mut r = Reassembly::default();
-            let parts = pieces(frame.clone());
-            let (last, rest) = parts.split_last().unwrap();
-            for p in rest {
-                assert_eq!(r.push(p), Some(None));
-            }
-            assert_eq!(r.push(last), Some(Some(frame)), "len {len}");
-        }
-        let mut r = Reassembly::default();
-        assert_eq!(r.push(&[]), None, "empty message");
-        assert_eq!(r.push(&[7, 1, 2]), None, "bad header");
-    }
 }

@@ -1,7 +1,10 @@
 //! A token bucket on caller-supplied time: peers cap their upload with it (LiveSky §3.2, 150 % of
 //! the stream rate), edges bound their egress and the join rate per source address.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct TokenBucket {

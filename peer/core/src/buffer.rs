@@ -3,7 +3,10 @@
 //! once `start_ms` of contiguous media is held; a missing chunk at its deadline is a stall, and
 //! after `max_stall_ms` with later chunks at hand the hole is skipped rather than waited on forever.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 use proto::Chunk;
 

@@ -4,7 +4,10 @@
 //! egress capacity) keeps the peer from starting at all, so a burst that does not outrun real
 //! time is not waited for.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 /// No edge chunk for this long (after the welcome): the burst is over or never came.
 const QUIET: Duration = Duration::from_millis(300);

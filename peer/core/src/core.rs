@@ -9,7 +9,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerLink, PeerReport, ToEdge, Trouble};
 use proto::{ChannelVerifier, Chunk, DetMap, SubstreamId, TokenBucket};

@@ -3,7 +3,10 @@
 //! no chunks, no maps, no answers — and is cut off if no introduction follows within
 //! [`WAIT`]: the edge's note may trail the peer's own connect by a moment.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 use proto::DetMap;
 use proto::peer::PeerId;

@@ -8,5 +8,6 @@ pub mod buffer;
 mod burst;
 pub mod core;
 pub mod introduce;
+pub mod pieces;
 pub mod repair;
 mod seqmap;

@@ -5,7 +5,10 @@
 //! with another neighbour.
 
 use proto::DetMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
+use web_time::Instant;
 
 use bytes::Bytes;
 
