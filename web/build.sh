@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser player's assets into web/dist/, which the edge embeds (sn-edge/src/web.rs):
+# Builds the browser player's generated assets into web/dist/; the edge embeds them with web/src/
+# (livesky.js, the driver; watch.html, the page) in sn-edge/src/web.rs:
 #   livesky_peer_web_bg.wasm + livesky_peer_web.js  the peer core for wasm32 (wasm-bindgen glue)
 #   mux.min.js                                      mux.js (npm), TS -> fMP4 for Media Source
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli of the wasm-bindgen crate's

@@ -53,7 +53,8 @@ pub(crate) struct ConnOut {
 }
 
 pub(crate) enum ServiceIn {
-    Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: ConnOut },
+    /// `browser`: it came over the WebSocket, from a web page.
+    Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: ConnOut, browser: bool },
     Input(Input),
 }
 
@@ -79,6 +80,9 @@ pub struct Services {
     /// Drained by an operator: services started from now on drain too.
     draining: std::sync::atomic::AtomicBool,
     pub(crate) next_conn: AtomicU64,
+    /// The client port's connection caps, shared by its TCP listener and the WebSocket route
+    /// (`None` until the client port starts: without it there is no tracker for pages to join).
+    pub(crate) slots: Mutex<Option<livesky_net::limits::ConnLimiter>>,
 }
 
 impl Services {
@@ -210,9 +214,10 @@ async fn run_service(
         tokio::select! {
             _ = edge.node.cancelled() => break,
             msg = rx.recv() => match msg {
-                Some(ServiceIn::Joined { conn, from, join, out }) => {
+                Some(ServiceIn::Joined { conn, from, join, out, browser }) => {
                     conns.insert(conn, out);
-                    service.handle(now_std(), Input::Joined { conn, from, join });
+                    let input = if browser { Input::BrowserJoined { conn, from, join } } else { Input::Joined { conn, from, join } };
+                    service.handle(now_std(), input);
                     publish_view(&edge, &channel, &service, &handle);
                 }
                 Some(ServiceIn::Input(input)) => {

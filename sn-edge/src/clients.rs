@@ -1,15 +1,20 @@
-//! The edge's client port (LiveSky clients, TCP): one task per connection reads the client's
-//! messages into its channel's task ([`crate::channel_task`]) and writes what that task queues for
-//! it (control messages and chunks) to the socket; a connection whose queue overflows is closed.
+//! The edge's client port (LiveSky clients): TCP for native players, and the same messages over a
+//! WebSocket (`GET /livesky/ws` on the HTTP port, one binary message per control-message body)
+//! for web pages. One task per connection reads the client's messages into its channel's task
+//! ([`crate::channel_task`]) and writes what that task queues for it (control messages and
+//! chunks); a connection whose queue overflows is closed. Both transports share one set of caps.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::{Message, WebSocket};
+use bytes::BytesMut;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use proto::WireMessage;
 use proto::peer::{EdgeControlCodec, FromEdge, ToEdge};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -21,7 +26,8 @@ use crate::EdgeError;
 use crate::channel_task::{CONN_QUEUE, ConnCmd, ConnOut, ServiceIn, service_for};
 use crate::service::{ConnId, Input};
 
-const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Largest message a client may send (a report, an SDP offer): on either transport.
+pub(crate) const MAX_CLIENT_FRAME: usize = 64 * 1024;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +37,7 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
     let max = edge.settings().admission.max_clients.saturating_add(64);
     let slots = livesky_net::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
+    *edge.clients.slots.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots.clone());
     node.spawn(async move {
         let cancel = edge.node.cancel_token();
         while let Some((stream, from, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &cancel).await {
@@ -39,17 +46,48 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
             let edge2 = edge.clone();
             edge.node.spawn(async move {
                 let _permit = permit;
-                serve_client(edge2, stream, from).await;
+                let (sink, stream) = Framed::new(stream, EdgeControlCodec::with_decode_limit(MAX_CLIENT_FRAME)).split();
+                serve_client(edge2, stream.map(|m| m.map_err(|e| e.to_string())), sink, from, false).await;
             });
         }
     });
 }
 
-type ClientFramed = Framed<TcpStream, EdgeControlCodec>;
+/// A web page's connection, upgraded from `GET /livesky/ws`; `permit`: its place under the client
+/// port's caps.
+pub(crate) async fn serve_websocket(
+    edge: Arc<Edge>,
+    socket: WebSocket,
+    from: SocketAddr,
+    permit: livesky_net::limits::ConnPermit,
+) {
+    let _permit = permit;
+    let (sink, stream) = socket.split();
+    let stream = stream
+        .take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_)))))
+        .filter_map(|m| {
+            std::future::ready(match m {
+                Ok(Message::Binary(b)) => Some(ToEdge::decode_body(b).map_err(|e| e.to_string())),
+                Ok(Message::Text(_)) => Some(Err("a text message: the client protocol is binary".to_string())),
+                Ok(_) => None,
+                Err(e) => Some(Err(e.to_string())),
+            })
+        });
+    let sink = sink.with(|m: FromEdge| {
+        let mut b = BytesMut::new();
+        m.encode_body(&mut b);
+        std::future::ready(Ok::<_, axum::Error>(Message::Binary(b.freeze())))
+    });
+    serve_client(edge, stream, sink, from, true).await;
+}
 
-async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
-    let mut framed = Framed::new(stream, EdgeControlCodec::with_decode_limit(MAX_CLIENT_FRAME));
-    let mut join = match timeout(JOIN_TIMEOUT, framed.next()).await {
+async fn serve_client<R, W>(edge: Arc<Edge>, mut rx_msgs: R, mut tx: W, from: SocketAddr, browser: bool)
+where
+    R: Stream<Item = Result<ToEdge, String>> + Unpin,
+    W: Sink<FromEdge> + Unpin,
+    W::Error: std::fmt::Display,
+{
+    let mut join = match timeout(JOIN_TIMEOUT, rx_msgs.next()).await {
         Ok(Some(Ok(ToEdge::Join(j)))) => j,
         Ok(Some(Ok(other))) => {
             debug!(%from, got = proto::WireMessage::kind(&other), "client did not start with a join");
@@ -64,7 +102,7 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
     let channel = join.channel.clone();
     if !edge.node.knows(&channel) {
         edge.node.count_unknown_channel("clients");
-        let _ = framed.send(FromEdge::Refused { reason: format!("no channel {channel} on this CDN") }).await;
+        let _ = write(&mut tx, [FromEdge::Refused { reason: format!("no channel {channel} on this CDN") }]).await;
         return;
     }
     match edge.admit_viewer(&channel, &join.token) {
@@ -74,29 +112,29 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
         Ok(None) => join.token.clear(),
         Err(e) => {
             debug!(%from, %channel, error = %e, "LiveSky client refused");
-            let _ = framed.send(FromEdge::Refused { reason: e.to_string() }).await;
+            let _ = write(&mut tx, [FromEdge::Refused { reason: e.to_string() }]).await;
             return;
         }
     }
     let svc = match service_for(&edge, &channel).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = framed.send(FromEdge::Refused { reason: e.to_string() }).await;
+            let _ = write(&mut tx, [FromEdge::Refused { reason: e.to_string() }]).await;
             return;
         }
     };
     let conn = ConnId(edge.clients.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel(CONN_QUEUE);
     let kill = CancellationToken::new();
-    let out = ConnOut { tx, kill: kill.clone() };
-    if svc.inbox.send(ServiceIn::Joined { conn, from, join, out }).await.is_err() {
+    let out = ConnOut { tx: out_tx, kill: kill.clone() };
+    if svc.inbox.send(ServiceIn::Joined { conn, from, join, out, browser }).await.is_err() {
         return;
     }
     let end = loop {
         tokio::select! {
             _ = edge.node.cancelled() => break "shutdown",
             _ = kill.cancelled() => break "closed by edge (queue full)",
-            msg = framed.next() => match msg {
+            msg = rx_msgs.next() => match msg {
                 Some(Ok(m)) => {
                     if svc.inbox.send(ServiceIn::Input(Input::Message { conn, msg: m })).await.is_err() {
                         break "service gone";
@@ -108,37 +146,41 @@ async fn serve_client(edge: Arc<Edge>, stream: TcpStream, from: SocketAddr) {
                 }
                 None => break "closed",
             },
-            cmd = rx.recv() => match cmd {
+            cmd = out_rx.recv() => match cmd {
                 Some(ConnCmd::Send(m)) => {
-                    if let Err(e) = write(&mut framed, [m]).await {
+                    if let Err(e) = write(&mut tx, [m]).await {
                         debug!(%from, %conn, error = %e, "client write failed");
                         break "write failed";
                     }
                 }
                 Some(ConnCmd::Chunks(chunks)) => {
-                    if let Err(e) = write(&mut framed, chunks.into_iter().map(FromEdge::Chunk)).await {
+                    if let Err(e) = write(&mut tx, chunks.into_iter().map(FromEdge::Chunk)).await {
                         debug!(%from, %conn, error = %e, "client write failed");
                         break "write failed";
                     }
                 }
                 Some(ConnCmd::Close) | None => {
-                    let _ = SinkExt::<FromEdge>::flush(&mut framed).await;
+                    let _ = timeout(WRITE_TIMEOUT, tx.close()).await;
                     break "closed by edge";
                 }
             },
         }
     };
-    debug!(%from, %conn, reason = end, "client connection ended");
+    debug!(%from, %conn, browser, reason = end, "client connection ended");
     let _ = svc.inbox.send(ServiceIn::Input(Input::Disconnected { conn })).await;
 }
 
 /// Writes `msgs` and flushes them, within [`WRITE_TIMEOUT`].
-async fn write(framed: &mut ClientFramed, msgs: impl IntoIterator<Item = FromEdge>) -> Result<(), EdgeError> {
+async fn write<W>(tx: &mut W, msgs: impl IntoIterator<Item = FromEdge>) -> Result<(), EdgeError>
+where
+    W: Sink<FromEdge> + Unpin,
+    W::Error: std::fmt::Display,
+{
     let send = async {
         for m in msgs {
-            framed.feed(m).await?;
+            tx.feed(m).await?;
         }
-        SinkExt::<FromEdge>::flush(framed).await
+        tx.flush().await
     };
     match timeout(WRITE_TIMEOUT, send).await {
         Ok(Ok(())) => Ok(()),

@@ -12,6 +12,7 @@
 
 pub mod channel_task;
 pub mod clients;
+pub mod web;
 mod error;
 pub mod hls;
 pub mod hls_http;
@@ -231,6 +232,9 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/live/{channel}/index.m3u8", get(playlist))
         .route("/live/{channel}/{segment}", get(segment))
         .route("/p2p", get(p2p_status))
+        .route("/watch/{channel}", get(web::watch))
+        .route("/livesky/ws", get(web::websocket))
+        .route("/livesky/{asset}", get(web::asset))
         .with_state(edge.clone());
     base_router(edge.node.clone()).merge(viewer)
 }
@@ -275,6 +279,8 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "bans": st.bans,
                 "refused_banned": st.refused_banned,
                 "inflated_clients": st.inflated_clients,
+                "browsers_promoted": st.browsers_promoted,
+                "page_to_native_bytes": st.page_to_native_bytes,
                 "excluded_bytes_up": st.excluded_bytes_up,
                 "duplicate_identities": st.duplicate_identities,
                 "demoted": st.demoted,

@@ -1,6 +1,8 @@
 //! Helpers for the workspace integration tests: start topologies on ephemeral loopback ports, talk
 //! HTTP to them, push paced feeds, read metrics, and wait for conditions with deadlines.
 
+pub mod chromium;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -58,6 +58,13 @@ pub enum Input {
         from: SocketAddr,
         join: Join,
     },
+    /// A client that joined from a web page (over the edge's WebSocket): a leaf until it proves
+    /// steady upload ([`BrowserProof`]).
+    BrowserJoined {
+        conn: ConnId,
+        from: SocketAddr,
+        join: Join,
+    },
     Message {
         conn: ConnId,
         msg: ToEdge,
@@ -161,7 +168,26 @@ struct Client {
     redirects: u8,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
+    /// A web page still proving it can be a parent (`None`: a native player, or a page that has).
+    browser: Option<BrowserProof>,
+    /// It joined from a web page.
+    page: bool,
 }
+
+/// A page in a background tab, on a phone or a metered link must not be a parent a tree depends
+/// on: a browser joins as a leaf (no upload slots; it still serves repairs to its mesh), and gets
+/// the slots its upload offers only after [`BROWSER_PROOF_REPORTS`] reports in a row that came on
+/// time (a throttled tab's timers make them late), without a stall, and with any upload it
+/// claimed confirmed by the peers it served (accounting did not flag it). A leaf is rarely asked
+/// to upload, so steadiness is the proof: requiring uploaded bytes would keep most pages leaves.
+#[derive(Debug, Clone, Copy)]
+struct BrowserProof {
+    offered_kbps: u32,
+    steady: u8,
+}
+
+/// Steady reports in a row that make a page a possible parent (a minute at the default interval).
+const BROWSER_PROOF_REPORTS: u8 = 6;
 
 /// Largest signalling payload relayed (an SDP offer with candidates is a few kB).
 pub const MAX_SIGNAL_BYTES: usize = 8 * 1024;
@@ -284,7 +310,8 @@ impl Service {
     pub fn handle(&mut self, now: Instant, input: Input) {
         self.start_clock(now);
         match input {
-            Input::Joined { conn, from, join } => self.join(now, conn, from, join),
+            Input::Joined { conn, from, join } => self.join(now, conn, from, join, false),
+            Input::BrowserJoined { conn, from, join } => self.join(now, conn, from, join, true),
             Input::Message { conn, msg } => {
                 let Some(Some(peer)) = self.conns.get(&conn).copied() else {
                     // Anything before a successful join is a protocol error.

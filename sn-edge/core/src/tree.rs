@@ -187,6 +187,15 @@ impl Tracker {
         self.clients.get(&id).map_or(&[], |c| c.children[usize::from(s)].as_slice())
     }
 
+    /// Gives `id` `slots` upload slots (never fewer than it uses): a client that proved it can
+    /// be a parent.
+    pub fn set_slots(&mut self, id: PeerId, slots: u16) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.slots = slots.max(c.used);
+        }
+        self.refresh(id);
+    }
+
     /// Upload slots in use and in all.
     pub fn slots(&self, id: PeerId) -> Option<(u16, u16)> {
         self.clients.get(&id).map(|c| (c.used, c.slots))

@@ -5,7 +5,7 @@
 use super::*;
 
 impl Service {
-    pub(super) fn join(&mut self, now: Instant, conn: ConnId, from: SocketAddr, join: Join) {
+    pub(super) fn join(&mut self, now: Instant, conn: ConnId, from: SocketAddr, join: Join, browser: bool) {
         if self.conns.contains_key(&conn) {
             self.refuse(conn, "joined twice on one connection".into());
             return;
@@ -58,7 +58,7 @@ impl Service {
         let sibling_available = join.redirects == 0 && self.sibling_available();
         // What the client offers, 0 included (no children); `None` (the cap) is for callers that
         // cannot ask.
-        let upload = Some(join.upload_kbps);
+        let upload = Some(if browser { 0 } else { join.upload_kbps });
         let reachable = join.listen.is_some();
         let target_ms = self.tight_target(&join);
         let admit = self.admission.join_within(now, upload, reachable, sibling_available, target_ms.map(|t| t / 2));
@@ -104,6 +104,8 @@ impl Service {
             unfed_since: None,
             redirects: join.redirects,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
+            browser: browser.then_some(BrowserProof { offered_kbps: join.upload_kbps, steady: 0 }),
+            page: browser,
         };
         self.clients.insert(peer, client);
         let push = self.admission.tracker().is_push(peer);

@@ -57,8 +57,12 @@ impl Service {
                 }
             }
             ToEdge::Report(mut r) => {
+                // Whether a page reports on time is judged on the edge's clock, before the report moves it.
+                let gap = self.clients.get(&peer).filter(|c| c.reported).map(|c| now.saturating_duration_since(c.last_report));
                 self.sanitize_report(now, peer, &mut r);
-                match self.accounting.report(peer, &r, now) {
+                let verdict = self.accounting.report(peer, &r, now);
+                self.browser_proof(peer, &r, verdict == accounting::Verdict::Counted, gap);
+                match verdict {
                     accounting::Verdict::Counted => {}
                     verdict => {
                         if let accounting::Verdict::Flagged { earlier } = verdict {
@@ -134,7 +138,32 @@ impl Service {
         let target = self.cfg.target_latency_ms.map_or(join.buffer_ms, |t| t.min(join.buffer_ms));
         (target <= BUDGETED_TARGET_MS).then_some(target)
     }
+
+    /// Counts a page's report towards its proof (see [`BrowserProof`]); a late report (`gap`
+    /// since its previous one), a stall or an upload claim receivers did not vouch for starts it
+    /// over.
+    fn browser_proof(&mut self, peer: PeerId, r: &proto::peer::PeerReport, counted: bool, gap: Option<Duration>) {
+        let Some(c) = self.clients.get_mut(&peer) else { return };
+        let Some(proof) = c.browser.as_mut() else { return };
+        if !counted || r.stalls > 0 || gap.is_some_and(|g| g > BROWSER_REPORT_GAP) {
+            proof.steady = 0;
+            return;
+        }
+        proof.steady = proof.steady.saturating_add(1);
+        if proof.steady < BROWSER_PROOF_REPORTS {
+            return;
+        }
+        let slots = self.admission.slots_for(Some(proof.offered_kbps));
+        c.browser = None;
+        self.admission.tracker_mut().set_slots(peer, slots);
+        self.stats.browsers_promoted += 1;
+        tracing::info!(channel = %self.cfg.channel, %peer, slots, "a web page proved steady upload: it may be a parent now");
+    }
 }
+
+/// A page's reports further apart than this (it reports every 10 s; a background tab's timers
+/// are throttled to once a minute) break its proof.
+const BROWSER_REPORT_GAP: Duration = Duration::from_secs(15);
 
 /// Latency targets up to this get parent delay budgets; above it a tree K' deep delivers in
 /// time anyway, and budgets would only keep new clients from becoming parents.

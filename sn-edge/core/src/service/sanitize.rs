@@ -116,6 +116,15 @@ impl Service {
     }
 
     pub(super) fn add_report(&mut self, peer: PeerId, r: PeerReport) {
+        if self.clients.get(&peer).is_some_and(|c| !c.page) {
+            let from_pages: u64 = r
+                .from_peers
+                .iter()
+                .filter(|(sender, _)| self.clients.get(sender).is_some_and(|c| c.page))
+                .map(|(_, bytes)| *bytes)
+                .sum();
+            self.stats.page_to_native_bytes = self.stats.page_to_native_bytes.saturating_add(from_pages);
+        }
         let t = &mut self.stats.reported;
         // Q2 per client-minute, whatever the report interval: a minute counts once filled.
         if let Some(c) = self.clients.get_mut(&peer) {

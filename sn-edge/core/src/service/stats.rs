@@ -24,6 +24,10 @@ pub struct ServiceStats {
     /// Clients whose upload claims outran what their receivers confirmed, and the claimed bytes
     /// left out of `reported.bytes_up` for it.
     pub inflated_clients: u64,
+    /// Web pages that proved steady upload and may be parents now.
+    pub browsers_promoted: u64,
+    /// Bytes native players confirmed receiving from web pages.
+    pub page_to_native_bytes: u64,
     pub excluded_bytes_up: u64,
     /// Joins carrying a token client id that is already connected (a cloned install or a
     /// shared token).
