@@ -91,6 +91,9 @@ async fn three_pages_and_ten_native_peers_share_one_swarm() {
     browser.open(&url).await;
     wait_until(Duration::from_secs(40), "three pages to play", || async {
         let p = pages(&browser).await;
+        if std::env::var_os("LIVESKY_TEST_VERBOSE").is_some() {
+            eprintln!("{p:?}");
+        }
         p.len() == 3 && p.iter().all(|s| s["state"] == "playing" && f(s, "current_time") > 0.5)
     })
     .await;

@@ -54,7 +54,13 @@ pub(crate) struct ConnOut {
 
 pub(crate) enum ServiceIn {
     /// `browser`: it came over the WebSocket, from a web page.
-    Joined { conn: ConnId, from: SocketAddr, join: proto::peer::Join, out: ConnOut, browser: bool },
+    Joined {
+        conn: ConnId,
+        from: SocketAddr,
+        join: proto::peer::Join,
+        out: ConnOut,
+        browser: bool,
+    },
     Input(Input),
 }
 

@@ -63,16 +63,14 @@ pub(crate) async fn serve_websocket(
 ) {
     let _permit = permit;
     let (sink, stream) = socket.split();
-    let stream = stream
-        .take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_)))))
-        .filter_map(|m| {
-            std::future::ready(match m {
-                Ok(Message::Binary(b)) => Some(ToEdge::decode_body(b).map_err(|e| e.to_string())),
-                Ok(Message::Text(_)) => Some(Err("a text message: the client protocol is binary".to_string())),
-                Ok(_) => None,
-                Err(e) => Some(Err(e.to_string())),
-            })
-        });
+    let stream = stream.take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_))))).filter_map(|m| {
+        std::future::ready(match m {
+            Ok(Message::Binary(b)) => Some(ToEdge::decode_body(b).map_err(|e| e.to_string())),
+            Ok(Message::Text(_)) => Some(Err("a text message: the client protocol is binary".to_string())),
+            Ok(_) => None,
+            Err(e) => Some(Err(e.to_string())),
+        })
+    });
     let sink = sink.with(|m: FromEdge| {
         let mut b = BytesMut::new();
         m.encode_body(&mut b);

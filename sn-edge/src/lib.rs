@@ -12,7 +12,6 @@
 
 pub mod channel_task;
 pub mod clients;
-pub mod web;
 mod error;
 pub mod hls;
 pub mod hls_http;
@@ -21,6 +20,7 @@ pub mod report;
 pub mod stun;
 pub mod ts_viewer;
 pub mod viewers;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

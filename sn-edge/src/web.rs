@@ -36,7 +36,11 @@ const ASSETS: &[Asset] = &[
         mime: "application/wasm",
         body: include_bytes!("../../web/dist/livesky_peer_web_bg.wasm"),
     },
-    Asset { name: "mux.min.js", mime: "text/javascript; charset=utf-8", body: include_bytes!("../../web/dist/mux.min.js") },
+    Asset {
+        name: "mux.min.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/mux.min.js"),
+    },
 ];
 
 const WATCH_PAGE: &str = include_str!("../../web/src/watch.html");

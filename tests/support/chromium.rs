@@ -30,6 +30,7 @@ pub const WEBRTC_FLAGS: &[&str] = &[
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
+    "--disable-background-media-suspend",
 ];
 
 pub struct Browser {
@@ -76,7 +77,7 @@ impl Browser {
     pub async fn open(&self, url: &str) {
         let first = self.targets().await;
         let ws = first[0]["webSocketDebuggerUrl"].as_str().expect("a page target").to_string();
-        call(&ws, "Target.createTarget", json!({ "url": url })).await;
+        call(&ws, "Target.createTarget", json!({ "url": url, "newWindow": true, "background": false })).await;
     }
 
     /// Evaluates `expr` (which must give JSON-able data) in every page, in target order.
@@ -90,21 +91,30 @@ impl Browser {
         out
     }
 
-    /// CPU seconds Chromium's processes (browser, renderers, GPU, utilities) have used so far.
+    /// CPU seconds Chromium's process tree (browser, renderers, GPU, utilities) has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         let Some(root) = self.child.id() else { return 0.0 };
         let tick = 100.0; // USER_HZ on Linux
-        let mut total = 0.0;
-        let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
-        for p in procs.flatten() {
+        let mut procs: Vec<(u32, u32, f64)> = Vec::new();
+        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else { continue };
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            // After the name: state ppid … utime (12th) stime (13th).
             let f: Vec<&str> = rest.split_whitespace().collect();
-            // Fields after the name: state ppid pgrp … utime(12) stime(13).
-            let (Some(pgrp), Some(ut), Some(st)) = (f.get(2), f.get(11), f.get(12)) else { continue };
-            let is_ours = p.file_name().to_str() == Some(&root.to_string()) || pgrp.parse::<u32>().ok() == Some(root);
-            if is_ours {
-                total += (ut.parse::<f64>().unwrap_or(0.0) + st.parse::<f64>().unwrap_or(0.0)) / tick;
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            procs.push((pid, num(1) as u32, (num(11) + num(12)) / tick));
+        }
+        let mut tree = vec![root];
+        let mut total = 0.0;
+        while let Some(pid) = tree.pop() {
+            for &(child, parent, cpu) in &procs {
+                if child == pid {
+                    total += cpu;
+                }
+                if parent == pid {
+                    tree.push(child);
+                }
             }
         }
         total

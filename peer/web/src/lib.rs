@@ -49,13 +49,8 @@ impl BrowserPeer {
         now_ms: f64,
         unix_ms: f64,
     ) -> Result<BrowserPeer, JsError> {
-        let cfg = WebConfig {
-            channel: channel.to_string(),
-            token: token.to_string(),
-            upload_kbps,
-            buffer_ms,
-            low_latency,
-        };
+        let cfg =
+            WebConfig { channel: channel.to_string(), token: token.to_string(), upload_kbps, buffer_ms, low_latency };
         Session::new(&cfg, now_ms, unix_ms).map(|s| BrowserPeer { s }).map_err(|e| JsError::new(&e.to_string()))
     }
 
@@ -124,7 +119,9 @@ impl BrowserPeer {
                 ("token", num(token as f64)),
                 ("sdp", sdp.into()),
             ]),
-            WebOut::Answered { link, sdp } => obj(&[("t", "answered".into()), ("link", num(link)), ("sdp", sdp.into())]),
+            WebOut::Answered { link, sdp } => {
+                obj(&[("t", "answered".into()), ("link", num(link)), ("sdp", sdp.into())])
+            }
             WebOut::Send { link, pieces } => {
                 let arr = Array::new();
                 for p in &pieces {
@@ -142,7 +139,9 @@ impl BrowserPeer {
                 ("data", bytes(&data)),
             ]),
             WebOut::Stun(a) => obj(&[("t", "stun".into()), ("addr", a.into())]),
-            WebOut::Event(name, detail) => obj(&[("t", "event".into()), ("name", name.into()), ("detail", detail.into())]),
+            WebOut::Event(name, detail) => {
+                obj(&[("t", "event".into()), ("name", name.into()), ("detail", detail.into())])
+            }
         }
     }
 

@@ -21,16 +21,38 @@ pub enum WebOut {
     /// Send one binary WebSocket message to the edge.
     Edge(Bytes),
     /// Open data-channel link `link` to `peer`: create an offer and give it to [`Session::offer_made`].
-    Connect { link: u32, peer: u64 },
+    Connect {
+        link: u32,
+        peer: u64,
+    },
     /// Peer `from` offers a link: answer `sdp` on link `link`, then [`Session::answer_made`].
-    Answer { link: u32, from: u64, token: u64, sdp: String },
+    Answer {
+        link: u32,
+        from: u64,
+        token: u64,
+        sdp: String,
+    },
     /// The answer to our offer on link `link`.
-    Answered { link: u32, sdp: String },
+    Answered {
+        link: u32,
+        sdp: String,
+    },
     /// Send these data-channel messages on `link`, in order.
-    Send { link: u32, pieces: Vec<BytesMut> },
-    Close { link: u32 },
+    Send {
+        link: u32,
+        pieces: Vec<BytesMut>,
+    },
+    Close {
+        link: u32,
+    },
     /// The next chunk of the stream, in order and verified: hand it to the media pipeline.
-    Play { seq: u64, media_ts: u64, keyframe: bool, discontinuity: bool, data: Bytes },
+    Play {
+        seq: u64,
+        media_ts: u64,
+        keyframe: bool,
+        discontinuity: bool,
+        data: Bytes,
+    },
     /// The edge's STUN server (`host:port`), for the peer connections' ICE.
     Stun(String),
     /// Something the page shows or logs: a name and a detail.
@@ -190,15 +212,23 @@ impl Session {
     /// Our offer for outgoing link `link` (to `peer`), ICE gathered.
     pub fn offer_made(&mut self, link: u32, peer: u64, sdp: &str) {
         let token = link_of(link).number();
-        self.to_edge(ToEdge::Signal { to: PeerId(peer), kind: SignalKind::Offer, payload: format!("{token}\n{sdp}") });
+        self.send_edge(ToEdge::Signal {
+            to: PeerId(peer),
+            kind: SignalKind::Offer,
+            payload: format!("{token}\n{sdp}"),
+        });
     }
 
     /// Our answer to `from`'s offer (its `token`), ICE gathered.
     pub fn answer_made(&mut self, from: u64, token: u64, sdp: &str) {
-        self.to_edge(ToEdge::Signal { to: PeerId(from), kind: SignalKind::Answer, payload: format!("{token}\n{sdp}") });
+        self.send_edge(ToEdge::Signal {
+            to: PeerId(from),
+            kind: SignalKind::Answer,
+            payload: format!("{token}\n{sdp}"),
+        });
     }
 
-    fn to_edge(&mut self, m: ToEdge) {
+    fn send_edge(&mut self, m: ToEdge) {
         let mut b = BytesMut::new();
         m.encode_body(&mut b);
         self.out.push_back(WebOut::Edge(b.freeze()));
@@ -292,7 +322,7 @@ impl Session {
         while let Some(o) = self.core.poll_output() {
             let w = match o {
                 Output::ToEdge(m) => {
-                    self.to_edge(m);
+                    self.send_edge(m);
                     continue;
                 }
                 Output::Connect { link, peer, .. } => {
@@ -326,15 +356,95 @@ impl Session {
 
 fn event(e: Event) -> WebOut {
     match e {
-        Event::Welcomed { peer, push } => {
-            WebOut::Event("welcomed", format!("peer {peer}, {}", if push { "fed by the edge" } else { "in the P2P trees" }))
-        }
+        Event::Welcomed { peer, push } => WebOut::Event(
+            "welcomed",
+            format!("peer {peer}, {}", if push { "fed by the edge" } else { "in the P2P trees" }),
+        ),
         Event::Started { startup } => WebOut::Event("started", format!("{} ms", startup.as_millis())),
-        Event::Stalled { seq, .. } => WebOut::Event("stalled", seq.map_or_else(String::new, |s| format!("waiting for chunk {s}"))),
+        Event::Stalled { seq, .. } => {
+            WebOut::Event("stalled", seq.map_or_else(String::new, |s| format!("waiting for chunk {s}")))
+        }
         Event::Redirected(to) => WebOut::Event("redirected", to),
         Event::Refused(r) => WebOut::Event("refused", r),
         Event::EdgeLost => WebOut::Event("edge-lost", String::new()),
         Event::BroadcastEnded => WebOut::Event("broadcast-ended", String::new()),
         Event::PlayedOut => WebOut::Event("played-out", String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(upload_kbps: u32) -> WebConfig {
+        WebConfig { channel: "demo".into(), token: "t".into(), upload_kbps, buffer_ms: 0, low_latency: false }
+    }
+
+    fn edge_msgs(s: &mut Session) -> Vec<ToEdge> {
+        std::iter::from_fn(|| s.poll())
+            .filter_map(|o| match o {
+                WebOut::Edge(b) => Some(ToEdge::decode_body(b).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn signal(from: u64, kind: SignalKind, payload: &str) -> Bytes {
+        let mut b = BytesMut::new();
+        FromEdge::Signal { from: PeerId(from), kind, payload: payload.into() }.encode_body(&mut b);
+        b.freeze()
+    }
+
+    #[test]
+    fn link_keys_round_trip() {
+        for l in [LinkId::Out(1), LinkId::In(1), LinkId::Out(77), LinkId::In(1000)] {
+            assert_eq!(link_of(link_key(l)), l);
+        }
+    }
+
+    #[test]
+    fn a_page_that_shares_nothing_offers_no_address_and_answers_no_offer() {
+        let mut s = Session::new(&cfg(0), 0.0, 1e12).unwrap();
+        match edge_msgs(&mut s).as_slice() {
+            [ToEdge::Join(j)] => assert!(j.upload_kbps == 0 && j.listen.is_none(), "{j:?}"),
+            other => panic!("the first message is the join: {other:?}"),
+        }
+        s.from_edge(10.0, &signal(4, SignalKind::Offer, "1\nv=0")).unwrap();
+        assert_eq!(s.poll(), None, "no answer from a page with upload off");
+
+        let mut s = Session::new(&cfg(1500), 0.0, 1e12).unwrap();
+        match edge_msgs(&mut s).as_slice() {
+            [ToEdge::Join(j)] => assert!(j.upload_kbps == 1500 && j.listen.is_some(), "{j:?}"),
+            other => panic!("the first message is the join: {other:?}"),
+        }
+        s.from_edge(10.0, &signal(4, SignalKind::Offer, "9\nv=0")).unwrap();
+        assert_eq!(
+            s.poll(),
+            Some(WebOut::Answer { link: link_key(LinkId::In(1)), from: 4, token: 9, sdp: "v=0".into() })
+        );
+        s.answer_made(4, 9, "v=1");
+        assert_eq!(
+            edge_msgs(&mut s),
+            [ToEdge::Signal { to: PeerId(4), kind: SignalKind::Answer, payload: "9\nv=1".into() }],
+            "the answer echoes the offer's token, as native peers expect"
+        );
+    }
+
+    #[test]
+    fn garbage_from_the_edge_is_an_error_and_from_a_peer_closes_its_link() {
+        let mut s = Session::new(&cfg(1500), 0.0, 1e12).unwrap();
+        edge_msgs(&mut s);
+        assert!(matches!(s.from_edge(1.0, &[0xff, 1, 2]), Err(SessionError::BadEdgeMessage(_))));
+        s.from_edge(2.0, &signal(4, SignalKind::Offer, "3\nv=0")).unwrap();
+        let Some(WebOut::Answer { link, .. }) = s.poll() else { panic!("an answer") };
+        s.link_open(3.0, link);
+        while s.poll().is_some() {}
+        s.link_message(4.0, link, &[9, 9, 9]);
+        assert!(std::iter::from_fn(|| s.poll()).any(|o| o == WebOut::Close { link }), "a bad piece closes the link");
+        s.link_message(5.0, link, &[0]);
+        assert!(
+            std::iter::from_fn(|| s.poll()).all(|o| !matches!(o, WebOut::Close { .. })),
+            "a closed link is ignored"
+        );
     }
 }

@@ -58,7 +58,11 @@ impl Service {
             }
             ToEdge::Report(mut r) => {
                 // Whether a page reports on time is judged on the edge's clock, before the report moves it.
-                let gap = self.clients.get(&peer).filter(|c| c.reported).map(|c| now.saturating_duration_since(c.last_report));
+                let gap = self
+                    .clients
+                    .get(&peer)
+                    .filter(|c| c.reported)
+                    .map(|c| now.saturating_duration_since(c.last_report));
                 self.sanitize_report(now, peer, &mut r);
                 let verdict = self.accounting.report(peer, &r, now);
                 self.browser_proof(peer, &r, verdict == accounting::Verdict::Counted, gap);

@@ -415,3 +415,43 @@ fn a_client_whose_feeds_come_too_late_for_the_target_is_fed_by_the_edge() {
     assert_eq!(feeds.len(), usize::from(K), "{feeds:?}");
     assert!(feeds.iter().all(|(_, f)| *f == proto::peer::FeedTo::Edge), "{feeds:?}");
 }
+
+/// Issue 23: a web page joins as a leaf (no upload slots whatever it offers); a minute of on-time,
+/// stall-free reports makes it a possible parent; a stall or a late report starts the proof over.
+#[test]
+fn a_page_is_a_leaf_until_a_minute_of_steady_reports() {
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    s.handle(t0, Input::BrowserJoined { conn: ConnId(0), from: ip(1), join: join_msg(Some(ip(1)), 0) });
+    s.handle(t0, Input::Joined { conn: ConnId(1), from: ip(2), join: join_msg(Some(ip(2)), 0) });
+    drain(&mut s);
+    let (page, native) = (PeerId(1), PeerId(2));
+    let slots = |s: &Service, p: PeerId| s.admission.tracker().slots(p).map_or(0, |(_, n)| n);
+    assert_eq!(slots(&s, page), 0, "a page starts as a leaf");
+    assert!(slots(&s, native) > 0, "a native player offering the same upload gets slots");
+    let report =
+        |stalls: u32| proto::peer::PeerReport { interval_ms: 10_000, played_ms: 10_000, stalls, ..Default::default() };
+    let mut t = t0;
+    let mut send = |s: &mut Service, after_s: u64, stalls: u32| {
+        t += Duration::from_secs(after_s);
+        s.handle(t, Input::Message { conn: ConnId(0), msg: ToEdge::Report(report(stalls)) });
+        drain(s);
+    };
+    for _ in 0..5 {
+        send(&mut s, 10, 0);
+    }
+    send(&mut s, 10, 1);
+    assert_eq!(slots(&s, page), 0, "a stall starts the proof over");
+    for _ in 0..5 {
+        send(&mut s, 10, 0);
+    }
+    send(&mut s, 40, 0);
+    assert_eq!(slots(&s, page), 0, "a late report (a throttled tab) starts it over too");
+    for _ in 0..5 {
+        send(&mut s, 10, 0);
+    }
+    assert_eq!(slots(&s, page), 0, "five steady reports are not yet a minute");
+    send(&mut s, 10, 0);
+    assert_eq!(slots(&s, page), slots(&s, native), "proved: the slots its upload offers");
+    assert_eq!(s.stats().browsers_promoted, 1);
+}
