@@ -17,6 +17,8 @@ fi
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 # Small and fast in the page: size-optimised, whole-program, no debug info; a target dir of its
 # own so the native build's profile is untouched.
+# Paths are remapped so the bytes do not depend on where the checkout or the cargo home is.
+RUSTFLAGS="--remap-path-prefix=$root=/livesky --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
 CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_PANIC=abort \
   cargo build --manifest-path "$root/Cargo.toml" -p livesky-peer-web --release \

@@ -76,6 +76,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for e in &ep.edges {
         println!("  play (HTTP-TS)  ffplay {}/live/demo.ts", e.http);
         println!("  play (HLS)      ffplay {}/live/demo/index.m3u8", e.http);
+        if e.clients.is_some() {
+            println!("  play (browser)  {}/watch/demo   (a P2P peer in the page; ?upload=false to only watch)", e.http);
+        }
     }
     if let Some(ingest) = &ep.ingest {
         println!("\n  broadcast       ffmpeg -re -i feed.ts -c copy -f mpegts {ingest}/live");

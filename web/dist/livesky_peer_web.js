@@ -155,6 +155,13 @@ export class BrowserPeer {
         return ret;
     }
     /**
+     * @param {number} now_ms
+     * @param {number} redirects
+     */
+    rejoin(now_ms, redirects) {
+        wasm.browserpeer_rejoin(this.__wbg_ptr, now_ms, redirects);
+    }
+    /**
      * What the page shows: buffer, P2P share, latency, parents, and the counts behind them.
      * @returns {any}
      */

@@ -20,6 +20,8 @@
   const FRAGMENT_TS = 27000;
   /** Media the element holds ahead of its playback position, s. */
   const CUSHION_S = 1.0;
+  /** Longest wait between attempts to reach the edge again. */
+  const RECONNECT_MAX_MS = 10000;
   const now = () => performance.now();
 
   let loading = null;
@@ -225,32 +227,48 @@
         Date.now(),
       );
       this.media = new Media(this.video, (m) => this.error(m));
-      const ws = new URL('ws', base);
-      ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
-      this.ws = new WebSocket(ws.href);
-      this.ws.binaryType = 'arraybuffer';
-      this.state = 'connecting';
-      this.ws.onopen = () => {
+      this.attempts = 0;
+      this.redirects = 0;
+      this.connectEdge(false);
+      this.clock = setInterval(() => this.peer.clock(now(), Date.now()), 10000);
+      this.pump();
+      return this;
+    }
+
+    /** The WebSocket to the edge; `rejoin`: after a lost one (the core's buffer played on). */
+    connectEdge(rejoin) {
+      const url = new URL('ws', base);
+      url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+      const ws = new WebSocket(url.href);
+      this.ws = ws;
+      ws.binaryType = 'arraybuffer';
+      this.state = rejoin ? 'reconnecting' : 'connecting';
+      ws.onopen = () => {
         this.state = 'joining';
-        for (const m of this.pending.splice(0)) this.ws.send(m);
+        if (rejoin) this.peer.rejoin(now(), this.redirects);
+        for (const m of this.pending.splice(0)) ws.send(m);
+        this.pump();
       };
-      this.ws.onmessage = (e) => {
+      ws.onmessage = (e) => {
         try {
           this.peer.from_edge(now(), new Uint8Array(e.data));
         } catch (err) {
           this.error(String(err));
-          this.ws.close();
+          ws.close();
         }
         this.pump();
       };
-      this.ws.onclose = () => {
-        if (this.state !== 'left') this.state = 'edge lost';
+      ws.onclose = () => {
+        if (ws !== this.ws) return;
         this.peer.edge_closed(now());
         this.pump();
+        if (this.final) return;
+        // Back off, with jitter, so an edge's restart is not met by every page at once.
+        const wait = Math.min(RECONNECT_MAX_MS, 1000 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
+        this.attempts = Math.min(this.attempts + 1, 10);
+        if (!this.state.startsWith('redirected')) this.state = 'edge lost; retrying';
+        this.retry = setTimeout(() => this.connectEdge(true), wait);
       };
-      this.clock = setInterval(() => this.peer.clock(now(), Date.now()), 10000);
-      this.pump();
-      return this;
     }
 
     pump() {
@@ -283,9 +301,7 @@
             this.stun = o.addr;
             break;
           case 'event':
-            if (o.name === 'started') this.state = 'playing';
-            if (o.name === 'refused' || o.name === 'redirected') this.state = o.name + ': ' + o.detail;
-            this.event(o.name, o.detail);
+            this.onCoreEvent(o.name, o.detail);
             break;
         }
       }
@@ -295,6 +311,23 @@
         this.peer.tick(now());
         this.pump();
       }, wait);
+    }
+
+    onCoreEvent(name, detail) {
+      if (name === 'welcomed') this.attempts = 0;
+      if (name === 'started') this.playing = true;
+      if (name === 'started' || name === 'welcomed') this.state = this.playing ? 'playing' : 'starting';
+      if (name === 'refused' || name === 'played-out') {
+        this.final = true;
+        this.state = name + (detail ? ': ' + detail : '');
+      }
+      // The edge names a sibling's client port, which a page cannot dial: it joins this edge
+      // again as one already sent on, which an edge keeps (the GSLB picks edges for pages).
+      if (name === 'redirected') {
+        this.redirects = Math.min(this.redirects + 1, 255);
+        this.state = 'redirected (to ' + detail + '); joining here again';
+      }
+      this.event(name, detail);
     }
 
     newLink(link) {
@@ -439,6 +472,8 @@
 
     stop() {
       if (!this.peer) return;
+      this.final = true;
+      clearTimeout(this.retry);
       this.state = 'left';
       this.peer.leave(now());
       this.pump();

@@ -91,6 +91,10 @@ impl BrowserPeer {
         self.s.link_message(now_ms, link, data)
     }
 
+    pub fn rejoin(&mut self, now_ms: f64, redirects: u8) {
+        self.s.rejoin(now_ms, redirects)
+    }
+
     pub fn leave(&mut self, now_ms: f64) {
         self.s.leave(now_ms)
     }

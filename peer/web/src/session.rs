@@ -290,6 +290,13 @@ impl Session {
         }
     }
 
+    /// Joins the edge again on a new WebSocket after the last one closed (the buffer plays on
+    /// meanwhile); `redirects`: edges that sent this page on (an edge keeps one sent on before).
+    pub fn rejoin(&mut self, now_ms: f64, redirects: u8) {
+        let listen = self.upload.then(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        self.input(now_ms, Input::Rejoin { redirects, listen });
+    }
+
     pub fn leave(&mut self, now_ms: f64) {
         self.input(now_ms, Input::Leave);
     }
@@ -446,5 +453,18 @@ mod tests {
             std::iter::from_fn(|| s.poll()).all(|o| !matches!(o, WebOut::Close { .. })),
             "a closed link is ignored"
         );
+    }
+
+    #[test]
+    fn a_page_that_lost_its_edge_joins_again_on_the_next_socket() {
+        let mut s = Session::new(&cfg(1500), 0.0, 1e12).unwrap();
+        edge_msgs(&mut s);
+        s.edge_closed(100.0);
+        assert!(std::iter::from_fn(|| s.poll()).any(|o| o == WebOut::Event("edge-lost", String::new())));
+        s.rejoin(2_000.0, 1);
+        match edge_msgs(&mut s).as_slice() {
+            [ToEdge::Join(j)] => assert!(j.redirects == 1 && j.listen.is_some(), "{j:?}"),
+            other => panic!("a join on the new socket: {other:?}"),
+        }
     }
 }
