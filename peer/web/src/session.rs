@@ -125,7 +125,9 @@ impl Session {
         let channel = ChannelId::new(&cfg.channel).map_err(|e| SessionError::BadChannel(e.to_string()))?;
         let mut pc = PeerConfig::new(channel);
         if cfg.low_latency {
-            pc = pc.low_latency(cfg.buffer_ms.clamp(1_000, 10_000));
+            // `livesky peer --low-latency`'s default target when the page names none.
+            let target = if cfg.buffer_ms == 0 { 3_000 } else { cfg.buffer_ms };
+            pc = pc.low_latency(target.clamp(1_000, 10_000));
         } else if cfg.buffer_ms > 0 {
             pc.buffer.buffer_ms = cfg.buffer_ms.clamp(1_000, 60_000);
         }
