@@ -7,23 +7,11 @@ use std::time::Duration;
 
 use livesky_tests::{get_text, wait_until};
 
-const CHROMIUM_FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-];
-
 /// Runs headless Chromium on `url` with `extra` flags; returns stdout.
 async fn chromium(url: &str, extra: &[String]) -> String {
     let profile = std::env::temp_dir().join(format!("livesky-chromium-{}-{}", std::process::id(), extra.len()));
     let out = tokio::process::Command::new("chromium")
-        .args(CHROMIUM_FLAGS)
+        .args(livesky_tests::chromium::FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)

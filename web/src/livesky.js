@@ -428,29 +428,24 @@
 
     /** A link went down by itself: the core hears of it. */
     down(link) {
-      const l = this.links.get(link);
+      const l = this.drop(link);
       if (!l) return;
-      this.links.delete(link);
-      try {
-        l.pc.close();
-      } catch (e) {
-        /* already closed */
-      }
       if (l.open) this.peer.link_closed(now(), link);
       else this.peer.link_failed(now(), link);
       this.pump();
     }
 
-    /** The core closed a link. */
+    /** Closes a link (the core closed it, or it went down); what it was, if it was. */
     drop(link) {
       const l = this.links.get(link);
-      if (!l) return;
+      if (!l) return null;
       this.links.delete(link);
       try {
         l.pc.close();
       } catch (e) {
         /* already closed */
       }
+      return l;
     }
 
     /** Everything the page shows, and what a test reads. */
