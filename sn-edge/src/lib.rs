@@ -280,6 +280,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "refused_banned": st.refused_banned,
                 "inflated_clients": st.inflated_clients,
                 "browsers_promoted": st.browsers_promoted,
+                "browsers_demoted": st.browsers_demoted,
                 "page_to_native_bytes": st.page_to_native_bytes,
                 "excluded_bytes_up": st.excluded_bytes_up,
                 "duplicate_identities": st.duplicate_identities,

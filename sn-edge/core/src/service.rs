@@ -168,7 +168,7 @@ struct Client {
     redirects: u8,
     /// Signalling the client may send (offers and answers, with their ICE candidates inside).
     signals: TokenBucket,
-    /// A web page still proving it can be a parent (`None`: a native player, or a page that has).
+    /// A web page's standing as a possible parent (`None`: a native player).
     browser: Option<BrowserProof>,
     /// It joined from a web page.
     page: bool,
@@ -178,12 +178,15 @@ struct Client {
 /// on: a browser joins as a leaf (no upload slots; it still serves repairs to its mesh), and gets
 /// the slots its upload offers only after [`BROWSER_PROOF_REPORTS`] reports in a row that came on
 /// time (a throttled tab's timers make them late), without a stall, and with any upload it
-/// claimed confirmed by the peers it served (accounting did not flag it). A leaf is rarely asked
+/// claimed confirmed by the peers it served (accounting did not flag it); one report that is not
+/// makes it a leaf again. A leaf is rarely asked
 /// to upload, so steadiness is the proof: requiring uploaded bytes would keep most pages leaves.
 #[derive(Debug, Clone, Copy)]
 struct BrowserProof {
     offered_kbps: u32,
     steady: u8,
+    /// It has the slots its upload offers (until a report is not steady).
+    promoted: bool,
 }
 
 /// Steady reports in a row that make a page a possible parent (a minute at the default interval).

@@ -331,12 +331,24 @@ impl Tracker {
 
     /// A client cannot be reached by its peers (NAT traversal failed): it feeds nobody any more.
     pub fn mark_unreachable(&mut self, id: PeerId) {
-        let k = self.k();
         let Some(c) = self.clients.get_mut(&id) else { return };
         c.reachable = false;
+        self.reachable.set(id, false);
+        self.rehome_children(id);
+    }
+
+    /// `id` may no longer be a parent (it stays a mesh neighbour): its children get other feeds.
+    pub fn make_leaf(&mut self, id: PeerId) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        c.slots = 0;
+        self.rehome_children(id);
+    }
+
+    fn rehome_children(&mut self, id: PeerId) {
+        let k = self.k();
+        let Some(c) = self.clients.get(&id) else { return };
         let kids: Vec<(PeerId, u16)> =
             (0..k).flat_map(|s| c.children[usize::from(s)].iter().map(move |&ch| (ch, s))).collect();
-        self.reachable.set(id, false);
         self.refresh(id);
         for (ch, s) in kids {
             self.reparent(ch, s);

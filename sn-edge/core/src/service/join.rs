@@ -104,7 +104,7 @@ impl Service {
             unfed_since: None,
             redirects: join.redirects,
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
-            browser: browser.then_some(BrowserProof { offered_kbps: join.upload_kbps, steady: 0 }),
+            browser: browser.then_some(BrowserProof { offered_kbps: join.upload_kbps, steady: 0, promoted: false }),
             page: browser,
         };
         self.clients.insert(peer, client);

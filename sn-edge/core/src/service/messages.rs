@@ -145,20 +145,28 @@ impl Service {
 
     /// Counts a page's report towards its proof (see [`BrowserProof`]); a late report (`gap`
     /// since its previous one), a stall or an upload claim receivers did not vouch for starts it
-    /// over.
+    /// over — and makes a page that had proved itself a leaf again (a tab sent to the background,
+    /// a phone that lost its signal), its children re-parented.
     fn browser_proof(&mut self, peer: PeerId, r: &proto::peer::PeerReport, counted: bool, gap: Option<Duration>) {
         let Some(c) = self.clients.get_mut(&peer) else { return };
         let Some(proof) = c.browser.as_mut() else { return };
-        if !counted || r.stalls > 0 || gap.is_some_and(|g| g > BROWSER_REPORT_GAP) {
+        let steady = counted && r.stalls == 0 && gap.is_none_or(|g| g <= BROWSER_REPORT_GAP);
+        if !steady {
             proof.steady = 0;
+            if proof.promoted {
+                proof.promoted = false;
+                self.admission.tracker_mut().make_leaf(peer);
+                self.stats.browsers_demoted += 1;
+                tracing::info!(channel = %self.cfg.channel, %peer, "a web page stopped being steady: a leaf again");
+            }
             return;
         }
         proof.steady = proof.steady.saturating_add(1);
-        if proof.steady < BROWSER_PROOF_REPORTS {
+        if proof.promoted || proof.steady < BROWSER_PROOF_REPORTS {
             return;
         }
+        proof.promoted = true;
         let slots = self.admission.slots_for(Some(proof.offered_kbps));
-        c.browser = None;
         self.admission.tracker_mut().set_slots(peer, slots);
         self.stats.browsers_promoted += 1;
         tracing::info!(channel = %self.cfg.channel, %peer, slots, "a web page proved steady upload: it may be a parent now");

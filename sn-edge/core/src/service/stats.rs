@@ -26,6 +26,8 @@ pub struct ServiceStats {
     pub inflated_clients: u64,
     /// Web pages that proved steady upload and may be parents now.
     pub browsers_promoted: u64,
+    /// Promoted pages made leaves again (a report late or with a stall).
+    pub browsers_demoted: u64,
     /// Bytes native players confirmed receiving from web pages.
     pub page_to_native_bytes: u64,
     pub excluded_bytes_up: u64,

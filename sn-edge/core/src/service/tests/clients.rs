@@ -454,4 +454,10 @@ fn a_page_is_a_leaf_until_a_minute_of_steady_reports() {
     send(&mut s, 10, 0);
     assert_eq!(slots(&s, page), slots(&s, native), "proved: the slots its upload offers");
     assert_eq!(s.stats().browsers_promoted, 1);
+    send(&mut s, 10, 0);
+    assert_eq!(s.stats().browsers_promoted, 1, "promoted once");
+    // Sent to the background: its next report comes late, and it is a leaf again.
+    send(&mut s, 60, 0);
+    assert_eq!(slots(&s, page), 0, "a page that stops being steady feeds nobody");
+    assert_eq!(s.stats().browsers_demoted, 1);
 }
