@@ -121,6 +121,15 @@ pub struct Relookup {
 
 /// Edges lost (and replaced through the GSLB) before a player gives up.
 const MAX_RELOOKUPS: u32 = 10;
+/// Refusals an edge says are passing ("…; retry …": the join rate of an address that many players
+/// share, a full edge with no sibling) are retried this many times, backing off from 2 s to 16 s.
+const MAX_RETRIED_REFUSALS: u32 = 5;
+
+/// Whether the edge's refusal says to try again (its transient refusals do; a bad token, a ban or an
+/// unknown channel do not).
+fn says_retry(reason: &str) -> bool {
+    reason.contains("retry")
+}
 
 /// Starts playing `channel` from the edge at `net.edge`, following redirects; local output on `http`.
 pub async fn start_player(
@@ -190,7 +199,10 @@ pub async fn start_player_with(
     });
     let task = tokio::spawn(async move {
         let mut net = net;
-        let (mut redirects, mut relookups) = (0u8, 0u32);
+        let (mut redirects, mut relookups, mut refusals) = (0u8, 0u32, 0u32);
+        let mut backoff = proto::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(16));
+        // The edge that redirected us, while the one it named has not answered yet.
+        let mut came_from: Option<SocketAddr> = None;
         // One core for the whole session: moving to another edge keeps its buffer playing.
         let mut core = None;
         let play = Some(play_tx);
@@ -200,7 +212,17 @@ pub async fn start_player_with(
             cfg.redirects = redirects;
             let run = driver::run_with(&mut core, cfg, net, play.clone(), stats_tx.clone(), cancel.child_token());
             let ended = match run.await {
-                Ok(ended) => ended,
+                Ok(ended) => {
+                    came_from = None;
+                    ended
+                }
+                // A sibling that does not answer (an edge's sibling list can name a dead edge): back
+                // to the edge that sent us, which keeps a client already redirected once.
+                Err(driver::PeerError::Edge { addr, source }) if came_from.is_some() => {
+                    tracing::warn!(edge = %addr, error = %source, "the edge we were sent to does not answer; back to the one that sent us");
+                    net.edge = came_from.take().unwrap_or(net.edge);
+                    continue;
+                }
                 // An edge the GSLB named that does not answer is one more lost edge.
                 Err(driver::PeerError::Edge { addr, source }) if relookup.is_some() && relookups > 0 => {
                     tracing::warn!(edge = %addr, error = %source, "cannot reach the edge");
@@ -217,6 +239,7 @@ pub async fn start_player_with(
                     tracing::info!(%to, "redirected to another edge");
                     let (host, port) = to.rsplit_once(':').context("redirect target has no port")?;
                     let port = port.parse().context("redirect port")?;
+                    came_from = Some(net.edge);
                     net.edge = driver::coast(&mut core, &play, &stats_tx, resolve(host, port)).await?;
                 }
                 Ended::EdgeLost if relookups < MAX_RELOOKUPS && !cancel.is_cancelled() => {
@@ -228,6 +251,14 @@ pub async fn start_player_with(
                         driver::coast(&mut core, &play, &stats_tx, another_edge(r, &channel, lost, &cancel)).await?;
                     tracing::info!(edge = %net.edge, "rejoining through another edge");
                     redirects = 0;
+                }
+                Ended::Refused(reason)
+                    if says_retry(&reason) && refusals < MAX_RETRIED_REFUSALS && !cancel.is_cancelled() =>
+                {
+                    refusals += 1;
+                    let wait = backoff.next_delay();
+                    tracing::warn!(edge = %net.edge, %reason, ?wait, "the edge refused for now; playing from the buffer, then joining again");
+                    driver::coast(&mut core, &play, &stats_tx, tokio::time::sleep(wait)).await;
                 }
                 other => return Ok(other),
             }
@@ -321,6 +352,15 @@ fn launch(p: PlayerApp, http: SocketAddr) -> anyhow::Result<tokio::process::Chil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The edge's passing refusals (sn-edge/core/src/service/join.rs) are retried; lasting ones are not.
+    #[test]
+    fn only_passing_refusals_are_retried() {
+        assert!(says_retry("too many joins from your address; retry in a few seconds"));
+        assert!(says_retry("edge is full and knows no other edge; retry later"));
+        assert!(!says_retry("banned for 60 s more: forwarded chunks that failed the signature check"));
+        assert!(!says_retry("no channel x on this CDN"));
+    }
 
     #[test]
     fn parses_livesky_urls() {

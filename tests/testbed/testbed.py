@@ -361,7 +361,7 @@ def status_all(peers):
 
 def edge_of_all(peers):
     """Which edge each peer is on now (its connection to an edge's client port, from /proc/net/tcp)."""
-    ports = {"15B3": None}  # 7600
+    ports = {"1DB0": None}  # 7600, the client port
     edges = {a: n for n, (a, r) in SERVERS.items() if r == "edge"}
     out = {}
     for p in peers:
