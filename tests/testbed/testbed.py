@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The LiveSky testbed: every role on a host of its own (a Linux network namespace), peers in home
-networks behind real NAT routers (iptables) with real uplink limits (tc tbf).
+networks behind real NAT routers (iptables) with real uplink limits (tc tbf). Roles run the command
+lines of deploy/systemd/*.service with configs/testbed/ as their /etc/livesky (docs/deploy.md).
 
     sudo tests/testbed/testbed.py configs/testbed/small.toml [--binary target/release/livesky] [--json out.json]
 
@@ -210,6 +211,29 @@ class Fault:
         return peers
 
 
+UNITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "systemd")
+
+
+def unit_command(unit, instance, env, binary):
+    """The ExecStart of deploy/systemd/UNIT, as systemd would run it: %i, ${VAR} and $VAR (split into
+    words) from `env`, the binary where the unit has /usr/local/bin/livesky. The testbed runs exactly
+    what an operator's units run."""
+    with open(os.path.join(UNITS, unit)) as f:
+        line = next(l for l in f if l.startswith("ExecStart="))
+    out = []
+    for word in line[len("ExecStart="):].split():
+        word = word.replace("%i", instance)
+        if word == "/usr/local/bin/livesky":
+            out.append(binary)
+        elif word.startswith("$") and not word.startswith("${"):
+            out.extend(env.get(word[1:], "").split())
+        else:
+            for k, v in env.items():
+                word = word.replace("${" + k + "}", v)
+            out.append(word)
+    return out
+
+
 def get_json(ns, url):
     out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "-m", "3", url], capture_output=True, text=True)
     try:
@@ -249,6 +273,9 @@ def main():
     binary = os.path.abspath(args.binary)
     topo = os.path.abspath(cfg["topology"])
     os.makedirs(args.logs, exist_ok=True)
+    for old in os.listdir(args.logs):
+        if old.endswith(".log"):
+            os.remove(os.path.join(args.logs, old))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     teardown()  # what a killed earlier run left
     try:
@@ -278,15 +305,15 @@ def run(cfg, homes, seconds, binary, topo, args):
     if os.path.exists(db):
         os.remove(db)
     mc_addr = SERVERS["mc"][0]
-    spawn(PREFIX + "mc", [binary, "mc", "run", "--config", os.path.join(conf, "mc.toml"), "--insecure-dev"],
-          f"{args.logs}/mc.log")
+    # What /etc/livesky/livesky.env holds on a real host (deploy/systemd/livesky.env.example).
+    env = {"LIVESKY_ETC": conf, "LIVESKY_KEYS": os.path.abspath(keys), "MC_ADDR": f"{mc_addr}:7700",
+           "MC_PUBLIC_KEY": cfg["mc_public_key"], "LIVESKY_EXTRA_ARGS": "--insecure-dev"}
+    spawn(PREFIX + "mc", unit_command("livesky-mc.service", "", env, binary), f"{args.logs}/mc.log")
     wait_for("the MC to serve", 30, lambda: get_json(PREFIX + "mc", f"http://{mc_addr}:7780/members") is not None)
     for node, (addr, role) in SERVERS.items():
         if role in ("sn", "edge"):
-            spawn(PREFIX + node, [binary, role, "--config", topo, "--node", node, "--key-file",
-                                  os.path.join(keys, f"{node}.key"), "--mc", f"{mc_addr}:7700",
-                                  "--mc-public-key", cfg["mc_public_key"], "--insecure-dev"], f"{args.logs}/{node}.log")
-    spawn(PREFIX + "gslb", [binary, "gslb", "--config", os.path.join(conf, "gslb.toml")], f"{args.logs}/gslb.log")
+            spawn(PREFIX + node, unit_command(f"livesky-{role}@.service", node, env, binary), f"{args.logs}/{node}.log")
+    spawn(PREFIX + "gslb", unit_command("livesky-gslb.service", "", env, binary), f"{args.logs}/gslb.log")
     for node, (addr, role) in SERVERS.items():
         if role == "edge":
             wait_for(f"{node} to serve", 30,
