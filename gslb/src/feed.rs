@@ -35,12 +35,34 @@ pub fn view_of(v: EdgesView) -> View {
     View { edges: crate::choose::Edges::new(edges), channels }
 }
 
+/// How long the GSLB keeps answering from its last view while the MC names no edge at all.
+const EMPTY_GRACE: Duration = Duration::from_secs(20);
+
+/// Whether to keep the last view rather than take the MC's new one: a management center that just
+/// restarted knows no SN until they register again (seconds), and answering from its empty view would
+/// send SERVFAIL to every viewer. Kept for [`EMPTY_GRACE`] from the first empty answer (`empty_since`).
+fn keep_last_view(
+    new_is_empty: bool,
+    last_has_edges: bool,
+    empty_since: &mut Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> bool {
+    if !(new_is_empty && last_has_edges) {
+        *empty_since = None;
+        return false;
+    }
+    let since = *empty_since.get_or_insert(now);
+    now.saturating_duration_since(since) < EMPTY_GRACE
+}
+
 pub(crate) async fn poll(shared: Arc<Shared>) {
     let client = livesky_net::http::json_client();
     let url = format!("{}/edges", shared.settings.mc.trim_end_matches('/'));
     let mut tick = tokio::time::interval(shared.settings.poll());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // Since when the MC has named no edge while the last view had some.
+    let mut empty_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -52,7 +74,15 @@ pub(crate) async fn poll(shared: Arc<Shared>) {
                     info!(%url, "the management center answers again");
                     failing = false;
                 }
-                shared.set_view(view_of(v));
+                let view = view_of(v);
+                let now = std::time::Instant::now();
+                if keep_last_view(view.edges.is_empty(), !shared.view().edges.is_empty(), &mut empty_since, now) {
+                    if empty_since == Some(now) {
+                        warn!(%url, "the management center names no edge (restarted?); answering from the last view for up to {} s", EMPTY_GRACE.as_secs());
+                    }
+                    continue;
+                }
+                shared.set_view(view);
             }
             Err(e) => {
                 shared.metrics.feed_errors.with_label_values(&[] as &[&str]).inc();
@@ -65,5 +95,24 @@ pub(crate) async fn poll(shared: Arc<Shared>) {
         if let Some(age) = shared.feed_age() {
             shared.metrics.feed_age.with_label_values(&[] as &[&str]).set(age);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_view_replaces_a_full_one_only_after_the_grace() {
+        let t0 = std::time::Instant::now();
+        let mut since = None;
+        assert!(keep_last_view(true, true, &mut since, t0), "a restarted MC's empty view is not taken at once");
+        assert!(keep_last_view(true, true, &mut since, t0 + Duration::from_secs(19)));
+        assert!(!keep_last_view(true, true, &mut since, t0 + EMPTY_GRACE), "edges really gone: taken after the grace");
+        let mut since = None;
+        assert!(keep_last_view(true, true, &mut since, t0));
+        assert!(!keep_last_view(false, true, &mut since, t0 + Duration::from_secs(5)), "edges named again: taken");
+        assert_eq!(since, None, "and the grace starts over next time");
+        assert!(!keep_last_view(true, false, &mut None, t0), "nothing to keep");
     }
 }

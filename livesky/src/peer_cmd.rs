@@ -151,7 +151,13 @@ async fn another_edge(
     lost: SocketAddr,
     cancel: &CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    for attempt in 0..20 {
+    // The buffer plays meanwhile; past it the viewer sees a stall, which beats giving up while the
+    // GSLB or the edges come back (an MC restart, an edge restart).
+    let deadline = tokio::time::Instant::now() + RELOOKUP_FOR;
+    let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    let mut attempt = 0u32;
+    while tokio::time::Instant::now() < deadline {
+        attempt += 1;
         match livesky_gslb::client::resolve_edge(&r.domain, r.port, channel.as_str(), &r.lookup).await {
             Ok(found) => {
                 if let Some(e) = found.edges.iter().copied().find(|e| *e != lost) {
@@ -162,11 +168,14 @@ async fn another_edge(
         }
         tokio::select! {
             _ = cancel.cancelled() => bail!("stopped while looking for another edge"),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
-    bail!("the GSLB named no edge other than the lost {lost} for 10 s")
+    bail!("the GSLB named no edge other than the lost {lost} for {} s", RELOOKUP_FOR.as_secs())
 }
+
+/// How long a player that lost its edge keeps asking the GSLB for another.
+const RELOOKUP_FOR: Duration = Duration::from_secs(90);
 
 /// As [`start_player`]; with `relookup`, a lost edge is replaced by one the GSLB names, and
 /// playback goes on from the local buffer meanwhile.
