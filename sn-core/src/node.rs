@@ -252,6 +252,11 @@ impl Node {
         self.0.book.clone()
     }
 
+    /// The SNs the management center says are alive (`None`: this node follows no MC).
+    pub fn mc_members(&self) -> Option<std::sync::Arc<std::collections::BTreeMap<proto::NodeId, proto::mc::Member>>> {
+        self.0.mc.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.members.borrow().clone())
+    }
+
     /// Follows a management center: SN addresses it does not know yet are looked up there.
     pub fn set_mc(&self, client: crate::mc_client::McClient) {
         *self.0.mc.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);

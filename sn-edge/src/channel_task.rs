@@ -89,6 +89,8 @@ pub struct Services {
     /// The client port's connection caps, shared by its TCP listener and the WebSocket route
     /// (`None` until the client port starts: without it there is no tracker for pages to join).
     pub(crate) slots: Mutex<Option<livesky_net::limits::ConnLimiter>>,
+    /// Siblings the MC's membership does not list as alive: no client is redirected to them.
+    dead_siblings: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Services {
@@ -111,6 +113,29 @@ impl Services {
             };
             if h.inbox.try_send(ServiceIn::Input(input)).is_err() {
                 tracing::warn!(%channel, "client service busy or gone: admission update not delivered");
+            }
+        }
+    }
+
+    /// Which siblings are dead now; each service hears of every change (a dead sibling is treated as
+    /// a full one: no redirects to it).
+    pub fn set_dead_siblings(&self, dead: std::collections::BTreeSet<String>) {
+        let mut known = self.dead_siblings.lock().unwrap_or_else(|e| e.into_inner());
+        if *known == dead {
+            return;
+        }
+        let changed: Vec<(String, bool)> =
+            known.symmetric_difference(&dead).map(|s| (s.clone(), dead.contains(s))).collect();
+        for (sibling, is_dead) in &changed {
+            tracing::info!(%sibling, dead = is_dead, "sibling edge {}", if *is_dead { "is gone: no redirects to it" } else { "is back" });
+        }
+        *known = dead;
+        drop(known);
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for h in map.values() {
+            for (sibling, full) in &changed {
+                let _ =
+                    h.inbox.try_send(ServiceIn::Input(Input::SiblingFull { sibling: sibling.clone(), full: *full }));
             }
         }
     }
@@ -175,6 +200,9 @@ pub(crate) async fn service_for(edge: &Arc<Edge>, channel: &ChannelId) -> Result
     let handle = ServiceHandle { inbox, view: Arc::default(), startups: Arc::default() };
     map.insert(channel.clone(), handle.clone());
     drop(map);
+    for sibling in edge.clients.dead_siblings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = handle.inbox.try_send(ServiceIn::Input(Input::SiblingFull { sibling: sibling.clone(), full: true }));
+    }
     info!(node = %edge.node.id(), %channel, nc_star = cfg.admission.nc_star, n1c = cfg.admission.n1c, "P2P service started");
     cfg.linger = Duration::from_secs(u64::from(edge.node.config().linger_seconds));
     let mut service = Service::new(cfg);

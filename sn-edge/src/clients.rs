@@ -38,6 +38,7 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
     let slots = livesky_net::limits::ConnLimiter::new("clients", max, limits.clients_max_per_ip)
         .with_metrics(node.metrics().conns.clone());
     *edge.clients.slots.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots.clone());
+    watch_siblings(edge.clone());
     node.spawn(async move {
         let cancel = edge.node.cancel_token();
         while let Some((stream, from, permit)) = livesky_net::limits::accept_capped(&listener, &slots, &cancel).await {
@@ -49,6 +50,32 @@ pub fn start(edge: Arc<Edge>, listener: TcpListener) {
                 let (sink, stream) = Framed::new(stream, EdgeControlCodec::with_decode_limit(MAX_CLIENT_FRAME)).split();
                 serve_client(edge2, stream.map(|m| m.map_err(|e| e.to_string())), sink, from, false).await;
             });
+        }
+    });
+}
+
+/// Follows the MC's membership: a sibling edge whose client port no live member has is dead, and
+/// the services redirect nobody to it (a static sibling list would send clients to a dead edge,
+/// as the testbed's killed-edge run showed). Without an MC nothing is known, and nothing changes.
+fn watch_siblings(edge: Arc<Edge>) {
+    let node = edge.node.clone();
+    node.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = edge.node.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(members) = edge.node.mc_members() else { continue };
+            let alive: std::collections::HashSet<SocketAddr> = members.values().filter_map(|m| m.clients).collect();
+            let dead = edge
+                .settings()
+                .siblings
+                .iter()
+                .filter(|s| s.parse::<SocketAddr>().is_ok_and(|a| !alive.contains(&a)))
+                .cloned()
+                .collect();
+            edge.clients.set_dead_siblings(dead);
         }
     });
 }
