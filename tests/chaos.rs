@@ -147,6 +147,7 @@ async fn a_flood_of_joins_is_refused_and_playing_peers_do_not_notice() {
             listen: None,
             buffer_ms: 15_000,
             redirects: 0,
+            nat: proto::nat::NatClass::Open,
         };
         if f.send(ToEdge::Join(join)).await.is_err() {
             continue;

@@ -51,6 +51,7 @@ async fn raw_join_as(
         listen: listen.map(|l| l.unwrap_or(local)),
         buffer_ms: 3000,
         redirects: 0,
+        nat: proto::nat::NatClass::Open,
     };
     raw.send(ToEdge::Join(join)).await.expect("join sent");
     let (mut me, mut neighbours) = (None, None);

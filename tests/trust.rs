@@ -28,6 +28,7 @@ async fn join_refusal(client_port: std::net::SocketAddr, token: &str) -> Option<
         listen: None,
         buffer_ms: 15_000,
         redirects: 0,
+        nat: proto::nat::NatClass::Open,
     };
     framed.send(ToEdge::Join(join)).await.expect("join sent");
     match tokio::time::timeout(Duration::from_secs(10), framed.next()).await {

@@ -103,7 +103,7 @@ pub fn ephemeral_ports(topo: &mut Topology) {
         if let Some(a) = n.edge.client_listen.as_mut() {
             a.set_port(client_port);
         }
-        if let Some(a) = n.edge.stun_listen.as_mut() {
+        for a in [&mut n.edge.stun_listen, &mut n.edge.stun_other_listen].into_iter().flatten() {
             zero(a);
         }
         for a in [&mut n.ingest.rtmp_listen, &mut n.ingest.srt_listen].into_iter().flatten() {

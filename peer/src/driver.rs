@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proto::Chunk;
-use proto::peer::{FromEdge, PeerControlCodec, ToEdge};
+use proto::peer::{FromEdge, NatClass, PeerControlCodec, ToEdge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
@@ -263,10 +263,24 @@ pub async fn run_with(
                 }
             }
             Some(Ev::Edge(m)) => {
-                if let (FromEdge::Welcome(w), Some(rtc)) = (&m, &mut webrtc) {
-                    rtc.welcome(w.stun);
+                if let FromEdge::Welcome(w) = &m {
+                    match (&mut webrtc, w.stun) {
+                        (Some(rtc), stun) => {
+                            rtc.welcome(stun);
+                            if let Some(server) = stun {
+                                spawn_nat_probe(server, rtc.bind_ip(), ev_tx.clone(), &local);
+                            }
+                        }
+                        // Direct TCP is for hosts that accept connections: nothing stands in the way.
+                        (None, _) => core.handle(now(), Input::Nat { class: NatClass::Open, mapped: None }),
+                    }
                 }
                 core.handle(now(), Input::FromEdge(m));
+            }
+            Some(Ev::Nat(p)) => {
+                let class = proto::nat::classify(&p);
+                info!(%class, mapped = ?p.mapped, "NAT tested against the edge's STUN server");
+                core.handle(now(), Input::Nat { class, mapped: p.mapped });
             }
             Some(Ev::EdgeClosed) | None => core.handle(now(), Input::EdgeClosed),
             Some(Ev::Signal(m)) => {
@@ -300,6 +314,20 @@ pub async fn run_with(
             }
         }
     }
+}
+
+/// Tests our NAT against the edge's STUN server while playback starts (the edge feeds the first
+/// second or so whatever the result).
+fn spawn_nat_probe(server: SocketAddr, bind_ip: std::net::IpAddr, ev_tx: mpsc::Sender<Ev>, local: &CancellationToken) {
+    let local = local.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = local.cancelled() => {}
+            p = crate::nat::probe(server, bind_ip) => {
+                let _ = ev_tx.send(Ev::Nat(p)).await;
+            }
+        }
+    });
 }
 
 /// Messages queued for the edge, at most (a join, reports, signalling: small).

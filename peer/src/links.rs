@@ -43,6 +43,8 @@ pub(crate) enum Ev {
     LinkClosed(LinkId),
     /// A signalling message for the edge to relay.
     Signal(ToEdge),
+    /// The NAT tests are done.
+    Nat(proto::nat::NatProbe),
 }
 
 impl From<LinkEvent> for Ev {
@@ -86,6 +88,11 @@ impl WebRtc {
     }
 
     /// The edge's welcome names its STUN server: links can be made from now on.
+    /// The address ICE binds its sockets to.
+    pub(crate) fn bind_ip(&self) -> IpAddr {
+        self.bind_ip
+    }
+
     pub(crate) fn welcome(&mut self, stun: Option<SocketAddr>) {
         match Rtc::new(stun, self.bind_ip) {
             Ok(rtc) => self.rtc = Some(Arc::new(rtc)),

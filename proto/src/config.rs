@@ -266,6 +266,10 @@ pub struct EdgeSettings {
     /// STUN binding server (UDP) that helps clients learn their public address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stun_listen: Option<SocketAddr>,
+    /// The STUN server's second port, where players test their NAT (RFC 5780). Absent: the port
+    /// after `stun_listen`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stun_other_listen: Option<SocketAddr>,
     /// Other edges' client ports (`host:port`) where a full or draining edge redirects clients.
     pub siblings: Vec<String>,
     /// Where the edge is, for the GSLB: the same names as in its prefix database.
@@ -345,6 +349,7 @@ impl Default for EdgeSettings {
             viewer_coalesce_ms: 100,
             client_listen: None,
             stun_listen: None,
+            stun_other_listen: None,
             siblings: Vec::new(),
             region: String::new(),
             isp: String::new(),

@@ -18,6 +18,7 @@ pub mod mc;
 pub mod mc_api;
 pub mod message;
 pub mod name;
+pub mod nat;
 pub mod peer;
 pub mod quality;
 pub mod rate;

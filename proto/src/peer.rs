@@ -13,12 +13,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::chunk::Chunk;
 use crate::codec::{FrameCodec, WireMessage};
 use crate::name::ChannelId;
+pub use crate::nat::NatClass;
 use crate::quality::{LATENCY_BOUNDS_MS, LatencyHistogram};
 use crate::wire::{Reader, WireError, put_addr, put_opt_addr, put_opt_key, put_opt_u64, put_short_str, put_text};
 
 /// Version of the client protocol, checked in [`ToEdge::Join`] and [`PeerLink::Hello`]
-/// (7: reports carry the client's feed delay).
-pub const CLIENT_PROTOCOL_VERSION: u16 = 7;
+/// (7: reports carry the client's feed delay; 8: joins and [`ToEdge::Nat`] carry its NAT class).
+pub const CLIENT_PROTOCOL_VERSION: u16 = 8;
 /// Control frames other than chunks are small; this bounds what a client can make the edge parse.
 pub const MAX_CONTROL_TEXT: usize = 16 * 1024;
 /// Most mesh neighbours sent in one message.
@@ -64,6 +65,8 @@ pub struct Join {
     /// Redirects this client followed to get here: an edge keeps a client that was already sent
     /// on once, rather than bounce it between full siblings.
     pub redirects: u8,
+    /// Its NAT's behaviour, when it measured it already (on an earlier edge: it rejoins).
+    pub nat: NatClass,
 }
 
 /// Why a client asks for a new parent.
@@ -136,6 +139,12 @@ pub enum ToEdge {
     BadChunk {
         from: PeerId,
         seq: u64,
+    },
+    /// What the client's NAT tests against the edge's STUN server found ([`crate::nat`]):
+    /// `mapped` is its address as STUN saw it (the edge checks it against the connection's).
+    Nat {
+        class: NatClass,
+        mapped: Option<SocketAddr>,
     },
 }
 
@@ -284,6 +293,10 @@ fn bounded_text(r: &mut Reader, what: &'static str) -> Result<String, WireError>
     Ok(t)
 }
 
+fn nat_from(v: u8) -> Result<NatClass, WireError> {
+    NatClass::from_u8(v).ok_or(WireError::UnknownValue { what: "NAT class", value: u64::from(v) })
+}
+
 impl WireMessage for ToEdge {
     fn kind(&self) -> &'static str {
         match self {
@@ -294,6 +307,7 @@ impl WireMessage for ToEdge {
             ToEdge::Signal { .. } => "signal",
             ToEdge::Report(_) => "report",
             ToEdge::BadChunk { .. } => "bad-chunk",
+            ToEdge::Nat { .. } => "nat",
         }
     }
 
@@ -308,6 +322,7 @@ impl WireMessage for ToEdge {
                 put_opt_addr(out, &j.listen);
                 out.put_u32(j.buffer_ms);
                 out.put_u8(j.redirects);
+                out.put_u8(j.nat.to_u8());
             }
             ToEdge::Heartbeat => out.put_u8(2),
             ToEdge::Leave => out.put_u8(3),
@@ -356,6 +371,11 @@ impl WireMessage for ToEdge {
                 out.put_u64(from.0);
                 out.put_u64(*seq);
             }
+            ToEdge::Nat { class, mapped } => {
+                out.put_u8(8);
+                out.put_u8(class.to_u8());
+                put_opt_addr(out, mapped);
+            }
         }
     }
 
@@ -370,6 +390,7 @@ impl WireMessage for ToEdge {
                 listen: r.opt_addr("listen address")?,
                 buffer_ms: r.u32("buffer ms")?,
                 redirects: r.u8("redirects")?,
+                nat: nat_from(r.u8("NAT class")?)?,
             }),
             2 => ToEdge::Heartbeat,
             3 => ToEdge::Leave,
@@ -424,6 +445,7 @@ impl WireMessage for ToEdge {
                 })
             }
             7 => ToEdge::BadChunk { from: PeerId(r.u64("sender")?), seq: r.u64("seq")? },
+            8 => ToEdge::Nat { class: nat_from(r.u8("NAT class")?)?, mapped: r.opt_addr("mapped address")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;

@@ -392,6 +392,9 @@ impl<'a> Domain<'a> {
         let mut cfg = PeerConfig::new(channel());
         cfg.upload_kbps = client.upload_kbps;
         cfg.listen = client.reachable.then(|| addr(i, client.natted));
+        // What its player's NAT test would find: the model's NAT-ed clients are cone-NAT'd (their
+        // reachability is drawn apart, `unreachable_share`).
+        cfg.nat = if client.natted { proto::nat::NatClass::Restricted } else { proto::nat::NatClass::Open };
         let k = u32::from(sc.stream.substreams);
         let chunk = sc.stream.chunk_ms;
         let buffer_ms = sc.clients.buffer_s * 1000;

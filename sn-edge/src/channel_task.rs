@@ -22,7 +22,7 @@ use crate::Edge;
 use crate::EdgeError;
 use crate::admission::{AdmissionConfig, Snapshot};
 use crate::feeder::{ChunkMeta, Feeder, FeederConfig, RecentChunks};
-use crate::service::{ConnId, Input, Output, PeriodReport, Service, ServiceConfig, ServiceStats};
+use crate::service::{ClientView, ConnId, Input, Output, PeriodReport, Service, ServiceConfig, ServiceStats};
 
 /// Messages a connection's queue holds before the edge gives up on a client that does not read.
 pub(crate) const CONN_QUEUE: usize = 512;
@@ -62,6 +62,11 @@ pub(crate) enum ServiceIn {
         browser: bool,
     },
     Input(Input),
+    /// Who is in the channel (`/p2p/clients`).
+    Clients {
+        limit: usize,
+        reply: tokio::sync::oneshot::Sender<Vec<ClientView>>,
+    },
 }
 
 pub(crate) enum ConnCmd {
@@ -153,6 +158,26 @@ impl Services {
 
     pub fn draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The first `limit` clients of every channel, as its tracker holds them (a busy service
+    /// that does not answer within a second is left out).
+    pub async fn clients(&self, limit: usize) -> Vec<(ChannelId, Vec<ClientView>)> {
+        let handles: Vec<(ChannelId, mpsc::Sender<ServiceIn>)> = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(c, h)| (c.clone(), h.inbox.clone())).collect()
+        };
+        let mut out = Vec::new();
+        for (channel, inbox) in handles {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if inbox.try_send(ServiceIn::Clients { limit, reply }).is_err() {
+                continue;
+            }
+            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                out.push((channel, v));
+            }
+        }
+        out
     }
 
     /// Stage, P0, Nc and counters of every channel with LiveSky clients.
@@ -253,6 +278,9 @@ async fn run_service(
                     let input = if browser { Input::BrowserJoined { conn, from, join } } else { Input::Joined { conn, from, join } };
                     service.handle(now_std(), input);
                     publish_view(&edge, &channel, &service, &handle);
+                }
+                Some(ServiceIn::Clients { limit, reply }) => {
+                    let _ = reply.send(service.client_views(limit));
                 }
                 Some(ServiceIn::Input(input)) => {
                     match &input {

@@ -173,13 +173,22 @@ impl Edge {
     pub async fn start_client_service(self: &Arc<Self>) -> Result<Option<SocketAddr>, sn_core::NodeError> {
         let s = self.settings().clone();
         if let Some(addr) = s.stun_listen {
-            let sock = UdpSocket::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
-                what: "STUN".into(),
-                addr,
-                source,
-            })?;
+            let bind = |addr: SocketAddr| async move {
+                UdpSocket::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
+                    what: "STUN".into(),
+                    addr,
+                    source,
+                })
+            };
+            let sock = bind(addr).await?;
+            // The second port players test their NAT against (RFC 5780): the next one, unless
+            // the first was picked by the system.
+            let other_addr = s.stun_other_listen.unwrap_or_else(|| {
+                SocketAddr::new(addr.ip(), if addr.port() == 0 { 0 } else { addr.port().wrapping_add(1) })
+            });
+            let other = bind(other_addr).await?;
             *self.stun.lock().unwrap_or_else(|e| e.into_inner()) = sock.local_addr().ok();
-            stun::start_stun(self.clone(), sock);
+            stun::start_stun(self.clone(), sock, other);
         }
         let Some(addr) = s.client_listen else { return Ok(None) };
         let listener = TcpListener::bind(addr).await.map_err(|source| sn_core::NodeError::Bind {
@@ -232,6 +241,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/live/{channel}/index.m3u8", get(playlist))
         .route("/live/{channel}/{segment}", get(segment))
         .route("/p2p", get(p2p_status))
+        .route("/p2p/clients", get(p2p_clients))
         .route("/watch/{channel}", get(web::watch))
         .route("/livesky/ws", get(web::websocket))
         .route("/livesky/{asset}", get(web::asset))
@@ -292,10 +302,55 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "confirmations_refused": st.confirmations_refused,
                 "reports_clamped": st.reports_clamped,
                 "natted_bytes_up": st.natted_bytes_up,
+                "nat_classes": proto::nat::NatClass::ALL.iter().map(|c| (c.as_str(), st.nat_classes[service::nat_index(*c)])).collect::<std::collections::BTreeMap<_, _>>(),
+                "nat_mismatches": st.nat_mismatches,
                 "leaves": snap.stats.leaves,
                 "aged_out": snap.stats.aged_out,
                 "reported": reported,
             })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "node": edge.node.id().as_str(), "channels": channels }))
+}
+
+#[derive(serde::Deserialize)]
+struct ClientsQuery {
+    limit: Option<usize>,
+}
+
+/// Every channel's clients as the tracker holds them: address, NAT, who feeds each substream
+/// (`"edge"`, a peer id, or null) and upload slots. `?limit=N` (default 1000, at most 10000).
+async fn p2p_clients(
+    State(edge): State<Arc<Edge>>,
+    axum::extract::Query(q): axum::extract::Query<ClientsQuery>,
+) -> axum::Json<serde_json::Value> {
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let channels: Vec<serde_json::Value> = edge
+        .clients
+        .clients(limit)
+        .await
+        .into_iter()
+        .map(|(channel, views)| {
+            let clients: Vec<serde_json::Value> = views
+                .iter()
+                .map(|v| {
+                    let feeds: Vec<serde_json::Value> = v
+                        .feeds
+                        .iter()
+                        .map(|f| match f {
+                            tree::Feed::Edge => serde_json::json!("edge"),
+                            tree::Feed::Peer(p) => serde_json::json!(p.0),
+                            tree::Feed::None => serde_json::Value::Null,
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "peer": v.peer.0, "from": v.from.to_string(), "nat": v.nat.as_str(),
+                        "stun_addr": v.stun_addr.map(|a| a.to_string()), "push": v.push, "page": v.page,
+                        "feeds": feeds, "used_slots": v.used_slots, "slots": v.slots,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "channel": channel.as_str(), "clients": clients })
         })
         .collect();
     axum::Json(serde_json::json!({ "node": edge.node.id().as_str(), "channels": channels }))

@@ -258,6 +258,9 @@ def main():
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--logs", default="target/testbed-logs")
     ap.add_argument("--seconds", type=int)
+    ap.add_argument("--check", action="store_true",
+                    help="exit 2 unless every peer played without a stall (outside cut homes), measured its NAT and "
+                         "public address right, cone parents have children from other homes, and P2P share >= min_p2p_share")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("testbed: needs root (network namespaces, iptables, tc)")
@@ -329,8 +332,8 @@ def run(cfg, homes, seconds, binary, topo, args):
                        f"127.0.0.1:{STATUS_PORT}", "--upload-kbps", h.get("upload_kbps", h["uplink_kbps"] // len(members))],
                   f"{args.logs}/{ns}.log")
             peers.append({"ns": ns, "nat": h["nat"], "router": wan, "lan": addr,
-                          "region": h.get("region", "north"),
-                          "uplink_kbps": h["uplink_kbps"]})
+                          "region": h.get("region", "north"), "uplink_kbps": h["uplink_kbps"],
+                          "upload_kbps": h.get("upload_kbps", h["uplink_kbps"] // len(members))})
             time.sleep(0.3)
     print(f"testbed: {len(SERVERS)} servers, {len(built)} homes, {len(peers)} peers; playing {seconds} s",
           file=sys.stderr)
@@ -357,7 +360,7 @@ def run(cfg, homes, seconds, binary, topo, args):
     for f in faults:
         if f.started and not f.ended:
             f.end()
-    report = measure(peers)
+    report = measure(peers, seconds)
     end = status_all(peers)
     report["faults"] = []
     for i, f in enumerate(faults):
@@ -376,10 +379,14 @@ def run(cfg, homes, seconds, binary, topo, args):
         report["faults"].append({"fault": f.describe(), "affected_peers": len(hit), "their_stalls": stalls,
                                  "their_stalled_ms": stalled, "still_playing": playing,
                                  "stalls_elsewhere": other_stalls})
+    cut = {f.home[2] for f in faults if f.kind in ("cut-home", "saturate-uplink") and f.started}
+    report["failures"] = check(report, cut, cfg.get("min_p2p_share", 0.5))
     print_table(report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+    if args.check and report["failures"]:
+        raise SystemExit(2)
 
 
 def status_all(peers):
@@ -404,39 +411,94 @@ def edge_of_all(peers):
     return out
 
 
-def measure(peers):
+EXPECTED_CLASS = {"full-cone": "open", "port-restricted": "restricted", "symmetric": "symmetric"}
+
+
+def measure(peers, seconds):
     rows = []
+    on_edge = edge_of_all(peers)
+    trees = {}
+    for node, (addr, role) in SERVERS.items():
+        if role == "edge":
+            listing = get_json(PREFIX + node, f"http://{addr}:8080/p2p/clients") or {}
+            trees[node] = {c["peer"]: c for ch in listing.get("channels") or [] for c in ch.get("clients") or []}
     for p in peers:
         st = get_json(p["ns"], f"http://127.0.0.1:{STATUS_PORT}/status") or {}
         down = (st.get("bytes_from_edge") or 0) + (st.get("bytes_from_peers") or 0)
-        rows.append({**p, "playing": st.get("startup_ms") is not None, "startup_ms": st.get("startup_ms"),
-                     "stalls": st.get("stalls"), "parent": (st.get("children") or 0) > 0,
-                     "children": st.get("children"), "p2p_share": (st.get("bytes_from_peers") or 0) / down if down else 0,
+        edge, me = on_edge.get(p["ns"]), st.get("peer_id")
+        # Its children as the edge's tracker holds them, and the homes they connect from.
+        kids = [c for c in trees.get(edge, {}).values() if me is not None and me in (c.get("feeds") or [])]
+        kid_homes = {c["from"].split(":")[0] for c in kids}
+        rows.append({**p, "edge": edge, "playing": st.get("startup_ms") is not None, "startup_ms": st.get("startup_ms"),
+                     "stalls": st.get("stalls"), "stalled_ms": st.get("stalled_ms"),
+                     "detected_nat": st.get("nat"), "stun_addr": st.get("stun_addr"),
+                     "parent": len(kids) > 0, "children": len(kids),
+                     "children_other_homes": len([h for h in kid_homes if h != p["router"]]),
+                     "p2p_share": (st.get("bytes_from_peers") or 0) / down if down else 0,
+                     "bytes_down": down, "bytes_from_peers": st.get("bytes_from_peers") or 0,
+                     "played_ms": st.get("played_ms") or 0,
                      "bytes_up": st.get("bytes_up"), "latency_p50_ms": st.get("latency_p50_ms")})
     edges = {}
     for node, (addr, role) in SERVERS.items():
         if role == "edge":
             ch = ((get_json(PREFIX + node, f"http://{addr}:8080/p2p") or {}).get("channels") or [{}])[0]
-            edges[node] = {k: ch.get(k) for k in ("stage", "p0", "nc", "natted_clients", "signals_relayed")}
-    from_peers = sum(r["p2p_share"] * 1 for r in rows)
-    return {"peers": rows, "edges": edges,
-            "p2p_share_mean": from_peers / len(rows) if rows else 0}
+            edges[node] = {k: ch.get(k) for k in ("stage", "p0", "nc", "natted_clients", "nat_classes", "signals_relayed")}
+    down = sum(r["bytes_down"] for r in rows)
+    from_peers = sum(r["bytes_from_peers"] for r in rows)
+    # The upload ceiling: what the homes' links let their peers send, against what all peers take.
+    played_s = sum(r["played_ms"] for r in rows) / 1000
+    stream_kbps = down * 8 / 1000 / played_s if played_s else 0
+    homes = {}
+    for p in peers:
+        homes.setdefault(p["router"], (p["uplink_kbps"], []))[1].append(p)
+    allowed = sum(min(up, sum(int(q["upload_kbps"]) for q in members)) for up, members in homes.values())
+    ceiling = min(1.0, allowed / (stream_kbps * len(rows))) if stream_kbps and rows else 0
+    return {"peers": rows, "edges": edges, "seconds": seconds,
+            "p2p_share": from_peers / down if down else 0,
+            "p2p_share_mean": sum(r["p2p_share"] for r in rows) / len(rows) if rows else 0,
+            "stream_kbps": stream_kbps, "upload_allowed_kbps": allowed, "p2p_ceiling": ceiling}
+
+
+def check(rep, cut_homes, min_share):
+    """The issue's "done means" on this run; returns what failed."""
+    bad = []
+    for r in rep["peers"]:
+        name = r["ns"][len(PREFIX):]
+        if not r["playing"]:
+            bad.append(f"{name} never played")
+        if (r["stalls"] or 0) > 0 and r["router"] not in cut_homes:
+            bad.append(f"{name} ({r['nat']}) stalled {r['stalls']} times ({r['stalled_ms']} ms)")
+        if r["detected_nat"] != EXPECTED_CLASS[r["nat"]]:
+            bad.append(f"{name} behind a {r['nat']} NAT measured {r['detected_nat']}")
+        if (r["stun_addr"] or "").split(":")[0] != r["router"]:
+            bad.append(f"{name}: STUN saw {r['stun_addr']}, not its router's {r['router']}")
+        if r["nat"] != "symmetric" and r["parent"] and r["children_other_homes"] == 0:
+            bad.append(f"{name} ({r['nat']}) is a parent with children from its own home only")
+    if rep["p2p_share"] < min_share:
+        bad.append(f"P2P share {rep['p2p_share'] * 100:.1f} % < {min_share * 100:.0f} %")
+    return bad
 
 
 def print_table(rep):
-    print(f"{'peer':<14} {'nat':<16} {'playing':<8} {'startup':>8} {'stalls':>6} {'children':>8} {'P2P':>6} "
-          f"{'up kB':>8} {'latency p50':>11}")
+    print(f"{'peer':<10} {'nat':<16} {'measured':<10} {'edge':<6} {'startup':>7} {'stalls':>6} {'children':>8} "
+          f"{'other homes':>11} {'P2P':>6} {'up kB':>7} {'latency p50':>11}")
     for r in rep["peers"]:
-        print(f"{r['ns'][len(PREFIX):]:<14} {r['nat']:<16} {str(r['playing']):<8} {str(r['startup_ms']):>8} "
-              f"{str(r['stalls']):>6} {str(r['children']):>8} {r['p2p_share'] * 100:5.1f}% "
-              f"{(r['bytes_up'] or 0) / 1000:8.0f} {str(r['latency_p50_ms']):>11}")
+        print(f"{r['ns'][len(PREFIX):]:<10} {r['nat']:<16} {str(r['detected_nat']):<10} {str(r['edge']):<6} "
+              f"{str(r['startup_ms']):>7} {str(r['stalls']):>6} {r['children']:>8} {r['children_other_homes']:>11} "
+              f"{r['p2p_share'] * 100:5.1f}% {(r['bytes_up'] or 0) / 1000:7.0f} {str(r['latency_p50_ms']):>11}")
     for e, v in rep["edges"].items():
         print(f"{e}: {v}")
-    print(f"mean P2P share {rep['p2p_share_mean'] * 100:.1f} %")
+    print(f"P2P share {rep['p2p_share'] * 100:.1f} % of all bytes (mean per peer {rep['p2p_share_mean'] * 100:.1f} %); "
+          f"the homes' uplinks allow {rep['upload_allowed_kbps']} kbit/s for {len(rep['peers'])} peers at "
+          f"{rep['stream_kbps']:.0f} kbit/s: ceiling {rep['p2p_ceiling'] * 100:.0f} %")
     for f in rep.get("faults", []):
         print(f"fault {f['fault']}: {f['affected_peers']} peers hit, {f['their_stalls']} stalls "
               f"({f['their_stalled_ms']} ms), {f['still_playing']} playing at the end; "
               f"{f['stalls_elsewhere']} stalls elsewhere")
+    for b in rep.get("failures", []):
+        print(f"FAILED: {b}")
+    if not rep.get("failures"):
+        print("every check passed")
 
 
 if __name__ == "__main__":

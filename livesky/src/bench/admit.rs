@@ -53,6 +53,7 @@ fn join_input(conn: u64, t: Instant) -> (Instant, Input) {
         listen: Some(addr),
         buffer_ms: 15_000,
         redirects: 0,
+        nat: proto::nat::NatClass::Open,
     };
     (t, Input::Joined { conn: conn.into(), from: addr, join })
 }

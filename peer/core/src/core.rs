@@ -14,7 +14,9 @@ use std::time::Duration;
 // std's `Instant` on native targets; `performance.now()` in a browser, where std's panics.
 use web_time::Instant;
 
-use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, PeerLink, PeerReport, ToEdge, Trouble};
+use proto::peer::{
+    CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, NatClass, PeerId, PeerLink, PeerReport, ToEdge, Trouble,
+};
 use proto::{ChannelVerifier, Chunk, DetMap, SubstreamId, TokenBucket};
 
 use crate::buffer::{PlayBuffer, PlayStats};
@@ -53,6 +55,12 @@ pub enum Input {
     /// the chunk's ingest time. The driver sends it at start and now and then (the newest counts).
     Clock {
         unix_ms: u64,
+    },
+    /// What the NAT tests against the edge's STUN server found (the driver runs them after the
+    /// welcome names the server): the edge hears it now, and every later join carries it.
+    Nat {
+        class: NatClass,
+        mapped: Option<SocketAddr>,
     },
 }
 
@@ -262,7 +270,7 @@ impl PeerCore {
             next_map: now,
             map_wanted: DetMap::default(),
             maps_asked: None,
-            stats: PeerStats::default(),
+            stats: PeerStats { nat: cfg.nat, ..Default::default() },
             reported: PeerStats::default(),
             next_heartbeat: now + cfg.heartbeat,
             next_report: now + cfg.report_interval,
@@ -383,6 +391,7 @@ impl PeerCore {
             listen: self.cfg.listen,
             buffer_ms: self.cfg.buffer.buffer_ms,
             redirects: self.cfg.redirects,
+            nat: self.stats.nat,
         }
     }
 
@@ -416,6 +425,14 @@ impl PeerCore {
             }
             Input::Clock { unix_ms } => {
                 self.wall = Some((now, unix_ms));
+                return;
+            }
+            Input::Nat { class, mapped } => {
+                self.stats.nat = class;
+                self.stats.stun_addr = mapped;
+                if matches!(self.phase, Phase::Joined { .. }) {
+                    self.out.push_back(Output::ToEdge(ToEdge::Nat { class, mapped }));
+                }
                 return;
             }
             _ => {}
@@ -473,7 +490,7 @@ impl PeerCore {
                 self.children.insert(link, child);
             }
             Input::FromPeer(link, msg) => self.on_peer(now, link, msg),
-            Input::Leave | Input::Detach | Input::Rejoin { .. } | Input::Clock { .. } => {}
+            Input::Leave | Input::Detach | Input::Rejoin { .. } | Input::Clock { .. } | Input::Nat { .. } => {}
         }
         if chunk {
             self.play(now);

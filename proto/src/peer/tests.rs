@@ -33,6 +33,7 @@ fn control_messages_round_trip_and_reject_truncation() {
             listen: Some(a4),
             buffer_ms: 15_000,
             redirects: 3,
+            nat: crate::nat::NatClass::Restricted,
         }),
         ToEdge::Join(Join {
             version: 1,
@@ -42,7 +43,10 @@ fn control_messages_round_trip_and_reject_truncation() {
             listen: None,
             buffer_ms: 3_000,
             redirects: 0,
+            nat: crate::nat::NatClass::Unknown,
         }),
+        ToEdge::Nat { class: crate::nat::NatClass::Symmetric, mapped: Some(a4) },
+        ToEdge::Nat { class: crate::nat::NatClass::Unknown, mapped: None },
         ToEdge::Heartbeat,
         ToEdge::Leave,
         ToEdge::ParentTrouble { substream: 3, parent: PeerId(99), trouble: Trouble::Late, missing_from: Some(1_234) },

@@ -10,7 +10,7 @@ use proto::DetMap;
 use std::time::{Duration, Instant};
 
 use crate::model::{ModelParams, Stage, Thresholds};
-use crate::tree::{Change, PeerId, Tracker, TreeConfig, TreeStats};
+use crate::tree::{Change, NatClass, PeerId, Reach, Tracker, TreeConfig, TreeStats};
 
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
@@ -40,6 +40,9 @@ pub struct AdmissionConfig {
     /// are then §3.1's model with the α the edge actually has.
     pub alpha_from_clients: bool,
     pub seed: u64,
+    /// How long a client that has not measured its NAT waits to be placed (zero: placed at once,
+    /// as if its NAT were the worst).
+    pub nat_wait: Duration,
 }
 
 impl AdmissionConfig {
@@ -59,6 +62,7 @@ impl AdmissionConfig {
             max_clients: a.max_clients,
             alpha_from_clients: a.alpha_from_clients,
             seed: 0x5eed,
+            nat_wait: NAT_WAIT,
         }
     }
 
@@ -77,6 +81,8 @@ pub enum Admit {
     P2p(PeerId),
     /// Go to another edge.
     Redirect,
+    /// Admitted, to be placed when its NAT is known ([`Admission::measured`]).
+    Pending(PeerId),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +109,23 @@ pub struct Snapshot {
 /// α is taken from the clients only once there are this many of them.
 const ALPHA_SAMPLE: u32 = 20;
 
+/// A player's NAT test takes a few round trips to the edge, at most ~1.2 s when answers are
+/// filtered or lost; its start burst plays meanwhile.
+pub const NAT_WAIT: Duration = Duration::from_millis(1500);
+
 struct Seen {
     at: Instant,
     /// Upload slots it offers others (0 once nobody can connect to it).
     offered: u16,
+}
+
+/// What placing a joined client needs.
+#[derive(Debug, Clone, Copy)]
+struct Joining {
+    since: Instant,
+    slots: u16,
+    reachable: bool,
+    budget_ms: Option<u32>,
 }
 
 pub struct Admission {
@@ -119,6 +138,8 @@ pub struct Admission {
     /// Stage 3 alternates direct and P2P admissions.
     stage3_direct_next: bool,
     stats: AdmissionStats,
+    /// Joined clients waiting for their NAT test before they are placed.
+    pending: DetMap<PeerId, Joining>,
 }
 
 impl Admission {
@@ -138,6 +159,7 @@ impl Admission {
             next_id: PeerId(1),
             stage3_direct_next: true,
             stats: Default::default(),
+            pending: DetMap::default(),
         }
     }
 
@@ -218,11 +240,16 @@ impl Admission {
     /// Decides for a joining client. `reachable` says whether others can connect to it;
     /// `sibling` whether another edge could take it.
     pub fn join(&mut self, now: Instant, reported_kbps: Option<u32>, reachable: bool, sibling: bool) -> Admit {
-        self.join_within(now, reported_kbps, reachable, sibling, None)
+        self.join_within(now, reported_kbps, reachable, sibling, None, Reach::OPEN)
     }
 
     /// [`Admission::join`] for a client whose parents must receive their feeds within
-    /// `parent_budget_ms` of ingest (its latency target leaves room for one more hop).
+    /// `parent_budget_ms` of ingest (its latency target leaves room for one more hop), and whose
+    /// NAT lets in what `reach` says. A client that has not measured its NAT yet is admitted but
+    /// not placed ([`Admit::Pending`]): the edge's start burst plays meanwhile, and
+    /// [`Admission::measured`] places it once its result arrives, or [`Admission::overdue`] says
+    /// it waited long enough — placed blind, it might take the edge's direct feed from someone
+    /// no peer can feed, or a parent it cannot reach.
     pub fn join_within(
         &mut self,
         now: Instant,
@@ -230,9 +257,9 @@ impl Admission {
         reachable: bool,
         sibling: bool,
         parent_budget_ms: Option<u32>,
+        reach: Reach,
     ) -> Admit {
         self.stats.joins += 1;
-        let p0 = self.p0() + 1;
         if self.last_seen.len() >= self.cfg.max_clients {
             // Full: redirect; without a sibling the driver refuses the client.
             self.stats.redirects += 1;
@@ -240,12 +267,32 @@ impl Admission {
         }
         let slots = self.slots_for(reported_kbps);
         let offered = if reachable { slots } else { 0 };
-        let stage = self.thresholds_with(self.alpha_with(offered, p0)).stage(p0);
-        if stage == Stage::Four && sibling {
+        if self.stage_with(offered, 1) == Stage::Four && sibling {
             // §3.1 stage 4: past N*c/S the trees cannot keep the delay bound; another edge can.
             self.stats.redirects += 1;
             return Admit::Redirect;
         }
+        let id = self.next_id;
+        self.next_id = PeerId(self.next_id.0 + 1);
+        self.last_seen.insert(id, Seen { at: now, offered });
+        self.offered_slots += u64::from(offered);
+        let joining = Joining { since: now, slots, reachable, budget_ms: parent_budget_ms };
+        if reach.nat == NatClass::Unknown && !self.cfg.nat_wait.is_zero() {
+            self.pending.insert(id, joining);
+            return Admit::Pending(id);
+        }
+        self.place(id, joining, reach, sibling)
+    }
+
+    /// The stage with one more client offering `extra_slots` (`extra` 1), or as it is (0).
+    fn stage_with(&self, extra_slots: u16, extra: u32) -> Stage {
+        let p0 = self.p0() + extra;
+        self.thresholds_with(self.alpha_with(extra_slots, p0)).stage(p0)
+    }
+
+    /// Push, P2P with parents, waiting in the trees, or (when only a sibling can feed it) away.
+    fn place(&mut self, id: PeerId, j: Joining, reach: Reach, sibling: bool) -> Admit {
+        let stage = self.stage_with(0, 0);
         let direct_room = self.nc() < self.cfg.nc_star;
         let want_direct = match stage {
             Stage::One => true,
@@ -255,37 +302,63 @@ impl Admission {
                 !self.stage3_direct_next
             }
         };
-        let id = self.next_id;
-        self.next_id = PeerId(self.next_id.0 + 1);
+        let (slots, budget) = (j.slots, j.budget_ms);
         let admit = if want_direct && direct_room {
-            self.tracker.add_push(id, slots, parent_budget_ms);
+            self.tracker.add_push(id, slots, budget, reach);
             Admit::Push(id)
-        } else if self.tracker.add_p2p(id, slots, parent_budget_ms) {
+        } else if self.tracker.add_p2p(id, slots, budget, reach) {
             Admit::P2p(id)
         } else if direct_room {
-            // No parent has room yet (e.g. all NAT-ed): serve it directly rather than not at all.
-            self.tracker.add_push(id, slots, parent_budget_ms);
+            // No parent it can link with has room (e.g. all NAT-ed): serve it directly rather
+            // than not at all.
+            self.tracker.add_push(id, slots, budget, reach);
             Admit::Push(id)
         } else if sibling {
             self.stats.redirects += 1;
+            if let Some(s) = self.last_seen.remove(&id) {
+                self.offered_slots -= u64::from(s.offered);
+            }
             return Admit::Redirect;
         } else {
             // Nowhere better to go: join the trees and wait for parents (or refocus room).
-            self.tracker.add_waiting(id, slots, parent_budget_ms);
+            self.tracker.add_waiting(id, slots, budget, reach);
             Admit::P2p(id)
         };
         match admit {
             Admit::Push(_) => self.stats.push_admits += 1,
             Admit::P2p(_) => self.stats.p2p_admits += 1,
-            Admit::Redirect => {}
+            Admit::Redirect | Admit::Pending(_) => {}
         }
-        self.last_seen.insert(id, Seen { at: now, offered });
-        self.offered_slots += u64::from(offered);
-        if !reachable {
+        if !j.reachable {
             // It can still be fed, but must never be chosen as a parent.
             self.tracker.mark_unreachable(id);
         }
         admit
+    }
+
+    /// `id` measured its NAT: a pending client is placed now (`Some`: where it went — a
+    /// redirect means the caller sends it to a sibling); a placed one keeps its place, with only
+    /// the feeds its NAT cannot take changed.
+    pub fn measured(&mut self, id: PeerId, reach: Reach, sibling: bool) -> Option<Admit> {
+        match self.pending.remove(&id) {
+            Some(j) => Some(self.place(id, j, reach, sibling)),
+            None => {
+                self.tracker.set_reach(id, reach);
+                None
+            }
+        }
+    }
+
+    /// Pending clients that waited [`AdmissionConfig::nat_wait`] for their NAT test at `now`
+    /// (web pages cannot run one): the caller places them with what it knows.
+    pub fn overdue(&self, now: Instant) -> Vec<PeerId> {
+        let wait = self.cfg.nat_wait;
+        self.pending.iter().filter(|(_, j)| now.saturating_duration_since(j.since) >= wait).map(|(&id, _)| id).collect()
+    }
+
+    /// Whether `id` waits for its NAT test before it is placed.
+    pub fn is_pending(&self, id: PeerId) -> bool {
+        self.pending.contains_key(&id)
     }
 
     /// A child could not connect to `id`: it parents nobody from now on, and offers nothing.
@@ -304,6 +377,7 @@ impl Admission {
     }
 
     fn forget(&mut self, id: PeerId) -> bool {
+        self.pending.remove(&id);
         let Some(s) = self.last_seen.remove(&id) else { return false };
         self.offered_slots -= u64::from(s.offered);
         self.tracker.remove(id);

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use proto::nat::NatClass;
 use proto::peer::{CLIENT_PROTOCOL_VERSION, FeedTo, FromEdge, Join, PeerId, ToEdge, Trouble, Welcome};
 use proto::{ChannelId, DetMap, SourceStatus, TokenBucket};
 
 use crate::admission::{Admission, AdmissionConfig, Admit, Snapshot};
-use crate::tree::Feed;
+use crate::tree::{Feed, Reach};
 
 /// One LiveSky client connection to the edge, numbered by the driver (never reused while the
 /// edge runs). Not a peer id: a client gets its [`PeerId`] when it is admitted.
@@ -172,6 +173,10 @@ struct Client {
     browser: Option<BrowserProof>,
     /// It joined from a web page.
     page: bool,
+    /// Where its connection comes from, its NAT's class, and its address as STUN saw it.
+    from: SocketAddr,
+    nat: NatClass,
+    stun_addr: Option<SocketAddr>,
 }
 
 /// A page in a background tab, on a phone or a metered link must not be a parent a tree depends
@@ -369,6 +374,10 @@ impl Service {
 
     /// Once a second or so: age out silent clients, heal trees.
     fn tick(&mut self, now: Instant) {
+        for peer in self.admission.overdue(now) {
+            let reach = self.clients.get(&peer).map_or_else(Reach::default, |c| Reach::new(c.nat, c.from.ip()));
+            self.place_measured(now, peer, reach);
+        }
         let gone = self.admission.expiring(now);
         for &peer in &gone {
             // Before they leave the trees: their feeds tell whom to excuse.
@@ -405,19 +414,40 @@ impl Service {
             }
         }
         for (peer, conn) in stuck {
-            let Some(to) = self.sibling() else { return };
-            self.stats.redirected += 1;
-            tracing::info!(channel = %self.cfg.channel, %peer, %to, "no parent and no edge room for a client; sent to a sibling");
-            let reason = "no parent and no room at this edge; use a sibling".to_string();
-            self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
-            self.out.push_back(Output::Close { conn });
-            self.conns.remove(&conn);
-            // Its next report goes to the sibling: what its parents here sent it since its last
-            // one is never confirmed to this edge, so they are excused that much.
-            self.vanished(now, peer);
-            self.forget(peer);
+            if !self.send_to_sibling(now, peer, conn) {
+                break;
+            }
         }
         self.apply_changes();
+    }
+
+    /// Sends a joined client to a sibling, as there is no parent for it and no room at this
+    /// edge; false when no sibling is left to send it to.
+    fn send_to_sibling(&mut self, now: Instant, peer: PeerId, conn: ConnId) -> bool {
+        let Some(to) = self.sibling() else { return false };
+        self.stats.redirected += 1;
+        tracing::info!(channel = %self.cfg.channel, %peer, %to, "no parent and no edge room for a client; sent to a sibling");
+        let reason = "no parent and no room at this edge; use a sibling".to_string();
+        self.out.push_back(Output::Send { conn, msg: FromEdge::Redirect { to, reason } });
+        self.out.push_back(Output::Close { conn });
+        self.conns.remove(&conn);
+        // Its next report goes to the sibling: what its parents here sent it since its last
+        // one is never confirmed to this edge, so they are excused that much.
+        self.vanished(now, peer);
+        self.forget(peer);
+        true
+    }
+
+    /// Places a client that was waiting for its NAT test (see [`Admission::measured`]).
+    fn place_measured(&mut self, now: Instant, peer: PeerId, reach: Reach) {
+        let Some((conn, redirects)) = self.clients.get(&peer).map(|c| (c.conn, c.redirects)) else { return };
+        let sibling = redirects == 0 && self.sibling_available();
+        if self.admission.measured(peer, reach, sibling) == Some(Admit::Redirect)
+            && !self.send_to_sibling(now, peer, conn)
+        {
+            // The sibling it was meant for is gone: it waits in the trees here.
+            self.admission.tracker_mut().add_waiting(peer, 0, None, reach);
+        }
     }
 
     /// Starts or ends a drain. Draining sends every client, present and arriving, to a sibling
@@ -574,6 +604,7 @@ impl Service {
         self.links.forget(peer);
         let c = self.clients.remove(&peer)?;
         self.stats.natted_clients -= u64::from(c.natted);
+        self.stats.nat_classes[nat_index(c.nat)] -= 1;
         self.stats.p2p_bytes_per_sec = self.stats.p2p_bytes_per_sec.saturating_sub(c.p2p_rate);
         if let Some(n) = self.identities.get_mut(&c.identity) {
             *n -= 1;
@@ -634,7 +665,9 @@ mod messages;
 mod reporters;
 mod sanitize;
 mod stats;
+mod views;
 
 pub use config::ServiceConfig;
 
-pub use stats::{ReportTotals, ServiceStats};
+pub use stats::{ReportTotals, ServiceStats, nat_index};
+pub use views::ClientView;

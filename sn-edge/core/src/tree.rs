@@ -4,14 +4,39 @@
 //! tree is at most K'. Parents are chosen among clients with spare upload slots (budget = cap ÷
 //! substream rate), preferring a client whose *interior* substream this is, so forwarding work
 //! spreads SplitStream-style over every contributing client; clients that failed NAT traversal
-//! are never chosen. A parent is never a descendant of its child, so cycles cannot form.
+//! are never chosen, and a parent's NAT must let its child in ([`Reach`]). A parent is never a
+//! descendant of its child, so cycles cannot form.
 //!
 //! Sans-IO and deterministic: changes are queued as [`Change`]s for the driver to tell the peers.
 
 use proto::DetMap;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
+pub use proto::nat::NatClass;
 pub use proto::peer::PeerId;
+
+/// How other peers can reach a client: its NAT's class, and the public address it connects
+/// from (peers behind one router reach each other on their LAN, whatever the router does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub nat: NatClass,
+    pub site: Option<IpAddr>,
+}
+
+impl Reach {
+    /// A client anyone can reach (no NAT, or a full-cone one).
+    pub const OPEN: Reach = Reach { nat: NatClass::Open, site: None };
+
+    pub fn new(nat: NatClass, site: IpAddr) -> Reach {
+        Reach { nat, site: Some(site) }
+    }
+
+    /// Whether the two can open a peer link between them.
+    pub fn can_link(&self, other: &Reach) -> bool {
+        (self.site.is_some() && self.site == other.site) || self.nat.can_link(other.nat)
+    }
+}
 
 /// Who feeds one substream to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +88,7 @@ struct Client {
     interior: u16,
     push: bool,
     reachable: bool,
+    reach: Reach,
     feed: Vec<Feed>,
     /// Per substream: the parent it was taken from for being late or gone, not to be picked again.
     shun: Vec<Option<PeerId>>,
@@ -123,6 +149,28 @@ pub struct Tracker {
 /// Candidates looked at for a parent within a client's delay budget before any parent will do:
 /// bounds the cost of a pick when most parents are over budget.
 const BUDGET_PROBES: usize = 64;
+
+/// Candidates looked at, past the first that will do, for a less versatile one.
+const RANK_PROBES: usize = 16;
+
+/// How many kinds of NAT'd children a parent behind `nat` can feed: its slots are worth keeping
+/// for the children only it can feed.
+fn versatility(nat: NatClass) -> u8 {
+    match nat {
+        NatClass::Unknown | NatClass::Symmetric => 0,
+        NatClass::Restricted => 1,
+        NatClass::Open => 2,
+    }
+}
+
+/// The least versatile parent a child behind `nat` can link with (from another home).
+fn least_versatile_for(nat: NatClass) -> u8 {
+    match nat {
+        NatClass::Open => 0,
+        NatClass::Restricted => 1,
+        NatClass::Unknown | NatClass::Symmetric => 2,
+    }
+}
 
 impl Tracker {
     pub fn new(cfg: TreeConfig) -> Self {
@@ -214,7 +262,7 @@ impl Tracker {
         self.rng.next_u64()
     }
 
-    fn insert(&mut self, id: PeerId, slots: u16, push: bool, budget_ms: Option<u32>) {
+    fn insert(&mut self, id: PeerId, slots: u16, push: bool, budget_ms: Option<u32>, reach: Reach) {
         let k = usize::from(self.k());
         let interior = self.next_interior;
         self.next_interior = (self.next_interior + 1) % self.k();
@@ -226,6 +274,7 @@ impl Tracker {
                 interior,
                 push,
                 reachable: true,
+                reach,
                 feed: vec![Feed::None; k],
                 shun: vec![None; k],
                 depth: vec![0; k],
@@ -257,8 +306,9 @@ impl Tracker {
     /// delay the client's parents may have (its latency target leaves room for one more hop and
     /// for repair); parents that have not reported yet count as within it only if the edge feeds
     /// them that substream.
-    pub fn add_push(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) {
-        self.insert(id, slots, true, budget_ms);
+    /// `reach`, here and there, decides which parents and children it may have.
+    pub fn add_push(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>, reach: Reach) {
+        self.insert(id, slots, true, budget_ms, reach);
         for s in 0..self.k() {
             self.set_feed(id, s, Feed::Edge);
         }
@@ -266,8 +316,8 @@ impl Tracker {
 
     /// Adds a P2P client with a parent for every substream, or changes nothing and returns false
     /// when some substream has no eligible parent.
-    pub fn add_p2p(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) -> bool {
-        self.insert(id, slots, false, budget_ms);
+    pub fn add_p2p(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>, reach: Reach) -> bool {
+        self.insert(id, slots, false, budget_ms, reach);
         let mark = self.changes.len();
         for s in 0..self.k() {
             match self.pick_parent(id, s, None) {
@@ -287,8 +337,8 @@ impl Tracker {
 
     /// Adds a P2P client that no parent can take yet: every substream waits for a parent (or for
     /// room at the edge).
-    pub fn add_waiting(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>) {
-        self.insert(id, slots, false, budget_ms);
+    pub fn add_waiting(&mut self, id: PeerId, slots: u16, budget_ms: Option<u32>, reach: Reach) {
+        self.insert(id, slots, false, budget_ms, reach);
         for s in 0..self.k() {
             self.waiting[usize::from(s)].push_back(id);
         }
@@ -335,6 +385,47 @@ impl Tracker {
         c.reachable = false;
         self.reachable.set(id, false);
         self.rehome_children(id);
+    }
+
+    /// `id` measured its NAT (or we learned where it is): its parents and children that cannot
+    /// link with it any more are changed, and its refocused substreams find parents on the next
+    /// [`tick`](Self::tick) among those that can.
+    pub fn set_reach(&mut self, id: PeerId, reach: Reach) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        if c.reach == reach {
+            return;
+        }
+        c.reach = reach;
+        let k = self.k();
+        let mut cut: Vec<(PeerId, u16)> = Vec::new();
+        for s in 0..k {
+            let Some(c) = self.clients.get(&id) else { return };
+            if let Feed::Peer(p) = c.feed[usize::from(s)]
+                && !self.linkable(id, p)
+            {
+                cut.push((id, s));
+            }
+            for &ch in &c.children[usize::from(s)] {
+                if !self.linkable(id, ch) {
+                    cut.push((ch, s));
+                }
+            }
+        }
+        for (ch, s) in cut {
+            self.reparent(ch, s);
+        }
+    }
+
+    /// The client's reach, as the tracker knows it.
+    pub fn reach(&self, id: PeerId) -> Option<Reach> {
+        self.clients.get(&id).map(|c| c.reach)
+    }
+
+    fn linkable(&self, a: PeerId, b: PeerId) -> bool {
+        match (self.clients.get(&a), self.clients.get(&b)) {
+            (Some(x), Some(y)) => x.reach.can_link(&y.reach),
+            _ => false,
+        }
     }
 
     /// `id` may no longer be a parent (it stays a mesh neighbour): its children get other feeds.
@@ -449,7 +540,7 @@ impl Tracker {
     }
 
     /// An eligible parent for `id` in substream `s`: interior clients first, never `id` itself, one
-    /// of its descendants, or `avoid`. A client with a delay budget gets a parent whose feeds
+    /// of its descendants, `avoid`, or one whose NAT and `id`'s cannot link. A client with a delay budget gets a parent whose feeds
     /// reach it within the budget if one is found among a few; else any parent (a late feed the
     /// mesh repairs beats none), and the edge's admission may take it over when it reports late.
     fn pick_parent(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>) -> Option<PeerId> {
@@ -463,29 +554,44 @@ impl Tracker {
     }
 
     /// Random start, then a scan (usually O(1), always correct); with a budget, at most
-    /// [`BUDGET_PROBES`] candidates per tier, and only parents known to be within it.
+    /// [`BUDGET_PROBES`] candidates per tier, and only parents known to be within it. Among the
+    /// parents `id` can link with, the least versatile goes first ([`versatility`]): an open
+    /// parent's slots are all a symmetric-NAT'd child can use, so a child that could use others
+    /// takes those while a few more probes ([`RANK_PROBES`]) find one.
     fn pick_from(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>, budget: Option<u32>) -> Option<PeerId> {
+        let ideal = self.clients.get(&id).map_or(0, |c| least_versatile_for(c.reach.nat));
+        let mut best: Option<(u8, usize, PeerId)> = None;
         for tier in 0..2 {
             let n = self.pools[usize::from(s)][tier].items.len();
             if n == 0 {
                 continue;
             }
             let start = (self.next_rand() % n as u64) as usize;
-            let look = if budget.is_some() { n.min(BUDGET_PROBES) } else { n };
-            for i in 0..look {
+            let mut look = if budget.is_some() { n.min(BUDGET_PROBES) } else { n };
+            let mut i = 0;
+            while i < look {
                 let p = self.pools[usize::from(s)][tier].items[(start + i) % n];
+                i += 1;
                 let in_budget = budget.is_none_or(|b| {
                     self.clients.get(&p).is_some_and(|c| match c.delay_ms {
                         Some(d) => d <= b,
                         None => c.depth[usize::from(s)] == 1,
                     })
                 });
-                if in_budget && p != id && Some(p) != avoid && !self.is_ancestor(id, p, s) {
+                if !(in_budget && p != id && Some(p) != avoid && self.linkable(id, p) && !self.is_ancestor(id, p, s)) {
+                    continue;
+                }
+                let rank = self.clients.get(&p).map_or(u8::MAX, |c| versatility(c.reach.nat));
+                if best.is_none_or(|(r, t, _)| (rank, tier) < (r, t)) {
+                    best = Some((rank, tier, p));
+                }
+                if rank <= ideal {
                     return Some(p);
                 }
+                look = look.min(i + RANK_PROBES);
             }
         }
-        None
+        best.map(|(_, _, p)| p)
     }
 
     /// How far behind ingest `id`'s feeds reach it (its report).
@@ -630,7 +736,8 @@ impl Tracker {
         }
     }
 
-    /// M distinct mesh neighbours for `id`, reachable clients first, sampled in O(M).
+    /// M distinct mesh neighbours for `id`, reachable clients first, sampled in O(M) (a sweep
+    /// when few can link with it); only peers whose NAT and `id`'s can link.
     pub fn mesh_for(&mut self, id: PeerId) -> Vec<PeerId> {
         let want = self.cfg.mesh;
         let mut out = Vec::with_capacity(want);
@@ -645,7 +752,7 @@ impl Tracker {
                 }
                 let i = (self.next_rand() % n as u64) as usize;
                 let o = if reachable_only { self.reachable.items[i] } else { self.all.items[i] };
-                if o != id && !out.contains(&o) {
+                if o != id && !out.contains(&o) && self.linkable(id, o) {
                     out.push(o);
                 }
             }
@@ -655,7 +762,7 @@ impl Tracker {
                 if out.len() >= want {
                     break;
                 }
-                if o != id && !out.contains(&o) {
+                if o != id && !out.contains(&o) && self.linkable(id, o) {
                     out.push(o);
                 }
             }

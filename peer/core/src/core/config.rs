@@ -37,6 +37,9 @@ pub struct PeerConfig {
     pub pull_only: bool,
     /// Redirects followed to reach this edge (sent in the join).
     pub redirects: u8,
+    /// The NAT class the first join carries, when known beforehand (the simulator's clients;
+    /// a player measures it after its welcome, [`super::Input::Nat`]).
+    pub nat: proto::nat::NatClass,
     /// Misbehaviour for the tests of the defences against it (cargo feature `faults`).
     #[cfg(feature = "faults")]
     pub faults: Faults,
@@ -71,6 +74,7 @@ impl PeerConfig {
             tick: Duration::from_millis(200),
             pull_only: false,
             redirects: 0,
+            nat: proto::nat::NatClass::Unknown,
             #[cfg(feature = "faults")]
             faults: Faults::default(),
         }

@@ -41,6 +41,11 @@ pub struct PeerStats {
     pub latency_ms: Option<u64>,
     /// The buffer target now (the player's own, or the channel's `target_latency_ms` if lower).
     pub buffer_target_ms: u32,
+    /// Our id at the edge, once welcomed.
+    pub peer_id: Option<PeerId>,
+    /// Our NAT's class and our address as the edge's STUN server saw it ([`Input::Nat`]).
+    pub nat: NatClass,
+    pub stun_addr: Option<SocketAddr>,
 }
 
 /// When each startup step happened, measured from the join request.
@@ -109,6 +114,10 @@ impl PeerCore {
             links: self.link_parent.len() + self.children.len() + self.mesh.len(),
             timeline: Timeline { playback: self.stats.startup, ..self.stats.timeline },
             buffer_target_ms: self.cfg.buffer.buffer_ms,
+            peer_id: match self.phase {
+                Phase::Joined { id, .. } => Some(id),
+                _ => None,
+            },
             ..self.stats
         }
     }

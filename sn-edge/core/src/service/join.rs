@@ -61,10 +61,12 @@ impl Service {
         let upload = Some(if browser { 0 } else { join.upload_kbps });
         let reachable = join.listen.is_some();
         let target_ms = self.tight_target(&join);
-        let admit = self.admission.join_within(now, upload, reachable, sibling_available, target_ms.map(|t| t / 2));
+        let reach = Reach::new(join.nat, from.ip());
+        let admit =
+            self.admission.join_within(now, upload, reachable, sibling_available, target_ms.map(|t| t / 2), reach);
         tracing::debug!(channel = %self.cfg.channel, ?admit, redirects = join.redirects, stage = ?self.admission.snapshot().stage, "join");
         let peer = match admit {
-            Admit::Push(p) | Admit::P2p(p) => p,
+            Admit::Push(p) | Admit::P2p(p) | Admit::Pending(p) => p,
             Admit::Redirect => {
                 match self.sibling() {
                     Some(to) => {
@@ -81,6 +83,7 @@ impl Service {
         self.conns.insert(conn, Some(peer));
         let natted = join.listen.is_none_or(|l| l.ip() != from.ip());
         self.stats.natted_clients += u64::from(natted);
+        self.stats.nat_classes[nat_index(join.nat)] += 1;
         self.accounting.join(peer, now);
         *self.identities.entry(identity.clone()).or_default() += 1;
         // Other peers are told to reach it at the address it connects from: a made-up listen
@@ -106,6 +109,9 @@ impl Service {
             signals: TokenBucket::new(SIGNALS_PER_SEC, SIGNAL_BURST),
             browser: browser.then_some(BrowserProof { offered_kbps: join.upload_kbps, steady: 0, promoted: false }),
             page: browser,
+            from,
+            nat: join.nat,
+            stun_addr: None,
         };
         self.clients.insert(peer, client);
         let push = self.admission.tracker().is_push(peer);

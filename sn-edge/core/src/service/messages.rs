@@ -5,9 +5,31 @@
 use super::*;
 
 impl Service {
+    /// A client's NAT test result: the tracker matches it only with peers it can link with. The
+    /// address STUN saw must be the one its connection comes from; if not (another route for UDP,
+    /// or a made-up result) the class is taken as unknown, which only costs it peer parents.
+    fn nat_measured(&mut self, now: Instant, peer: PeerId, class: NatClass, mapped: Option<SocketAddr>) {
+        let Some(c) = self.clients.get_mut(&peer) else { return };
+        let class = match mapped {
+            Some(m) if m.ip() != c.from.ip() => {
+                self.stats.nat_mismatches += 1;
+                tracing::debug!(channel = %self.cfg.channel, %peer, from = %c.from, %m, "STUN-learned address is not the connection's");
+                NatClass::Unknown
+            }
+            _ => class,
+        };
+        self.stats.nat_classes[nat_index(c.nat)] -= 1;
+        self.stats.nat_classes[nat_index(class)] += 1;
+        c.nat = class;
+        c.stun_addr = mapped;
+        let reach = Reach::new(class, c.from.ip());
+        self.place_measured(now, peer, reach);
+    }
+
     pub(super) fn message(&mut self, now: Instant, conn: ConnId, peer: PeerId, msg: ToEdge) {
         match msg {
             ToEdge::Heartbeat => {}
+            ToEdge::Nat { class, mapped } => self.nat_measured(now, peer, class, mapped),
             ToEdge::Leave => {
                 self.conns.remove(&conn);
                 self.forget(peer);

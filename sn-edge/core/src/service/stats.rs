@@ -1,6 +1,13 @@
 //! What a channel's client service counts: admissions, refusals, and the sums of its clients'
 //! reports (Q1, Q2, P2P share and the NAT-ed contribution are computed from these).
 
+use proto::nat::NatClass;
+
+/// Where `c` is counted in [`ServiceStats::nat_classes`].
+pub fn nat_index(c: NatClass) -> usize {
+    NatClass::ALL.iter().position(|&x| x == c).unwrap_or(0)
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceStats {
     pub refused_rate: u64,
@@ -43,6 +50,10 @@ pub struct ServiceStats {
     pub reported: ReportTotals,
     /// Clients now connected from behind a NAT.
     pub natted_clients: u64,
+    /// Clients now connected, by NAT class (in [`NatClass::ALL`] order).
+    pub nat_classes: [u64; 4],
+    /// NAT measurements whose STUN-learned address was not the connection's: taken as unknown.
+    pub nat_mismatches: u64,
     /// Upload reported by NAT-ed clients (the paper's Fig. 13 question: do they contribute?).
     pub natted_bytes_up: u64,
     /// What the connected clients receive from peers now, bytes per second: each one's latest

@@ -155,6 +155,8 @@ impl Net {
         }
         cfg.upload_kbps = upload_kbps;
         cfg.listen = Some(addr_of(i));
+        // No NAT between these peers: each would measure its class as open.
+        cfg.nat = proto::nat::NatClass::Open;
         cfg.report_interval = Duration::from_secs(5);
         let core = PeerCore::new(cfg, self.now);
         let upload_bps = f64::from(upload_kbps) * 125.0;
@@ -332,6 +334,7 @@ fn join_msg(listen: Option<SocketAddr>, redirects: u8) -> proto::peer::Join {
         listen,
         buffer_ms: 15_000,
         redirects,
+        nat: proto::nat::NatClass::Open,
     }
 }
 

@@ -2,6 +2,8 @@ use std::collections::HashSet;
 
 use super::*;
 
+const OPEN: Reach = Reach::OPEN;
+
 fn tracker(k: u16, k_prime: u8, edge_substreams: usize) -> Tracker {
     Tracker::new(TreeConfig { substreams: k, k_prime, mesh: 8, edge_substreams, seed: 7 })
 }
@@ -25,6 +27,7 @@ fn check_invariants(t: &Tracker) {
                     let pc = &t.clients[&p];
                     assert!(pc.children[si].contains(&id), "{p} lists {id} as child in {s}");
                     assert!(pc.reachable, "unreachable {p} feeds {id}");
+                    assert!(pc.reach.can_link(&c.reach), "{p} ({:?}) cannot reach {id} ({:?})", pc.reach, c.reach);
                     pc.depth[si] + 1
                 }
             };
@@ -59,9 +62,9 @@ fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
     // K = 4; push peers upload 1.5 × the stream = 6 substream slots; K' = 2.
     let mut t = tracker(4, 2, 10 * 4);
     for id in (0..10).map(PeerId) {
-        t.add_push(id, 6, None);
+        t.add_push(id, 6, None, OPEN);
     }
-    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None, OPEN)).count();
     assert_eq!(placed, 15, "10 push peers × 6 slots / 4 substreams");
     assert!(!t.p2p_room());
     check_invariants(&t);
@@ -78,9 +81,9 @@ fn p2p_capacity_is_the_push_peers_upload_budget_within_depth_two() {
 fn deeper_trees_use_p2p_peers_as_parents_and_spread_interior_roles() {
     let mut t = tracker(4, 3, 4 * 4);
     for id in (0..4).map(PeerId) {
-        t.add_push(id, 6, None);
+        t.add_push(id, 6, None, OPEN);
     }
-    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None)).count();
+    let placed = (100..200).map(PeerId).take_while(|&id| t.add_p2p(id, 6, None, OPEN)).count();
     // Depth 2 can hold 6 clients; each of them adds 6 slots for depth 3.
     assert!(placed >= 12, "placed {placed}");
     check_invariants(&t);
@@ -112,10 +115,10 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     // The edge can feed 10 substreams: 12 for push peers would not fit after a fourth joins.
     let mut t = tracker(4, 2, 3 * 4);
     for id in (0..3).map(PeerId) {
-        t.add_push(id, 4, None);
+        t.add_push(id, 4, None, OPEN);
     }
     for id in (100..103).map(PeerId) {
-        assert!(t.add_p2p(id, 0, None));
+        assert!(t.add_p2p(id, 0, None, OPEN));
     }
     assert!(!t.p2p_room());
     let orphans: usize = (0..4).map(|s| t.children(PeerId(0), s).len()).sum();
@@ -131,7 +134,7 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
     assert_eq!(changes.iter().filter(|c| c.feed == Feed::Edge).count(), 2, "{changes:?}");
     // A new push peer appears: the tick puts everyone back into trees and frees the edge.
     t.cfg.edge_substreams = 12;
-    t.add_push(PeerId(50), 4, None);
+    t.add_push(PeerId(50), 4, None, OPEN);
     t.tick();
     check_invariants(&t);
     let st = t.stats();
@@ -143,9 +146,9 @@ fn orphans_get_new_parents_or_the_edge_and_come_back_into_trees() {
 fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     let mut t = tracker(2, 2, 100);
     for id in (0..3).map(PeerId) {
-        t.add_push(id, 4, None);
+        t.add_push(id, 4, None, OPEN);
     }
-    assert!(t.add_p2p(PeerId(10), 0, None));
+    assert!(t.add_p2p(PeerId(10), 0, None, OPEN));
     let Feed::Peer(old) = t.feeds(PeerId(10)).unwrap()[0] else { panic!() };
     // LiveSky §3.2: the edge feeds it until the overlay adapts, then another parent takes over.
     t.reparent(PeerId(10), 0);
@@ -159,7 +162,7 @@ fn late_parent_is_replaced_and_unreachable_clients_feed_nobody() {
     assert!(!matches!(t.feeds(PeerId(10)).unwrap()[0], Feed::Peer(p) if p == new));
     let mut placed = 0;
     for id in (20..30).map(PeerId) {
-        if t.add_p2p(id, 0, None) {
+        if t.add_p2p(id, 0, None, OPEN) {
             placed += 1;
             assert!(t.feeds(id).unwrap().iter().all(|f| *f != Feed::Peer(new)), "unreachable parent chosen");
         }
@@ -180,9 +183,9 @@ fn random_churn_never_breaks_the_trees() {
                 let id = PeerId(step + 1000);
                 let slots = (next() % 9) as u16;
                 if t.stats().push < 6 && next() % 3 == 0 {
-                    t.add_push(id, slots, None);
+                    t.add_push(id, slots, None, OPEN);
                     live.push(id);
-                } else if t.add_p2p(id, slots, None) {
+                } else if t.add_p2p(id, slots, None, OPEN) {
                     live.push(id);
                 }
             }
@@ -213,7 +216,7 @@ fn random_churn_never_breaks_the_trees() {
 fn mesh_neighbours_are_distinct_others_reachable_first() {
     let mut t = tracker(4, 2, 1000);
     for id in (0..30).map(PeerId) {
-        t.add_push(id, 6, None);
+        t.add_push(id, 6, None, OPEN);
     }
     for id in (0..10).map(PeerId) {
         t.mark_unreachable(id);
@@ -225,7 +228,7 @@ fn mesh_neighbours_are_distinct_others_reachable_first() {
     assert!(m.iter().all(|&o| o.0 >= 10), "reachable first: {m:?}");
     let mut small = tracker(4, 2, 100);
     for id in (0..4).map(PeerId) {
-        small.add_push(id, 6, None);
+        small.add_push(id, 6, None, OPEN);
     }
     assert_eq!(small.mesh_for(PeerId(0)).len(), 3, "everyone else when there are fewer than M");
 }
@@ -236,26 +239,26 @@ fn mesh_neighbours_are_distinct_others_reachable_first() {
 #[test]
 fn a_client_with_a_delay_budget_gets_parents_within_it() {
     let mut t = tracker(1, 4, 2);
-    t.add_push(PeerId(1), 1, None);
+    t.add_push(PeerId(1), 1, None, OPEN);
     // 2 hangs under 1; 3 under 2, and 3 reports its feed 4 s behind ingest.
-    assert!(t.add_p2p(PeerId(2), 8, None));
+    assert!(t.add_p2p(PeerId(2), 8, None, OPEN));
     t.set_delay(PeerId(2), Some(700));
-    assert!(t.add_p2p(PeerId(3), 8, None));
+    assert!(t.add_p2p(PeerId(3), 8, None, OPEN));
     t.set_delay(PeerId(3), Some(4_000));
     check_invariants(&t);
     // Every pick for a 1.5 s budget lands on 2 (reported in budget) or 1 (edge-fed), never 3.
     for id in 10..40 {
-        assert!(t.add_p2p(PeerId(id), 0, Some(1_500)));
+        assert!(t.add_p2p(PeerId(id), 0, Some(1_500), OPEN));
         let Some(&[Feed::Peer(p)]) = t.feeds(PeerId(id)) else { panic!("{id} has no parent") };
         assert!(p == PeerId(2) || p == PeerId(1), "{id} under {p}");
         t.remove(PeerId(id));
     }
     // Budgeted clients fill 2; the next still gets a parent, 3: late beats nothing.
     for id in 40..47 {
-        assert!(t.add_p2p(PeerId(id), 0, Some(1_500)));
+        assert!(t.add_p2p(PeerId(id), 0, Some(1_500), OPEN));
         assert_eq!(t.feeds(PeerId(id)), Some(&[Feed::Peer(PeerId(2))][..]));
     }
-    assert!(t.add_p2p(PeerId(50), 0, Some(1_500)));
+    assert!(t.add_p2p(PeerId(50), 0, Some(1_500), OPEN));
     assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Peer(PeerId(3))][..]));
     check_invariants(&t);
     assert_eq!((t.delay(PeerId(50)), t.budget(PeerId(50))), (None, Some(1_500)), "budgeted, not reported");
@@ -263,4 +266,106 @@ fn a_client_with_a_delay_budget_gets_parents_within_it() {
     assert!(t.feed_directly(PeerId(50)));
     assert_eq!(t.feeds(PeerId(50)), Some(&[Feed::Edge][..]));
     check_invariants(&t);
+}
+
+fn behind(nat: NatClass, home: u8) -> Reach {
+    Reach::new(nat, IpAddr::from([198, 51, 100, home]))
+}
+
+#[test]
+fn children_get_parents_their_nats_can_link_with() {
+    use NatClass::*;
+    // K = 2; the edge feeds 3 push peers (one per class) and nothing more.
+    let mut t = tracker(2, 3, 3 * 2);
+    t.add_push(PeerId(1), 8, None, behind(Open, 1));
+    t.add_push(PeerId(2), 8, None, behind(Restricted, 2));
+    t.add_push(PeerId(3), 8, None, behind(Symmetric, 3));
+    let mut rng = proto::rng::SplitMix64::new(5);
+    for id in 10..40 {
+        let nat = [Open, Restricted, Symmetric, Unknown][(rng.next_u64() % 4) as usize];
+        if !t.add_p2p(PeerId(id), 2, None, behind(nat, id as u8)) {
+            t.add_waiting(PeerId(id), 2, None, behind(nat, id as u8));
+        }
+        check_invariants(&t);
+    }
+    // A symmetric child's parents are all open; restricted parents have only open or restricted
+    // children; an unmeasured client counts as symmetric.
+    // Open children fit anywhere (the restricted and symmetric push peers have room); the
+    // others wait for open parents' slots.
+    let placed = |id: u64| t.feeds(PeerId(id)).unwrap().iter().all(|f| matches!(f, Feed::Peer(_)));
+    let open: Vec<u64> = (10..40).filter(|&id| t.reach(PeerId(id)).unwrap().nat == Open).collect();
+    assert!(open.len() >= 5 && open.iter().all(|&id| placed(id)), "open clients placed: {open:?}");
+    assert!((10..40).filter(|&id| placed(id)).count() >= 12);
+    for id in 10..40 {
+        let me = t.reach(PeerId(id)).unwrap();
+        for f in t.feeds(PeerId(id)).unwrap() {
+            if let Feed::Peer(p) = f {
+                let parent = t.reach(*p).unwrap().nat;
+                if matches!(me.nat, Symmetric | Unknown) {
+                    assert_eq!(parent, Open, "{id} ({}) fed by {p} ({parent})", me.nat);
+                }
+                if parent == Symmetric {
+                    assert_eq!(me.nat, Open, "symmetric {p} feeds {id} ({})", me.nat);
+                }
+            }
+        }
+        for o in t.mesh_for(PeerId(id)) {
+            assert!(me.can_link(&t.reach(o).unwrap()), "mesh neighbour {o} of {id}");
+        }
+    }
+}
+
+#[test]
+fn peers_behind_one_router_link_whatever_their_nat() {
+    use NatClass::*;
+    let mut t = tracker(1, 3, 1);
+    t.add_push(PeerId(1), 4, None, behind(Symmetric, 9));
+    // Same public address: their LAN joins them.
+    assert!(t.add_p2p(PeerId(2), 0, None, behind(Symmetric, 9)));
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Peer(PeerId(1))]);
+    // Another home behind a symmetric NAT cannot, and the edge is full: it waits.
+    assert!(!t.add_p2p(PeerId(3), 0, None, behind(Symmetric, 10)));
+    check_invariants(&t);
+}
+
+#[test]
+fn a_measured_nat_moves_feeds_that_cannot_work() {
+    use NatClass::*;
+    // One tree; the edge feeds a restricted push peer and has room for one more substream.
+    let mut t = tracker(1, 3, 2);
+    t.add_push(PeerId(1), 4, None, behind(Restricted, 1));
+    // Joined before measuring, it was taken as restricted-compatible only if measured: an
+    // unmeasured client counts as symmetric, so it is not given the restricted parent.
+    assert!(!t.add_p2p(PeerId(2), 0, None, behind(Unknown, 2)));
+    t.add_waiting(PeerId(2), 0, None, behind(Unknown, 2));
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Edge], "the edge feeds it meanwhile");
+    // Its measurement says restricted: the next tick gives it the restricted parent.
+    t.set_reach(PeerId(2), behind(Restricted, 2));
+    t.tick();
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Peer(PeerId(1))]);
+    check_invariants(&t);
+    // A child measured as restricted turns out symmetric: it is moved off the restricted
+    // parent at once (to the edge, which has room again).
+    t.set_reach(PeerId(2), behind(Symmetric, 2));
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Edge]);
+    check_invariants(&t);
+}
+
+#[test]
+fn open_parents_are_kept_for_the_children_only_they_can_feed() {
+    use NatClass::*;
+    for seed in 0..20 {
+        let mut t = Tracker::new(TreeConfig { substreams: 1, k_prime: 3, mesh: 4, edge_substreams: 3, seed });
+        t.add_push(PeerId(1), 4, None, behind(Open, 1));
+        t.add_push(PeerId(2), 4, None, behind(Restricted, 2));
+        t.add_push(PeerId(3), 4, None, behind(Symmetric, 3));
+        // An open child takes the symmetric parent, a restricted one the restricted parent.
+        assert!(t.add_p2p(PeerId(10), 0, None, behind(Open, 10)));
+        assert_eq!(t.feeds(PeerId(10)).unwrap(), &[Feed::Peer(PeerId(3))], "seed {seed}");
+        assert!(t.add_p2p(PeerId(11), 0, None, behind(Restricted, 11)));
+        assert_eq!(t.feeds(PeerId(11)).unwrap(), &[Feed::Peer(PeerId(2))], "seed {seed}");
+        assert!(t.add_p2p(PeerId(12), 0, None, behind(Symmetric, 12)));
+        assert_eq!(t.feeds(PeerId(12)).unwrap(), &[Feed::Peer(PeerId(1))], "seed {seed}");
+        check_invariants(&t);
+    }
 }

@@ -17,6 +17,7 @@ fn webrtc_signalling_is_relayed_between_clients_of_the_edge_only() {
             listen: Some(from),
             buffer_ms: 15_000,
             redirects: 0,
+            nat: proto::nat::NatClass::Open,
         };
         s.handle(t0, Input::Joined { conn: conn.into(), from, join });
     }
@@ -460,4 +461,45 @@ fn a_page_is_a_leaf_until_a_minute_of_steady_reports() {
     send(&mut s, 60, 0);
     assert_eq!(slots(&s, page), 0, "a page that stops being steady feeds nobody");
     assert_eq!(s.stats().browsers_demoted, 1);
+}
+
+/// Issue 24: a player measures its NAT after the welcome names the STUN server. Placed blind it
+/// could take the edge's direct feed from a peer nobody else can feed, or get a parent it cannot
+/// reach; so it is placed when its result arrives (or after the wait, as a web page that cannot
+/// measure), and a result whose address is not the connection's counts for nothing.
+#[test]
+fn clients_are_placed_when_their_nat_is_measured_or_the_wait_ends() {
+    use proto::nat::NatClass;
+    let mut s = Service::new(ServiceConfig::new(channel(), AdmissionConfig::paper()));
+    let t0 = Instant::now();
+    let join = |n: u8| {
+        let from = ip(n);
+        let msg = proto::peer::Join { nat: NatClass::Unknown, ..join_msg(Some(from), 0) };
+        Input::Joined { conn: ConnId(u64::from(n)), from, join: msg }
+    };
+    s.handle(t0, join(1));
+    let out = drain(&mut s);
+    assert!(out.iter().any(|o| matches!(o, Output::Send { msg: FromEdge::Welcome(_), .. })), "welcomed at once");
+    assert!(out.iter().any(|o| matches!(o, Output::Serve { order, .. } if order.burst_ms.is_some())), "start burst");
+    assert!(s.admission().is_pending(PeerId(1)) && s.admission().tracker().feeds(PeerId(1)).is_none());
+    let nat = |class, mapped| Input::Message { conn: ConnId(1), msg: ToEdge::Nat { class, mapped } };
+    s.handle(t0 + Duration::from_millis(300), nat(NatClass::Restricted, Some(ip(1))));
+    assert!(!s.admission().is_pending(PeerId(1)));
+    assert_eq!(s.admission().tracker().reach(PeerId(1)).map(|r| r.nat), Some(NatClass::Restricted));
+    assert!(s.admission().tracker().feeds(PeerId(1)).is_some_and(|f| f.iter().all(|f| *f == Feed::Edge)));
+    // STUN saw another address than the connection's: taken as unknown.
+    s.handle(t0 + Duration::from_millis(400), nat(NatClass::Open, Some(ip(9))));
+    assert_eq!(s.admission().tracker().reach(PeerId(1)).map(|r| r.nat), Some(NatClass::Unknown));
+    assert_eq!(s.stats().nat_mismatches, 1);
+    // One that never says: placed once the wait is over.
+    s.handle(t0, join(2));
+    let mut t = t0;
+    while t < t0 + crate::admission::NAT_WAIT + Duration::from_secs(2) && s.admission().is_pending(PeerId(2)) {
+        t += Duration::from_millis(100);
+        s.handle_timeout(t);
+    }
+    assert!(!s.admission().is_pending(PeerId(2)));
+    assert!(t >= t0 + crate::admission::NAT_WAIT, "placed after {:?}", t - t0);
+    assert!(s.admission().tracker().feeds(PeerId(2)).is_some());
+    assert_eq!(s.stats().nat_classes, [2, 0, 0, 0], "both count as unknown");
 }

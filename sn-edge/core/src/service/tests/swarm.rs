@@ -86,6 +86,7 @@ fn joins_are_rate_limited_per_address_and_garbage_before_join_closes() {
         listen: None,
         buffer_ms: 15_000,
         redirects: 0,
+        nat: proto::nat::NatClass::Open,
     };
     for conn in 0..25u64 {
         s.handle(t0, Input::Joined { conn: conn.into(), from, join: join("live") });
