@@ -144,23 +144,25 @@ pub async fn start_player(
 }
 
 /// Asks the GSLB until it names an edge other than `lost` (it drops a dead edge within about a
-/// second of the MC noticing), for up to 10 s.
+/// second of the MC noticing), for up to `patience`.
 async fn another_edge(
     r: &Relookup,
     channel: &ChannelId,
-    lost: SocketAddr,
+    lost: Option<SocketAddr>,
+    patience: Duration,
     cancel: &CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     // The buffer plays meanwhile; past it the viewer sees a stall, which beats giving up while the
     // GSLB or the edges come back (an MC restart, an edge restart).
-    let deadline = tokio::time::Instant::now() + RELOOKUP_FOR;
+    let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut attempt = 0u32;
     while tokio::time::Instant::now() < deadline {
         attempt += 1;
         match livesky_gslb::client::resolve_edge(&r.domain, r.port, channel.as_str(), &r.lookup).await {
             Ok(found) => {
-                if let Some(e) = found.edges.iter().copied().find(|e| *e != lost) {
+                if let Some(e) = found.edges.iter().copied().find(|e| Some(*e) != lost) {
+                    tracing::info!(edge = %e, via = ?found.via, "the GSLB chose an edge");
                     return Ok(e);
                 }
             }
@@ -171,8 +173,15 @@ async fn another_edge(
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
-    bail!("the GSLB named no edge other than the lost {lost} for {} s", RELOOKUP_FOR.as_secs())
+    match lost {
+        Some(lost) => bail!("the GSLB named no edge other than the lost {lost} for {} s", patience.as_secs()),
+        None => bail!("the GSLB named no edge for {} s", patience.as_secs()),
+    }
 }
+
+/// How long a starting player asks the GSLB (a SERVFAIL while the GSLB has not heard of any edge
+/// yet, a lost packet) before it gives up.
+const FIRST_LOOKUP_FOR: Duration = Duration::from_secs(30);
 
 /// How long a player that lost its edge keeps asking the GSLB for another.
 const RELOOKUP_FOR: Duration = Duration::from_secs(90);
@@ -256,8 +265,13 @@ pub async fn start_player_with(
                     relookups += 1;
                     tracing::warn!(edge = %net.edge, "lost the edge; playing from the buffer while the GSLB names another");
                     let lost = net.edge;
-                    net.edge =
-                        driver::coast(&mut core, &play, &stats_tx, another_edge(r, &channel, lost, &cancel)).await?;
+                    net.edge = driver::coast(
+                        &mut core,
+                        &play,
+                        &stats_tx,
+                        another_edge(r, &channel, Some(lost), RELOOKUP_FOR, &cancel),
+                    )
+                    .await?;
                     tracing::info!(edge = %net.edge, "rejoining through another edge");
                     redirects = 0;
                 }
@@ -280,12 +294,14 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     let PeerCmd::Play(args) = cmd;
     let (host, port, channel) = parse_url(&args.url)?;
     let relookup = args.lookup.is_set().then(|| Relookup { domain: host.clone(), port, lookup: args.lookup.lookup() });
+    let cancel = CancellationToken::new();
     let edge = match &relookup {
         Some(r) => {
-            let found = livesky_gslb::client::resolve_edge(&host, port, channel.as_str(), &r.lookup).await?;
-            let edge = found.edges.first().copied().context("the GSLB named no edge")?;
-            tracing::info!(%edge, via = ?found.via, "the GSLB chose an edge");
-            edge
+            let lookup = another_edge(r, &channel, None, FIRST_LOOKUP_FOR, &cancel);
+            tokio::select! {
+                e = lookup => e?,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
         }
         None => resolve(&host, port).await?,
     };
@@ -295,7 +311,6 @@ pub async fn run(cmd: PeerCmd) -> anyhow::Result<()> {
     }
     cfg.upload_kbps = args.upload_kbps;
     cfg.token = args.token.clone();
-    let cancel = CancellationToken::new();
     let net = Net { edge, listen: args.listen, transport: args.transport };
     let player = start_player_with(net, channel, cfg, args.http, args.stdout, cancel.clone(), relookup).await?;
     eprintln!("LiveSky peer: playing {} — local output http://{}/live.ts (metrics at /metrics)", args.url, player.http);

@@ -37,11 +37,7 @@ impl NatClass {
     /// router reach each other on their LAN whatever it is: callers check that first.
     pub fn can_link(self, other: NatClass) -> bool {
         use NatClass::*;
-        match (self.assumed(), other.assumed()) {
-            (Open, _) | (_, Open) => true,
-            (Restricted, Restricted) => true,
-            _ => false,
-        }
+        matches!((self.assumed(), other.assumed()), (Open, _) | (_, Open) | (Restricted, Restricted))
     }
 
     /// What the tracker counts on: an unmeasured peer may be behind the worst NAT.

@@ -280,6 +280,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "edge_substreams": snap.tree.edge_substreams,
                 "unfed_substreams": snap.tree.unfed,
                 "refocus_total": snap.tree.refocus_total,
+                "swaps": snap.tree.swaps,
                 "joins": snap.stats.joins,
                 "push_admits": snap.stats.push_admits,
                 "p2p_admits": snap.stats.p2p_admits,

@@ -105,6 +105,16 @@ impl PlayBuffer {
         self.stats
     }
 
+    /// The stats at `now`, counting a stall still going on (a player that never resumes must
+    /// not show 0 ms stalled).
+    pub fn stats_at(&self, now: Instant) -> PlayStats {
+        let mut st = self.stats;
+        if let State::Stalled { since } = self.state {
+            st.stalled_ms += now.saturating_duration_since(since).as_millis() as u64;
+        }
+        st
+    }
+
     /// New settings (the channel's latency target arrived with the edge's welcome).
     pub fn set_config(&mut self, cfg: BufferConfig) {
         self.cfg = cfg;
@@ -440,6 +450,8 @@ mod tests {
         played(&mut b, t0 + ms(2600));
         assert!(b.is_stalled());
         assert_eq!(b.stats().stalls, 1);
+        // While it lasts the stall counts, as it will once it ends.
+        assert_eq!(b.stats_at(t0 + ms(2900)).stalled_ms, 300);
         b.insert(chunk(60));
         assert_eq!(played(&mut b, t0 + ms(3000)).first(), Some(&60));
         assert_eq!(b.stats().stalled_ms, 400);

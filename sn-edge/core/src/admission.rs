@@ -308,9 +308,9 @@ impl Admission {
             Admit::Push(id)
         } else if self.tracker.add_p2p(id, slots, budget, reach) {
             Admit::P2p(id)
-        } else if direct_room {
+        } else if direct_room || self.tracker.free_edge_room(id) {
             // No parent it can link with has room (e.g. all NAT-ed): serve it directly rather
-            // than not at all.
+            // than not at all — in the place of a push peer that peers can feed, if need be.
             self.tracker.add_push(id, slots, budget, reach);
             Admit::Push(id)
         } else if sibling {

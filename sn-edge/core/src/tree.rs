@@ -80,6 +80,8 @@ pub struct TreeStats {
     /// Times a client had to be fed by the edge because no parent was available (paper Fig. 12).
     pub refocus_total: u64,
     pub reparent_total: u64,
+    /// Push peers moved into the trees to free the edge for a client no parent could take.
+    pub swaps: u64,
 }
 
 struct Client {
@@ -153,6 +155,12 @@ const BUDGET_PROBES: usize = 64;
 /// Candidates looked at, past the first that will do, for a less versatile one.
 const RANK_PROBES: usize = 16;
 
+/// Children moved from a home mate to a parent in another home, at most, per tick.
+const SPREAD_PER_TICK: usize = 4;
+
+/// Push peers considered for moving into the trees when a client nobody can feed needs the edge.
+const SWAP_CANDIDATES: usize = 32;
+
 /// How many kinds of NAT'd children a parent behind `nat` can feed: its slots are worth keeping
 /// for the children only it can feed.
 fn versatility(nat: NatClass) -> u8 {
@@ -163,12 +171,31 @@ fn versatility(nat: NatClass) -> u8 {
     }
 }
 
-/// The least versatile parent a child behind `nat` can link with (from another home).
+/// How much a parent's slot is worth to others, for a child (lower: take it first): the less
+/// versatile its NAT, the fewer children it can serve. A home mate comes first for a child
+/// behind a symmetric NAT (only open peers and home mates can feed it) and last for any other:
+/// its slots are kept for the home mates that need them, and the trees reach across homes (a
+/// home whose peers feed each other has all its eggs behind one router).
+fn rank(child: &Reach, parent: &Reach) -> u8 {
+    let home = child.site.is_some() && child.site == parent.site;
+    match (least_versatile_for(child.nat), home) {
+        (_, false) => versatility(parent.nat),
+        (SYMMETRIC_CHILD, true) => 0,
+        (_, true) => HOME_MATE_LAST,
+    }
+}
+
+/// [`least_versatile_for`] a child behind a symmetric (or unmeasured) NAT.
+const SYMMETRIC_CHILD: u8 = 2;
+/// [`rank`] of a home mate, for a child that can link across homes.
+const HOME_MATE_LAST: u8 = 3;
+
+/// The lowest [`rank`] a child behind `nat` can hope for from another home.
 fn least_versatile_for(nat: NatClass) -> u8 {
     match nat {
         NatClass::Open => 0,
         NatClass::Restricted => 1,
-        NatClass::Unknown | NatClass::Symmetric => 2,
+        NatClass::Unknown | NatClass::Symmetric => SYMMETRIC_CHILD,
     }
 }
 
@@ -513,11 +540,47 @@ impl Tracker {
             self.promote(id);
         }
         self.place_waiting();
+        self.spread_homes();
+    }
+
+    /// Children that can link across homes but hang under a home mate (no other parent had room
+    /// when they came) move to a parent in another home that has room now, a few per tick: the
+    /// mate's slots are kept for the home mates only it can feed ([`rank`]).
+    fn spread_homes(&mut self) {
+        let movers: Vec<(PeerId, u16, PeerId)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.push && least_versatile_for(c.reach.nat) != SYMMETRIC_CHILD)
+            .flat_map(|(&id, c)| {
+                c.feed.iter().enumerate().filter_map(move |(s, f)| match f {
+                    Feed::Peer(p) => Some((id, s as u16, *p)),
+                    _ => None,
+                })
+            })
+            .filter(|&(id, _, p)| self.home_mates(id, p))
+            .take(SPREAD_PER_TICK)
+            .collect();
+        for (id, s, mate) in movers {
+            if let Some(q) = self.pick_parent(id, s, Some(mate))
+                && !self.home_mates(id, q)
+            {
+                self.set_feed(id, s, Feed::Peer(q));
+            }
+        }
+    }
+
+    fn home_mates(&self, a: PeerId, b: PeerId) -> bool {
+        match (self.clients.get(&a), self.clients.get(&b)) {
+            (Some(x), Some(y)) => x.reach.site.is_some() && x.reach.site == y.reach.site,
+            _ => false,
+        }
     }
 
     /// Gives waiting clients a parent, else the edge while it has room; stops at the first one
     /// of a substream that cannot be placed (no parent and no edge room: none behind it can be).
     fn place_waiting(&mut self) {
+        // One try at freeing edge room per call: a failed one costs up to SWAP_CANDIDATES plans.
+        let mut may_swap = true;
         for s in 0..self.k() {
             while let Some(&id) = self.waiting[usize::from(s)].front() {
                 let needs = self.clients.get(&id).is_some_and(|c| c.feed[usize::from(s)] == Feed::None);
@@ -532,6 +595,11 @@ impl Tracker {
                     self.waiting[usize::from(s)].pop_front();
                     self.stats.refocus_total += 1;
                     self.set_feed(id, s, Feed::Edge);
+                } else if may_swap {
+                    may_swap = false;
+                    if !self.free_edge_room(id) {
+                        break;
+                    }
                 } else {
                     break;
                 }
@@ -540,8 +608,8 @@ impl Tracker {
     }
 
     /// An eligible parent for `id` in substream `s`: interior clients first, never `id` itself, one
-    /// of its descendants, `avoid`, or one whose NAT and `id`'s cannot link. A client with a delay budget gets a parent whose feeds
-    /// reach it within the budget if one is found among a few; else any parent (a late feed the
+    /// of its descendants, `avoid`, or one whose NAT and `id`'s cannot link. A client with a
+    /// delay budget gets a parent whose feeds reach it within the budget if one is found among a few; else any parent (a late feed the
     /// mesh repairs beats none), and the edge's admission may take it over when it reports late.
     fn pick_parent(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>) -> Option<PeerId> {
         let budget = self.clients.get(&id).and_then(|c| c.budget_ms);
@@ -555,11 +623,16 @@ impl Tracker {
 
     /// Random start, then a scan (usually O(1), always correct); with a budget, at most
     /// [`BUDGET_PROBES`] candidates per tier, and only parents known to be within it. Among the
-    /// parents `id` can link with, the least versatile goes first ([`versatility`]): an open
-    /// parent's slots are all a symmetric-NAT'd child can use, so a child that could use others
-    /// takes those while a few more probes ([`RANK_PROBES`]) find one.
+    /// parents `id` can link with, the least versatile goes first ([`rank`]): an open parent's
+    /// slots are all a symmetric-NAT'd child can use, so a child that could use others takes
+    /// those while a few more probes ([`RANK_PROBES`]) find one.
     fn pick_from(&mut self, id: PeerId, s: u16, avoid: Option<PeerId>, budget: Option<u32>) -> Option<PeerId> {
-        let ideal = self.clients.get(&id).map_or(0, |c| least_versatile_for(c.reach.nat));
+        let me = self.clients.get(&id).map(|c| c.reach)?;
+        // A symmetric-NAT'd child may find a home mate (rank 0) among the candidates.
+        let ideal = match least_versatile_for(me.nat) {
+            SYMMETRIC_CHILD => 0,
+            r => r,
+        };
         let mut best: Option<(u8, usize, PeerId)> = None;
         for tier in 0..2 {
             let n = self.pools[usize::from(s)][tier].items.len();
@@ -581,7 +654,7 @@ impl Tracker {
                 if !(in_budget && p != id && Some(p) != avoid && self.linkable(id, p) && !self.is_ancestor(id, p, s)) {
                     continue;
                 }
-                let rank = self.clients.get(&p).map_or(u8::MAX, |c| versatility(c.reach.nat));
+                let rank = self.clients.get(&p).map_or(u8::MAX, |c| rank(&me, &c.reach));
                 if best.is_none_or(|(r, t, _)| (rank, tier) < (r, t)) {
                     best = Some((rank, tier, p));
                 }
@@ -699,6 +772,83 @@ impl Tracker {
                 self.fix_children(ch, s);
             }
         }
+    }
+
+    /// Frees the edge's direct feed of one push peer for a client no parent can take (LiveSky's
+    /// edge is for the peers the overlay cannot serve; with NATs that is not whoever came
+    /// first): a push peer that can have a parent it links with in every substream, without
+    /// pushing its subtree past K', moves into the trees. `for_id` is never the one moved, nor
+    /// chosen as its parent. Returns whether room was made (K substreams).
+    pub fn free_edge_room(&mut self, for_id: PeerId) -> bool {
+        let mut push: Vec<PeerId> =
+            self.clients.iter().filter(|(id, c)| c.push && **id != for_id).map(|(&id, _)| id).collect();
+        // The most versatile first: an open peer finds parents most easily.
+        push.sort_by_key(|id| std::cmp::Reverse(self.clients.get(id).map_or(0, |c| versatility(c.reach.nat))));
+        for q in push.into_iter().take(SWAP_CANDIDATES) {
+            if let Some(parents) = self.plan_parents(q, for_id) {
+                if let Some(c) = self.clients.get_mut(&q) {
+                    c.push = false;
+                }
+                self.push -= 1;
+                for (s, p) in parents.into_iter().enumerate() {
+                    self.set_feed(q, s as u16, Feed::Peer(p));
+                }
+                self.refresh(q);
+                self.stats.swaps += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A parent in every substream for push peer `q` (none of them `not`), each with a slot to
+    /// spare for it and shallow enough that q's subtree stays within K'; None if any is missing.
+    fn plan_parents(&mut self, q: PeerId, not: PeerId) -> Option<Vec<PeerId>> {
+        let mut taken: Vec<PeerId> = Vec::new();
+        let mut plan = Vec::with_capacity(usize::from(self.k()));
+        for s in 0..self.k() {
+            let below = self.height(q, s);
+            let mut found = None;
+            for tier in 0..2 {
+                let n = self.pools[usize::from(s)][tier].items.len();
+                let start = if n == 0 { 0 } else { (self.next_rand() % n as u64) as usize };
+                for i in 0..n.min(BUDGET_PROBES) {
+                    let p = self.pools[usize::from(s)][tier].items[(start + i) % n];
+                    let Some(pc) = self.clients.get(&p) else { continue };
+                    let spare =
+                        usize::from(pc.slots.saturating_sub(pc.used)) > taken.iter().filter(|&&t| t == p).count();
+                    if p != q
+                        && p != not
+                        && spare
+                        && pc.depth[usize::from(s)] + 1 + below <= self.cfg.k_prime
+                        && self.linkable(q, p)
+                        && !self.is_ancestor(q, p, s)
+                    {
+                        found = Some(p);
+                        break;
+                    }
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            let p = found?;
+            taken.push(p);
+            plan.push(p);
+        }
+        Some(plan)
+    }
+
+    /// Levels below `id` in substream `s` (0 for a leaf), bounded by K'.
+    fn height(&self, id: PeerId, s: u16) -> u8 {
+        fn walk(t: &Tracker, id: PeerId, s: usize, left: u8) -> u8 {
+            let Some(c) = t.clients.get(&id) else { return 0 };
+            if left == 0 {
+                return 0;
+            }
+            c.children[s].iter().map(|&ch| 1 + walk(t, ch, s, left - 1)).max().unwrap_or(0)
+        }
+        walk(self, id, usize::from(s), self.cfg.k_prime)
     }
 
     /// Makes `id` a push peer if the edge has room for all its substreams.

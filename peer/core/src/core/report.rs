@@ -102,7 +102,7 @@ impl PeerCore {
 
     pub fn stats(&self) -> PeerStats {
         PeerStats {
-            play: self.buffer.stats(),
+            play: self.buffer.stats_at(self.last_now),
             parents: self.parents.len(),
             // Linked peers that subscribed to something (mesh neighbours only ask for repairs).
             children: self.children.values().filter(|c| c.mask != 0).count(),

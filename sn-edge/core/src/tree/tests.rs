@@ -369,3 +369,55 @@ fn open_parents_are_kept_for_the_children_only_they_can_feed() {
         check_invariants(&t);
     }
 }
+
+#[test]
+fn a_push_peer_peers_can_feed_makes_room_for_one_they_cannot() {
+    use NatClass::*;
+    // K = 2, K' = 3; the edge feeds two push peers and nothing more: a symmetric one and a
+    // restricted one, which cannot hang under each other.
+    let mut t = tracker(2, 3, 2 * 2);
+    t.add_push(PeerId(1), 4, None, behind(Symmetric, 1));
+    t.add_push(PeerId(2), 4, None, behind(Restricted, 2));
+    // A symmetric child links only with open peers: none, and the edge is full; nobody can move.
+    assert!(!t.add_p2p(PeerId(3), 0, None, behind(Symmetric, 3)));
+    assert!(!t.free_edge_room(PeerId(3)));
+    // With a second restricted push peer one of the two hangs under the other, and the edge
+    // feeds the symmetric newcomer in its place.
+    let mut t = tracker(2, 3, 3 * 2);
+    t.add_push(PeerId(1), 4, None, behind(Symmetric, 1));
+    t.add_push(PeerId(2), 4, None, behind(Restricted, 2));
+    t.add_push(PeerId(4), 4, None, behind(Restricted, 4));
+    t.add_waiting(PeerId(3), 0, None, behind(Symmetric, 3));
+    assert_eq!(t.feeds(PeerId(3)).unwrap(), &[Feed::Edge, Feed::Edge]);
+    assert_eq!(t.stats().swaps, 1);
+    let (moved, stays) = if t.is_push(PeerId(2)) { (4, 2) } else { (2, 4) };
+    assert!(t.is_push(PeerId(1)) && !t.is_push(PeerId(moved)));
+    assert_eq!(t.feeds(PeerId(moved)).unwrap(), &[Feed::Peer(PeerId(stays)), Feed::Peer(PeerId(stays))]);
+    check_invariants(&t);
+}
+
+#[test]
+fn children_move_from_a_home_mate_to_another_home_when_it_has_room() {
+    use NatClass::*;
+    let mut t = tracker(1, 3, 1);
+    t.add_push(PeerId(1), 2, None, behind(Restricted, 1));
+    // Its home mate hangs under it: nobody else has room.
+    assert!(t.add_p2p(PeerId(2), 0, None, behind(Restricted, 1)));
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Peer(PeerId(1))]);
+    // A restricted peer from another home, with room, joins under the push peer too.
+    assert!(t.add_p2p(PeerId(3), 2, None, behind(Restricted, 3)));
+    assert_eq!(t.feeds(PeerId(3)).unwrap(), &[Feed::Peer(PeerId(1))]);
+    // The next tick moves the home mate under it, and the push peer's slot is free again.
+    t.tick();
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), &[Feed::Peer(PeerId(3))]);
+    assert_eq!(t.slots(PeerId(1)), Some((1, 2)));
+    // A symmetric child stays with its home mate (only it or open peers can feed it).
+    let mut t = tracker(1, 3, 1);
+    t.add_push(PeerId(1), 2, None, behind(Restricted, 1));
+    assert!(t.add_p2p(PeerId(3), 2, None, behind(Open, 3)));
+    t.add_p2p(PeerId(2), 0, None, behind(Symmetric, 1));
+    let before = t.feeds(PeerId(2)).unwrap().to_vec();
+    t.tick();
+    assert_eq!(t.feeds(PeerId(2)).unwrap(), before.as_slice());
+    check_invariants(&t);
+}
