@@ -154,7 +154,8 @@ async fn another_edge(
 ) -> anyhow::Result<SocketAddr> {
     // The buffer plays meanwhile; past it the viewer sees a stall, which beats giving up while the
     // GSLB or the edges come back (an MC restart, an edge restart).
-    let deadline = tokio::time::Instant::now() + patience;
+    let start = tokio::time::Instant::now();
+    let deadline = start + patience;
     let mut backoff = proto::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut attempt = 0u32;
     while tokio::time::Instant::now() < deadline {
@@ -163,6 +164,14 @@ async fn another_edge(
             Ok(found) => {
                 if let Some(e) = found.edges.iter().copied().find(|e| Some(*e) != lost) {
                     tracing::info!(edge = %e, via = ?found.via, "the GSLB chose an edge");
+                    return Ok(e);
+                }
+                // The GSLB drops a dead edge within seconds; one it still names after that is
+                // alive, and it was our own link that broke (a home's line cut, its uplink full).
+                if let Some(e) = lost.filter(|l| found.edges.contains(l))
+                    && start.elapsed() >= LOST_EDGE_GRACE
+                {
+                    tracing::info!(edge = %e, "the GSLB still names the edge we lost: joining it again");
                     return Ok(e);
                 }
             }
@@ -178,6 +187,14 @@ async fn another_edge(
         None => bail!("the GSLB named no edge for {} s", patience.as_secs()),
     }
 }
+
+/// How long a player waits for the GSLB to name an edge other than the one it lost before it
+/// takes that one again.
+const LOST_EDGE_GRACE: Duration = Duration::from_secs(5);
+
+/// A session on one edge this long shows the player's edges and link are sound again: the count
+/// of lost edges starts over.
+const RELOOKUPS_FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a starting player asks the GSLB (a SERVFAIL while the GSLB has not heard of any edge
 /// yet, a lost packet) before it gives up.
@@ -229,9 +246,13 @@ pub async fn start_player_with(
             cfg.channel = channel.clone();
             cfg.redirects = redirects;
             let run = driver::run_with(&mut core, cfg, net, play.clone(), stats_tx.clone(), cancel.child_token());
+            let session = tokio::time::Instant::now();
             let ended = match run.await {
                 Ok(ended) => {
                     came_from = None;
+                    if session.elapsed() >= RELOOKUPS_FORGOTTEN_AFTER {
+                        relookups = 0;
+                    }
                     ended
                 }
                 // A sibling that does not answer (an edge's sibling list can name a dead edge): back

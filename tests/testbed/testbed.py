@@ -361,12 +361,13 @@ def run(cfg, homes, seconds, binary, topo, args):
         if f.started and not f.ended:
             f.end()
     report = measure(peers, seconds)
-    end = status_all(peers)
+    final = status_all(peers)
     report["faults"] = []
     for i, f in enumerate(faults):
         if i not in snaps:
             continue
-        before = snaps[i][0]
+        # Each fault's window runs to the next fault (or the end): what the viewers saw of it.
+        before, end = snaps[i][0], snaps[i + 1][0] if i + 1 in snaps else final
         hit = f.affected(peers)
         stalls = sum((end.get(p["ns"], {}).get("stalls") or 0) - (before.get(p["ns"], {}).get("stalls") or 0)
                      for p in hit)
@@ -375,8 +376,10 @@ def run(cfg, homes, seconds, binary, topo, args):
         others = [p for p in peers if p not in hit]
         other_stalls = sum((end.get(p["ns"], {}).get("stalls") or 0) - (before.get(p["ns"], {}).get("stalls") or 0)
                            for p in others)
-        playing = sum(1 for p in hit if end.get(p["ns"], {}).get("startup_ms") is not None)
-        report["faults"].append({"fault": f.describe(), "affected_peers": len(hit), "their_stalls": stalls,
+        # Playing when the window ends: media in the buffer (a stalled player has none).
+        playing = sum(1 for p in hit if (end.get(p["ns"], {}).get("buffer_ms") or 0) > 0)
+        report["faults"].append({"fault": f.describe(), "window_s": (faults[i + 1].at if i + 1 in snaps else seconds) - f.at,
+                                 "affected_peers": len(hit), "their_stalls": stalls,
                                  "their_stalled_ms": stalled, "still_playing": playing,
                                  "stalls_elsewhere": other_stalls})
     cut = {f.home[2] for f in faults if f.kind in ("cut-home", "saturate-uplink") and f.started}
@@ -453,7 +456,7 @@ def measure(peers, seconds):
         homes.setdefault(p["router"], (p["uplink_kbps"], []))[1].append(p)
     allowed = sum(min(up, sum(int(q["upload_kbps"]) for q in members)) for up, members in homes.values())
     ceiling = min(1.0, allowed / (stream_kbps * len(rows))) if stream_kbps and rows else 0
-    return {"peers": rows, "edges": edges, "seconds": seconds,
+    return {"peers": rows, "edges": edges, "seconds": seconds, "trees": trees,
             "p2p_share": from_peers / down if down else 0,
             "p2p_share_mean": sum(r["p2p_share"] for r in rows) / len(rows) if rows else 0,
             "stream_kbps": stream_kbps, "upload_allowed_kbps": allowed, "p2p_ceiling": ceiling}
@@ -492,8 +495,8 @@ def print_table(rep):
           f"the homes' uplinks allow {rep['upload_allowed_kbps']} kbit/s for {len(rep['peers'])} peers at "
           f"{rep['stream_kbps']:.0f} kbit/s: ceiling {rep['p2p_ceiling'] * 100:.0f} %")
     for f in rep.get("faults", []):
-        print(f"fault {f['fault']}: {f['affected_peers']} peers hit, {f['their_stalls']} stalls "
-              f"({f['their_stalled_ms']} ms), {f['still_playing']} playing at the end; "
+        print(f"fault {f['fault']} (next {f['window_s']:.0f} s): {f['affected_peers']} peers hit, {f['their_stalls']} stalls "
+              f"({f['their_stalled_ms']} ms), {f['still_playing']} playing when it ends; "
               f"{f['stalls_elsewhere']} stalls elsewhere")
     for b in rep.get("failures", []):
         print(f"FAILED: {b}")

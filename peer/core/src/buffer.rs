@@ -205,10 +205,27 @@ impl PlayBuffer {
                     } else if now.saturating_duration_since(since)
                         >= Duration::from_millis(u64::from(self.cfg.max_stall_ms))
                     {
-                        match self.chunks.range_from(next).next().map(|(s, _)| s) {
+                        let held = self.chunks.range_from(next).next().map(|(s, _)| s);
+                        match held {
                             Some(s) => {
                                 self.stats.skipped_chunks += s - next;
                                 self.next = Some(s);
+                                // Far behind live with holes ahead (a substream's parents were
+                                // gone a while): a keyframe near live, not one hole after
+                                // another (its keyframes may be in the missing substream, so
+                                // playing on never meets one to catch up at).
+                                if self.catch_up(now, s) {
+                                    continue;
+                                }
+                                // More holes just ahead: on at the first keyframe with a
+                                // start's worth of media after it, not one stall per hole.
+                                if self.run_from(s) < u64::from(self.cfg.start_ms) * 90
+                                    && let Some((k, ts)) = self.resume_point(s)
+                                {
+                                    self.stats.skipped_chunks += k - s;
+                                    self.jump(now, k, ts);
+                                    continue;
+                                }
                             }
                             None => return,
                         }
@@ -310,11 +327,57 @@ impl PlayBuffer {
         };
         self.stats.skipped_chunks += k - at;
         self.stats.catchups += 1;
+        self.jump(now, k, ts);
+        true
+    }
+
+    /// Plays on from chunk `k` (media time `ts`) now (ending a stall: its time counts).
+    fn jump(&mut self, now: Instant, k: u64, ts: u64) {
+        if let State::Stalled { since } = self.state {
+            self.stats.stalled_ms += now.saturating_duration_since(since).as_millis() as u64;
+        }
         self.next = Some(k);
         self.last_played_ts = ts.saturating_sub(self.frame_90k);
         self.played_to_ts = self.last_played_ts;
         self.state = State::Playing { clock_at: now, clock_ts: ts };
-        true
+    }
+
+    /// Media time (90 kHz) held without a hole from chunk `from` on.
+    fn run_from(&self, from: u64) -> u64 {
+        let mut expect = from;
+        let mut span: Option<(u64, u64)> = None;
+        for (seq, c) in self.chunks.range_from(from) {
+            if seq != expect {
+                break;
+            }
+            expect = seq + 1;
+            let ts = c.header.media_ts;
+            span = Some(span.map_or((ts, ts), |(first, last)| (first, last.max(ts))));
+        }
+        span.map_or(0, |(first, last)| last - first)
+    }
+
+    /// The first keyframe from chunk `from` on with `start_ms` of media after it, without a hole.
+    fn resume_point(&self, from: u64) -> Option<(u64, u64)> {
+        let need = u64::from(self.cfg.start_ms) * 90;
+        let mut run: Option<(u64, u64)> = None;
+        let mut expect = from;
+        for (seq, c) in self.chunks.range_from(from) {
+            if seq != expect {
+                run = None;
+            }
+            expect = seq + 1;
+            let ts = c.header.media_ts;
+            if run.is_none() && c.header.is_keyframe() {
+                run = Some((seq, ts));
+            }
+            if let Some((k, kts)) = run
+                && ts.saturating_sub(kts) >= need
+            {
+                return Some((k, kts));
+            }
+        }
+        None
     }
 
     /// Where to start when no run reaches the newest chunk with enough in it: a substream that
@@ -456,6 +519,53 @@ mod tests {
         assert_eq!(played(&mut b, t0 + ms(3000)).first(), Some(&60));
         assert_eq!(b.stats().stalled_ms, 400);
         assert!(!b.is_stalled());
+    }
+
+    /// Issue 24's testbed: a player whose parents of two substreams were gone half a minute got
+    /// the others back and then skipped one hole after another, 3 s each, ever further behind
+    /// live (the keyframes were in the missing substreams, so it never met one to catch up at).
+    #[test]
+    fn a_stall_far_behind_live_jumps_to_a_keyframe_near_live() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        for s in 0..60 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0);
+        assert_eq!(played(&mut b, t0 + ms(2_400)).last(), Some(&59));
+        // Later: half the chunks of the next 25 s (odd ones only), then everything up to live.
+        for s in (61..700).step_by(2) {
+            b.insert(chunk(s));
+        }
+        for s in 700..=1000 {
+            b.insert(chunk(s));
+        }
+        assert!(played(&mut b, t0 + ms(6_000)).is_empty() && b.is_stalled());
+        let out = played(&mut b, t0 + ms(9_100));
+        assert_eq!(b.stats().catchups, 1, "{:?}", b.stats());
+        assert_eq!(out.first(), Some(&700), "the first keyframe within the buffer of live");
+    }
+
+    /// A substream missing for a while leaves a hole every few chunks: after one stall the
+    /// player goes on at the first keyframe with a start's worth of media after it, rather than
+    /// stalling 3 s on each hole.
+    #[test]
+    fn holes_ahead_are_skipped_to_a_whole_run_at_once() {
+        let t0 = Instant::now();
+        let mut b = PlayBuffer::new(BufferConfig::default());
+        for s in 0..60 {
+            b.insert(chunk(s));
+        }
+        played(&mut b, t0);
+        played(&mut b, t0 + ms(2_400));
+        for s in (61..200).step_by(2).chain(200..=400) {
+            b.insert(chunk(s));
+        }
+        assert!(played(&mut b, t0 + ms(3_000)).is_empty() && b.is_stalled());
+        let out = played(&mut b, t0 + ms(6_100));
+        assert_eq!(out.first(), Some(&200), "on at keyframe 200, where the holes end");
+        assert_eq!(b.stats().stalls, 1);
+        assert_eq!(b.stats().catchups, 0);
     }
 
     #[test]

@@ -132,8 +132,10 @@ struct Substream {
     feed: FeedTo,
     /// Since when `feed` has fed it.
     since: Instant,
-    /// Whether the current parent was reported late (once per parent).
-    late_reported: bool,
+    /// When the current parent was last reported late: again after [`LATE_AGAIN`] while it
+    /// stays late (a report the edge found stale, or one lost with a connection, must not leave
+    /// the substream with a parent that sends nothing for good).
+    late_reported: Option<Instant>,
     /// Whether the current parent has sent anything on it.
     parent_sent: bool,
     /// Media time of the newest chunk received on it.
@@ -142,7 +144,7 @@ struct Substream {
 
 impl Substream {
     fn new(feed: FeedTo, now: Instant) -> Self {
-        Self { feed, since: now, late_reported: false, parent_sent: false, last_rx_ts: 0 }
+        Self { feed, since: now, late_reported: None, parent_sent: false, last_rx_ts: 0 }
     }
 }
 
@@ -177,6 +179,9 @@ const KEY_GRACE: Duration = Duration::from_secs(30);
 /// How long a peer that asked for our buffer maps gets them; it asks again (after half of this)
 /// while it still has chunks to repair.
 const MAP_LEASE: Duration = Duration::from_secs(30);
+
+/// A parent still late this long after it was reported is reported again.
+const LATE_AGAIN: Duration = Duration::from_secs(4);
 
 pub struct PeerCore {
     cfg: PeerConfig,

@@ -242,6 +242,8 @@ pub struct Service {
     key_changed: Option<Instant>,
     /// The broadcast ended after this seq (inner None: it never had a chunk); clients are told.
     ended: Option<Option<u64>>,
+    /// The newest chunk the edge has of the channel (its driver says, with the source's status).
+    source_last_seq: Option<u64>,
 }
 
 impl Service {
@@ -252,6 +254,7 @@ impl Service {
             links: Default::default(),
             key_changed: None,
             ended: None,
+            source_last_seq: None,
             admission: Admission::new(cfg.admission.clone()),
             cfg,
             clients: DetMap::default(),
@@ -537,6 +540,7 @@ impl Service {
     /// The channel's source as the edge's hub sees it: when the broadcast ends (its publisher did
     /// not come back), every client is told how far it went, so it plays that much and leaves.
     fn set_source(&mut self, source: SourceStatus, last_seq: Option<u64>) {
+        self.source_last_seq = last_seq;
         if source != SourceStatus::Ended {
             self.ended = None;
             return;

@@ -155,8 +155,10 @@ const BUDGET_PROBES: usize = 64;
 /// Candidates looked at, past the first that will do, for a less versatile one.
 const RANK_PROBES: usize = 16;
 
-/// Children moved from a home mate to a parent in another home, at most, per tick.
+/// Children moved from a home mate to a parent in another home, at most, per tick, and the
+/// children looked at for it.
 const SPREAD_PER_TICK: usize = 4;
+const SPREAD_TRIES: usize = 16;
 
 /// Push peers considered for moving into the trees when a client nobody can feed needs the edge.
 const SWAP_CANDIDATES: usize = 32;
@@ -558,15 +560,56 @@ impl Tracker {
                 })
             })
             .filter(|&(id, _, p)| self.home_mates(id, p))
-            .take(SPREAD_PER_TICK)
             .collect();
-        for (id, s, mate) in movers {
+        if movers.is_empty() {
+            return;
+        }
+        // From a random one on: movers that cannot move do not hold up the others.
+        let start = (self.next_rand() % movers.len() as u64) as usize;
+        let mut moved = 0;
+        for i in 0..movers.len().min(SPREAD_TRIES) {
+            if moved == SPREAD_PER_TICK {
+                break;
+            }
+            let (id, s, mate) = movers[(start + i) % movers.len()];
             if let Some(q) = self.pick_parent(id, s, Some(mate))
                 && !self.home_mates(id, q)
             {
                 self.set_feed(id, s, Feed::Peer(q));
+                moved += 1;
+            } else if self.exchange(id, s, mate) {
+                moved += 1;
             }
         }
+    }
+
+    /// Every parent of another home is full: `c` (fed by its home mate `p` in `s`) trades places
+    /// with a child `d` of a parent `q` of another home that `p` can feed instead, when neither
+    /// move makes a cycle or a tree deeper than K'. Both then hang under another home.
+    fn exchange(&mut self, c: PeerId, s: u16, p: PeerId) -> bool {
+        let si = usize::from(s);
+        let (hc, kp) = (self.height(c, s), self.cfg.k_prime);
+        let Some(dp) = self.clients.get(&p).map(|x| x.depth[si]) else { return false };
+        let found = self.clients.iter().find_map(|(&q, qc)| {
+            if q == p || q == c || qc.depth[si] == 0 || qc.depth[si] + 1 + hc > kp {
+                return None;
+            }
+            if self.home_mates(c, q) || !self.linkable(c, q) || self.is_ancestor(c, q, s) {
+                return None;
+            }
+            let d = qc.children[si].iter().copied().find(|&d| {
+                d != c
+                    && !self.home_mates(d, p)
+                    && self.linkable(d, p)
+                    && !self.is_ancestor(d, p, s)
+                    && dp + 1 + self.height(d, s) <= kp
+            })?;
+            Some((q, d))
+        });
+        let Some((q, d)) = found else { return false };
+        self.set_feed(c, s, Feed::Peer(q));
+        self.set_feed(d, s, Feed::Peer(p));
+        true
     }
 
     fn home_mates(&self, a: PeerId, b: PeerId) -> bool {

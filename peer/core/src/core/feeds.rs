@@ -91,14 +91,16 @@ impl PeerCore {
     }
 
     /// The first chunk of substream `s` not held, from the playback point (or the oldest chunk
-    /// held, before playback) up to the newest chunk held.
+    /// held, before playback): a hole up to the newest chunk held, else the substream's next one
+    /// after it (every feed silent: the edge then knows whether its source has produced it).
     pub(super) fn first_missing(&self, s: u16) -> Option<u64> {
         let k = u64::from(self.k());
         let newest = self.buffer.newest_seq()?;
         let from = self.buffer.next_seq().or_else(|| self.buffer.seqs_from(0).next())?;
         let first = from + (u64::from(s) + k - from % k) % k;
         // A buffer spans at most a few thousand chunks; bound the walk all the same.
-        (first..=newest).step_by(k as usize).take(4_096).find(|&seq| !self.buffer.contains(seq))
+        let mut seqs = (first..).step_by(k as usize).take(4_096);
+        seqs.find(|&seq| seq > newest || !self.buffer.contains(seq))
     }
 
     /// Reports a parent whose substream falls behind the others.
@@ -110,13 +112,19 @@ impl PeerCore {
         // never came up sat stalled for minutes). Parents that have sent are measured against
         // what arrived, so a pause of the source itself does not send every child to the edge.
         let live = newest + now.saturating_duration_since(self.newest_at).as_micros() as u64 * 9 / 100;
+        // Nothing from anyone for that long: every parent may be down at once (one home's full
+        // uplink feeds them all), or the source paused. Measured against live, the report says
+        // which chunk is missing, and the edge, which knows how far its source has got, acts
+        // only on the first.
+        let starved = now.saturating_duration_since(self.newest_at) > late_ms;
         let mut late = Vec::new();
         for (s, sub) in self.substreams.iter_mut().enumerate() {
             let FeedTo::Peer { id, .. } = sub.feed else { continue };
             let settled = now.saturating_duration_since(sub.since) > late_ms;
-            let expected = if sub.parent_sent { newest } else { live };
-            if settled && !sub.late_reported && expected.saturating_sub(sub.last_rx_ts) > late_90k {
-                sub.late_reported = true;
+            let expected = if sub.parent_sent && !starved { newest } else { live };
+            let due = sub.late_reported.is_none_or(|at| now.saturating_duration_since(at) >= LATE_AGAIN);
+            if settled && due && expected.saturating_sub(sub.last_rx_ts) > late_90k {
+                sub.late_reported = Some(now);
                 self.stats.late_reports += 1;
                 // Late after sending something is a slow parent; nothing at all is one that
                 // denies service (the edge makes it a leaf when several children say so).

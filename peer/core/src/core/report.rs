@@ -79,8 +79,8 @@ impl PeerCore {
         let prev = self.reported;
         let r = PeerReport {
             interval_ms: now.saturating_duration_since(self.last_report_at).as_millis() as u32,
-            played_ms: (cur.play.played_ms - prev.play.played_ms) as u32,
-            stalled_ms: (cur.play.stalled_ms - prev.play.stalled_ms) as u32,
+            played_ms: cur.play.played_ms.saturating_sub(prev.play.played_ms) as u32,
+            stalled_ms: cur.play.stalled_ms.saturating_sub(prev.play.stalled_ms) as u32,
             stalls: (cur.play.stalls - prev.play.stalls) as u32,
             bytes_from_edge: cur.bytes_from_edge - prev.bytes_from_edge,
             bytes_from_peers: cur.bytes_from_peers - prev.bytes_from_peers,

@@ -396,6 +396,10 @@ fn a_peer_whose_parents_never_send_reports_them_silent_once_live_moves_on() {
     assert_eq!(silent(&early), 0, "not before late_ms (2 s)");
     let (_, later) = run(&mut p, t0 + Duration::from_millis(1_900), t0 + Duration::from_secs(4));
     assert_eq!(silent(&later), 4, "each substream's parent reported once: {later:?}");
+    // Issue 24's testbed: after a home's link was cut a report went unanswered and the child
+    // stalled on that substream every 3 s for a minute. A parent still silent is reported again.
+    let (_, still) = run(&mut p, t0 + Duration::from_secs(4), t0 + Duration::from_millis(6_500));
+    assert_eq!(silent(&still), 4, "reported again after 4 s: {still:?}");
 }
 
 /// The channel's latency target in the welcome puts a player with a bigger buffer in

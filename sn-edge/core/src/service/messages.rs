@@ -41,6 +41,15 @@ impl Service {
                 if current != Some(Feed::Peer(parent)) {
                     return; // stale: the client was moved already
                 }
+                // A child hears nothing from any parent: the edge knows whether its source has
+                // produced what the child misses (a paused broadcast is nobody's fault).
+                if matches!(trouble, Trouble::Late | Trouble::Silent)
+                    && let (Some(m), Some(last)) = (missing_from, self.source_last_seq)
+                    && last < m
+                {
+                    self.stats.troubles_before_source += 1;
+                    return;
+                }
                 // Where a takeover by the edge resends from (checked against the ring by the feeder).
                 if let (Some(seq), Some(c)) = (missing_from, self.clients.get_mut(&peer)) {
                     c.backfill_from = Some(c.backfill_from.map_or(seq, |b| b.min(seq)));

@@ -14,6 +14,8 @@ pub struct ServiceStats {
     pub refused_other: u64,
     pub redirected: u64,
     pub parent_troubles: u64,
+    /// Late or silent parents reported for chunks the source has not produced yet (ignored).
+    pub troubles_before_source: u64,
     pub signals_relayed: u64,
     /// Signals not relayed: too large, too many, or to a peer the sender was never introduced to.
     pub signals_refused: u64,

@@ -421,3 +421,25 @@ fn children_move_from_a_home_mate_to_another_home_when_it_has_room() {
     assert_eq!(t.feeds(PeerId(2)).unwrap(), before.as_slice());
     check_invariants(&t);
 }
+
+#[test]
+fn a_child_under_its_home_mate_trades_places_with_one_under_another_home() {
+    use NatClass::*;
+    // One tree, no edge room beyond the two push peers; each has one slot.
+    let mut t = tracker(1, 3, 2);
+    t.add_push(PeerId(1), 1, None, behind(Restricted, 1));
+    t.add_push(PeerId(2), 1, None, behind(Restricted, 2));
+    assert!(t.add_p2p(PeerId(10), 0, None, behind(Restricted, 1)));
+    assert!(t.add_p2p(PeerId(20), 0, None, behind(Restricted, 2)));
+    // Each under its home mate (as when each joined while only its mate had room).
+    t.set_feed(PeerId(10), 0, Feed::None);
+    t.set_feed(PeerId(20), 0, Feed::None);
+    t.set_feed(PeerId(10), 0, Feed::Peer(PeerId(1)));
+    t.set_feed(PeerId(20), 0, Feed::Peer(PeerId(2)));
+    check_invariants(&t);
+    // Every parent is full; the tick trades them across homes.
+    t.tick();
+    assert_eq!(t.feeds(PeerId(10)).unwrap(), &[Feed::Peer(PeerId(2))]);
+    assert_eq!(t.feeds(PeerId(20)).unwrap(), &[Feed::Peer(PeerId(1))]);
+    check_invariants(&t);
+}

@@ -503,3 +503,28 @@ fn clients_are_placed_when_their_nat_is_measured_or_the_wait_ends() {
     assert!(s.admission().tracker().feeds(PeerId(2)).is_some());
     assert_eq!(s.stats().nat_classes, [2, 0, 0, 0], "both count as unknown");
 }
+
+/// Issue 24: a child whose every parent went quiet (one home's full uplink fed them all) measures
+/// them against live and reports them; a paused broadcast looks the same to it, and the edge,
+/// which knows how far its source has got, acts only on the first.
+#[test]
+fn silent_parents_are_moved_only_for_chunks_the_source_has_produced() {
+    use proto::SourceStatus;
+    let cfg = AdmissionConfig { n1c: 1, ..AdmissionConfig::paper() };
+    let mut s = Service::new(ServiceConfig::new(channel(), cfg));
+    let t0 = Instant::now();
+    let ids = clients_at(&mut s, t0, &[ip(1), ip(2)]);
+    let (parent, child) = (ids[0], ids[1]);
+    let feeds = |s: &Service| s.admission().tracker().feeds(child).map(<[Feed]>::to_vec).unwrap_or_default();
+    assert_eq!(feeds(&s)[0], Feed::Peer(parent), "{:?}", feeds(&s));
+    s.handle(t0, Input::Source { status: SourceStatus::Live, last_seq: Some(100) });
+    let trouble = |missing_from| Input::Message {
+        conn: ConnId(1),
+        msg: ToEdge::ParentTrouble { substream: 0, parent, trouble: proto::peer::Trouble::Silent, missing_from },
+    };
+    s.handle(t0, trouble(Some(101)));
+    assert_eq!(feeds(&s)[0], Feed::Peer(parent), "the source has not produced chunk 101 yet");
+    assert_eq!(s.stats().troubles_before_source, 1);
+    s.handle(t0, trouble(Some(96)));
+    assert_ne!(feeds(&s)[0], Feed::Peer(parent), "chunk 96 exists: the parent is at fault");
+}
