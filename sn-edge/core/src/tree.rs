@@ -577,7 +577,9 @@ impl Tracker {
             {
                 self.set_feed(id, s, Feed::Peer(q));
                 moved += 1;
-            } else if self.exchange(id, s, mate) {
+            } else if self.exchange(id, s, mate, true)
+                || (!self.feeds_another_home(mate) && self.exchange(id, s, mate, false))
+            {
                 moved += 1;
             }
         }
@@ -585,8 +587,10 @@ impl Tracker {
 
     /// Every parent of another home is full: `c` (fed by its home mate `p` in `s`) trades places
     /// with a child `d` of a parent `q` of another home that `p` can feed instead, when neither
-    /// move makes a cycle or a tree deeper than K'. Both then hang under another home.
-    fn exchange(&mut self, c: PeerId, s: u16, p: PeerId) -> bool {
+    /// move makes a cycle or a tree deeper than K'. Both then hang under another home — unless
+    /// `strict` is off: then `q` may be `c`'s home mate, and only `p` (which fed no other home)
+    /// gains a child from another home.
+    fn exchange(&mut self, c: PeerId, s: u16, p: PeerId, strict: bool) -> bool {
         let si = usize::from(s);
         let (hc, kp) = (self.height(c, s), self.cfg.k_prime);
         let Some(dp) = self.clients.get(&p).map(|x| x.depth[si]) else { return false };
@@ -594,7 +598,7 @@ impl Tracker {
             if q == p || q == c || qc.depth[si] == 0 || qc.depth[si] + 1 + hc > kp {
                 return None;
             }
-            if self.home_mates(c, q) || !self.linkable(c, q) || self.is_ancestor(c, q, s) {
+            if (strict && self.home_mates(c, q)) || !self.linkable(c, q) || self.is_ancestor(c, q, s) {
                 return None;
             }
             let d = qc.children[si].iter().copied().find(|&d| {
@@ -610,6 +614,11 @@ impl Tracker {
         self.set_feed(c, s, Feed::Peer(q));
         self.set_feed(d, s, Feed::Peer(p));
         true
+    }
+
+    /// Whether `p` feeds anyone outside its home.
+    fn feeds_another_home(&self, p: PeerId) -> bool {
+        self.clients.get(&p).is_some_and(|c| c.children.iter().flatten().any(|&ch| !self.home_mates(p, ch)))
     }
 
     fn home_mates(&self, a: PeerId, b: PeerId) -> bool {

@@ -443,3 +443,25 @@ fn a_child_under_its_home_mate_trades_places_with_one_under_another_home() {
     assert_eq!(t.feeds(PeerId(20)).unwrap(), &[Feed::Peer(PeerId(1))]);
     check_invariants(&t);
 }
+
+#[test]
+fn a_parent_that_feeds_only_its_home_gets_a_child_from_another() {
+    use NatClass::*;
+    // Testbed run: h3's push peer fed only its home mates while h5's peer hung under another h3
+    // peer. One tree: 1 (home 3, push) feeds 2 and 3 (home 3); 2 feeds 4 (home 5).
+    let mut t = tracker(1, 3, 1);
+    t.add_push(PeerId(1), 2, None, behind(Restricted, 3));
+    for (id, slots) in [(2, 2), (3, 0), (4, 0)] {
+        t.add_waiting(PeerId(id), slots, None, behind(Restricted, if id == 4 { 5 } else { 3 }));
+    }
+    for (id, parent) in [(2, 1), (3, 1), (4, 2)] {
+        t.set_feed(PeerId(id), 0, Feed::None);
+        t.set_feed(PeerId(id), 0, Feed::Peer(PeerId(parent)));
+    }
+    check_invariants(&t);
+    t.tick();
+    // 1 feeds home 5 now; 3 went under 2 in 4's place.
+    assert!(t.children(PeerId(1), 0).contains(&PeerId(4)), "{:?}", t.children(PeerId(1), 0));
+    assert_eq!(t.feeds(PeerId(3)).unwrap(), &[Feed::Peer(PeerId(2))]);
+    check_invariants(&t);
+}
