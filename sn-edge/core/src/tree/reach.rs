@@ -188,6 +188,11 @@ impl Tracker {
     /// pushing its subtree past K', moves into the trees. `for_id` is never the one moved, nor
     /// chosen as its parent. Returns whether room was made (K substreams).
     pub fn free_edge_room(&mut self, for_id: PeerId) -> bool {
+        // A push peer moves only under parents with a slot to spare in every substream: with none
+        // there is nothing to try (the common case of a full swarm: one check, not a search).
+        if !self.p2p_room() {
+            return false;
+        }
         let mut push: Vec<PeerId> =
             self.clients.iter().filter(|(id, c)| c.push && **id != for_id).map(|(&id, _)| id).collect();
         // The most versatile first: an open peer finds parents most easily.
