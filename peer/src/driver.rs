@@ -263,19 +263,18 @@ pub async fn run_with(
                 }
             }
             Some(Ev::Edge(m)) => {
-                if let FromEdge::Welcome(w) = &m {
-                    match (&mut webrtc, w.stun) {
-                        (Some(rtc), stun) => {
-                            rtc.welcome(stun);
-                            if let Some(server) = stun {
-                                spawn_nat_probe(server, rtc.bind_ip(), ev_tx.clone(), &local);
-                            }
-                        }
-                        // Direct TCP is for hosts that accept connections: nothing stands in the way.
-                        (None, _) => core.handle(now(), Input::Nat { class: NatClass::Open, mapped: None }),
+                let welcomed = matches!(m, FromEdge::Welcome(_));
+                if let (FromEdge::Welcome(w), Some(rtc)) = (&m, &mut webrtc) {
+                    rtc.welcome(w.stun);
+                    if let Some(server) = w.stun {
+                        spawn_nat_probe(server, rtc.bind_ip(), ev_tx.clone(), &local);
                     }
                 }
                 core.handle(now(), Input::FromEdge(m));
+                if welcomed && webrtc.is_none() {
+                    // Direct TCP is for hosts that accept connections: nothing stands in the way.
+                    core.handle(now(), Input::Nat { class: NatClass::Open, mapped: None });
+                }
             }
             Some(Ev::Nat(p)) => {
                 let class = proto::nat::classify(&p);

@@ -211,6 +211,12 @@ pub enum FromEdge {
     Ended {
         last_seq: Option<u64>,
     },
+    /// A client welcomed before its NAT was known has its place now: served directly or by peers,
+    /// and the upload slots the edge counts on (as the welcome would have said).
+    Placed {
+        push: bool,
+        upload_slots: u16,
+    },
     Chunk(Chunk),
     Signal {
         from: PeerId,
@@ -466,6 +472,7 @@ impl WireMessage for FromEdge {
             FromEdge::Introduce { .. } => "introduce",
             FromEdge::ChannelKey { .. } => "channel-key",
             FromEdge::Ended { .. } => "ended",
+            FromEdge::Placed { .. } => "placed",
         }
     }
 
@@ -482,6 +489,11 @@ impl WireMessage for FromEdge {
             FromEdge::Ended { last_seq } => {
                 out.put_u8(10);
                 put_opt_u64(out, *last_seq);
+            }
+            FromEdge::Placed { push, upload_slots } => {
+                out.put_u8(11);
+                out.put_u8(u8::from(*push));
+                out.put_u16(*upload_slots);
             }
             FromEdge::Welcome(w) => {
                 out.put_u8(1);
@@ -588,6 +600,7 @@ impl WireMessage for FromEdge {
             8 => FromEdge::Introduce { peer: PeerId(r.u64("introduced peer")?) },
             9 => FromEdge::ChannelKey { key: r.array::<32>("channel key")? },
             10 => FromEdge::Ended { last_seq: r.opt_u64("last seq")? },
+            11 => FromEdge::Placed { push: r.u8("push")? != 0, upload_slots: r.u16("upload slots")? },
             t => return Err(WireError::UnknownType(t)),
         };
         r.finish(msg.kind())?;

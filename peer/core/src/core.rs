@@ -569,6 +569,7 @@ impl PeerCore {
                 self.outro_until = Some(now + buffered + OUTRO_SLACK);
                 self.out.push_back(Output::Event(Event::BroadcastEnded));
             }
+            FromEdge::Placed { push, .. } => self.push = push,
             FromEdge::Feed { substream, feed } => self.on_feed(now, substream, feed),
             FromEdge::Chunk(c) => {
                 if self.authentic(&c) {

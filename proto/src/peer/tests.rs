@@ -90,6 +90,8 @@ fn control_messages_round_trip_and_reject_truncation() {
         FromEdge::ChannelKey { key: [7; 32] },
         FromEdge::Ended { last_seq: Some(77) },
         FromEdge::Ended { last_seq: None },
+        FromEdge::Placed { push: true, upload_slots: 6 },
+        FromEdge::Placed { push: false, upload_slots: 0 },
     ]);
     round_trip(&[
         PeerLink::Hello { version: 1, peer: PeerId(7), channel: ch() },

@@ -445,12 +445,25 @@ impl Service {
     fn place_measured(&mut self, now: Instant, peer: PeerId, reach: Reach) {
         let Some((conn, redirects)) = self.clients.get(&peer).map(|c| (c.conn, c.redirects)) else { return };
         let sibling = redirects == 0 && self.sibling_available();
-        if self.admission.measured(peer, reach, sibling) == Some(Admit::Redirect)
-            && !self.send_to_sibling(now, peer, conn)
-        {
-            // The sibling it was meant for is gone: it waits in the trees here.
-            self.admission.tracker_mut().add_waiting(peer, 0, None, reach);
+        match self.admission.measured(peer, reach, sibling) {
+            Some(Admit::Redirect) if !self.send_to_sibling(now, peer, conn) => {
+                // Not placed here, and no sibling after all: it joins again (its player retries).
+                tracing::warn!(channel = %self.cfg.channel, %peer, "no room and no sibling for a measured client; closing");
+                self.out.push_back(Output::Close { conn });
+                self.conns.remove(&conn);
+                self.forget(peer);
+            }
+            Some(Admit::Push(_) | Admit::P2p(_)) => self.tell_place(peer, conn),
+            _ => {}
         }
+    }
+
+    /// Tells a client welcomed before it was placed where it went.
+    fn tell_place(&mut self, peer: PeerId, conn: ConnId) {
+        let tracker = self.admission.tracker();
+        let msg =
+            FromEdge::Placed { push: tracker.is_push(peer), upload_slots: tracker.slots(peer).map_or(0, |(_, s)| s) };
+        self.out.push_back(Output::Send { conn, msg });
     }
 
     /// Starts or ends a drain. Draining sends every client, present and arriving, to a sibling

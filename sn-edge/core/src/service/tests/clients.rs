@@ -485,6 +485,11 @@ fn clients_are_placed_when_their_nat_is_measured_or_the_wait_ends() {
     let nat = |class, mapped| Input::Message { conn: ConnId(1), msg: ToEdge::Nat { class, mapped } };
     s.handle(t0 + Duration::from_millis(300), nat(NatClass::Restricted, Some(ip(1))));
     assert!(!s.admission().is_pending(PeerId(1)));
+    let placed = drain(&mut s).into_iter().find_map(|o| match o {
+        Output::Send { conn: ConnId(1), msg: FromEdge::Placed { push, upload_slots } } => Some((push, upload_slots)),
+        _ => None,
+    });
+    assert!(placed.is_some_and(|(push, slots)| push && slots > 0), "told where it went: {placed:?}");
     assert_eq!(s.admission().tracker().reach(PeerId(1)).map(|r| r.nat), Some(NatClass::Restricted));
     assert!(s.admission().tracker().feeds(PeerId(1)).is_some_and(|f| f.iter().all(|f| *f == Feed::Edge)));
     // STUN saw another address than the connection's: taken as unknown.
