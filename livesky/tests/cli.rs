@@ -20,6 +20,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A role whose stdout and stderr go to `log`.
+fn spawn_logged(args: &[&str], log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    let out = Stdio::from(file.try_clone().unwrap());
+    Command::new(BIN).args(args).env("RUST_LOG", "warn").stdout(out).stderr(Stdio::from(file)).spawn().unwrap()
+}
+
 fn spawn(args: &[&str]) -> Child {
     Command::new(BIN).args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
@@ -137,15 +144,30 @@ identity_key = "{k2}"
         path.to_str().unwrap().to_string()
     };
     let (f0, f1, f2) = (key_file(1), key_file(2), key_file(3));
+    // Logs go to files: a pipe nobody reads fills up and blocks the role that writes to it.
+    let logs = [dir.join("tier0.log"), dir.join("core1.log"), dir.join("edge1.log")];
     let mut procs = [
-        spawn(&["sn", "--config", cfg, "--node", "tier0", "--key-file", &f0]),
-        spawn(&["sn", "--config", cfg, "--node", "core1", "--key-file", &f1]),
-        spawn(&["edge", "--config", cfg, "--node", "edge1", "--key-file", &f2]),
+        spawn_logged(&["sn", "--config", cfg, "--node", "tier0", "--key-file", &f0], &logs[0]),
+        spawn_logged(&["sn", "--config", cfg, "--node", "core1", "--key-file", &f1], &logs[1]),
+        spawn_logged(&["edge", "--config", cfg, "--node", "edge1", "--key-file", &f2], &logs[2]),
     ];
     let edge = format!("127.0.0.1:{e1_http}");
-    let body = wait_for(Duration::from_secs(20), "the edge to serve the stream", || {
-        http_get(&edge, "/live/demo.ts", 100_000).filter(|(s, b)| *s == 200 && b.len() >= 100_000)
-    });
+    let t0 = Instant::now();
+    let body = loop {
+        if let Some(got) = http_get(&edge, "/live/demo.ts", 100_000).filter(|(s, b)| *s == 200 && b.len() >= 100_000) {
+            break got;
+        }
+        // A role that exited (a port taken since `free_port`, say) or a slow start under CI's
+        // load: either way the roles' own logs say which, so the failure shows them.
+        let exited = procs.iter_mut().any(|p| !matches!(p.try_wait(), Ok(None)));
+        if exited || t0.elapsed() > Duration::from_secs(40) {
+            panic!(
+                "the edge did not serve the stream (a role exited: {exited}):\n{}",
+                stop_and_collect(&mut procs, &logs)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(body.1.len() >= 100_000);
     let (_, metrics) = http_get(&format!("127.0.0.1:{c1_http}"), "/metrics", 1 << 20).unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
@@ -159,7 +181,8 @@ identity_key = "{k2}"
 fn demo_writes_endpoints_and_stops_on_ctrl_c() {
     let dir = tmpdir("demo");
     let ep = dir.join("endpoints.json");
-    let mut child = spawn(&["demo", "--ephemeral-ports", "--endpoints-file", ep.to_str().unwrap(), "--duration", "60"]);
+    let args = ["demo", "--ephemeral-ports", "--endpoints-file", ep.to_str().unwrap(), "--duration", "60"];
+    let mut child = spawn_logged(&args, &dir.join("demo.log"));
     let text = wait_for(Duration::from_secs(20), "the endpoints file", || std::fs::read_to_string(&ep).ok());
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let ingest = v["ingest"].as_str().unwrap();
@@ -175,6 +198,18 @@ fn demo_writes_endpoints_and_stops_on_ctrl_c() {
     }
     interrupt_and_wait(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stops every process and returns what each wrote to stderr.
+fn stop_and_collect(procs: &mut [Child], logs: &[PathBuf]) -> String {
+    let mut text = String::new();
+    for (p, log) in procs.iter_mut().zip(logs) {
+        let _ = p.kill();
+        let _ = p.wait();
+        let err = std::fs::read_to_string(log).unwrap_or_default();
+        text.push_str(&format!("--- {}:\n{err}\n", log.display()));
+    }
+    text
 }
 
 fn key(i: u8) -> proto::NodeKey {

@@ -266,7 +266,7 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "latency_p50_ms": st.reported.latency.quantile_ms(0.5),
                 "latency_p95_ms": st.reported.latency.quantile_ms(0.95),
             });
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "channel": c.as_str(),
                 "stage": snap.stage as u8,
                 "p0": snap.p0,
@@ -308,7 +308,10 @@ async fn p2p_status(State(edge): State<Arc<Edge>>) -> axum::Json<serde_json::Val
                 "leaves": snap.stats.leaves,
                 "aged_out": snap.stats.aged_out,
                 "reported": reported,
-            })
+            });
+            // Apart: one more key in the literal above exceeds `json!`'s recursion limit.
+            v["troubles_before_source"] = st.troubles_before_source.into();
+            v
         })
         .collect();
     axum::Json(serde_json::json!({ "node": edge.node.id().as_str(), "channels": channels }))

@@ -122,7 +122,7 @@ impl EdgeMetrics {
             refused_claims: int_gauge(
                 r,
                 "edge_refused_claims",
-                "Client messages refused or cut since start (what: signal, bad_chunk_report, confirmation, report_clamped)",
+                "Client messages refused or cut since start (what: signal, bad_chunk_report, confirmation, report_clamped, trouble_before_source)",
                 &["channel", "what"],
             ),
             clients_dropped: counter(
@@ -172,6 +172,7 @@ impl EdgeMetrics {
             ("bad_chunk_report", st.bad_chunk_refused),
             ("confirmation", st.confirmations_refused),
             ("report_clamped", st.reports_clamped),
+            ("trouble_before_source", st.troubles_before_source),
         ];
         for (what, v) in refused {
             self.refused_claims.with_label_values(&[ch, what]).set(v as i64);

@@ -49,7 +49,11 @@ impl PeerCore {
             }
             return;
         }
-        let from_seq = self.buffer.next_seq().or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
+        // From the first chunk we lack on these substreams, not from the playback point: what the
+        // start burst brought would otherwise be sent again, ahead of the chunks missing since, on
+        // an uplink that may have little to spare (a new child stalled where its burst ran out).
+        let first_missing = (0..64u16).filter(|&s| mask & (1u64 << s) != 0).filter_map(|s| self.first_missing(s)).min();
+        let from_seq = first_missing.or(self.buffer.newest_seq().map(|n| n + 1)).unwrap_or(0);
         self.out.push_back(Output::Send { link, msg: PeerLink::Subscribe { substreams: mask, from_seq } });
         if let Some(p) = self.parents.get_mut(&id) {
             p.pending = false;

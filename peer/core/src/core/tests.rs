@@ -162,11 +162,53 @@ fn subscribed_after(per_100ms: u64) -> Option<u64> {
             }
         }
         p.handle_timeout(now);
-        if sent_on(&mut p, link).iter().any(|o| matches!(o, Output::Send { msg: PeerLink::Subscribe { .. }, .. })) {
+        if subscribed_from(&mut p, link).is_some() {
             return Some(step * 100);
         }
     }
     None
+}
+
+/// The `from_seq` of a `Subscribe` sent on `link`, if one was.
+fn subscribed_from(p: &mut PeerCore, link: LinkId) -> Option<u64> {
+    sent_on(p, link).into_iter().find_map(|o| match o {
+        Output::Send { msg: PeerLink::Subscribe { from_seq, .. }, .. } => Some(from_seq),
+        _ => None,
+    })
+}
+
+/// Stop 34's testbed: a new child on a slow home uplink stalled where its start burst ran out.
+/// It had asked its parent for everything from its playback point, so the parent sent the burst
+/// again before the chunks that were missing.
+#[test]
+fn a_parent_is_asked_for_what_the_burst_did_not_bring() {
+    let t0 = Instant::now();
+    let mut p = PeerCore::new(PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}"))), t0);
+    let FromEdge::Welcome(mut w) = welcome(1) else { return };
+    w.push = false;
+    p.handle(t0, Input::FromEdge(FromEdge::Welcome(w)));
+    // A 4 s burst (seqs 0..100, but substream 2's chunk 98 never came), then a second of
+    // playback: the playback point is near 25.
+    for seq in (0..100).filter(|&s| s != 98) {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    let t1 = t0 + Duration::from_secs(1);
+    let (played, _) = run(&mut p, t0, t1);
+    assert!(!played.is_empty() && p.buffer.next_seq() < Some(50), "playing from the burst's start");
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+    let link = |p: &mut PeerCore, s: u16| {
+        p.handle(t1, Input::FromEdge(FromEdge::Feed { substream: s, feed: FeedTo::Peer { id: PeerId(2), addr } }));
+        std::iter::from_fn(|| p.poll_output()).find_map(|o| match o {
+            Output::Connect { link, .. } => Some(link),
+            _ => None,
+        })
+    };
+    let Some(l) = link(&mut p, 0) else { panic!("no link to the parent") };
+    p.handle(t1, Input::LinkUp(l));
+    assert_eq!(subscribed_from(&mut p, l), Some(100), "substream 0 is whole up to the newest chunk");
+    // The same parent takes substream 2 as well: from its hole.
+    p.handle(t1, Input::FromEdge(FromEdge::Feed { substream: 2, feed: FeedTo::Peer { id: PeerId(2), addr } }));
+    assert_eq!(subscribed_from(&mut p, l), Some(98));
 }
 
 #[test]

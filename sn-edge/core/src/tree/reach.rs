@@ -23,7 +23,12 @@ impl Reach {
 
     /// Whether the two can open a peer link between them.
     pub fn can_link(&self, other: &Reach) -> bool {
-        (self.site.is_some() && self.site == other.site) || self.nat.can_link(other.nat)
+        self.same_home(other) || self.nat.can_link(other.nat)
+    }
+
+    /// Whether both connect from the same known public address: one home, one LAN.
+    pub fn same_home(&self, other: &Reach) -> bool {
+        self.site.is_some() && self.site == other.site
     }
 }
 
@@ -43,7 +48,7 @@ pub(super) fn versatility(nat: NatClass) -> u8 {
 /// its slots are kept for the home mates that need them, and the trees reach across homes (a
 /// home whose peers feed each other has all its eggs behind one router).
 pub(super) fn rank(child: &Reach, parent: &Reach) -> u8 {
-    let home = child.site.is_some() && child.site == parent.site;
+    let home = child.same_home(parent);
     match (least_versatile_for(child.nat), home) {
         (_, false) => versatility(parent.nat),
         (SYMMETRIC_CHILD, true) => 0,
@@ -342,7 +347,7 @@ impl Tracker {
 
     pub(super) fn home_mates(&self, a: PeerId, b: PeerId) -> bool {
         match (self.clients.get(&a), self.clients.get(&b)) {
-            (Some(x), Some(y)) => x.reach.site.is_some() && x.reach.site == y.reach.site,
+            (Some(x), Some(y)) => x.reach.same_home(&y.reach),
             _ => false,
         }
     }
