@@ -165,6 +165,87 @@ async fn malformed_requests_get_clear_errors() {
     cluster.shutdown().await;
 }
 
+/// HTTP-TS is served off hyper, on the raw socket, so only a connection's first request can
+/// be a stream; a stream asked later on a kept-alive connection is redirected to a new one, and
+/// the stream itself is close-delimited (no chunked framing), in the request's HTTP version.
+#[tokio::test]
+async fn http_ts_is_a_connections_first_request_and_ends_with_the_connection() {
+    let cluster = start(&looped(1.0, "")).await;
+    let e = cluster.get("edge1").unwrap();
+    let host = e.http;
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let two = format!(
+        "GET /live/demo/index.m3u8 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /live/demo.ts?token=x HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    s.write_all(two.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("closed after the redirect")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(text.contains("#extm3u"), "the playlist first: {text}");
+    assert!(text.contains("307 temporary redirect") && text.contains("location: /live/demo.ts?token=x"), "{text}");
+    for version in ["1.0", "1.1"] {
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        s.write_all(format!("GET /live/demo.ts HTTP/{version}\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < buf.len() {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[got..])).await {
+                Ok(Ok(n)) if n > 0 => got += n,
+                other => panic!("stream ended early after {got} bytes: {other:?}"),
+            }
+        }
+        let at = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+        let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
+        assert!(head.starts_with(&format!("http/{version} 200 ok")), "{head}");
+        assert!(head.contains("connection: close") && !head.contains("transfer-encoding"), "{head}");
+        assert!(starts_with_pat(&buf[at..]), "the body is TS from a keyframe chunk");
+    }
+    cluster.shutdown().await;
+}
+
+/// One request on its own connection (`Connection: close`): the head (lower-cased) and body.
+async fn raw_request(host: std::net::SocketAddr, method: &str, path: &str, extra: &str) -> (String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("answered and closed").unwrap();
+    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    (String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase(), buf[at..].to_vec())
+}
+
+/// Segments are immutable: a cache in front can revalidate them (ETag) and players can fetch
+/// parts of them (Range) or only their size (HEAD).
+#[tokio::test]
+async fn hls_segments_answer_range_etag_and_head() {
+    let cluster = start(&looped(1.0, "")).await;
+    let e = cluster.get("edge1").unwrap();
+    let (status, pl) = get_text(&e.url("/live/demo/index.m3u8")).await;
+    assert_eq!(status, 200, "{pl}");
+    let seg = format!("/live/demo/{}", pl.lines().rfind(|l| l.ends_with(".ts")).unwrap());
+    let (head, whole) = raw_request(e.http, "GET", &seg, "").await;
+    assert!(head.starts_with("http/1.1 200") && head.contains("accept-ranges: bytes"), "{head}");
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).expect("an etag").to_string();
+    let (head, part) = raw_request(e.http, "GET", &seg, "Range: bytes=188-375\r\n").await;
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(head.contains(&format!("content-range: bytes 188-375/{}", whole.len())), "{head}");
+    assert_eq!(part, whole[188..376]);
+    let (head, _) = raw_request(e.http, "GET", &seg, &format!("Range: bytes={}-\r\n", whole.len())).await;
+    assert!(
+        head.starts_with("http/1.1 416") && head.contains(&format!("content-range: bytes */{}", whole.len())),
+        "{head}"
+    );
+    let (head, body) = raw_request(e.http, "GET", &seg, &format!("If-None-Match: {etag}\r\n")).await;
+    assert!(head.starts_with("http/1.1 304") && body.is_empty(), "{head}");
+    let (head, body) = raw_request(e.http, "HEAD", &seg, "").await;
+    assert!(head.starts_with("http/1.1 200") && head.contains(&format!("content-length: {}", whole.len())), "{head}");
+    assert!(body.is_empty(), "HEAD has no body");
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_channel_offered_only_as_hls_refuses_http_ts_with_a_reason() {
     let topo = looped(1.0, "").replace("speed = 1 }", "speed = 1 }\nlegacy = [\"hls\"]");

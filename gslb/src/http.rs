@@ -25,7 +25,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .with_state(shared.clone());
     let limits = &shared.settings.limits;
     let limiter = livesky_net::httpd::http_limiter(limits, shared.metrics.conns.clone());
-    livesky_net::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}).await;
+    livesky_net::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}, None).await;
 }
 
 #[derive(Deserialize)]

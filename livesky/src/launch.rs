@@ -410,11 +410,11 @@ impl Cluster {
                 Some(e) => e.start_client_service().await?,
                 None => None,
             };
-            let router = match &edge {
-                Some(e) => sn_edge::router(e.clone()),
-                None => sn_core::http::base_router(node.clone()),
+            let (router, takeover) = match &edge {
+                Some(e) => (sn_edge::router(e.clone()), Some(sn_edge::ts_viewer::takeover(e.clone()))),
+                None => (sn_core::http::base_router(node.clone()), None),
             };
-            node.serve_http(router);
+            node.serve_http(router, takeover);
             let mc = mc.as_ref().and_then(|link| follow_mc(link, &node, edge.clone(), http, sn, client));
             nodes.push(RunningNode { node, edge, http, sn, tcp_ingest, client, rtmp, srt, mc });
         }

@@ -11,9 +11,11 @@
 //! - On shutdown each connection finishes its response in flight (at most [`DRAIN`]) and closes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
@@ -24,6 +26,7 @@ use tower_service::Service;
 use tracing::debug;
 
 use crate::limits::{ConnLimiter, Limits, Refusal};
+use crate::takeover::{Rewind, Sniffed, Takeover, sniff};
 
 /// How long connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -43,7 +46,8 @@ pub fn http_limiter(limits: &Limits, metrics: crate::limits::ConnMetrics) -> Con
 }
 
 /// Serves `router` on `listener` until `cancel`; `tune` sees each accepted socket (send buffer,
-/// nodelay). Handlers get the client's address as `ConnectInfo<SocketAddr>`.
+/// nodelay). Handlers get the client's address as `ConnectInfo<SocketAddr>`. A connection whose
+/// first request `takeover` wants is handed to it instead (see [`crate::takeover`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -51,6 +55,7 @@ pub async fn serve(
     header_timeout: Duration,
     cancel: CancellationToken,
     tune: impl Fn(&TcpStream) + Send + 'static,
+    takeover: Option<Arc<dyn Takeover>>,
 ) {
     let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
     let conns = TaskTracker::new();
@@ -76,13 +81,26 @@ pub async fn serve(
             },
             Err(never) => match never {},
         };
-        let (cancel, limiter) = (cancel.clone(), limiter.clone());
+        let (cancel, limiter, takeover) = (cancel.clone(), limiter.clone(), takeover.clone());
         conns.spawn(async move {
+            let prefix = match takeover {
+                None => Bytes::new(),
+                Some(t) => match sniff(&mut stream, peer, t.as_ref(), header_timeout).await {
+                    Sniffed::Raw(req) => return t.serve(req, stream, permit).await,
+                    Sniffed::Hyper(prefix) => prefix,
+                    Sniffed::Gone { timed_out } => {
+                        if timed_out {
+                            limiter.count("timeout");
+                        }
+                        return;
+                    }
+                },
+            };
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), svc)
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {

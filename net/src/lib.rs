@@ -11,3 +11,4 @@ pub mod limits;
 pub mod mc_tls;
 pub mod mclink;
 pub mod metrics;
+pub mod takeover;

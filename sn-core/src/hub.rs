@@ -305,24 +305,33 @@ impl Cursor {
     /// Waits for chunks (up to `max`, appended to `out`) or a source state change.
     pub async fn next(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<CursorEvent, CursorEnd> {
         loop {
-            let status = *self.rx.borrow_and_update();
-            match status.state {
-                HubState::NotFound => return Err(CursorEnd::NotFound),
-                HubState::Closed => return Err(CursorEnd::Closed),
-                HubState::Pending | HubState::Ready => {}
-            }
-            // Chunks first: a viewer told "ended" must already have the broadcast's last chunks.
-            if self.read(out, max)? {
-                return Ok(CursorEvent::Chunks);
-            }
-            if status.source != self.source_seen {
-                self.source_seen = status.source;
-                return Ok(CursorEvent::Source(status.source));
+            if let Some(ev) = self.try_next(out, max)? {
+                return Ok(ev);
             }
             if self.rx.changed().await.is_err() {
                 return Err(CursorEnd::Closed);
             }
         }
+    }
+
+    /// What [`Cursor::next`] would return now, without waiting: None when nothing is new (a
+    /// reader serving many viewers on one clock polls each).
+    pub fn try_next(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<Option<CursorEvent>, CursorEnd> {
+        let status = *self.rx.borrow_and_update();
+        match status.state {
+            HubState::NotFound => return Err(CursorEnd::NotFound),
+            HubState::Closed => return Err(CursorEnd::Closed),
+            HubState::Pending | HubState::Ready => {}
+        }
+        // Chunks first: a viewer told "ended" must already have the broadcast's last chunks.
+        if self.read(out, max)? {
+            return Ok(Some(CursorEvent::Chunks));
+        }
+        if status.source != self.source_seen {
+            self.source_seen = status.source;
+            return Ok(Some(CursorEvent::Source(status.source)));
+        }
+        Ok(None)
     }
 
     fn read(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<bool, CursorEnd> {

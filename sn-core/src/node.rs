@@ -422,8 +422,9 @@ impl Node {
         tokio::time::timeout(limit, self.0.tasks.wait()).await.is_ok()
     }
 
-    /// Serves `router` on the node's HTTP listener until the node stops.
-    pub fn serve_http(&self, router: axum::Router) {
+    /// Serves `router` on the node's HTTP listener until the node stops; connections whose first
+    /// request `takeover` wants are handed to it (an edge's HTTP-TS viewers).
+    pub fn serve_http(&self, router: axum::Router, takeover: Option<Arc<dyn livesky_net::takeover::Takeover>>) {
         let listener = self.0.http.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(listener) = listener else {
             warn!(node = %self.id(), "HTTP is already being served");
@@ -445,7 +446,7 @@ impl Node {
         let limits = &self.0.cfg.limits;
         let limiter = livesky_net::httpd::http_limiter(limits, self.0.metrics.conns.clone());
         let header_timeout = limits.http_header_timeout();
-        self.spawn(livesky_net::httpd::serve(listener, router, limiter, header_timeout, token, tune));
+        self.spawn(livesky_net::httpd::serve(listener, router, limiter, header_timeout, token, tune, takeover));
     }
 
     pub fn hubs(&self) -> Vec<Arc<ChannelHub>> {

@@ -1,7 +1,8 @@
 //! HLS segmenter (sans-IO): chunks in, a live sliding-window playlist and segments out. Segments
 //! start at keyframes (every keyframe chunk carries PAT+PMT) and close at the first keyframe at
-//! least the target length after their start. A segment is a list of the chunks' shared `Bytes`,
-//! so serving it copies nothing.
+//! least the target length after their start. A segment is one `Bytes`, joined once when it
+//! closes, with its entity tag: every request for it is served from that, with no copy or
+//! allocation of its own.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -29,8 +30,13 @@ impl Default for SegmenterConfig {
 pub struct Segment {
     /// Media sequence number.
     pub msn: u64,
-    pub chunks: Vec<Bytes>,
-    pub bytes: usize,
+    /// The segment's bytes (whole TS packets, from a keyframe chunk).
+    pub body: Bytes,
+    /// Chunks it was made of.
+    pub chunks: usize,
+    /// Quoted entity tag: the sequence number, start time and length, so a segment made again
+    /// after a restart (the same number, other media) never matches a cached one.
+    pub etag: Bytes,
     pub duration_90k: u64,
     /// Timestamps do not follow from the previous segment.
     pub discontinuity: bool,
@@ -129,10 +135,16 @@ impl Segmenter {
             return;
         }
         self.max_duration_90k = self.max_duration_90k.max(duration_90k);
+        let mut body = bytes::BytesMut::with_capacity(o.bytes);
+        for c in &o.chunks {
+            body.extend_from_slice(c);
+        }
+        let etag = Bytes::from(format!("\"{}-{:x}-{:x}\"", self.next_msn, o.start_ts, o.bytes));
         self.done.push_back(Arc::new(Segment {
             msn: self.next_msn,
-            chunks: o.chunks,
-            bytes: o.bytes,
+            body: body.freeze(),
+            chunks: o.chunks.len(),
+            etag,
             duration_90k,
             discontinuity: o.discontinuity,
         }));
@@ -224,7 +236,8 @@ mod tests {
         assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:14\n"), "{pl}");
         assert!(pl.ends_with("19.ts\n"));
         let seg = s.segment(19).unwrap();
-        assert_eq!((seg.chunks.len(), seg.bytes), (50, 50 * 188));
+        assert_eq!((seg.chunks, seg.body.len()), (50, 50 * 188));
+        assert_eq!(&seg.etag[..], format!("\"19-{:x}-{:x}\"", 1_000_000 + 950 * 3600, 50 * 188).as_bytes());
         assert!(s.segment(9).is_none(), "older than window + extra");
         assert!(s.segment(10).is_some(), "kept a little past the window");
         assert!(s.segment(20).is_none(), "still open");
@@ -246,7 +259,7 @@ mod tests {
         let mut s = Segmenter::new(SegmenterConfig::default());
         feed(&mut s, 30..=150, 50);
         let seg = s.segment(0).unwrap();
-        assert_eq!(seg.chunks.len(), 50, "chunks before the first keyframe are not served");
+        assert_eq!(seg.chunks, 50, "chunks before the first keyframe are not served");
     }
 
     #[test]

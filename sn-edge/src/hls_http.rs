@@ -2,13 +2,13 @@
 //! once no HLS request has come for the node's linger time. Playlists and segments are answered
 //! from its state; segments are streamed from the chunks' shared `Bytes`.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use livesky_net::http::text_error;
 use proto::{ChannelId, SourceStatus, StartAt};
 use sn_core::Origin;
@@ -171,7 +171,9 @@ pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str
         .into_response()
 }
 
-pub async fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64) -> Response {
+/// A segment: whole, a byte range of it (`Range`), or "not modified" (`If-None-Match`); HEAD
+/// gets the same head without the body (axum's GET routes answer HEAD).
+pub fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64, req: &HeaderMap) -> Response {
     let seg = lookup(&edge, &channel_id).and_then(|s| {
         s.touch();
         s.with(|seg| seg.segment(msn))
@@ -183,21 +185,84 @@ pub async fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64) -> Respon
             format!("segment {msn} of channel {channel_id} is not available (expired or not yet made)"),
         );
     };
-    count(&edge, &channel_id, "segment", StatusCode::OK);
-    edge.metrics.viewer_bytes.with_label_values(&[channel_id.as_str(), "hls"]).inc_by(seg.bytes as u64);
-    let len = seg.bytes;
-    let chunks = seg.chunks.clone();
-    let body = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
-    (
-        [
-            (header::CONTENT_TYPE, "video/mp2t".to_string()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (header::CACHE_CONTROL, "max-age=60".to_string()),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_string()),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    let etag = HeaderValue::from_maybe_shared(seg.etag.clone()).ok();
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    // Immutable once made: a cache in front may keep it as long as the edge lists it and more.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, immutable"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(e) = &etag {
+        headers.insert(header::ETAG, e.clone());
+    }
+    let unchanged = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/").as_bytes() == &seg.etag[..])
+    });
+    let total = seg.body.len();
+    let (status, body) = if unchanged {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else {
+        match byte_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), total) {
+            ByteRange::Whole => (StatusCode::OK, seg.body.clone()),
+            ByteRange::Part(first, last) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+                (StatusCode::PARTIAL_CONTENT, seg.body.slice(first..=last))
+            }
+            ByteRange::Unsatisfiable => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+                (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+            }
+        }
+    };
+    count(&edge, &channel_id, "segment", status);
+    edge.metrics.viewer_bytes.with_label_values(&[channel_id.as_str(), "hls"]).inc_by(body.len() as u64);
+    (status, headers, Body::from(body)).into_response()
+}
+
+/// What a `Range` header asks of a body of `total` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    /// No range, one this server does not do (several at once), or one it cannot read: the
+    /// whole body, as RFC 9110 allows.
+    Whole,
+    /// Bytes `first..=last`.
+    Part(usize, usize),
+    Unsatisfiable,
+}
+
+fn byte_range(header: Option<&str>, total: usize) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return ByteRange::Whole };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return ByteRange::Whole };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<usize>().ok(), b.parse::<usize>().ok()) {
+        // The last `n` bytes.
+        (None, Some(n)) if a.is_empty() => match n.min(total) {
+            0 => ByteRange::Unsatisfiable,
+            n => ByteRange::Part(total - n, total - 1),
+        },
+        (Some(first), None) if b.is_empty() => {
+            if first < total {
+                ByteRange::Part(first, total - 1)
+            } else {
+                ByteRange::Unsatisfiable
+            }
+        }
+        (Some(first), Some(last)) if first <= last => {
+            if first < total {
+                ByteRange::Part(first, last.min(total - 1))
+            } else {
+                ByteRange::Unsatisfiable
+            }
+        }
+        _ => ByteRange::Whole,
+    }
 }
 
 /// The playlist with `?token=` on every segment URI. Tokens are `[0-9A-Za-z.:@_-]` only, so
@@ -213,4 +278,28 @@ fn with_token(playlist: &str, token: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges_as_rfc_9110_reads_them() {
+        use ByteRange::*;
+        let r = |h: &str| byte_range(Some(h), 1000);
+        assert_eq!(byte_range(None, 1000), Whole);
+        assert_eq!(r("bytes=0-99"), Part(0, 99));
+        assert_eq!(r("bytes=900-"), Part(900, 999));
+        assert_eq!(r("bytes=-100"), Part(900, 999));
+        assert_eq!(r("bytes=-5000"), Part(0, 999), "a suffix longer than the body is all of it");
+        assert_eq!(r("bytes=500-5000"), Part(500, 999), "the end is clamped");
+        assert_eq!(r("bytes=1000-"), Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Unsatisfiable);
+        assert_eq!(r("bytes=0-1,5-6"), Whole, "several ranges: the whole body");
+        for bad in ["bytes=9-1", "bytes=x-y", "items=0-1", "bytes=", "bytes=-"] {
+            assert_eq!(r(bad), Whole, "{bad}");
+        }
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Unsatisfiable);
+    }
 }

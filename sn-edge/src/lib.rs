@@ -18,6 +18,7 @@ pub mod hls_http;
 mod metrics;
 pub mod report;
 pub mod stun;
+mod ts_fanout;
 pub mod ts_viewer;
 pub mod viewers;
 pub mod web;
@@ -58,6 +59,8 @@ pub struct Edge {
     /// Ticks every `viewer_coalesce_ms`: caught-up viewers all wake on the same tick, so the
     /// edge works in short bursts instead of being woken by thousands of scattered timers.
     flush_clock: Option<watch::Receiver<u64>>,
+    /// HTTP-TS viewers, by channel, in the groups that serve them.
+    ts_groups: ts_fanout::Groups,
 }
 
 impl Edge {
@@ -93,6 +96,7 @@ impl Edge {
             viewers,
             stun: Mutex::new(None),
             flush_clock,
+            ts_groups: ts_fanout::Groups::default(),
         })
     }
 
@@ -399,17 +403,20 @@ fn legacy_channel(edge: &Edge, name: &str, hls: bool, token: &str) -> Result<Cha
     Ok(channel)
 }
 
+/// `/live/{channel}.ts` that reached hyper: a connection's first such request is served off it
+/// (see [`ts_viewer::takeover`]), so this is a keep-alive connection's later one.
 async fn live_file(
     State(edge): State<Arc<Edge>>,
     Path(file): Path<String>,
     Query(q): Query<ViewerQuery>,
     headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
 ) -> Response {
     let Some(name) = file.strip_suffix(".ts") else {
         return text_error(StatusCode::NOT_FOUND, "use /live/CHANNEL.ts or /live/CHANNEL/index.m3u8");
     };
     match legacy_channel(&edge, name, false, q.token(&headers)) {
-        Ok(channel) => ts_viewer::serve(edge, channel).await,
+        Ok(_) => ts_viewer::again_on_new_connection(&uri),
         Err(r) => r,
     }
 }
@@ -438,7 +445,7 @@ async fn segment(
         Err(r) => return r,
     };
     match segment.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) {
-        Some(msn) => hls_http::segment(edge, channel, msn).await,
+        Some(msn) => hls_http::segment(edge, channel, msn, &headers),
         None => text_error(StatusCode::NOT_FOUND, format!("no segment {segment:?}; segments are named N.ts")),
     }
 }

@@ -32,6 +32,10 @@ pub struct EdgeMetrics {
     /// What clients said that the edge did not take (issue 20's attacks, counted).
     pub refused_claims: IntGaugeVec,
     pub clients_dropped: IntCounterVec,
+    /// The viewer-serving path's cost: bytes written, and the time its tasks spent writing them.
+    pub serve_bytes: IntCounterVec,
+    pub serve_busy_us: IntCounterVec,
+    pub serve_bytes_per_cpu_second: GaugeVec,
 }
 
 impl EdgeMetrics {
@@ -130,6 +134,24 @@ impl EdgeMetrics {
                 "edge_clients_dropped_total",
                 "LiveSky client connections the edge closed itself (reason: queue_full)",
                 &["reason"],
+            ),
+            serve_bytes: counter(
+                r,
+                "edge_serve_bytes_total",
+                "Bytes the viewer-serving path wrote to viewers' sockets",
+                &["kind"],
+            ),
+            serve_busy_us: counter(
+                r,
+                "edge_serve_busy_microseconds_total",
+                "Time the viewer-serving tasks spent serving (CPU: they do not wait inside it)",
+                &["kind"],
+            ),
+            serve_bytes_per_cpu_second: gauge(
+                r,
+                "edge_serve_bytes_per_cpu_second",
+                "Bytes written per CPU-second of the viewer-serving path, since start",
+                &["kind"],
             ),
         }
     }

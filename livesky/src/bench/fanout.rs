@@ -33,12 +33,22 @@ pub struct FanoutArgs {
     /// The edge's `viewer_coalesce_ms` (latency added to batch writes).
     #[arg(long, default_value_t = 100)]
     pub coalesce_ms: u64,
+    /// What viewers fetch: `ts` (HTTP-TS streams at the stream's rate) or `hls` (one segment
+    /// over and over on kept-alive connections, with wrk).
+    #[arg(long, value_enum, default_value_t = Mode::Ts)]
+    pub mode: Mode,
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,
     /// Also write the table (markdown) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ts,
+    Hls,
 }
 
 struct Row {
@@ -53,6 +63,9 @@ struct Row {
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    if args.mode == Mode::Hls {
+        return super::fanout_hls::run(args).await;
+    }
     check_fd_limit(args.clients)?;
     let nginx = if args.no_nginx { None } else { which("nginx") };
     if !args.no_nginx && nginx.is_none() {
@@ -83,7 +96,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         rows.push(r?);
         if let Some(nginx) = &nginx {
             eprintln!("== speed {speed}× : nginx");
-            let (mut ng, base, master) = start_nginx(nginx, &dir, &sample, rate_bps).await?;
+            let (ng, base, master) = start_nginx(nginx, &dir, &sample, Some(rate_bps), "auto").await?;
             let pids = process_tree(master);
             let r = measure(
                 "nginx (static file, sendfile, limit_rate)".into(),
@@ -94,16 +107,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
                 speed,
             )
             .await;
-            let _ = Command::new(nginx)
-                .arg("-p")
-                .arg(&dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-s")
-                .arg("stop")
-                .status()
-                .await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), ng.wait()).await;
+            stop_nginx(nginx, &dir, ng).await;
             rows.push(r?);
         }
     }
@@ -158,7 +162,7 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
     }
 }
 
-async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
+pub(super) async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
     let topo = format!(
         "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n{}{}",
         loopback_node("tier0", 0, Role::Relay, &[], ""),
@@ -199,24 +203,34 @@ pub(super) async fn spawn_demo(dir: &Path, topology: &str) -> anyhow::Result<(Ch
     Ok((child, serde_json::from_str(&text)?))
 }
 
-async fn start_nginx(nginx: &Path, dir: &Path, file: &Path, rate_bps: f64) -> anyhow::Result<(Child, String, u32)> {
+/// nginx serving `file`'s directory statically (sendfile), at `rate_bps` per connection if
+/// given, with `workers` worker processes; its base URL and master pid.
+pub(super) async fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    file: &Path,
+    rate_bps: Option<f64>,
+    workers: &str,
+) -> anyhow::Result<(Child, String, u32)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
     let root = file.parent().context("sample file has no directory")?;
     let conf = format!(
-        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {pid};\nerror_log {err} warn;\nworker_rlimit_nofile 65536;\n\
+        "daemon off;\nmaster_process on;\nworker_processes {workers};\npid {pid};\nerror_log {err} warn;\nworker_rlimit_nofile 65536;\n\
          events {{ worker_connections 16384; }}\n\
-         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_timeout 0;\n\
+         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_timeout {keepalive}; keepalive_requests 1000000;\n\
            client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
            types {{ video/mp2t ts; }}\n\
            server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; limit_rate {rate}; }} }}\n",
+        // Streams: one request per connection; segments: kept alive, as players fetch them.
+        keepalive = if rate_bps.is_some() { 0 } else { 60 },
         pid = dir.join("nginx.pid").display(),
         err = dir.join("nginx.err").display(),
         d = dir.display(),
         root = root.display(),
-        rate = rate_bps.round() as u64,
+        rate = rate_bps.map_or(0, |r| r.round() as u64),
     );
     std::fs::create_dir_all(dir.join("tmp"))?;
     std::fs::write(dir.join("nginx.conf"), conf)?;
@@ -243,7 +257,13 @@ async fn start_nginx(nginx: &Path, dir: &Path, file: &Path, rate_bps: f64) -> an
     Ok((child, base, master))
 }
 
-fn process_tree(root: u32) -> Vec<u32> {
+pub(super) async fn stop_nginx(nginx: &Path, dir: &Path, mut child: Child) {
+    let conf = dir.join("nginx.conf");
+    let _ = Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(conf).arg("-s").arg("stop").status().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+}
+
+pub(super) fn process_tree(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {

@@ -2,6 +2,7 @@
 
 mod admit;
 mod fanout;
+mod fanout_hls;
 mod gslb;
 mod latency;
 mod mcpush;
@@ -16,7 +17,8 @@ pub use peers::PeersArgs;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
-    /// Edge HTTP-TS fan-out vs nginx: delivered Mbit/s and server CPU at N concurrent viewers.
+    /// Edge HTTP-TS fan-out (or HLS segments, `--mode hls`) vs nginx: delivered rate and server
+    /// CPU at N concurrent viewers.
     Fanout(FanoutArgs),
     /// Joins per second one edge admits (admission + tree assignment) as its swarm grows.
     Admit(AdmitArgs),

@@ -180,6 +180,9 @@ const KEY_GRACE: Duration = Duration::from_secs(30);
 /// while it still has chunks to repair.
 const MAP_LEASE: Duration = Duration::from_secs(30);
 
+/// How long (media time, 90 kHz) live chunks to children may wait behind a child's catch-up.
+const LIVE_SLACK_90K: u64 = 300 * 90;
+
 /// A parent still late this long after it was reported is reported again.
 const LATE_AGAIN: Duration = Duration::from_secs(4);
 

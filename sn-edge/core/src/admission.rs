@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use crate::model::{ModelParams, Stage, Thresholds};
 use crate::tree::{Change, NatClass, PeerId, Reach, Tracker, TreeConfig, TreeStats};
 
+/// The share of a client's reported upload its slots may fill. A parent whose uplink is full
+/// delays its children's chunks by however long its queue is: the stream's peaks (keyframes)
+/// run above its mean, the links' own framing adds to every chunk, and repairs and a new
+/// child's catch-up take their turn too. In the testbed a parent offering all its 500 kbit/s
+/// as four 112 kbit/s substreams left its children stalling for a second at a time.
+pub const UPLOAD_SHARE: f64 = 0.8;
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
     /// N1c: clients served directly before P2P starts (paper: 100).
@@ -229,11 +235,12 @@ impl Admission {
         }
     }
 
-    /// Upload slots (substreams a client may forward) for a reported upload capacity.
+    /// Upload slots (substreams a client may forward) for a reported upload capacity: only
+    /// [`UPLOAD_SHARE`] of it is given out.
     pub fn slots_for(&self, reported_kbps: Option<u32>) -> u16 {
         let k = f64::from(self.cfg.substreams.max(1));
         let cap = self.cfg.upload_cap_factor * f64::from(self.cfg.media_kbps);
-        let kbps = reported_kbps.map_or(cap, |r| cap.min(f64::from(r)));
+        let kbps = reported_kbps.map_or(cap, |r| cap.min(UPLOAD_SHARE * f64::from(r)));
         (kbps / (f64::from(self.cfg.media_kbps.max(1)) / k)).floor().clamp(0.0, 1024.0) as u16
     }
 

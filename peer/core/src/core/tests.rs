@@ -505,3 +505,54 @@ fn a_hole_that_plays_within_the_lead_is_asked_for_before_the_substreams_pass_it(
     }
     assert_eq!(asked, 1, "asked once when 60 came within the lead");
 }
+
+/// Stop 35's testbed: a new child on a parent with little upload to spare stalled while its
+/// parent sent live chunks to children with seconds of buffer, and its catch-up only with what
+/// was left. Catch-up now goes first, until the live chunks have waited `LIVE_SLACK_90K`.
+#[test]
+fn a_new_childs_catch_up_goes_before_live_chunks_that_can_wait() {
+    let t0 = Instant::now();
+    let mut cfg = PeerConfig::new(ChannelId::new("live").unwrap_or_else(|e| panic!("{e}")));
+    cfg.upload_kbps = 320; // 40 kB/s: ten 4 kB chunks a second, after the bucket's 64 kB
+    let chunk = |seq: u64| {
+        let mut c = chunk(seq);
+        c.payload = bytes::Bytes::from(vec![0x47; 4096]);
+        c
+    };
+    let mut p = PeerCore::new(cfg, t0);
+    p.handle(t0, Input::FromEdge(welcome(1)));
+    for seq in 0..50 {
+        p.handle(t0, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    for (link, peer, from_seq) in [(LinkId::In(7), 3, 50), (LinkId::In(8), 4, 10)] {
+        p.handle(t0, Input::LinkAccepted { link, peer: None });
+        p.handle(t0, Input::FromEdge(FromEdge::Introduce { peer: PeerId(peer) }));
+        p.handle(t0, Input::FromPeer(link, hello(peer)));
+        p.handle(t0, Input::FromPeer(link, PeerLink::Subscribe { substreams: 0b1111, from_seq }));
+    }
+    let sends = |p: &mut PeerCore| -> Vec<(LinkId, u64)> {
+        std::iter::from_fn(|| p.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { link, msg: PeerLink::Chunk(c) } => Some((link, c.seq())),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = sends(&mut p);
+    assert!(first.iter().all(|&(l, _)| l == LinkId::In(8)) && first.len() < 40, "the cap holds the backlog: {first:?}");
+    // A live chunk for both: the catch-up still goes first while the live one is fresh.
+    let t1 = t0 + Duration::from_millis(40);
+    p.handle(t1, Input::FromEdge(FromEdge::Chunk(chunk(50))));
+    let t2 = t1 + Duration::from_millis(500);
+    p.handle_timeout(t2);
+    let second = sends(&mut p);
+    assert!(!second.is_empty() && second.iter().all(|&(l, s)| l == LinkId::In(8) && s < 50), "{second:?}");
+    // Live has waited 400 ms of media now (ten more chunks came): it goes first.
+    for seq in 51..61 {
+        p.handle(t2, Input::FromEdge(FromEdge::Chunk(chunk(seq))));
+    }
+    p.handle_timeout(t2 + Duration::from_millis(300));
+    let third = sends(&mut p);
+    assert!(third.contains(&(LinkId::In(7), 50)) && third.iter().all(|&(_, s)| s >= 50), "{third:?}");
+    assert!(!p.catchup_queue.is_empty(), "the catch-up was not done: it waited");
+}

@@ -62,31 +62,43 @@ impl PeerCore {
         }
     }
 
-    /// Sends queued chunks to children as the upload cap allows: live first, then catch-up.
+    /// Sends queued chunks to children as the upload cap allows, in the order of
+    /// [`Self::catchup_next`].
     pub(super) fn drain_up(&mut self, now: Instant) {
         self.up_ready = None;
-        for catchup in [false, true] {
-            loop {
-                let queue = if catchup { &self.catchup_queue } else { &self.up_queue };
-                let Some((link, len)) = queue.front().map(|(l, c)| (*l, c.payload.len() as f64)) else { break };
-                let open = self.is_open(link);
-                let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
-                if !open {
-                    queue.pop_front();
-                    continue;
-                }
-                if !self.upload.try_take_oversized(now, len) {
-                    // Wake exactly when the cap lets it go (at least 1 ms on: no busy loop).
-                    self.up_ready = Some(self.upload.ready_at_oversized(now, len).max(now + Duration::from_millis(1)));
-                    return;
-                }
-                let Some((link, c)) = queue.pop_front() else { break };
-                #[cfg(feature = "faults")]
-                let Some(c) = self.misbehave(c) else { continue };
-                self.stats.bytes_up += c.payload.len() as u64;
-                self.out.push_back(Output::Send { link, msg: PeerLink::Chunk(c) });
+        loop {
+            let catchup = self.catchup_next();
+            let queue = if catchup { &self.catchup_queue } else { &self.up_queue };
+            let Some((link, len)) = queue.front().map(|(l, c)| (*l, c.payload.len() as f64)) else { return };
+            let open = self.is_open(link);
+            let queue = if catchup { &mut self.catchup_queue } else { &mut self.up_queue };
+            if !open {
+                queue.pop_front();
+                continue;
             }
+            if !self.upload.try_take_oversized(now, len) {
+                // Wake exactly when the cap lets it go (at least 1 ms on: no busy loop).
+                self.up_ready = Some(self.upload.ready_at_oversized(now, len).max(now + Duration::from_millis(1)));
+                return;
+            }
+            let Some((link, c)) = queue.pop_front() else { return };
+            #[cfg(feature = "faults")]
+            let Some(c) = self.misbehave(c) else { continue };
+            self.stats.bytes_up += c.payload.len() as u64;
+            self.out.push_back(Output::Send { link, msg: PeerLink::Chunk(c) });
         }
+    }
+
+    /// Whether a catch-up chunk goes before the live ones. A child catching up is missing what
+    /// plays soonest: a new child asks from the first chunk its start burst did not bring, and
+    /// its buffer is that burst, a second or two. Children fed live hold more, so their chunks
+    /// may wait, but no longer than [`LIVE_SLACK_90K`] (a child's whole backlog, up to
+    /// `catchup_ms`, must not starve the others). Live first after that.
+    fn catchup_next(&self) -> bool {
+        if self.catchup_queue.is_empty() {
+            return false;
+        }
+        self.up_queue.front().is_none_or(|(_, c)| self.newest_ts.saturating_sub(c.header.media_ts) < LIVE_SLACK_90K)
     }
 
     /// The test faults: a denier sends nothing, a tamperer sends chunks with a byte flipped.

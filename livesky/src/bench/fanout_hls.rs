@@ -1,0 +1,157 @@
+//! `livesky bench fanout --mode hls`: HLS segment requests per CPU-second of the edge, side by
+//! side with nginx (one worker, sendfile) serving the same segment as a static file. `wrk` is
+//! the load: `--clients` kept-alive connections fetching one segment over and over, as a crowd
+//! of players fetches the newest segment.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+use super::fanout::{FanoutArgs, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
+
+struct Row {
+    server: String,
+    clients: usize,
+    segment_kb: f64,
+    requests_per_s: f64,
+    cpu_pct: f64,
+    delivered_gbps: f64,
+}
+
+impl Row {
+    fn requests_per_cpu_second(&self) -> f64 {
+        self.requests_per_s / (self.cpu_pct / 100.0).max(1e-9)
+    }
+    /// CPU (in cores) per delivered Gbit/s.
+    fn cores_per_gbps(&self) -> f64 {
+        (self.cpu_pct / 100.0) / self.delivered_gbps.max(1e-9)
+    }
+}
+
+pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    super::fanout::check_fd_limit(args.clients)?;
+    let wrk = which("wrk").context("the HLS mode drives load with wrk: apt-get install -y wrk")?;
+    let nginx = if args.no_nginx { None } else { which("nginx") };
+    let dir = std::env::temp_dir().join(format!("livesky-bench-hls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    eprintln!("== HLS: starting edge");
+    let (mut child, edge) = start_edge(&dir, 1.0, args.coalesce_ms).await?;
+    let (path, body) = newest_segment(&edge).await?;
+    std::fs::write(dir.join("segment.ts"), &body)?;
+    let pid = child.id().context("edge process has no pid")?;
+    rows.push(measure("livesky edge".into(), &[pid], &wrk, &format!("{edge}{path}"), body.len(), &args).await?);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    if let Some(nginx) = &nginx {
+        eprintln!("== HLS: nginx");
+        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("segment.ts"), None, "1").await?;
+        let label = "nginx (1 worker, sendfile)".to_string();
+        let r = measure(label, &process_tree(master), &wrk, &format!("{base}/segment.ts"), body.len(), &args).await;
+        stop_nginx(nginx, &dir, ng).await;
+        rows.push(r?);
+    }
+    super::emit(&render(&rows), args.out.as_deref())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The newest segment the edge lists: its path and bytes.
+async fn newest_segment(edge: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok((200, pl)) = get(edge, "/live/demo/index.m3u8").await {
+            let pl = String::from_utf8_lossy(&pl).into_owned();
+            if let Some(seg) = pl.lines().rfind(|l| l.ends_with(".ts")) {
+                let path = format!("/live/demo/{seg}");
+                let (status, body) = get(edge, &path).await?;
+                if status != 200 {
+                    bail!("the edge answered {status} for {path}");
+                }
+                return Ok((path, body));
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("the edge listed no segment within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GET on its own connection: status and body (the edge's answers here have a length).
+async fn get(base: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.strip_prefix("http://").context("bench URLs are http://")?;
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut data = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut data)).await.context("no answer in 10 s")??;
+    let at = data.windows(4).position(|w| w == b"\r\n\r\n").context("no response head")? + 4;
+    let status = String::from_utf8_lossy(&data[..at.min(16)]).split(' ').nth(1).and_then(|c| c.parse().ok());
+    Ok((status.context("no status")?, data[at..].to_vec()))
+}
+
+async fn measure(
+    server: String,
+    pids: &[u32],
+    wrk: &Path,
+    url: &str,
+    size: usize,
+    args: &FanoutArgs,
+) -> anyhow::Result<Row> {
+    eprintln!("   {server}: wrk -c {} for {} s on {url}", args.clients, args.seconds);
+    let cpu0 = cpu_seconds(pids);
+    let t0 = std::time::Instant::now();
+    // One wrk thread: the other core is the server's.
+    let out = Command::new(wrk)
+        .args(["-t1", &format!("-c{}", args.clients), &format!("-d{}s", args.seconds), "--timeout", "10s", url])
+        .output()
+        .await
+        .context("running wrk")?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pids) - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    if let Some(bad) = text.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("{server} answered errors under load: {bad}");
+    }
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    let requests_per_s = requests / secs;
+    Ok(Row {
+        server,
+        clients: args.clients,
+        segment_kb: size as f64 / 1000.0,
+        requests_per_s,
+        cpu_pct: cpu / secs * 100.0,
+        delivered_gbps: requests_per_s * size as f64 * 8.0 / 1e9,
+    })
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| server | connections | segment (kB) | requests/s | server CPU (% of one core) | requests per CPU-second | delivered (Gbit/s) | cores per Gbit/s |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {:.3} |\n",
+            r.server,
+            r.clients,
+            r.segment_kb,
+            r.requests_per_s,
+            r.cpu_pct,
+            r.requests_per_cpu_second(),
+            r.delivered_gbps,
+            r.cores_per_gbps()
+        ));
+    }
+    s
+}

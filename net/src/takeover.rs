@@ -1,0 +1,253 @@
+//! Requests served off hyper, on the raw socket. An endless stream (an HTTP-TS viewer) costs
+//! hyper a task, a body channel and a frame per chunk; a role that batches its own writes (one
+//! vectored write per viewer per flush tick, many viewers per task) takes the socket instead.
+//!
+//! The server reads a connection's first request head itself ([`sniff`], bounded in size and by
+//! the header timeout). A request the role's [`Takeover`] wants gets the socket; any other (or
+//! one this parser cannot read) goes to hyper with the bytes already read put back in front
+//! ([`Rewind`]), so hyper answers it, and the connection's later requests, as before.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::limits::ConnPermit;
+
+/// The largest request head read here; a bigger one goes to hyper, which answers 431.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+/// How long writing an error answer on a taken socket may take.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// The first request of a connection, as read off the socket.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    /// HTTP/1.`minor`.
+    pub minor: u8,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+}
+
+impl RawRequest {
+    /// The status line's start for an answer in this request's HTTP version.
+    pub fn version(&self) -> &'static str {
+        if self.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" }
+    }
+}
+
+pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Which requests a role serves on the raw socket, and how.
+pub trait Takeover: Send + Sync + 'static {
+    /// Whether a request with this method and path (no query) is served raw.
+    fn wants(&self, method: &str, path: &str) -> bool;
+    /// Serves it; the socket and its place under the connection cap are the role's from now on.
+    fn serve(self: Arc<Self>, req: RawRequest, stream: TcpStream, permit: ConnPermit) -> Served;
+}
+
+/// What the first request head turned out to be.
+pub(crate) enum Sniffed {
+    /// The takeover's: the socket is handed over.
+    Raw(RawRequest),
+    /// hyper's, with the bytes read so far.
+    Hyper(Bytes),
+    /// The client closed, or sent no whole head in time (as hyper would have timed out).
+    Gone { timed_out: bool },
+}
+
+/// Reads the first request head and decides whose it is.
+pub(crate) async fn sniff(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    takeover: &dyn Takeover,
+    limit: Duration,
+) -> Sniffed {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            if buf.len() >= MAX_HEAD {
+                return Sniffed::Hyper(buf.split().freeze());
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) if buf.is_empty() => return Sniffed::Gone { timed_out: false },
+                Ok(0) | Err(_) => return Sniffed::Hyper(buf.split().freeze()),
+                Ok(_) => {}
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Partial) => continue,
+                Ok(httparse::Status::Complete(_)) => {
+                    let (Some(method), Some(uri), Some(minor)) = (req.method, req.path, req.version) else {
+                        return Sniffed::Hyper(buf.split().freeze());
+                    };
+                    let path = uri.split('?').next().unwrap_or(uri);
+                    if !takeover.wants(method, path) {
+                        return Sniffed::Hyper(buf.split().freeze());
+                    }
+                    let mut map = HeaderMap::new();
+                    for h in req.headers.iter() {
+                        if let (Ok(n), Ok(v)) =
+                            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
+                        {
+                            map.append(n, v);
+                        }
+                    }
+                    let (method, uri) = (method.to_string(), uri.to_string());
+                    return Sniffed::Raw(RawRequest { method, uri, minor, headers: map, peer });
+                }
+                // Not ours to judge: hyper answers a malformed head with its proper error.
+                Err(_) => return Sniffed::Hyper(buf.split().freeze()),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.unwrap_or(Sniffed::Gone { timed_out: true })
+}
+
+/// Writes `resp` (an error, a redirect: a small body) on a taken socket and closes it.
+pub async fn answer(mut stream: TcpStream, req: &RawRequest, resp: Response<Body>) {
+    let (parts, body) = resp.into_parts();
+    let write = async {
+        let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let reason = parts.status.canonical_reason().unwrap_or("");
+        let mut head = format!("{} {} {reason}\r\n", req.version(), parts.status.as_u16());
+        for (name, value) in &parts.headers {
+            if let Ok(v) = value.to_str() {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+        stream.write_all(head.as_bytes()).await?;
+        if req.method != "HEAD" {
+            stream.write_all(&body).await?;
+        }
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(ANSWER_WAIT, write).await;
+}
+
+/// A socket with bytes already read from it put back in front.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(prefix: Bytes, inner: TcpStream) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::ConnLimiter;
+    use axum::routing::get;
+    use tokio::io::AsyncReadExt;
+    use tokio_util::sync::CancellationToken;
+
+    /// Takes `GET /raw…`: answers "raw" and closes.
+    struct Raw;
+    impl Takeover for Raw {
+        fn wants(&self, method: &str, path: &str) -> bool {
+            method == "GET" && path.starts_with("/raw")
+        }
+        fn serve(self: Arc<Self>, req: RawRequest, mut stream: TcpStream, _permit: ConnPermit) -> Served {
+            Box::pin(async move {
+                let body =
+                    format!("raw {} {}", req.uri, req.headers.get("x-a").map_or("", |v| v.to_str().unwrap_or("")));
+                let head = format!("{} 200 OK\r\nconnection: close\r\n\r\n{body}", req.version());
+                let _ = stream.write_all(head.as_bytes()).await;
+            })
+        }
+    }
+
+    async fn server() -> (SocketAddr, CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/other", get(|| async { "hyper" }));
+        let cancel = CancellationToken::new();
+        let limiter = ConnLimiter::new("http", 100, 100);
+        let t: Arc<dyn Takeover> = Arc::new(Raw);
+        let c = cancel.clone();
+        tokio::spawn(crate::httpd::serve(listener, router, limiter, Duration::from_secs(2), c, |_| {}, Some(t)));
+        (addr, cancel)
+    }
+
+    /// Sends `parts` (with a pause between them) and reads until the server closes.
+    async fn exchange(addr: SocketAddr, parts: &[&str]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for p in parts {
+            s.write_all(p.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let mut out = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn a_wanted_first_request_gets_the_socket_and_others_go_to_hyper_intact() {
+        let (addr, cancel) = server().await;
+        // A head split over writes is still read whole, headers and query included.
+        let raw = exchange(addr, &["GET /raw?x=1 HTT", "P/1.0\r\nX-A: b\r\n\r\n"]).await;
+        assert!(raw.starts_with("HTTP/1.0 200 OK") && raw.ends_with("raw /raw?x=1 b"), "{raw}");
+        // Not wanted: hyper answers from the bytes already read, and keeps the connection for
+        // the next request, which hyper serves too (only a first request is taken).
+        let two = "GET /other HTTP/1.1\r\nHost: x\r\n\r\nGET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let out = exchange(addr, &[two]).await;
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 1, "{out}");
+        assert!(out.contains("hyper") && out.contains("404"), "the second went to the router: {out}");
+        // Garbage is hyper's to answer.
+        let bad = exchange(addr, &["\x00\x01 nonsense\r\n\r\n"]).await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+        cancel.cancel();
+    }
+}

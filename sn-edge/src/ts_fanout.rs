@@ -1,0 +1,304 @@
+//! The HTTP-TS fan-out: viewers of a channel in groups of up to [`GROUP`], one task per group.
+//! On each tick of the edge's flush clock the task takes every viewer's new chunks from the
+//! shared ring and writes them in one vectored, non-blocking write per socket. There is no task,
+//! channel or body frame per viewer: an edge's cost per viewer is then about nginx's, a few
+//! system calls a second (issue 25).
+//!
+//! The rules per viewer are the ones the edge always had: a viewer too far behind live skips to
+//! the newest keyframe (at a chunk boundary, so the TS stays whole), one that takes nothing for
+//! `stuck_viewer_seconds` while owed chunks is dropped, and none can make the edge hold more
+//! than a batch of shared `Bytes` for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use livesky_net::limits::ConnPermit;
+use proto::{ChannelId, Chunk, SourceStatus};
+use sn_core::hub::{Cursor, CursorEnd, CursorEvent, HubStatus, Lease};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::Edge;
+
+/// Viewers served by one task: enough to make a task's wake-up worth it, few enough that a
+/// channel's viewers spread over the runtime's threads.
+const GROUP: usize = 256;
+/// Chunks read ahead for a viewer at most (a second or two of video).
+const READ_AHEAD: usize = 64;
+/// Buffers in one write (Linux takes up to 1024; a viewer rarely owes more than a tick's few).
+const MAX_IOV: usize = 64;
+/// How often viewers are checked when no chunk arrives (a paused source: stuck viewers go).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// A viewer handed to the fan-out: the socket after the response head, and where it reads.
+pub(crate) struct Viewer {
+    pub stream: TcpStream,
+    pub cursor: Cursor,
+    /// Chunks read but not yet written whole (the first from `offset`), with their media time.
+    pub pending: VecDeque<(Bytes, u64)>,
+    pub offset: usize,
+    pub last_progress: Instant,
+    pub ended: bool,
+    pub lease: Lease,
+    pub permit: ConnPermit,
+}
+
+impl Viewer {
+    pub fn new(stream: TcpStream, cursor: Cursor, first: Vec<Chunk>, lease: Lease, permit: ConnPermit) -> Self {
+        let pending = first.into_iter().map(|c| (c.payload, c.header.media_ts)).collect();
+        Self { stream, cursor, pending, offset: 0, last_progress: Instant::now(), ended: false, lease, permit }
+    }
+}
+
+/// The groups of each channel, as senders to their tasks.
+#[derive(Default)]
+pub(crate) struct Groups(std::sync::Mutex<HashMap<ChannelId, Vec<Group>>>);
+
+struct Group {
+    tx: mpsc::UnboundedSender<Viewer>,
+    size: Arc<AtomicUsize>,
+}
+
+impl Groups {
+    /// Adds a viewer to a group of its channel with room, starting one if none has.
+    pub(crate) fn add(&self, edge: &Arc<Edge>, channel: &ChannelId, mut viewer: Viewer) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = map.entry(channel.clone()).or_default();
+        // A group that found itself empty has closed its end; it is gone.
+        groups.retain(|g| !g.tx.is_closed());
+        for g in groups.iter() {
+            if g.size.load(Ordering::Relaxed) < GROUP {
+                g.size.fetch_add(1, Ordering::Relaxed);
+                match g.tx.send(viewer) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(v)) => {
+                        g.size.fetch_sub(1, Ordering::Relaxed);
+                        viewer = v;
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let size = Arc::new(AtomicUsize::new(1));
+        // A fresh receiver is open: this send cannot fail.
+        let _ = tx.send(viewer);
+        groups.push(Group { tx, size: size.clone() });
+        let task = GroupTask::new(edge.clone(), channel.clone(), size);
+        edge.node.spawn(task.run(rx));
+    }
+}
+
+/// Why a viewer left.
+type Reason = &'static str;
+
+struct GroupTask {
+    edge: Arc<Edge>,
+    channel: ChannelId,
+    size: Arc<AtomicUsize>,
+    viewers: Vec<Viewer>,
+    batch: Vec<Chunk>,
+    stuck: Duration,
+    max_lag_ms: u64,
+}
+
+impl GroupTask {
+    fn new(edge: Arc<Edge>, channel: ChannelId, size: Arc<AtomicUsize>) -> Self {
+        let s = edge.settings();
+        let stuck = Edge::secs(s.stuck_viewer_seconds);
+        let max_lag_ms = (s.max_viewer_lag_seconds * 1000.0) as u64;
+        Self { edge, channel, size, viewers: Vec::new(), batch: Vec::with_capacity(READ_AHEAD), stuck, max_lag_ms }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Viewer>) {
+        let mut flush = self.edge.flush_clock.clone();
+        // Without a flush clock (`viewer_coalesce_ms = 0`) the hub's own signal wakes the group.
+        let mut hub: Option<watch::Receiver<HubStatus>> = None;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                _ = self.edge.node.cancelled() => break,
+                v = rx.recv(), if open => match v {
+                    Some(v) => self.join(v),
+                    None => open = false,
+                },
+                _ = tick(&mut flush, &mut hub) => {}
+                _ = recheck.tick() => {}
+            }
+            if flush.is_none() && hub.is_none() {
+                hub = self.viewers.first().map(|v| v.cursor.hub().watch());
+            }
+            self.serve_all();
+            if self.viewers.is_empty() {
+                // Closed first, then drained: a viewer sent meanwhile is served, never lost.
+                rx.close();
+                while let Ok(v) = rx.try_recv() {
+                    self.join(v);
+                }
+                if self.viewers.is_empty() {
+                    return;
+                }
+                open = false;
+            }
+        }
+        for v in std::mem::take(&mut self.viewers) {
+            self.leave(v, "shutdown");
+        }
+    }
+
+    fn join(&mut self, v: Viewer) {
+        self.edge.metrics.viewers.with_label_values(&[self.channel.as_str(), "ts"]).inc();
+        self.viewers.push(v);
+    }
+
+    fn leave(&self, v: Viewer, reason: Reason) {
+        let ch = self.channel.as_str();
+        let m = &self.edge.metrics;
+        m.viewers.with_label_values(&[ch, "ts"]).dec();
+        m.viewer_drops.with_label_values(&[ch, reason]).inc();
+        self.size.fetch_sub(1, Ordering::Relaxed);
+        drop((v.lease, v.permit));
+    }
+
+    /// One round: every viewer gets what it is owed, as far as its socket takes it.
+    fn serve_all(&mut self) {
+        let started = std::time::Instant::now();
+        let now = Instant::now();
+        let mut written = 0u64;
+        let mut i = 0;
+        while i < self.viewers.len() {
+            match self.serve(i, now) {
+                Ok(n) => {
+                    written += n as u64;
+                    i += 1;
+                }
+                Err(reason) => {
+                    let v = self.viewers.swap_remove(i);
+                    self.leave(v, reason);
+                }
+            }
+        }
+        let m = &self.edge.metrics;
+        let ch = self.channel.as_str();
+        m.viewer_bytes.with_label_values(&[ch, "ts"]).inc_by(written);
+        m.serve_bytes.with_label_values(&["ts"]).inc_by(written);
+        m.serve_busy_us.with_label_values(&["ts"]).inc_by(started.elapsed().as_micros() as u64);
+        let (bytes, us) =
+            (m.serve_bytes.with_label_values(&["ts"]).get(), m.serve_busy_us.with_label_values(&["ts"]).get());
+        if us > 0 {
+            m.serve_bytes_per_cpu_second.with_label_values(&["ts"]).set(bytes as f64 * 1e6 / us as f64);
+        }
+    }
+
+    /// Reads and writes for viewer `i`: the bytes written, or why it must go.
+    fn serve(&mut self, i: usize, now: Instant) -> Result<usize, Reason> {
+        let (max_lag_ms, stuck) = (self.max_lag_ms, self.stuck);
+        let v = &mut self.viewers[i];
+        if v.pending.is_empty() {
+            // Owing nothing is not being stuck.
+            v.last_progress = now;
+        }
+        if v.pending.len() < READ_AHEAD && !v.ended {
+            self.batch.clear();
+            match v.cursor.try_next(&mut self.batch, READ_AHEAD - v.pending.len()) {
+                Ok(Some(CursorEvent::Source(SourceStatus::Ended))) => v.ended = true,
+                Ok(_) => {}
+                Err(CursorEnd::Lagged { .. }) => {
+                    // The ring moved past it: what it had queued is as old as it gets.
+                    skip(&self.edge, &self.channel, v);
+                }
+                Err(CursorEnd::Closed) => return Err("channel_closed"),
+                Err(CursorEnd::NotFound) => return Err("not_found"),
+            }
+            v.pending.extend(self.batch.drain(..).map(|c| (c.payload, c.header.media_ts)));
+        }
+        // Too far behind live, measured at the oldest chunk it is owed: skip ahead.
+        if let Some(&(_, ts)) = v.pending.front()
+            && v.offset == 0
+            && v.cursor.behind_newest_ms(ts) > max_lag_ms
+        {
+            debug!(channel = %self.channel, "viewer too far behind; skipping ahead");
+            skip(&self.edge, &self.channel, v);
+        }
+        let written = write_pending(v)?;
+        if written > 0 {
+            v.last_progress = now;
+        }
+        if v.pending.is_empty() && v.ended {
+            return Err("broadcast_ended");
+        }
+        if !v.pending.is_empty() && now.saturating_duration_since(v.last_progress) >= stuck {
+            // Owed chunks and taking nothing: skipping ahead would not help a viewer that
+            // does not read at all.
+            info!(channel = %self.channel, "viewer took nothing for a while; dropping it");
+            return Err("stuck");
+        }
+        Ok(written)
+    }
+}
+
+/// Drops what a viewer is owed (but the rest of a chunk begun) and moves it to the newest keyframe.
+fn skip(edge: &Edge, channel: &ChannelId, v: &mut Viewer) {
+    edge.metrics.viewer_skips.with_label_values(&[channel.as_str()]).inc();
+    v.pending.truncate(usize::from(v.offset > 0));
+    v.cursor.skip_to_latest_keyframe();
+}
+
+/// Writes as much of `v.pending` as the socket takes now, in vectored writes.
+fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
+    let mut total = 0;
+    while !v.pending.is_empty() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (k, (b, _)) in v.pending.iter().take(MAX_IOV).enumerate() {
+            iov[k] = IoSlice::new(if k == 0 { &b[v.offset..] } else { b });
+            n += 1;
+        }
+        match v.stream.try_write_vectored(&iov[..n]) {
+            Ok(0) => return Err("closed"),
+            Ok(mut w) => {
+                total += w;
+                while w > 0 {
+                    let Some((front, _)) = v.pending.front() else { break };
+                    let left = front.len() - v.offset;
+                    if w >= left {
+                        w -= left;
+                        v.offset = 0;
+                        v.pending.pop_front();
+                    } else {
+                        v.offset += w;
+                        w = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err("closed"),
+        }
+    }
+    Ok(total)
+}
+
+/// The next flush tick, or the hub's next change when there is no flush clock.
+async fn tick(flush: &mut Option<watch::Receiver<u64>>, hub: &mut Option<watch::Receiver<HubStatus>>) {
+    match (flush.as_mut(), hub.as_mut()) {
+        (Some(clock), _) => {
+            if clock.changed().await.is_err() {
+                *flush = None;
+            }
+        }
+        (None, Some(h)) => {
+            if h.changed().await.is_err() {
+                *hub = None;
+            }
+        }
+        (None, None) => std::future::pending().await,
+    }
+}
