@@ -49,7 +49,7 @@ async fn forty_peers_take_one_edge_through_all_four_stages_and_play_continuously
     let mut stages = Vec::new();
     let mut joined = Vec::new();
     for _ in 0..40 {
-        peers.push(spawn_peer(client_port, &channel, (BITRATE_KBPS * 5 / 2) as u32, Transport::Tcp, &cancel));
+        peers.push(spawn_peer(client_port, &channel, offering(BITRATE_KBPS * 5 / 2), Transport::Tcp, &cancel));
         joined.push(std::time::Instant::now());
         tokio::time::sleep(Duration::from_millis(250)).await;
         let (stage, _, _) = p2p_view(edge).await;
@@ -191,7 +191,7 @@ async fn a_tampering_webrtc_peer_is_reported_dropped_and_never_played() {
     let channel = ChannelId::new("demo").unwrap();
     let join = |tamper: bool| {
         let mut cfg = livesky_peer::core::PeerConfig::new(channel.clone());
-        cfg.upload_kbps = 1250;
+        cfg.upload_kbps = offering(BITRATE_KBPS * 5 / 2);
         cfg.faults.tamper = tamper;
         livesky::swarm::spawn_peer_with(cfg, client_port, Transport::WebRtc, &cancel)
     };

@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 const BITRATE_KBPS: u64 = 500;
 const N_STAR: u64 = 10;
 const PEERS: usize = 30;
-/// Each peer offers 1.5 × the stream rate (the paper's default upload cap).
-const UPLOAD_KBPS: u32 = (BITRATE_KBPS * 3 / 2) as u32;
+/// Each peer's slots carry 1.5 × the stream rate (the paper's default upload cap).
+fn upload_kbps() -> u32 {
+    offering(BITRATE_KBPS * 3 / 2)
+}
 const STEADY: Duration = Duration::from_secs(60);
 const CHURN_ROUNDS: usize = 3;
 
@@ -49,7 +51,7 @@ struct Viewer {
 impl Viewer {
     fn join(edge: std::net::SocketAddr, cancel: &CancellationToken) -> Viewer {
         let channel = ChannelId::new("demo").unwrap();
-        Viewer { member: spawn_peer(edge, &channel, UPLOAD_KBPS, Transport::WebRtc, cancel), since: Instant::now() }
+        Viewer { member: spawn_peer(edge, &channel, upload_kbps(), Transport::WebRtc, cancel), since: Instant::now() }
     }
 
     fn stats(&self) -> PeerStats {
@@ -59,7 +61,7 @@ impl Viewer {
     /// Never more than its token bucket allows: the rate plus one bucket of burst.
     fn check_upload_cap(&self, i: usize) {
         let st = self.stats();
-        let rate = f64::from(UPLOAD_KBPS) * 125.0;
+        let rate = f64::from(upload_kbps()) * 125.0;
         let allowed = rate * (self.since.elapsed().as_secs_f64() + 1.0) + 64.0 * 1024.0;
         assert!(
             (st.bytes_up as f64) <= allowed,

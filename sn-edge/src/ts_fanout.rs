@@ -31,6 +31,8 @@ use crate::Edge;
 const GROUP: usize = 256;
 /// Chunks read ahead for a viewer at most (a second or two of video).
 const READ_AHEAD: usize = 64;
+/// Read-aheads a viewer may be served in one round.
+const ROUNDS: usize = 8;
 /// Buffers in one write (Linux takes up to 1024; a viewer rarely owes more than a tick's few).
 const MAX_IOV: usize = 64;
 /// How often viewers are checked when no chunk arrives (a paused source: stuck viewers go).
@@ -96,6 +98,8 @@ impl Groups {
 
 /// Why a viewer left.
 type Reason = &'static str;
+/// The viewer closed its connection.
+const GONE: Reason = "closed";
 
 struct GroupTask {
     edge: Arc<Edge>,
@@ -162,7 +166,10 @@ impl GroupTask {
         let ch = self.channel.as_str();
         let m = &self.edge.metrics;
         m.viewers.with_label_values(&[ch, "ts"]).dec();
-        m.viewer_drops.with_label_values(&[ch, reason]).inc();
+        // A viewer that went away itself was not dropped.
+        if reason != GONE {
+            m.viewer_drops.with_label_values(&[ch, reason]).inc();
+        }
         self.size.fetch_sub(1, Ordering::Relaxed);
         drop((v.lease, v.permit));
     }
@@ -197,7 +204,10 @@ impl GroupTask {
         }
     }
 
-    /// Reads and writes for viewer `i`: the bytes written, or why it must go.
+    /// Reads and writes for viewer `i`: the bytes written, or why it must go. A viewer whose
+    /// socket takes everything is served all the ring has for it (a fast stream brings more in
+    /// a tick than one read-ahead holds), a few read-aheads at most, so one viewer cannot hold
+    /// up the group.
     fn serve(&mut self, i: usize, now: Instant) -> Result<usize, Reason> {
         let (max_lag_ms, stuck) = (self.max_lag_ms, self.stuck);
         let v = &mut self.viewers[i];
@@ -205,29 +215,38 @@ impl GroupTask {
             // Owing nothing is not being stuck.
             v.last_progress = now;
         }
-        if v.pending.len() < READ_AHEAD && !v.ended {
-            self.batch.clear();
-            match v.cursor.try_next(&mut self.batch, READ_AHEAD - v.pending.len()) {
-                Ok(Some(CursorEvent::Source(SourceStatus::Ended))) => v.ended = true,
-                Ok(_) => {}
-                Err(CursorEnd::Lagged { .. }) => {
-                    // The ring moved past it: what it had queued is as old as it gets.
-                    skip(&self.edge, &self.channel, v);
+        let mut written = 0;
+        for _ in 0..ROUNDS {
+            let mut fresh = 0;
+            if v.pending.len() < READ_AHEAD && !v.ended {
+                self.batch.clear();
+                match v.cursor.try_next(&mut self.batch, READ_AHEAD - v.pending.len()) {
+                    Ok(Some(CursorEvent::Source(SourceStatus::Ended))) => v.ended = true,
+                    Ok(_) => {}
+                    Err(CursorEnd::Lagged { .. }) => {
+                        // The ring moved past it: what it had queued is as old as it gets.
+                        skip(&self.edge, &self.channel, v);
+                    }
+                    Err(CursorEnd::Closed) => return Err("channel_closed"),
+                    Err(CursorEnd::NotFound) => return Err("not_found"),
                 }
-                Err(CursorEnd::Closed) => return Err("channel_closed"),
-                Err(CursorEnd::NotFound) => return Err("not_found"),
+                fresh = self.batch.len();
+                v.pending.extend(self.batch.drain(..).map(|c| (c.payload, c.header.media_ts)));
             }
-            v.pending.extend(self.batch.drain(..).map(|c| (c.payload, c.header.media_ts)));
+            // Too far behind live, measured at the oldest chunk it is owed: skip ahead.
+            if let Some(&(_, ts)) = v.pending.front()
+                && v.offset == 0
+                && v.cursor.behind_newest_ms(ts) > max_lag_ms
+            {
+                debug!(channel = %self.channel, "viewer too far behind; skipping ahead");
+                skip(&self.edge, &self.channel, v);
+                continue;
+            }
+            written += write_pending(v)?;
+            if !v.pending.is_empty() || fresh == 0 {
+                break;
+            }
         }
-        // Too far behind live, measured at the oldest chunk it is owed: skip ahead.
-        if let Some(&(_, ts)) = v.pending.front()
-            && v.offset == 0
-            && v.cursor.behind_newest_ms(ts) > max_lag_ms
-        {
-            debug!(channel = %self.channel, "viewer too far behind; skipping ahead");
-            skip(&self.edge, &self.channel, v);
-        }
-        let written = write_pending(v)?;
         if written > 0 {
             v.last_progress = now;
         }
@@ -262,7 +281,7 @@ fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
             n += 1;
         }
         match v.stream.try_write_vectored(&iov[..n]) {
-            Ok(0) => return Err("closed"),
+            Ok(0) => return Err(GONE),
             Ok(mut w) => {
                 total += w;
                 while w > 0 {
@@ -280,7 +299,7 @@ fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err("closed"),
+            Err(_) => return Err(GONE),
         }
     }
     Ok(total)

@@ -160,6 +160,12 @@ pub async fn one_swarm_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     SWARM.lock().await
 }
 
+/// What a peer reports as its upload for the edge to give out `kbps` of it in slots (the edge
+/// gives out [`livesky_edge_core::admission::UPLOAD_SHARE`] of what a peer reports).
+pub fn offering(kbps: u64) -> u32 {
+    (kbps as f64 / livesky_edge_core::admission::UPLOAD_SHARE).ceil() as u32 + 1
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where

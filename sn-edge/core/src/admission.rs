@@ -583,8 +583,8 @@ mod tests {
         let cfg = || AdmissionConfig { model: no_churn(1.5), ..AdmissionConfig::paper() };
         // Clients offering the full cap: α = 1.5 as configured, N*c/S = 500 × 2.5.
         assert_eq!(first_redirect(cfg(), |_| (None, true)), (1_251, Stage::Four));
-        // Half the stream each: α = 0.5, N*c/S = 750.
-        assert_eq!(first_redirect(cfg(), |_| (Some(200), true)), (751, Stage::Four));
+        // Half the stream each (250 reported, 80 % given out): α = 0.5, N*c/S = 750.
+        assert_eq!(first_redirect(cfg(), |_| (Some(250), true)), (751, Stage::Four));
         // Nobody can be connected to: no P2P capacity at all, so past N*c.
         assert_eq!(first_redirect(cfg(), |_| (None, false)), (501, Stage::Four));
         // Every third client unreachable: α = 1.0, N*c/S = 1000.
@@ -592,7 +592,7 @@ mod tests {
         // With the configured α kept, full trees still send clients away at the same P0, but the
         // edge believes it is in stage 3 (and without a sibling would keep admitting to P2P).
         let fixed = AdmissionConfig { alpha_from_clients: false, ..cfg() };
-        assert_eq!(first_redirect(fixed, |_| (Some(200), true)), (751, Stage::Three));
+        assert_eq!(first_redirect(fixed, |_| (Some(250), true)), (751, Stage::Three));
     }
 
     #[test]

@@ -99,6 +99,10 @@ struct Net {
     repair: bool,
 }
 
+/// What the test peers report: 2.5 × the 400 kbit/s stream once the edge gives out only
+/// [`crate::admission::UPLOAD_SHARE`] of it, the trees' room for every test swarm.
+const PEER_KBPS: u32 = 1_250;
+
 fn addr_of(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))
 }

@@ -9,7 +9,7 @@ fn forty_peers_take_the_edge_through_all_four_stages_and_all_play() {
     // the stream so the trees can hold everyone past stage 4 without a sibling edge.
     let mut net = Net::new(5, 12, 2.5);
     for _ in 0..40 {
-        net.add_peer(1_000);
+        net.add_peer(PEER_KBPS);
         net.run(Duration::from_millis(500));
     }
     net.run(Duration::from_secs(30));
@@ -50,7 +50,7 @@ fn forty_peers_take_the_edge_through_all_four_stages_and_all_play() {
 fn orphans_of_a_vanished_parent_keep_playing() {
     let mut net = Net::new(3, 6, 2.5);
     for _ in 0..14 {
-        net.add_peer(1_000);
+        net.add_peer(PEER_KBPS);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(10));
@@ -186,7 +186,7 @@ fn a_tampering_peer_is_detected_dropped_and_no_player_sees_its_chunks() {
     // The second push peer flips a byte in everything it forwards.
     let tamperer = 1;
     for i in 0..12 {
-        net.add_peer_with(1_000, i == tamperer);
+        net.add_peer_with(PEER_KBPS, i == tamperer);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(20));
@@ -210,7 +210,7 @@ fn lossy_run(repair: bool, loss: f64) -> Net {
     net.repair = repair;
     net.loss = loss;
     for _ in 0..16 {
-        net.add_peer(1_000);
+        net.add_peer(PEER_KBPS);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(30));
@@ -240,7 +240,7 @@ fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
     // them vanish without a word while as many new ones join.
     let mut net = Net::new(4, 10, 2.5);
     for _ in 0..30 {
-        net.add_peer(1_000);
+        net.add_peer(PEER_KBPS);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(10));
@@ -252,7 +252,7 @@ fn ten_percent_abrupt_leaves_every_ten_seconds_keep_q1_above_099() {
             if net.peers[victim].alive {
                 net.kill(victim);
             }
-            net.add_peer(1_000);
+            net.add_peer(PEER_KBPS);
         }
         net.run(Duration::from_secs(10));
     }
@@ -285,7 +285,7 @@ fn a_parent_that_takes_children_but_forwards_nothing_is_made_a_leaf() {
     // The second push peer accepts children and sends them nothing.
     let denier = 1;
     for i in 0..14 {
-        net.add_peer_cfg(1_000, |c| c.faults.deny = i == denier);
+        net.add_peer_cfg(PEER_KBPS, |c| c.faults.deny = i == denier);
         net.run(Duration::from_millis(300));
     }
     net.run(Duration::from_secs(30));
