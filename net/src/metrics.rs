@@ -1,10 +1,17 @@
 //! Prometheus helpers every role uses: registering a family on a role's own registry (several roles
 //! may share a process), summing series, and the text exposition.
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(c.clone())).expect("metric registered once per registry");
+    c
+}
+
+/// A counter of a quantity that is not a count (seconds).
+pub fn float_counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     reg.register(Box::new(c.clone())).expect("metric registered once per registry");
     c
 }

@@ -1,7 +1,7 @@
 //! Metrics of an edge's viewers and LiveSky clients, registered on the node's registry.
 
-use livesky_net::metrics::{counter, gauge, int_gauge};
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Registry};
+use livesky_net::metrics::{counter, float_counter, gauge, int_gauge};
+use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGaugeVec, Registry};
 use proto::ChannelId;
 
 use crate::admission::Snapshot;
@@ -34,7 +34,7 @@ pub struct EdgeMetrics {
     pub clients_dropped: IntCounterVec,
     /// The viewer-serving path's cost: bytes written, and the time its tasks spent writing them.
     pub serve_bytes: IntCounterVec,
-    pub serve_busy_us: IntCounterVec,
+    pub serve_busy: CounterVec,
     pub serve_bytes_per_cpu_second: GaugeVec,
 }
 
@@ -141,9 +141,9 @@ impl EdgeMetrics {
                 "Bytes the viewer-serving path wrote to viewers' sockets",
                 &["kind"],
             ),
-            serve_busy_us: counter(
+            serve_busy: float_counter(
                 r,
-                "edge_serve_busy_microseconds_total",
+                "edge_serve_busy_seconds_total",
                 "Time the viewer-serving tasks spent serving (CPU: they do not wait inside it)",
                 &["kind"],
             ),

@@ -196,11 +196,11 @@ impl GroupTask {
         let ch = self.channel.as_str();
         m.viewer_bytes.with_label_values(&[ch, "ts"]).inc_by(written);
         m.serve_bytes.with_label_values(&["ts"]).inc_by(written);
-        m.serve_busy_us.with_label_values(&["ts"]).inc_by(started.elapsed().as_micros() as u64);
-        let (bytes, us) =
-            (m.serve_bytes.with_label_values(&["ts"]).get(), m.serve_busy_us.with_label_values(&["ts"]).get());
-        if us > 0 {
-            m.serve_bytes_per_cpu_second.with_label_values(&["ts"]).set(bytes as f64 * 1e6 / us as f64);
+        let busy = m.serve_busy.with_label_values(&["ts"]);
+        busy.inc_by(started.elapsed().as_secs_f64());
+        let (bytes, secs) = (m.serve_bytes.with_label_values(&["ts"]).get(), busy.get());
+        if secs > 0.0 {
+            m.serve_bytes_per_cpu_second.with_label_values(&["ts"]).set(bytes as f64 / secs);
         }
     }
 
