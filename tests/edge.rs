@@ -186,9 +186,10 @@ async fn http_ts_is_a_connections_first_request_and_ends_with_the_connection() {
     let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
     assert!(text.contains("#extm3u"), "the playlist first: {text}");
     assert!(text.contains("307 temporary redirect") && text.contains("location: /live/demo.ts?token=x"), "{text}");
-    for version in ["1.0", "1.1"] {
+    // The channel name is percent-decoded, as in every other route.
+    for (version, path) in [("1.0", "/live/demo.ts"), ("1.1", "/live/d%65mo.ts")] {
         let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-        s.write_all(format!("GET /live/demo.ts HTTP/{version}\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/{version}\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0;
         while got < buf.len() {

@@ -87,12 +87,17 @@ fn ts_channel_name(path: &str) -> Option<&str> {
 }
 
 async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: ConnPermit) {
-    let Some(name) = ts_channel_name(req.uri.split('?').next().unwrap_or("")) else { return };
+    let Some(raw) = ts_channel_name(req.uri.split('?').next().unwrap_or("")) else { return };
+    // As axum's `Path` would have it: `/live/d%65mo.ts` is channel `demo`.
+    let Ok(name) = percent_encoding::percent_decode_str(raw).decode_utf8() else {
+        let resp = text_error(StatusCode::BAD_REQUEST, "the channel name in the path is not UTF-8");
+        return answer(stream, &req, resp).await;
+    };
     let uri: Option<axum::http::Uri> = req.uri.parse().ok();
     let query = uri.as_ref().and_then(|u| Query::<ViewerQuery>::try_from_uri(u).ok());
     let token =
         query.as_ref().map_or_else(|| livesky_net::http::bearer(&req.headers).unwrap_or(""), |q| q.token(&req.headers));
-    let channel = match crate::legacy_channel(&edge, name, false, token) {
+    let channel = match crate::legacy_channel(&edge, &name, false, token) {
         Ok(c) => c,
         Err(resp) => return answer(stream, &req, resp).await,
     };
