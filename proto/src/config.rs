@@ -245,6 +245,11 @@ pub struct EdgeSettings {
     pub hls_segment_seconds: f64,
     /// Segments listed in the live playlist.
     pub hls_window: usize,
+    /// Low-latency HLS (RFC 8216bis): segments are also published in parts of at most this
+    /// long, cut at chunk boundaries, with blocking playlist reload and preload hints, so players
+    /// sit about three parts behind live. Players that do not know LL-HLS read the same playlist
+    /// as plain HLS. 0 turns it off.
+    pub hls_part_seconds: f64,
     /// An HTTP-TS viewer further behind live than this skips ahead to the newest keyframe.
     pub max_viewer_lag_seconds: f64,
     /// A viewer whose connection accepts nothing for this long is dropped.
@@ -341,6 +346,7 @@ impl Default for EdgeSettings {
         Self {
             hls_segment_seconds: 2.0,
             hls_window: 6,
+            hls_part_seconds: 0.5,
             max_viewer_lag_seconds: 10.0,
             stuck_viewer_seconds: 15.0,
             max_viewers: 20_000,
@@ -488,6 +494,15 @@ impl Topology {
             }
             if e.viewer_coalesce_ms > 1000 {
                 return err(key("edge.viewer_coalesce_ms"), format!("{} is above 1000", e.viewer_coalesce_ms));
+            }
+            if e.hls_part_seconds != 0.0 && !(0.1..=e.hls_segment_seconds / 2.0).contains(&e.hls_part_seconds) {
+                return err(
+                    key("edge.hls_part_seconds"),
+                    format!(
+                        "{} must be 0 (off) or from 0.1 to half of hls_segment_seconds ({})",
+                        e.hls_part_seconds, e.hls_segment_seconds
+                    ),
+                );
             }
             if e.hls_window < 2 || e.hls_window > 100 {
                 return err(key("edge.hls_window"), format!("{} is outside 2..=100", e.hls_window));

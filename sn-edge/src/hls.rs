@@ -1,11 +1,15 @@
-//! HLS segmenter (sans-IO): chunks in, a live sliding-window playlist and segments out. Segments
-//! start at keyframes (every keyframe chunk carries PAT+PMT) and close at the first keyframe at
-//! least the target length after their start. A segment is one `Bytes`, joined once when it
-//! closes, with its entity tag: every request for it is served from that, with no copy or
-//! allocation of its own.
+//! HLS segmenter (sans-IO): chunks in, a live sliding-window playlist, segments and LL-HLS parts
+//! out. Segments start at keyframes (every keyframe chunk carries PAT+PMT) and close at the first
+//! keyframe at least the target length after their start. With parts on (RFC 8216bis low-latency
+//! HLS) each segment is also cut, at chunk boundaries, into parts no longer than the part target,
+//! published as they close so a player can sit a second or two behind live.
+//!
+//! Segments, parts and the playlist are each one `Bytes`, made once when they change: every
+//! request is served from those, with no copy or allocation of its own.
+
+mod playlist;
 
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +18,8 @@ use proto::{Chunk, ChunkFlags};
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
     pub target_90k: u64,
+    /// LL-HLS part target; 0 = plain HLS (no parts, no blocking reload).
+    pub part_90k: u64,
     /// Segments listed in the playlist.
     pub window: usize,
     /// Extra segments kept after leaving the playlist, for players that fetch a little late.
@@ -22,8 +28,19 @@ pub struct SegmenterConfig {
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
-        Self { target_90k: 2 * 90_000, window: 6, keep_extra: 4 }
+        Self { target_90k: 2 * 90_000, part_90k: 0, window: 6, keep_extra: 4 }
     }
+}
+
+/// An LL-HLS partial segment: whole chunks, so whole TS packets.
+#[derive(Debug)]
+pub struct Part {
+    pub body: Bytes,
+    /// Quoted entity tag, made as a segment's is.
+    pub etag: Bytes,
+    pub duration_90k: u64,
+    /// Starts with a keyframe chunk (PAT+PMT first): a player may start here.
+    pub independent: bool,
 }
 
 #[derive(Debug)]
@@ -40,15 +57,81 @@ pub struct Segment {
     pub duration_90k: u64,
     /// Timestamps do not follow from the previous segment.
     pub discontinuity: bool,
+    /// When Tier 0 cut its first chunk (Unix ms): the playlist's `EXT-X-PROGRAM-DATE-TIME`, so a
+    /// player can tell how far behind the ingest it plays.
+    pub ingest_ms: u64,
+    /// Its LL-HLS parts (empty with parts off).
+    pub parts: Vec<Arc<Part>>,
 }
 
+/// The segment being filled, and its part being filled.
 struct Open {
+    msn: u64,
     chunks: Vec<Bytes>,
     bytes: usize,
     start_ts: u64,
     last_ts: u64,
     frames: u64,
     discontinuity: bool,
+    ingest_ms: u64,
+    parts: Vec<Arc<Part>>,
+    /// Where in `chunks` the open part starts, its media time, and whether it starts at a keyframe.
+    part_first: usize,
+    part_start_ts: u64,
+    part_independent: bool,
+}
+
+impl Open {
+    /// Closes the open part (if it has chunks) at `end_ts`; true if one was published.
+    fn close_part(&mut self, end_ts: u64) -> bool {
+        let chunks = &self.chunks[self.part_first..];
+        let duration_90k = end_ts.saturating_sub(self.part_start_ts);
+        if chunks.is_empty() || duration_90k == 0 {
+            return false;
+        }
+        let body = join(chunks);
+        let etag = etag(&format!("{}.{}", self.msn, self.parts.len()), self.part_start_ts, body.len());
+        self.parts.push(Arc::new(Part { body, etag, duration_90k, independent: self.part_independent }));
+        self.part_first = self.chunks.len();
+        true
+    }
+
+    /// Where the media ends if nothing follows: one frame past the last chunk.
+    fn estimated_end(&self) -> u64 {
+        let span = self.last_ts - self.start_ts;
+        self.last_ts + span.checked_div(self.frames).unwrap_or(0)
+    }
+}
+
+fn join(chunks: &[Bytes]) -> Bytes {
+    let mut body = bytes::BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        body.extend_from_slice(c);
+    }
+    body.freeze()
+}
+
+fn etag(name: &str, start_ts: u64, len: usize) -> Bytes {
+    Bytes::from(format!("\"{name}-{start_ts:x}-{len:x}\""))
+}
+
+/// Whether a blocking playlist request (`_HLS_msn`, `_HLS_part`) can be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Now,
+    Later,
+    /// More than two segments ahead of the playlist: RFC 8216bis says 400.
+    TooFar,
+}
+
+/// A part asked for by number.
+#[derive(Debug, Clone)]
+pub enum PartAt {
+    Here(Arc<Part>),
+    /// The open segment's next part (what the preload hint names) or the next segment's first:
+    /// a request for it waits.
+    Soon,
+    Never,
 }
 
 pub struct Segmenter {
@@ -63,6 +146,10 @@ pub struct Segmenter {
     max_duration_90k: u64,
     /// The broadcast ended (its publisher did not come back): the playlist says so.
     ended: bool,
+    /// Bumped whenever a part or segment is published or the broadcast ends.
+    version: u64,
+    /// The playlist as of `version`.
+    rendered: Option<Bytes>,
 }
 
 impl Segmenter {
@@ -78,6 +165,8 @@ impl Segmenter {
             last_seq: None,
             max_duration_90k,
             ended: false,
+            version: 0,
+            rendered: None,
         }
     }
 
@@ -85,15 +174,22 @@ impl Segmenter {
         self.done.len()
     }
 
+    /// Changes with every published part or segment (what blocked requests wait on).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The broadcast is over: its last segment is closed and the playlist gets `#EXT-X-ENDLIST`,
     /// so players finish instead of polling. A later broadcast reopens the playlist.
     pub fn end(&mut self) {
         self.close(None);
         self.ended = true;
+        self.publish();
     }
 
     pub fn push(&mut self, chunk: &Chunk) {
-        self.ended = false;
+        let was_ended = std::mem::take(&mut self.ended);
+        let before = self.version;
         let h = &chunk.header;
         let gap = self.last_seq.is_some_and(|l| h.seq != l + 1);
         self.last_seq = Some(h.seq);
@@ -103,20 +199,51 @@ impl Segmenter {
             self.pending_discontinuity = self.next_msn > 0;
         }
         match &self.open {
-            None if !h.is_keyframe() => return,
+            None if !h.is_keyframe() => {}
             Some(o) if h.is_keyframe() && h.media_ts.saturating_sub(o.start_ts) >= self.cfg.target_90k => {
                 self.close(Some(h.media_ts));
             }
             _ => {}
         }
+        if self.open.is_some() || h.is_keyframe() {
+            self.add(chunk);
+        }
+        if was_ended || self.version != before {
+            self.publish();
+        }
+    }
+
+    fn add(&mut self, chunk: &Chunk) {
+        let h = &chunk.header;
+        let part_90k = self.cfg.part_90k;
         let open = self.open.get_or_insert_with(|| Open {
+            msn: self.next_msn,
             chunks: Vec::new(),
             bytes: 0,
             start_ts: h.media_ts,
             last_ts: h.media_ts,
             frames: 0,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            ingest_ms: h.ingest_ms,
+            parts: Vec::new(),
+            part_first: 0,
+            part_start_ts: h.media_ts,
+            part_independent: true,
         });
+        // The open part closes before a chunk that would take it past the part target (the
+        // chunk's own length taken as the step from the last one): parts never exceed it.
+        let step = h.media_ts.saturating_sub(open.last_ts);
+        if part_90k > 0
+            && open.part_first < open.chunks.len()
+            && h.media_ts.saturating_sub(open.part_start_ts) + step > part_90k
+            && open.close_part(h.media_ts)
+        {
+            self.version += 1;
+        }
+        if open.part_first == open.chunks.len() {
+            open.part_start_ts = h.media_ts;
+            open.part_independent = h.is_keyframe();
+        }
         open.chunks.push(chunk.payload.clone());
         open.bytes += chunk.payload.len();
         if h.media_ts > open.last_ts {
@@ -127,33 +254,38 @@ impl Segmenter {
 
     /// Closes the open segment, ending at `end_ts` (the next keyframe) or estimated from its frames.
     fn close(&mut self, end_ts: Option<u64>) {
-        let Some(o) = self.open.take() else { return };
-        let span = o.last_ts - o.start_ts;
-        let frame = span.checked_div(o.frames).unwrap_or(0);
-        let duration_90k = end_ts.map_or(span + frame, |e| e.saturating_sub(o.start_ts));
+        let Some(mut o) = self.open.take() else { return };
+        let end = end_ts.unwrap_or_else(|| o.estimated_end());
+        let duration_90k = end.saturating_sub(o.start_ts);
         if duration_90k == 0 {
             return;
         }
-        self.max_duration_90k = self.max_duration_90k.max(duration_90k);
-        let mut body = bytes::BytesMut::with_capacity(o.bytes);
-        for c in &o.chunks {
-            body.extend_from_slice(c);
+        if self.cfg.part_90k > 0 {
+            o.close_part(end);
         }
-        let etag = Bytes::from(format!("\"{}-{:x}-{:x}\"", self.next_msn, o.start_ts, o.bytes));
+        self.max_duration_90k = self.max_duration_90k.max(duration_90k);
         self.done.push_back(Arc::new(Segment {
-            msn: self.next_msn,
-            body: body.freeze(),
+            msn: o.msn,
+            body: join(&o.chunks),
             chunks: o.chunks.len(),
-            etag,
+            etag: etag(&o.msn.to_string(), o.start_ts, o.bytes),
             duration_90k,
             discontinuity: o.discontinuity,
+            ingest_ms: o.ingest_ms,
+            parts: o.parts,
         }));
         self.next_msn += 1;
+        self.version += 1;
         while self.done.len() > self.cfg.window + self.cfg.keep_extra {
             if let Some(old) = self.done.pop_front() {
                 self.dropped_discontinuities += u64::from(old.discontinuity);
             }
         }
+    }
+
+    fn publish(&mut self) {
+        self.version += 1;
+        self.rendered = playlist::render(self).map(Bytes::from);
     }
 
     pub fn segment(&self, msn: u64) -> Option<Arc<Segment>> {
@@ -162,33 +294,43 @@ impl Segmenter {
         (seg.msn == msn).then(|| seg.clone())
     }
 
+    /// Part `index` of segment `msn`.
+    pub fn part(&self, msn: u64, index: usize) -> PartAt {
+        if msn < self.next_msn {
+            return match self.segment(msn).and_then(|s| s.parts.get(index).cloned()) {
+                Some(p) => PartAt::Here(p),
+                None => PartAt::Never,
+            };
+        }
+        let open_parts = self.open.as_ref().map_or(0, |o| o.parts.len());
+        match self.open.as_ref().and_then(|o| o.parts.get(index)) {
+            Some(p) if msn == self.next_msn => PartAt::Here(p.clone()),
+            _ if self.ended || self.cfg.part_90k == 0 => PartAt::Never,
+            _ if msn == self.next_msn && index <= open_parts + 1 => PartAt::Soon,
+            _ if msn == self.next_msn + 1 && index == 0 => PartAt::Soon,
+            _ => PartAt::Never,
+        }
+    }
+
+    /// Whether the playlist holds segment `msn` (complete), or its part `part`.
+    pub fn ready(&self, msn: u64, part: Option<usize>) -> Ready {
+        if self.ended && self.rendered.is_some() {
+            return Ready::Now;
+        }
+        // The last segment the playlist lists is `next_msn - 1`; two past it is the limit.
+        if msn > self.next_msn + 1 {
+            return Ready::TooFar;
+        }
+        let has_part = match (part, &self.open) {
+            (Some(p), Some(o)) => msn == o.msn && o.parts.len() > p,
+            _ => false,
+        };
+        if self.rendered.is_some() && (msn < self.next_msn || has_part) { Ready::Now } else { Ready::Later }
+    }
+
     /// The live playlist; `None` until the first segment is complete.
-    pub fn playlist(&self) -> Option<String> {
-        if self.done.is_empty() {
-            return None;
-        }
-        let listed = self.done.len().min(self.cfg.window);
-        let hidden = self.done.len() - listed;
-        let disc_seq =
-            self.dropped_discontinuities + self.done.iter().take(hidden).filter(|s| s.discontinuity).count() as u64;
-        // The target never shrinks, as RFC 8216 requires it to stay constant for the playlist.
-        let target = self.max_duration_90k.div_ceil(90_000);
-        let mut out = String::with_capacity(128 + listed * 40);
-        let _ = write!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
-            self.done[hidden].msn
-        );
-        for s in self.done.iter().skip(hidden) {
-            if s.discontinuity {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            let _ = write!(out, "#EXTINF:{:.3},\n{}.ts\n", s.duration_90k as f64 / 90_000.0, s.msn);
-        }
-        if self.ended {
-            out.push_str("#EXT-X-ENDLIST\n");
-        }
-        Some(out)
+    pub fn playlist(&self) -> Option<Bytes> {
+        self.rendered.clone()
     }
 }
 
@@ -209,13 +351,17 @@ mod tests {
             header: ChunkHeader {
                 channel: ChannelId::new("c").unwrap(),
                 seq,
-                ingest_ms: 0,
+                ingest_ms: 1_796_601_484_000 + seq * 40,
                 media_ts: 1_000_000 + seq * 3600,
                 flags: f,
             },
             payload: Bytes::from(p),
             signature: None,
         }
+    }
+
+    fn text(s: &Segmenter) -> String {
+        String::from_utf8(s.playlist().expect("a playlist").to_vec()).expect("UTF-8")
     }
 
     fn feed(s: &mut Segmenter, seqs: impl Iterator<Item = u64>, gop: u64) {
@@ -229,7 +375,7 @@ mod tests {
         let mut s = Segmenter::new(SegmenterConfig::default());
         assert_eq!(s.playlist(), None);
         feed(&mut s, 0..=1000, 50); // 2 s GOP
-        let pl = s.playlist().unwrap();
+        let pl = text(&s);
         assert!(pl.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n"), "{pl}");
         assert_eq!(pl.matches("#EXTINF:2.000,").count(), 6, "{pl}");
         // 1000 frames = 20 segments done; the window lists the last 6 (14..=19).
@@ -247,10 +393,10 @@ mod tests {
     fn short_gops_are_grouped_long_gops_raise_the_target() {
         let mut s = Segmenter::new(SegmenterConfig::default());
         feed(&mut s, 0..=200, 25); // 1 s GOP → 2 s segments
-        assert!(s.playlist().unwrap().contains("#EXTINF:2.000,"));
+        assert!(text(&s).contains("#EXTINF:2.000,"));
         let mut s = Segmenter::new(SegmenterConfig::default());
         feed(&mut s, 0..=250, 125); // 5 s GOP
-        let pl = s.playlist().unwrap();
+        let pl = text(&s);
         assert!(pl.contains("#EXT-X-TARGETDURATION:5\n") && pl.contains("#EXTINF:5.000,"), "{pl}");
     }
 
@@ -267,18 +413,18 @@ mod tests {
         let mut s = Segmenter::new(SegmenterConfig { window: 3, keep_extra: 0, ..SegmenterConfig::default() });
         feed(&mut s, 0..=120, 50);
         feed(&mut s, 150..=260, 50); // 121..149 never arrived
-        let pl = s.playlist().unwrap();
+        let pl = text(&s);
         assert_eq!(pl.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{pl}");
         assert!(pl.contains("#EXTINF:0.840,"), "closed early with its own length: {pl}");
         feed(&mut s, 261..=600, 50);
-        let pl = s.playlist().unwrap();
+        let pl = text(&s);
         assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{pl}");
         assert!(!pl.contains("#EXT-X-DISCONTINUITY\n"));
         let mut s = Segmenter::new(SegmenterConfig::default());
         feed(&mut s, 0..=60, 50);
         s.push(&chunk(61, 61, ChunkFlags::DISCONTINUITY));
         feed(&mut s, 62..=200, 61);
-        assert!(s.playlist().unwrap().contains("#EXT-X-DISCONTINUITY\n"));
+        assert!(text(&s).contains("#EXT-X-DISCONTINUITY\n"));
     }
 
     #[test]
@@ -288,9 +434,82 @@ mod tests {
         let before = s.segments();
         s.end();
         assert_eq!(s.segments(), before + 1, "the open segment is listed too");
-        let pl = s.playlist().unwrap();
+        let pl = text(&s);
         assert!(pl.ends_with("#EXT-X-ENDLIST\n"), "{pl}");
         s.push(&chunk(121, 121, ChunkFlags::DISCONTINUITY | ChunkFlags::KEYFRAME));
-        assert!(!s.playlist().unwrap().contains("ENDLIST"), "a new broadcast reopens the playlist");
+        assert!(!text(&s).contains("ENDLIST"), "a new broadcast reopens the playlist");
+    }
+
+    fn low_latency() -> Segmenter {
+        Segmenter::new(SegmenterConfig { part_90k: 45_000, ..SegmenterConfig::default() })
+    }
+
+    #[test]
+    fn parts_are_cut_at_chunks_within_the_part_target_and_listed_near_the_end() {
+        let mut s = low_latency();
+        feed(&mut s, 0..=1010, 50); // 20 segments done, the 21st has 10 frames
+        let pl = text(&s);
+        assert!(pl.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n"), "{pl}");
+        assert!(
+            pl.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,HOLD-BACK=6.000\n"),
+            "{pl}"
+        );
+        assert!(pl.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"), "{pl}");
+        // 50 frames of 40 ms: parts of 12, 12, 12, 12 and 2 frames, the first independent.
+        let seg = s.segment(19).unwrap();
+        let durations: Vec<u64> = seg.parts.iter().map(|p| p.duration_90k).collect();
+        assert_eq!(durations, [43_200, 43_200, 43_200, 43_200, 7_200]);
+        assert_eq!(seg.parts.iter().map(|p| p.body.len()).sum::<usize>(), seg.body.len());
+        assert_eq!(seg.parts.iter().filter(|p| p.independent).count(), 1);
+        assert!(seg.parts[0].independent && seg.parts[0].body[..] == seg.body[..12 * 188]);
+        assert!(pl.contains("#EXT-X-PART:DURATION=0.480,URI=\"19.0.ts\",INDEPENDENT=YES\n"), "{pl}");
+        assert!(pl.contains("#EXT-X-PART:DURATION=0.080,URI=\"19.4.ts\"\n#EXTINF:2.000,\n19.ts\n"), "{pl}");
+        // Parts for about the last three target durations only; the open segment's follow, then
+        // the hint for its next part.
+        assert!(pl.contains("\"17.0.ts\"") && !pl.contains("\"16.0.ts\""), "{pl}");
+        assert!(pl.ends_with("19.ts\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"20.0.ts\"\n"), "10 frames: no part yet: {pl}");
+        feed(&mut s, 1011..=1013, 50);
+        let pl = text(&s);
+        assert!(pl.ends_with("#EXT-X-PART:DURATION=0.480,URI=\"20.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"20.1.ts\"\n"), "{pl}");
+        // The first listed segment carries its ingest wall-clock time.
+        assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:14\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T23:58:32.000Z\n"), "{pl}");
+    }
+
+    #[test]
+    fn blocking_requests_wait_for_the_part_or_segment_they_name() {
+        let mut s = low_latency();
+        assert_eq!(s.ready(0, None), Ready::Later, "no playlist yet");
+        feed(&mut s, 0..=62, 50); // segment 0 done; segment 1 has part 0 (12 frames) open
+        assert_eq!(s.ready(0, None), Ready::Now);
+        assert_eq!(s.ready(1, Some(0)), Ready::Now);
+        assert_eq!(s.ready(1, Some(1)), Ready::Later);
+        assert_eq!(s.ready(1, None), Ready::Later, "segment 1 is not complete");
+        assert_eq!(s.ready(2, Some(0)), Ready::Later);
+        assert_eq!(s.ready(3, None), Ready::TooFar);
+        assert!(matches!(s.part(1, 0), PartAt::Here(_)));
+        assert!(matches!(s.part(1, 1), PartAt::Soon), "the hinted part");
+        assert!(matches!(s.part(2, 0), PartAt::Soon));
+        assert!(matches!(s.part(1, 9), PartAt::Never));
+        assert!(matches!(s.part(0, 4), PartAt::Here(_)));
+        assert!(matches!(s.part(0, 5), PartAt::Never), "segment 0 closed with five parts");
+        let v = s.version();
+        feed(&mut s, 63..=63, 50);
+        assert_eq!(s.version(), v, "no part closed: nothing published");
+        feed(&mut s, 64..=75, 50);
+        assert!(s.version() > v);
+        assert_eq!(s.ready(1, Some(1)), Ready::Now);
+        s.end();
+        assert_eq!(s.ready(2, Some(0)), Ready::Now, "an ended playlist answers at once");
+        assert!(matches!(s.part(2, 0), PartAt::Never));
+    }
+
+    #[test]
+    fn plain_hls_has_no_low_latency_tags() {
+        let mut s = Segmenter::new(SegmenterConfig::default());
+        feed(&mut s, 0..=120, 50);
+        let pl = text(&s);
+        assert!(!pl.contains("PART") && !pl.contains("SERVER-CONTROL") && !pl.contains("PRELOAD"), "{pl}");
+        assert!(s.segment(0).unwrap().parts.is_empty());
+        assert!(matches!(s.part(2, 0), PartAt::Never));
     }
 }

@@ -1,6 +1,7 @@
 //! HLS serving: one segmenter task per channel, started by the first playlist request and stopped
-//! once no HLS request has come for the node's linger time. Playlists and segments are answered
-//! from its state; segments are streamed from the chunks' shared `Bytes`.
+//! once no HLS request has come for the node's linger time. Playlists, segments and LL-HLS parts
+//! are answered from its state, each from one shared `Bytes`; blocking playlist reloads and
+//! preload-hinted parts wait on its version.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,16 +18,18 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::Edge;
-use crate::hls::{Segmenter, SegmenterConfig};
+use crate::hls::{PartAt, Ready, Segmenter, SegmenterConfig};
 use crate::ts_viewer::{ended, open_error};
 
 const OPEN_WAIT: Duration = Duration::from_secs(8);
 
 pub struct HlsChannel {
     segmenter: Mutex<Segmenter>,
-    /// Bumped whenever a segment completes.
-    segments: watch::Sender<usize>,
+    /// The segmenter's version: changes whenever a part or segment is published.
+    changes: watch::Sender<u64>,
     last_access: Mutex<Instant>,
+    /// How long a blocking request (playlist or part) is held at most: three target durations.
+    hold: Duration,
 }
 
 impl HlsChannel {
@@ -38,6 +41,11 @@ impl HlsChannel {
     }
     fn with<R>(&self, f: impl FnOnce(&Segmenter) -> R) -> R {
         f(&self.segmenter.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    /// Waits (at most `limit`) until `done` holds of the segmenter; false on timeout.
+    async fn wait(&self, limit: Duration, done: impl Fn(&Segmenter) -> bool) -> bool {
+        let mut rx = self.changes.subscribe();
+        matches!(tokio::time::timeout(limit, rx.wait_for(|_| self.with(&done))).await, Ok(Ok(_)))
     }
 }
 
@@ -56,6 +64,7 @@ async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel
     let s = edge.settings();
     let cfg = SegmenterConfig {
         target_90k: (s.hls_segment_seconds * 90_000.0) as u64,
+        part_90k: (s.hls_part_seconds * 90_000.0) as u64,
         window: s.hls_window,
         ..SegmenterConfig::default()
     };
@@ -72,8 +81,9 @@ async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel
     }
     let state = Arc::new(HlsChannel {
         segmenter: Mutex::new(Segmenter::new(cfg)),
-        segments: watch::channel(0).0,
+        changes: watch::channel(0).0,
         last_access: Mutex::new(Instant::now()),
+        hold: Duration::from_secs_f64(3.0 * s.hls_segment_seconds),
     });
     map.insert(channel.clone(), state.clone());
     drop(map);
@@ -118,9 +128,9 @@ async fn segment_loop(edge: &Edge, channel: &ChannelId, state: &HlsChannel, mut 
                     info!(%channel, "broadcast ended: HLS playlist closed");
                     seg.end();
                 }
-                let n = seg.segments();
+                let v = seg.version();
                 drop(seg);
-                state.segments.send_if_modified(|v| std::mem::replace(v, n) != n);
+                state.changes.send_if_modified(|old| std::mem::replace(old, v) != v);
             }
             Err(CursorEnd::Lagged { .. }) => {
                 cursor.skip_to_latest_keyframe();
@@ -136,7 +146,15 @@ fn count(edge: &Edge, channel: &ChannelId, kind: &str, code: StatusCode) {
     edge.metrics.hls_requests.with_label_values(&[channel.as_str(), kind, code.as_str()]).inc();
 }
 
-pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str>) -> Response {
+/// What a playlist request asks for: at once, or (LL-HLS blocking reload, `_HLS_msn` and
+/// optionally `_HLS_part`) once the playlist holds that segment or part.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Blocking {
+    pub msn: Option<u64>,
+    pub part: Option<usize>,
+}
+
+pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str>, block: Blocking) -> Response {
     let state = match channel(&edge, &channel_id).await {
         Ok(s) => s,
         Err(r) => {
@@ -144,71 +162,118 @@ pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str
             return r;
         }
     };
-    let wait = Edge::secs(edge.settings().wait_for_live_seconds);
-    let mut rx = state.segments.subscribe();
-    let ready = tokio::time::timeout(wait, rx.wait_for(|n| *n > 0)).await;
+    let fail = |status: StatusCode, why: String| {
+        count(&edge, &channel_id, "playlist", status);
+        let mut r = text_error(status, why);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    };
+    let ready = match block.msn {
+        None => {
+            let wait = Edge::secs(edge.settings().wait_for_live_seconds);
+            state.wait(wait, |s| s.playlist().is_some()).await
+        }
+        Some(msn) => {
+            let ask = |s: &Segmenter| s.ready(msn, block.part);
+            if state.with(ask) == Ready::TooFar {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("_HLS_msn={msn} is more than two segments past channel {channel_id}'s playlist"),
+                );
+            }
+            state.wait(state.hold, |s| ask(s) != Ready::Later).await
+        }
+    };
     let text = state.with(Segmenter::playlist);
-    let (Ok(Ok(_)), Some(text)) = (ready, text) else {
-        count(&edge, &channel_id, "playlist", StatusCode::SERVICE_UNAVAILABLE);
-        let mut r =
-            text_error(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel_id} has no segments yet; retry"));
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
-        return r;
+    let (true, Some(text)) = (ready, text) else {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, format!("channel {channel_id} has no such segment yet; retry"));
     };
     count(&edge, &channel_id, "playlist", StatusCode::OK);
-    let text = match token {
-        Some(t) => with_token(&text, t),
+    let body = match token {
+        Some(t) => Bytes::from(with_token(&String::from_utf8_lossy(&text), t)),
         None => text,
     };
+    // A blocking request names what it waited for: any answer to it stays right, so caches may
+    // keep it a little; a plain request's answer changes with every part.
+    let cache = if block.msn.is_some() { "public, max-age=6" } else { "no-cache" };
     (
         [
             (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, cache),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        text,
+        body,
     )
         .into_response()
 }
 
-/// A segment: whole, a byte range of it (`Range`), or "not modified" (`If-None-Match`); HEAD
-/// gets the same head without the body (axum's GET routes answer HEAD).
-pub fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64, req: &HeaderMap) -> Response {
-    let seg = lookup(&edge, &channel_id).and_then(|s| {
-        s.touch();
-        s.with(|seg| seg.segment(msn))
+/// A segment (`N.ts`) or LL-HLS part (`N.P.ts`) by name.
+pub async fn media(edge: Arc<Edge>, channel_id: ChannelId, name: &str, req: &HeaderMap) -> Response {
+    let numbers = name.strip_suffix(".ts").map(|n| match n.split_once('.') {
+        Some((msn, part)) => (msn.parse::<u64>().ok(), part.parse::<usize>().ok().map(Some)),
+        None => (n.parse::<u64>().ok(), Some(None)),
     });
-    let Some(seg) = seg else {
-        count(&edge, &channel_id, "segment", StatusCode::NOT_FOUND);
+    let Some((Some(msn), Some(part))) = numbers else {
+        return text_error(StatusCode::NOT_FOUND, format!("no segment {name:?}; segments are N.ts, parts N.P.ts"));
+    };
+    let state = lookup(&edge, &channel_id);
+    if let Some(s) = &state {
+        s.touch();
+    }
+    let found = match (part, &state) {
+        (None, Some(s)) => s.with(|g| g.segment(msn)).map(|g| (g.body.clone(), g.etag.clone())),
+        (Some(index), Some(s)) => {
+            let at = |g: &Segmenter| g.part(msn, index);
+            // The preload hint's part: held until it is made, as RFC 8216bis asks.
+            if matches!(s.with(at), PartAt::Soon) {
+                s.wait(s.hold, |g| !matches!(at(g), PartAt::Soon)).await;
+            }
+            match s.with(at) {
+                PartAt::Here(p) => Some((p.body.clone(), p.etag.clone())),
+                PartAt::Soon | PartAt::Never => None,
+            }
+        }
+        (_, None) => None,
+    };
+    let kind = if part.is_some() { "part" } else { "segment" };
+    let Some((body, etag)) = found else {
+        count(&edge, &channel_id, kind, StatusCode::NOT_FOUND);
         return text_error(
             StatusCode::NOT_FOUND,
-            format!("segment {msn} of channel {channel_id} is not available (expired or not yet made)"),
+            format!("{kind} {name} of channel {channel_id} is not available (expired or not yet made)"),
         );
     };
-    let etag = HeaderValue::from_maybe_shared(seg.etag.clone()).ok();
+    immutable(&edge, &channel_id, kind, body, &etag, req)
+}
+
+/// An immutable media file: whole, a byte range of it (`Range`), or "not modified"
+/// (`If-None-Match`); HEAD gets the same head without the body (axum's GET routes answer HEAD).
+fn immutable(edge: &Edge, channel_id: &ChannelId, kind: &str, body: Bytes, etag: &Bytes, req: &HeaderMap) -> Response {
     let mut headers = HeaderMap::with_capacity(6);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     // Immutable once made: a cache in front may keep it as long as the edge lists it and more.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, immutable"));
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(e) = &etag {
-        headers.insert(header::ETAG, e.clone());
+    if let Ok(e) = HeaderValue::from_maybe_shared(etag.clone()) {
+        headers.insert(header::ETAG, e);
     }
     let unchanged = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/").as_bytes() == &seg.etag[..])
+        v.split(',').any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/").as_bytes() == &etag[..])
     });
-    let total = seg.body.len();
+    let total = body.len();
     let (status, body) = if unchanged {
         (StatusCode::NOT_MODIFIED, Bytes::new())
     } else {
         match byte_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), total) {
-            ByteRange::Whole => (StatusCode::OK, seg.body.clone()),
+            ByteRange::Whole => (StatusCode::OK, body),
             ByteRange::Part(first, last) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")) {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
-                (StatusCode::PARTIAL_CONTENT, seg.body.slice(first..=last))
+                (StatusCode::PARTIAL_CONTENT, body.slice(first..=last))
             }
             ByteRange::Unsatisfiable => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
@@ -218,7 +283,7 @@ pub fn segment(edge: Arc<Edge>, channel_id: ChannelId, msn: u64, req: &HeaderMap
             }
         }
     };
-    count(&edge, &channel_id, "segment", status);
+    count(edge, channel_id, kind, status);
     edge.metrics.viewer_bytes.with_label_values(&[channel_id.as_str(), "hls"]).inc_by(body.len() as u64);
     (status, headers, Body::from(body)).into_response()
 }
@@ -265,15 +330,27 @@ fn byte_range(header: Option<&str>, total: usize) -> ByteRange {
     }
 }
 
-/// The playlist with `?token=` on every segment URI. Tokens are `[0-9A-Za-z.:@_-]` only, so
-/// they go into a query as they are.
+/// The playlist with `?token=` on every segment and part URI (the lines that are URIs, and the
+/// `URI="…"` of LL-HLS tags). Tokens are `[0-9A-Za-z.:@_-]` only, so they go into a query as
+/// they are.
 fn with_token(playlist: &str, token: &str) -> String {
-    let mut out = String::with_capacity(playlist.len() + 64);
+    let query: String =
+        "?token=".chars().chain(token.chars().filter(|c| c.is_ascii_alphanumeric() || ".:@_-".contains(*c))).collect();
+    let mut out = String::with_capacity(playlist.len() * 2);
     for line in playlist.lines() {
-        out.push_str(line);
-        if !line.is_empty() && !line.starts_with('#') {
-            out.push_str("?token=");
-            out.extend(token.chars().filter(|c| c.is_ascii_alphanumeric() || ".:@_-".contains(*c)));
+        let uri_end = match line.find("URI=\"") {
+            _ if line.is_empty() => None,
+            _ if !line.starts_with('#') => Some(line.len()),
+            Some(at) => line[at + 5..].find('"').map(|end| at + 5 + end),
+            None => None,
+        };
+        match uri_end {
+            Some(end) => {
+                out.push_str(&line[..end]);
+                out.push_str(&query);
+                out.push_str(&line[end..]);
+            }
+            None => out.push_str(line),
         }
         out.push('\n');
     }
@@ -301,5 +378,16 @@ mod tests {
             assert_eq!(r(bad), Whole, "{bad}");
         }
         assert_eq!(byte_range(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn tokens_go_on_segment_and_part_uris() {
+        let pl = "#EXTM3U\n#EXT-X-PART:DURATION=0.480,URI=\"3.0.ts\",INDEPENDENT=YES\n#EXTINF:2.000,\n3.ts\n\
+                  #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"4.0.ts\"\n";
+        assert_eq!(
+            with_token(pl, "a.b/<c>"),
+            "#EXTM3U\n#EXT-X-PART:DURATION=0.480,URI=\"3.0.ts?token=a.bc\",INDEPENDENT=YES\n#EXTINF:2.000,\n\
+             3.ts?token=a.bc\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"4.0.ts?token=a.bc\"\n"
+        );
     }
 }

@@ -373,6 +373,11 @@ fn channel_from(name: &str) -> Result<ChannelId, Response> {
 #[derive(serde::Deserialize, Default)]
 struct ViewerQuery {
     token: Option<String>,
+    /// LL-HLS blocking playlist reload (RFC 8216bis 6.2.5.2).
+    #[serde(rename = "_HLS_msn")]
+    hls_msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    hls_part: Option<usize>,
 }
 
 impl ViewerQuery {
@@ -429,7 +434,10 @@ async fn playlist(
 ) -> Response {
     match legacy_channel(&edge, &channel, true, q.token(&headers)) {
         // Segment URIs carry the token on, as players fetch them without the playlist's query.
-        Ok(channel) => hls_http::playlist(edge, channel, q.token.as_deref()).await,
+        Ok(channel) => {
+            let block = hls_http::Blocking { msn: q.hls_msn, part: q.hls_part };
+            hls_http::playlist(edge, channel, q.token.as_deref(), block).await
+        }
         Err(r) => r,
     }
 }
@@ -444,8 +452,5 @@ async fn segment(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match segment.strip_suffix(".ts").and_then(|n| n.parse::<u64>().ok()) {
-        Some(msn) => hls_http::segment(edge, channel, msn, &headers),
-        None => text_error(StatusCode::NOT_FOUND, format!("no segment {segment:?}; segments are named N.ts")),
-    }
+    hls_http::media(edge, channel, &segment, &headers).await
 }
