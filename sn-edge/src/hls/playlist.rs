@@ -41,11 +41,7 @@ pub(super) fn render(s: &Segmenter) -> Option<String> {
     } else {
         let _ = write!(out, "#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n");
     }
-    let _ = write!(
-        out,
-        "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
-        s.done[hidden].msn
-    );
+    let _ = write!(out, "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n", s.done[hidden].msn);
     // Parts are listed for the segments that end within the last few target durations.
     let open_span = s.open.as_ref().map_or(0, |o| o.last_ts - o.start_ts);
     let mut from_end = open_span;
