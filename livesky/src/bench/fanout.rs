@@ -33,8 +33,9 @@ pub struct FanoutArgs {
     /// The edge's `viewer_coalesce_ms` (latency added to batch writes).
     #[arg(long, default_value_t = 100)]
     pub coalesce_ms: u64,
-    /// What viewers fetch: `ts` (HTTP-TS streams at the stream's rate) or `hls` (one segment
-    /// over and over on kept-alive connections, with wrk).
+    /// What viewers fetch: `ts` (HTTP-TS streams at the stream's rate), `hls` (one segment over
+    /// and over on kept-alive connections, with wrk) or `ll-hls` (players following the live
+    /// edge part by part: blocking playlist reload, then the part). `--speeds` applies to `ts`.
     #[arg(long, value_enum, default_value_t = Mode::Ts)]
     pub mode: Mode,
     /// Skip the nginx runs.
@@ -49,6 +50,7 @@ pub struct FanoutArgs {
 pub enum Mode {
     Ts,
     Hls,
+    LlHls,
 }
 
 struct Row {
@@ -63,8 +65,10 @@ struct Row {
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
-    if args.mode == Mode::Hls {
-        return super::fanout_hls::run(args).await;
+    match args.mode {
+        Mode::Hls => return super::fanout_hls::run(args).await,
+        Mode::LlHls => return super::fanout_llhls::run(args).await,
+        Mode::Ts => {}
     }
     check_fd_limit(args.clients)?;
     let nginx = if args.no_nginx { None } else { which("nginx") };

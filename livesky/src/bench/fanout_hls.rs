@@ -80,17 +80,9 @@ async fn newest_segment(edge: &str) -> anyhow::Result<(String, Vec<u8>)> {
     }
 }
 
-/// GET on its own connection: status and body (the edge's answers here have a length).
+/// GET on a connection of its own.
 async fn get(base: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = base.strip_prefix("http://").context("bench URLs are http://")?;
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut data = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut data)).await.context("no answer in 10 s")??;
-    let at = data.windows(4).position(|w| w == b"\r\n\r\n").context("no response head")? + 4;
-    let status = String::from_utf8_lossy(&data[..at.min(16)]).split(' ').nth(1).and_then(|c| c.parse().ok());
-    Ok((status.context("no status")?, data[at..].to_vec()))
+    super::http1::Conn::connect(base).await?.get(path).await
 }
 
 async fn measure(

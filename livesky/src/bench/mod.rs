@@ -3,7 +3,9 @@
 mod admit;
 mod fanout;
 mod fanout_hls;
+mod fanout_llhls;
 mod gslb;
+mod http1;
 mod latency;
 mod mcpush;
 mod peers;
@@ -17,8 +19,8 @@ pub use peers::PeersArgs;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
-    /// Edge HTTP-TS fan-out (or HLS segments, `--mode hls`) vs nginx: delivered rate and server
-    /// CPU at N concurrent viewers.
+    /// Edge HTTP-TS fan-out (or HLS segments, `--mode hls`, or LL-HLS players, `--mode ll-hls`)
+    /// vs nginx: delivered rate and server CPU at N concurrent viewers.
     Fanout(FanoutArgs),
     /// Joins per second one edge admits (admission + tree assignment) as its swarm grows.
     Admit(AdmitArgs),
