@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::debug;
 
-use crate::limits::{ConnLimiter, Limits, Refusal};
-use crate::takeover::{Rewind, Sniffed, Takeover, sniff};
+use crate::limits::{ConnLimiter, ConnPermit, Limits, Refusal};
+use crate::takeover::{HandBack, RawConn, Rewind, Served, Sniffed, Takeover, sniff};
 
 /// How long connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -82,39 +82,44 @@ pub async fn serve(
             Err(never) => match never {},
         };
         let (cancel, limiter, takeover) = (cancel.clone(), limiter.clone(), takeover.clone());
-        conns.spawn(async move {
-            let prefix = match takeover {
-                None => Bytes::new(),
-                Some(t) => match sniff(&mut stream, peer, t.as_ref(), header_timeout).await {
-                    Sniffed::Raw(req) => return t.serve(req, stream, permit).await,
-                    Sniffed::Hyper(prefix) => prefix,
-                    Sniffed::Gone { timed_out } => {
-                        if timed_out {
-                            limiter.count("timeout");
-                        }
-                        return;
+        let hyper_limiter = limiter.clone();
+        let hyper = move |prefix: Bytes, stream: TcpStream, permit: ConnPermit| -> Served {
+            Box::pin(async move {
+                let _permit = permit;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), svc)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
                     }
-                },
-            };
-            let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+                };
+                if let Err(e) = result {
+                    if e.is_timeout() {
+                        hyper_limiter.count("timeout");
+                    }
+                    debug!(%peer, error = %e, "HTTP connection ended");
                 }
-            };
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    limiter.count("timeout");
+            })
+        };
+        conns.spawn(async move {
+            let Some(t) = takeover else { return hyper(Bytes::new(), stream, permit).await };
+            match sniff(&mut stream, peer, t.as_ref(), header_timeout).await {
+                Sniffed::Raw(req, rest) => {
+                    let back = HandBack(Box::new(hyper));
+                    t.serve(RawConn { req, stream, permit, rest, back, header_timeout }).await
                 }
-                debug!(%peer, error = %e, "HTTP connection ended");
+                Sniffed::Hyper(prefix) => hyper(prefix, stream, permit).await,
+                Sniffed::Gone { timed_out } => {
+                    if timed_out {
+                        limiter.count("timeout");
+                    }
+                }
             }
         });
     }

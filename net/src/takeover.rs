@@ -29,9 +29,11 @@ const MAX_HEADERS: usize = 64;
 /// How long writing an error answer on a taken socket may take.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// The first request of a connection, as read off the socket.
+/// A request head, as read off the socket.
 #[derive(Debug)]
 pub struct RawRequest {
+    /// The head's bytes as sent (to give the request to hyper after all).
+    pub head: Bytes,
     pub method: String,
     /// Path and query, as sent.
     pub uri: String,
@@ -54,18 +56,97 @@ pub type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub trait Takeover: Send + Sync + 'static {
     /// Whether a request with this method and path (no query) is served raw.
     fn wants(&self, method: &str, path: &str) -> bool;
-    /// Serves it; the socket and its place under the connection cap are the role's from now on.
-    fn serve(self: Arc<Self>, req: RawRequest, stream: TcpStream, permit: ConnPermit) -> Served;
+    /// Serves it; the socket and its place under the connection cap are the role's from now on
+    /// (or hyper's again, through [`RawConn::back`]).
+    fn serve(self: Arc<Self>, conn: RawConn) -> Served;
+}
+
+/// A connection taken off hyper, at its request `req`.
+pub struct RawConn {
+    pub req: RawRequest,
+    pub stream: TcpStream,
+    pub permit: ConnPermit,
+    /// Bytes read past `req`'s head: the start of a pipelined next request.
+    pub rest: BytesMut,
+    /// Gives the connection back to hyper.
+    pub back: HandBack,
+    /// The server's header timeout: how long a kept-alive connection has to send its next head.
+    pub header_timeout: Duration,
+}
+
+/// Serves a connection with hyper (and the role's router), `prefix` read first: what a taken
+/// connection falls back to for a request its role does not serve raw.
+pub struct HandBack(pub(crate) Box<dyn FnOnce(Bytes, TcpStream, ConnPermit) -> Served + Send>);
+
+impl HandBack {
+    pub fn serve(self, prefix: Bytes, stream: TcpStream, permit: ConnPermit) -> Served {
+        (self.0)(prefix, stream, permit)
+    }
+}
+
+/// What reading a request head gave.
+pub enum Head {
+    Request(RawRequest),
+    /// Not a head this parser reads (malformed, too big): hyper's to answer, from the bytes read.
+    Unreadable,
+    /// The client closed, or sent no whole head in time (as hyper would have timed out).
+    Gone {
+        timed_out: bool,
+    },
+}
+
+/// Reads one request head from `stream` (after what `buf` holds already) within `limit`; the
+/// bytes past the head stay in `buf`.
+pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, peer: SocketAddr, limit: Duration) -> Head {
+    let read = async {
+        loop {
+            if !buf.is_empty() {
+                match parse_head(buf, peer) {
+                    Ok(Some(req)) => return Head::Request(req),
+                    Ok(None) if buf.len() < MAX_HEAD => {}
+                    // Not ours to judge: hyper answers a malformed or huge head with its error.
+                    Ok(None) | Err(()) => return Head::Unreadable,
+                }
+            }
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) if buf.is_empty() => return Head::Gone { timed_out: false },
+                Ok(0) | Err(_) => return Head::Unreadable,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.unwrap_or(Head::Gone { timed_out: true })
+}
+
+/// A whole head at the start of `buf` (split off it), `None` if it is not all there yet.
+fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<RawRequest>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(_) => return Err(()),
+    };
+    let (Some(method), Some(uri), Some(minor)) = (req.method, req.path, req.version) else { return Err(()) };
+    let mut map = HeaderMap::new();
+    for h in req.headers.iter() {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+            map.append(n, v);
+        }
+    }
+    let (method, uri) = (method.to_string(), uri.to_string());
+    Ok(Some(RawRequest { head: buf.split_to(len).freeze(), method, uri, minor, headers: map, peer }))
 }
 
 /// What the first request head turned out to be.
 pub(crate) enum Sniffed {
-    /// The takeover's: the socket is handed over.
-    Raw(RawRequest),
+    /// The takeover's: the socket is handed over, with the bytes read past the head.
+    Raw(RawRequest, BytesMut),
     /// hyper's, with the bytes read so far.
     Hyper(Bytes),
-    /// The client closed, or sent no whole head in time (as hyper would have timed out).
-    Gone { timed_out: bool },
+    Gone {
+        timed_out: bool,
+    },
 }
 
 /// Reads the first request head and decides whose it is.
@@ -76,67 +157,76 @@ pub(crate) async fn sniff(
     limit: Duration,
 ) -> Sniffed {
     let mut buf = BytesMut::with_capacity(1024);
-    let read = async {
-        loop {
-            if buf.len() >= MAX_HEAD {
-                return Sniffed::Hyper(buf.split().freeze());
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) if buf.is_empty() => return Sniffed::Gone { timed_out: false },
-                Ok(0) | Err(_) => return Sniffed::Hyper(buf.split().freeze()),
-                Ok(_) => {}
-            }
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Partial) => continue,
-                Ok(httparse::Status::Complete(_)) => {
-                    let (Some(method), Some(uri), Some(minor)) = (req.method, req.path, req.version) else {
-                        return Sniffed::Hyper(buf.split().freeze());
-                    };
-                    let path = uri.split('?').next().unwrap_or(uri);
-                    if !takeover.wants(method, path) {
-                        return Sniffed::Hyper(buf.split().freeze());
-                    }
-                    let mut map = HeaderMap::new();
-                    for h in req.headers.iter() {
-                        if let (Ok(n), Ok(v)) =
-                            (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
-                        {
-                            map.append(n, v);
-                        }
-                    }
-                    let (method, uri) = (method.to_string(), uri.to_string());
-                    return Sniffed::Raw(RawRequest { method, uri, minor, headers: map, peer });
-                }
-                // Not ours to judge: hyper answers a malformed head with its proper error.
-                Err(_) => return Sniffed::Hyper(buf.split().freeze()),
-            }
+    match read_head(stream, &mut buf, peer, limit).await {
+        Head::Request(req) if takeover.wants(&req.method, req.uri.split('?').next().unwrap_or("")) => {
+            Sniffed::Raw(req, buf)
         }
-    };
-    tokio::time::timeout(limit, read).await.unwrap_or(Sniffed::Gone { timed_out: true })
+        Head::Request(req) => Sniffed::Hyper(join(&req.head, &buf)),
+        Head::Unreadable => Sniffed::Hyper(buf.freeze()),
+        Head::Gone { timed_out } => Sniffed::Gone { timed_out },
+    }
+}
+
+/// `head` then `rest`: a request given to hyper after it was read here.
+pub fn join(head: &Bytes, rest: &BytesMut) -> Bytes {
+    let mut all = BytesMut::with_capacity(head.len() + rest.len());
+    all.extend_from_slice(head);
+    all.extend_from_slice(rest);
+    all.freeze()
 }
 
 /// Writes `resp` (an error, a redirect: a small body) on a taken socket and closes it.
 pub async fn answer(mut stream: TcpStream, req: &RawRequest, resp: Response<Body>) {
-    let (parts, body) = resp.into_parts();
     let write = async {
-        let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-        let reason = parts.status.canonical_reason().unwrap_or("");
-        let mut head = format!("{} {} {reason}\r\n", req.version(), parts.status.as_u16());
-        for (name, value) in &parts.headers {
-            if let Ok(v) = value.to_str() {
-                head.push_str(&format!("{name}: {v}\r\n"));
-            }
-        }
-        head.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
-        stream.write_all(head.as_bytes()).await?;
-        if req.method != "HEAD" {
-            stream.write_all(&body).await?;
-        }
+        write_response(&mut stream, req, resp, false).await?;
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(ANSWER_WAIT, write).await;
+}
+
+/// The largest response body [`write_response`] writes (playlists, errors).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Writes `resp` (its body whole, at most 1 MiB) on a taken socket: `keep_alive` or with
+/// `connection: close`.
+pub async fn write_response(
+    stream: &mut TcpStream,
+    req: &RawRequest,
+    resp: Response<Body>,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(io::Error::other)?;
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    let mut head = format!("{} {} {reason}\r\n", req.version(), parts.status.as_u16());
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let connection = if keep_alive { "" } else { "connection: close\r\n" };
+    head.push_str(&format!("content-length: {}\r\n{connection}date: {}\r\n\r\n", body.len(), date()));
+    if req.method == "HEAD" {
+        return stream.write_all(head.as_bytes()).await;
+    }
+    write_all_vectored(stream, &mut [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(&body)]).await
+}
+
+/// Writes all of `bufs`, in as few vectored writes as the socket takes.
+pub async fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let n = stream.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// The `Date` header's value now (RFC 9110 asks origin servers with a clock for one).
+pub fn date() -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now())
 }
 
 /// A socket with bytes already read from it put back in front.
@@ -199,7 +289,8 @@ mod tests {
         fn wants(&self, method: &str, path: &str) -> bool {
             method == "GET" && path.starts_with("/raw")
         }
-        fn serve(self: Arc<Self>, req: RawRequest, mut stream: TcpStream, _permit: ConnPermit) -> Served {
+        fn serve(self: Arc<Self>, conn: RawConn) -> Served {
+            let RawConn { req, mut stream, .. } = conn;
             Box::pin(async move {
                 let body =
                     format!("raw {} {}", req.uri, req.headers.get("x-a").map_or("", |v| v.to_str().unwrap_or("")));

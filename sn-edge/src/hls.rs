@@ -174,6 +174,16 @@ impl Segmenter {
         self.done.len()
     }
 
+    /// The newest complete segment.
+    pub fn newest(&self) -> Option<Arc<Segment>> {
+        self.done.back().cloned()
+    }
+
+    /// The oldest segment still kept (and served).
+    pub fn oldest_msn(&self) -> Option<u64> {
+        self.done.front().map(|s| s.msn)
+    }
+
     /// Changes with every published part or segment (what blocked requests wait on).
     pub fn version(&self) -> u64 {
         self.version

@@ -15,6 +15,7 @@ pub mod clients;
 mod error;
 pub mod hls;
 pub mod hls_http;
+mod hls_raw;
 mod metrics;
 pub mod report;
 pub mod stun;

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use livesky_net::http::text_error;
 use livesky_net::limits::ConnPermit;
-use livesky_net::takeover::{RawRequest, Served, Takeover, answer};
+use livesky_net::takeover::{RawConn, RawRequest, Served, Takeover, answer};
 use proto::{ChannelId, Chunk, SourceStatus, StartAt};
 use sn_core::hub::{Cursor, CursorEnd, CursorEvent, Lease};
 use sn_core::{OpenError, Origin};
@@ -63,21 +63,29 @@ pub(crate) async fn first_chunks(
     res.unwrap_or(Err(None))
 }
 
-/// Takes a new HTTP-TS viewer's socket: the checks and the start are answered here, then the
-/// viewer joins its channel's fan-out ([`crate::ts_fanout`]).
+/// The legacy viewer connections the edge serves off hyper: a new HTTP-TS viewer's socket (the
+/// checks and the start are answered here, then the viewer joins its channel's fan-out,
+/// [`crate::ts_fanout`]) and HLS players' kept-alive connections ([`crate::hls_raw`]).
 pub fn takeover(edge: Arc<Edge>) -> Arc<dyn Takeover> {
-    Arc::new(TsTakeover(edge))
+    Arc::new(EdgeTakeover(edge))
 }
 
-struct TsTakeover(Arc<Edge>);
+struct EdgeTakeover(Arc<Edge>);
 
-impl Takeover for TsTakeover {
+impl Takeover for EdgeTakeover {
     fn wants(&self, method: &str, path: &str) -> bool {
-        method == "GET" && ts_channel_name(path).is_some()
+        method == "GET" && (ts_channel_name(path).is_some() || crate::hls_raw::is_hls(path))
     }
 
-    fn serve(self: Arc<Self>, req: RawRequest, stream: TcpStream, permit: ConnPermit) -> Served {
-        Box::pin(async move { start(self.0.clone(), req, stream, permit).await })
+    fn serve(self: Arc<Self>, conn: RawConn) -> Served {
+        let edge = self.0.clone();
+        Box::pin(async move {
+            if ts_channel_name(conn.req.uri.split('?').next().unwrap_or("")).is_some() {
+                start(edge, conn.req, conn.stream, conn.permit).await
+            } else {
+                crate::hls_raw::serve(edge, conn).await
+            }
+        })
     }
 }
 
@@ -88,13 +96,11 @@ fn ts_channel_name(path: &str) -> Option<&str> {
 
 async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: ConnPermit) {
     let Some(raw) = ts_channel_name(req.uri.split('?').next().unwrap_or("")) else { return };
-    // As axum's `Path` would have it: `/live/d%65mo.ts` is channel `demo`.
-    let Ok(name) = percent_encoding::percent_decode_str(raw).decode_utf8() else {
+    let Some(name) = path_name(raw) else {
         let resp = text_error(StatusCode::BAD_REQUEST, "the channel name in the path is not UTF-8");
         return answer(stream, &req, resp).await;
     };
-    let uri: Option<axum::http::Uri> = req.uri.parse().ok();
-    let query = uri.as_ref().and_then(|u| Query::<ViewerQuery>::try_from_uri(u).ok());
+    let query = query(&req);
     let token =
         query.as_ref().map_or_else(|| livesky_net::http::bearer(&req.headers).unwrap_or(""), |q| q.token(&req.headers));
     let channel = match crate::legacy_channel(&edge, &name, false, token) {
@@ -116,6 +122,17 @@ async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: 
     }
     let viewer = crate::ts_fanout::Viewer::new(stream, cursor, first, lease, permit);
     edge.ts_groups.add(&edge, &channel, viewer);
+}
+
+/// A channel name from a path, as axum's `Path` would have it: `/live/d%65mo.ts` is `demo`.
+pub(crate) fn path_name(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(raw).decode_utf8().ok()
+}
+
+/// The request's query, as axum's `Query` reads it; `None` if it does not parse.
+pub(crate) fn query(req: &RawRequest) -> Option<ViewerQuery> {
+    let uri: axum::http::Uri = req.uri.parse().ok()?;
+    Query::<ViewerQuery>::try_from_uri(&uri).ok().map(|q| q.0)
 }
 
 /// Opens the channel for a new viewer and waits (bounded) for its first chunks, from the

@@ -175,10 +175,12 @@ pub(super) async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyh
             1,
             Role::Edge,
             &["tier0"],
-            // Every client runs on this host: no per-address cap applies.
+            // Every client runs on this host: no per-address cap applies. A long HLS window keeps
+            // the benched segment served for the whole run.
             &format!(
                 "limits = {{ http_max_per_ip = 1000000, http_max_connections = 1000000 }}\n\
-                 [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}"
+                 [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}\n\
+                 hls_window = 30"
             ),
         ),
     );

@@ -1,0 +1,139 @@
+//! HLS players' kept-alive connections served off hyper. A player alternates playlist and
+//! segment requests on one connection; here a segment goes out as one vectored write of its
+//! response head (made once per segment) and its shared bytes, with no header map, body frame or
+//! allocation per request. Playlists, parts and every other answer are the same responses the
+//! router gives ([`crate::hls_http`]), written here.
+//!
+//! (`sendfile` from a sealed memfd, nginx's way, was measured here and cost more CPU per request
+//! than the copy on this 2-core loopback bench: BENCHMARKS.md.)
+//!
+//! Only plain requests are served here: a request with a range, a condition, a body, an upgrade,
+//! HTTP/1.0, a HEAD, or anything this loop does not read goes to hyper, with the connection for
+//! the rest of its life, so every rule of the router still holds.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use livesky_net::takeover::{Head, RawConn, RawRequest, date, join, read_head, write_all_vectored, write_response};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::Edge;
+use crate::hls_http::{self, Blocking};
+use crate::ts_viewer::{path_name, query};
+
+/// How long one answer may take to write (a segment to a slow player).
+const SEND_LIMIT: Duration = Duration::from_secs(30);
+
+/// `/live/{channel}/{file}`: an HLS playlist, segment or part.
+pub(crate) fn is_hls(path: &str) -> bool {
+    hls_parts(path).is_some()
+}
+
+fn hls_parts(path: &str) -> Option<(&str, &str)> {
+    let (channel, file) = path.strip_prefix("/live/")?.split_once('/')?;
+    (!file.contains('/') && (file == "index.m3u8" || file.ends_with(".ts"))).then_some((channel, file))
+}
+
+enum Step {
+    /// Answered; the connection stays open for the next request.
+    Next,
+    Close,
+    /// Not served here: hyper gets this request and the connection.
+    Hyper,
+}
+
+pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
+    let RawConn { mut req, mut stream, permit, mut rest, back, header_timeout } = conn;
+    loop {
+        let step = tokio::select! {
+            s = answer(&edge, &req, &mut stream) => s,
+            _ = edge.node.cancelled() => return,
+        };
+        match step {
+            Step::Next => {}
+            Step::Close => return,
+            Step::Hyper => return back.serve(join(&req.head, &rest), stream, permit).await,
+        }
+        let head = tokio::select! {
+            h = read_head(&mut stream, &mut rest, req.peer, header_timeout) => h,
+            _ = edge.node.cancelled() => return,
+        };
+        req = match head {
+            Head::Request(r) => r,
+            Head::Unreadable => return back.serve(rest.freeze(), stream, permit).await,
+            Head::Gone { .. } => return,
+        };
+    }
+}
+
+/// Whether hyper must answer this request: anything but a plain HTTP/1.1 GET without a body.
+fn for_hyper(req: &RawRequest) -> bool {
+    let h = &req.headers;
+    let body = h.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    req.method != "GET"
+        || req.minor != 1
+        || body
+        || [
+            header::RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_RANGE,
+            header::TRANSFER_ENCODING,
+            header::EXPECT,
+            header::UPGRADE,
+        ]
+        .iter()
+        .any(|n| h.contains_key(n))
+}
+
+fn keep_alive(headers: &HeaderMap) -> bool {
+    !headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("close")))
+}
+
+async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream) -> Step {
+    let path = req.uri.split('?').next().unwrap_or("");
+    let (Some((raw, file)), false) = (hls_parts(path), for_hyper(req)) else { return Step::Hyper };
+    let (Some(name), Some(q)) = (path_name(raw), query(req)) else { return Step::Hyper };
+    let keep = keep_alive(&req.headers);
+    let wrote = match crate::legacy_channel(edge, &name, true, q.token(&req.headers)) {
+        Err(resp) => write(stream, req, resp, keep).await,
+        Ok(channel) if file == "index.m3u8" => {
+            let block = Blocking { msn: q.hls_msn, part: q.hls_part };
+            let resp = hls_http::playlist(edge.clone(), channel, q.token.as_deref(), block).await;
+            write(stream, req, resp, keep).await
+        }
+        Ok(channel) => match hls_http::segment_out(edge, &channel, file) {
+            Some(seg) => {
+                let connection = if keep { "" } else { "connection: close\r\n" };
+                let tail = format!("{connection}date: {}\r\n\r\n", date());
+                let mut bufs = [IoSlice::new(&seg.head), IoSlice::new(tail.as_bytes()), IoSlice::new(&seg.body)];
+                timed(write_all_vectored(stream, &mut bufs)).await
+            }
+            None => {
+                let resp = hls_http::media(edge.clone(), channel, file, &req.headers).await;
+                write(stream, req, resp, keep).await
+            }
+        },
+    };
+    match wrote {
+        Ok(()) if keep => Step::Next,
+        Ok(()) => Step::Close,
+        Err(e) => {
+            debug!(peer = %req.peer, error = %e, "HLS connection ended");
+            Step::Close
+        }
+    }
+}
+
+async fn write(stream: &mut TcpStream, req: &RawRequest, resp: axum::response::Response, keep: bool) -> io::Result<()> {
+    timed(write_response(stream, req, resp, keep)).await
+}
+
+async fn timed(write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::time::timeout(SEND_LIMIT, write).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
