@@ -28,7 +28,7 @@ fn part_name(uri: &str) -> (u64, usize) {
 }
 
 fn is_ts(body: &[u8]) -> bool {
-    !body.is_empty() && body.len() % 188 == 0 && body.chunks(188).all(|p| p[0] == 0x47)
+    !body.is_empty() && body.len().is_multiple_of(188) && body.chunks(188).all(|p| p[0] == 0x47)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +87,74 @@ async fn ll_hls_blocks_reloads_holds_hinted_parts_and_parts_make_the_segment() {
         let complaints = ffmpeg_check(&format!("{base}index.m3u8"), 6).await;
         assert!(complaints.is_empty(), "ffmpeg decodes the LL-HLS playlist as plain HLS: {complaints}");
     }
+}
+
+/// One response off a kept-alive connection: status, lower-cased head, body.
+async fn response(s: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_line(&mut line)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed in a head: {head}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().expect("a length"));
+    let mut body = vec![0; len];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut body)).await.unwrap().unwrap();
+    (status, head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_players_kept_alive_connection_gets_playlists_and_segments_and_hyper_keeps_the_rules() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = start(&topology()).await;
+    let e = cluster.get("edge").unwrap();
+    let (status, pl) = get_text(&e.url("/live/demo/index.m3u8")).await;
+    assert_eq!(status, 200, "{pl}");
+    let connect = || async {
+        tokio::io::BufReader::new(tokio::net::TcpStream::connect(e.http).await.expect("connects"))
+    };
+    let req = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{extra}\r\n");
+    let mut s = connect().await;
+    s.get_mut().write_all(req("/live/demo/index.m3u8", "").as_bytes()).await.unwrap();
+    let (status, head, body) = response(&mut s).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("application/vnd.apple.mpegurl") && head.contains("date: "), "{head}");
+    let pl = String::from_utf8(body).unwrap();
+    let seg = pl.lines().rfind(|l| l.ends_with(".ts")).expect("a segment").to_string();
+    let seg_path = format!("/live/demo/{seg}");
+    // A segment and a playlist sent together are answered in order on the same connection.
+    let two = [req(&seg_path, ""), req("/live/demo/index.m3u8", "")].concat();
+    s.get_mut().write_all(two.as_bytes()).await.unwrap();
+    let (status, head, whole) = response(&mut s).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(is_ts(&whole) && head.contains("etag: \"") && head.contains("date: "), "{head}");
+    assert!(head.contains("cache-control: public, max-age=60, immutable"), "{head}");
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().trim().to_string();
+    assert_eq!(response(&mut s).await.0, 200);
+    // A range is hyper's: it answers it, and the connection's later requests, by the same rules.
+    s.get_mut().write_all(req(&seg_path, "Range: bytes=0-187\r\n").as_bytes()).await.unwrap();
+    let (status, head, part) = response(&mut s).await;
+    assert_eq!((status, part.len()), (206, 188), "{head}");
+    s.get_mut().write_all(req(&seg_path, "").as_bytes()).await.unwrap();
+    let (status, head, again) = response(&mut s).await;
+    assert_eq!(status, 200);
+    assert!(again == whole && head.contains(&format!("etag: {etag}")), "{head}");
+    // An error is answered and the connection stays open.
+    let mut s = connect().await;
+    s.get_mut().write_all(req("/live/nosuch/index.m3u8", "").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s).await.0, 404);
+    s.get_mut().write_all(req(&seg_path, "Connection: close\r\n").as_bytes()).await.unwrap();
+    let (status, head, body) = response(&mut s).await;
+    assert!(status == 200 && body == whole && head.contains("connection: close"), "{head}");
 }
 
 /// Where web/build.sh's `npm install` puts hls.js.

@@ -85,6 +85,8 @@ impl HandBack {
 }
 
 /// What reading a request head gave.
+// Made once per request and matched at once: boxing the big variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Head {
     Request(RawRequest),
     /// Not a head this parser reads (malformed, too big): hyper's to answer, from the bytes read.
@@ -139,6 +141,7 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<RawRequest>
 }
 
 /// What the first request head turned out to be.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Sniffed {
     /// The takeover's: the socket is handed over, with the bytes read past the head.
     Raw(RawRequest, BytesMut),
