@@ -119,9 +119,8 @@ async fn a_players_kept_alive_connection_gets_playlists_and_segments_and_hyper_k
     let e = cluster.get("edge").unwrap();
     let (status, pl) = get_text(&e.url("/live/demo/index.m3u8")).await;
     assert_eq!(status, 200, "{pl}");
-    let connect = || async {
-        tokio::io::BufReader::new(tokio::net::TcpStream::connect(e.http).await.expect("connects"))
-    };
+    let connect =
+        || async { tokio::io::BufReader::new(tokio::net::TcpStream::connect(e.http).await.expect("connects")) };
     let req = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{extra}\r\n");
     let mut s = connect().await;
     s.get_mut().write_all(req("/live/demo/index.m3u8", "").as_bytes()).await.unwrap();

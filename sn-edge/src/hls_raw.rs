@@ -47,10 +47,14 @@ enum Step {
 
 pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
     let RawConn { mut req, mut stream, permit, mut rest, back, header_timeout } = conn;
+    // One wait on shutdown for the connection's life, not one per request.
+    let shutdown = edge.node.cancelled();
+    tokio::pin!(shutdown);
     loop {
         let step = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
             s = answer(&edge, &req, &mut stream) => s,
-            _ = edge.node.cancelled() => return,
         };
         match step {
             Step::Next => {}
@@ -58,8 +62,9 @@ pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
             Step::Hyper => return back.serve(join(&req.head, &rest), stream, permit).await,
         }
         let head = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
             h = read_head(&mut stream, &mut rest, req.peer, header_timeout) => h,
-            _ = edge.node.cancelled() => return,
         };
         req = match head {
             Head::Request(r) => r,

@@ -109,6 +109,15 @@ struct GroupTask {
     batch: Vec<Chunk>,
     stuck: Duration,
     max_lag_ms: u64,
+    /// The metric handles every tick updates, looked up once.
+    tick_metrics: TickMetrics,
+}
+
+struct TickMetrics {
+    viewer_bytes: prometheus::IntCounter,
+    serve_bytes: prometheus::IntCounter,
+    serve_busy: prometheus::Counter,
+    bytes_per_cpu_second: prometheus::Gauge,
 }
 
 impl GroupTask {
@@ -116,7 +125,15 @@ impl GroupTask {
         let s = edge.settings();
         let stuck = Edge::secs(s.stuck_viewer_seconds);
         let max_lag_ms = (s.max_viewer_lag_seconds * 1000.0) as u64;
-        Self { edge, channel, size, viewers: Vec::new(), batch: Vec::with_capacity(READ_AHEAD), stuck, max_lag_ms }
+        let m = &edge.metrics;
+        let tick_metrics = TickMetrics {
+            viewer_bytes: m.viewer_bytes.with_label_values(&[channel.as_str(), "ts"]),
+            serve_bytes: m.serve_bytes.with_label_values(&["ts"]),
+            serve_busy: m.serve_busy.with_label_values(&["ts"]),
+            bytes_per_cpu_second: m.serve_bytes_per_cpu_second.with_label_values(&["ts"]),
+        };
+        let batch = Vec::with_capacity(READ_AHEAD);
+        Self { edge, channel, size, viewers: Vec::new(), batch, stuck, max_lag_ms, tick_metrics }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Viewer>) {
@@ -171,6 +188,7 @@ impl GroupTask {
             m.viewer_drops.with_label_values(&[ch, reason]).inc();
         }
         self.size.fetch_sub(1, Ordering::Relaxed);
+        // Held only to be let go here: the channel lease and the connection's place under the cap.
         drop((v.lease, v.permit));
     }
 
@@ -192,15 +210,13 @@ impl GroupTask {
                 }
             }
         }
-        let m = &self.edge.metrics;
-        let ch = self.channel.as_str();
-        m.viewer_bytes.with_label_values(&[ch, "ts"]).inc_by(written);
-        m.serve_bytes.with_label_values(&["ts"]).inc_by(written);
-        let busy = m.serve_busy.with_label_values(&["ts"]);
-        busy.inc_by(started.elapsed().as_secs_f64());
-        let (bytes, secs) = (m.serve_bytes.with_label_values(&["ts"]).get(), busy.get());
+        let m = &self.tick_metrics;
+        m.viewer_bytes.inc_by(written);
+        m.serve_bytes.inc_by(written);
+        m.serve_busy.inc_by(started.elapsed().as_secs_f64());
+        let (bytes, secs) = (m.serve_bytes.get(), m.serve_busy.get());
         if secs > 0.0 {
-            m.serve_bytes_per_cpu_second.with_label_values(&["ts"]).set(bytes as f64 / secs);
+            m.bytes_per_cpu_second.set(bytes as f64 / secs);
         }
     }
 
