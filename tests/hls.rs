@@ -154,6 +154,16 @@ async fn a_players_kept_alive_connection_gets_playlists_and_segments_and_hyper_k
     s.get_mut().write_all(req(&seg_path, "Connection: close\r\n").as_bytes()).await.unwrap();
     let (status, head, body) = response(&mut s).await;
     assert!(status == 200 && body == whole && head.contains("connection: close"), "{head}");
+    // What these connections were served counts in the serving path's cost figures.
+    let (_, m) = get_text(&e.url("/metrics")).await;
+    let figure = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name) && l.contains("kind=\"hls\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}{{kind=\"hls\"}} in /metrics"))
+    };
+    assert!(figure("livesky_edge_serve_bytes_total") >= (2 * whole.len()) as f64);
+    assert!(figure("livesky_edge_serve_bytes_per_cpu_second") > 0.0);
 }
 
 /// Where web/build.sh's `npm install` puts hls.js.

@@ -191,13 +191,13 @@ pub async fn answer(mut stream: TcpStream, req: &RawRequest, resp: Response<Body
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Writes `resp` (its body whole, at most 1 MiB) on a taken socket: `keep_alive` or with
-/// `connection: close`.
+/// `connection: close`. Returns what [`write_all_vectored`] does.
 pub async fn write_response(
     stream: &mut TcpStream,
     req: &RawRequest,
     resp: Response<Body>,
     keep_alive: bool,
-) -> io::Result<()> {
+) -> io::Result<Written> {
     let (parts, body) = resp.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(io::Error::other)?;
     let reason = parts.status.canonical_reason().unwrap_or("");
@@ -209,22 +209,36 @@ pub async fn write_response(
     }
     let connection = if keep_alive { "" } else { "connection: close\r\n" };
     head.push_str(&format!("content-length: {}\r\n{connection}date: {}\r\n\r\n", body.len(), date()));
-    if req.method == "HEAD" {
-        return stream.write_all(head.as_bytes()).await;
-    }
-    write_all_vectored(stream, &mut [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(&body)]).await
+    let body = if req.method == "HEAD" { &[][..] } else { &body[..] };
+    write_all_vectored(stream, &mut [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(body)]).await
+}
+
+/// What a write put on the socket and how long its write calls took.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    pub bytes: usize,
+    /// Time inside the (non-blocking) write calls, not waiting for room: the serving path's CPU.
+    pub busy: Duration,
 }
 
 /// Writes all of `bufs`, in as few vectored writes as the socket takes.
-pub async fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+pub async fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<Written> {
+    let mut done = Written::default();
     while !bufs.is_empty() {
-        let n = stream.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        let started = std::time::Instant::now();
+        let wrote = stream.try_write_vectored(bufs);
+        done.busy += started.elapsed();
+        match wrote {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                done.bytes += n;
+                io::IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
         }
-        io::IoSlice::advance_slices(&mut bufs, n);
     }
-    Ok(())
+    Ok(done)
 }
 
 /// The `Date` header's value now (RFC 9110 asks origin servers with a clock for one).

@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
-use livesky_net::takeover::{Head, RawConn, RawRequest, date, join, read_head, write_all_vectored, write_response};
+use livesky_net::takeover::{
+    Head, RawConn, RawRequest, Written, date, join, read_head, write_all_vectored, write_response,
+};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::Edge;
 use crate::hls_http::{self, Blocking};
+use crate::metrics::ServeCost;
 use crate::ts_viewer::{path_name, query};
 
 /// How long one answer may take to write (a segment to a slow player).
@@ -47,6 +50,7 @@ enum Step {
 
 pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
     let RawConn { mut req, mut stream, permit, mut rest, back, header_timeout } = conn;
+    let cost = edge.metrics.serve_cost("hls");
     // One wait on shutdown for the connection's life, not one per request.
     let shutdown = edge.node.cancelled();
     tokio::pin!(shutdown);
@@ -54,7 +58,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
         let step = tokio::select! {
             biased;
             _ = &mut shutdown => return,
-            s = answer(&edge, &req, &mut stream) => s,
+            s = answer(&edge, &req, &mut stream, &cost) => s,
         };
         match step {
             Step::Next => {}
@@ -100,7 +104,7 @@ fn keep_alive(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("close")))
 }
 
-async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream) -> Step {
+async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream, cost: &ServeCost) -> Step {
     let path = req.uri.split('?').next().unwrap_or("");
     let (Some((raw, file)), false) = (hls_parts(path), for_hyper(req)) else { return Step::Hyper };
     let (Some(name), Some(q)) = (path_name(raw), query(req)) else { return Step::Hyper };
@@ -125,9 +129,12 @@ async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream) -> S
             }
         },
     };
+    if let Ok(w) = &wrote {
+        cost.record(w.bytes as u64, w.busy);
+    }
     match wrote {
-        Ok(()) if keep => Step::Next,
-        Ok(()) => Step::Close,
+        Ok(_) if keep => Step::Next,
+        Ok(_) => Step::Close,
         Err(e) => {
             debug!(peer = %req.peer, error = %e, "HLS connection ended");
             Step::Close
@@ -135,10 +142,15 @@ async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream) -> S
     }
 }
 
-async fn write(stream: &mut TcpStream, req: &RawRequest, resp: axum::response::Response, keep: bool) -> io::Result<()> {
+async fn write(
+    stream: &mut TcpStream,
+    req: &RawRequest,
+    resp: axum::response::Response,
+    keep: bool,
+) -> io::Result<Written> {
     timed(write_response(stream, req, resp, keep)).await
 }
 
-async fn timed(write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+async fn timed(write: impl Future<Output = io::Result<Written>>) -> io::Result<Written> {
     tokio::time::timeout(SEND_LIMIT, write).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }

@@ -144,7 +144,7 @@ impl EdgeMetrics {
             serve_busy: float_counter(
                 r,
                 "edge_serve_busy_seconds_total",
-                "Time the viewer-serving tasks spent serving (CPU: they do not wait inside it)",
+                "Time the viewer-serving code spent writing (HTTP-TS: fan-out ticks; HLS: non-blocking write calls; neither waits inside)",
                 &["kind"],
             ),
             serve_bytes_per_cpu_second: gauge(
@@ -153,6 +153,15 @@ impl EdgeMetrics {
                 "Bytes written per CPU-second of the viewer-serving path, since start",
                 &["kind"],
             ),
+        }
+    }
+
+    /// The serving path's cost figures for one `kind` of viewer, looked up once.
+    pub fn serve_cost(&self, kind: &str) -> ServeCost {
+        ServeCost {
+            bytes: self.serve_bytes.with_label_values(&[kind]),
+            busy: self.serve_busy.with_label_values(&[kind]),
+            per_cpu_second: self.serve_bytes_per_cpu_second.with_label_values(&[kind]),
         }
     }
 
@@ -198,6 +207,24 @@ impl EdgeMetrics {
         ];
         for (what, v) in refused {
             self.refused_claims.with_label_values(&[ch, what]).set(v as i64);
+        }
+    }
+}
+
+/// `edge_serve_*{kind}`: bytes written to viewers and the time the serving code spent doing it.
+pub struct ServeCost {
+    bytes: prometheus::IntCounter,
+    busy: prometheus::Counter,
+    per_cpu_second: prometheus::Gauge,
+}
+
+impl ServeCost {
+    pub fn record(&self, bytes: u64, busy: std::time::Duration) {
+        self.bytes.inc_by(bytes);
+        self.busy.inc_by(busy.as_secs_f64());
+        let secs = self.busy.get();
+        if secs > 0.0 {
+            self.per_cpu_second.set(self.bytes.get() as f64 / secs);
         }
     }
 }

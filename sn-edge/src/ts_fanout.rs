@@ -115,9 +115,7 @@ struct GroupTask {
 
 struct TickMetrics {
     viewer_bytes: prometheus::IntCounter,
-    serve_bytes: prometheus::IntCounter,
-    serve_busy: prometheus::Counter,
-    bytes_per_cpu_second: prometheus::Gauge,
+    cost: crate::metrics::ServeCost,
 }
 
 impl GroupTask {
@@ -128,9 +126,7 @@ impl GroupTask {
         let m = &edge.metrics;
         let tick_metrics = TickMetrics {
             viewer_bytes: m.viewer_bytes.with_label_values(&[channel.as_str(), "ts"]),
-            serve_bytes: m.serve_bytes.with_label_values(&["ts"]),
-            serve_busy: m.serve_busy.with_label_values(&["ts"]),
-            bytes_per_cpu_second: m.serve_bytes_per_cpu_second.with_label_values(&["ts"]),
+            cost: m.serve_cost("ts"),
         };
         let batch = Vec::with_capacity(READ_AHEAD);
         Self { edge, channel, size, viewers: Vec::new(), batch, stuck, max_lag_ms, tick_metrics }
@@ -212,12 +208,7 @@ impl GroupTask {
         }
         let m = &self.tick_metrics;
         m.viewer_bytes.inc_by(written);
-        m.serve_bytes.inc_by(written);
-        m.serve_busy.inc_by(started.elapsed().as_secs_f64());
-        let (bytes, secs) = (m.serve_bytes.get(), m.serve_busy.get());
-        if secs > 0.0 {
-            m.bytes_per_cpu_second.set(bytes as f64 / secs);
-        }
+        m.cost.record(written, started.elapsed());
     }
 
     /// Reads and writes for viewer `i`: the bytes written, or why it must go. A viewer whose
