@@ -61,6 +61,8 @@ struct Row {
     delivered_mbps: f64,
     kept_up: usize,
     cpu_pct: f64,
+    /// CPU with no viewer (before they connect).
+    baseline_pct: f64,
     rss_mib: f64,
 }
 
@@ -122,16 +124,30 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 
 fn render(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate | server CPU (% of one core) | server RSS (MiB) |\n|---|---|---|---|---|---|---|---|\n",
+        "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate | server CPU (% of one core) | of it with no viewer | serving CPU | cores per Gbit/s (serving) | server RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let serving = (r.cpu_pct - r.baseline_pct).max(0.0);
         s.push_str(&format!(
-            "| {} | {}× | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} |\n",
-            r.server, r.speed, r.clients, r.rate_kbps, r.delivered_mbps, r.kept_up, r.cpu_pct, r.rss_mib
+            "| {} | {}× | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} |\n",
+            r.server,
+            r.speed,
+            r.clients,
+            r.rate_kbps,
+            r.delivered_mbps,
+            r.kept_up,
+            r.cpu_pct,
+            r.baseline_pct,
+            serving,
+            serving / 100.0 / (r.delivered_mbps / 1000.0).max(1e-9),
+            r.rss_mib
         ));
     }
     s
 }
+
+/// How long the no-viewer CPU is read before the viewers connect.
+const BASELINE: Duration = Duration::from_secs(5);
 
 pub(super) fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
@@ -399,6 +415,11 @@ async fn measure(
     speed: f64,
 ) -> anyhow::Result<Row> {
     let (host, path) = split_url(url)?;
+    // What the process uses with no viewer: the edge's process also runs Tier 0 (the loop
+    // source, chunking, signing) and its link, none of which is serving.
+    let (cpu0, t0) = (cpu_seconds(pids), Instant::now());
+    tokio::time::sleep(BASELINE).await;
+    let baseline_pct = (cpu_seconds(pids) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     let warmup = Duration::from_secs(3);
     let window = Duration::from_secs(args.seconds);
     let until = Instant::now() + warmup + window + Duration::from_secs(30);
@@ -439,6 +460,7 @@ async fn measure(
         delivered_mbps: total as f64 * 8.0 / secs / 1e6,
         kept_up,
         cpu_pct: cpu / secs * 100.0,
+        baseline_pct,
         rss_mib: rss,
     })
 }
