@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use proto::NodeId;
+use proto::calendar::{civil_from_days, days_from_civil};
 use proto::mc::ReportXml;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -250,28 +251,6 @@ pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
     }
     let days = days_from_civil(y, mo, da);
     Ok(((days * 86_400 + h * 3600 + mi * 60) * 1000).max(0) as u64)
-}
-
-// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

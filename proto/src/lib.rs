@@ -10,6 +10,7 @@
 //! network stack.
 
 pub mod backoff;
+pub mod calendar;
 pub mod chunk;
 pub mod codec;
 pub mod config;

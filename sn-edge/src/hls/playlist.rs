@@ -94,7 +94,7 @@ fn parts(out: &mut String, msn: u64, parts: &[std::sync::Arc<Part>]) {
 /// `#EXT-X-PROGRAM-DATE-TIME` in ISO 8601 UTC with milliseconds.
 fn date_time(out: &mut String, unix_ms: u64) {
     let (secs_of_day, days) = ((unix_ms / 1000) % 86_400, (unix_ms / 1000 / 86_400) as i64);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = proto::calendar::civil_from_days(days);
     let _ = writeln!(
         out,
         "#EXT-X-PROGRAM-DATE-TIME:{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -103,19 +103,6 @@ fn date_time(out: &mut String, unix_ms: u64) {
         secs_of_day % 60,
         unix_ms % 1000
     );
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
