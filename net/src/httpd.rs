@@ -112,7 +112,7 @@ pub async fn serve(
             match sniff(&mut stream, peer, t.as_ref(), header_timeout).await {
                 Sniffed::Raw(req, rest) => {
                     let back = HandBack(Box::new(hyper));
-                    t.serve(RawConn { req, stream, permit, rest, back, header_timeout }).await
+                    t.serve(RawConn { req, stream, permit, rest, back, header_timeout, limiter }).await
                 }
                 Sniffed::Hyper(prefix) => hyper(prefix, stream, permit).await,
                 Sniffed::Gone { timed_out } => {

@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::limits::ConnPermit;
+use crate::limits::{ConnLimiter, ConnPermit};
 
 /// The largest request head read here; a bigger one goes to hyper, which answers 431.
 const MAX_HEAD: usize = 16 * 1024;
@@ -72,6 +72,8 @@ pub struct RawConn {
     pub back: HandBack,
     /// The server's header timeout: how long a kept-alive connection has to send its next head.
     pub header_timeout: Duration,
+    /// The listener's limiter, to count a connection cut for that timeout as hyper's are.
+    pub limiter: ConnLimiter,
 }
 
 /// Serves a connection with hyper (and the role's router), `prefix` read first: what a taken

@@ -49,7 +49,7 @@ enum Step {
 }
 
 pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
-    let RawConn { mut req, mut stream, permit, mut rest, back, header_timeout } = conn;
+    let RawConn { mut req, mut stream, permit, mut rest, back, header_timeout, limiter } = conn;
     let cost = edge.metrics.serve_cost("hls");
     // One wait on shutdown for the connection's life, not one per request.
     let shutdown = edge.node.cancelled();
@@ -73,7 +73,12 @@ pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
         req = match head {
             Head::Request(r) => r,
             Head::Unreadable => return back.serve(rest.freeze(), stream, permit).await,
-            Head::Gone { .. } => return,
+            Head::Gone { timed_out } => {
+                if timed_out {
+                    limiter.count("timeout");
+                }
+                return;
+            }
         };
     }
 }

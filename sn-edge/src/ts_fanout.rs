@@ -35,6 +35,8 @@ const READ_AHEAD: usize = 64;
 const ROUNDS: usize = 8;
 /// Buffers in one write (Linux takes up to 1024; a viewer rarely owes more than a tick's few).
 const MAX_IOV: usize = 64;
+/// A round sooner than the next tick when a viewer's socket filled while it still owed chunks.
+const BACKLOG_RETRY: Duration = Duration::from_millis(20);
 /// Without a flush clock: how often viewers are checked when no chunk arrives (a paused source:
 /// stuck viewers go).
 const RECHECK: Duration = Duration::from_millis(250);
@@ -140,7 +142,9 @@ impl GroupTask {
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut open = true;
+        let (mut backlogged, mut again) = (false, tokio::time::Instant::now());
         loop {
+            let mut backlog_only = false;
             tokio::select! {
                 _ = self.edge.node.cancelled() => break,
                 v = rx.recv(), if open => match v {
@@ -152,11 +156,13 @@ impl GroupTask {
                 // leave stuck viewers unchecked. (With it, a recheck would be one more write per
                 // viewer: at 100 ms ticks it made 14 writes a second instead of 10.)
                 _ = recheck.tick(), if flush.is_none() => {}
+                _ = tokio::time::sleep_until(again), if backlogged => backlog_only = true,
             }
             if flush.is_none() && hub.is_none() {
                 hub = self.viewers.first().map(|v| v.cursor.hub().watch());
             }
-            self.serve_all();
+            backlogged = self.serve_all(backlog_only);
+            again = tokio::time::Instant::now() + BACKLOG_RETRY;
             if self.viewers.is_empty() {
                 // Closed first, then drained: a viewer sent meanwhile is served, never lost.
                 rx.close();
@@ -192,16 +198,26 @@ impl GroupTask {
         drop((v.lease, v.permit));
     }
 
-    /// One round: every viewer gets what it is owed, as far as its socket takes it.
-    fn serve_all(&mut self) {
+    /// One round: every viewer gets what it is owed, as far as its socket takes it (with
+    /// `backlog_only`, only the viewers still owed chunks from the last round: the others keep
+    /// their one write per tick). True if a viewer took some but its socket filled before it had
+    /// all (a stream faster than a socket buffer per tick): worth another round soon, not a tick
+    /// later.
+    fn serve_all(&mut self, backlog_only: bool) -> bool {
         let started = std::time::Instant::now();
         let now = Instant::now();
         let mut written = 0u64;
+        let mut backlog = false;
         let mut i = 0;
         while i < self.viewers.len() {
+            if backlog_only && self.viewers[i].pending.is_empty() {
+                i += 1;
+                continue;
+            }
             match self.serve(i, now) {
                 Ok(n) => {
                     written += n as u64;
+                    backlog |= n > 0 && !self.viewers[i].pending.is_empty();
                     i += 1;
                 }
                 Err(reason) => {
@@ -213,6 +229,7 @@ impl GroupTask {
         let m = &self.tick_metrics;
         m.viewer_bytes.inc_by(written);
         m.cost.record(written, started.elapsed());
+        backlog
     }
 
     /// Reads and writes for viewer `i`: the bytes written, or why it must go. A viewer whose
