@@ -10,7 +10,7 @@
 mod playlist;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use proto::{Chunk, ChunkFlags};
@@ -62,6 +62,9 @@ pub struct Segment {
     pub ingest_ms: u64,
     /// Its LL-HLS parts (empty with parts off).
     pub parts: Vec<Arc<Part>>,
+    /// The HTTP layer's response head for it, made on the first request that needs it
+    /// ([`crate::hls_http::segment_head`]): once per segment, not per request.
+    pub http_head: OnceLock<Bytes>,
 }
 
 /// The segment being filled, and its part being filled.
@@ -174,16 +177,6 @@ impl Segmenter {
         self.done.len()
     }
 
-    /// The newest complete segment.
-    pub fn newest(&self) -> Option<Arc<Segment>> {
-        self.done.back().cloned()
-    }
-
-    /// The oldest segment still kept (and served).
-    pub fn oldest_msn(&self) -> Option<u64> {
-        self.done.front().map(|s| s.msn)
-    }
-
     /// Changes with every published part or segment (what blocked requests wait on).
     pub fn version(&self) -> u64 {
         self.version
@@ -283,6 +276,7 @@ impl Segmenter {
             discontinuity: o.discontinuity,
             ingest_ms: o.ingest_ms,
             parts: o.parts,
+            http_head: OnceLock::new(),
         }));
         self.next_msn += 1;
         self.version += 1;

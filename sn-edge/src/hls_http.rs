@@ -3,7 +3,6 @@
 //! are answered from its state, each from one shared `Bytes`; blocking playlist reloads and
 //! preload-hinted parts wait on its version.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,6 @@ const IMMUTABLE: &str = "public, max-age=60, immutable";
 
 pub struct HlsChannel {
     segmenter: Mutex<Segmenter>,
-    /// The kept segments with their response heads, for taken connections
-    /// ([`crate::hls_raw`]), oldest first.
-    files: Mutex<VecDeque<(u64, Arc<SegmentOut>)>>,
     /// The segmenter's version: changes whenever a part or segment is published.
     changes: watch::Sender<u64>,
     last_access: Mutex<Instant>,
@@ -88,7 +84,6 @@ async fn channel(edge: &Arc<Edge>, channel: &ChannelId) -> Result<Arc<HlsChannel
     }
     let state = Arc::new(HlsChannel {
         segmenter: Mutex::new(Segmenter::new(cfg)),
-        files: Mutex::new(VecDeque::new()),
         changes: watch::channel(0).0,
         last_access: Mutex::new(Instant::now()),
         hold: Duration::from_secs_f64(3.0 * s.hls_segment_seconds),
@@ -136,9 +131,8 @@ async fn segment_loop(edge: &Edge, channel: &ChannelId, state: &HlsChannel, mut 
                     info!(%channel, "broadcast ended: HLS playlist closed");
                     seg.end();
                 }
-                let (v, newest, oldest) = (seg.version(), seg.newest(), seg.oldest_msn());
+                let v = seg.version();
                 drop(seg);
-                file_segments(state, newest, oldest);
                 state.changes.send_if_modified(|old| std::mem::replace(old, v) != v);
             }
             Err(CursorEnd::Lagged { .. }) => {
@@ -151,46 +145,28 @@ async fn segment_loop(edge: &Edge, channel: &ChannelId, state: &HlsChannel, mut 
     info!(%channel, "HLS segmenter stopped");
 }
 
-/// A segment with its response head made once: the status line and every header but `Date`
-/// (added per answer), without the blank line.
-pub struct SegmentOut {
-    pub head: Bytes,
-    pub body: Bytes,
-}
-
-/// Makes the newest segment's head if it is new, and lets go of segments no longer kept.
-fn file_segments(state: &HlsChannel, newest: Option<Arc<Segment>>, oldest: Option<u64>) {
-    let mut files = state.files.lock().unwrap_or_else(|e| e.into_inner());
-    while files.front().is_some_and(|(msn, _)| oldest.is_none_or(|o| *msn < o)) {
-        files.pop_front();
-    }
-    let Some(seg) = newest else { return };
-    if files.back().is_some_and(|(msn, _)| *msn >= seg.msn) {
-        return;
-    }
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: {IMMUTABLE}\r\n\
-         access-control-allow-origin: *\r\naccept-ranges: bytes\r\netag: {}\r\ncontent-length: {}\r\n",
-        String::from_utf8_lossy(&seg.etag),
-        seg.body.len()
-    );
-    files.push_back((seg.msn, Arc::new(SegmentOut { head: Bytes::from(head), body: seg.body.clone() })));
-}
-
-/// Segment `N.ts` with its head, to send whole (counted as served).
-pub fn segment_out(edge: &Edge, channel: &ChannelId, name: &str) -> Option<Arc<SegmentOut>> {
+/// Segment `N.ts`, to send whole with [`segment_head`] (counted as served).
+pub fn segment_out(edge: &Edge, channel: &ChannelId, name: &str) -> Option<Arc<Segment>> {
     let msn = name.strip_suffix(".ts")?.parse::<u64>().ok()?;
     let state = lookup(edge, channel)?;
     state.touch();
-    let files = state.files.lock().unwrap_or_else(|e| e.into_inner());
-    let first = files.front()?.0;
-    let (at, file) = files.get(usize::try_from(msn.checked_sub(first)?).ok()?)?;
-    if *at != msn {
-        return None;
-    }
+    let seg = state.with(|g| g.segment(msn))?;
     count(edge, channel, "segment", StatusCode::OK);
-    edge.metrics.viewer_bytes.with_label_values(&[channel.as_str(), "hls"]).inc_by(file.body.len() as u64);
-    Some(file.clone())
+    edge.metrics.viewer_bytes.with_label_values(&[channel.as_str(), "hls"]).inc_by(seg.body.len() as u64);
+    Some(seg)
+}
+
+/// A segment's `200` response head: the status line and every header but `Date` (added per
+/// answer), without the blank line. Made on first use and kept with the segment.
+pub fn segment_head(seg: &Segment) -> &Bytes {
+    seg.http_head.get_or_init(|| {
+        Bytes::from(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: {IMMUTABLE}\r\n\
+             access-control-allow-origin: *\r\naccept-ranges: bytes\r\netag: {}\r\ncontent-length: {}\r\n",
+            String::from_utf8_lossy(&seg.etag),
+            seg.body.len()
+        ))
+    })
 }
 
 fn count(edge: &Edge, channel: &ChannelId, kind: &str, code: StatusCode) {

@@ -125,7 +125,8 @@ async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream, cost
             Some(seg) => {
                 let connection = if keep { "" } else { "connection: close\r\n" };
                 let tail = format!("{connection}date: {}\r\n\r\n", date());
-                let mut bufs = [IoSlice::new(&seg.head), IoSlice::new(tail.as_bytes()), IoSlice::new(&seg.body)];
+                let head = hls_http::segment_head(&seg);
+                let mut bufs = [IoSlice::new(head), IoSlice::new(tail.as_bytes()), IoSlice::new(&seg.body)];
                 timed(write_all_vectored(stream, &mut bufs)).await
             }
             None => {
