@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -34,9 +34,9 @@ const ANSWER_WAIT: Duration = Duration::from_secs(5);
 pub struct RawRequest {
     /// The head's bytes as sent (to give the request to hyper after all).
     pub head: Bytes,
-    pub method: String,
-    /// Path and query, as sent.
-    pub uri: String,
+    pub method: Method,
+    /// As sent (path and query), sharing `head`'s bytes.
+    pub uri: Uri,
     /// HTTP/1.`minor`.
     pub minor: u8,
     pub headers: HeaderMap,
@@ -112,6 +112,11 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, peer: SocketA
                     Ok(None) | Err(()) => return Head::Unreadable,
                 }
             }
+            // Room for a small head in one read, not the last few bytes of the buffer (kept-alive
+            // connections read head after head into it).
+            if buf.capacity() - buf.len() < 256 {
+                buf.reserve(1024);
+            }
             match stream.read_buf(buf).await {
                 Ok(0) | Err(_) if buf.is_empty() => return Head::Gone { timed_out: false },
                 Ok(0) | Err(_) => return Head::Unreadable,
@@ -122,7 +127,8 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, peer: SocketA
     tokio::time::timeout(limit, read).await.unwrap_or(Head::Gone { timed_out: true })
 }
 
-/// A whole head at the start of `buf` (split off it), `None` if it is not all there yet.
+/// A whole head at the start of `buf` (split off it), `None` if it is not all there yet. The
+/// URI and header values share the head's bytes: reading a request allocates no copy of them.
 fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<RawRequest>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -132,14 +138,32 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<RawRequest>
         Err(_) => return Err(()),
     };
     let (Some(method), Some(uri), Some(minor)) = (req.method, req.path, req.version) else { return Err(()) };
-    let mut map = HeaderMap::new();
-    for h in req.headers.iter() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+    let method = Method::from_bytes(method.as_bytes()).map_err(drop)?;
+    // Where the URI and each value lie in the head: the head keeps its place in memory when it
+    // is split off, so these index the frozen head too.
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let uri_at = at(uri.as_bytes());
+    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = req.headers.len();
+    for (f, h) in fields.iter_mut().zip(req.headers.iter()) {
+        *f = (at(h.name.as_bytes()), at(h.value));
+    }
+    let head = buf.split_to(len).freeze();
+    let slice = |(from, n): (usize, usize)| head.slice(from..from + n);
+    let Ok(uri) = Uri::from_maybe_shared(slice(uri_at)) else {
+        // Put back whole, for hyper to answer.
+        *buf = BytesMut::from(&join(&head, buf)[..]);
+        return Err(());
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    for &(name, value) in &fields[..count] {
+        // One hyper's parser would not take is left out, as before this parser.
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(&slice(name)), HeaderValue::from_maybe_shared(slice(value))) {
             map.append(n, v);
         }
     }
-    let (method, uri) = (method.to_string(), uri.to_string());
-    Ok(Some(RawRequest { head: buf.split_to(len).freeze(), method, uri, minor, headers: map, peer }))
+    Ok(Some(RawRequest { head, method, uri, minor, headers: map, peer }))
 }
 
 /// What the first request head turned out to be.
@@ -163,9 +187,7 @@ pub(crate) async fn sniff(
 ) -> Sniffed {
     let mut buf = BytesMut::with_capacity(1024);
     match read_head(stream, &mut buf, peer, limit).await {
-        Head::Request(req) if takeover.wants(&req.method, req.uri.split('?').next().unwrap_or("")) => {
-            Sniffed::Raw(req, buf)
-        }
+        Head::Request(req) if takeover.wants(req.method.as_str(), req.uri.path()) => Sniffed::Raw(req, buf),
         Head::Request(req) => Sniffed::Hyper(join(&req.head, &buf)),
         Head::Unreadable => Sniffed::Hyper(buf.freeze()),
         Head::Gone { timed_out } => Sniffed::Gone { timed_out },
@@ -210,9 +232,11 @@ pub async fn write_response(
         }
     }
     let connection = if keep_alive { "" } else { "connection: close\r\n" };
-    head.push_str(&format!("content-length: {}\r\n{connection}date: {}\r\n\r\n", body.len(), date()));
-    let body = if req.method == "HEAD" { &[][..] } else { &body[..] };
-    write_all_vectored(stream, &mut [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(body)]).await
+    head.push_str(&format!("content-length: {}\r\n{connection}", body.len()));
+    let body = if req.method == Method::HEAD { &[][..] } else { &body[..] };
+    let end = date_end();
+    let mut bufs = [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(end.as_bytes()), io::IoSlice::new(body)];
+    write_all_vectored(stream, &mut bufs).await
 }
 
 /// What a write put on the socket and how long its write calls took.
@@ -243,9 +267,40 @@ pub async fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [io::IoSl
     Ok(done)
 }
 
-/// The `Date` header's value now (RFC 9110 asks origin servers with a clock for one).
-pub fn date() -> String {
-    httpdate::fmt_http_date(std::time::SystemTime::now())
+/// `date: …\r\n\r\n`: a response head's last line (RFC 9110 asks origin servers with a clock
+/// for a `Date`) and its end, made once a second per thread rather than formatted for every
+/// answer.
+pub fn date_end() -> DateEnd {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, DateEnd)> = const { std::cell::Cell::new((u64::MAX, DateEnd([0; 40], 0))) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.with(|last| {
+        let (at, line) = last.get();
+        if at == second {
+            return line;
+        }
+        let mut made = DateEnd([0; 40], 0);
+        let text = format!("date: {}\r\n\r\n", httpdate::fmt_http_date(now));
+        // An HTTP date is 29 bytes (years 1000 to 9999): the line is 39.
+        if let Some(b) = made.0.get_mut(..text.len()) {
+            b.copy_from_slice(text.as_bytes());
+            made.1 = text.len() as u8;
+        }
+        last.set((second, made));
+        made
+    })
+}
+
+/// See [`date_end`].
+#[derive(Clone, Copy)]
+pub struct DateEnd([u8; 40], u8);
+
+impl DateEnd {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0[..usize::from(self.1)]
+    }
 }
 
 /// A socket with bytes already read from it put back in front.
@@ -341,6 +396,38 @@ mod tests {
         let mut out = String::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
         out
+    }
+
+    #[test]
+    fn a_head_is_split_off_its_buffer_with_uri_and_values_read_in_place() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let text: &[u8] = b"GET /live/a/1.ts?token=t HTTP/1.1\r\nHost: h\r\nX-Odd: \xff\r\n\r\nGET /next";
+        let mut buf = BytesMut::from(text);
+        let req = parse_head(&mut buf, peer).unwrap().unwrap();
+        assert_eq!((req.method.as_str(), req.uri.path(), req.uri.query()), ("GET", "/live/a/1.ts", Some("token=t")));
+        assert_eq!(req.headers.get("host").unwrap(), "h");
+        assert_eq!(req.headers.get("x-odd").unwrap().as_bytes(), b"\xff");
+        assert_eq!(&req.head[..], &text[..text.len() - 9]);
+        assert_eq!(&buf[..], b"GET /next");
+        // Not yet whole: nothing taken.
+        assert!(parse_head(&mut buf, peer).unwrap().is_none());
+        assert_eq!(&buf[..], b"GET /next");
+        // A target the URI parser refuses is put back whole, for hyper to answer.
+        let bad: &[u8] = b"GET http://[x/ HTTP/1.1\r\n\r\nrest";
+        let mut buf = BytesMut::from(bad);
+        assert!(parse_head(&mut buf, peer).is_err());
+        assert_eq!(&buf[..], bad);
+    }
+
+    #[test]
+    fn the_date_line_is_an_http_date_and_ends_the_head() {
+        let end = date_end();
+        let text = std::str::from_utf8(end.as_bytes()).unwrap();
+        let date = text.strip_prefix("date: ").and_then(|t| t.strip_suffix("\r\n\r\n")).unwrap();
+        let at = httpdate::parse_http_date(date).unwrap();
+        let off = std::time::SystemTime::now().duration_since(at).unwrap();
+        assert!(off < Duration::from_secs(2), "{text:?}");
+        assert_eq!(date_end().as_bytes(), end.as_bytes(), "made once a second");
     }
 
     #[tokio::test]

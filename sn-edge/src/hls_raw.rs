@@ -15,9 +15,9 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use livesky_net::takeover::{
-    Head, RawConn, RawRequest, Written, date, join, read_head, write_all_vectored, write_response,
+    Head, RawConn, RawRequest, Written, date_end, join, read_head, write_all_vectored, write_response,
 };
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -87,7 +87,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, conn: RawConn) {
 fn for_hyper(req: &RawRequest) -> bool {
     let h = &req.headers;
     let body = h.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
-    req.method != "GET"
+    req.method != Method::GET
         || req.minor != 1
         || body
         || [
@@ -106,11 +106,12 @@ fn keep_alive(headers: &HeaderMap) -> bool {
     !headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("close")))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream, cost: &ServeCost) -> Step {
-    let path = req.uri.split('?').next().unwrap_or("");
+    let path = req.uri.path();
     let (Some((raw, file)), false) = (hls_parts(path), for_hyper(req)) else { return Step::Hyper };
     let (Some(name), Some(q)) = (path_name(raw), query(req)) else { return Step::Hyper };
     let keep = keep_alive(&req.headers);
@@ -118,19 +119,26 @@ async fn answer(edge: &Arc<Edge>, req: &RawRequest, stream: &mut TcpStream, cost
         Err(resp) => write(stream, req, resp, keep).await,
         Ok(channel) if file == "index.m3u8" => {
             let block = Blocking { msn: q.hls_msn, part: q.hls_part };
-            let resp = hls_http::playlist(edge.clone(), channel, q.token.as_deref(), block).await;
+            // Boxed, as the other answers but a segment's: a connection's future, held for its
+            // whole life and mostly waiting, then stays small (3.2 kB was 2.3 kB).
+            let resp = Box::pin(hls_http::playlist(edge.clone(), channel, q.token.as_deref(), block)).await;
             write(stream, req, resp, keep).await
         }
         Ok(channel) => match hls_http::segment_out(edge, &channel, file) {
             Some(seg) => {
-                let connection = if keep { "" } else { "connection: close\r\n" };
-                let tail = format!("{connection}date: {}\r\n\r\n", date());
+                let connection: &[u8] = if keep { b"" } else { b"connection: close\r\n" };
+                let end = date_end();
                 let head = hls_http::segment_head(&seg);
-                let mut bufs = [IoSlice::new(head), IoSlice::new(tail.as_bytes()), IoSlice::new(&seg.body)];
+                let mut bufs = [
+                    IoSlice::new(head),
+                    IoSlice::new(connection),
+                    IoSlice::new(end.as_bytes()),
+                    IoSlice::new(&seg.body),
+                ];
                 timed(write_all_vectored(stream, &mut bufs)).await
             }
             None => {
-                let resp = hls_http::media(edge.clone(), channel, file, &req.headers).await;
+                let resp = Box::pin(hls_http::media(edge.clone(), channel, file, &req.headers)).await;
                 write(stream, req, resp, keep).await
             }
         },
@@ -154,7 +162,7 @@ async fn write(
     resp: axum::response::Response,
     keep: bool,
 ) -> io::Result<Written> {
-    timed(write_response(stream, req, resp, keep)).await
+    timed(Box::pin(write_response(stream, req, resp, keep))).await
 }
 
 async fn timed(write: impl Future<Output = io::Result<Written>>) -> io::Result<Written> {

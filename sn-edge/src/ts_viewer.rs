@@ -80,7 +80,7 @@ impl Takeover for EdgeTakeover {
     fn serve(self: Arc<Self>, conn: RawConn) -> Served {
         let edge = self.0.clone();
         Box::pin(async move {
-            if ts_channel_name(conn.req.uri.split('?').next().unwrap_or("")).is_some() {
+            if ts_channel_name(conn.req.uri.path()).is_some() {
                 start(edge, conn.req, conn.stream, conn.permit).await
             } else {
                 crate::hls_raw::serve(edge, conn).await
@@ -95,7 +95,7 @@ fn ts_channel_name(path: &str) -> Option<&str> {
 }
 
 async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: ConnPermit) {
-    let Some(raw) = ts_channel_name(req.uri.split('?').next().unwrap_or("")) else { return };
+    let Some(raw) = ts_channel_name(req.uri.path()) else { return };
     let Some(name) = path_name(raw) else {
         let resp = text_error(StatusCode::BAD_REQUEST, "the channel name in the path is not UTF-8");
         return answer(stream, &req, resp).await;
@@ -131,8 +131,7 @@ pub(crate) fn path_name(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 
 /// The request's query, as axum's `Query` reads it; `None` if it does not parse.
 pub(crate) fn query(req: &RawRequest) -> Option<ViewerQuery> {
-    let uri: axum::http::Uri = req.uri.parse().ok()?;
-    Query::<ViewerQuery>::try_from_uri(&uri).ok().map(|q| q.0)
+    Query::<ViewerQuery>::try_from_uri(&req.uri).ok().map(|q| q.0)
 }
 
 /// Opens the channel for a new viewer and waits (bounded) for its first chunks, from the
