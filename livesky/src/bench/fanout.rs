@@ -41,6 +41,10 @@ pub struct FanoutArgs {
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,
+    /// Skip the HTTP-TS floor run: one bare thread writing every viewer once per tick (what
+    /// live delivery at that cadence costs the kernel, whatever the server).
+    #[arg(long)]
+    pub no_floor: bool,
     /// Also write the table (markdown) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -114,6 +118,16 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             )
             .await;
             stop_nginx(nginx, &dir, ng).await;
+            rows.push(r?);
+        }
+        if !args.no_floor {
+            eprintln!("== speed {speed}× : the floor (bare write loop)");
+            let (mut floor, url) = super::floor::start(&sample, rate_bps, args.coalesce_ms).await?;
+            let pid = floor.id().context("floor process has no pid")?;
+            let label = format!("floor: bare write loop, one write per viewer per {} ms", args.coalesce_ms.max(1));
+            let r = measure(label, &[pid], &url, &args, rate_bps, speed).await;
+            let _ = floor.start_kill();
+            let _ = floor.wait().await;
             rows.push(r?);
         }
     }

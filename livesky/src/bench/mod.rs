@@ -2,6 +2,7 @@
 
 mod admit;
 mod fanout;
+mod floor;
 mod fanout_hls;
 mod fanout_llhls;
 mod gslb;
@@ -33,6 +34,9 @@ pub enum BenchCmd {
     /// Startup (push and P2P peers) and glass-to-glass latency with the edge at capacity, in
     /// normal and low-latency mode: 40 WebRTC peers on loopback.
     Latency(LatencyArgs),
+    /// The HTTP-TS floor server `bench fanout` runs in a process of its own.
+    #[command(hide = true)]
+    FloorServe(floor::FloorArgs),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Latency(a) => latency::latency(a).await,
         BenchCmd::McPush(a) => mcpush::mc_push(a).await,
         BenchCmd::Gslb(a) => gslb::gslb(a).await,
+        BenchCmd::FloorServe(a) => floor::floor_serve(a),
     }
 }
 
