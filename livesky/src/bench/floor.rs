@@ -100,14 +100,16 @@ fn write_due(c: &mut Client, data: &[u8], due: usize) -> bool {
         let n = (due - c.sent).min(data.len() - at);
         match c.stream.write(&data[at..at + n]) {
             Ok(0) => return false,
-            Ok(w) => c.sent += w,
+            Ok(w) => {
+                c.sent += w;
+                if w < n {
+                    // The socket took less than offered: full for now.
+                    return true;
+                }
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return false,
-        }
-        if c.sent < due && c.sent % data.len() != 0 {
-            // The socket took less than offered: full for now.
-            return true;
         }
     }
     true
