@@ -247,12 +247,20 @@ pub struct Written {
     pub busy: Duration,
 }
 
+/// One non-blocking vectored write, as `sendmsg(2)`: on a socket that is the same as
+/// `writev(2)` without the file layer's checks on the way in, which cost about a fifth of the
+/// system call's own time on this path (measured: `vfs_writev` was 7 % of an edge serving 5,000
+/// HTTP-TS viewers).
+pub fn try_send_vectored(stream: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(stream).send_vectored(bufs))
+}
+
 /// Writes all of `bufs`, in as few vectored writes as the socket takes.
 pub async fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<Written> {
     let mut done = Written::default();
     while !bufs.is_empty() {
         let started = std::time::Instant::now();
-        let wrote = stream.try_write_vectored(bufs);
+        let wrote = try_send_vectored(stream, bufs);
         done.busy += started.elapsed();
         match wrote {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -2,9 +2,9 @@
 
 mod admit;
 mod fanout;
-mod floor;
 mod fanout_hls;
 mod fanout_llhls;
+mod floor;
 mod gslb;
 mod http1;
 mod latency;
