@@ -317,6 +317,12 @@ impl Cursor {
     /// What [`Cursor::next`] would return now, without waiting: None when nothing is new (a
     /// reader serving many viewers on one clock polls each).
     pub fn try_next(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<Option<CursorEvent>, CursorEnd> {
+        self.try_next_each(max, |c| out.push(c.clone()))
+    }
+
+    /// [`Cursor::try_next`], showing `each` the chunks in the ring rather than copying them out
+    /// (a fan-out keeps only a payload and a time of each, for many viewers every tick).
+    pub fn try_next_each(&mut self, max: usize, each: impl FnMut(&Chunk)) -> Result<Option<CursorEvent>, CursorEnd> {
         let status = *self.rx.borrow_and_update();
         match status.state {
             HubState::NotFound => return Err(CursorEnd::NotFound),
@@ -324,7 +330,7 @@ impl Cursor {
             HubState::Pending | HubState::Ready => {}
         }
         // Chunks first: a viewer told "ended" must already have the broadcast's last chunks.
-        if self.read(out, max)? {
+        if self.read(max, each)? {
             return Ok(Some(CursorEvent::Chunks));
         }
         if status.source != self.source_seen {
@@ -334,24 +340,27 @@ impl Cursor {
         Ok(None)
     }
 
-    fn read(&mut self, out: &mut Vec<Chunk>, max: usize) -> Result<bool, CursorEnd> {
+    /// Up to `max` chunks from the position, shown to `each` (those before the first keyframe
+    /// left out while one is needed); true if any was.
+    fn read(&mut self, max: usize, mut each: impl FnMut(&Chunk)) -> Result<bool, CursorEnd> {
         let ring = self.hub.ring();
         let Some(from) = self.next.or_else(|| ring.first_seq()) else { return Ok(false) };
-        let before = out.len();
-        match ring.read_from(from, max, out) {
-            ReadPos::Behind { oldest } => return Err(CursorEnd::Lagged { oldest }),
-            ReadPos::Next(n) => self.next = Some(n),
-        }
-        if self.need_keyframe {
-            match out[before..].iter().position(|c| c.header.is_keyframe()) {
-                Some(k) => {
-                    out.drain(before..before + k);
-                    self.need_keyframe = false;
-                }
-                None => out.truncate(before),
+        let (need, mut shown) = (&mut self.need_keyframe, false);
+        let pos = ring.each_from(from, max, |c| {
+            if *need && !c.header.is_keyframe() {
+                return;
+            }
+            *need = false;
+            shown = true;
+            each(c);
+        });
+        match pos {
+            ReadPos::Behind { oldest } => Err(CursorEnd::Lagged { oldest }),
+            ReadPos::Next(n) => {
+                self.next = Some(n);
+                Ok(shown)
             }
         }
-        Ok(out.len() > before)
     }
 
     /// Jumps to the newest keyframe (a lagging viewer skips ahead); false if there is none.

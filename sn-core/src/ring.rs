@@ -137,6 +137,11 @@ impl ChunkRing {
 
     /// Copies (cheaply: shared payloads) up to `max` chunks with seq ≥ `from` into `out`.
     pub fn read_from(&self, from: u64, max: usize, out: &mut Vec<Chunk>) -> ReadPos {
+        self.each_from(from, max, |c| out.push(c.clone()))
+    }
+
+    /// Shows `each` up to `max` chunks with seq ≥ `from`, in order, without copying them.
+    pub fn each_from(&self, from: u64, max: usize, mut each: impl FnMut(&Chunk)) -> ReadPos {
         let Some(first) = self.first_seq() else { return ReadPos::Next(from) };
         if from < first {
             return ReadPos::Behind { oldest: first };
@@ -147,7 +152,7 @@ impl ChunkRing {
         let mut next = from;
         for c in self.chunks.range(start..).take(max) {
             next = c.seq() + 1;
-            out.push(c.clone());
+            each(c);
         }
         ReadPos::Next(next)
     }

@@ -109,7 +109,6 @@ struct GroupTask {
     channel: ChannelId,
     size: Arc<AtomicUsize>,
     viewers: Vec<Viewer>,
-    batch: Vec<Chunk>,
     stuck: Duration,
     max_lag_ms: u64,
     /// The metric handles every tick updates, looked up once.
@@ -131,8 +130,7 @@ impl GroupTask {
             viewer_bytes: m.viewer_bytes.with_label_values(&[channel.as_str(), "ts"]),
             cost: m.serve_cost("ts"),
         };
-        let batch = Vec::with_capacity(READ_AHEAD);
-        Self { edge, channel, size, viewers: Vec::new(), batch, stuck, max_lag_ms, tick_metrics }
+        Self { edge, channel, size, viewers: Vec::new(), stuck, max_lag_ms, tick_metrics }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Viewer>) {
@@ -247,8 +245,13 @@ impl GroupTask {
         for _ in 0..ROUNDS {
             let mut fresh = 0;
             if v.pending.len() < READ_AHEAD && !v.ended {
-                self.batch.clear();
-                match v.cursor.try_next(&mut self.batch, READ_AHEAD - v.pending.len()) {
+                let before = v.pending.len();
+                let pending = &mut v.pending;
+                let read = v.cursor.try_next_each(READ_AHEAD - before, |c| {
+                    pending.push_back((c.payload.clone(), c.header.media_ts));
+                });
+                fresh = v.pending.len() - before;
+                match read {
                     Ok(Some(CursorEvent::Source(SourceStatus::Ended))) => v.ended = true,
                     Ok(_) => {}
                     Err(CursorEnd::Lagged { .. }) => {
@@ -258,8 +261,6 @@ impl GroupTask {
                     Err(CursorEnd::Closed) => return Err("channel_closed"),
                     Err(CursorEnd::NotFound) => return Err("not_found"),
                 }
-                fresh = self.batch.len();
-                v.pending.extend(self.batch.drain(..).map(|c| (c.payload, c.header.media_ts)));
             }
             // Too far behind live, measured at the oldest chunk it is owed: skip ahead.
             if let Some(&(_, ts)) = v.pending.front()
