@@ -1,11 +1,12 @@
 //! HLS players' kept-alive connections served off hyper. A player alternates playlist and
 //! segment requests on one connection; here a segment goes out as one vectored write of its
 //! response head (made once per segment) and its shared bytes, with no header map, body frame or
-//! allocation per request. Playlists, parts and every other answer are the same responses the
+//! allocation for the answer. Playlists, parts and every other answer are the same responses the
 //! router gives ([`crate::hls_http`]), written here.
 //!
-//! (`sendfile` from a sealed memfd, nginx's way, was measured here and cost more CPU per request
-//! than the copy on this 2-core loopback bench: BENCHMARKS.md.)
+//! (`sendfile` from a memfd, nginx's way, was measured here twice and cost more CPU per request
+//! than the copy on this 2-core loopback bench: a page-cache lookup and reference counts for each
+//! 4 kB page, on pages both worker threads send at once. BENCHMARKS.md.)
 //!
 //! Only plain requests are served here: a request with a range, a condition, a body, an upgrade,
 //! HTTP/1.0, a HEAD, or anything this loop does not read goes to hyper, with the connection for

@@ -1,8 +1,8 @@
 //! The HTTP-TS fan-out: viewers of a channel in groups of up to [`GROUP`], one task per group.
 //! On each tick of the edge's flush clock the task takes every viewer's new chunks from the
 //! shared ring and writes them in one vectored, non-blocking write per socket. There is no task,
-//! channel or body frame per viewer: an edge's cost per viewer is then about nginx's, a few
-//! system calls a second (issue 25).
+//! channel or body frame per viewer: an edge's cost per viewer is then about that of a bare loop
+//! doing nothing but one write per viewer per tick (`livesky bench fanout`'s floor, issue 25).
 //!
 //! The rules per viewer are the ones the edge always had: a viewer too far behind live skips to
 //! the newest keyframe (at a chunk boundary, so the TS stays whole), one that takes nothing for
