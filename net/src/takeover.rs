@@ -252,7 +252,15 @@ pub struct Written {
 /// system call's own time on this path (measured: `vfs_writev` was 7 % of an edge serving 5,000
 /// HTTP-TS viewers).
 pub fn try_send_vectored(stream: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(stream).send_vectored(bufs))
+    stream.try_io(tokio::io::Interest::WRITABLE, || send_vectored_unwatched(stream, bufs))
+}
+
+/// [`try_send_vectored`] without telling tokio's readiness tracking what happened: for a writer
+/// that never waits for the socket to become writable, but tries again on its own clock (the
+/// HTTP-TS fan-out). Reading the readiness state cost 2 % of an edge serving 5,000 viewers: a
+/// cache miss per socket per tick.
+pub fn send_vectored_unwatched(stream: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    socket2::SockRef::from(stream).send_vectored(bufs)
 }
 
 /// Writes all of `bufs`, in as few vectored writes as the socket takes.

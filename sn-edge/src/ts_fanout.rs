@@ -309,7 +309,7 @@ fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
             iov[k] = IoSlice::new(if k == 0 { &b[v.offset..] } else { b });
             n += 1;
         }
-        match livesky_net::takeover::try_send_vectored(&v.stream, &iov[..n]) {
+        match livesky_net::takeover::send_vectored_unwatched(&v.stream, &iov[..n]) {
             Ok(0) => return Err(GONE),
             Ok(mut w) => {
                 total += w;
