@@ -332,6 +332,15 @@ impl Segmenter {
         if self.rendered.is_some() && (msn < self.next_msn || has_part) { Ready::Now } else { Ready::Later }
     }
 
+    /// Whether a player may start on the playlist: two whole segments, or the broadcast over.
+    /// With one, a low-latency player starts in the newest segment, whose audio (muxed a little
+    /// after the video) ends before its video does, and nothing follows it yet: hls.js then loads
+    /// that segment's parts again and again and stalls once, until the next segment begins
+    /// (seen in headless Chromium; `tests/hls.rs` starts on a brand-new channel).
+    pub fn startable(&self) -> bool {
+        self.rendered.is_some() && (self.done.len() >= 2 || self.ended)
+    }
+
     /// The live playlist; `None` until the first segment is complete.
     pub fn playlist(&self) -> Option<Bytes> {
         self.rendered.clone()

@@ -199,8 +199,10 @@ pub async fn playlist(edge: Arc<Edge>, channel_id: ChannelId, token: Option<&str
     };
     let ready = match block.msn {
         None => {
+            // A brand-new channel's first playlist waits until a player can start on it; after
+            // `wait_for_live_seconds` it goes out with what there is.
             let wait = Edge::secs(edge.settings().wait_for_live_seconds);
-            state.wait(wait, |s| s.playlist().is_some()).await
+            state.wait(wait, Segmenter::startable).await || state.with(|s| s.playlist().is_some())
         }
         Some(msn) => {
             let ask = |s: &Segmenter| s.ready(msn, block.part);

@@ -105,6 +105,19 @@ fn an_ended_broadcast_closes_its_last_segment_and_the_playlist() {
     assert!(!text(&s).contains("ENDLIST"), "a new broadcast reopens the playlist");
 }
 
+#[test]
+fn players_start_once_two_segments_are_whole_or_the_broadcast_is_over() {
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    feed(&mut s, 0..=50, 50);
+    assert!(s.playlist().is_some() && !s.startable(), "one segment: listed, not yet startable");
+    feed(&mut s, 51..=100, 50);
+    assert!(s.startable());
+    let mut short = Segmenter::new(SegmenterConfig::default());
+    feed(&mut short, 0..=60, 50);
+    short.end();
+    assert!(short.startable(), "an ended broadcast plays whatever it has");
+}
+
 fn low_latency() -> Segmenter {
     Segmenter::new(SegmenterConfig { part_90k: 45_000, ..SegmenterConfig::default() })
 }
