@@ -86,7 +86,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &speed in &args.speeds {
         eprintln!("== speed {speed}× : starting edge");
-        let (mut child, edge_url) = start_edge(&dir, speed, args.coalesce_ms).await?;
+        let (child, edge_url) = start_edge(&dir, speed, args.coalesce_ms).await?;
         let url = format!("{edge_url}/live/demo.ts");
         // Measure the stream's real rate with one viewer, and record its bytes for nginx.
         let sample = dir.join("stream.ts");
@@ -98,12 +98,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             args.clients,
             args.seconds
         );
-        let pid = child.id().context("edge process has no pid")?;
         let label = format!("livesky edge (coalesce {} ms)", args.coalesce_ms);
-        let r = measure(label, &[pid], &url, &args, rate_bps, speed).await;
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        rows.push(r?);
+        rows.push(measure_process(child, label, &url, &args, rate_bps, speed).await?);
         if let Some(nginx) = &nginx {
             eprintln!("== speed {speed}× : nginx");
             let (ng, base, master) = start_nginx(nginx, &dir, &sample, Some(rate_bps), "auto").await?;
@@ -122,13 +118,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         }
         if !args.no_floor {
             eprintln!("== speed {speed}× : the floor (bare write loop)");
-            let (mut floor, url) = super::floor::start(&sample, rate_bps, args.coalesce_ms).await?;
-            let pid = floor.id().context("floor process has no pid")?;
+            let (floor, url) = super::floor::start(&sample, rate_bps, args.coalesce_ms).await?;
             let label = format!("floor: bare write loop, one write per viewer per {} ms", args.coalesce_ms.max(1));
-            let r = measure(label, &[pid], &url, &args, rate_bps, speed).await;
-            let _ = floor.start_kill();
-            let _ = floor.wait().await;
-            rows.push(r?);
+            rows.push(measure_process(floor, label, &url, &args, rate_bps, speed).await?);
         }
     }
     super::emit(&render(&rows), args.out.as_deref())?;
@@ -418,6 +410,22 @@ async fn record(url: &str, file: &Path, warm: Duration, total_secs: u64) -> anyh
     }
     std::fs::write(file, out)?;
     Ok(rate)
+}
+
+/// [`measure`] for a server running as the child process `child`, which is stopped after.
+async fn measure_process(
+    mut child: Child,
+    server: String,
+    url: &str,
+    args: &FanoutArgs,
+    rate_bps: f64,
+    speed: f64,
+) -> anyhow::Result<Row> {
+    let pid = child.id().with_context(|| format!("{server}: the process has no pid"))?;
+    let r = measure(server, &[pid], url, args, rate_bps, speed).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    r
 }
 
 async fn measure(
