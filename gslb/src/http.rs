@@ -25,7 +25,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .with_state(shared.clone());
     let limits = &shared.settings.limits;
     let limiter = livesky_net::httpd::http_limiter(limits, shared.metrics.conns.clone());
-    livesky_net::httpd::serve(listener, app, limiter, limits.http_header_timeout(), cancel, |_| {}, None).await;
+    let opts = livesky_net::httpd::ServeOptions::plain(limits.http_header_timeout());
+    livesky_net::httpd::serve(listener, app, limiter, cancel, opts).await;
 }
 
 #[derive(Deserialize)]

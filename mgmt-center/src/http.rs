@@ -43,7 +43,14 @@ pub(crate) async fn serve(mc: McServer, listener: TcpListener) {
     let limits = &mc.shared.settings.limits;
     let limiter = livesky_net::httpd::http_limiter(limits, mc.shared.metrics.conns.clone());
     let header_timeout = limits.http_header_timeout();
-    livesky_net::httpd::serve(listener, router(mc), limiter, header_timeout, token, |_| {}, None).await;
+    livesky_net::httpd::serve(
+        listener,
+        router(mc),
+        limiter,
+        token,
+        livesky_net::httpd::ServeOptions::plain(header_timeout),
+    )
+    .await;
 }
 
 async fn members(State(mc): State<McServer>) -> Response {

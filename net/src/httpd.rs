@@ -23,10 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::limits::{ConnLimiter, ConnPermit, Limits, Refusal};
 use crate::takeover::{HandBack, RawConn, Rewind, Served, Sniffed, Takeover, sniff};
+use crate::workers::ConnThreads;
 
 /// How long connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -45,18 +46,45 @@ pub fn http_limiter(limits: &Limits, metrics: crate::limits::ConnMetrics) -> Con
     ConnLimiter::new("http", limits.http_max_connections, limits.http_max_per_ip).with_metrics(metrics)
 }
 
-/// Serves `router` on `listener` until `cancel`; `tune` sees each accepted socket (send buffer,
-/// nodelay). Handlers get the client's address as `ConnectInfo<SocketAddr>`. A connection whose
-/// first request `takeover` wants is handed to it instead (see [`crate::takeover`]).
-pub async fn serve(
+/// How [`serve`] treats each connection.
+pub struct ServeOptions<T> {
+    /// How long a connection has to send a request head (see the module's doc).
+    pub header_timeout: Duration,
+    /// Sees each accepted socket first (send buffer, nodelay).
+    pub tune: T,
+    /// Connections whose first request it wants are handed to it (see [`crate::takeover`]).
+    pub takeover: Option<Arc<dyn Takeover>>,
+    /// Connection threads to serve on ([`ConnThreads`]); 0 serves on the caller's runtime.
+    pub threads: usize,
+}
+
+impl ServeOptions<fn(&TcpStream)> {
+    /// hyper only, on the caller's runtime: the control-plane servers.
+    pub fn plain(header_timeout: Duration) -> Self {
+        ServeOptions { header_timeout, tune: |_| {}, takeover: None, threads: 0 }
+    }
+}
+
+/// Serves `router` on `listener` until `cancel`. Handlers get the client's address as
+/// `ConnectInfo<SocketAddr>`.
+pub async fn serve<T: Fn(&TcpStream) + Send + 'static>(
     listener: TcpListener,
     router: Router,
     limiter: ConnLimiter,
-    header_timeout: Duration,
     cancel: CancellationToken,
-    tune: impl Fn(&TcpStream) + Send + 'static,
-    takeover: Option<Arc<dyn Takeover>>,
+    opts: ServeOptions<T>,
 ) {
+    let ServeOptions { header_timeout, tune, takeover, threads } = opts;
+    let threads = match threads {
+        0 => None,
+        n => match ConnThreads::start("conn", n) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "could not start connection threads; serving on the shared runtime");
+                None
+            }
+        },
+    };
     let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
     let conns = TaskTracker::new();
     while let Some((mut stream, peer, permit)) = crate::limits::accept_capped(&listener, &limiter, &cancel).await {
@@ -107,7 +135,7 @@ pub async fn serve(
                 }
             })
         };
-        conns.spawn(async move {
+        let run = move |mut stream: TcpStream| async move {
             let Some(t) = takeover else { return hyper(Bytes::new(), stream, permit).await };
             match sniff(&mut stream, peer, t.as_ref(), header_timeout).await {
                 Sniffed::Raw(req, rest) => {
@@ -121,7 +149,26 @@ pub async fn serve(
                     }
                 }
             }
-        });
+        };
+        let Some(threads) = &threads else {
+            conns.spawn(run(stream));
+            continue;
+        };
+        // The socket leaves this runtime's reactor and joins the connection thread's.
+        match stream.into_std() {
+            Ok(std) => {
+                conns.spawn_on(
+                    async move {
+                        match TcpStream::from_std(std) {
+                            Ok(stream) => run(stream).await,
+                            Err(e) => debug!(%peer, error = %e, "could not move a connection to its thread"),
+                        }
+                    },
+                    threads.pick(),
+                );
+            }
+            Err(e) => debug!(%peer, error = %e, "could not move a connection to its thread"),
+        }
     }
     conns.close();
     let _ = tokio::time::timeout(DRAIN + Duration::from_millis(500), conns.wait()).await;

@@ -12,3 +12,4 @@ pub mod mc_tls;
 pub mod mclink;
 pub mod metrics;
 pub mod takeover;
+pub mod workers;

@@ -398,7 +398,11 @@ mod tests {
         let limiter = ConnLimiter::new("http", 100, 100);
         let t: Arc<dyn Takeover> = Arc::new(Raw);
         let c = cancel.clone();
-        tokio::spawn(crate::httpd::serve(listener, router, limiter, Duration::from_secs(2), c, |_| {}, Some(t)));
+        let opts = crate::httpd::ServeOptions {
+            takeover: Some(t),
+            ..crate::httpd::ServeOptions::plain(Duration::from_secs(2))
+        };
+        tokio::spawn(crate::httpd::serve(listener, router, limiter, c, opts));
         (addr, cancel)
     }
 

@@ -193,6 +193,11 @@ pub struct NodeConfig {
     /// Edges subscribe with this much backlog so viewers and HLS can start at once.
     #[serde(default = "default_backlog_ms")]
     pub start_backlog_ms: u32,
+    /// Threads that serve the HTTP listener's connections, each keeping a connection for its
+    /// whole life as an nginx worker does (0: one per core). Control work stays on the shared
+    /// runtime.
+    #[serde(default)]
+    pub http_threads: usize,
     /// Viewer-facing settings (edges only).
     #[serde(default)]
     pub edge: EdgeSettings,
@@ -371,6 +376,9 @@ fn default_ring_seconds() -> u32 {
 fn default_linger_seconds() -> u32 {
     30
 }
+/// More connection threads than this would only compete for the same cores.
+const MAX_HTTP_THREADS: usize = 256;
+
 fn default_backlog_ms() -> u32 {
     15_000
 }
@@ -465,6 +473,9 @@ impl Topology {
                     return err(key("sn_listen"), "relay nodes need an SN listener address".into());
                 }
                 _ => {}
+            }
+            if n.http_threads > MAX_HTTP_THREADS {
+                return err(key("http_threads"), format!("{} is above {MAX_HTTP_THREADS}", n.http_threads));
             }
             let e = &n.edge;
             let positive = [

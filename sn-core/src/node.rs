@@ -147,6 +147,9 @@ pub struct Inner {
     identity: Option<Arc<proto::NodeKey>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The runtime the node started on: its tasks run there, wherever they are spawned from (a
+    /// request on a connection thread opens a channel, and the channel outlives the request).
+    runtime: tokio::runtime::Handle,
     sources: RwLock<HashMap<ChannelId, Arc<SourceChannel>>>,
     clips: Arc<HashMap<String, Bytes>>,
     /// Parent and same-tier peer candidates: from the file, then as the MC pushes them.
@@ -207,6 +210,7 @@ impl Node {
             identity: spec.identity,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
             sources: RwLock::new(HashMap::new()),
             clips: spec.clips,
             candidates,
@@ -398,7 +402,7 @@ impl Node {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.0.tasks.spawn(fut);
+        self.0.tasks.spawn_on(fut, &self.0.runtime);
     }
 
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
@@ -446,7 +450,12 @@ impl Node {
         let limits = &self.0.cfg.limits;
         let limiter = livesky_net::httpd::http_limiter(limits, self.0.metrics.conns.clone());
         let header_timeout = limits.http_header_timeout();
-        self.spawn(livesky_net::httpd::serve(listener, router, limiter, header_timeout, token, tune, takeover));
+        let threads = match self.0.cfg.http_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let opts = livesky_net::httpd::ServeOptions { header_timeout, tune, takeover, threads };
+        self.spawn(livesky_net::httpd::serve(listener, router, limiter, token, opts));
     }
 
     pub fn hubs(&self) -> Vec<Arc<ChannelHub>> {

@@ -38,6 +38,11 @@ pub struct FanoutArgs {
     /// edge part by part: blocking playlist reload, then the part). `--speeds` applies to `ts`.
     #[arg(long, value_enum, default_value_t = Mode::Ts)]
     pub mode: Mode,
+    /// HTTP workers on each side: the edge's connection threads (`http_threads`) and nginx's
+    /// worker processes. 0: one per core on both. One each leaves the load generator a core
+    /// of its own on a 2-core machine.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,
@@ -86,7 +91,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &speed in &args.speeds {
         eprintln!("== speed {speed}× : starting edge");
-        let (child, edge_url) = start_edge(&dir, speed, args.coalesce_ms).await?;
+        let (child, edge_url) = start_edge(&dir, speed, &args).await?;
         let url = format!("{edge_url}/live/demo.ts");
         // Measure the stream's real rate with one viewer, and record its bytes for nginx.
         let sample = dir.join("stream.ts");
@@ -98,14 +103,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             args.clients,
             args.seconds
         );
-        let label = format!("livesky edge (coalesce {} ms)", args.coalesce_ms);
+        let label =
+            format!("livesky edge (coalesce {} ms, {})", args.coalesce_ms, count_of(args.workers, "connection thread"));
         rows.push(measure_process(child, label, &url, &args, rate_bps, speed).await?);
         if let Some(nginx) = &nginx {
             eprintln!("== speed {speed}× : nginx");
-            let (ng, base, master) = start_nginx(nginx, &dir, &sample, Some(rate_bps), "auto").await?;
+            let (ng, base, master) = start_nginx(nginx, &dir, &sample, Some(rate_bps), args.workers).await?;
             let pids = process_tree(master);
             let r = measure(
-                "nginx (static file, sendfile, limit_rate)".into(),
+                format!("nginx ({}, static file, sendfile, limit_rate)", count_of(args.workers, "worker")),
                 &pids,
                 &format!("{base}/stream.ts"),
                 &args,
@@ -155,6 +161,15 @@ fn render(rows: &[Row]) -> String {
 /// How long the no-viewer CPU is read before the viewers connect.
 const BASELINE: Duration = Duration::from_secs(5);
 
+/// `n` of `what` ("worker", "connection thread") for a row's label; 0 is one per core.
+pub(super) fn count_of(n: usize, what: &str) -> String {
+    match n {
+        0 => format!("a {what} per core"),
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
 pub(super) fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
@@ -188,7 +203,8 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
     }
 }
 
-pub(super) async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyhow::Result<(Child, String)> {
+pub(super) async fn start_edge(dir: &Path, speed: f64, args: &FanoutArgs) -> anyhow::Result<(Child, String)> {
+    let (coalesce_ms, threads) = (args.coalesce_ms, args.workers);
     let topo = format!(
         "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n{}{}",
         loopback_node("tier0", 0, Role::Relay, &[], ""),
@@ -200,7 +216,8 @@ pub(super) async fn start_edge(dir: &Path, speed: f64, coalesce_ms: u64) -> anyh
             // Every client runs on this host: no per-address cap applies. A long HLS window keeps
             // the benched segment served for the whole run.
             &format!(
-                "limits = {{ http_max_per_ip = 1000000, http_max_connections = 1000000 }}\n\
+                "http_threads = {threads}\n\
+                 limits = {{ http_max_per_ip = 1000000, http_max_connections = 1000000 }}\n\
                  [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}\n\
                  hls_window = 30"
             ),
@@ -238,8 +255,9 @@ pub(super) async fn start_nginx(
     dir: &Path,
     file: &Path,
     rate_bps: Option<f64>,
-    workers: &str,
+    workers: usize,
 ) -> anyhow::Result<(Child, String, u32)> {
+    let workers = if workers == 0 { "auto".to_string() } else { workers.to_string() };
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()

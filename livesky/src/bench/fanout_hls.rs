@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use super::fanout::{FanoutArgs, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
+use super::fanout::{FanoutArgs, count_of, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
 
 struct Row {
     server: String,
@@ -38,17 +38,18 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
     eprintln!("== HLS: starting edge");
-    let (mut child, edge) = start_edge(&dir, 1.0, args.coalesce_ms).await?;
+    let (mut child, edge) = start_edge(&dir, 1.0, &args).await?;
     let (path, body) = newest_segment(&edge).await?;
     std::fs::write(dir.join("segment.ts"), &body)?;
     let pid = child.id().context("edge process has no pid")?;
-    rows.push(measure("livesky edge".into(), &[pid], &wrk, &format!("{edge}{path}"), body.len(), &args).await?);
+    let label = format!("livesky edge ({})", count_of(args.workers, "connection thread"));
+    rows.push(measure(label, &[pid], &wrk, &format!("{edge}{path}"), body.len(), &args).await?);
     let _ = child.start_kill();
     let _ = child.wait().await;
     if let Some(nginx) = &nginx {
         eprintln!("== HLS: nginx");
-        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("segment.ts"), None, "1").await?;
-        let label = "nginx (1 worker, sendfile)".to_string();
+        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("segment.ts"), None, args.workers).await?;
+        let label = format!("nginx ({}, sendfile)", count_of(args.workers, "worker"));
         let r = measure(label, &process_tree(master), &wrk, &format!("{base}/segment.ts"), body.len(), &args).await;
         stop_nginx(nginx, &dir, ng).await;
         rows.push(r?);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::fanout::{FanoutArgs, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
+use super::fanout::{FanoutArgs, count_of, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
 use super::http1::Conn;
 
 const PLAYLIST: &str = "/live/demo/index.m3u8";
@@ -43,7 +43,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("livesky-bench-llhls-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("ll"))?;
     eprintln!("== LL-HLS: starting edge");
-    let (mut child, edge) = start_edge(&dir, 1.0, args.coalesce_ms).await?;
+    let (mut child, edge) = start_edge(&dir, 1.0, &args).await?;
     let recording = record(&edge, &dir.join("ll")).await?;
     let pid = child.id().context("edge process has no pid")?;
     let counts = Arc::new(Counts::default());
@@ -52,12 +52,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         async move { follow_live_edge(&edge, &counts).await }
     })
     .await?;
-    let mut rows = vec![row("livesky edge (blocking reload)", &args, &counts, window)];
+    let label = format!("livesky edge (blocking reload, {})", count_of(args.workers, "connection thread"));
+    let mut rows = vec![row(&label, &args, &counts, window)];
     let _ = child.start_kill();
     let _ = child.wait().await;
     if let Some(nginx) = &nginx {
         eprintln!("== LL-HLS: nginx");
-        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("ll/index.m3u8"), None, "1").await?;
+        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("ll/index.m3u8"), None, args.workers).await?;
         let counts = Arc::new(Counts::default());
         let recording = Arc::new(recording);
         let t0 = Instant::now() + Duration::from_millis(200);
@@ -67,7 +68,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         })
         .await;
         stop_nginx(nginx, &dir, ng).await;
-        rows.push(row("nginx (1 worker, sendfile, static copy)", &args, &counts, r?));
+        let label = format!("nginx ({}, sendfile, static copy)", count_of(args.workers, "worker"));
+        rows.push(row(&label, &args, &counts, r?));
     }
     super::emit(&render(&rows), args.out.as_deref())?;
     let _ = std::fs::remove_dir_all(&dir);
