@@ -43,6 +43,9 @@ pub struct FanoutArgs {
     /// of its own on a 2-core machine.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// HLS mode: rounds, alternating edge and nginx (both stay up), with the median ratio.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,

@@ -36,27 +36,70 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let nginx = if args.no_nginx { None } else { which("nginx") };
     let dir = std::env::temp_dir().join(format!("livesky-bench-hls-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut rows = Vec::new();
     eprintln!("== HLS: starting edge");
     let (mut child, edge) = start_edge(&dir, 1.0, &args).await?;
-    let (path, body) = newest_segment(&edge).await?;
-    std::fs::write(dir.join("segment.ts"), &body)?;
+    // nginx needs its file before it starts; each round then takes the newest segment again
+    // (a long run outlives the window), and nginx serves the same bytes.
+    let segment = dir.join("segment.ts");
+    std::fs::write(&segment, newest_segment(&edge).await?.1)?;
     let pid = child.id().context("edge process has no pid")?;
-    let label = format!("livesky edge ({})", count_of(args.workers, "connection thread"));
-    rows.push(measure(label, &[pid], &wrk, &format!("{edge}{path}"), body.len(), &args).await?);
+    // Both servers stay up and the rounds alternate between them, so a drift of the machine
+    // (this one moves ±10 % from run to run) falls on both sides alike.
+    let ng = match &nginx {
+        Some(n) => Some((n, start_nginx(n, &dir, &segment, None, args.workers).await?)),
+        None => None,
+    };
+    let servers =
+        Servers { wrk: &wrk, edge: &edge, edge_pid: pid, segment: &segment, nginx: ng.as_ref().map(|n| &n.1) };
+    let result = rounds(&servers, &args).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
-    if let Some(nginx) = &nginx {
-        eprintln!("== HLS: nginx");
-        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("segment.ts"), None, args.workers).await?;
-        let label = format!("nginx ({}, sendfile)", count_of(args.workers, "worker"));
-        let r = measure(label, &process_tree(master), &wrk, &format!("{base}/segment.ts"), body.len(), &args).await;
-        stop_nginx(nginx, &dir, ng).await;
-        rows.push(r?);
+    if let Some((n, (ng, _, _))) = ng {
+        stop_nginx(n, &dir, ng).await;
     }
-    super::emit(&render(&rows), args.out.as_deref())?;
+    let (rows, mut ratios) = result?;
+    let mut table = render(&rows);
+    if ratios.len() > 1 {
+        table.push_str(&format!("\n{}\n", median_line(&mut ratios)));
+    }
+    super::emit(&table, args.out.as_deref())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+struct Servers<'a> {
+    wrk: &'a Path,
+    edge: &'a str,
+    edge_pid: u32,
+    /// The file nginx serves.
+    segment: &'a Path,
+    /// nginx's base URL and master pid.
+    nginx: Option<&'a (tokio::process::Child, String, u32)>,
+}
+
+/// `--repeat` rounds of the edge, then nginx on the same bytes: the rows, and each round's
+/// edge ÷ nginx.
+async fn rounds(s: &Servers<'_>, args: &FanoutArgs) -> anyhow::Result<(Vec<Row>, Vec<f64>)> {
+    let (mut rows, mut ratios) = (Vec::new(), Vec::new());
+    let edge_label = format!("livesky edge ({})", count_of(args.workers, "connection thread"));
+    for round in 1..=args.repeat.max(1) {
+        eprintln!("== HLS: round {round}");
+        let (path, body) = newest_segment(s.edge).await?;
+        std::fs::write(s.segment, &body)?;
+        let e =
+            measure(edge_label.clone(), &[s.edge_pid], s.wrk, &format!("{}{path}", s.edge), body.len(), args).await?;
+        if let Some((_, base, master)) = s.nginx {
+            let label = format!("nginx ({}, sendfile)", count_of(args.workers, "worker"));
+            let url = format!("{base}/segment.ts");
+            let n = measure(label, &process_tree(*master), s.wrk, &url, body.len(), args).await?;
+            ratios.push(e.requests_per_cpu_second() / n.requests_per_cpu_second().max(1e-9));
+            rows.push(e);
+            rows.push(n);
+        } else {
+            rows.push(e);
+        }
+    }
+    Ok((rows, ratios))
 }
 
 /// The newest segment the edge lists: its path and bytes.
@@ -147,4 +190,25 @@ fn render(rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+/// "edge ÷ nginx, requests per CPU-second, by round: …; median …".
+fn median_line(ratios: &mut [f64]) -> String {
+    let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = if n % 2 == 1 { ratios[n / 2] } else { (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0 };
+    format!("edge ÷ nginx, requests per CPU-second, by round: {}; median {median:.2}", rounds.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_of_the_rounds_is_reported_with_every_round_in_order() {
+        assert_eq!(
+            super::median_line(&mut [1.2, 0.9, 1.0]),
+            "edge ÷ nginx, requests per CPU-second, by round: 1.20, 0.90, 1.00; median 1.00"
+        );
+        assert!(super::median_line(&mut [1.0, 1.2]).ends_with("median 1.10"));
+    }
 }
