@@ -259,7 +259,7 @@ pub fn try_send_vectored(stream: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Re
 /// that never waits for the socket to become writable, but tries again on its own clock (the
 /// HTTP-TS fan-out). Reading the readiness state cost 2 % of an edge serving 5,000 viewers: a
 /// cache miss per socket per tick.
-pub fn send_vectored_unwatched(stream: &TcpStream, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+pub fn send_vectored_unwatched(stream: &impl std::os::fd::AsFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     socket2::SockRef::from(stream).send_vectored(bufs)
 }
 

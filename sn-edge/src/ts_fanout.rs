@@ -19,7 +19,6 @@ use bytes::Bytes;
 use livesky_net::limits::ConnPermit;
 use proto::{ChannelId, Chunk, SourceStatus};
 use sn_core::hub::{Cursor, CursorEnd, CursorEvent, HubStatus, Lease};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -43,7 +42,9 @@ const RECHECK: Duration = Duration::from_millis(250);
 
 /// A viewer handed to the fan-out: the socket after the response head, and where it reads.
 pub(crate) struct Viewer {
-    pub stream: TcpStream,
+    /// Out of tokio's reactor: the fan-out only writes, on its clock, and never waits for the
+    /// socket, so an event for every ACK would only wake a thread for nothing.
+    pub stream: std::net::TcpStream,
     pub cursor: Cursor,
     /// Chunks read but not yet written whole (the first from `offset`), with their media time.
     pub pending: VecDeque<(Bytes, u64)>,
@@ -55,7 +56,13 @@ pub(crate) struct Viewer {
 }
 
 impl Viewer {
-    pub fn new(stream: TcpStream, cursor: Cursor, first: Vec<Chunk>, lease: Lease, permit: ConnPermit) -> Self {
+    pub fn new(
+        stream: std::net::TcpStream,
+        cursor: Cursor,
+        first: Vec<Chunk>,
+        lease: Lease,
+        permit: ConnPermit,
+    ) -> Self {
         let pending = first.into_iter().map(|c| (c.payload, c.header.media_ts)).collect();
         Self { stream, cursor, pending, offset: 0, last_progress: Instant::now(), ended: false, lease, permit }
     }

@@ -120,6 +120,8 @@ async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: 
     if !matches!(wrote, Ok(Ok(()))) {
         return;
     }
+    // Leaves the reactor, still non-blocking.
+    let Ok(stream) = stream.into_std() else { return };
     let viewer = crate::ts_fanout::Viewer::new(stream, cursor, first, lease, permit);
     edge.ts_groups.add(&edge, &channel, viewer);
 }
