@@ -56,12 +56,14 @@ pub struct ServeOptions<T> {
     pub takeover: Option<Arc<dyn Takeover>>,
     /// Connection threads to serve on ([`ConnThreads`]); 0 serves on the caller's runtime.
     pub threads: usize,
+    /// They are named `{thread_name}-{i}` (what `top -H` shows; Linux keeps 15 bytes).
+    pub thread_name: String,
 }
 
 impl ServeOptions<fn(&TcpStream)> {
     /// hyper only, on the caller's runtime: the control-plane servers.
     pub fn plain(header_timeout: Duration) -> Self {
-        ServeOptions { header_timeout, tune: |_| {}, takeover: None, threads: 0 }
+        ServeOptions { header_timeout, tune: |_| {}, takeover: None, threads: 0, thread_name: "http".into() }
     }
 }
 
@@ -74,10 +76,10 @@ pub async fn serve<T: Fn(&TcpStream) + Send + 'static>(
     cancel: CancellationToken,
     opts: ServeOptions<T>,
 ) {
-    let ServeOptions { header_timeout, tune, takeover, threads } = opts;
+    let ServeOptions { header_timeout, tune, takeover, threads, thread_name } = opts;
     let threads = match threads {
         0 => None,
-        n => match ConnThreads::start("conn", n) {
+        n => match ConnThreads::start(&thread_name, n) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!(error = %e, "could not start connection threads; serving on the shared runtime");

@@ -405,6 +405,7 @@ mod tests {
         let opts = crate::httpd::ServeOptions {
             takeover: Some(t),
             threads: 2,
+            thread_name: "conn".into(),
             ..crate::httpd::ServeOptions::plain(Duration::from_secs(2))
         };
         tokio::spawn(crate::httpd::serve(listener, router, limiter, c, opts));

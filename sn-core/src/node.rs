@@ -454,7 +454,9 @@ impl Node {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let opts = livesky_net::httpd::ServeOptions { header_timeout, tune, takeover, threads };
+        // The demo runs several nodes in one process: the node's id tells their threads apart.
+        let thread_name = format!("{}-http", self.id());
+        let opts = livesky_net::httpd::ServeOptions { header_timeout, tune, takeover, threads, thread_name };
         self.spawn(livesky_net::httpd::serve(listener, router, limiter, token, opts));
     }
 
