@@ -134,6 +134,12 @@ async fn serve_sn(shared: Arc<Shared>, stream: Box<dyn livesky_net::mclink::Link
             _ = shared.cancel.cancelled() => false,
             msg = tokio::time::timeout(silence, link.next()) => match msg {
                 Ok(Some(Ok(m))) => on_message(&shared, &mut link, &id, session, &mut sent, m).await,
+                // A link the SN dropped (it stopped, or the network cut it) is not a bad frame:
+                // "SN left" follows either way.
+                Ok(Some(Err(proto::codec::CodecError::Io(e)))) if dropped(&e) => {
+                    info!(node = %id, error = %e, "SN control link closed by the SN's side");
+                    false
+                }
                 Ok(Some(Err(e))) => {
                     warn!(node = %id, error = %e, "bad frame on an SN control link; closing it");
                     false
@@ -264,4 +270,11 @@ async fn on_message(shared: &Shared, link: &mut Link, id: &NodeId, session: u64,
             false
         }
     }
+}
+
+/// The peer went away, as opposed to sending something wrong (a TLS record that does not
+/// decode is an `io::Error` too, of another kind).
+fn dropped(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
 }
