@@ -84,7 +84,10 @@ async fn http_ts_and_hls_play_cleanly_from_both_edges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_viewers_skip_ahead_and_stuck_viewers_are_dropped() {
     // 50× the clip's rate (~2.5 MB/s) fills socket buffers in seconds.
-    let cluster = start(&looped(50.0, "stuck_viewer_seconds = 2.0\nmax_viewer_lag_seconds = 2.0")).await;
+    // Started at the newest keyframe: a start lead would be most of the 2 s allowed behind live.
+    let cluster =
+        start(&looped(50.0, "stuck_viewer_seconds = 2.0\nmax_viewer_lag_seconds = 2.0\nviewer_start_lead_ms = 0"))
+            .await;
     let e = cluster.get("edge1").unwrap();
     let metrics = e.url("/metrics");
     let host = e.http;
@@ -204,6 +207,55 @@ async fn http_ts_is_a_connections_first_request_and_ends_with_the_connection() {
         assert!(head.contains("connection: close") && !head.contains("transfer-encoding"), "{head}");
         assert!(starts_with_pat(&buf[at..]), "the body is TS from a keyframe chunk");
     }
+    cluster.shutdown().await;
+}
+
+/// A viewer's reads over `secs`: bytes, grouped into the edge's writes (reads less than 50 ms
+/// apart are one write), as (ms since the first byte, bytes).
+async fn writes_seen(host: std::net::SocketAddr, path: &str, secs: u64) -> Vec<(u64, usize)> {
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut writes: Vec<(u64, usize)> = Vec::new();
+    let (mut t0, mut last) = (None, std::time::Instant::now());
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end, s.read(&mut buf)).await {
+        assert!(n > 0, "the edge closed the stream");
+        let now = std::time::Instant::now();
+        let t0 = *t0.get_or_insert(now);
+        match writes.last_mut() {
+            Some(w) if now - last < Duration::from_millis(50) => w.1 += n,
+            _ => writes.push(((now - t0).as_millis() as u64, n)),
+        }
+        last = now;
+    }
+    writes
+}
+
+/// A viewer starts about `viewer_start_lead_ms` behind live with that much in one burst, and is
+/// then written in a few large writes, never more than a hold apart; `?latency=low` starts at
+/// the newest keyframe and is written on every tick; another value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ts_viewers_are_paced_unless_they_ask_for_low_latency() {
+    let cluster = start(&looped(1.0, "")).await;
+    let e = cluster.get("edge1").unwrap();
+    // Wait until the edge holds a few seconds of the channel, so the lead is there to take.
+    let _ = writes_seen(e.http, "/live/demo.ts", 4).await;
+    let (paced, low) =
+        tokio::join!(writes_seen(e.http, "/live/demo.ts", 8), writes_seen(e.http, "/live/demo.ts?latency=low", 8));
+    // ~400 kbit/s: 2 s of lead (and the response head) is well over 60 kB.
+    assert!(paced[0].1 > 60_000, "the start burst holds the lead: {paced:?}");
+    // Defaults: 0.5 s margin, holds of at most 3 s: a write every 1.4-3 s.
+    assert!((3..=8).contains(&paced.len()), "a few large writes: {paced:?}");
+    let gaps: Vec<u64> = paced.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|&g| g <= 3_500), "never held beyond the hold: {gaps:?}");
+    assert!(low.len() >= 25, "every 100 ms tick: {} writes: {low:?}", low.len());
+    let total = |w: &[(u64, usize)]| w.iter().map(|x| x.1).sum::<usize>();
+    assert!(total(&low) > 300_000 && total(&paced) > 300_000, "both kept up");
+
+    let (head, body) = raw_request(e.http, "GET", "/live/demo.ts?latency=fast", "").await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("latency=low"), "says what is known");
     cluster.shutdown().await;
 }
 

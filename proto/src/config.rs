@@ -270,6 +270,16 @@ pub struct EdgeSettings {
     /// A caught-up viewer collects chunks for this long before the next write: fewer wake-ups and
     /// larger writes for a little added latency (0 = write every chunk as it arrives).
     pub viewer_coalesce_ms: u64,
+    /// HTTP-TS viewers start at the newest keyframe at least this far behind live: the player
+    /// has this much buffered from its first second, and the edge can then write it about once
+    /// a second instead of on every tick (0: the newest keyframe, as little delay as possible).
+    pub viewer_start_lead_ms: u64,
+    /// The least a viewer's player is left with buffered (counted as if it had started playing
+    /// on its first byte) while the edge holds its bytes for a larger write.
+    pub viewer_margin_ms: u64,
+    /// The longest the edge holds a viewer's bytes for one larger write (0: write every viewer
+    /// on every tick).
+    pub viewer_max_hold_ms: u64,
     /// LiveSky clients' control port (TCP). Absent: the edge serves legacy viewers only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_listen: Option<SocketAddr>,
@@ -358,6 +368,9 @@ impl Default for EdgeSettings {
             wait_for_live_seconds: 10.0,
             viewer_send_buffer_kb: 256,
             viewer_coalesce_ms: 100,
+            viewer_start_lead_ms: 2000,
+            viewer_margin_ms: 500,
+            viewer_max_hold_ms: 3000,
             client_listen: None,
             stun_listen: None,
             stun_other_listen: None,
@@ -503,8 +516,25 @@ impl Topology {
             if a.margin < 1.0 || a.upload_cap_factor < 0.0 || a.capacity_kbps == 0 {
                 return bad("margin", "margin ≥ 1, upload_cap_factor ≥ 0 and capacity_kbps > 0 are required".into());
             }
-            if e.viewer_coalesce_ms > 1000 {
-                return err(key("edge.viewer_coalesce_ms"), format!("{} is above 1000", e.viewer_coalesce_ms));
+            let pacing = [
+                ("edge.viewer_coalesce_ms", e.viewer_coalesce_ms, 1000),
+                ("edge.viewer_start_lead_ms", e.viewer_start_lead_ms, 10_000),
+                ("edge.viewer_margin_ms", e.viewer_margin_ms, 10_000),
+                ("edge.viewer_max_hold_ms", e.viewer_max_hold_ms, 10_000),
+            ];
+            for (field, v, max) in pacing {
+                if v > max {
+                    return err(key(field), format!("{v} is above {max}"));
+                }
+            }
+            if e.viewer_start_lead_ms as f64 >= e.max_viewer_lag_seconds * 1000.0 {
+                return err(
+                    key("edge.viewer_start_lead_ms"),
+                    format!(
+                        "{} would start viewers further behind live than max_viewer_lag_seconds ({}) lets them be",
+                        e.viewer_start_lead_ms, e.max_viewer_lag_seconds
+                    ),
+                );
             }
             if e.hls_part_seconds != 0.0 && !(0.1..=e.hls_segment_seconds / 2.0).contains(&e.hls_part_seconds) {
                 return err(
@@ -682,6 +712,14 @@ mod tests {
             "tier = 1\n        sn_listen = \"127.0.0.1:7001\"\n        colour = 3",
         ));
         assert!(e.contains("colour"), "unknown keys are refused: {e}");
+        let edge = |keys: &str| {
+            OK.replace("parents = [\"c1\", \"c2\"]", &format!("parents = [\"c1\", \"c2\"]\n[node.edge]\n{keys}"))
+        };
+        let e = invalid(&edge("max_viewer_lag_seconds = 2.0"));
+        assert!(e.contains("node[e1].edge.viewer_start_lead_ms") && e.contains("max_viewer_lag_seconds"), "{e}");
+        assert!(Topology::parse(&edge("max_viewer_lag_seconds = 2.0\nviewer_start_lead_ms = 0"), "ok.toml").is_ok());
+        let e = invalid(&edge("viewer_max_hold_ms = 60000"));
+        assert!(e.contains("node[e1].edge.viewer_max_hold_ms") && e.contains("above 10000"), "{e}");
         let e = invalid("this is = not toml [");
         assert!(e.contains("not a valid LiveSky topology (TOML)"), "{e}");
     }

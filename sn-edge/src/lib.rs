@@ -379,6 +379,9 @@ struct ViewerQuery {
     hls_msn: Option<u64>,
     #[serde(rename = "_HLS_part")]
     hls_part: Option<usize>,
+    /// HTTP-TS: `low` starts at the newest keyframe and is written on every tick (more CPU for
+    /// the edge, about `viewer_start_lead_ms` less delay for the viewer).
+    latency: Option<String>,
 }
 
 impl ViewerQuery {

@@ -4,6 +4,11 @@
 //! channel or body frame per viewer: an edge's cost per viewer is then about that of a bare loop
 //! doing nothing but one write per viewer per tick (`livesky bench fanout`'s floor, issue 25).
 //!
+//! A viewer is not written on every tick, though: only when its player could otherwise run
+//! short of its margin, or its bytes were held as long as they may be
+//! ([`livesky_edge_core::pacing`]). A viewer that started a second behind live is written about
+//! once a second, in one larger write, at no cost in delay: its player is a second behind anyway.
+//!
 //! The rules per viewer are the ones the edge always had: a viewer too far behind live skips to
 //! the newest keyframe (at a chunk boundary, so the TS stays whole), one that takes nothing for
 //! `stuck_viewer_seconds` while owed chunks is dropped, and none can make the edge hold more
@@ -16,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use livesky_edge_core::pacing::{Pace, PaceSettings};
 use livesky_net::limits::ConnPermit;
 use proto::{ChannelId, Chunk, SourceStatus};
 use sn_core::hub::{Cursor, CursorEnd, CursorEvent, HubStatus, Lease};
@@ -53,6 +59,8 @@ pub(crate) struct Viewer {
     pub ended: bool,
     pub lease: Lease,
     pub permit: ConnPermit,
+    /// When it must next be written.
+    pub pace: Pace,
 }
 
 impl Viewer {
@@ -62,9 +70,17 @@ impl Viewer {
         first: Vec<Chunk>,
         lease: Lease,
         permit: ConnPermit,
+        paced: bool,
     ) -> Self {
+        let now = Instant::now();
+        let first_ts = first.first().map_or(0, |c| c.header.media_ts);
+        let lead = Duration::from_millis(cursor.behind_newest_ms(first_ts));
+        let mut pace = Pace::new(now.into_std(), first_ts, lead);
+        if !paced {
+            pace.every_tick();
+        }
         let pending = first.into_iter().map(|c| (c.payload, c.header.media_ts)).collect();
-        Self { stream, cursor, pending, offset: 0, last_progress: Instant::now(), ended: false, lease, permit }
+        Self { stream, cursor, pending, offset: 0, last_progress: now, ended: false, lease, permit, pace }
     }
 }
 
@@ -118,6 +134,7 @@ struct GroupTask {
     viewers: Vec<Viewer>,
     stuck: Duration,
     max_lag_ms: u64,
+    pace: PaceSettings,
     /// The metric handles every tick updates, looked up once.
     tick_metrics: TickMetrics,
 }
@@ -132,12 +149,17 @@ impl GroupTask {
         let s = edge.settings();
         let stuck = Edge::secs(s.stuck_viewer_seconds);
         let max_lag_ms = (s.max_viewer_lag_seconds * 1000.0) as u64;
+        let pace = PaceSettings {
+            tick: Duration::from_millis(s.viewer_coalesce_ms),
+            margin: Duration::from_millis(s.viewer_margin_ms),
+            max_hold: Duration::from_millis(s.viewer_max_hold_ms),
+        };
         let m = &edge.metrics;
         let tick_metrics = TickMetrics {
             viewer_bytes: m.viewer_bytes.with_label_values(&[channel.as_str(), "ts"]),
             cost: m.serve_cost("ts"),
         };
-        Self { edge, channel, size, viewers: Vec::new(), stuck, max_lag_ms, tick_metrics }
+        Self { edge, channel, size, viewers: Vec::new(), stuck, max_lag_ms, pace, tick_metrics }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Viewer>) {
@@ -215,7 +237,10 @@ impl GroupTask {
         let mut backlog = false;
         let mut i = 0;
         while i < self.viewers.len() {
-            if backlog_only && self.viewers[i].pending.is_empty() {
+            // A viewer owed nothing is left alone until its player needs more: its new chunks
+            // wait in the ring for one larger write.
+            let v = &self.viewers[i];
+            if v.pending.is_empty() && (backlog_only || !v.pace.due(now.into_std(), &self.pace)) {
                 i += 1;
                 continue;
             }
@@ -278,7 +303,11 @@ impl GroupTask {
                 skip(&self.edge, &self.channel, v);
                 continue;
             }
-            written += write_pending(v)?;
+            let (n, last_ts) = write_pending(v)?;
+            written += n;
+            if let Some(ts) = last_ts {
+                v.pace.wrote(now.into_std(), ts);
+            }
             if !v.pending.is_empty() || fresh == 0 {
                 break;
             }
@@ -304,11 +333,13 @@ fn skip(edge: &Edge, channel: &ChannelId, v: &mut Viewer) {
     edge.metrics.viewer_skips.with_label_values(&[channel.as_str()]).inc();
     v.pending.truncate(usize::from(v.offset > 0));
     v.cursor.skip_to_latest_keyframe();
+    v.pace.every_tick();
 }
 
-/// Writes as much of `v.pending` as the socket takes now, in vectored writes.
-fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
-    let mut total = 0;
+/// Writes as much of `v.pending` as the socket takes now, in vectored writes: the bytes written
+/// and the media time of the last chunk written whole.
+fn write_pending(v: &mut Viewer) -> Result<(usize, Option<u64>), Reason> {
+    let (mut total, mut last_ts) = (0, None);
     while !v.pending.is_empty() {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
@@ -321,12 +352,13 @@ fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
             Ok(mut w) => {
                 total += w;
                 while w > 0 {
-                    let Some((front, _)) = v.pending.front() else { break };
+                    let Some(&(ref front, ts)) = v.pending.front() else { break };
                     let left = front.len() - v.offset;
                     if w >= left {
                         w -= left;
                         v.offset = 0;
                         v.pending.pop_front();
+                        last_ts = Some(ts);
                     } else {
                         v.offset += w;
                         w = 0;
@@ -338,7 +370,7 @@ fn write_pending(v: &mut Viewer) -> Result<usize, Reason> {
             Err(_) => return Err(GONE),
         }
     }
-    Ok(total)
+    Ok((total, last_ts))
 }
 
 /// The next flush tick, or the hub's next change when there is no flush clock.

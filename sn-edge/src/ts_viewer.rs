@@ -1,5 +1,5 @@
 //! Legacy HTTP-TS viewers: `GET /live/{channel}.ts` is one endless MPEG-TS body starting at a
-//! keyframe. The request is checked and the channel opened here, on the raw socket the HTTP
+//! keyframe `viewer_start_lead_ms` or more behind live. The request is checked and the channel opened here, on the raw socket the HTTP
 //! server hands over ([`livesky_net::takeover`]); the viewer then joins the channel's fan-out
 //! ([`crate::ts_fanout`]), which writes every viewer's chunks straight from the shared ring.
 
@@ -107,7 +107,18 @@ async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: 
         Ok(c) => c,
         Err(resp) => return answer(stream, &req, resp).await,
     };
-    let (lease, cursor, first) = match open(&edge, &channel).await {
+    let paced = match query.as_ref().and_then(|q| q.latency.as_deref()) {
+        None => true,
+        Some("low") => false,
+        Some(other) => {
+            let resp = text_error(
+                StatusCode::BAD_REQUEST,
+                format!("latency={other} is not known: use latency=low, or leave it out"),
+            );
+            return answer(stream, &req, resp).await;
+        }
+    };
+    let (lease, cursor, first) = match open(&edge, &channel, paced).await {
         Ok(started) => started,
         Err(resp) => return answer(stream, &req, resp).await,
     };
@@ -122,7 +133,7 @@ async fn start(edge: Arc<Edge>, req: RawRequest, mut stream: TcpStream, permit: 
     }
     // Leaves the reactor, still non-blocking.
     let Ok(stream) = stream.into_std() else { return };
-    let viewer = crate::ts_fanout::Viewer::new(stream, cursor, first, lease, permit);
+    let viewer = crate::ts_fanout::Viewer::new(stream, cursor, first, lease, permit, paced);
     edge.ts_groups.add(&edge, &channel, viewer);
 }
 
@@ -136,9 +147,9 @@ pub(crate) fn query(req: &RawRequest) -> Option<ViewerQuery> {
     Query::<ViewerQuery>::try_from_uri(&req.uri).ok().map(|q| q.0)
 }
 
-/// Opens the channel for a new viewer and waits (bounded) for its first chunks, from the
-/// newest keyframe held (instant start).
-async fn open(edge: &Arc<Edge>, channel: &ChannelId) -> Result<(Lease, Cursor, Vec<Chunk>), Response> {
+/// Opens the channel for a new viewer and waits (bounded) for its first chunks, from a keyframe
+/// held (instant start): the start lead behind live for a `paced` viewer, the newest otherwise.
+async fn open(edge: &Arc<Edge>, channel: &ChannelId, paced: bool) -> Result<(Lease, Cursor, Vec<Chunk>), Response> {
     let m = &edge.metrics;
     let ch = channel.as_str();
     let outcome = |o: &str| m.viewer_sessions.with_label_values(&[ch, "ts", o]).inc();
@@ -158,10 +169,12 @@ async fn open(edge: &Arc<Edge>, channel: &ChannelId) -> Result<(Lease, Cursor, V
         outcome("ended");
         return Err(ended(channel));
     }
-    // A live source: start at the newest keyframe already held (instant start). Otherwise wait
-    // for fresh content rather than replaying whatever the ring still holds.
-    let mut cursor =
-        if hub.status().source.is_live() { hub.cursor(StartAt::Live) } else { hub.cursor_at_next_keyframe() };
+    // A live source: start at a keyframe already held (instant start), at least the start lead
+    // behind live where the ring reaches that far. Otherwise wait for fresh content rather than
+    // replaying whatever the ring still holds.
+    let lead = if paced { u32::try_from(edge.settings().viewer_start_lead_ms).unwrap_or(u32::MAX) } else { 0 };
+    let start = if lead == 0 { StartAt::Live } else { StartAt::Backlog { ms: lead } };
+    let mut cursor = if hub.status().source.is_live() { hub.cursor(start) } else { hub.cursor_at_next_keyframe() };
     let mut first = Vec::with_capacity(BATCH);
     match first_chunks(&mut cursor, &mut first, Edge::secs(edge.settings().wait_for_live_seconds)).await {
         Ok(()) => {}
