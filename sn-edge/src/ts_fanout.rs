@@ -34,12 +34,13 @@ use crate::Edge;
 /// Viewers served by one task: enough to make a task's wake-up worth it, few enough that a
 /// channel's viewers spread over the runtime's threads.
 const GROUP: usize = 256;
-/// Chunks read ahead for a viewer at most (a second or two of video).
-const READ_AHEAD: usize = 64;
+/// Chunks read ahead for a viewer at most: a paced viewer's hold (up to 3 s, ~40 chunks a
+/// second) or start burst in one read and one write. (At 64, most paced writes took two calls.)
+const READ_AHEAD: usize = 256;
 /// Read-aheads a viewer may be served in one round.
-const ROUNDS: usize = 8;
-/// Buffers in one write (Linux takes up to 1024; a viewer rarely owes more than a tick's few).
-const MAX_IOV: usize = 64;
+const ROUNDS: usize = 4;
+/// Buffers in one write (Linux takes up to 1024).
+const MAX_IOV: usize = READ_AHEAD;
 /// A round sooner than the next tick when a viewer's socket filled while it still owed chunks.
 const BACKLOG_RETRY: Duration = Duration::from_millis(20);
 /// Without a flush clock: how often viewers are checked when no chunk arrives (a paused source:

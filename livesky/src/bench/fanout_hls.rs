@@ -60,7 +60,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let (rows, mut ratios) = result?;
     let mut table = render(&rows);
     if ratios.len() > 1 {
-        table.push_str(&format!("\n{}\n", median_line(&mut ratios)));
+        table.push_str(&format!("\n{}\n", median_line("edge ÷ nginx, requests per CPU-second", &mut ratios)));
     }
     super::emit(&table, args.out.as_deref())?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -192,13 +192,13 @@ fn render(rows: &[Row]) -> String {
     s
 }
 
-/// "edge ÷ nginx, requests per CPU-second, by round: …; median …".
-fn median_line(ratios: &mut [f64]) -> String {
+/// "{what}, by round: …; median …".
+pub(super) fn median_line(what: &str, ratios: &mut [f64]) -> String {
     let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     ratios.sort_by(f64::total_cmp);
     let n = ratios.len();
     let median = if n % 2 == 1 { ratios[n / 2] } else { (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0 };
-    format!("edge ÷ nginx, requests per CPU-second, by round: {}; median {median:.2}", rounds.join(", "))
+    format!("{what}, by round: {}; median {median:.2}", rounds.join(", "))
 }
 
 #[cfg(test)]
@@ -206,9 +206,9 @@ mod tests {
     #[test]
     fn the_median_of_the_rounds_is_reported_with_every_round_in_order() {
         assert_eq!(
-            super::median_line(&mut [1.2, 0.9, 1.0]),
+            super::median_line("edge ÷ nginx, requests per CPU-second", &mut [1.2, 0.9, 1.0]),
             "edge ÷ nginx, requests per CPU-second, by round: 1.20, 0.90, 1.00; median 1.00"
         );
-        assert!(super::median_line(&mut [1.0, 1.2]).ends_with("median 1.10"));
+        assert!(super::median_line("x", &mut [1.0, 1.2]).ends_with("median 1.10"));
     }
 }
