@@ -1,7 +1,8 @@
 //! Legacy HTTP-TS viewers: `GET /live/{channel}.ts` is one endless MPEG-TS body starting at a
-//! keyframe `viewer_start_lead_ms` or more behind live. The request is checked and the channel opened here, on the raw socket the HTTP
-//! server hands over ([`livesky_net::takeover`]); the viewer then joins the channel's fan-out
-//! ([`crate::ts_fanout`]), which writes every viewer's chunks straight from the shared ring.
+//! keyframe `viewer_start_lead_ms` or more behind live. The request is checked and the channel
+//! opened here, on the raw socket the HTTP server hands over ([`livesky_net::takeover`]); the
+//! viewer then joins the channel's fan-out ([`crate::ts_fanout`]), which writes every viewer's
+//! chunks straight from the shared ring.
 
 use std::sync::Arc;
 use std::time::Duration;

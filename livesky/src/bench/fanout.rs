@@ -137,44 +137,34 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             None => None,
         };
         let mut ratios = Vec::new();
-        let mut result = Ok(());
-        for round in 1..=args.repeat.max(1) {
-            if args.repeat > 1 {
-                eprintln!("== speed {speed}× : round {round} of {}", args.repeat);
-            }
-            let e = match measure(label.clone(), &[edge_pid], &url, &args, rate_bps, speed, clip).await {
-                Ok(r) => r,
-                Err(err) => {
-                    result = Err(err);
-                    break;
+        // The servers are stopped whatever a round returns.
+        let result: anyhow::Result<()> = async {
+            for round in 1..=args.repeat.max(1) {
+                if args.repeat > 1 {
+                    eprintln!("== speed {speed}× : round {round} of {}", args.repeat);
                 }
-            };
-            if let Some((_, (_, base, master))) = &ngx {
-                let r = measure(
-                    format!("nginx ({}, static file, sendfile, limit_rate)", count_of(args.workers, "worker")),
-                    &process_tree(*master),
-                    &format!("{base}/stream.ts"),
-                    &args,
-                    rate_bps,
-                    speed,
-                    BASELINE,
-                )
-                .await;
-                match r {
-                    Ok(n) => {
-                        ratios.push(e.serving() / n.serving().max(0.05));
-                        rows.push(e);
-                        rows.push(n);
-                    }
-                    Err(err) => {
-                        result = Err(err);
-                        break;
-                    }
+                let e = measure(label.clone(), &[edge_pid], &url, &args, rate_bps, speed, clip).await?;
+                if let Some((_, (_, base, master))) = &ngx {
+                    let n = measure(
+                        format!("nginx ({}, static file, sendfile, limit_rate)", count_of(args.workers, "worker")),
+                        &process_tree(*master),
+                        &format!("{base}/stream.ts"),
+                        &args,
+                        rate_bps,
+                        speed,
+                        BASELINE,
+                    )
+                    .await?;
+                    ratios.push(e.serving() / n.serving().max(0.05));
+                    rows.push(e);
+                    rows.push(n);
+                } else {
+                    rows.push(e);
                 }
-            } else {
-                rows.push(e);
             }
+            Ok(())
         }
+        .await;
         holder.abort();
         drop(child);
         if let Some((n, (ng, _, _))) = ngx {
@@ -239,8 +229,6 @@ fn pacing_label(args: &FanoutArgs) -> String {
     format!("paced: start lead {lead} ms, holds ≤ {hold} ms")
 }
 
-/// How long viewers take to join: more than a keyframe interval of the clip (2 s).
-const JOIN_SPREAD: Duration = Duration::from_secs(3);
 impl Row {
     /// The server's CPU for serving: with viewers, less without (% of one core).
     fn serving(&self) -> f64 {
@@ -248,6 +236,8 @@ impl Row {
     }
 }
 
+/// How long viewers take to join: more than a keyframe interval of the clip (2 s).
+const JOIN_SPREAD: Duration = Duration::from_secs(3);
 /// Stream time a client may be short at the end of a window, waiting for its next batch (the
 /// edge's longest hold by default).
 const BATCH_ALLOWANCE: Duration = Duration::from_secs(3);
