@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use super::procfs::{process_tree, rss_mib, run_seconds};
+use super::soak::{self, Soak};
 use crate::launch::loopback_node;
 
 #[derive(clap::Args, Clone)]
@@ -57,6 +59,17 @@ pub struct FanoutArgs {
     /// Skip the nginx runs.
     #[arg(long)]
     pub no_nginx: bool,
+    /// nginx's `tcp_nopush` (`TCP_CORK` under `sendfile`). With it on, the kernel sends the tail
+    /// of each `sendfile` from a timer softirq that nginx's own CPU figure does not show (the
+    /// machine column does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub nginx_tcp_nopush: bool,
+    /// HTTP-TS: also read all the time the server's CPU is busy, whoever the kernel charges it
+    /// to. The server under test runs alone on CPU 0 and the load generator on the others; a
+    /// `SCHED_IDLE` thread on CPU 0 counts the time taken from it. Noisy on a shared VM: other
+    /// kernel work on that CPU moves it by about a point of a core between readings.
+    #[arg(long)]
+    pub server_core: bool,
     /// Skip the HTTP-TS floor run: one bare thread writing every viewer once per tick (what
     /// live delivery at that cadence costs the kernel, whatever the server).
     #[arg(long)]
@@ -83,7 +96,18 @@ struct Row {
     cpu_pct: f64,
     /// CPU with no viewer (before they connect).
     baseline_pct: f64,
+    /// All the CPU the server's core was busy with ([`soak`]), whoever was charged: with
+    /// viewers, less without.
+    machine_serving_pct: Option<f64>,
     rss_mib: f64,
+}
+
+/// What every measured run of one speed shares.
+struct Ctx<'a> {
+    args: &'a FanoutArgs,
+    rate_bps: f64,
+    speed: f64,
+    soak: Option<&'a Soak>,
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
@@ -100,6 +124,16 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("livesky-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    let soak = if args.server_core { soak::server_core() } else { None };
+    // The server under test runs alone on the soaked CPU.
+    let place = |pids: &[u32]| -> anyhow::Result<()> {
+        if soak.is_some() {
+            for &p in pids {
+                soak::pin(Some(p), &[soak::SERVER_CPU])?;
+            }
+        }
+        Ok(())
+    };
     for &speed in &args.speeds {
         eprintln!("== speed {speed}× : starting edge");
         let (child, edge_url) = start_edge(&dir, speed, &args).await?;
@@ -122,6 +156,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         );
         let clip = Duration::from_secs_f64(CLIP_SECS / speed).max(BASELINE);
         let edge_pid = child.id().context("the edge process has no pid")?;
+        place(&[edge_pid])?;
         // One viewer for the whole run keeps the channel open at the edge (it would close it
         // `linger_seconds` after its last viewer, in some rounds' baselines): what is measured
         // is what the viewers cost, on top of a channel the edge relays anyway.
@@ -133,29 +168,34 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         // Both servers stay up and the rounds alternate between them: one run of each moved
         // ±30 % between invocations on a shared 2-core VM.
         let ngx = match &nginx {
-            Some(n) => Some((n, start_nginx(n, &dir, &sample, Some(rate_bps), args.workers).await?)),
+            Some(n) => Some((n, start_nginx(n, &dir, &sample, Some(rate_bps), &args).await?)),
             None => None,
         };
-        let mut ratios = Vec::new();
+        if let Some((_, (_, _, master))) = &ngx {
+            place(&process_tree(*master))?;
+        }
+        let ctx = Ctx { args: &args, rate_bps, speed, soak: soak.as_ref() };
+        let (mut ratios, mut machine_ratios) = (Vec::new(), Vec::new());
         // The servers are stopped whatever a round returns.
         let result: anyhow::Result<()> = async {
             for round in 1..=args.repeat.max(1) {
                 if args.repeat > 1 {
                     eprintln!("== speed {speed}× : round {round} of {}", args.repeat);
                 }
-                let e = measure(label.clone(), &[edge_pid], &url, &args, rate_bps, speed, clip).await?;
+                let e = measure(label.clone(), &[edge_pid], &url, &ctx, clip).await?;
                 if let Some((_, (_, base, master))) = &ngx {
                     let n = measure(
                         format!("nginx ({}, static file, sendfile, limit_rate)", count_of(args.workers, "worker")),
                         &process_tree(*master),
                         &format!("{base}/stream.ts"),
-                        &args,
-                        rate_bps,
-                        speed,
+                        &ctx,
                         BASELINE,
                     )
                     .await?;
                     ratios.push(e.serving() / n.serving().max(0.05));
+                    if let (Some(em), Some(nm)) = (e.machine_serving_pct, n.machine_serving_pct) {
+                        machine_ratios.push(em / nm.max(0.05));
+                    }
                     rows.push(e);
                     rows.push(n);
                 } else {
@@ -171,18 +211,19 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             stop_nginx(n, &dir, ng).await;
         }
         result?;
-        if ratios.len() > 1 {
-            notes.push(format!(
-                "speed {speed}×, {} clients: {}",
-                args.clients,
-                super::fanout_hls::median_line("edge ÷ nginx, serving CPU", &mut ratios)
-            ));
+        for (what, ratios) in [("serving CPU", &mut ratios), ("server core busy for serving", &mut machine_ratios)] {
+            if ratios.len() > 1 {
+                let line = super::fanout_hls::median_line(&format!("edge ÷ nginx, {what}"), ratios);
+                notes.push(format!("speed {speed}×, {} clients: {line}", args.clients));
+            }
         }
         if !args.no_floor {
             eprintln!("== speed {speed}× : the floor (bare write loop)");
             let (floor, url) = super::floor::start(&sample, rate_bps, args.coalesce_ms).await?;
+            place(floor.id().as_slice())?;
             let label = format!("floor: bare write loop, one write per viewer per {} ms", args.coalesce_ms.max(1));
-            rows.push(measure_process(floor, label, &url, &args, rate_bps, speed, BASELINE).await?);
+            let ctx = Ctx { args: &args, rate_bps, speed, soak: soak.as_ref() };
+            rows.push(measure_process(floor, label, &url, &ctx, BASELINE).await?);
         }
     }
     let mut table = render(&rows);
@@ -195,13 +236,19 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 }
 
 fn render(rows: &[Row]) -> String {
+    // The server-core column only when it was read (`--server-core`).
+    let core = rows.iter().any(|r| r.machine_serving_pct.is_some());
     let mut s = String::from(
-        "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate (one 3 s batch allowed) | server CPU (% of one core) | of it with no viewer | serving CPU | cores per Gbit/s (serving) | server RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate (one 3 s batch allowed) | server CPU (% of one core) | of it with no viewer | serving CPU | cores per Gbit/s (serving) |",
     );
+    s.push_str(if core { " server core busy for serving (all of it, whoever was charged) |" } else { "" });
+    s.push_str(" server RSS (MiB) |\n");
+    s.push_str(&"|---".repeat(11 + usize::from(core)));
+    s.push_str("|\n");
     for r in rows {
         let serving = r.serving();
         s.push_str(&format!(
-            "| {} | {}× | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} |\n",
+            "| {} | {}× | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {:.3} |",
             r.server,
             r.speed,
             r.clients,
@@ -212,8 +259,11 @@ fn render(rows: &[Row]) -> String {
             r.baseline_pct,
             serving,
             serving / 100.0 / (r.delivered_mbps / 1000.0).max(1e-9),
-            r.rss_mib
         ));
+        if core {
+            s.push_str(&r.machine_serving_pct.map_or(" — |".to_string(), |m| format!(" {m:.1} |")));
+        }
+        s.push_str(&format!(" {:.1} |\n", r.rss_mib));
     }
     s
 }
@@ -343,15 +393,15 @@ pub(super) async fn spawn_demo(dir: &Path, topology: &str) -> anyhow::Result<(Ch
 }
 
 /// nginx serving `file`'s directory statically (sendfile), at `rate_bps` per connection if
-/// given, with `workers` worker processes; its base URL and master pid.
+/// given, with `args.workers` worker processes; its base URL and master pid.
 pub(super) async fn start_nginx(
     nginx: &Path,
     dir: &Path,
     file: &Path,
     rate_bps: Option<f64>,
-    workers: usize,
+    args: &FanoutArgs,
 ) -> anyhow::Result<(Child, String, u32)> {
-    let workers = if workers == 0 { "auto".to_string() } else { workers.to_string() };
+    let workers = if args.workers == 0 { "auto".to_string() } else { args.workers.to_string() };
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
@@ -360,12 +410,13 @@ pub(super) async fn start_nginx(
     let conf = format!(
         "daemon off;\nmaster_process on;\nworker_processes {workers};\npid {pid};\nerror_log {err} warn;\nworker_rlimit_nofile 65536;\n\
          events {{ worker_connections 16384; }}\n\
-         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_timeout {keepalive}; keepalive_requests 1000000;\n\
+         http {{ access_log off; sendfile on; tcp_nopush {nopush}; keepalive_timeout {keepalive}; keepalive_requests 1000000;\n\
            client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
            types {{ video/mp2t ts; }}\n\
            server {{ listen 127.0.0.1:{port} backlog=4096; root {root}; limit_rate {rate}; }} }}\n",
         // Streams: one request per connection; segments: kept alive, as players fetch them.
         keepalive = if rate_bps.is_some() { 0 } else { 60 },
+        nopush = if args.nginx_tcp_nopush { "on" } else { "off" },
         pid = dir.join("nginx.pid").display(),
         err = dir.join("nginx.err").display(),
         d = dir.display(),
@@ -401,48 +452,6 @@ pub(super) async fn stop_nginx(nginx: &Path, dir: &Path, mut child: Child) {
     let conf = dir.join("nginx.conf");
     let _ = Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(conf).arg("-s").arg("stop").status().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-}
-
-pub(super) fn process_tree(root: u32) -> Vec<u32> {
-    let mut pids = vec![root];
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-                if after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(root) {
-                    pids.push(pid);
-                }
-            }
-        }
-    }
-    pids
-}
-
-/// CPU seconds (user + system) used so far by these processes.
-pub(super) fn cpu_seconds(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|stat| {
-            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect::<Vec<_>>();
-            // Fields 14 and 15 of stat; `after` starts at field 3.
-            let t = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (t(11) + t(12)) / 100.0
-        })
-        .sum()
-}
-
-pub(super) fn rss_mib(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .sum::<f64>()
-        / 1024.0
 }
 
 fn split_url(url: &str) -> anyhow::Result<(String, String)> {
@@ -529,34 +538,26 @@ async fn measure_process(
     mut child: Child,
     server: String,
     url: &str,
-    args: &FanoutArgs,
-    rate_bps: f64,
-    speed: f64,
+    ctx: &Ctx<'_>,
     baseline: Duration,
 ) -> anyhow::Result<Row> {
     let pid = child.id().with_context(|| format!("{server}: the process has no pid"))?;
-    let r = measure(server, &[pid], url, args, rate_bps, speed, baseline).await;
+    let r = measure(server, &[pid], url, ctx, baseline).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     r
 }
 
-async fn measure(
-    server: String,
-    pids: &[u32],
-    url: &str,
-    args: &FanoutArgs,
-    rate_bps: f64,
-    speed: f64,
-    baseline: Duration,
-) -> anyhow::Result<Row> {
+async fn measure(server: String, pids: &[u32], url: &str, ctx: &Ctx<'_>, baseline: Duration) -> anyhow::Result<Row> {
+    let Ctx { args, rate_bps, speed, soak } = *ctx;
     let (host, path) = split_url(url)?;
     // What the process uses with no viewer (but the edge's holder): the edge's process also
     // runs Tier 0 (the loop source, chunking, signing), its link and the channel, none of which
     // is serving.
-    let (cpu0, t0) = (cpu_seconds(pids), Instant::now());
+    let (cpu0, t0, machine0) = (run_seconds(pids), Instant::now(), soak.map(Soak::mark));
     tokio::time::sleep(baseline).await;
-    let baseline_pct = (cpu_seconds(pids) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let baseline_pct = (run_seconds(pids) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let machine_baseline = soak.zip(machine0).map(|(s, m)| s.busy_pct_since(m));
     let warmup = Duration::from_secs(3);
     let window = Duration::from_secs(args.seconds);
     let until = Instant::now() + warmup + window + Duration::from_secs(30);
@@ -573,7 +574,7 @@ async fn measure(
     }
     tokio::time::sleep(warmup).await;
     let start_bytes: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    let cpu0 = cpu_seconds(pids);
+    let (cpu0, machine0) = (run_seconds(pids), soak.map(Soak::mark));
     let t0 = Instant::now();
     let mut last_report = Instant::now();
     while t0.elapsed() < window {
@@ -584,7 +585,8 @@ async fn measure(
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pids) - cpu0;
+    let cpu = run_seconds(pids) - cpu0;
+    let machine = soak.zip(machine0).map(|(s, m)| s.busy_pct_since(m));
     let rss = rss_mib(pids);
     let got: Vec<u64> = counters.iter().zip(&start_bytes).map(|(c, s)| c.load(Ordering::Relaxed) - s).collect();
     for t in tasks {
@@ -604,6 +606,7 @@ async fn measure(
         kept_up,
         cpu_pct: cpu / secs * 100.0,
         baseline_pct,
+        machine_serving_pct: machine.zip(machine_baseline).map(|(m, b)| (m - b).max(0.0)),
         rss_mib: rss,
     })
 }

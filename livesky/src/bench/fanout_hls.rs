@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use super::fanout::{FanoutArgs, count_of, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
+use super::fanout::{FanoutArgs, count_of, start_edge, start_nginx, stop_nginx, which};
+use super::procfs::{cpu_seconds, process_tree};
 
 struct Row {
     server: String,
@@ -46,7 +47,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // Both servers stay up and the rounds alternate between them, so a drift of the machine
     // (this one moves ±10 % from run to run) falls on both sides alike.
     let ng = match &nginx {
-        Some(n) => Some((n, start_nginx(n, &dir, &segment, None, args.workers).await?)),
+        Some(n) => Some((n, start_nginx(n, &dir, &segment, None, &args).await?)),
         None => None,
     };
     let servers =

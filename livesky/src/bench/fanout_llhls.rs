@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::fanout::{FanoutArgs, count_of, cpu_seconds, process_tree, start_edge, start_nginx, stop_nginx, which};
+use super::fanout::{FanoutArgs, count_of, start_edge, start_nginx, stop_nginx, which};
 use super::http1::Conn;
+use super::procfs::{cpu_seconds, process_tree};
 
 const PLAYLIST: &str = "/live/demo/index.m3u8";
 const WARM_UP: Duration = Duration::from_secs(3);
@@ -58,7 +59,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let _ = child.wait().await;
     if let Some(nginx) = &nginx {
         eprintln!("== LL-HLS: nginx");
-        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("ll/index.m3u8"), None, args.workers).await?;
+        let (ng, base, master) = start_nginx(nginx, &dir, &dir.join("ll/index.m3u8"), None, &args).await?;
         let counts = Arc::new(Counts::default());
         let recording = Arc::new(recording);
         let t0 = Instant::now() + Duration::from_millis(200);

@@ -12,7 +12,8 @@ use livesky_gslb::geo::GeoDb;
 use proto::mc_api::{ChannelRate, EdgeView, EdgesView};
 use tokio::process::{Child, Command};
 
-use super::fanout::{cpu_seconds, which};
+use super::fanout::which;
+use super::procfs::cpu_seconds;
 
 #[derive(clap::Args)]
 pub struct GslbBenchArgs {

@@ -10,6 +10,8 @@ mod http1;
 mod latency;
 mod mcpush;
 mod peers;
+mod procfs;
+mod soak;
 
 pub use admit::AdmitArgs;
 pub use fanout::FanoutArgs;

@@ -15,7 +15,8 @@ use proto::ChannelId;
 use sn_core::Role;
 use tokio_util::sync::CancellationToken;
 
-use super::fanout::{check_fd_limit, cpu_seconds, rss_mib, spawn_demo};
+use super::fanout::{check_fd_limit, spawn_demo};
+use super::procfs::{cpu_seconds, rss_mib};
 use crate::launch::loopback_node;
 use crate::swarm::spawn_peer;
 
