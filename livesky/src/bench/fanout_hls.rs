@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 
 use super::fanout::{FanoutArgs, count_of, start_edge, start_nginx, stop_nginx, which};
-use super::procfs::{cpu_seconds, process_tree};
+use super::procfs::{process_tree, run_seconds};
 
 struct Row {
     server: String,
@@ -139,7 +139,7 @@ async fn measure(
     args: &FanoutArgs,
 ) -> anyhow::Result<Row> {
     eprintln!("   {server}: wrk -c {} for {} s on {url}", args.clients, args.seconds);
-    let cpu0 = cpu_seconds(pids);
+    let cpu0 = run_seconds(pids);
     let t0 = std::time::Instant::now();
     // One wrk thread: the other core is the server's.
     let out = Command::new(wrk)
@@ -148,7 +148,7 @@ async fn measure(
         .await
         .context("running wrk")?;
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pids) - cpu0;
+    let cpu = run_seconds(pids) - cpu0;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 
 use super::fanout::{FanoutArgs, count_of, start_edge, start_nginx, stop_nginx, which};
 use super::http1::Conn;
-use super::procfs::{cpu_seconds, process_tree};
+use super::procfs::{process_tree, run_seconds};
 
 const PLAYLIST: &str = "/live/demo/index.m3u8";
 const WARM_UP: Duration = Duration::from_secs(3);
@@ -90,9 +90,9 @@ where
     for c in [&counts.requests, &counts.parts, &counts.bytes, &counts.errors] {
         c.store(0, Ordering::Relaxed);
     }
-    let (cpu0, t0) = (cpu_seconds(pids), Instant::now());
+    let (cpu0, t0) = (run_seconds(pids), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let window = (t0.elapsed().as_secs_f64(), cpu_seconds(pids) - cpu0);
+    let window = (t0.elapsed().as_secs_f64(), run_seconds(pids) - cpu0);
     for t in tasks {
         t.abort();
     }
