@@ -60,8 +60,8 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub no_nginx: bool,
     /// nginx's `tcp_nopush` (`TCP_CORK` under `sendfile`). With it on, the kernel sends the tail
-    /// of each `sendfile` from a timer softirq that nginx's own CPU figure does not show (the
-    /// machine column does).
+    /// of each `sendfile` from a timer softirq that nginx's own CPU figure does not show
+    /// (`--server-core` and `perf record -a` do).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub nginx_tcp_nopush: bool,
     /// HTTP-TS: also read all the time the server's CPU is busy, whoever the kernel charges it
@@ -98,7 +98,7 @@ struct Row {
     baseline_pct: f64,
     /// All the CPU the server's core was busy with ([`soak`]), whoever was charged: with
     /// viewers, less without.
-    machine_serving_pct: Option<f64>,
+    core_serving_pct: Option<f64>,
     rss_mib: f64,
 }
 
@@ -175,7 +175,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             place(&process_tree(*master))?;
         }
         let ctx = Ctx { args: &args, rate_bps, speed, soak: soak.as_ref() };
-        let (mut ratios, mut machine_ratios) = (Vec::new(), Vec::new());
+        let (mut ratios, mut core_ratios) = (Vec::new(), Vec::new());
         // The servers are stopped whatever a round returns.
         let result: anyhow::Result<()> = async {
             for round in 1..=args.repeat.max(1) {
@@ -193,8 +193,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
                     )
                     .await?;
                     ratios.push(e.serving() / n.serving().max(0.05));
-                    if let (Some(em), Some(nm)) = (e.machine_serving_pct, n.machine_serving_pct) {
-                        machine_ratios.push(em / nm.max(0.05));
+                    if let (Some(em), Some(nm)) = (e.core_serving_pct, n.core_serving_pct) {
+                        core_ratios.push(em / nm.max(0.05));
                     }
                     rows.push(e);
                     rows.push(n);
@@ -211,7 +211,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             stop_nginx(n, &dir, ng).await;
         }
         result?;
-        for (what, ratios) in [("serving CPU", &mut ratios), ("server core busy for serving", &mut machine_ratios)] {
+        for (what, ratios) in [("serving CPU", &mut ratios), ("server core busy for serving", &mut core_ratios)] {
             if ratios.len() > 1 {
                 let line = super::fanout_hls::median_line(&format!("edge ÷ nginx, {what}"), ratios);
                 notes.push(format!("speed {speed}×, {} clients: {line}", args.clients));
@@ -222,7 +222,6 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             let (floor, url) = super::floor::start(&sample, rate_bps, args.coalesce_ms).await?;
             place(floor.id().as_slice())?;
             let label = format!("floor: bare write loop, one write per viewer per {} ms", args.coalesce_ms.max(1));
-            let ctx = Ctx { args: &args, rate_bps, speed, soak: soak.as_ref() };
             rows.push(measure_process(floor, label, &url, &ctx, BASELINE).await?);
         }
     }
@@ -237,7 +236,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 
 fn render(rows: &[Row]) -> String {
     // The server-core column only when it was read (`--server-core`).
-    let core = rows.iter().any(|r| r.machine_serving_pct.is_some());
+    let core = rows.iter().any(|r| r.core_serving_pct.is_some());
     let mut s = String::from(
         "| server | source speed | clients | per-client rate (kbit/s) | delivered (Mbit/s) | clients ≥ 95 % of rate (one 3 s batch allowed) | server CPU (% of one core) | of it with no viewer | serving CPU | cores per Gbit/s (serving) |",
     );
@@ -261,7 +260,7 @@ fn render(rows: &[Row]) -> String {
             serving / 100.0 / (r.delivered_mbps / 1000.0).max(1e-9),
         ));
         if core {
-            s.push_str(&r.machine_serving_pct.map_or(" — |".to_string(), |m| format!(" {m:.1} |")));
+            s.push_str(&r.core_serving_pct.map_or(" — |".to_string(), |m| format!(" {m:.1} |")));
         }
         s.push_str(&format!(" {:.1} |\n", r.rss_mib));
     }
@@ -554,10 +553,9 @@ async fn measure(server: String, pids: &[u32], url: &str, ctx: &Ctx<'_>, baselin
     // What the process uses with no viewer (but the edge's holder): the edge's process also
     // runs Tier 0 (the loop source, chunking, signing), its link and the channel, none of which
     // is serving.
-    let (cpu0, t0, machine0) = (run_seconds(pids), Instant::now(), soak.map(Soak::mark));
+    let from = CpuMark::new(pids, soak);
     tokio::time::sleep(baseline).await;
-    let baseline_pct = (run_seconds(pids) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
-    let machine_baseline = soak.zip(machine0).map(|(s, m)| s.busy_pct_since(m));
+    let (baseline_pct, core_baseline) = from.pct(pids, soak);
     let warmup = Duration::from_secs(3);
     let window = Duration::from_secs(args.seconds);
     let until = Instant::now() + warmup + window + Duration::from_secs(30);
@@ -574,7 +572,7 @@ async fn measure(server: String, pids: &[u32], url: &str, ctx: &Ctx<'_>, baselin
     }
     tokio::time::sleep(warmup).await;
     let start_bytes: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    let (cpu0, machine0) = (run_seconds(pids), soak.map(Soak::mark));
+    let from = CpuMark::new(pids, soak);
     let t0 = Instant::now();
     let mut last_report = Instant::now();
     while t0.elapsed() < window {
@@ -585,8 +583,7 @@ async fn measure(server: String, pids: &[u32], url: &str, ctx: &Ctx<'_>, baselin
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = run_seconds(pids) - cpu0;
-    let machine = soak.zip(machine0).map(|(s, m)| s.busy_pct_since(m));
+    let (cpu_pct, core) = from.pct(pids, soak);
     let rss = rss_mib(pids);
     let got: Vec<u64> = counters.iter().zip(&start_bytes).map(|(c, s)| c.load(Ordering::Relaxed) - s).collect();
     for t in tasks {
@@ -604,9 +601,29 @@ async fn measure(server: String, pids: &[u32], url: &str, ctx: &Ctx<'_>, baselin
         rate_kbps: rate_bps * 8.0 / 1000.0,
         delivered_mbps: total as f64 * 8.0 / secs / 1e6,
         kept_up,
-        cpu_pct: cpu / secs * 100.0,
+        cpu_pct,
         baseline_pct,
-        machine_serving_pct: machine.zip(machine_baseline).map(|(m, b)| (m - b).max(0.0)),
+        core_serving_pct: core.zip(core_baseline).map(|(c, b)| (c - b).max(0.0)),
         rss_mib: rss,
     })
+}
+
+/// The start of a CPU reading: the processes' run time and, with `--server-core`, the server
+/// core's busy time.
+struct CpuMark {
+    run: f64,
+    at: Instant,
+    core: Option<soak::Mark>,
+}
+
+impl CpuMark {
+    fn new(pids: &[u32], soak: Option<&Soak>) -> Self {
+        Self { run: run_seconds(pids), at: Instant::now(), core: soak.map(Soak::mark) }
+    }
+
+    /// Since the mark, in % of one core: the processes' CPU and the server core's busy time.
+    fn pct(&self, pids: &[u32], soak: Option<&Soak>) -> (f64, Option<f64>) {
+        let run = (run_seconds(pids) - self.run) / self.at.elapsed().as_secs_f64().max(1e-9) * 100.0;
+        (run, soak.zip(self.core).map(|(s, m)| s.busy_pct_since(m)))
+    }
 }

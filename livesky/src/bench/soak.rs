@@ -48,13 +48,16 @@ impl Soak {
     /// Starts a soaker on each of `cpus`; an error if the kernel refuses `SCHED_IDLE` (a soaker
     /// at normal priority would take CPU from the servers it measures).
     pub(super) fn start(cpus: &[usize]) -> anyhow::Result<Self> {
-        let busy_ns = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
+        // Built first, so that its drop stops the soakers already started if a later one fails.
+        let mut soak = Self {
+            busy_ns: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::with_capacity(cpus.len()),
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut threads = Vec::with_capacity(cpus.len());
         for &cpu in cpus {
-            let (busy, stop, ready) = (busy_ns.clone(), stop.clone(), ready_tx.clone());
-            threads.push(std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
+            let (busy, stop, ready) = (soak.busy_ns.clone(), soak.stop.clone(), ready_tx.clone());
+            soak.threads.push(std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
                 let set = idle_on(cpu);
                 let ok = set.is_ok();
                 let _ = ready.send(set);
@@ -63,7 +66,6 @@ impl Soak {
                 }
             })?);
         }
-        let soak = Self { busy_ns, stop, threads };
         for _ in cpus {
             ready_rx.recv()??;
         }
