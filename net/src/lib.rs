@@ -11,5 +11,6 @@ pub mod limits;
 pub mod mc_tls;
 pub mod mclink;
 pub mod metrics;
+pub mod pagefile;
 pub mod takeover;
 pub mod workers;

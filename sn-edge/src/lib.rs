@@ -20,6 +20,8 @@ mod metrics;
 pub mod report;
 pub mod stun;
 mod ts_fanout;
+mod ts_pending;
+mod ts_spool;
 pub mod ts_viewer;
 pub mod viewers;
 pub mod web;

@@ -14,13 +14,11 @@
 //! `stuck_viewer_seconds` while owed chunks is dropped, and none can make the edge hold more
 //! than a batch of shared `Bytes` for it.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use livesky_edge_core::pacing::{Pace, PaceSettings};
 use livesky_net::limits::ConnPermit;
 use proto::{ChannelId, Chunk, SourceStatus};
@@ -30,6 +28,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::Edge;
+use crate::ts_pending::Pending;
+use crate::ts_spool::{Recent, Spool};
 
 /// Viewers served by one task: enough to make a task's wake-up worth it, few enough that a
 /// channel's viewers spread over the runtime's threads.
@@ -39,8 +39,6 @@ const GROUP: usize = 256;
 const READ_AHEAD: usize = 256;
 /// Read-aheads a viewer may be served in one round.
 const ROUNDS: usize = 4;
-/// Buffers in one write (Linux takes up to 1024).
-const MAX_IOV: usize = READ_AHEAD;
 /// A round sooner than the next tick when a viewer's socket filled while it still owed chunks.
 const BACKLOG_RETRY: Duration = Duration::from_millis(20);
 /// Without a flush clock: how often viewers are checked when no chunk arrives (a paused source:
@@ -53,9 +51,10 @@ pub(crate) struct Viewer {
     /// socket, so an event for every ACK would only wake a thread for nothing.
     pub stream: std::net::TcpStream,
     pub cursor: Cursor,
-    /// Chunks read but not yet written whole (the first from `offset`), with their media time.
-    pub pending: VecDeque<(Bytes, u64)>,
-    pub offset: usize,
+    /// The chunks it starts with, queued when it joins its group.
+    first: Vec<Chunk>,
+    /// Chunks read but not yet written whole.
+    pending: Pending,
     pub last_progress: Instant,
     pub ended: bool,
     pub lease: Lease,
@@ -80,14 +79,21 @@ impl Viewer {
         if !paced {
             pace.every_tick();
         }
-        let pending = first.into_iter().map(|c| (c.payload, c.header.media_ts)).collect();
-        Self { stream, cursor, pending, offset: 0, last_progress: now, ended: false, lease, permit, pace }
+        let pending = Pending::default();
+        Self { stream, cursor, first, pending, last_progress: now, ended: false, lease, permit, pace }
     }
 }
 
 /// The groups of each channel, as senders to their tasks.
 #[derive(Default)]
-pub(crate) struct Groups(std::sync::Mutex<HashMap<ChannelId, Vec<Group>>>);
+pub(crate) struct Groups(std::sync::Mutex<HashMap<ChannelId, Channel>>);
+
+/// A channel's groups and the spool they share (freed with the last group).
+#[derive(Default)]
+struct Channel {
+    groups: Vec<Group>,
+    spool: Weak<Spool>,
+}
 
 struct Group {
     tx: mpsc::UnboundedSender<Viewer>,
@@ -98,7 +104,7 @@ impl Groups {
     /// Adds a viewer to a group of its channel with room, starting one if none has.
     pub(crate) fn add(&self, edge: &Arc<Edge>, channel: &ChannelId, mut viewer: Viewer) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let groups = map.entry(channel.clone()).or_default();
+        let Channel { groups, spool } = map.entry(channel.clone()).or_default();
         // A group that found itself empty has closed its end; it is gone.
         groups.retain(|g| !g.tx.is_closed());
         for g in groups.iter() {
@@ -118,7 +124,12 @@ impl Groups {
         // A fresh receiver is open: this send cannot fail.
         let _ = tx.send(viewer);
         groups.push(Group { tx, size: size.clone() });
-        let task = GroupTask::new(edge.clone(), channel.clone(), size);
+        let spool = spool.upgrade().unwrap_or_else(|| {
+            let fresh = Arc::new(Spool::new(&edge.settings().ts_spool_dir));
+            *spool = Arc::downgrade(&fresh);
+            fresh
+        });
+        let task = GroupTask::new(edge.clone(), channel.clone(), size, spool);
         edge.node.spawn(task.run(rx));
     }
 }
@@ -136,6 +147,8 @@ struct GroupTask {
     stuck: Duration,
     max_lag_ms: u64,
     pace: PaceSettings,
+    spool: Arc<Spool>,
+    recent: Recent,
     /// The metric handles every tick updates, looked up once.
     tick_metrics: TickMetrics,
 }
@@ -146,7 +159,7 @@ struct TickMetrics {
 }
 
 impl GroupTask {
-    fn new(edge: Arc<Edge>, channel: ChannelId, size: Arc<AtomicUsize>) -> Self {
+    fn new(edge: Arc<Edge>, channel: ChannelId, size: Arc<AtomicUsize>, spool: Arc<Spool>) -> Self {
         let s = edge.settings();
         let stuck = Edge::secs(s.stuck_viewer_seconds);
         let max_lag_ms = (s.max_viewer_lag_seconds * 1000.0) as u64;
@@ -160,7 +173,8 @@ impl GroupTask {
             viewer_bytes: m.viewer_bytes.with_label_values(&[channel.as_str(), "ts"]),
             cost: m.serve_cost("ts"),
         };
-        Self { edge, channel, size, viewers: Vec::new(), stuck, max_lag_ms, pace, tick_metrics }
+        let recent = Recent::default();
+        Self { edge, channel, size, viewers: Vec::new(), stuck, max_lag_ms, pace, spool, recent, tick_metrics }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Viewer>) {
@@ -208,7 +222,10 @@ impl GroupTask {
         }
     }
 
-    fn join(&mut self, v: Viewer) {
+    fn join(&mut self, mut v: Viewer) {
+        for c in std::mem::take(&mut v.first) {
+            v.pending.push(self.recent.span(&self.spool, &c), &c);
+        }
         self.edge.metrics.viewers.with_label_values(&[self.channel.as_str(), "ts"]).inc();
         self.viewers.push(v);
     }
@@ -279,9 +296,9 @@ impl GroupTask {
             let mut fresh = 0;
             if v.pending.len() < READ_AHEAD && !v.ended {
                 let before = v.pending.len();
-                let pending = &mut v.pending;
+                let (pending, recent, spool) = (&mut v.pending, &mut self.recent, &self.spool);
                 let read = v.cursor.try_next_each(READ_AHEAD - before, |c| {
-                    pending.push_back((c.payload.clone(), c.header.media_ts));
+                    pending.push(recent.span(spool, c), c);
                 });
                 fresh = v.pending.len() - before;
                 match read {
@@ -296,15 +313,15 @@ impl GroupTask {
                 }
             }
             // Too far behind live, measured at the oldest chunk it is owed: skip ahead.
-            if let Some(&(_, ts)) = v.pending.front()
-                && v.offset == 0
+            if let Some(ts) = v.pending.oldest_ts()
+                && !v.pending.begun()
                 && v.cursor.behind_newest_ms(ts) > max_lag_ms
             {
                 debug!(channel = %self.channel, "viewer too far behind; skipping ahead");
                 skip(&self.edge, &self.channel, v);
                 continue;
             }
-            let (n, last_ts) = write_pending(v)?;
+            let (n, last_ts) = v.pending.write(&v.stream).map_err(|_| GONE)?;
             written += n;
             if let Some(ts) = last_ts {
                 v.pace.wrote(now.into_std(), ts);
@@ -332,46 +349,9 @@ impl GroupTask {
 /// Drops what a viewer is owed (but the rest of a chunk begun) and moves it to the newest keyframe.
 fn skip(edge: &Edge, channel: &ChannelId, v: &mut Viewer) {
     edge.metrics.viewer_skips.with_label_values(&[channel.as_str()]).inc();
-    v.pending.truncate(usize::from(v.offset > 0));
+    v.pending.keep_begun();
     v.cursor.skip_to_latest_keyframe();
     v.pace.every_tick();
-}
-
-/// Writes as much of `v.pending` as the socket takes now, in vectored writes: the bytes written
-/// and the media time of the last chunk written whole.
-fn write_pending(v: &mut Viewer) -> Result<(usize, Option<u64>), Reason> {
-    let (mut total, mut last_ts) = (0, None);
-    while !v.pending.is_empty() {
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let mut n = 0;
-        for (k, (b, _)) in v.pending.iter().take(MAX_IOV).enumerate() {
-            iov[k] = IoSlice::new(if k == 0 { &b[v.offset..] } else { b });
-            n += 1;
-        }
-        match livesky_net::takeover::send_vectored_unwatched(&v.stream, &iov[..n]) {
-            Ok(0) => return Err(GONE),
-            Ok(mut w) => {
-                total += w;
-                while w > 0 {
-                    let Some(&(ref front, ts)) = v.pending.front() else { break };
-                    let left = front.len() - v.offset;
-                    if w >= left {
-                        w -= left;
-                        v.offset = 0;
-                        v.pending.pop_front();
-                        last_ts = Some(ts);
-                    } else {
-                        v.offset += w;
-                        w = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(GONE),
-        }
-    }
-    Ok((total, last_ts))
 }
 
 /// The next flush tick, or the hub's next change when there is no flush clock.
