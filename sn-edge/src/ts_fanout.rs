@@ -1,8 +1,9 @@
 //! The HTTP-TS fan-out: viewers of a channel in groups of up to [`GROUP`], one task per group.
 //! On each tick of the edge's flush clock the task takes every viewer's new chunks from the
-//! shared ring and writes them in one vectored, non-blocking write per socket. There is no task,
-//! channel or body frame per viewer: an edge's cost per viewer is then about that of a bare loop
-//! doing nothing but one write per viewer per tick (`livesky bench fanout`'s floor, issue 25).
+//! shared ring and sends them in one non-blocking `sendfile` per socket, from the channel's spool
+//! ([`crate::ts_spool`]): the kernel takes the pages, as it does from nginx's static file, instead
+//! of copying every byte from the edge for every viewer. There is no task, channel or body frame
+//! per viewer (issue 25).
 //!
 //! A viewer is not written on every tick, though: only when its player could otherwise run
 //! short of its margin, or its bytes were held as long as they may be
@@ -12,7 +13,7 @@
 //! The rules per viewer are the ones the edge always had: a viewer too far behind live skips to
 //! the newest keyframe (at a chunk boundary, so the TS stays whole), one that takes nothing for
 //! `stuck_viewer_seconds` while owed chunks is dropped, and none can make the edge hold more
-//! than a batch of shared `Bytes` for it.
+//! for it than a read-ahead of chunks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

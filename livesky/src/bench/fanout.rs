@@ -42,6 +42,10 @@ pub struct FanoutArgs {
     /// edge's own, 3000).
     #[arg(long)]
     pub max_hold_ms: Option<u64>,
+    /// The edge's `ts_spool_dir`, where HTTP-TS viewers are sent from by `sendfile` (default:
+    /// the edge's own, the system's temp dir). `/dev/shm` keeps the spool on tmpfs, to compare.
+    #[arg(long)]
+    pub ts_spool_dir: Option<std::path::PathBuf>,
     /// What viewers fetch: `ts` (HTTP-TS streams at the stream's rate), `hls` (one segment over
     /// and over on kept-alive connections, with wrk) or `ll-hls` (players following the live
     /// edge part by part: blocking playlist reload, then the part). `--speeds` applies to `ts`.
@@ -148,8 +152,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             args.clients,
             args.seconds
         );
+        let spool = args.ts_spool_dir.as_ref().map_or(String::new(), |d| format!(", spool in {}", d.display()));
         let label = format!(
-            "livesky edge (tick {} ms, {}, {})",
+            "livesky edge (tick {} ms, {}, {}{spool})",
             args.coalesce_ms,
             pacing_label(&args),
             count_of(args.workers, "connection thread")
@@ -341,12 +346,16 @@ async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<String> {
 
 pub(super) async fn start_edge(dir: &Path, speed: f64, args: &FanoutArgs) -> anyhow::Result<(Child, String)> {
     let (coalesce_ms, threads) = (args.coalesce_ms, args.workers);
-    let mut pacing = String::new();
+    let mut set = String::new();
     if let Some(ms) = args.start_lead_ms {
-        pacing.push_str(&format!("viewer_start_lead_ms = {ms}\n"));
+        set.push_str(&format!("viewer_start_lead_ms = {ms}\n"));
     }
     if let Some(ms) = args.max_hold_ms {
-        pacing.push_str(&format!("viewer_max_hold_ms = {ms}\n"));
+        set.push_str(&format!("viewer_max_hold_ms = {ms}\n"));
+    }
+    if let Some(dir) = &args.ts_spool_dir {
+        // A TOML basic string: Rust's escapes of a path are TOML's.
+        set.push_str(&format!("ts_spool_dir = {:?}\n", dir.display().to_string()));
     }
     let topo = format!(
         "[[channel]]\nid = \"demo\"\nsource = {{ kind = \"loop\", path = \"builtin:demo\", speed = {speed} }}\n{}{}",
@@ -361,7 +370,7 @@ pub(super) async fn start_edge(dir: &Path, speed: f64, args: &FanoutArgs) -> any
             &format!(
                 "http_threads = {threads}\n\
                  limits = {{ http_max_per_ip = 1000000, http_max_connections = 1000000 }}\n\
-                 [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}\n{pacing}\
+                 [node.edge]\nmax_viewers = 100000\nviewer_coalesce_ms = {coalesce_ms}\n{set}\
                  hls_window = 30"
             ),
         ),
