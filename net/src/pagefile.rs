@@ -29,14 +29,15 @@ impl PageFile {
         Ok(Self(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
     }
 
-    /// A new file of `len` zero bytes in `dir` (unnamed: `O_TMPFILE`), written in one go so
+    /// A new file in `dir` (unnamed: `O_TMPFILE`) holding `contents`, written in one go so
     /// that a filesystem with large folios (ext4, XFS) keeps it in large pages, which `sendfile`
-    /// takes at less cost per byte than tmpfs's 4 KiB pages.
-    pub fn new_in(dir: &std::path::Path, len: usize) -> io::Result<Self> {
+    /// takes at less cost per byte than tmpfs's 4 KiB pages. (Zeros, to be overwritten later,
+    /// get the same pages.)
+    pub fn new_in(dir: &std::path::Path, contents: &[u8]) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file =
             std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)?;
-        file.write_all_at(&vec![0; len], 0)?;
+        file.write_all_at(contents, 0)?;
         Ok(Self(file))
     }
 

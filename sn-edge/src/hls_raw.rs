@@ -6,7 +6,9 @@
 //!
 //! (`sendfile` from a memfd, nginx's way, was measured here twice and cost more CPU per request
 //! than the copy on this 2-core loopback bench: a page-cache lookup and reference counts for each
-//! 4 kB page, on pages both worker threads send at once. BENCHMARKS.md.)
+//! 4 kB page, on pages both worker threads send at once. From an ext4 file in large folios, as
+//! the HTTP-TS spool sends, it was no clear gain either: 1.17, 0.97 and 1.11× nginx against
+//! 1.13, 1.09 and 0.88× for the copy at 5,000 connections. BENCHMARKS.md.)
 //!
 //! Only plain requests are served here: a request with a range, a condition, a body, an upgrade,
 //! HTTP/1.0, a HEAD, or anything this loop does not read goes to hyper, with the connection for

@@ -127,7 +127,7 @@ impl Inner {
         if self.broken_until.is_some_and(|t| Instant::now() < t) {
             return None;
         }
-        let made = match PageFile::new_in(&self.dir, BLOCK as usize) {
+        let made = match PageFile::new_in(&self.dir, &vec![0; BLOCK as usize]) {
             Ok(f) => Ok(f),
             Err(e) => {
                 if !std::mem::replace(&mut self.dir_failed, true) {

@@ -48,7 +48,8 @@ pub struct EdgeSettings {
     /// folios (ext4, XFS) a byte costs about a quarter less to send than on tmpfs (`/dev/shm`,
     /// which keeps the stream in memory only); a block that outlives the kernel's dirty expiry
     /// (~30 s) is written back to that disk once. Where no file can be made there, memory files
-    /// (memfd) are used.
+    /// (memfd) are used. The fan-out writes each chunk there as it arrives, so it belongs on a
+    /// local disk or tmpfs, not a network filesystem.
     pub ts_spool_dir: std::path::PathBuf,
     /// LiveSky clients' control port (TCP). Absent: the edge serves legacy viewers only.
     #[serde(skip_serializing_if = "Option::is_none")]
