@@ -36,6 +36,8 @@ pub struct EdgeMetrics {
     pub serve_bytes: IntCounterVec,
     pub serve_busy: CounterVec,
     pub serve_bytes_per_cpu_second: GaugeVec,
+    /// HTTP-TS chunks put in the channels' spools, by where they went.
+    pub spool_chunks: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -153,6 +155,12 @@ impl EdgeMetrics {
                 "Bytes written per CPU-second of the viewer-serving path, since start",
                 &["kind"],
             ),
+            spool_chunks: counter(
+                r,
+                "edge_spool_chunks_total",
+                "HTTP-TS chunks written to the spool viewers are sent from: to a file in ts_spool_dir, a memory file when none could be made there, or none (sent from the ring by plain writes)",
+                &["to"],
+            ),
         }
     }
 
@@ -163,6 +171,12 @@ impl EdgeMetrics {
             busy: self.serve_busy.with_label_values(&[kind]),
             per_cpu_second: self.serve_bytes_per_cpu_second.with_label_values(&[kind]),
         }
+    }
+
+    /// The spool's counters, looked up once.
+    pub fn spool_counters(&self) -> crate::ts_spool::Counters {
+        let to = |w: &str| self.spool_chunks.with_label_values(&[w]);
+        crate::ts_spool::Counters { file: to("file"), memory_file: to("memory_file"), none: to("none") }
     }
 
     pub fn observe_service(&self, channel: &ChannelId, snap: &Snapshot, st: &ServiceStats) {

@@ -126,7 +126,7 @@ impl Groups {
         let _ = tx.send(viewer);
         groups.push(Group { tx, size: size.clone() });
         let spool = spool.upgrade().unwrap_or_else(|| {
-            let fresh = Arc::new(Spool::new(&edge.settings().ts_spool_dir));
+            let fresh = Arc::new(Spool::new(&edge.settings().ts_spool_dir, edge.metrics.spool_counters()));
             *spool = Arc::downgrade(&fresh);
             fresh
         });

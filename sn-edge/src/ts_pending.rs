@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn spool_runs_merge_and_the_stream_arrives_in_order() {
-        let spool = Spool::new(std::path::Path::new(""));
+        let spool = Spool::new(std::path::Path::new(""), Default::default());
         let mut p = Pending::default();
         let stream = queue(&spool, &mut p, 7, 1000);
         // Chunks 0-1, 3-4 and 6 are spool runs; 2 and 5 are in memory.
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_full_socket_leaves_a_chunk_begun_and_skipping_keeps_its_rest() {
-        let spool = Spool::new(std::path::Path::new(""));
+        let spool = Spool::new(std::path::Path::new(""), Default::default());
         let mut p = Pending::default();
         let stream = queue(&spool, &mut p, 60, 100_000);
         let (tx, mut rx) = pair();
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn skipping_with_nothing_begun_drops_all() {
-        let spool = Spool::new(std::path::Path::new(""));
+        let spool = Spool::new(std::path::Path::new(""), Default::default());
         let mut p = Pending::default();
         queue(&spool, &mut p, 4, 10);
         p.keep_begun();

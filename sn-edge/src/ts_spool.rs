@@ -30,11 +30,15 @@ const RECENT: usize = 512;
 
 /// One block of the spool.
 #[derive(Debug)]
-pub(crate) struct Block(PageFile);
+pub(crate) struct Block {
+    file: PageFile,
+    /// Where its chunks are counted.
+    counter: prometheus::IntCounter,
+}
 
 impl Block {
     pub fn file(&self) -> &PageFile {
-        &self.0
+        &self.file
     }
 }
 
@@ -60,6 +64,23 @@ impl Id {
     }
 }
 
+/// Chunks put in a spool, by where they went (`livesky_edge_spool_chunks_total`).
+#[derive(Clone)]
+pub(crate) struct Counters {
+    pub file: prometheus::IntCounter,
+    pub memory_file: prometheus::IntCounter,
+    pub none: prometheus::IntCounter,
+}
+
+#[cfg(test)]
+impl Default for Counters {
+    /// Counters registered nowhere.
+    fn default() -> Self {
+        let new = || prometheus::IntCounter::new("spool_chunks", "test").expect("a valid name");
+        Self { file: new(), memory_file: new(), none: new() }
+    }
+}
+
 /// A channel's spool, shared by its fan-out groups.
 pub(crate) struct Spool(Mutex<Inner>);
 
@@ -68,6 +89,7 @@ struct Inner {
     dir: PathBuf,
     /// Whether the directory failed already (told once).
     dir_failed: bool,
+    counters: Counters,
     /// The block being filled, and how far.
     current: Option<(Arc<Block>, u64)>,
     index: BTreeMap<u64, (Id, Span)>,
@@ -79,10 +101,17 @@ struct Inner {
 
 impl Spool {
     /// A spool making its blocks in `dir` (empty: the system's temporary directory).
-    pub fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path, counters: Counters) -> Self {
         let dir = if dir.as_os_str().is_empty() { std::env::temp_dir() } else { dir.to_path_buf() };
-        let inner =
-            Inner { dir, dir_failed: false, current: None, index: BTreeMap::new(), indexed: 0, broken_until: None };
+        let inner = Inner {
+            dir,
+            dir_failed: false,
+            counters,
+            current: None,
+            index: BTreeMap::new(),
+            indexed: 0,
+            broken_until: None,
+        };
         Self(Mutex::new(inner))
     }
 
@@ -96,7 +125,11 @@ impl Spool {
         {
             return Some(span.clone());
         }
-        let span = inner.append(&chunk.payload)?;
+        let Some(span) = inner.append(&chunk.payload) else {
+            inner.counters.none.inc();
+            return None;
+        };
+        span.block.counter.inc();
         inner.indexed += id.len;
         if let Some((old, _)) = inner.index.insert(id.seq, (id, span.clone())) {
             inner.indexed -= old.len;
@@ -115,7 +148,7 @@ impl Inner {
         }
         let (block, fill) = self.current.as_mut()?;
         let start = *fill;
-        if let Err(e) = block.0.write_at(bytes, start) {
+        if let Err(e) = block.file.write_at(bytes, start) {
             self.broken(&e);
             return None;
         }
@@ -127,17 +160,18 @@ impl Inner {
         if self.broken_until.is_some_and(|t| Instant::now() < t) {
             return None;
         }
+        let c = &self.counters;
         let made = match PageFile::new_in(&self.dir, &vec![0; BLOCK as usize]) {
-            Ok(f) => Ok(f),
+            Ok(f) => Ok((f, c.file.clone())),
             Err(e) => {
                 if !std::mem::replace(&mut self.dir_failed, true) {
                     warn!(dir = %self.dir.display(), error = %e, "cannot make HTTP-TS spool files here (check edge.ts_spool_dir); keeping them in memory");
                 }
-                PageFile::new()
+                PageFile::new().map(|f| (f, c.memory_file.clone()))
             }
         };
         match made {
-            Ok(f) => Some(Arc::new(Block(f))),
+            Ok((file, counter)) => Some(Arc::new(Block { file, counter })),
             Err(e) => {
                 self.broken(&e);
                 None
@@ -227,7 +261,7 @@ mod tests {
     }
 
     fn spool() -> Spool {
-        Spool::new(Path::new(""))
+        Spool::new(Path::new(""), Counters::default())
     }
 
     fn read(span: &Span) -> Vec<u8> {
@@ -255,10 +289,12 @@ mod tests {
 
     #[test]
     fn a_directory_that_cannot_hold_files_leaves_them_in_memory() {
-        let spool = Spool::new(Path::new("/nonexistent/livesky-spool"));
+        let counters = Counters::default();
+        let spool = Spool::new(Path::new("/nonexistent/livesky-spool"), counters.clone());
         let span = spool.span(&chunk(1, 1, b"still sent")).unwrap();
         assert_eq!(read(&span), b"still sent");
         assert!(spool.0.lock().unwrap().dir_failed);
+        assert_eq!((counters.file.get(), counters.memory_file.get(), counters.none.get()), (0, 1, 0));
     }
 
     #[test]
