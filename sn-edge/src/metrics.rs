@@ -174,7 +174,7 @@ impl EdgeMetrics {
     }
 
     /// The spool's counters, looked up once.
-    pub fn spool_counters(&self) -> crate::ts_spool::Counters {
+    pub(crate) fn spool_counters(&self) -> crate::ts_spool::Counters {
         let to = |w: &str| self.spool_chunks.with_label_values(&[w]);
         crate::ts_spool::Counters { file: to("file"), memory_file: to("memory_file"), none: to("none") }
     }

@@ -21,8 +21,9 @@ use tracing::warn;
 const BLOCK: u64 = 1 << 20;
 /// Chunks the spool's index keeps, newest first: more than a viewer may lag before it skips.
 const KEEP_CHUNKS: usize = 2048;
-/// Bytes the index keeps at most (a fast stream reaches this before [`KEEP_CHUNKS`]).
-const KEEP_BYTES: u64 = 32 << 20;
+/// Bytes the index keeps at most (a fast stream reaches this before [`KEEP_CHUNKS`]: 16 s of
+/// 8 Mbit/s). Each block the index still refers to holds a file descriptor.
+const KEEP_BYTES: u64 = 16 << 20;
 /// After a block could not be made, how long chunks go by plain writes before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Chunks a group remembers where to find.
