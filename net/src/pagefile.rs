@@ -47,7 +47,9 @@ impl PageFile {
     }
 
     /// One `sendfile(2)` of `len` bytes from `offset` to `socket`: what it took, as a
-    /// non-blocking write answers (`WouldBlock` when the socket is full).
+    /// non-blocking write answers (`WouldBlock` when the socket is full). `sendfile` has no
+    /// `MSG_NOSIGNAL`: to a peer that is gone it raises `SIGPIPE`, which a Rust program ignores
+    /// (std sets it to `SIG_IGN` before `main`), so the caller sees `EPIPE`.
     pub fn send_to(&self, socket: &impl AsFd, offset: u64, len: usize) -> io::Result<usize> {
         let mut off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: both descriptors are borrowed open files for the call's duration; `off` is a
@@ -82,6 +84,19 @@ mod tests {
         let mut got = [0u8; 8];
         rx.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"lo world");
+    }
+
+    #[test]
+    fn a_peer_that_is_gone_is_an_error() {
+        let f = PageFile::new().unwrap();
+        f.write_at(&[1; 4096], 0).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tx = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        drop(l.accept().unwrap());
+        // The first send may be taken before the reset arrives; a later one fails.
+        let failed = (0..100).find_map(|_| f.send_to(&tx, 0, 4096).err());
+        let kind = failed.expect("sending to a closed peer kept succeeding").kind();
+        assert!(matches!(kind, io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset), "{kind:?}");
     }
 
     #[test]
