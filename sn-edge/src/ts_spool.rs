@@ -181,7 +181,7 @@ impl Inner {
     }
 
     fn broken(&mut self, e: &std::io::Error) {
-        warn!(error = %e, "cannot keep HTTP-TS chunks in a memory file; writing viewers from memory for now");
+        warn!(error = %e, "cannot write HTTP-TS chunks to the spool; viewers get plain writes for {RETRY_AFTER:?}");
         self.current = None;
         self.broken_until = Some(Instant::now() + RETRY_AFTER);
     }
